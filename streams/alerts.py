@@ -1,0 +1,70 @@
+"""Drift alerts as CloudEvents 1.0 (structured JSON mode) with deterministic ids.
+
+The id hashes what identifies a drift episode — group, model, feature, detector and the
+Kafka position of the value that opened it — so a replay after a crash or a retried send
+yields the same id, and consumers de-duplicate by id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from streams.processor import Finding
+
+DRIFT_DETECTED = "io.streamdrift.drift.detected"
+SPEC_VERSION = "1.0"
+
+
+def alert_id(group_id: str, topic: str, partition: int, finding: Finding) -> str:
+    d = finding.detection
+    identity = "\x1f".join(
+        (group_id, finding.model, finding.feature, d.detector, topic, str(partition), str(d.position))
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def build_alert(group_id: str, topic: str, partition: int, finding: Finding, now: float) -> dict[str, Any]:
+    d = finding.detection
+    return {
+        "specversion": SPEC_VERSION,
+        "id": alert_id(group_id, topic, partition, finding),
+        "source": f"streamdrift://{group_id}",
+        "type": DRIFT_DETECTED,
+        "subject": f"{finding.model}/{finding.feature}",
+        "time": datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "data": {
+            "model": finding.model,
+            "model_version": finding.model_version,
+            "feature": finding.feature,
+            "kind": finding.kind,
+            "detector": d.detector,
+            "statistic": d.statistic,
+            "threshold": d.threshold,
+            "severity": d.severity,
+            "effect_size": d.effect_size,
+            "events_seen": d.events_seen,
+            "reference": d.reference,
+            "current": d.current,
+            "evidence": {"topic": topic, "partition": partition, "from_offset": d.evidence_from, "to_offset": d.position},
+        },
+    }
+
+
+def _numpy_scalars(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot encode {type(value).__name__} in an alert")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_numpy_scalars)
+
+
+def encode_alert(alert: dict[str, Any]) -> bytes:
+    return _ENCODER.encode(alert)
+

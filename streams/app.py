@@ -1,0 +1,143 @@
+"""The Faust app: topics, agents, rebalance hooks, timers and the metrics/health pages.
+
+Faust owns the consumer group, the agents' lifecycle and the web server; the drift logic
+lives in ``streams.runtime`` (state, checkpoints) and ``streams.processor`` (pure batch
+logic). Agents take records in batches (``take_events``) so per-batch work — decoding,
+vectorised sketch updates, one Redis round trip — is amortised over many events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import faust
+import yaml
+from faust.types import TP
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from detectors import validate_config
+from streams.processor import Record
+from streams.runtime import Publisher, Runtime
+from streams.settings import Settings
+
+log = logging.getLogger("streamdrift")
+
+
+def load_config(path: Path | None) -> dict[str, Any]:
+    """Read and validate the optional YAML detector configuration."""
+    if path is None:
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"cannot read STREAMDRIFT_CONFIG={path}: {exc}") from exc
+    try:
+        validate_config(config)
+    except ValueError as exc:
+        raise SystemExit(f"invalid STREAMDRIFT_CONFIG={path}: {exc}") from exc
+    return config
+
+
+class FaustPublisher(Publisher):
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._topics: dict[str, faust.TopicT] = {}
+
+    def _topic(self, name: str) -> faust.TopicT:
+        if name not in self._topics:
+            self._topics[name] = self.app.topic(name, key_serializer="raw", value_serializer="raw")
+        return self._topics[name]
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        await self._topic(topic).send(key=key, value=value, headers=headers)
+
+    async def flush(self) -> None:
+        await self.app.producer.flush()
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        # Faust seeks to the committed offsets right after on_rebalance_complete returns.
+        committed = await self.app.consumer._commit({TP(t, p): o for (t, p), o in offsets.items()})
+        if not committed:
+            raise RuntimeError(f"could not commit checkpointed offsets {offsets}")
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
+    s = settings
+    app = faust.App(
+        s.group_id,
+        broker=f"kafka://{s.kafka_bootstrap}",
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=s.heartbeat_interval_s,
+        broker_rebalance_timeout=s.rebalance_timeout_s,
+        broker_max_poll_records=s.batch_max_events,
+        stream_buffer_maxsize=max(4096, 2 * s.batch_max_events),
+        web_enabled=True,
+        web_bind=s.metrics_host,
+        web_port=s.metrics_port,
+        web_in_thread=False,
+    )
+    runtime = Runtime(s, load_config(s.config), FaustPublisher(app))
+    ours = {s.input_topic, s.labels_topic}
+
+    def batches(topic: str):
+        async def agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(s.batch_max_events, within=s.batch_within_s):
+                by_partition: dict[int, list[Record]] = defaultdict(list)
+                for event in events:
+                    message = event.message
+                    by_partition[message.partition].append(Record(message.offset, message.timestamp, message.value))
+                await runtime.handle(topic, by_partition)
+
+        agent.__name__ = f"{topic.replace('.', '_').replace('-', '_')}_agent"
+        return agent
+
+    for topic in (s.input_topic, s.labels_topic):
+        app.agent(app.topic(topic, key_serializer="raw", value_serializer="raw"), name=f"streamdrift.{topic}")(batches(topic))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(_app: faust.App, revoked: set[TP], **_: Any) -> None:
+        await runtime.on_revoked((tp.topic, tp.partition) for tp in revoked if tp.topic in ours)
+
+    @app.on_rebalance_complete.connect
+    async def on_rebalance_complete(_app: faust.App, **_: Any) -> None:
+        assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in ours]
+        await runtime.on_assigned(assigned)
+
+    @app.timer(interval=min(1.0, s.checkpoint_interval_s / 2))
+    async def tick() -> None:
+        await runtime.tick()
+        runtime.update_lag(lambda topic, partition: app.consumer.highwater(TP(topic, partition)))
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            body = generate_latest(runtime.metrics.registry)
+            return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            ready = runtime.ready and app.rebalancing is False
+            return self.json({"ready": ready, "partitions": sorted(map(list, runtime.states))}, status=200 if ready else 503)
+
+    @app.service
+    class Closer(faust.Service):
+        async def on_stop(self) -> None:
+            await runtime.close()
+
+    return app, runtime

@@ -1,0 +1,138 @@
+"""Redis checkpoint store: per-partition state and offsets written in one atomic, fenced step.
+
+Key layout (``G`` = group id, ``T`` = topic, ``P`` = partition; the ``{...}`` hash tag keeps
+every key of one checkpoint in one Redis Cluster slot):
+
+========================== ====== ===========================================================
+key                        type   contents
+========================== ====== ===========================================================
+``sd:{G:T:P}:ckpt``        hash   ``epoch`` (fencing token), ``offset`` (next offset to read),
+                                  ``worker``, ``updated_at`` / ``claimed_at`` (epoch ms),
+                                  ``events`` (events applied, for status)
+``sd:{G:T:P}:state``       hash   one field per monitored series (``model\\x1ffeature``) holding
+                                  msgpack bytes of its monitor, plus ``\\x00``-prefixed
+                                  partition-level fields (pending labels, model versions)
+``sd:{G}:join:M:B``        hash   ``event_id`` -> prediction for model ``M`` in time bucket ``B``
+                                  (expires after the label TTL)
+``sd:{G}:partitions``      set    ``T:P`` of every partition ever checkpointed (for status)
+========================== ====== ===========================================================
+
+A worker *claims* a partition when it is assigned (``HINCRBY epoch``) and every checkpoint
+script first checks that the stored epoch is still its own: a worker that lost the partition
+(a paused or slow zombie) gets ``FENCED`` and can never overwrite the new owner's state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+SEP = "\x1f"
+META_PREFIX = "\x00"
+
+_CLAIM = """
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'worker', ARGV[1], 'claimed_at', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return {epoch, redis.call('HGET', KEYS[1], 'offset') or false}
+"""
+
+# KEYS: ckpt, state; ARGV: epoch, next_offset, now_ms, worker, events_delta, field, value, ...
+_CHECKPOINT = """
+local current = redis.call('HGET', KEYS[1], 'epoch')
+if current ~= ARGV[1] then
+  return redis.error_reply('FENCED epoch ' .. ARGV[1] .. ' is stale (current ' .. tostring(current) .. ')')
+end
+local stored = tonumber(redis.call('HGET', KEYS[1], 'offset') or '-1')
+if tonumber(ARGV[2]) < stored then
+  return redis.error_reply('REGRESSION offset ' .. ARGV[2] .. ' < stored ' .. stored)
+end
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'updated_at', ARGV[3], 'worker', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'events', ARGV[5])
+return 1
+"""
+
+
+class Fenced(Exception):
+    """Another worker claimed the partition since we did: our state is stale, drop it."""
+
+
+@dataclass
+class Claim:
+    epoch: int
+    offset: int | None  # next offset to read; None if the partition was never checkpointed
+    fields: dict[bytes, bytes] = field(default_factory=dict)
+
+
+class KeyLayout:
+    """Names of a group's Redis keys (the table above)."""
+
+    def __init__(self, group_id: str) -> None:
+        self.group_id = group_id
+
+    def keys(self, topic: str, partition: int) -> tuple[str, str]:
+        tag = f"sd:{{{self.group_id}:{topic}:{partition}}}"
+        return f"{tag}:ckpt", f"{tag}:state"
+
+    @property
+    def partitions_key(self) -> str:
+        return f"sd:{{{self.group_id}}}:partitions"
+
+
+class CheckpointStore(KeyLayout):
+    def __init__(self, redis: aioredis.Redis, group_id: str, worker_id: str) -> None:
+        super().__init__(group_id)
+        self.redis = redis
+        self.worker_id = worker_id
+        self._claim = redis.register_script(_CLAIM)
+        self._checkpoint = redis.register_script(_CHECKPOINT)
+
+    async def claim(self, topic: str, partition: int) -> Claim:
+        """Take ownership (a new epoch) and load the partition's checkpointed state."""
+        ckpt, state = self.keys(topic, partition)
+        epoch, offset = await self._claim(
+            keys=[ckpt, self.partitions_key], args=[self.worker_id, _now_ms(), f"{topic}:{partition}"]
+        )
+        fields = await self.redis.hgetall(state)
+        return Claim(int(epoch), int(offset) if offset else None, fields)
+
+    async def save(self, saves: list[Save]) -> list[Exception | None]:
+        """Write several partitions' checkpoints in one round trip; each one is atomic.
+
+        Returns, per save, None on success or the exception (``Fenced`` for a stale epoch).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        now = _now_ms()
+        for s in saves:
+            args: list[bytes | str | int] = [s.epoch, s.next_offset, now, self.worker_id, s.events]
+            for name, blob in s.fields.items():
+                args += [name, blob]
+            await self._checkpoint(keys=list(self.keys(s.topic, s.partition)), args=args, client=pipe)
+        results = await pipe.execute(raise_on_error=False)
+        return [_as_error(r) for r in results]
+
+
+@dataclass
+class Save:
+    topic: str
+    partition: int
+    epoch: int
+    next_offset: int
+    events: int  # events applied since the previous checkpoint
+    fields: dict[str, bytes]
+
+
+def _as_error(result: object) -> Exception | None:
+    if isinstance(result, ResponseError):
+        return Fenced(str(result)) if "FENCED" in str(result) else result
+    return result if isinstance(result, Exception) else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

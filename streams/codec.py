@@ -1,0 +1,336 @@
+"""Decode and validate input messages: Kafka bytes in, valid events and rejections out.
+
+The fast path decodes straight into typed structs with msgspec (~0.5 µs per event); only a
+message that fails it is decoded again generically, to name the exact reason for the
+dead-letter topic. Every rejection carries the bytes to dead-letter: the original message
+value, or for one bad element of a JSON array that element alone, re-encoded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Union
+
+import msgspec
+
+PREDICTION = "prediction"
+"""The prediction is monitored like a feature of this name."""
+
+
+class Reason(StrEnum):
+    """Why a message or event went to the dead-letter topic (a low-cardinality metric label)."""
+
+    MALFORMED_JSON = "malformed_json"
+    OVERSIZE_MESSAGE = "oversize_message"
+    TOO_MANY_EVENTS = "too_many_events"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_MODEL = "missing_model"
+    INVALID_MODEL = "invalid_model"
+    INVALID_MODEL_VERSION = "invalid_model_version"
+    INVALID_EVENT_ID = "invalid_event_id"
+    MISSING_FEATURES = "missing_features"
+    INVALID_FEATURES = "invalid_features"
+    INVALID_FEATURE_NAME = "invalid_feature_name"
+    INVALID_FEATURE_VALUE = "invalid_feature_value"
+    NON_FINITE_VALUE = "non_finite_value"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    INVALID_PREDICTION = "invalid_prediction"
+    CATEGORY_TOO_LONG = "category_too_long"
+    TOO_MANY_FEATURES = "too_many_features"
+    TOO_MANY_FEATURES_FOR_MODEL = "too_many_features_for_model"
+    TOO_MANY_MODELS = "too_many_models"
+    TOO_MANY_CATEGORIES = "too_many_categories"
+    FEATURE_TYPE_CHANGED = "feature_type_changed"
+    INVALID_LABEL = "invalid_label"
+    LABEL_UNMATCHED = "label_unmatched"
+    LABEL_BUFFER_FULL = "label_buffer_full"
+    INTERNAL_ERROR = "internal_error"
+
+
+Scalar = Union[float, str, bool, None]
+
+
+class _RawEvent(msgspec.Struct):
+    model: str
+    features: dict[str, Scalar]
+    model_version: Union[str, None] = None
+    event_id: Union[str, None] = None
+    timestamp: Union[float, str, None] = None
+    prediction: Scalar = None
+
+
+class _RawLabel(msgspec.Struct):
+    model: str
+    event_id: str
+    label: Union[float, str, bool]
+    timestamp: Union[float, str, None] = None
+
+
+_EVENTS = msgspec.json.Decoder(Union[_RawEvent, list[_RawEvent]])
+_LABELS = msgspec.json.Decoder(Union[_RawLabel, list[_RawLabel]])
+_GENERIC = msgspec.json.Decoder()
+_ENCODE = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message_bytes: int = 1_048_576
+    max_events_per_message: int = 10_000
+    max_features_per_event: int = 500
+    max_name_length: int = 128
+    max_category_length: int = 256
+
+
+@dataclass(slots=True)
+class Event:
+    """A valid prediction event, its features split by kind (the prediction included)."""
+
+    model: str
+    model_version: str | None
+    event_id: str | None
+    timestamp: float
+    numeric: dict[str, float]
+    categorical: dict[str, str]
+    missing: list[str]
+    prediction: float | str | None
+    index: int | None = None  # position in a JSON array message; None for a single-event message
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    model: str
+    event_id: str
+    label: float | str
+    timestamp: float
+    index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    detail: str
+    payload: bytes
+    index: int | None = None  # position in a JSON array; None for a whole message
+
+
+class Invalid(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def decode_events(value: bytes | None, kafka_ts: float, limits: Limits) -> tuple[list[Event], list[Rejection]]:
+    """Decode one input message into valid events and rejections.
+
+    >>> events, rejected = decode_events(b'{"model": "m", "features": {"x": 1, "c": "DE", "z": null}}', 1.0, Limits())
+    >>> events[0].numeric, events[0].categorical, events[0].missing, rejected
+    ({'x': 1.0}, {'c': 'DE'}, ['z'], [])
+    >>> events, rejected = decode_events(b'[{"model": "m", "features": {}}, {"model": 7, "features": {}}]', 1.0, Limits())
+    >>> len(events), rejected[0].reason.value, rejected[0].index, rejected[0].payload
+    (1, 'invalid_model', 1, b'{"model":7,"features":{}}')
+    """
+    return _decode(value, kafka_ts, limits, _EVENTS, _validate_event, _diagnose_event)
+
+
+def decode_labels(value: bytes | None, kafka_ts: float, limits: Limits) -> tuple[list[Label], list[Rejection]]:
+    """Decode one labels message (an object or an array of objects).
+
+    >>> labels, _ = decode_labels(b'{"model": "m", "event_id": "e1", "label": true}', 5.0, Limits())
+    >>> labels[0]
+    Label(model='m', event_id='e1', label=1.0, timestamp=5.0, index=None)
+    """
+    return _decode(value, kafka_ts, limits, _LABELS, _validate_label, _diagnose_label)
+
+
+def _decode(value, kafka_ts, limits, decoder, validate, diagnose):
+    if value is None:
+        return [], [Rejection(Reason.MALFORMED_JSON, "empty message (null value)", b"")]
+    if len(value) > limits.max_message_bytes:
+        detail = f"{len(value)} bytes > max_message_bytes={limits.max_message_bytes}"
+        return [], [Rejection(Reason.OVERSIZE_MESSAGE, detail, value)]
+    try:
+        raw = decoder.decode(value)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _decode_slowly(value, kafka_ts, limits, validate, diagnose)
+    items = raw if isinstance(raw, list) else [raw]
+    if len(items) > limits.max_events_per_message:
+        detail = f"{len(items)} events > max_events_per_message={limits.max_events_per_message}"
+        return [], [Rejection(Reason.TOO_MANY_EVENTS, detail, value)]
+    batched = isinstance(raw, list)
+    good, bad = [], []
+    for index, item in enumerate(items):
+        try:
+            good.append(validate(item, kafka_ts, limits, index if batched else None))
+        except Invalid as exc:
+            position = index if batched else None
+            bad.append(Rejection(exc.reason, exc.detail, element_bytes(value, position), position))
+    return good, bad
+
+
+def _decode_slowly(value, kafka_ts, limits, validate, diagnose):
+    """Re-decode generically to name the reason; salvage the valid elements of an array."""
+    try:
+        raw = _GENERIC.decode(value)
+    except msgspec.DecodeError as exc:
+        reason = Reason.NON_FINITE_VALUE if "out of range" in str(exc) else Reason.MALFORMED_JSON
+        return [], [Rejection(reason, str(exc), value)]
+    if not isinstance(raw, list):
+        reason, detail = diagnose(raw, limits)
+        return [], [Rejection(reason, detail, value)]
+    if len(raw) > limits.max_events_per_message:
+        detail = f"{len(raw)} events > max_events_per_message={limits.max_events_per_message}"
+        return [], [Rejection(Reason.TOO_MANY_EVENTS, detail, value)]
+    good, bad = [], []
+    for index, item in enumerate(raw):
+        payload = _ENCODE(item)
+        reason, detail = diagnose(item, limits)
+        if reason is None:
+            try:
+                typed = msgspec.json.decode(payload, type=_raw_type(validate))
+                good.append(validate(typed, kafka_ts, limits, index))
+                continue
+            except Invalid as exc:
+                reason, detail = exc.reason, exc.detail
+        bad.append(Rejection(reason, detail, payload, index))
+    return good, bad
+
+
+def _raw_type(validate) -> type:
+    return _RawEvent if validate is _validate_event else _RawLabel
+
+
+def element_bytes(value: bytes, index: int | None) -> bytes:
+    """The bytes to dead-letter for one event: the whole message, or one array element alone."""
+    return value if index is None else _ENCODE(_GENERIC.decode(value)[index])
+
+
+# --- validation of typed events ------------------------------------------------------------
+
+
+def _validate_event(raw: _RawEvent, kafka_ts: float, limits: Limits, index: int | None) -> Event:
+    _check_name(raw.model, "model", Reason.INVALID_MODEL, limits)
+    if len(raw.features) > limits.max_features_per_event:
+        detail = f"{len(raw.features)} features > max_features_per_event={limits.max_features_per_event}"
+        raise Invalid(Reason.TOO_MANY_FEATURES, detail)
+    numeric: dict[str, float] = {}
+    categorical: dict[str, str] = {}
+    missing: list[str] = []
+    for name, value in raw.features.items():
+        _check_name(name, "feature name", Reason.INVALID_FEATURE_NAME, limits)
+        _classify(name, value, numeric, categorical, missing, limits, Reason.INVALID_FEATURE_VALUE)
+    if raw.prediction is not None:
+        if PREDICTION in raw.features:
+            raise Invalid(Reason.INVALID_FEATURES, "feature name 'prediction' is reserved for the event's prediction")
+        _classify(PREDICTION, raw.prediction, numeric, categorical, missing, limits, Reason.INVALID_PREDICTION)
+    prediction = numeric.get(PREDICTION, categorical.get(PREDICTION))
+    return Event(
+        model=raw.model,
+        model_version=raw.model_version,
+        event_id=raw.event_id,
+        timestamp=_timestamp(raw.timestamp, kafka_ts),
+        numeric=numeric,
+        categorical=categorical,
+        missing=missing,
+        prediction=prediction,
+        index=index,
+    )
+
+
+def _validate_label(raw: _RawLabel, kafka_ts: float, limits: Limits, index: int | None) -> Label:
+    _check_name(raw.model, "model", Reason.INVALID_MODEL, limits)
+    if not raw.event_id or len(raw.event_id) > limits.max_category_length:
+        raise Invalid(Reason.INVALID_EVENT_ID, "event_id must be a non-empty string")
+    label = raw.label
+    if isinstance(label, bool):
+        label = float(label)
+    elif isinstance(label, float) and not math.isfinite(label):
+        raise Invalid(Reason.NON_FINITE_VALUE, "label is not finite")
+    elif isinstance(label, str) and len(label) > limits.max_category_length:
+        raise Invalid(Reason.CATEGORY_TOO_LONG, f"label longer than {limits.max_category_length}")
+    return Label(raw.model, raw.event_id, label, _timestamp(raw.timestamp, kafka_ts), index)
+
+
+def _classify(name, value, numeric, categorical, missing, limits, reason) -> None:
+    if value is None:
+        missing.append(name)
+    elif isinstance(value, bool):
+        categorical[name] = "true" if value else "false"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise Invalid(Reason.NON_FINITE_VALUE, f"{name!r} is not finite")
+        numeric[name] = value
+    elif isinstance(value, str):
+        if len(value) > limits.max_category_length:
+            raise Invalid(Reason.CATEGORY_TOO_LONG, f"{name!r} value longer than {limits.max_category_length}")
+        categorical[name] = value
+    else:  # unreachable through the typed decoder; kept as a guard for direct callers
+        raise Invalid(reason, f"{name!r} has unsupported type {type(value).__name__}")
+
+
+def _check_name(name: str, what: str, reason: Reason, limits: Limits) -> None:
+    if not name or len(name) > limits.max_name_length or not name.isprintable():
+        raise Invalid(reason, f"{what} must be 1..{limits.max_name_length} printable characters")
+
+
+def _timestamp(value: float | str | None, kafka_ts: float) -> float:
+    if value is None:
+        return kafka_ts
+    if isinstance(value, float):
+        if not math.isfinite(value) or value < 0:
+            raise Invalid(Reason.INVALID_TIMESTAMP, "timestamp must be finite epoch seconds >= 0")
+        return value
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise Invalid(Reason.INVALID_TIMESTAMP, "timestamp must be epoch seconds or RFC 3339") from None
+    if parsed.tzinfo is None:
+        raise Invalid(Reason.INVALID_TIMESTAMP, "RFC 3339 timestamp needs a UTC offset")
+    return parsed.timestamp()
+
+
+# --- diagnosis of messages the typed decoder refused ----------------------------------------
+
+_SCALARS = (int, float, str, bool, type(None))
+
+
+def _diagnose_event(item: Any, limits: Limits) -> tuple[Reason | None, str]:
+    if not isinstance(item, dict):
+        return Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {type(item).__name__}"
+    if "model" not in item:
+        return Reason.MISSING_MODEL, "required field 'model' is missing"
+    if not isinstance(item["model"], str):
+        return Reason.INVALID_MODEL, f"'model' must be a string, got {type(item['model']).__name__}"
+    if "features" not in item:
+        return Reason.MISSING_FEATURES, "required field 'features' is missing"
+    features = item["features"]
+    if not isinstance(features, dict):
+        return Reason.INVALID_FEATURES, f"'features' must be an object, got {type(features).__name__}"
+    for name, value in features.items():
+        if not isinstance(value, _SCALARS):
+            return Reason.INVALID_FEATURE_VALUE, f"feature {name!r} must be a number, string, boolean or null"
+    for field, reason in (("model_version", Reason.INVALID_MODEL_VERSION), ("event_id", Reason.INVALID_EVENT_ID)):
+        if item.get(field) is not None and not isinstance(item[field], str):
+            return reason, f"{field!r} must be a string"
+    if not isinstance(item.get("timestamp"), (int, float, str, type(None))) or isinstance(item.get("timestamp"), bool):
+        return Reason.INVALID_TIMESTAMP, "timestamp must be epoch seconds or RFC 3339"
+    if not isinstance(item.get("prediction"), _SCALARS):
+        return Reason.INVALID_PREDICTION, "prediction must be a number, string or boolean"
+    return None, ""
+
+
+def _diagnose_label(item: Any, limits: Limits) -> tuple[Reason | None, str]:
+    if not isinstance(item, dict):
+        return Reason.NOT_AN_OBJECT, f"label must be a JSON object, got {type(item).__name__}"
+    if not isinstance(item.get("model"), str):
+        return Reason.INVALID_MODEL, "'model' must be a string"
+    if not isinstance(item.get("event_id"), str):
+        return Reason.INVALID_EVENT_ID, "'event_id' must be a string"
+    if not isinstance(item.get("label"), (int, float, str, bool)):
+        return Reason.INVALID_LABEL, "'label' must be a number, string or boolean"
+    if not isinstance(item.get("timestamp"), (int, float, str, type(None))) or isinstance(item.get("timestamp"), bool):
+        return Reason.INVALID_TIMESTAMP, "timestamp must be epoch seconds or RFC 3339"
+    return None, ""

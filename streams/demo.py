@@ -1,0 +1,116 @@
+"""``streamdrift demo``: everything on one machine with nothing installed but this package.
+
+Starts an embedded Tansu broker and redis-server on free loopback ports, creates the topics,
+starts a worker and the drifting simulator as subprocesses, and prints alerts as they arrive.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+from rich.console import Console
+
+from streams.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
+from streams.tail import tail_alerts
+
+TOPICS = {"predictions": 4, "labels": 2, "drift-alerts": 1, "predictions.dlq": 1}
+
+
+def run_demo(console: Console, duration: float | None, rate: float, drift_at: int) -> None:
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="streamdrift-demo-") as tmp:
+        workdir = Path(tmp)
+        with console.status("starting the embedded Kafka-compatible broker (Tansu)…"):
+            broker = stack.enter_context(EmbeddedBroker(workdir=workdir / "broker"))
+        with console.status("starting redis-server…"):
+            redis = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis"))
+        create_topics(broker.bootstrap, TOPICS)
+        console.print(f"[green]✓[/green] broker {broker.bootstrap}   redis {redis.url}   topics {', '.join(TOPICS)}")
+
+        port = free_port()
+        env = {
+            **os.environ,
+            "STREAMDRIFT_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "STREAMDRIFT_REDIS_URL": redis.url,
+            "STREAMDRIFT_METRICS_PORT": str(port),
+            "STREAMDRIFT_METRICS_HOST": "127.0.0.1",
+            "STREAMDRIFT_SESSION_TIMEOUT_S": "6",
+            "STREAMDRIFT_HEARTBEAT_INTERVAL_S": "1",
+            "STREAMDRIFT_REBALANCE_TIMEOUT_S": "6",
+            "STREAMDRIFT_LOG_LEVEL": "warning",
+        }
+        worker = _spawn(stack, [sys.executable, "-m", "streams", "worker"], env, workdir / "worker.log")
+        with console.status("starting the worker (joining the consumer group)…"):
+            _wait_ready(port, worker, workdir / "worker.log")
+        console.print(f"[green]✓[/green] worker ready — metrics at [link]http://127.0.0.1:{port}/metrics[/link]")
+
+        simulator_cmd = [sys.executable, "-m", "streams", "simulate", "--rate", str(rate), "--drift-at", str(drift_at)]
+        if duration is not None:
+            simulator_cmd += ["--duration", str(duration)]
+        _spawn(stack, simulator_cmd, env, workdir / "simulator.log")
+        console.print(
+            f"[green]✓[/green] simulator producing {rate:g} events/s; drift starts at event {drift_at:,} "
+            f"(~{drift_at / rate:.0f} s). Waiting for alerts — Ctrl-C to stop.\n"
+        )
+        _show_alerts(console, broker.bootstrap, worker, deadline=None if duration is None else time.monotonic() + duration)
+
+
+def _show_alerts(console: Console, bootstrap: str, worker: subprocess.Popen, deadline: float | None) -> None:
+    from streams.cli import format_alert
+
+    def stop() -> bool:
+        return worker.poll() is not None or (deadline is not None and time.monotonic() > deadline)
+
+    count = 0
+    try:
+        for alert in tail_alerts(bootstrap, "drift-alerts", until=stop):
+            count += 1
+            console.print(format_alert(alert))
+    except KeyboardInterrupt:
+        pass
+    if worker.poll() not in (None, 0):
+        console.print(f"[red]the worker exited with code {worker.returncode}[/red]")
+    console.print(f"\n{count} alert(s). Stopping…")
+
+
+def _spawn(stack: ExitStack, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    handle = stack.enter_context(log.open("wb"))
+    process = subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    stack.callback(_stop, process)
+    return process
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(port: int, worker: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise SystemExit(f"the worker exited during start-up; its log ({log}):\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the worker was not ready after {timeout:g} s; its log ({log}):\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,61 @@
+"""Prometheus metrics of a worker (one registry per worker, served on ``/metrics``).
+
+Labels stay low-cardinality: topics, partitions, reasons and detectors are small fixed sets;
+model and feature names are bounded by the admission limits (``max_models``,
+``max_features_per_model``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("streamdrift_events", "Valid events applied to state", ["topic"], registry=r)
+        self.duplicates = Counter(
+            "streamdrift_duplicate_records", "Kafka records skipped because their offset was already checkpointed",
+            ["topic"], registry=r,
+        )
+        self.dead_letters = Counter(
+            "streamdrift_dead_letters", "Events or messages sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.alerts = Counter(
+            "streamdrift_alerts", "Drift alerts published", ["model", "feature", "detector"], registry=r
+        )
+        self.drift_score = Gauge(
+            "streamdrift_drift_score", "Standardized effect size of the current window vs the reference",
+            ["model", "feature"], registry=r,
+        )
+        self.lag = Gauge(
+            "streamdrift_consumer_lag_messages", "High watermark minus next offset to process",
+            ["topic", "partition"], registry=r,
+        )
+        self.event_lag = Gauge(
+            "streamdrift_event_lag_seconds", "Wall clock minus the newest event timestamp of the last batch",
+            ["topic"], registry=r,
+        )
+        self.checkpoint_age = Gauge(
+            "streamdrift_checkpoint_age_seconds", "Seconds since the last successful checkpoint", registry=r
+        )
+        self.checkpoint_duration = Histogram(
+            "streamdrift_checkpoint_duration_seconds", "Duration of one checkpoint round trip", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.checkpoints = Counter(
+            "streamdrift_checkpoints", "Partition checkpoints by result (ok, fenced, error)", ["result"], registry=r
+        )
+        self.partitions = Gauge("streamdrift_partitions_owned", "Partitions owned by this worker", ["topic"], registry=r)
+        self.labels_pending = Gauge(
+            "streamdrift_labels_pending", "Labels waiting for their prediction", registry=r
+        )
+        self.redis_up = Gauge("streamdrift_redis_up", "1 if the last Redis operation succeeded", registry=r)
+        self._last_checkpoint = time.monotonic()
+        self.checkpoint_age.set_function(lambda: time.monotonic() - self._last_checkpoint)
+
+    def checkpointed(self) -> None:
+        self._last_checkpoint = time.monotonic()

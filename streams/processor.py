@@ -1,0 +1,413 @@
+"""Pure batch logic of the worker: records of one partition in, state updates and findings out.
+
+Nothing here does I/O, so the whole data flow — decode → validate → admit → update state →
+decide — is unit-testable; ``streams.runtime`` wires it to Kafka and Redis.
+
+Exactly-once state: every partition's state remembers the next offset it expects. A record
+below it was already applied before the last checkpoint (a duplicate read after a crash or a
+rebalance) and is skipped, so replays never double-count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import msgspec
+import numpy as np
+
+from detectors import (
+    CategoricalMonitor,
+    Detection,
+    ErrorMonitor,
+    NumericMonitor,
+    is_ignored,
+    monitor_from_bytes,
+    resolve,
+)
+from streams.checkpoint import META_PREFIX, SEP, Claim
+from streams.codec import Event, Label, Limits, Reason, decode_events, decode_labels, element_bytes
+
+log = logging.getLogger("streamdrift")
+
+Monitor = NumericMonitor | CategoricalMonitor | ErrorMonitor
+
+_VERSIONS = f"{META_PREFIX}versions"
+_UNKNOWN_MISSING = f"{META_PREFIX}unknown_missing"
+_PENDING = f"{META_PREFIX}pending_labels"
+ERROR_SERIES = "error_rate"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka message of the partition being processed."""
+
+    offset: int
+    timestamp: float  # Kafka timestamp, epoch seconds
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """Limits that protect a worker from a flood of new names (per partition state)."""
+
+    max_models: int = 1_000
+    max_features_per_model: int = 2_000
+    max_categories_per_feature: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    payload: bytes
+    reason: Reason
+    detail: str
+    offset: int
+    index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A detection with the context an alert needs."""
+
+    model: str
+    model_version: str | None
+    feature: str
+    kind: str  # "feature" | "prediction" | "performance"
+    detection: Detection
+
+
+@dataclass
+class Outcome:
+    events: int = 0
+    duplicates: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    joins: list[tuple[str, str, bytes]] = field(default_factory=list)  # (model, event_id, packed)
+    max_event_time: float | None = None
+
+
+@dataclass
+class PendingLabel:
+    model: str
+    event_id: str
+    label: float | str
+    timestamp: float
+    offset: int
+    arrived: float  # worker clock, epoch seconds
+
+
+class PartitionState:
+    """Everything one worker holds for one owned partition, and what its checkpoint writes."""
+
+    def __init__(self, topic: str, partition: int, epoch: int, next_offset: int | None) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.epoch = epoch
+        self.next_offset = next_offset
+        self.monitors: dict[str, Monitor] = {}
+        self.features_by_model: dict[str, set[str]] = defaultdict(set)
+        self.versions: dict[str, str | None] = {}
+        self.unknown_missing: dict[str, int] = {}  # series seen only as null so far
+        self.pending: list[PendingLabel] = []
+        self.dirty: set[str] = set()
+        self.events_since_checkpoint = 0
+
+    @classmethod
+    def from_claim(cls, topic: str, partition: int, claim: Claim) -> PartitionState:
+        state = cls(topic, partition, claim.epoch, claim.offset)
+        for raw_name, blob in claim.fields.items():
+            name = raw_name.decode()
+            if name == _VERSIONS:
+                state.versions = msgspec.msgpack.decode(blob)
+            elif name == _UNKNOWN_MISSING:
+                state.unknown_missing = msgspec.msgpack.decode(blob)
+            elif name == _PENDING:
+                state.pending = msgspec.msgpack.decode(blob, type=list[PendingLabel])
+            else:
+                state.monitors[name] = monitor_from_bytes(blob)
+        for name in [*state.monitors, *state.unknown_missing]:
+            model, _, feature = name.partition(SEP)
+            state.features_by_model[model].add(feature)
+        return state
+
+    def checkpoint_fields(self) -> dict[str, bytes]:
+        """Serialized fields changed since the last checkpoint (partition meta always included)."""
+        fields = {name: self.monitors[name].to_bytes() for name in self.dirty if name in self.monitors}
+        fields[_VERSIONS] = msgspec.msgpack.encode(self.versions)
+        fields[_UNKNOWN_MISSING] = msgspec.msgpack.encode(self.unknown_missing)
+        fields[_PENDING] = msgspec.msgpack.encode(self.pending)
+        return fields
+
+    def mark_checkpointed(self) -> None:
+        self.dirty.clear()
+        self.events_since_checkpoint = 0
+
+    def _skip(self, offset: int) -> bool:
+        if self.next_offset is not None and offset < self.next_offset:
+            return True
+        self.next_offset = offset + 1
+        return False
+
+
+def series_name(model: str, feature: str) -> str:
+    return f"{model}{SEP}{feature}"
+
+
+class PredictionProcessor:
+    """Applies a batch of prediction messages of one partition to its state."""
+
+    def __init__(self, config: dict[str, Any], limits: Limits, admission: AdmissionLimits) -> None:
+        self.config = config
+        self.limits = limits
+        self.admission = admission
+
+    def process(self, state: PartitionState, records: Iterable[Record]) -> Outcome:
+        out = Outcome()
+        batch = _Batch()
+        for record in records:
+            if state._skip(record.offset):
+                out.duplicates += 1
+                continue
+            try:
+                self._accept(state, record, batch, out)
+            except Exception as exc:  # a bug must not turn one message into a crash loop
+                log.exception("unexpected error on %s[%d]@%d", state.topic, state.partition, record.offset)
+                out.dead_letters.append(DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, repr(exc), record.offset))
+        state.events_since_checkpoint += out.events
+        out.findings = self._apply(state, batch)
+        return out
+
+    def _accept(self, state: PartitionState, record: Record, batch: _Batch, out: Outcome) -> None:
+        events, rejections = decode_events(record.value, record.timestamp, self.limits)
+        for rejection in rejections:
+            out.dead_letters.append(DeadLetter(rejection.payload, rejection.reason, rejection.detail, record.offset, rejection.index))
+        for event in events:
+            refused = self._admit(state, event, batch)
+            if refused:
+                reason, detail = refused
+                payload = element_bytes(record.value or b"", event.index)
+                out.dead_letters.append(DeadLetter(payload, reason, detail, record.offset, event.index))
+                continue
+            batch.add(event, record.offset)
+            state.versions[event.model] = event.model_version
+            out.events += 1
+            out.max_event_time = max(out.max_event_time or event.timestamp, event.timestamp)
+            if event.event_id is not None and event.prediction is not None:
+                packed = msgspec.msgpack.encode((event.prediction, event.model_version))
+                out.joins.append((event.model, event.event_id, packed))
+
+    # -- admission: every check happens before any state changes, so a refused event leaves no trace
+
+    def _admit(self, state: PartitionState, event: Event, batch: _Batch) -> tuple[Reason, str] | None:
+        known = state.features_by_model.get(event.model)
+        if known is None and len(state.features_by_model) >= self.admission.max_models:
+            return Reason.TOO_MANY_MODELS, f"more than max_models={self.admission.max_models} models"
+        names = [n for n in (*event.numeric, *event.categorical, *event.missing) if not self._ignored(event.model, n)]
+        new = [n for n in names if known is None or n not in known]
+        if new and len(known or ()) + len(new) > self.admission.max_features_per_model:
+            limit = self.admission.max_features_per_model
+            return Reason.TOO_MANY_FEATURES_FOR_MODEL, f"model {event.model!r} would exceed max_features_per_model={limit}"
+        for kinds, kind in ((event.numeric, NumericMonitor), (event.categorical, CategoricalMonitor)):
+            for name in kinds:
+                series = series_name(event.model, name)
+                existing = state.monitors.get(series)
+                if (existing is not None and not isinstance(existing, kind)) or batch.kind_clash(series, kind):
+                    return Reason.FEATURE_TYPE_CHANGED, f"feature {name!r} changed type (numeric vs categorical)"
+        for name, value in event.categorical.items():
+            if self._ignored(event.model, name):
+                continue
+            series = series_name(event.model, name)
+            if not batch.category_fits(series, value, state.monitors.get(series), self.admission.max_categories_per_feature):
+                limit = self.admission.max_categories_per_feature
+                return Reason.TOO_MANY_CATEGORIES, f"feature {name!r} exceeds max_categories_per_feature={limit}"
+        state.features_by_model[event.model].update(new)
+        return None
+
+    def _ignored(self, model: str, feature: str) -> bool:
+        return is_ignored(self.config, model, feature)
+
+    # -- state update and decision -------------------------------------------------------------
+
+    def _apply(self, state: PartitionState, batch: _Batch) -> list[Finding]:
+        findings: list[Finding] = []
+        for series, (values, offsets) in batch.numeric.items():
+            monitor = self._monitor(state, series, NumericMonitor)
+            detections = monitor.update(np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64))
+            findings += self._findings(state, series, detections)
+        for series, (values, offsets) in batch.categorical.items():
+            monitor = self._monitor(state, series, CategoricalMonitor)
+            findings += self._findings(state, series, monitor.update(values, np.asarray(offsets, dtype=np.int64)))
+        for series, count in batch.missing.items():
+            monitor = state.monitors.get(series)
+            if monitor is None:
+                state.unknown_missing[series] = state.unknown_missing.get(series, 0) + count
+            else:
+                monitor.update_missing(count)
+            state.dirty.add(series)
+        return findings
+
+    def _monitor(self, state: PartitionState, series: str, kind: type) -> Monitor:
+        state.dirty.add(series)
+        monitor = state.monitors.get(series)
+        if monitor is None:
+            model, _, feature = series.partition(SEP)
+            monitor = kind(resolve(self.config, model, feature))
+            earlier_missing = state.unknown_missing.pop(series, 0)
+            if earlier_missing:
+                monitor.update_missing(earlier_missing)
+            state.monitors[series] = monitor
+        return monitor
+
+    @staticmethod
+    def _findings(state: PartitionState, series: str, detections: list[Detection]) -> list[Finding]:
+        model, _, feature = series.partition(SEP)
+        kind = "prediction" if feature == "prediction" else "feature"
+        return [Finding(model, state.versions.get(model), feature, kind, d) for d in detections]
+
+
+class _Batch:
+    """Values of one batch grouped per series, in stream order, for vectorised updates."""
+
+    def __init__(self) -> None:
+        self.numeric: dict[str, tuple[list[float], list[int]]] = {}
+        self.categorical: dict[str, tuple[list[str], list[int]]] = {}
+        self.missing: dict[str, int] = defaultdict(int)
+        self._new_categories: dict[str, set[str]] = defaultdict(set)
+
+    def add(self, event: Event, offset: int) -> None:
+        for features, target in ((event.numeric, self.numeric), (event.categorical, self.categorical)):
+            for name, value in features.items():
+                values, offsets = target.setdefault(series_name(event.model, name), ([], []))
+                values.append(value)
+                offsets.append(offset)
+        for name in event.missing:
+            self.missing[series_name(event.model, name)] += 1
+
+    def kind_clash(self, series: str, kind: type) -> bool:
+        other = self.categorical if kind is NumericMonitor else self.numeric
+        return series in other
+
+    def category_fits(self, series: str, value: str, monitor: Monitor | None, limit: int) -> bool:
+        new = self._new_categories[series]
+        if value in new or (monitor is not None and monitor.knows(value)):
+            return True
+        known = monitor.distinct if monitor is not None else 0
+        if known + len(new) >= limit:
+            return False
+        new.add(value)
+        return True
+
+
+class LabelProcessor:
+    """Joins labels to predictions and feeds each model's error stream to its ErrorMonitor."""
+
+    def __init__(self, config: dict[str, Any], limits: Limits, ttl_s: float, max_pending: int) -> None:
+        self.config = config
+        self.limits = limits
+        self.ttl_s = ttl_s
+        self.max_pending = max_pending
+
+    def decode(self, state: PartitionState, records: Iterable[Record], now: float) -> tuple[list[PendingLabel], Outcome]:
+        """Decode new label messages; the caller looks up their predictions, then calls ``apply``."""
+        out = Outcome()
+        labels: list[PendingLabel] = []
+        for record in records:
+            if state._skip(record.offset):
+                out.duplicates += 1
+                continue
+            decoded, rejections = decode_labels(record.value, record.timestamp, self.limits)
+            out.dead_letters += [DeadLetter(r.payload, r.reason, r.detail, record.offset, r.index) for r in rejections]
+            labels += [_pending(label, record.offset, now) for label in decoded]
+        return labels, out
+
+    def apply(
+        self,
+        state: PartitionState,
+        labels: list[PendingLabel],
+        predictions: dict[tuple[str, str], bytes],
+        now: float,
+        out: Outcome,
+    ) -> Outcome:
+        """Apply labels whose prediction was found; keep the rest pending until the TTL."""
+        errors: dict[str, tuple[list[float], list[int], str | None]] = {}
+        still_pending: list[PendingLabel] = []
+        for label in labels:
+            packed = predictions.get((label.model, label.event_id))
+            if packed is None:
+                still_pending.append(label)
+                continue
+            prediction, version = msgspec.msgpack.decode(packed)
+            error = label_error(prediction, label.label, self._task(label.model))
+            if error is None:
+                out.dead_letters.append(_label_letter(label, Reason.INVALID_LABEL, "label and prediction types do not match"))
+                continue
+            values, offsets, _ = errors.setdefault(label.model, ([], [], version))
+            values.append(error)
+            offsets.append(label.offset)
+            errors[label.model] = (values, offsets, version)
+            out.events += 1
+        state.pending = self._expire(still_pending, now, out)
+        state.events_since_checkpoint += out.events
+        for model, (values, offsets, version) in errors.items():
+            series = series_name(model, ERROR_SERIES)
+            monitor = state.monitors.get(series)
+            if monitor is None:
+                monitor = state.monitors[series] = ErrorMonitor(resolve(self.config, model, ERROR_SERIES))
+            state.dirty.add(series)
+            state.versions[model] = version
+            detections = monitor.update(np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64))
+            out.findings += [Finding(model, version, ERROR_SERIES, "performance", d) for d in detections]
+        return out
+
+    def _expire(self, pending: list[PendingLabel], now: float, out: Outcome) -> list[PendingLabel]:
+        kept = []
+        for label in pending:
+            if now - label.arrived > self.ttl_s:
+                out.dead_letters.append(_label_letter(label, Reason.LABEL_UNMATCHED, f"no prediction within {self.ttl_s:g}s"))
+            elif len(kept) >= self.max_pending:
+                out.dead_letters.append(_label_letter(label, Reason.LABEL_BUFFER_FULL, f"more than {self.max_pending} pending labels"))
+            else:
+                kept.append(label)
+        return kept
+
+    def _task(self, model: str) -> str:
+        return self.config.get("models", {}).get(model, {}).get("task", "auto")
+
+
+def label_error(prediction: float | str, label: float | str, task: str = "auto") -> float | None:
+    """The model's error on one labelled event: 0/1 for classification, |error| for regression.
+
+    ``auto`` treats a 0/1 label with a prediction in [0, 1] as binary classification
+    (threshold 0.5), other numbers as regression, strings as classes.
+
+    >>> label_error(0.91, 1.0), label_error(0.2, 1.0), label_error(3.5, 2.0), label_error("cat", "dog")
+    (0.0, 1.0, 1.5, 1.0)
+    >>> label_error(0.7, 1.0, task="regression")
+    0.30000000000000004
+    """
+    if isinstance(prediction, str) or isinstance(label, str):
+        return float(_as_class(prediction) != _as_class(label))
+    binary = label in (0.0, 1.0) and 0.0 <= prediction <= 1.0
+    if task == "classification" or (task == "auto" and binary):
+        predicted = float(prediction >= 0.5) if binary else prediction
+        return float(predicted != label)
+    error = abs(prediction - label)
+    return error if math.isfinite(error) else None
+
+
+def _as_class(value: float | str) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _pending(label: Label, offset: int, now: float) -> PendingLabel:
+    return PendingLabel(label.model, label.event_id, label.label, label.timestamp, offset, now)
+
+
+def _label_letter(label: PendingLabel, reason: Reason, detail: str) -> DeadLetter:
+    body = {"model": label.model, "event_id": label.event_id, "label": label.label, "timestamp": label.timestamp}
+    return DeadLetter(msgspec.json.encode(body), reason, detail, label.offset)

@@ -1,0 +1,292 @@
+"""The worker's runtime: owned partitions' state, checkpoints, publishing, rebalance handling.
+
+Lifecycle of a partition (see README "State and exactly-once"):
+
+1. assigned — ``on_rebalance_complete`` claims it in Redis (new epoch), loads its state and
+   commits the checkpointed offset to Kafka *before* Faust seeks to the committed offsets, so
+   consumption resumes exactly where the state stopped;
+2. processed in batches — records below the state's next offset are duplicates and skipped;
+3. checkpointed every N events or T seconds — alerts and dead letters are flushed to Kafka
+   first, then state + next offset are written in one fenced Redis script;
+4. revoked — Faust has drained the agents; the partition is checkpointed and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from streams.alerts import build_alert, encode_alert
+from streams.checkpoint import SEP, CheckpointStore, Fenced, Save
+from streams.codec import Limits
+from streams.join import JoinStore
+from streams.metrics import Metrics
+from streams.processor import (
+    AdmissionLimits,
+    LabelProcessor,
+    Outcome,
+    PartitionState,
+    PredictionProcessor,
+    Record,
+)
+from streams.settings import Settings
+
+log = logging.getLogger("streamdrift")
+T = TypeVar("T")
+
+CLAIM_RETRY_S = 60.0
+
+
+class Publisher:
+    """Where alerts and dead letters go; the Faust app provides the real one."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        raise NotImplementedError
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        raise NotImplementedError
+
+
+class Runtime:
+    def __init__(self, settings: Settings, config: dict[str, Any], publisher: Publisher) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.metrics = Metrics()
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.redis = aioredis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.store = CheckpointStore(self.redis, settings.group_id, self.worker_id)
+        self.join = JoinStore(self.redis, settings.group_id, settings.label_ttl_s)
+        limits = Limits(
+            settings.max_message_bytes,
+            settings.max_events_per_message,
+            settings.max_features_per_event,
+            settings.max_name_length,
+            settings.max_category_length,
+        )
+        admission = AdmissionLimits(settings.max_models, settings.max_features_per_model, settings.max_categories_per_feature)
+        self.predictions = PredictionProcessor(config, limits, admission)
+        self.labels = LabelProcessor(config, limits, settings.label_ttl_s, settings.max_pending_labels)
+        self.states: dict[tuple[str, int], PartitionState] = {}
+        self.saved_offsets: dict[tuple[str, int], int | None] = {}
+        self.lock = asyncio.Lock()
+        self.ready = False
+        self._last_checkpoint = time.monotonic()
+        self._events_since_checkpoint = 0
+
+    # -- processing ---------------------------------------------------------------------------
+
+    async def handle(self, topic: str, records_by_partition: dict[int, list[Record]]) -> None:
+        """Process one batch of records (already grouped by partition, in offset order)."""
+        async with self.lock:
+            now = time.time()
+            for partition, records in records_by_partition.items():
+                state = self.states.get((topic, partition))
+                if state is None:
+                    # Buffered records of a partition revoked meanwhile: its new owner re-reads them.
+                    log.warning("dropping %d records of unowned partition %s[%d]", len(records), topic, partition)
+                    continue
+                if topic == self.settings.input_topic:
+                    outcome = self.predictions.process(state, records)
+                    await self._redis(lambda: self.join.put(outcome.joins, now))
+                else:
+                    labels, outcome = self.labels.decode(state, records, now)
+                    await self._apply_labels(state, labels, outcome, now)
+                await self._publish(state, outcome, now)
+                self._events_since_checkpoint += outcome.events
+            await self._checkpoint_if_due()
+
+    async def _apply_labels(self, state: PartitionState, labels: list, outcome: Outcome, now: float) -> None:
+        waiting = state.pending + labels
+        keys = [(label.model, label.event_id) for label in waiting]
+        found = await self._redis(lambda: self.join.get(keys, now))
+        self.labels.apply(state, waiting, found, now, outcome)
+        self.metrics.labels_pending.set(sum(len(s.pending) for s in self.states.values()))
+
+    async def _publish(self, state: PartitionState, outcome: Outcome, now: float) -> None:
+        s, m = self.settings, self.metrics
+        m.events.labels(state.topic).inc(outcome.events)
+        if outcome.duplicates:
+            m.duplicates.labels(state.topic).inc(outcome.duplicates)
+        if outcome.max_event_time is not None:
+            m.event_lag.labels(state.topic).set(max(0.0, now - outcome.max_event_time))
+        for letter in outcome.dead_letters:
+            headers = [
+                ("streamdrift-reason", letter.reason.value.encode()),
+                ("streamdrift-detail", letter.detail.encode()),
+                ("streamdrift-source-topic", state.topic.encode()),
+                ("streamdrift-source-partition", str(state.partition).encode()),
+                ("streamdrift-source-offset", str(letter.offset).encode()),
+            ]
+            if letter.index is not None:
+                headers.append(("streamdrift-batch-index", str(letter.index).encode()))
+            await self.publisher.send(s.dlq_topic, None, letter.payload, headers)
+            m.dead_letters.labels(letter.reason.value).inc()
+        for finding in outcome.findings:
+            alert = build_alert(s.group_id, state.topic, state.partition, finding, now)
+            await self.publisher.send(s.alert_topic, finding.model.encode(), encode_alert(alert), [])
+            m.alerts.labels(finding.model, finding.feature, finding.detection.detector).inc()
+            log.warning("drift detected: %s (%s, id %s)", alert["subject"], finding.detection.detector, alert["id"])
+        for name in state.dirty:
+            monitor = state.monitors.get(name)
+            if monitor is not None:
+                model, _, feature = name.partition(SEP)
+                m.drift_score.labels(model, feature).set(monitor.drift_score())
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    async def _checkpoint_if_due(self) -> None:
+        s = self.settings
+        elapsed = time.monotonic() - self._last_checkpoint
+        if self._events_since_checkpoint >= s.checkpoint_every_events or elapsed >= s.checkpoint_interval_s:
+            await self.checkpoint()
+
+    async def checkpoint(self, only: Iterable[tuple[str, int]] | None = None) -> None:
+        """Flush alerts/dead letters, then write changed partitions atomically (caller holds the lock)."""
+        keys = list(self.states if only is None else only)
+        changed = [k for k in keys if k in self.states and self._changed(self.states[k])]
+        self._last_checkpoint = time.monotonic()
+        if not changed:
+            self.metrics.checkpointed()
+            return
+        await self.publisher.flush()  # nothing is checkpointed before what it emitted is in Kafka
+        saves = []
+        for key in changed:
+            state = self.states[key]
+            saves.append(
+                Save(state.topic, state.partition, state.epoch, state.next_offset, state.events_since_checkpoint, state.checkpoint_fields())
+            )
+        started = time.perf_counter()
+        try:
+            results = await self.store.save(saves)
+        except RedisError as exc:
+            self._redis_down(exc)
+            return
+        self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
+        self.metrics.redis_up.set(1)
+        all_ok = True
+        for key, error in zip(changed, results):
+            all_ok &= self._settle(key, error)
+        if all_ok:
+            self._events_since_checkpoint = 0
+            self.metrics.checkpointed()
+
+    def _changed(self, state: PartitionState) -> bool:
+        saved = self.saved_offsets.get((state.topic, state.partition))
+        return state.next_offset is not None and (state.dirty or state.next_offset != saved)
+
+    def _settle(self, key: tuple[str, int], error: Exception | None) -> bool:
+        state = self.states[key]
+        if error is None:
+            state.mark_checkpointed()
+            self.saved_offsets[key] = state.next_offset
+            self.metrics.checkpoints.labels("ok").inc()
+            return True
+        if isinstance(error, Fenced):
+            log.error("partition %s[%d] was claimed by another worker (%s): dropping its state", *key, error)
+            self.metrics.checkpoints.labels("fenced").inc()
+            self._drop(key)
+        else:
+            log.error("checkpoint of %s[%d] failed: %s (will retry)", *key, error)
+            self.metrics.checkpoints.labels("error").inc()
+        return False
+
+    async def tick(self) -> None:
+        """Periodic work: due checkpoints, label retries and expiry. Never raises: a timer
+        exception would stop the whole Faust app."""
+        try:
+            await self._tick()
+        except Exception:
+            log.exception("periodic work failed (will retry on the next tick)")
+
+    async def _tick(self) -> None:
+        async with self.lock:
+            now = time.time()
+            for state in [s for s in self.states.values() if s.pending]:
+                outcome = Outcome()
+                await self._apply_labels(state, [], outcome, now)
+                await self._publish(state, outcome, now)
+            await self._checkpoint_if_due()
+
+    def update_lag(self, highwater: Callable[[str, int], int | None]) -> None:
+        for (topic, partition), state in self.states.items():
+            high = highwater(topic, partition)
+            if high is not None and state.next_offset is not None:
+                self.metrics.lag.labels(topic, str(partition)).set(max(0, high - state.next_offset))
+
+    # -- rebalancing --------------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: Iterable[tuple[str, int]]) -> None:
+        async with self.lock:
+            owned = [key for key in revoked if key in self.states]
+            try:
+                await self.checkpoint(owned)
+            finally:
+                for key in owned:
+                    self._drop(key)
+            self._update_ownership_gauges()
+
+    async def on_assigned(self, assigned: Iterable[tuple[str, int]]) -> None:
+        """Claim newly assigned partitions, load their state and commit their checkpointed offsets."""
+        async with self.lock:
+            commits: dict[tuple[str, int], int] = {}
+            for key in assigned:
+                if key in self.states:
+                    continue
+                claim = await self._redis(lambda: self.store.claim(*key), give_up_after=CLAIM_RETRY_S)
+                self.states[key] = PartitionState.from_claim(key[0], key[1], claim)
+                self.saved_offsets[key] = claim.offset
+                if claim.offset is not None:
+                    commits[key] = claim.offset
+                log.info("claimed %s[%d] epoch %d, resuming at offset %s", *key, claim.epoch, claim.offset)
+            if commits:
+                await self.publisher.commit(commits)
+            self._update_ownership_gauges()
+            self.ready = True
+
+    def _drop(self, key: tuple[str, int]) -> None:
+        self.states.pop(key, None)
+        self.saved_offsets.pop(key, None)
+
+    def _update_ownership_gauges(self) -> None:
+        counts: dict[str, int] = defaultdict(int)
+        for topic, _ in self.states:
+            counts[topic] += 1
+        for topic in (self.settings.input_topic, self.settings.labels_topic):
+            self.metrics.partitions.labels(topic).set(counts[topic])
+
+    # -- Redis availability -------------------------------------------------------------------
+
+    async def _redis(self, call: Callable[[], Awaitable[T]], give_up_after: float | None = None) -> T:
+        """Run a Redis call, retrying with backoff while Redis is unreachable (processing pauses)."""
+        started, delay = time.monotonic(), 0.1
+        while True:
+            try:
+                result = await call()
+                self.metrics.redis_up.set(1)
+                return result
+            except RedisError as exc:
+                self._redis_down(exc)
+                if give_up_after is not None and time.monotonic() - started > give_up_after:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _redis_down(self, exc: Exception) -> None:
+        self.metrics.redis_up.set(0)
+        log.error("Redis at %s unavailable: %s", self.settings.redis_url_redacted, exc)
+
+    async def close(self) -> None:
+        async with self.lock:
+            await self.checkpoint()
+        await self.redis.aclose()

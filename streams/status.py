@@ -1,0 +1,43 @@
+"""Read-only views of the state in Redis for ``streamdrift status``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import redis
+
+from detectors import merge_summaries, monitor_from_bytes
+from streams.checkpoint import META_PREFIX, SEP, KeyLayout
+
+
+def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
+    """Partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) summaries.
+
+    Monitors of the same series in several partitions are merged (counts summed, means and
+    quantiles combined exactly / via sketch merge).
+    """
+    store = KeyLayout(group_id)
+    partitions = []
+    series: dict[tuple[str, str], list] = defaultdict(list)
+    for member in sorted(m.decode() for m in client.smembers(store.partitions_key)):
+        topic, _, partition = member.rpartition(":")
+        ckpt_key, state_key = store.keys(topic, int(partition))
+        ckpt = {k.decode(): v.decode() for k, v in client.hgetall(ckpt_key).items()}
+        partitions.append({"topic": topic, "partition": int(partition), **_typed(ckpt)})
+        for name, blob in client.hgetall(state_key).items():
+            text = name.decode()
+            if not text.startswith(META_PREFIX):
+                model, _, feature = text.partition(SEP)
+                series[(model, feature)].append(monitor_from_bytes(blob))
+    models: dict[str, dict[str, Any]] = defaultdict(dict)
+    for (model, feature), monitors in sorted(series.items()):
+        models[model][feature] = merge_summaries(monitors)
+    return {"group_id": group_id, "partitions": partitions, "models": dict(models)}
+
+
+def _typed(ckpt: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in ckpt.items():
+        out[key] = int(value) if value.lstrip("-").isdigit() and key != "worker" else value
+    return out

@@ -1,0 +1,384 @@
+"""Shared fixtures: one real broker and one real Redis per test session, workers as subprocesses.
+
+Fixtures: ``broker`` / ``redis_server`` (session), ``topics`` (unique topics + group id per test),
+``redis_client``, ``start_worker`` (factory of :class:`WorkerProcess`).
+Helpers for end-to-end tests: ``from conftest import produce, consume_all, Message, WorkerProcess``.
+
+Isolation comes from names, not from wiping shared servers: every test gets its own topics and
+consumer group id, and the worker namespaces its Redis keys by group id.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import pytest
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # the checkout need not be pip-installed to be tested
+    sys.path.insert(0, str(REPO_ROOT))
+
+from streams.embedded import (  # noqa: E402
+    EmbeddedBroker,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    ManagedProcess,
+    create_topics,
+    free_port,
+)
+
+#: Partitions of each per-test topic.
+TOPIC_PARTITIONS = {"input": 4, "labels": 2, "alerts": 1, "dlq": 1}
+
+#: Worker settings for tests: seconds-scale group timing (Tansu holds every join for
+#: session_timeout / 2) and frequent checkpoints.
+WORKER_TEST_ENV = {
+    "STREAMDRIFT_METRICS_HOST": "127.0.0.1",
+    "STREAMDRIFT_SESSION_TIMEOUT_S": "6",
+    "STREAMDRIFT_HEARTBEAT_INTERVAL_S": "1",
+    "STREAMDRIFT_REBALANCE_TIMEOUT_S": "6",
+    "STREAMDRIFT_CHECKPOINT_INTERVAL_S": "0.5",
+}
+WORKER_COMMAND = (sys.executable, "-m", "streams", "worker")
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One Tansu broker for the whole session (memory storage), stopped even if tests fail."""
+    server = EmbeddedBroker(workdir=tmp_path_factory.mktemp("tansu"))
+    try:
+        yield server.start()
+    finally:
+        # Memory storage has nothing to flush, and on SIGTERM Tansu waits ~5 s for any client
+        # connection still open: don't wait for that.
+        server.stop(timeout=1.0)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One redis-server (append-only persistence) for the whole session, stopped even if tests fail."""
+    server = EmbeddedRedis(workdir=tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    """A client of the session Redis. Flushes nothing: namespace keys by the test's group id."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+# --- topics --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names and consumer group id unique to one test."""
+
+    input: str
+    labels: str
+    alerts: str
+    dlq: str
+    group_id: str
+
+    def env(self) -> dict[str, str]:
+        """The worker's ``STREAMDRIFT_*`` topic and group variables."""
+        return {
+            "STREAMDRIFT_INPUT_TOPIC": self.input,
+            "STREAMDRIFT_LABELS_TOPIC": self.labels,
+            "STREAMDRIFT_ALERT_TOPIC": self.alerts,
+            "STREAMDRIFT_DLQ_TOPIC": self.dlq,
+            "STREAMDRIFT_GROUP_ID": self.group_id,
+        }
+
+
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A Kafka-safe name: a slug of the test name plus a random suffix."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name).strip("-")[:40]
+    return f"{slug}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def topics(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> Topics:
+    """Input (4 partitions), labels (2), alerts (1) and dlq (1) topics created for this test."""
+    base = unique_name(request)
+    names = Topics(
+        input=f"{base}.input",
+        labels=f"{base}.labels",
+        alerts=f"{base}.alerts",
+        dlq=f"{base}.dlq",
+        group_id=f"sd-{base}",
+    )
+    create_topics(
+        broker.bootstrap,
+        {getattr(names, role): partitions for role, partitions in TOPIC_PARTITIONS.items()},
+    )
+    return names
+
+
+# --- worker processes ----------------------------------------------------------------------
+
+
+class WorkerProcess(ManagedProcess):
+    """A ``streamdrift worker`` subprocess, probed over its metrics HTTP server.
+
+    Contract: ``GET /readyz`` answers 503 until the worker owns its partitions and Redis is
+    reachable, then 200; ``GET /metrics`` is Prometheus text.
+    """
+
+    name = "worker"
+
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, command: Sequence[str] = WORKER_COMMAND
+    ) -> None:
+        """``env`` is the complete environment; it must contain ``STREAMDRIFT_METRICS_PORT``."""
+        super().__init__(log_path)
+        self.env = dict(env)
+        self.command = list(command)
+        self.metrics_port = int(self.env["STREAMDRIFT_METRICS_PORT"])
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<metrics port>``."""
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    def start(self) -> Self:
+        """Launch the process (returns at once; see :meth:`wait_ready`)."""
+        self._spawn(self.command, env=self.env, cwd=REPO_ROOT)
+        return self
+
+    def readyz(self, timeout: float = 2.0) -> int | None:
+        """HTTP status of ``/readyz``, or None if nothing answers."""
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=timeout) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def wait_ready(self, timeout: float = 60.0) -> Self:
+        """Poll ``/readyz`` until 200; raise with the log tail if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise EmbeddedServerError(
+                    f"worker exited with status {self.returncode} before it was ready.\n"
+                    f"{self._log_report()}"
+                )
+            status = self.readyz(timeout=max(min(2.0, deadline - time.monotonic()), 0.1))
+            if status == 200:
+                return self
+            time.sleep(0.1)
+        raise EmbeddedServerError(
+            f"worker (pid {self.pid}) not ready within {timeout:g} s; last /readyz status: "
+            f"{status}.\n{self._log_report()}"
+        )
+
+    def metrics_text(self, timeout: float = 5.0) -> str:
+        """The body of ``GET /metrics``."""
+        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=timeout) as response:
+            return response.read().decode()
+
+
+def _env_name(key: str) -> str:
+    name = key.upper()
+    return name if name.startswith("STREAMDRIFT_") else f"STREAMDRIFT_{name}"
+
+
+@pytest.fixture
+def start_worker(
+    broker: EmbeddedBroker,
+    redis_server: EmbeddedRedis,
+    topics: Topics,
+    tmp_path: Path,
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Factory: ``start_worker(**overrides)`` launches a worker on this test's topics.
+
+    Override keys are setting names (``checkpoint_every_events=100``) or full variable names
+    (``STREAMDRIFT_LOG_LEVEL="debug"``); a value of None removes the variable. Each worker gets
+    its own free metrics port and ``tmp_path/worker-N.log``. All are SIGKILLed at teardown.
+    """
+    workers: list[WorkerProcess] = []
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("STREAMDRIFT_")}
+
+    def start(**overrides: object) -> WorkerProcess:
+        env = {
+            **inherited,
+            "PYTHONUNBUFFERED": "1",
+            "STREAMDRIFT_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "STREAMDRIFT_REDIS_URL": redis_server.url,
+            **topics.env(),
+            "STREAMDRIFT_METRICS_PORT": str(free_port()),
+            **WORKER_TEST_ENV,
+        }
+        for key, value in overrides.items():
+            if value is None:
+                env.pop(_env_name(key), None)
+            else:
+                env[_env_name(key)] = str(value)
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker.start()
+
+    try:
+        yield start
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+# --- Kafka helpers for end-to-end tests ----------------------------------------------------
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Sequence[bytes],
+    *,
+    key: bytes | str | None = None,
+    keys: Sequence[bytes | str | None] | None = None,
+    partition: int | None = None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
+    timeout: float = 30.0,
+) -> list[tuple[int, int]]:
+    """Produce ``values`` (one ``key`` for all, or per-message ``keys``), flush, assert all delivered.
+
+    Returns ``(partition, offset)`` of each value, in input order. Unknown topics are not
+    auto-created (that would give them 4 partitions): delivery fails instead.
+    """
+    if keys is not None and (key is not None or len(keys) != len(values)):
+        raise ValueError("pass either one key or exactly one key per value")
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "allow.auto.create.topics": False,
+            "linger.ms": 5,
+            "message.timeout.ms": int(timeout * 1000),
+        }
+    )
+    delivered: dict[int, tuple[int, int]] = {}
+    errors: list[str] = []
+
+    def on_delivery(index: int) -> Callable[..., None]:
+        def callback(error: KafkaError | None, message: object) -> None:
+            if error is not None:
+                errors.append(f"#{index}: {error.str()}")
+            else:
+                delivered[index] = (message.partition(), message.offset())  # type: ignore[attr-defined]
+
+        return callback
+
+    extra: dict[str, object] = {"headers": list(headers)} if headers else {}
+    if partition is not None:
+        extra["partition"] = partition
+    for index, value in enumerate(values):
+        message_key = keys[index] if keys is not None else key
+        while True:
+            try:
+                producer.produce(
+                    topic, value, key=message_key, on_delivery=on_delivery(index), **extra
+                )
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.1)
+        producer.poll(0)
+    left = producer.flush(timeout)
+    assert not errors, f"{len(errors)} of {len(values)} messages to {topic} failed: {errors[:5]}"
+    assert left == 0 and len(delivered) == len(values), (
+        f"only {len(delivered)} of {len(values)} messages to {topic} delivered within {timeout:g} s"
+    )
+    return [delivered[index] for index in range(len(values))]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One consumed Kafka record."""
+
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    key: bytes | None
+    partition: int
+    offset: int
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header ``name`` (None if absent)."""
+        found = [value for key, value in self.headers if key == name]
+        return found[-1] if found else None
+
+
+def consume_all(
+    bootstrap: str, topic: str, *, expect_at_least: int = 0, timeout: float = 30.0
+) -> list[Message]:
+    """Every message of ``topic`` from the beginning, sorted by (partition, offset).
+
+    Reads until the end of every partition once at least ``expect_at_least`` messages were seen;
+    fails if that takes longer than ``timeout`` s. Partitions are assigned directly (a throwaway
+    group id, nothing committed), so there is no group join delay.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"consume-all-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "allow.auto.create.topics": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=min(timeout, 10.0)).topics.get(topic)
+        assert metadata is not None and metadata.error is None, (
+            f"topic {topic} not found on {bootstrap}: {metadata.error if metadata else 'missing'}"
+        )
+        partitions = sorted(metadata.partitions)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        messages: list[Message] = []
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(partitions) or len(messages) < expect_at_least:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, (
+                f"{topic}: {len(messages)} messages after {timeout:g} s, expected at least "
+                f"{expect_at_least} (partitions at end: {sorted(at_end)} of {partitions})"
+            )
+            for record in consumer.consume(1000, timeout=min(remaining, 0.5)):
+                error = record.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(record.partition())
+                    continue
+                assert error is None, f"consuming {topic}: {error}"
+                at_end.discard(record.partition())
+                messages.append(
+                    Message(
+                        value=record.value(),
+                        headers=list(record.headers() or []),
+                        key=record.key(),
+                        partition=record.partition(),
+                        offset=record.offset(),
+                    )
+                )
+        return sorted(messages, key=lambda m: (m.partition, m.offset))
+    finally:
+        consumer.close()
