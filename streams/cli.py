@@ -43,9 +43,13 @@ def _fail(message: str, hint: str) -> None:
 
 def check_kafka(bootstrap: str, timeout: float = 10.0) -> set[str]:
     """Topics of the cluster; exits with a clear message if it cannot be reached."""
+    import logging
+
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)})
+    quiet = logging.getLogger("streamdrift.kafka-check")  # librdkafka retries loudly while the broker is down
+    quiet.setLevel(logging.CRITICAL)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "logger": quiet})
     try:
         return set(admin.list_topics(timeout=timeout).topics)
     except Exception as exc:  # confluent-kafka raises KafkaException with a transport error

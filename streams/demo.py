@@ -25,10 +25,12 @@ TOPICS = {"predictions": 4, "labels": 2, "drift-alerts": 1, "predictions.dlq": 1
 
 
 def run_demo(console: Console, duration: float | None, rate: float, drift_at: int) -> None:
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="streamdrift-demo-") as tmp:
+    # The temporary directory outlives the ExitStack: processes stop before their files go.
+    with tempfile.TemporaryDirectory(prefix="streamdrift-demo-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         with console.status("starting the embedded Kafka-compatible broker (Tansu)…"):
-            broker = stack.enter_context(EmbeddedBroker(workdir=workdir / "broker"))
+            broker = EmbeddedBroker(workdir=workdir / "broker").start()
+            stack.callback(broker.stop, timeout=1)  # memory-only broker: nothing to lose by a fast stop
         with console.status("starting redis-server…"):
             redis = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis"))
         create_topics(broker.bootstrap, TOPICS)

@@ -53,6 +53,9 @@ class Metrics:
         self.labels_pending = Gauge(
             "streamdrift_labels_pending", "Labels waiting for their prediction", registry=r
         )
+        self.state_errors = Counter(
+            "streamdrift_state_errors", "Stored series states that could not be read and were restarted", registry=r
+        )
         self.redis_up = Gauge("streamdrift_redis_up", "1 if the last Redis operation succeeded", registry=r)
         self._last_checkpoint = time.monotonic()
         self.checkpoint_age.set_function(lambda: time.monotonic() - self._last_checkpoint)

@@ -23,8 +23,11 @@ from detectors import (
     CategoricalMonitor,
     Detection,
     ErrorMonitor,
+    MonitorParams,
     NumericMonitor,
+    StateError,
     is_ignored,
+    model_task,
     monitor_from_bytes,
     resolve,
 )
@@ -52,11 +55,13 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class AdmissionLimits:
-    """Limits that protect a worker from a flood of new names (per partition state)."""
+    """Limits that protect a worker from a flood of new names (per partition state).
+
+    The bound on categories per feature is each monitor's own ``max_categories`` parameter.
+    """
 
     max_models: int = 1_000
     max_features_per_model: int = 2_000
-    max_categories_per_feature: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,7 @@ class PartitionState:
         self.versions: dict[str, str | None] = {}
         self.unknown_missing: dict[str, int] = {}  # series seen only as null so far
         self.pending: list[PendingLabel] = []
+        self.corrupt: list[str] = []  # series whose stored state could not be read (started afresh)
         self.dirty: set[str] = set()
         self.events_since_checkpoint = 0
 
@@ -127,7 +133,10 @@ class PartitionState:
             elif name == _PENDING:
                 state.pending = msgspec.msgpack.decode(blob, type=list[PendingLabel])
             else:
-                state.monitors[name] = monitor_from_bytes(blob)
+                try:
+                    state.monitors[name] = monitor_from_bytes(blob)
+                except StateError:
+                    state.corrupt.append(name)
         for name in [*state.monitors, *state.unknown_missing]:
             model, _, feature = name.partition(SEP)
             state.features_by_model[model].add(feature)
@@ -156,6 +165,20 @@ def series_name(model: str, feature: str) -> str:
     return f"{model}{SEP}{feature}"
 
 
+class _Params:
+    """Resolved monitor parameters per series (the configuration is fixed for a worker's life)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self._cache: dict[tuple[str, str], MonitorParams] = {}
+
+    def __call__(self, model: str, feature: str) -> MonitorParams:
+        key = (model, feature)
+        if key not in self._cache:
+            self._cache[key] = resolve(self.config, model, feature)
+        return self._cache[key]
+
+
 class PredictionProcessor:
     """Applies a batch of prediction messages of one partition to its state."""
 
@@ -163,6 +186,7 @@ class PredictionProcessor:
         self.config = config
         self.limits = limits
         self.admission = admission
+        self.params = _Params(config)
 
     def process(self, state: PartitionState, records: Iterable[Record]) -> Outcome:
         out = Outcome()
@@ -220,9 +244,9 @@ class PredictionProcessor:
             if self._ignored(event.model, name):
                 continue
             series = series_name(event.model, name)
-            if not batch.category_fits(series, value, state.monitors.get(series), self.admission.max_categories_per_feature):
-                limit = self.admission.max_categories_per_feature
-                return Reason.TOO_MANY_CATEGORIES, f"feature {name!r} exceeds max_categories_per_feature={limit}"
+            limit = self.params(event.model, name).max_categories
+            if not batch.category_fits(series, value, state.monitors.get(series), limit):
+                return Reason.TOO_MANY_CATEGORIES, f"feature {name!r} exceeds max_categories={limit}"
         state.features_by_model[event.model].update(new)
         return None
 
@@ -254,7 +278,7 @@ class PredictionProcessor:
         monitor = state.monitors.get(series)
         if monitor is None:
             model, _, feature = series.partition(SEP)
-            monitor = kind(resolve(self.config, model, feature))
+            monitor = kind(self.params(model, feature))
             earlier_missing = state.unknown_missing.pop(series, 0)
             if earlier_missing:
                 monitor.update_missing(earlier_missing)
@@ -290,15 +314,16 @@ class _Batch:
         other = self.categorical if kind is NumericMonitor else self.numeric
         return series in other
 
-    def category_fits(self, series: str, value: str, monitor: Monitor | None, limit: int) -> bool:
+    def category_fits(self, series: str, value: str, monitor: CategoricalMonitor | None, limit: int) -> bool:
+        """Whether ``value`` fits the series' bound, counting the batch's not-yet-applied categories."""
         new = self._new_categories[series]
-        if value in new or (monitor is not None and monitor.knows(value)):
-            return True
-        known = monitor.distinct if monitor is not None else 0
-        if known + len(new) >= limit:
-            return False
-        new.add(value)
-        return True
+        if monitor is not None:
+            fits = monitor.accepts(value, pending_new=new)
+        else:
+            fits = value in new or len(new) < limit
+        if fits and (monitor is None or not monitor.knows(value)):
+            new.add(value)
+        return fits
 
 
 class LabelProcessor:
@@ -306,6 +331,7 @@ class LabelProcessor:
 
     def __init__(self, config: dict[str, Any], limits: Limits, ttl_s: float, max_pending: int) -> None:
         self.config = config
+        self.params = _Params(config)
         self.limits = limits
         self.ttl_s = ttl_s
         self.max_pending = max_pending
@@ -340,14 +366,14 @@ class LabelProcessor:
                 still_pending.append(label)
                 continue
             prediction, version = msgspec.msgpack.decode(packed)
-            error = label_error(prediction, label.label, self._task(label.model))
+            error = label_error(prediction, label.label, model_task(self.config, label.model))
             if error is None:
                 out.dead_letters.append(_label_letter(label, Reason.INVALID_LABEL, "label and prediction types do not match"))
                 continue
-            values, offsets, _ = errors.setdefault(label.model, ([], [], version))
+            values, offsets, _ = errors.get(label.model, ([], [], None))
             values.append(error)
             offsets.append(label.offset)
-            errors[label.model] = (values, offsets, version)
+            errors[label.model] = (values, offsets, version)  # the newest version labelled wins
             out.events += 1
         state.pending = self._expire(still_pending, now, out)
         state.events_since_checkpoint += out.events
@@ -355,7 +381,7 @@ class LabelProcessor:
             series = series_name(model, ERROR_SERIES)
             monitor = state.monitors.get(series)
             if monitor is None:
-                monitor = state.monitors[series] = ErrorMonitor(resolve(self.config, model, ERROR_SERIES))
+                monitor = state.monitors[series] = ErrorMonitor(self.params(model, ERROR_SERIES))
             state.dirty.add(series)
             state.versions[model] = version
             detections = monitor.update(np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64))
@@ -372,9 +398,6 @@ class LabelProcessor:
             else:
                 kept.append(label)
         return kept
-
-    def _task(self, model: str) -> str:
-        return self.config.get("models", {}).get(model, {}).get("task", "auto")
 
 
 def label_error(prediction: float | str, label: float | str, task: str = "auto") -> float | None:

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from detectors import CategoricalMonitor
 from streams.alerts import build_alert, encode_alert
 from streams.checkpoint import SEP, CheckpointStore, Fenced, Save
 from streams.codec import Limits
@@ -43,6 +44,12 @@ log = logging.getLogger("streamdrift")
 T = TypeVar("T")
 
 CLAIM_RETRY_S = 60.0
+
+
+def with_setting_defaults(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The detector config with the worker-wide category limit as its default ``max_categories``."""
+    defaults = {"max_categories": settings.max_categories_per_feature, **config.get("defaults", {})}
+    return {**config, "defaults": defaults}
 
 
 class Publisher:
@@ -74,7 +81,8 @@ class Runtime:
             settings.max_name_length,
             settings.max_category_length,
         )
-        admission = AdmissionLimits(settings.max_models, settings.max_features_per_model, settings.max_categories_per_feature)
+        admission = AdmissionLimits(settings.max_models, settings.max_features_per_model)
+        config = with_setting_defaults(config, settings)
         self.predictions = PredictionProcessor(config, limits, admission)
         self.labels = LabelProcessor(config, limits, settings.label_ttl_s, settings.max_pending_labels)
         self.states: dict[tuple[str, int], PartitionState] = {}
@@ -139,7 +147,7 @@ class Runtime:
             log.warning("drift detected: %s (%s, id %s)", alert["subject"], finding.detection.detector, alert["id"])
         for name in state.dirty:
             monitor = state.monitors.get(name)
-            if monitor is not None:
+            if monitor is not None and not isinstance(monitor, CategoricalMonitor):  # no categorical score yet
                 model, _, feature = name.partition(SEP)
                 m.drift_score.labels(model, feature).set(monitor.drift_score())
 
@@ -244,7 +252,10 @@ class Runtime:
                 if key in self.states:
                     continue
                 claim = await self._redis(lambda: self.store.claim(*key), give_up_after=CLAIM_RETRY_S)
-                self.states[key] = PartitionState.from_claim(key[0], key[1], claim)
+                state = self.states[key] = PartitionState.from_claim(key[0], key[1], claim)
+                for series in state.corrupt:
+                    log.error("unreadable state of %r in %s[%d]: starting that series afresh", series, *key)
+                    self.metrics.state_errors.inc()
                 self.saved_offsets[key] = claim.offset
                 if claim.offset is not None:
                     commits[key] = claim.offset

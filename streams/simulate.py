@@ -376,7 +376,7 @@ class _ModelPlan:
                         "model_version": spec.version,
                         "event_id": event_id,
                         "timestamp": timestamps[i],
-                        "features": dict(zip(names, [column[i] for column in columns])),
+                        "features": dict(zip(names, [column[i] for column in columns], strict=True)),
                         "prediction": predictions[i],
                     }
                 )
@@ -438,7 +438,7 @@ def generate(scenario: Scenario, max_events: int | None = None) -> Iterator[SimM
         for k, plan in enumerate(plans):
             positions = np.flatnonzero(event_owner == k)
             block_events, block_labels = plan.draw(rng, event_index[positions], scenario)
-            for position, event, label in zip(positions.tolist(), block_events, block_labels):
+            for position, event, label in zip(positions.tolist(), block_events, block_labels, strict=True):
                 events[position] = event
                 labels[position] = label
         for m, owner in enumerate(owners.tolist()):

@@ -32,7 +32,12 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
                 series[(model, feature)].append(monitor_from_bytes(blob))
     models: dict[str, dict[str, Any]] = defaultdict(dict)
     for (model, feature), monitors in sorted(series.items()):
-        models[model][feature] = merge_summaries(monitors)
+        kinds = {m.kind for m in monitors}
+        if len(kinds) == 1:
+            models[model][feature] = merge_summaries(monitors)
+        else:  # the same name was numeric in one partition and categorical in another
+            for kind in sorted(kinds):
+                models[model][f"{feature} ({kind})"] = merge_summaries([m for m in monitors if m.kind == kind])
     return {"group_id": group_id, "partitions": partitions, "models": dict(models)}
 
 

@@ -20,17 +20,16 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Self, cast
 
+import numpy as np
 import pytest
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # the checkout need not be pip-installed to be tested
-    sys.path.insert(0, str(REPO_ROOT))
-
-from streams.embedded import (  # noqa: E402
+from detectors import Detection, NumericMonitor
+from streams.embedded import (
     EmbeddedBroker,
     EmbeddedRedis,
     EmbeddedServerError,
@@ -38,6 +37,8 @@ from streams.embedded import (  # noqa: E402
     create_topics,
     free_port,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: Partitions of each per-test topic.
 TOPIC_PARTITIONS = {"input": 4, "labels": 2, "alerts": 1, "dlq": 1}
@@ -71,7 +72,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """One redis-server (append-only persistence) for the whole session, stopped even if tests fail."""
+    """One redis-server (append-only file) for the whole session, stopped even if tests fail."""
     server = EmbeddedRedis(workdir=tmp_path_factory.mktemp("redis"))
     try:
         yield server.start()
@@ -200,7 +201,7 @@ class WorkerProcess(ManagedProcess):
     def metrics_text(self, timeout: float = 5.0) -> str:
         """The body of ``GET /metrics``."""
         with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=timeout) as response:
-            return response.read().decode()
+            return str(response.read().decode())
 
 
 def _env_name(key: str) -> str:
@@ -264,7 +265,7 @@ def produce(
     headers: Sequence[tuple[str, bytes]] | None = None,
     timeout: float = 30.0,
 ) -> list[tuple[int, int]]:
-    """Produce ``values`` (one ``key`` for all, or per-message ``keys``), flush, assert all delivered.
+    """Produce ``values`` (one ``key`` for all, or one per value in ``keys``); assert all delivered.
 
     Returns ``(partition, offset)`` of each value, in input order. Unknown topics are not
     auto-created (that would give them 4 partitions): delivery fails instead.
@@ -283,23 +284,26 @@ def produce(
     errors: list[str] = []
 
     def on_delivery(index: int) -> Callable[..., None]:
-        def callback(error: KafkaError | None, message: object) -> None:
+        def callback(error: KafkaError | None, message: KafkaMessage) -> None:
             if error is not None:
                 errors.append(f"#{index}: {error.str()}")
             else:
-                delivered[index] = (message.partition(), message.offset())  # type: ignore[attr-defined]
+                delivered[index] = (cast(int, message.partition()), cast(int, message.offset()))
 
         return callback
 
-    extra: dict[str, object] = {"headers": list(headers)} if headers else {}
-    if partition is not None:
-        extra["partition"] = partition
     for index, value in enumerate(values):
-        message_key = keys[index] if keys is not None else key
         while True:
             try:
                 producer.produce(
-                    topic, value, key=message_key, on_delivery=on_delivery(index), **extra
+                    topic,
+                    value,
+                    key=keys[index] if keys is not None else key,
+                    partition=-1
+                    if partition is None
+                    else partition,  # -1: the partitioner's choice
+                    headers=list(headers) if headers else None,
+                    on_delivery=on_delivery(index),
                 )
                 break
             except BufferError:  # local queue full: let deliveries drain
@@ -345,6 +349,8 @@ def consume_all(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "allow.auto.create.topics": False,
+            # Tansu long-polls an empty partition for this long before reporting its end.
+            "fetch.wait.max.ms": 50,
         }
     )
     try:
@@ -363,22 +369,44 @@ def consume_all(
                 f"{topic}: {len(messages)} messages after {timeout:g} s, expected at least "
                 f"{expect_at_least} (partitions at end: {sorted(at_end)} of {partitions})"
             )
-            for record in consumer.consume(1000, timeout=min(remaining, 0.5)):
+            # consume() waits the whole timeout unless the batch fills: keep the timeout short.
+            for record in consumer.consume(1000, timeout=min(remaining, 0.05)):
                 error = record.error()
+                partition = cast(int, record.partition())
                 if error is not None and error.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(record.partition())
+                    at_end.add(partition)
                     continue
                 assert error is None, f"consuming {topic}: {error}"
-                at_end.discard(record.partition())
+                at_end.discard(partition)
                 messages.append(
                     Message(
                         value=record.value(),
-                        headers=list(record.headers() or []),
+                        headers=cast(list[tuple[str, bytes | None]], record.headers() or []),
                         key=record.key(),
-                        partition=record.partition(),
-                        offset=record.offset(),
+                        partition=partition,
+                        offset=cast(int, record.offset()),
                     )
                 )
         return sorted(messages, key=lambda m: (m.partition, m.offset))
     finally:
         consumer.close()
+
+
+# --- detectors tests ------------------------------------------------------------------------
+
+
+def feed_batches(
+    monitor: NumericMonitor, values: np.ndarray, batch: int = 1000, first_position: int = 0
+) -> list[Detection]:
+    """Feed ``values`` in batches, tagged with consecutive positions; return the detections."""
+    positions = np.arange(first_position, first_position + len(values), dtype=np.int64)
+    detections = []
+    for start in range(0, len(values), batch):
+        part = slice(start, start + batch)
+        detections += monitor.update(values[part], positions[part])
+    return detections
+
+
+@pytest.fixture
+def feed() -> Callable[..., list[Detection]]:
+    return feed_batches

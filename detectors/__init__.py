@@ -1,0 +1,58 @@
+"""Framework-free drift detection: summaries, change detectors and per-feature monitors.
+
+Nothing here knows about Kafka, Faust or Redis: monitors take numpy arrays of values tagged
+with opaque integer positions, return :class:`Detection` objects and serialise to bytes.
+"""
+
+from detectors.adwin import Adwin
+from detectors.base import ChangeDetector
+from detectors.config import (
+    AdwinParams,
+    MonitorParams,
+    PageHinkleyParams,
+    is_ignored,
+    model_task,
+    resolve,
+    validate_config,
+)
+from detectors.monitor import (
+    FORMAT_VERSION,
+    CategoricalMonitor,
+    Detection,
+    ErrorMonitor,
+    Monitor,
+    NumericMonitor,
+    StateError,
+    merge_summaries,
+    monitor_from_bytes,
+    severity,
+)
+from detectors.page_hinkley import PageHinkley
+from detectors.sketches import CategoryCounts, QuantileSketch
+from detectors.stats import RunningStats
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Adwin",
+    "AdwinParams",
+    "CategoricalMonitor",
+    "CategoryCounts",
+    "ChangeDetector",
+    "Detection",
+    "ErrorMonitor",
+    "Monitor",
+    "MonitorParams",
+    "NumericMonitor",
+    "PageHinkley",
+    "PageHinkleyParams",
+    "QuantileSketch",
+    "RunningStats",
+    "StateError",
+    "is_ignored",
+    "merge_summaries",
+    "model_task",
+    "monitor_from_bytes",
+    "resolve",
+    "severity",
+    "validate_config",
+]

@@ -1,0 +1,96 @@
+"""Decoding and validation of input messages (pure logic)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streams.codec import Limits, Reason, decode_events, decode_labels
+
+LIMITS = Limits(max_message_bytes=10_000, max_events_per_message=5, max_features_per_event=3,
+                max_name_length=10, max_category_length=8)
+
+
+def one(value: bytes, limits: Limits = LIMITS):
+    events, rejections = decode_events(value, 100.0, limits)
+    return events, [(r.reason, r.index) for r in rejections]
+
+
+def test_a_valid_event_splits_features_by_kind_and_monitors_the_prediction():
+    body = {"model": "fraud", "model_version": "3", "event_id": "e-1", "timestamp": 1763719200.25,
+            "features": {"amount": 12, "country": "DE", "age": None}, "prediction": 0.91}
+    (event,), rejected = one(json.dumps(body).encode())
+    assert rejected == []
+    assert event.numeric == {"amount": 12.0, "prediction": 0.91}
+    assert event.categorical == {"country": "DE"}
+    assert event.missing == ["age"]
+    assert (event.model_version, event.event_id, event.timestamp) == ("3", "e-1", 1763719200.25)
+
+
+def test_booleans_are_categorical_and_the_kafka_timestamp_is_the_default():
+    (event,), _ = one(b'{"model": "m", "features": {"flag": true}}')
+    assert event.categorical == {"flag": "true"} and event.timestamp == 100.0
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [("2025-11-21T10:00:00Z", 1763719200.0), ("2025-11-21T11:00:00+01:00", 1763719200.0), (5, 5.0)],
+)
+def test_timestamps_are_epoch_seconds_or_rfc3339(timestamp, expected):
+    (event,), _ = one(json.dumps({"model": "m", "features": {}, "timestamp": timestamp}).encode())
+    assert event.timestamp == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{oops", Reason.MALFORMED_JSON),
+        (b"", Reason.MALFORMED_JSON),
+        (b"42", Reason.NOT_AN_OBJECT),
+        (b'{"features": {}}', Reason.MISSING_MODEL),
+        (b'{"model": ["m"], "features": {}}', Reason.INVALID_MODEL),
+        (b'{"model": "", "features": {}}', Reason.INVALID_MODEL),
+        (b'{"model": "m"}', Reason.MISSING_FEATURES),
+        (b'{"model": "m", "features": [1]}', Reason.INVALID_FEATURES),
+        (b'{"model": "m", "features": {"a": {}}}', Reason.INVALID_FEATURE_VALUE),
+        (b'{"model": "m", "features": {"a": -1e400}}', Reason.NON_FINITE_VALUE),
+        (b'{"model": "m", "features": {"a": "longer than 8"}}', Reason.CATEGORY_TOO_LONG),
+        (b'{"model": "m", "features": {"a": 1, "b": 2, "c": 3, "d": 4}}', Reason.TOO_MANY_FEATURES),
+        (b'{"model": "m", "features": {"a name too long": 1}}', Reason.INVALID_FEATURE_NAME),
+        (b'{"model": "m", "features": {}, "timestamp": "noon"}', Reason.INVALID_TIMESTAMP),
+        (b'{"model": "m", "features": {}, "timestamp": "2025-11-21T10:00:00"}', Reason.INVALID_TIMESTAMP),
+        (b'{"model": "m", "features": {}, "prediction": [1]}', Reason.INVALID_PREDICTION),
+        (b'{"model": "m", "features": {"prediction": 1}, "prediction": 1}', Reason.INVALID_FEATURES),
+        (b'{"model": "m", "features": {}, "event_id": 5}', Reason.INVALID_EVENT_ID),
+        (b"[" + b",".join([b'{"model": "m", "features": {}}'] * 6) + b"]", Reason.TOO_MANY_EVENTS),
+        (b'{"model": "m", "features": {"a": "' + b"x" * 10_000 + b'"}}', Reason.OVERSIZE_MESSAGE),
+    ],
+)
+def test_each_kind_of_bad_message_is_rejected_whole_with_its_reason(value, reason):
+    events, rejected = one(value)
+    assert events == [] and rejected == [(reason, None)]
+
+
+def test_in_a_batch_only_the_bad_events_are_rejected_and_each_keeps_its_own_bytes():
+    value = b'[{"model": "a", "features": {"x": 1}}, {"model": 1, "features": {}}, 7, {"model": "b", "features": {}}]'
+    events, rejections = decode_events(value, 0.0, LIMITS)
+    assert [e.model for e in events] == ["a", "b"] and [e.index for e in events] == [0, 3]
+    assert [(r.reason, r.index, r.payload) for r in rejections] == [
+        (Reason.INVALID_MODEL, 1, b'{"model":1,"features":{}}'),
+        (Reason.NOT_AN_OBJECT, 2, b"7"),
+    ]
+
+
+def test_a_batch_failing_only_in_validation_keeps_its_valid_events():
+    value = b'[{"model": "a", "features": {"x": 1}}, {"model": "b", "features": {"x": "too long a value"}}]'
+    events, rejections = decode_events(value, 0.0, LIMITS)
+    assert [e.model for e in events] == ["a"]
+    assert [(r.reason, r.index) for r in rejections] == [(Reason.CATEGORY_TOO_LONG, 1)]
+    assert json.loads(rejections[0].payload)["model"] == "b"
+
+
+def test_labels_decode_and_bad_labels_are_rejected():
+    labels, rejections = decode_labels(b'[{"model": "m", "event_id": "e", "label": 0}, {"model": "m", "label": 1}]', 9.0, LIMITS)
+    assert [(l.event_id, l.label, l.timestamp) for l in labels] == [("e", 0.0, 9.0)]
+    assert [(r.reason, r.index) for r in rejections] == [(Reason.INVALID_EVENT_ID, 1)]
