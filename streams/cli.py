@@ -196,10 +196,12 @@ def alerts(
 
 def format_alert(alert: dict[str, Any]) -> str:
     d = alert["data"]
+    what = "error rate" if d["kind"] == "performance" else "mean"
+    key = "error_rate" if d["kind"] == "performance" else "mean"
     return (
         f"[bold red]DRIFT[/bold red] {alert['time']} [bold]{alert['subject']}[/bold] "
         f"({d['kind']}, {d['detector']}, severity {d['severity']}) effect {d['effect_size']:.2f}σ, "
-        f"reference mean {_num(d['reference'].get('mean'))} → current {_num(d['current'].get('mean'))}; "
+        f"reference {what} {_num(d['reference'].get(key))} → current {_num(d['current'].get(key))}; "
         f"evidence {d['evidence']['topic']}[{d['evidence']['partition']}] "
         f"{d['evidence']['from_offset']}..{d['evidence']['to_offset']}  [dim]id {alert['id']}[/dim]"
     )
