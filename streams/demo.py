@@ -61,10 +61,11 @@ def run_demo(console: Console, duration: float | None, rate: float, drift_at: in
             f"[green]✓[/green] simulator producing {rate:g} events/s; drift starts at event {drift_at:,} "
             f"(~{drift_at / rate:.0f} s). Waiting for alerts — Ctrl-C to stop.\n"
         )
-        _show_alerts(console, broker.bootstrap, worker, deadline=None if duration is None else time.monotonic() + duration)
+        deadline = None if duration is None else time.monotonic() + duration
+        _show_alerts(console, broker.bootstrap, worker, workdir / "worker.log", deadline)
 
 
-def _show_alerts(console: Console, bootstrap: str, worker: subprocess.Popen, deadline: float | None) -> None:
+def _show_alerts(console: Console, bootstrap: str, worker: subprocess.Popen, log: Path, deadline: float | None) -> None:
     from streams.cli import format_alert
 
     def stop() -> bool:
@@ -78,7 +79,8 @@ def _show_alerts(console: Console, bootstrap: str, worker: subprocess.Popen, dea
     except KeyboardInterrupt:
         pass
     if worker.poll() not in (None, 0):
-        console.print(f"[red]the worker exited with code {worker.returncode}[/red]")
+        console.print(f"[red]the worker exited with code {worker.returncode}; the end of its log:[/red]")
+        console.print(_tail(log), markup=False, highlight=False)
     console.print(f"\n{count} alert(s). Stopping…")
 
 
