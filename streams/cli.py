@@ -160,12 +160,13 @@ def status(
                       str(p.get("offset", "")), str(p.get("events", 0)), age)
     console.print(table)
     features = Table(title="monitored series")
-    for column in ("model", "feature", "kind", "count", "missing", "mean", "std", "drift score", "detections"):
+    for column in ("model", "feature", "kind", "count", "missing", "mean", "std", "drift score", "episodes"):
         features.add_column(column)
     for model, series in report["models"].items():
         for feature, s in series.items():
+            episodes = sum(p.get("episodes", 0) for p in s.get("partitions", []))
             features.add_row(model, feature, s["kind"], str(s["count"]), str(s["missing"]), _num(s.get("mean")),
-                             _num(s.get("std")), _num(s.get("drift_score")), str(s.get("detections", 0)))
+                             _num(s.get("std")), _num(s.get("drift_score")), str(episodes))
     console.print(features)
 
 

@@ -16,11 +16,13 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from streams.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
 from streams.tail import tail_alerts
 
+PROGRESS_EVERY_S = 10.0
 TOPICS = {"predictions": 4, "labels": 2, "drift-alerts": 1, "predictions.dlq": 1}
 
 
@@ -62,13 +64,21 @@ def run_demo(console: Console, duration: float | None, rate: float, drift_at: in
             f"(~{drift_at / rate:.0f} s). Waiting for alerts — Ctrl-C to stop.\n"
         )
         deadline = None if duration is None else time.monotonic() + duration
-        _show_alerts(console, broker.bootstrap, worker, workdir / "worker.log", deadline)
+        _show_alerts(console, broker.bootstrap, worker, workdir / "worker.log", deadline, port)
 
 
-def _show_alerts(console: Console, bootstrap: str, worker: subprocess.Popen, log: Path, deadline: float | None) -> None:
+def _show_alerts(
+    console: Console, bootstrap: str, worker: subprocess.Popen, log: Path, deadline: float | None, port: int
+) -> None:
     from streams.cli import format_alert
 
+    next_report = time.monotonic() + PROGRESS_EVERY_S
+
     def stop() -> bool:
+        nonlocal next_report
+        if time.monotonic() >= next_report:
+            next_report += PROGRESS_EVERY_S
+            console.print(f"[dim]… {_processed(port)}[/dim]")
         return worker.poll() is not None or (deadline is not None and time.monotonic() > deadline)
 
     count = 0
@@ -82,6 +92,25 @@ def _show_alerts(console: Console, bootstrap: str, worker: subprocess.Popen, log
         console.print(f"[red]the worker exited with code {worker.returncode}; the end of its log:[/red]")
         console.print(_tail(log), markup=False, highlight=False)
     console.print(f"\n{count} alert(s). Stopping…")
+
+
+def _processed(port: int) -> str:
+    """One line of progress from the worker's own metrics."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return "worker metrics unavailable"
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("streamdrift_events_total", "streamdrift_dead_letters_total", "streamdrift_alerts_total"):
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return (
+        f"{totals.get('streamdrift_events_total', 0):,.0f} events and labels processed, "
+        f"{totals.get('streamdrift_alerts_total', 0):,.0f} alerts, "
+        f"{totals.get('streamdrift_dead_letters_total', 0):,.0f} dead letters"
+    )
 
 
 def _spawn(stack: ExitStack, cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -39,7 +39,7 @@ log = logging.getLogger("streamdrift")
 Monitor = NumericMonitor | CategoricalMonitor | ErrorMonitor
 
 _VERSIONS = f"{META_PREFIX}versions"
-_UNKNOWN_MISSING = f"{META_PREFIX}unknown_missing"
+UNKNOWN_MISSING = f"{META_PREFIX}unknown_missing"
 _PENDING = f"{META_PREFIX}pending_labels"
 ERROR_SERIES = "error_rate"
 
@@ -128,7 +128,7 @@ class PartitionState:
             name = raw_name.decode()
             if name == _VERSIONS:
                 state.versions = msgspec.msgpack.decode(blob)
-            elif name == _UNKNOWN_MISSING:
+            elif name == UNKNOWN_MISSING:
                 state.unknown_missing = msgspec.msgpack.decode(blob)
             elif name == _PENDING:
                 state.pending = msgspec.msgpack.decode(blob, type=list[PendingLabel])
@@ -146,7 +146,7 @@ class PartitionState:
         """Serialized fields changed since the last checkpoint (partition meta always included)."""
         fields = {name: self.monitors[name].to_bytes() for name in self.dirty if name in self.monitors}
         fields[_VERSIONS] = msgspec.msgpack.encode(self.versions)
-        fields[_UNKNOWN_MISSING] = msgspec.msgpack.encode(self.unknown_missing)
+        fields[UNKNOWN_MISSING] = msgspec.msgpack.encode(self.unknown_missing)
         fields[_PENDING] = msgspec.msgpack.encode(self.pending)
         return fields
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import msgspec
 import redis
 
 from detectors import merge_summaries, monitor_from_bytes
 from streams.checkpoint import META_PREFIX, SEP, KeyLayout
+from streams.processor import UNKNOWN_MISSING
 
 
 def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
@@ -20,6 +22,7 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
     store = KeyLayout(group_id)
     partitions = []
     series: dict[tuple[str, str], list] = defaultdict(list)
+    only_missing: dict[tuple[str, str], int] = defaultdict(int)
     for member in sorted(m.decode() for m in client.smembers(store.partitions_key)):
         topic, _, partition = member.rpartition(":")
         ckpt_key, state_key = store.keys(topic, int(partition))
@@ -27,7 +30,11 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
         partitions.append({"topic": topic, "partition": int(partition), **_typed(ckpt)})
         for name, blob in client.hgetall(state_key).items():
             text = name.decode()
-            if not text.startswith(META_PREFIX):
+            if text == UNKNOWN_MISSING:
+                for key, count in msgspec.msgpack.decode(blob).items():
+                    model, _, feature = key.partition(SEP)
+                    only_missing[(model, feature)] += count
+            elif not text.startswith(META_PREFIX):
                 model, _, feature = text.partition(SEP)
                 series[(model, feature)].append(monitor_from_bytes(blob))
     models: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -38,6 +45,11 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
         else:  # the same name was numeric in one partition and categorical in another
             for kind in sorted(kinds):
                 models[model][f"{feature} ({kind})"] = merge_summaries([m for m in monitors if m.kind == kind])
+    for (model, feature), count in sorted(only_missing.items()):
+        if feature in models[model]:
+            models[model][feature]["missing"] += count
+        else:
+            models[model][feature] = {"kind": "unknown", "count": 0, "missing": count}
     return {"group_id": group_id, "partitions": partitions, "models": dict(models)}
 
 
