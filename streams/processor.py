@@ -140,6 +140,8 @@ class PartitionState:
         for name in [*state.monitors, *state.unknown_missing]:
             model, _, feature = name.partition(SEP)
             state.features_by_model[model].add(feature)
+        for model in state.versions:  # models admitted with no series yet still count
+            state.features_by_model[model]
         return state
 
     def checkpoint_fields(self) -> dict[str, bytes]:
@@ -226,11 +228,11 @@ class PredictionProcessor:
     # -- admission: every check happens before any state changes, so a refused event leaves no trace
 
     def _admit(self, state: PartitionState, event: Event, batch: _Batch) -> tuple[Reason, str] | None:
+        self._drop_ignored(event)
         known = state.features_by_model.get(event.model)
         if known is None and len(state.features_by_model) >= self.admission.max_models:
             return Reason.TOO_MANY_MODELS, f"more than max_models={self.admission.max_models} models"
-        names = [n for n in (*event.numeric, *event.categorical, *event.missing) if not self._ignored(event.model, n)]
-        new = [n for n in names if known is None or n not in known]
+        new = [n for n in (*event.numeric, *event.categorical, *event.missing) if known is None or n not in known]
         if new and len(known or ()) + len(new) > self.admission.max_features_per_model:
             limit = self.admission.max_features_per_model
             return Reason.TOO_MANY_FEATURES_FOR_MODEL, f"model {event.model!r} would exceed max_features_per_model={limit}"
@@ -240,15 +242,28 @@ class PredictionProcessor:
                 existing = state.monitors.get(series)
                 if (existing is not None and not isinstance(existing, kind)) or batch.kind_clash(series, kind):
                     return Reason.FEATURE_TYPE_CHANGED, f"feature {name!r} changed type (numeric vs categorical)"
+        new_categories = []
         for name, value in event.categorical.items():
-            if self._ignored(event.model, name):
-                continue
             series = series_name(event.model, name)
             limit = self.params(event.model, name).max_categories
-            if not batch.category_fits(series, value, state.monitors.get(series), limit):
+            fits, is_new = batch.category_fits(series, value, state.monitors.get(series), limit)
+            if not fits:
                 return Reason.TOO_MANY_CATEGORIES, f"feature {name!r} exceeds max_categories={limit}"
+            if is_new:
+                new_categories.append((series, value))
+        # Admitted: only now does the event take room (a refused event must leave no trace).
+        batch.reserve(new_categories)
         state.features_by_model[event.model].update(new)
         return None
+
+    def _drop_ignored(self, event: Event) -> None:
+        """Remove the model's ignored features: they are neither monitored nor counted in limits."""
+        if not self.config:
+            return
+        ignored = self._ignored
+        event.numeric = {n: v for n, v in event.numeric.items() if not ignored(event.model, n)}
+        event.categorical = {n: v for n, v in event.categorical.items() if not ignored(event.model, n)}
+        event.missing = [n for n in event.missing if not ignored(event.model, n)]
 
     def _ignored(self, model: str, feature: str) -> bool:
         return is_ignored(self.config, model, feature)
@@ -314,16 +329,20 @@ class _Batch:
         other = self.categorical if kind is NumericMonitor else self.numeric
         return series in other
 
-    def category_fits(self, series: str, value: str, monitor: CategoricalMonitor | None, limit: int) -> bool:
-        """Whether ``value`` fits the series' bound, counting the batch's not-yet-applied categories."""
-        new = self._new_categories[series]
-        if monitor is not None:
-            fits = monitor.accepts(value, pending_new=new)
-        else:
-            fits = value in new or len(new) < limit
-        if fits and (monitor is None or not monitor.knows(value)):
-            new.add(value)
-        return fits
+    def category_fits(
+        self, series: str, value: str, monitor: CategoricalMonitor | None, limit: int
+    ) -> tuple[bool, bool]:
+        """(fits, new): whether ``value`` fits the series' bound counting the batch's admitted but
+        not yet applied categories, and whether it would be a new category."""
+        new = self._new_categories.get(series, set())
+        if value in new or (monitor is not None and monitor.knows(value)):
+            return True, False
+        fits = monitor.accepts(value, pending_new=new) if monitor is not None else len(new) < limit
+        return fits, True
+
+    def reserve(self, categories: list[tuple[str, str]]) -> None:
+        for series, value in categories:
+            self._new_categories[series].add(value)
 
 
 class LabelProcessor:
@@ -411,6 +430,7 @@ def label_error(prediction: float | str, label: float | str, task: str = "auto")
     >>> label_error(0.7, 1.0, task="regression")
     0.30000000000000004
     """
+    prediction, label = _as_number(prediction), _as_number(label)
     if isinstance(prediction, str) or isinstance(label, str):
         return float(_as_class(prediction) != _as_class(label))
     binary = label in (0.0, 1.0) and 0.0 <= prediction <= 1.0
@@ -419,6 +439,11 @@ def label_error(prediction: float | str, label: float | str, task: str = "auto")
         return float(predicted != label)
     error = abs(prediction - label)
     return error if math.isfinite(error) else None
+
+
+def _as_number(value: float | str) -> float | str:
+    """Boolean predictions arrive as the categories "true"/"false"; compare them as 1/0."""
+    return {"true": 1.0, "false": 0.0}.get(value, value) if isinstance(value, str) else value
 
 
 def _as_class(value: float | str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import redis
 
-from detectors import merge_summaries, monitor_from_bytes
+from detectors import StateError, merge_summaries, monitor_from_bytes
 from streams.checkpoint import META_PREFIX, SEP, KeyLayout
 from streams.processor import UNKNOWN_MISSING
 
@@ -23,6 +23,7 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
     partitions = []
     series: dict[tuple[str, str], list] = defaultdict(list)
     only_missing: dict[tuple[str, str], int] = defaultdict(int)
+    unreadable: dict[tuple[str, str], str] = {}
     for member in sorted(m.decode() for m in client.smembers(store.partitions_key)):
         topic, _, partition = member.rpartition(":")
         ckpt_key, state_key = store.keys(topic, int(partition))
@@ -36,7 +37,10 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
                     only_missing[(model, feature)] += count
             elif not text.startswith(META_PREFIX):
                 model, _, feature = text.partition(SEP)
-                series[(model, feature)].append(monitor_from_bytes(blob))
+                try:
+                    series[(model, feature)].append(monitor_from_bytes(blob))
+                except StateError as exc:  # shown, not fatal: the worker restarts such a series too
+                    unreadable[(model, feature)] = str(exc)
     models: dict[str, dict[str, Any]] = defaultdict(dict)
     for (model, feature), monitors in sorted(series.items()):
         kinds = {m.kind for m in monitors}
@@ -45,6 +49,8 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
         else:  # the same name was numeric in one partition and categorical in another
             for kind in sorted(kinds):
                 models[model][f"{feature} ({kind})"] = merge_summaries([m for m in monitors if m.kind == kind])
+    for (model, feature), error in sorted(unreadable.items()):
+        models[model].setdefault(f"{feature} (unreadable)", {"kind": "unreadable", "count": 0, "missing": 0, "error": error})
     for (model, feature), count in sorted(only_missing.items()):
         if feature in models[model]:
             models[model][feature]["missing"] += count

@@ -235,12 +235,6 @@ def test_a_refused_event_with_a_bad_category_leaves_no_trace():
     assert state.next_offset == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_Batch.category_fits records the new category of a feature before a later feature of "
-    "the same event is refused, so the refused event still uses up category room for the rest "
-    "of the batch (streams/processor.py, _admit / _Batch.category_fits)",
-)
 def test_a_refused_event_does_not_use_up_category_room_for_later_events_of_the_batch():
     proc = processor({"defaults": {"max_categories": 2}})
     bodies = [
@@ -311,11 +305,6 @@ def test_ignored_features_do_not_count_towards_the_feature_limit():
     assert letters(refused) == [(0, Reason.TOO_MANY_FEATURES_FOR_MODEL, None)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ignored features are still put into the batch (_Batch.add) and type-checked (_admit): "
-    "they get monitors, unknown_missing entries and checkpoint fields (streams/processor.py)",
-)
 def test_ignored_features_are_not_monitored():
     proc, state = processor(IGNORING), new_state()
     out = proc.process(
@@ -328,12 +317,6 @@ def test_ignored_features_are_not_monitored():
     assert not any("user_id" in name for name in state.checkpoint_fields())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an ignored categorical feature with more distinct values than max_categories reaches "
-    "CategoricalMonitor.update, whose ValueError escapes PredictionProcessor.process after "
-    "next_offset already moved past the batch (streams/processor.py, _apply)",
-)
 def test_an_ignored_high_cardinality_feature_does_not_break_the_batch():
     proc = processor({"defaults": {"max_categories": 3}, **IGNORING})
     state = new_state()
@@ -497,12 +480,6 @@ def test_a_restored_state_continues_exactly_like_an_uninterrupted_one():
         assert without_quantiles(restored.monitors[name].summary()) == without_quantiles(monitor.summary()), name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PartitionState.from_claim rebuilds features_by_model only from monitors and "
-    "unknown_missing, so a model admitted without any series (empty features, no prediction) "
-    "no longer counts towards max_models after a restore (streams/processor.py, from_claim)",
-)
 def test_a_restored_state_enforces_max_models_like_an_uninterrupted_one():
     proc = processor(max_models=1)
     first = records([event({}, model="a", model_version="1")])
@@ -715,12 +692,6 @@ def test_the_model_task_from_the_config_decides_the_error():
         assert state.monitors[series("error_rate")].stats.mean == pytest.approx(error), task
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a boolean prediction is decoded as the class 'true' but a boolean label as 1.0, and "
-    "label_error('true', 1.0) compares '1' with 'true': every correct boolean prediction counts "
-    "as an error (streams/codec.py _classify / _validate_label, streams/processor.py label_error)",
-)
 def test_a_boolean_prediction_matching_a_boolean_label_is_no_error():
     joined = predictions_for([event({}, event_id="e0", prediction=True), event({}, event_id="e1", prediction=False)])
     proc, state = LabelProcessor({}, Limits(), ttl_s=TTL, max_pending=10), new_state("labels")
