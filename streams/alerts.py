@@ -28,7 +28,8 @@ def alert_id(group_id: str, topic: str, partition: int, finding: Finding) -> str
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
-def build_alert(group_id: str, topic: str, partition: int, finding: Finding, now: float) -> dict[str, Any]:
+def build_alert(group_id: str, topic: str, partition: int, finding: Finding) -> dict[str, Any]:
+    """The CloudEvent of a finding; built only from the finding, so a replay yields the same bytes."""
     d = finding.detection
     return {
         "specversion": SPEC_VERSION,
@@ -36,7 +37,7 @@ def build_alert(group_id: str, topic: str, partition: int, finding: Finding, now
         "source": f"streamdrift://{group_id}",
         "type": DRIFT_DETECTED,
         "subject": f"{finding.model}/{finding.feature}",
-        "time": datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z"),
+        "time": datetime.fromtimestamp(finding.time, timezone.utc).isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
         "data": {
             "model": finding.model,

@@ -36,7 +36,6 @@ META_PREFIX = "\x00"
 _CLAIM = """
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'worker', ARGV[1], 'claimed_at', ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
 return {epoch, redis.call('HGET', KEYS[1], 'offset') or false}
 """
 
@@ -96,9 +95,10 @@ class CheckpointStore(KeyLayout):
     async def claim(self, topic: str, partition: int) -> Claim:
         """Take ownership (a new epoch) and load the partition's checkpointed state."""
         ckpt, state = self.keys(topic, partition)
-        epoch, offset = await self._claim(
-            keys=[ckpt, self.partitions_key], args=[self.worker_id, _now_ms(), f"{topic}:{partition}"]
-        )
+        # Every key a script touches shares the partition's hash tag (one Redis Cluster slot);
+        # the group-wide registry lives in another slot, so it is a separate command.
+        epoch, offset = await self._claim(keys=[ckpt], args=[self.worker_id, _now_ms()])
+        await self.redis.sadd(self.partitions_key, f"{topic}:{partition}")
         fields = await self.redis.hgetall(state)
         return Claim(int(epoch), int(offset) if offset else None, fields)
 

@@ -50,6 +50,14 @@ class Metrics:
             "streamdrift_checkpoints", "Partition checkpoints by result (ok, fenced, error)", ["result"], registry=r
         )
         self.partitions = Gauge("streamdrift_partitions_owned", "Partitions owned by this worker", ["topic"], registry=r)
+        self.joinable = Counter(
+            "streamdrift_predictions_joinable", "Predictions with an event_id, waiting for a label", ["model"], registry=r
+        )
+        self.joined = Counter("streamdrift_labels_joined", "Labels joined to their prediction", ["model"], registry=r)
+        self.join_lag = Histogram(
+            "streamdrift_label_join_lag_seconds", "Label timestamp minus its prediction's timestamp", registry=r,
+            buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
+        )
         self.labels_pending = Gauge(
             "streamdrift_labels_pending", "Labels waiting for their prediction", registry=r
         )

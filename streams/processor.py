@@ -82,6 +82,7 @@ class Finding:
     feature: str
     kind: str  # "feature" | "prediction" | "performance"
     detection: Detection
+    time: float  # Kafka timestamp of the record that triggered it: a replay rebuilds the same alert
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Outcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     joins: list[tuple[str, str, bytes]] = field(default_factory=list)  # (model, event_id, packed)
     max_event_time: float | None = None
+    join_lags: list[tuple[str, float]] = field(default_factory=list)  # (model, label time − prediction time)
 
 
 @dataclass
@@ -203,7 +205,7 @@ class PredictionProcessor:
                 log.exception("unexpected error on %s[%d]@%d", state.topic, state.partition, record.offset)
                 out.dead_letters.append(DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, repr(exc), record.offset))
         state.events_since_checkpoint += out.events
-        out.findings = self._apply(state, batch)
+        out.findings = self._apply(state, batch, {r.offset: r.timestamp for r in records})
         return out
 
     def _accept(self, state: PartitionState, record: Record, batch: _Batch, out: Outcome) -> None:
@@ -222,7 +224,7 @@ class PredictionProcessor:
             out.events += 1
             out.max_event_time = max(out.max_event_time or event.timestamp, event.timestamp)
             if event.event_id is not None and event.prediction is not None:
-                packed = msgspec.msgpack.encode((event.prediction, event.model_version))
+                packed = msgspec.msgpack.encode((event.prediction, event.model_version, event.timestamp))
                 out.joins.append((event.model, event.event_id, packed))
 
     # -- admission: every check happens before any state changes, so a refused event leaves no trace
@@ -270,15 +272,16 @@ class PredictionProcessor:
 
     # -- state update and decision -------------------------------------------------------------
 
-    def _apply(self, state: PartitionState, batch: _Batch) -> list[Finding]:
+    def _apply(self, state: PartitionState, batch: _Batch, times: dict[int, float]) -> list[Finding]:
         findings: list[Finding] = []
         for series, (values, offsets) in batch.numeric.items():
             monitor = self._monitor(state, series, NumericMonitor)
             detections = monitor.update(np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64))
-            findings += self._findings(state, series, detections)
+            findings += self._findings(state, series, detections, times)
         for series, (values, offsets) in batch.categorical.items():
             monitor = self._monitor(state, series, CategoricalMonitor)
-            findings += self._findings(state, series, monitor.update(values, np.asarray(offsets, dtype=np.int64)))
+            detections = monitor.update(values, np.asarray(offsets, dtype=np.int64))
+            findings += self._findings(state, series, detections, times)
         for series, count in batch.missing.items():
             monitor = state.monitors.get(series)
             if monitor is None:
@@ -301,10 +304,10 @@ class PredictionProcessor:
         return monitor
 
     @staticmethod
-    def _findings(state: PartitionState, series: str, detections: list[Detection]) -> list[Finding]:
+    def _findings(state: PartitionState, series: str, detections: list[Detection], times: dict[int, float]) -> list[Finding]:
         model, _, feature = series.partition(SEP)
         kind = "prediction" if feature == "prediction" else "feature"
-        return [Finding(model, state.versions.get(model), feature, kind, d) for d in detections]
+        return [Finding(model, state.versions.get(model), feature, kind, d, times[d.position]) for d in detections]
 
 
 class _Batch:
@@ -384,7 +387,8 @@ class LabelProcessor:
             if packed is None:
                 still_pending.append(label)
                 continue
-            prediction, version = msgspec.msgpack.decode(packed)
+            prediction, version, predicted_at = msgspec.msgpack.decode(packed)
+            out.join_lags.append((label.model, label.timestamp - predicted_at))
             error = label_error(prediction, label.label, model_task(self.config, label.model))
             if error is None:
                 out.dead_letters.append(_label_letter(label, Reason.INVALID_LABEL, "label and prediction types do not match"))
@@ -404,7 +408,8 @@ class LabelProcessor:
             state.dirty.add(series)
             state.versions[model] = version
             detections = monitor.update(np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64))
-            out.findings += [Finding(model, version, ERROR_SERIES, "performance", d) for d in detections]
+            times = {label.offset: label.timestamp for label in labels}
+            out.findings += [Finding(model, version, ERROR_SERIES, "performance", d, times[d.position]) for d in detections]
         return out
 
     def _expire(self, pending: list[PendingLabel], now: float, out: Outcome) -> list[PendingLabel]:

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import redis.asyncio as aioredis
@@ -126,6 +126,12 @@ class Runtime:
         m.events.labels(state.topic).inc(outcome.events)
         if outcome.duplicates:
             m.duplicates.labels(state.topic).inc(outcome.duplicates)
+        for model, count in Counter(model for model, _, _ in outcome.joins).items():
+            m.joinable.labels(model).inc(count)
+        for model, count in Counter(model for model, _ in outcome.join_lags).items():
+            m.joined.labels(model).inc(count)
+        for _, lag in outcome.join_lags:
+            m.join_lag.observe(lag)
         if outcome.max_event_time is not None:
             m.event_lag.labels(state.topic).set(max(0.0, now - outcome.max_event_time))
         for letter in outcome.dead_letters:
@@ -141,7 +147,7 @@ class Runtime:
             await self.publisher.send(s.dlq_topic, None, letter.payload, headers)
             m.dead_letters.labels(letter.reason.value).inc()
         for finding in outcome.findings:
-            alert = build_alert(s.group_id, state.topic, state.partition, finding, now)
+            alert = build_alert(s.group_id, state.topic, state.partition, finding)
             await self.publisher.send(s.alert_topic, finding.model.encode(), encode_alert(alert), [])
             m.alerts.labels(finding.model, finding.feature, finding.detection.detector).inc()
             log.warning("drift detected: %s (%s, id %s)", alert["subject"], finding.detection.detector, alert["id"])

@@ -360,7 +360,7 @@ def test_events_with_an_event_id_and_a_prediction_are_joined():
     ]
     out = proc.process(state, records(bodies))
     joined = {(model, event_id): msgspec.msgpack.decode(packed) for model, event_id, packed in out.joins}
-    assert joined == {(MODEL, "e1"): [0.9, "v3"], ("other", "e3"): ["cat", None]}
+    assert joined == {(MODEL, "e1"): [0.9, "v3", 1000.0], ("other", "e3"): ["cat", None, 1003.0]}  # + event time
 
 
 # --- detection ---------------------------------------------------------------------------------
