@@ -9,6 +9,8 @@ key                        type   contents
 ``sd:{G:T:P}:ckpt``        hash   ``epoch`` (fencing token), ``offset`` (next offset to read),
                                   ``worker``, ``updated_at`` / ``claimed_at`` (epoch ms),
                                   ``events`` (events applied, for status)
+``sd:{G:T:P}:outbox``      list   alerts checkpointed with the state that produced them, not
+                                  yet confirmed published (msgpack entries)
 ``sd:{G:T:P}:state``       hash   one field per monitored series (``model\\x1ffeature``) holding
                                   msgpack bytes of its monitor, plus ``\\x00``-prefixed
                                   partition-level fields (pending labels, model versions)
@@ -39,21 +41,35 @@ redis.call('HSET', KEYS[1], 'worker', ARGV[1], 'claimed_at', ARGV[2])
 return {epoch, redis.call('HGET', KEYS[1], 'offset') or false}
 """
 
-# KEYS: ckpt, state; ARGV: epoch, next_offset, now_ms, worker, events_delta, field, value, ...
-_CHECKPOINT = """
+_FENCE = """
 local current = redis.call('HGET', KEYS[1], 'epoch')
 if current ~= ARGV[1] then
   return redis.error_reply('FENCED epoch ' .. ARGV[1] .. ' is stale (current ' .. tostring(current) .. ')')
 end
+"""
+
+# KEYS: ckpt, state, outbox
+# ARGV: epoch, next_offset, now_ms, worker, events_delta, n_alerts, alert..., field, value, ...
+_CHECKPOINT = _FENCE + """
 local stored = tonumber(redis.call('HGET', KEYS[1], 'offset') or '-1')
 if tonumber(ARGV[2]) < stored then
   return redis.error_reply('REGRESSION offset ' .. ARGV[2] .. ' < stored ' .. stored)
 end
-for i = 6, #ARGV, 2 do
+local n_alerts = tonumber(ARGV[6])
+for i = 7, 6 + n_alerts do
+  redis.call('RPUSH', KEYS[3], ARGV[i])
+end
+for i = 7 + n_alerts, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'updated_at', ARGV[3], 'worker', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'events', ARGV[5])
+return 1
+"""
+
+# KEYS: ckpt, outbox; ARGV: epoch, number of published entries to drop from the head
+_TRIM_OUTBOX = _FENCE + """
+redis.call('LTRIM', KEYS[2], tonumber(ARGV[2]), -1)
 return 1
 """
 
@@ -67,6 +83,7 @@ class Claim:
     epoch: int
     offset: int | None  # next offset to read; None if the partition was never checkpointed
     fields: dict[bytes, bytes] = field(default_factory=dict)
+    outbox: list[bytes] = field(default_factory=list)  # checkpointed alerts maybe not yet published
 
 
 class KeyLayout:
@@ -78,6 +95,9 @@ class KeyLayout:
     def keys(self, topic: str, partition: int) -> tuple[str, str]:
         tag = f"sd:{{{self.group_id}:{topic}:{partition}}}"
         return f"{tag}:ckpt", f"{tag}:state"
+
+    def outbox_key(self, topic: str, partition: int) -> str:
+        return f"sd:{{{self.group_id}:{topic}:{partition}}}:outbox"
 
     @property
     def partitions_key(self) -> str:
@@ -91,6 +111,7 @@ class CheckpointStore(KeyLayout):
         self.worker_id = worker_id
         self._claim = redis.register_script(_CLAIM)
         self._checkpoint = redis.register_script(_CHECKPOINT)
+        self._trim_outbox = redis.register_script(_TRIM_OUTBOX)
 
     async def claim(self, topic: str, partition: int) -> Claim:
         """Take ownership (a new epoch) and load the partition's checkpointed state."""
@@ -100,7 +121,8 @@ class CheckpointStore(KeyLayout):
         epoch, offset = await self._claim(keys=[ckpt], args=[self.worker_id, _now_ms()])
         await self.redis.sadd(self.partitions_key, f"{topic}:{partition}")
         fields = await self.redis.hgetall(state)
-        return Claim(int(epoch), int(offset) if offset else None, fields)
+        outbox = await self.redis.lrange(self.outbox_key(topic, partition), 0, -1)
+        return Claim(int(epoch), int(offset) if offset else None, fields, outbox)
 
     async def save(self, saves: list[Save]) -> list[Exception | None]:
         """Write several partitions' checkpoints in one round trip; each one is atomic.
@@ -110,12 +132,23 @@ class CheckpointStore(KeyLayout):
         pipe = self.redis.pipeline(transaction=False)
         now = _now_ms()
         for s in saves:
-            args: list[bytes | str | int] = [s.epoch, s.next_offset, now, self.worker_id, s.events]
+            args: list[bytes | str | int] = [s.epoch, s.next_offset, now, self.worker_id, s.events, len(s.alerts)]
+            args += s.alerts
             for name, blob in s.fields.items():
                 args += [name, blob]
-            await self._checkpoint(keys=list(self.keys(s.topic, s.partition)), args=args, client=pipe)
+            keys = [*self.keys(s.topic, s.partition), self.outbox_key(s.topic, s.partition)]
+            await self._checkpoint(keys=keys, args=args, client=pipe)
         results = await pipe.execute(raise_on_error=False)
         return [_as_error(r) for r in results]
+
+    async def trim_outbox(self, topic: str, partition: int, epoch: int, published: int) -> Exception | None:
+        """Drop the first ``published`` outbox entries (fenced: only the owner may)."""
+        keys = [self.keys(topic, partition)[0], self.outbox_key(topic, partition)]
+        try:
+            await self._trim_outbox(keys=keys, args=[epoch, published])
+        except ResponseError as exc:
+            return _as_error(exc)
+        return None
 
 
 @dataclass
@@ -126,6 +159,7 @@ class Save:
     next_offset: int
     events: int  # events applied since the previous checkpoint
     fields: dict[str, bytes]
+    alerts: list[bytes] = field(default_factory=list)  # outbox entries produced since the previous checkpoint
 
 
 def _as_error(result: object) -> Exception | None:

@@ -6,8 +6,10 @@ Lifecycle of a partition (see README "State and exactly-once"):
    commits the checkpointed offset to Kafka *before* Faust seeks to the committed offsets, so
    consumption resumes exactly where the state stopped;
 2. processed in batches — records below the state's next offset are duplicates and skipped;
-3. checkpointed every N events or T seconds — alerts and dead letters are flushed to Kafka
-   first, then state + next offset are written in one fenced Redis script;
+3. checkpointed every N events or T seconds, and at once after a batch that raised an alert —
+   dead letters are flushed to Kafka first, then state + next offset + the new alerts (the
+   outbox) are written in one fenced Redis script; alerts are published only from there, so an
+   alert always matches checkpointed state and a replay can never publish a different one;
 4. revoked — Faust has drained the agents; the partition is checkpointed and dropped.
 """
 
@@ -21,6 +23,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -87,6 +90,8 @@ class Runtime:
         self.labels = LabelProcessor(config, limits, settings.label_ttl_s, settings.max_pending_labels)
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.saved_offsets: dict[tuple[str, int], int | None] = {}
+        self.outbox: dict[tuple[str, int], list[bytes]] = defaultdict(list)  # alerts not yet checkpointed
+        self.unpublished: dict[tuple[str, int], list[bytes]] = defaultdict(list)  # checkpointed, not yet sent
         self.lock = asyncio.Lock()
         self.ready = False
         self._last_checkpoint = time.monotonic()
@@ -112,7 +117,10 @@ class Runtime:
                     await self._apply_labels(state, labels, outcome, now)
                 await self._publish(state, outcome, now)
                 self._events_since_checkpoint += outcome.events
-            await self._checkpoint_if_due()
+            if any(self.outbox.values()):
+                await self.checkpoint()  # alerts wait for no timer: checkpoint and publish now
+            else:
+                await self._checkpoint_if_due()
 
     async def _apply_labels(self, state: PartitionState, labels: list, outcome: Outcome, now: float) -> None:
         waiting = state.pending + labels
@@ -148,8 +156,8 @@ class Runtime:
             m.dead_letters.labels(letter.reason.value).inc()
         for finding in outcome.findings:
             alert = build_alert(s.group_id, state.topic, state.partition, finding)
-            await self.publisher.send(s.alert_topic, finding.model.encode(), encode_alert(alert), [])
-            m.alerts.labels(finding.model, finding.feature, finding.detection.detector).inc()
+            entry = (finding.model, finding.feature, finding.detection.detector, encode_alert(alert))
+            self.outbox[(state.topic, state.partition)].append(msgspec.msgpack.encode(entry))
             log.warning("drift detected: %s (%s, id %s)", alert["subject"], finding.detection.detector, alert["id"])
         for name in state.dirty:
             monitor = state.monitors.get(name)
@@ -177,8 +185,9 @@ class Runtime:
         saves = []
         for key in changed:
             state = self.states[key]
+            fields = state.checkpoint_fields()
             saves.append(
-                Save(state.topic, state.partition, state.epoch, state.next_offset, state.events_since_checkpoint, state.checkpoint_fields())
+                Save(state.topic, state.partition, state.epoch, state.next_offset, state.events_since_checkpoint, fields, self.outbox[key])
             )
         started = time.perf_counter()
         try:
@@ -194,16 +203,43 @@ class Runtime:
         if all_ok:
             self._events_since_checkpoint = 0
             self.metrics.checkpointed()
+        await self._publish_outbox()
 
     def _changed(self, state: PartitionState) -> bool:
-        saved = self.saved_offsets.get((state.topic, state.partition))
-        return state.next_offset is not None and (state.dirty or state.next_offset != saved)
+        key = (state.topic, state.partition)
+        saved = self.saved_offsets.get(key)
+        return state.next_offset is not None and bool(state.dirty or state.next_offset != saved or self.outbox.get(key))
+
+    async def _publish_outbox(self) -> None:
+        """Send checkpointed alerts, wait until Kafka has them, then drop them from the Redis outbox.
+
+        A crash in between re-sends them from the outbox on the next claim: the same bytes with
+        the same id, which consumers de-duplicate.
+        """
+        pending = {key: entries for key, entries in self.unpublished.items() if entries and key in self.states}
+        if not pending:
+            return
+        for entries in pending.values():
+            for entry in entries:
+                model, feature, detector, value = msgspec.msgpack.decode(entry)
+                await self.publisher.send(self.settings.alert_topic, model.encode(), value, [])
+        await self.publisher.flush()
+        for key, entries in pending.items():
+            state = self.states[key]
+            error = await self._redis(lambda: self.store.trim_outbox(state.topic, state.partition, state.epoch, len(entries)))
+            for entry in entries:
+                model, feature, detector, _ = msgspec.msgpack.decode(entry)
+                self.metrics.alerts.labels(model, feature, detector).inc()
+            self.unpublished[key] = self.unpublished[key][len(entries):]
+            if isinstance(error, Fenced):
+                log.error("outbox of %s[%d] now belongs to another worker: %s", *key, error)
 
     def _settle(self, key: tuple[str, int], error: Exception | None) -> bool:
         state = self.states[key]
         if error is None:
             state.mark_checkpointed()
             self.saved_offsets[key] = state.next_offset
+            self.unpublished[key] += self.outbox.pop(key, [])
             self.metrics.checkpoints.labels("ok").inc()
             return True
         if isinstance(error, Fenced):
@@ -230,7 +266,11 @@ class Runtime:
                 outcome = Outcome()
                 await self._apply_labels(state, [], outcome, now)
                 await self._publish(state, outcome, now)
-            await self._checkpoint_if_due()
+            if any(self.outbox.values()):
+                await self.checkpoint()
+            else:
+                await self._checkpoint_if_due()
+            await self._publish_outbox()  # retries what a broker outage left unsent
 
     def update_lag(self, highwater: Callable[[str, int], int | None]) -> None:
         for (topic, partition), state in self.states.items():
@@ -259,6 +299,7 @@ class Runtime:
                     continue
                 claim = await self._redis(lambda: self.store.claim(*key), give_up_after=CLAIM_RETRY_S)
                 state = self.states[key] = PartitionState.from_claim(key[0], key[1], claim)
+                self.unpublished[key] = list(claim.outbox)  # alerts a crash left unconfirmed
                 for series in state.corrupt:
                     log.error("unreadable state of %r in %s[%d]: starting that series afresh", series, *key)
                     self.metrics.state_errors.inc()
@@ -268,12 +309,15 @@ class Runtime:
                 log.info("claimed %s[%d] epoch %d, resuming at offset %s", *key, claim.epoch, claim.offset)
             if commits:
                 await self.publisher.commit(commits)
+            await self._publish_outbox()
             self._update_ownership_gauges()
             self.ready = True
 
     def _drop(self, key: tuple[str, int]) -> None:
         self.states.pop(key, None)
         self.saved_offsets.pop(key, None)
+        self.outbox.pop(key, None)
+        self.unpublished.pop(key, None)
 
     def _update_ownership_gauges(self) -> None:
         counts: dict[str, int] = defaultdict(int)

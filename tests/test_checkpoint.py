@@ -339,3 +339,45 @@ def test_status_merges_a_series_over_two_partitions(url, group, redis_client):
 
 def test_status_of_an_unknown_group_is_empty(redis_client, group):
     assert read_status(redis_client, group) == {"group_id": group, "partitions": [], "models": {}}
+
+
+# --- the alert outbox ------------------------------------------------------------------------------
+
+
+def test_alerts_enter_the_outbox_in_the_same_step_as_state_and_a_claim_returns_them(url, group):
+    async def body(client):
+        store = CheckpointStore(client, group, "w1")
+        first = await store.claim(TOPIC, 0)
+        (error,) = await store.save([Save(TOPIC, 0, first.epoch, 10, 10, {"f": b"1"}, [b"alert-1", b"alert-2"])])
+        assert error is None
+        return await store.claim(TOPIC, 0)  # e.g. a restart after a crash before publishing
+
+    second = run(url, body)
+    assert second.outbox == [b"alert-1", b"alert-2"] and second.offset == 10
+
+
+def test_a_fenced_checkpoint_adds_no_alert_and_a_fenced_trim_removes_none(url, group):
+    async def body(client):
+        old = CheckpointStore(client, group, "old")
+        new = CheckpointStore(client, group, "new")
+        stale = await old.claim(TOPIC, 0)
+        fresh = await new.claim(TOPIC, 0)
+        assert (await new.save([Save(TOPIC, 0, fresh.epoch, 5, 5, {}, [b"new-owner"])])) == [None]
+        (fenced,) = await old.save([Save(TOPIC, 0, stale.epoch, 9, 9, {}, [b"zombie"])])
+        trim = await old.trim_outbox(TOPIC, 0, stale.epoch, 1)
+        return fenced, trim, await client.lrange(new.outbox_key(TOPIC, 0), 0, -1)
+
+    fenced, trim, outbox = run(url, body)
+    assert isinstance(fenced, Fenced) and isinstance(trim, Fenced)
+    assert outbox == [b"new-owner"]
+
+
+def test_trim_drops_only_the_published_head(url, group):
+    async def body(client):
+        store = CheckpointStore(client, group, "w1")
+        claim = await store.claim(TOPIC, 0)
+        await store.save([Save(TOPIC, 0, claim.epoch, 3, 3, {}, [b"a", b"b", b"c"])])
+        assert await store.trim_outbox(TOPIC, 0, claim.epoch, 2) is None
+        return await client.lrange(store.outbox_key(TOPIC, 0), 0, -1)
+
+    assert run(url, body) == [b"c"]
