@@ -8,6 +8,7 @@ vectorised sketch updates, one Redis round trip — is amortised over many event
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from detectors import validate_config
 from streams.processor import Record
 from streams.runtime import Publisher, Runtime
+from streams.security import faust_credentials
 from streams.settings import Settings
 
 log = logging.getLogger("streamdrift")
@@ -70,6 +72,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     app = faust.App(
         s.group_id,
         broker=f"kafka://{s.kafka_bootstrap}",
+        broker_credentials=faust_credentials(s),
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",
@@ -134,6 +137,16 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         async def get(self, request: Request) -> Response:
             ready = runtime.ready and app.rebalancing is False
             return self.json({"ready": ready, "partitions": sorted(map(list, runtime.states))}, status=200 if ready else 503)
+
+    @app.page("/status")
+    class Status(View):
+        """This worker's partitions; behind ``STREAMDRIFT_HTTP_TOKEN`` when one is set."""
+
+        async def get(self, request: Request) -> Response:
+            token = s.http_token.get_secret_value() if s.http_token else None
+            if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+                return self.json({"error": "missing or wrong bearer token"}, status=401)
+            return self.json({"worker": runtime.worker_id, "partitions": runtime.ownership()})
 
     @app.service
     class Closer(faust.Service):

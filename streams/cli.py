@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streams.security import confluent_config, masked
 from streams.settings import Settings
 
 app = typer.Typer(
@@ -30,7 +31,7 @@ RedisOpt = typer.Option(None, "--redis-url", help="Redis URL [env STREAMDRIFT_RE
 
 def _settings(**overrides: Any) -> Settings:
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings.load(**{k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:
         err.print(f"[red]invalid configuration:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -41,22 +42,23 @@ def _fail(message: str, hint: str) -> None:
     raise typer.Exit(1)
 
 
-def check_kafka(bootstrap: str, timeout: float = 10.0) -> set[str]:
+def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
     """Topics of the cluster; exits with a clear message if it cannot be reached."""
     import logging
 
     from confluent_kafka.admin import AdminClient
 
+    bootstrap = settings.kafka_bootstrap
     quiet = logging.getLogger("streamdrift.kafka-check")  # librdkafka retries loudly while the broker is down
     quiet.setLevel(logging.CRITICAL)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "logger": quiet})
+    admin = AdminClient({**confluent_config(settings), "socket.timeout.ms": int(timeout * 1000), "logger": quiet})
     try:
         return set(admin.list_topics(timeout=timeout).topics)
     except Exception as exc:  # confluent-kafka raises KafkaException with a transport error
         _fail(
             f"cannot reach Kafka at {bootstrap} ({exc})",
-            "check STREAMDRIFT_KAFKA_BOOTSTRAP (or --bootstrap), that the broker is running and that "
-            "its advertised listener is reachable from here",
+            "check STREAMDRIFT_KAFKA_BOOTSTRAP (or --bootstrap), that the broker is running, that "
+            "its advertised listener is reachable from here, and STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
         )
         raise  # unreachable, _fail exits
 
@@ -65,7 +67,7 @@ def check_redis(settings: Settings) -> None:
     import redis
 
     try:
-        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5).ping()
+        redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5).ping()
     except redis.RedisError as exc:
         _fail(
             f"cannot reach Redis at {settings.redis_url_redacted} ({exc})",
@@ -86,7 +88,7 @@ def worker(
     All settings come from STREAMDRIFT_* environment variables (see README); options override them.
     """
     settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, config=config)
-    existing = check_kafka(settings.kafka_bootstrap)
+    existing = check_kafka(settings)
     check_redis(settings)
     wanted = {settings.input_topic, settings.labels_topic, settings.alert_topic, settings.dlq_topic}
     missing = wanted - existing
@@ -119,13 +121,14 @@ def simulate(
     from streams.simulate import Scenario, run
 
     settings = _settings(kafka_bootstrap=bootstrap)
-    check_kafka(settings.kafka_bootstrap)
+    check_kafka(settings)
     scenario = Scenario(rate=rate, drift_at=drift_at, batch_size=batch_size, seed=seed)
     if duration is None and max_events is None:
         err.print("[dim]no --duration/--max-events: producing until Ctrl-C[/dim]")
+    security = {k: v for k, v in confluent_config(settings).items() if k != "bootstrap.servers"}
     counts = run(
         settings.kafka_bootstrap, scenario, settings.input_topic, settings.labels_topic,
-        duration_s=duration, max_events=max_events,
+        duration_s=duration, max_events=max_events, producer_config=security,
     )
     console.print(f"produced {counts}")
 
@@ -143,7 +146,7 @@ def status(
 
     settings = _settings(redis_url=redis_url, group_id=group_id)
     check_redis(settings)
-    report = read_status(redis.Redis.from_url(settings.redis_url), settings.group_id)
+    report = read_status(redis.Redis.from_url(settings.redis_url.get_secret_value()), settings.group_id)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
         return
@@ -186,8 +189,8 @@ def alerts(
     from streams.tail import tail_alerts
 
     settings = _settings(kafka_bootstrap=bootstrap)
-    check_kafka(settings.kafka_bootstrap)
-    for alert in tail_alerts(settings.kafka_bootstrap, settings.alert_topic, from_beginning, follow, max_alerts):
+    check_kafka(settings)
+    for alert in tail_alerts(confluent_config(settings), settings.alert_topic, from_beginning, follow, max_alerts):
         if as_json:
             sys.stdout.write(json.dumps(alert) + "\n")
             sys.stdout.flush()
@@ -206,6 +209,21 @@ def format_alert(alert: dict[str, Any]) -> str:
         f"evidence {d['evidence']['topic']}[{d['evidence']['partition']}] "
         f"{d['evidence']['from_offset']}..{d['evidence']['to_offset']}  [dim]id {alert['id']}[/dim]"
     )
+
+
+@app.command("config")
+def show_config(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts")) -> None:
+    """Show the effective settings (environment, secrets dir, defaults) with secrets masked."""
+    shown = masked(_settings())
+    if as_json:
+        sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+        return
+    table = Table(title="effective settings")
+    table.add_column("variable")
+    table.add_column("value")
+    for name, value in shown.items():
+        table.add_row(f"STREAMDRIFT_{name.upper()}", value)
+    console.print(table)
 
 
 @app.command()

@@ -83,7 +83,7 @@ def _show_alerts(
 
     count = 0
     try:
-        for alert in tail_alerts(bootstrap, "drift-alerts", until=stop):
+        for alert in tail_alerts({"bootstrap.servers": bootstrap}, "drift-alerts", until=stop):
             count += 1
             console.print(format_alert(alert))
     except KeyboardInterrupt:

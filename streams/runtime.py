@@ -74,7 +74,7 @@ class Runtime:
         self.publisher = publisher
         self.metrics = Metrics()
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
-        self.redis = aioredis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis = aioredis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10, socket_connect_timeout=5)
         self.store = CheckpointStore(self.redis, settings.group_id, self.worker_id)
         self.join = JoinStore(self.redis, settings.group_id, settings.label_ttl_s)
         limits = Limits(
@@ -312,6 +312,14 @@ class Runtime:
             await self._publish_outbox()
             self._update_ownership_gauges()
             self.ready = True
+
+    def ownership(self) -> list[dict[str, Any]]:
+        """Owned partitions with their epoch, next offset and unsaved work (for /status)."""
+        return [
+            {"topic": t, "partition": p, "epoch": s.epoch, "next_offset": s.next_offset,
+             "series": len(s.monitors), "events_since_checkpoint": s.events_since_checkpoint}
+            for (t, p), s in sorted(self.states.items())
+        ]
 
     def _drop(self, key: tuple[str, int]) -> None:
         self.states.pop(key, None)

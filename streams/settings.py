@@ -6,9 +6,11 @@ README's configuration table is the user-facing copy of this module.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +19,24 @@ class Settings(BaseSettings):
 
     # --- connections -----------------------------------------------------------------------
     kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, host:port[,host:port]")
-    redis_url: str = Field("redis://localhost:6379/0", description="Redis URL of the state store")
+    redis_url: SecretStr = Field(
+        SecretStr("redis://localhost:6379/0"),
+        description="Redis URL of the state store (redis:// or rediss:// for TLS; may hold user:password)",
+    )
+
+    # --- Kafka security (every client: Faust/aiokafka and confluent-kafka) ------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL (TLS / mTLS), SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism for SASL_* protocols"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mTLS")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key for mTLS")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of the client key (never logged)")
 
     # --- topics ----------------------------------------------------------------------------
     input_topic: str = Field("predictions", description="Prediction events in")
@@ -29,6 +48,9 @@ class Settings(BaseSettings):
     # --- metrics and health ----------------------------------------------------------------
     metrics_port: int = Field(9464, description="Port of /metrics, /healthz and /readyz")
     metrics_host: str = Field("0.0.0.0", description="Bind address of the metrics server")
+    http_token: SecretStr | None = Field(
+        None, description="Bearer token required by /status (metrics and health stay open for probes)"
+    )
 
     # --- detector configuration ------------------------------------------------------------
     config: Path | None = Field(None, description="Optional YAML with per-model / per-feature detector settings")
@@ -65,10 +87,27 @@ class Settings(BaseSettings):
     def _strip_scheme(cls, value: str) -> str:
         return value.removeprefix("kafka://").strip()
 
+    @model_validator(mode="after")
+    def _complete_security(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"STREAMDRIFT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "STREAMDRIFT_KAFKA_SASL_USERNAME and STREAMDRIFT_KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("mTLS needs both STREAMDRIFT_KAFKA_SSL_CERTFILE and STREAMDRIFT_KAFKA_SSL_KEYFILE")
+        return self
+
+    @classmethod
+    def load(cls, **overrides: object) -> Settings:
+        """Settings from the environment, plus one file per secret in ``STREAMDRIFT_SECRETS_DIR``
+        (e.g. a Kubernetes Secret volume with a file ``streamdrift_kafka_sasl_password``)."""
+        return cls(_secrets_dir=os.environ.get("STREAMDRIFT_SECRETS_DIR"), **overrides)
+
     @property
     def redis_url_redacted(self) -> str:
         """The Redis URL without its password, safe to log."""
-        return redact_url(self.redis_url)
+        return redact_url(self.redis_url.get_secret_value())
 
 
 def redact_url(url: str) -> str:

@@ -10,17 +10,18 @@ from confluent_kafka import Consumer, KafkaError
 
 
 def tail_alerts(
-    bootstrap: str, topic: str, from_beginning: bool = True, follow: bool = True, max_alerts: int | None = None,
-    idle_timeout: float = 5.0, until: Callable[[], bool] | None = None,
+    client_config: dict[str, Any], topic: str, from_beginning: bool = True, follow: bool = True,
+    max_alerts: int | None = None, idle_timeout: float = 5.0, until: Callable[[], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield alerts as dicts; without ``follow``, stop after ``idle_timeout`` seconds of silence.
 
     ``until`` is polled twice a second; the tail ends when it returns True.
 
-    Uses a throwaway consumer group and commits nothing, so tailing never disturbs anyone.
+    ``client_config`` holds ``bootstrap.servers`` and any security properties. Uses a throwaway
+    consumer group and commits nothing, so tailing never disturbs anyone.
     """
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        **client_config,
         "group.id": f"streamdrift-tail-{uuid.uuid4().hex[:8]}",
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.auto.commit": False,
