@@ -8,6 +8,7 @@ vectorised sketch updates, one Redis round trip — is amortised over many event
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections import defaultdict
@@ -16,6 +17,8 @@ from typing import Any
 
 import faust
 import yaml
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from detectors import validate_config
 from streams.processor import Record
 from streams.runtime import Publisher, Runtime
-from streams.security import faust_credentials
+from streams.security import confluent_config, faust_credentials
 from streams.settings import Settings
 
 log = logging.getLogger("streamdrift")
@@ -45,8 +48,9 @@ def load_config(path: Path | None) -> dict[str, Any]:
 
 
 class FaustPublisher(Publisher):
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
+        self.settings = settings
         self._topics: dict[str, faust.TopicT] = {}
 
     def _topic(self, name: str) -> faust.TopicT:
@@ -65,6 +69,53 @@ class FaustPublisher(Publisher):
         committed = await self.app.consumer._commit({TP(t, p): o for (t, p), o in offsets.items()})
         if not committed:
             raise RuntimeError(f"could not commit checkpointed offsets {offsets}")
+
+    async def committed(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return await asyncio.to_thread(committed_offsets, self.settings, partitions)
+
+    async def earliest(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return await asyncio.to_thread(earliest_offsets, self.settings, partitions)
+
+    async def seek(self, topic: str, partition: int, offset: int) -> None:
+        await self.app.consumer.seek(TP(topic, partition), offset)
+
+
+def committed_offsets(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The group's committed offsets (confluent-kafka admin API; Faust exposes none)."""
+    admin = AdminClient(confluent_config(settings))
+    request = ConsumerGroupTopicPartitions(settings.group_id, [TopicPartition(t, p) for t, p in partitions])
+    (future,) = admin.list_consumer_group_offsets([request]).values()
+    result = future.result(timeout=30)
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+
+def earliest_offsets(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The first retained offset of each partition (confluent-kafka admin API)."""
+    admin = AdminClient(confluent_config(settings))
+    futures = admin.list_offsets({TopicPartition(t, p): OffsetSpec.earliest() for t, p in partitions})
+    return {(tp.topic, tp.partition): future.result(timeout=30).offset for tp, future in futures.items()}
+
+
+def _clamp_commits(app: faust.App, runtime: Runtime, ours: set[str]) -> None:
+    """Never let Kafka's committed offset of our partitions pass the Redis checkpoint.
+
+    Faust commits every acked offset (periodically, on revocation, on stop). Clamped to the
+    checkpoint, a restarted or new owner always starts reading at or before the state's next
+    offset and skips what the state already holds: no rewind (and no race with fetches already
+    in flight) is ever needed to resume exactly.
+    """
+    consumer = app.consumer
+    commit = consumer._commit
+
+    async def clamped(offsets):
+        safe = {}
+        for tp, offset in offsets.items():
+            limit = runtime.committable(tp.topic, tp.partition) if tp.topic in ours else offset
+            if limit is not None:
+                safe[tp] = min(offset, limit)
+        return await commit(safe) if safe else True
+
+    consumer._commit = clamped
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
@@ -89,8 +140,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         web_port=s.metrics_port,
         web_in_thread=False,
     )
-    runtime = Runtime(s, load_config(s.config), FaustPublisher(app))
+    runtime = Runtime(s, load_config(s.config), FaustPublisher(app, s))
     ours = {s.input_topic, s.labels_topic}
+    _clamp_commits(app, runtime, ours)
 
     def batches(topic: str):
         async def agent(stream: faust.StreamT) -> None:

@@ -43,6 +43,9 @@ return {epoch, redis.call('HGET', KEYS[1], 'offset') or false}
 
 _FENCE = """
 local current = redis.call('HGET', KEYS[1], 'epoch')
+if not current then
+  return redis.error_reply('LOST no checkpoint for this partition: Redis lost its data')
+end
 if current ~= ARGV[1] then
   return redis.error_reply('FENCED epoch ' .. ARGV[1] .. ' is stale (current ' .. tostring(current) .. ')')
 end
@@ -76,6 +79,10 @@ return 1
 
 class Fenced(Exception):
     """Another worker claimed the partition since we did: our state is stale, drop it."""
+
+
+class StateLost(Exception):
+    """Redis no longer has the partition's checkpoint at all (restarted without its data)."""
 
 
 @dataclass
@@ -164,6 +171,8 @@ class Save:
 
 def _as_error(result: object) -> Exception | None:
     if isinstance(result, ResponseError):
+        if str(result).startswith("LOST"):
+            return StateLost(str(result))
         return Fenced(str(result)) if "FENCED" in str(result) else result
     return result if isinstance(result, Exception) else None
 

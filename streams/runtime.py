@@ -21,6 +21,7 @@ import os
 import socket
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import msgspec
@@ -29,7 +30,7 @@ from redis.exceptions import RedisError
 
 from detectors import CategoricalMonitor
 from streams.alerts import build_alert, encode_alert
-from streams.checkpoint import SEP, CheckpointStore, Fenced, Save
+from streams.checkpoint import SEP, CheckpointStore, Fenced, Save, StateLost
 from streams.codec import Limits
 from streams.join import JoinStore
 from streams.metrics import Metrics
@@ -67,6 +68,27 @@ class Publisher:
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         raise NotImplementedError
 
+    async def committed(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The group's committed offsets in Kafka for these partitions (absent if none)."""
+        raise NotImplementedError
+
+    async def earliest(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The first retained offset of each partition."""
+        raise NotImplementedError
+
+    async def seek(self, topic: str, partition: int, offset: int) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class _Rebuild:
+    stale_from: int  # records at or past this offset come from before the rewind
+    start: int  # the first retained offset, where the rebuild starts
+    sought_at: float = float("-inf")  # monotonic time of the last seek
+
+
+RESEEK_S = 2.0  # a fetch in flight can undo a seek: repeat it until rebuilt records arrive
+
 
 class Runtime:
     def __init__(self, settings: Settings, config: dict[str, Any], publisher: Publisher) -> None:
@@ -92,6 +114,8 @@ class Runtime:
         self.saved_offsets: dict[tuple[str, int], int | None] = {}
         self.outbox: dict[tuple[str, int], list[bytes]] = defaultdict(list)  # alerts not yet checkpointed
         self.unpublished: dict[tuple[str, int], list[bytes]] = defaultdict(list)  # checkpointed, not yet sent
+        self._lost: set[tuple[str, int]] = set()  # partitions whose checkpoint Redis lost
+        self.rebuilding: dict[tuple[str, int], _Rebuild] = {}
         self.lock = asyncio.Lock()
         self.ready = False
         self._last_checkpoint = time.monotonic()
@@ -105,6 +129,8 @@ class Runtime:
             now = time.time()
             for partition, records in records_by_partition.items():
                 state = self.states.get((topic, partition))
+                if (topic, partition) in self.rebuilding:
+                    records = await self._rebuilt_records((topic, partition), records)
                 if state is None:
                     # Buffered records of a partition revoked meanwhile: its new owner re-reads them.
                     log.warning("dropping %d records of unowned partition %s[%d]", len(records), topic, partition)
@@ -169,14 +195,21 @@ class Runtime:
 
     async def _checkpoint_if_due(self) -> None:
         s = self.settings
-        elapsed = time.monotonic() - self._last_checkpoint
-        if self._events_since_checkpoint >= s.checkpoint_every_events or elapsed >= s.checkpoint_interval_s:
+        if time.monotonic() - self._last_checkpoint >= s.checkpoint_interval_s:
+            await self.checkpoint(heartbeat=True)
+        elif self._events_since_checkpoint >= s.checkpoint_every_events:
             await self.checkpoint()
 
-    async def checkpoint(self, only: Iterable[tuple[str, int]] | None = None) -> None:
-        """Flush alerts/dead letters, then write changed partitions atomically (caller holds the lock)."""
+    async def checkpoint(self, only: Iterable[tuple[str, int]] | None = None, heartbeat: bool = False) -> None:
+        """Flush dead letters, then write partitions atomically (caller holds the lock).
+
+        Only changed partitions are written, unless ``heartbeat``: then every owned partition is,
+        so an idle one still proves its epoch (fencing and a Redis data loss show up at once)
+        and keeps its checkpoint age current.
+        """
         keys = list(self.states if only is None else only)
-        changed = [k for k in keys if k in self.states and self._changed(self.states[k])]
+        changed = [k for k in keys if k in self.states and (heartbeat or self._changed(self.states[k]))]
+        changed = [k for k in changed if self.states[k].next_offset is not None]
         self._last_checkpoint = time.monotonic()
         if not changed:
             self.metrics.checkpointed()
@@ -203,7 +236,19 @@ class Runtime:
         if all_ok:
             self._events_since_checkpoint = 0
             self.metrics.checkpointed()
+        await self._reclaim_lost()
         await self._publish_outbox()
+
+    async def _reclaim_lost(self) -> None:
+        """Our memory still holds the complete state of a partition whose checkpoint Redis lost:
+        claim it again and mark everything dirty, so the next checkpoint rewrites all of it."""
+        for key in [k for k in self._lost if k in self.states]:
+            claim = await self._redis(lambda: self.store.claim(*key))
+            state = self.states[key]
+            state.epoch = claim.epoch
+            state.dirty |= set(state.monitors)
+            self.saved_offsets[key] = None
+        self._lost.clear()
 
     def _changed(self, state: PartitionState) -> bool:
         key = (state.topic, state.partition)
@@ -246,6 +291,10 @@ class Runtime:
             log.error("partition %s[%d] was claimed by another worker (%s): dropping its state", *key, error)
             self.metrics.checkpoints.labels("fenced").inc()
             self._drop(key)
+        elif isinstance(error, StateLost):
+            log.error("Redis lost the checkpoint of %s[%d]: re-claiming it and rewriting the full state", *key)
+            self.metrics.checkpoints.labels("lost").inc()
+            self._lost.add(key)
         else:
             log.error("checkpoint of %s[%d] failed: %s (will retry)", *key, error)
             self.metrics.checkpoints.labels("error").inc()
@@ -261,6 +310,7 @@ class Runtime:
 
     async def _tick(self) -> None:
         async with self.lock:
+            await self._seek_rebuilds()
             now = time.time()
             for state in [s for s in self.states.values() if s.pending]:
                 outcome = Outcome()
@@ -292,12 +342,14 @@ class Runtime:
 
     async def on_assigned(self, assigned: Iterable[tuple[str, int]]) -> None:
         """Claim newly assigned partitions, load their state and commit their checkpointed offsets."""
+        assigned = [key for key in assigned if key not in self.states]
+        processed_before = await self.publisher.committed(assigned) if assigned else {}
         async with self.lock:
             commits: dict[tuple[str, int], int] = {}
             for key in assigned:
-                if key in self.states:
-                    continue
                 claim = await self._redis(lambda: self.store.claim(*key), give_up_after=CLAIM_RETRY_S)
+                if claim.offset is None and processed_before.get(key, 0) > 0:
+                    claim.offset = await self._plan_rebuild(key, processed_before[key])
                 state = self.states[key] = PartitionState.from_claim(key[0], key[1], claim)
                 self.unpublished[key] = list(claim.outbox)  # alerts a crash left unconfirmed
                 for series in state.corrupt:
@@ -313,6 +365,10 @@ class Runtime:
             self._update_ownership_gauges()
             self.ready = True
 
+    def committable(self, topic: str, partition: int) -> int | None:
+        """The highest offset Kafka may record as consumed for a partition: its checkpoint's."""
+        return self.saved_offsets.get((topic, partition))
+
     def ownership(self) -> list[dict[str, Any]]:
         """Owned partitions with their epoch, next offset and unsaved work (for /status)."""
         return [
@@ -321,11 +377,48 @@ class Runtime:
             for (t, p), s in sorted(self.states.items())
         ]
 
+    async def _plan_rebuild(self, key: tuple[str, int], committed: int) -> int | None:
+        """Kafka says this group consumed the partition up to ``committed`` but Redis has no state
+        for it: the state was lost. Rebuild it from the earliest retained record, if any is left."""
+        self.metrics.checkpoints.labels("lost").inc()
+        earliest = (await self.publisher.earliest([key])).get(key, committed)
+        if earliest >= committed:
+            log.error("state of %s[%d] was lost and the records before offset %d are no longer "
+                      "retained: continuing from there with empty state", *key, committed)
+            return None
+        log.error("state of %s[%d] was lost from Redis: rebuilding it from offset %d (the group had "
+                  "consumed up to %d)", *key, earliest, committed)
+        self.rebuilding[key] = _Rebuild(stale_from=committed, start=earliest)
+        return earliest
+
+    async def _rebuilt_records(self, key: tuple[str, int], records: list[Record]) -> list[Record]:
+        """Drop records fetched from the old position before the rewind took effect.
+
+        The consumer may already have fetched at the committed offset when the rebuild was
+        decided; records at or past it are stale until the first record below it arrives.
+        """
+        rebuild = self.rebuilding[key]
+        for index, record in enumerate(records):
+            if record.offset < rebuild.stale_from:
+                del self.rebuilding[key]
+                log.info("rebuild of %s[%d] started at offset %d", *key, record.offset)
+                return records[index:]
+        await self._seek_rebuilds()
+        return []
+
+    async def _seek_rebuilds(self) -> None:
+        now = time.monotonic()
+        for key, rebuild in self.rebuilding.items():
+            if now - rebuild.sought_at >= RESEEK_S:
+                await self.publisher.seek(*key, rebuild.start)
+                rebuild.sought_at = now
+
     def _drop(self, key: tuple[str, int]) -> None:
         self.states.pop(key, None)
         self.saved_offsets.pop(key, None)
         self.outbox.pop(key, None)
         self.unpublished.pop(key, None)
+        self.rebuilding.pop(key, None)
 
     def _update_ownership_gauges(self) -> None:
         counts: dict[str, int] = defaultdict(int)

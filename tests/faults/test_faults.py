@@ -198,6 +198,45 @@ def test_redis_killed_and_restarted_with_its_data(broker, topics, start_worker, 
     assert worker.running
 
 
+def test_redis_restarted_without_its_data_is_rewritten_from_the_workers_memory(broker, topics, start_worker, redis_client, redis_server):
+    worker = start_worker().wait_ready()
+    golden = produce_stream(broker, topics, 20_000, seed=6)
+    time.sleep(1.5)
+    redis_server.restart(keep_data=False)  # every checkpoint, epoch and outbox is gone
+    wait_until_caught_up(redis_client, topics, golden, timeout=120)
+    assert_state_matches(redis_client, topics, golden)
+    assert_alerts_match(broker, topics, golden)
+    assert 'streamdrift_checkpoints_total{result="lost"}' in worker.metrics_text()
+
+
+def test_a_worker_restarted_after_redis_lost_its_data_rebuilds_from_the_earliest_offset(broker, topics, start_worker, redis_client, redis_server):
+    worker = start_worker().wait_ready()
+    golden = produce_stream(broker, topics, 10_000, seed=7)
+    wait_until_caught_up(redis_client, topics, golden)
+    time.sleep(4)  # let Faust commit its offsets to Kafka too
+    worker.terminate()
+    redis_server.restart(keep_data=False)
+    start_worker().wait_ready()
+    wait_until_caught_up(redis_client, topics, golden, timeout=120)
+    assert_state_matches(redis_client, topics, golden)
+
+
+def test_redis_paused_for_15_seconds(broker, topics, start_worker, redis_client, redis_server):
+    worker = start_worker().wait_ready()
+    golden = produce_stream(broker, topics, 20_000, seed=8)
+    time.sleep(1.0)
+    redis_server.pause()
+    try:
+        time.sleep(15)
+        assert "streamdrift_redis_up 0.0" in worker.metrics_text(), "the outage should show in metrics"
+    finally:
+        redis_server.resume()
+    wait_until_caught_up(redis_client, topics, golden, timeout=120)
+    assert_state_matches(redis_client, topics, golden)
+    assert_alerts_match(broker, topics, golden)
+    assert worker.running
+
+
 def test_a_poison_message_goes_to_the_dlq_without_a_crash_loop(broker, topics, start_worker, redis_client):
     worker = start_worker().wait_ready()
     bodies, models = stream(2_000, seed=5)
