@@ -43,18 +43,21 @@ from typing import Any, Self
 
 __all__ = [
     "DETECTOR_NAMES",
+    "SCOPES",
     "TASKS",
     "AdwinParams",
     "MonitorParams",
     "PageHinkleyParams",
+    "WindowParams",
     "is_ignored",
     "model_task",
     "resolve",
     "validate_config",
 ]
 
-DETECTOR_NAMES = ("adwin", "page_hinkley")
+DETECTOR_NAMES = ("adwin", "page_hinkley", "window")
 TASKS = ("auto", "classification", "regression")
+SCOPES = ("feature", "model")
 
 _TOP_KEYS = ("defaults", "models")
 _MODEL_KEYS = ("task", "ignore_features", "defaults", "features")
@@ -74,8 +77,9 @@ class _FromMapping:
     ) -> Self:
         """Return ``base`` (default: the built-in defaults) with the keys of ``mapping`` applied.
 
-        Nested sections (``adwin``, ``page_hinkley``) override key by key as well. Unknown keys,
-        wrong types and out-of-range values raise ``ValueError`` naming the config path ``where``.
+        Nested sections (``adwin``, ``page_hinkley``, ``window``) override key by key as well.
+        Unknown keys, wrong types and out-of-range values raise ``ValueError`` naming the config
+        path ``where``.
         """
         base = cls() if base is None else base  # type: ignore[call-arg]
         mapping = _as_mapping(mapping, where)
@@ -179,11 +183,64 @@ class PageHinkleyParams(_FromMapping):
 
 
 @dataclass(frozen=True)
+class WindowParams(_FromMapping):
+    """Window tests (:mod:`detectors.windows`): tumbling windows compared with a reference period.
+
+    A window's tests alert only when both gates pass: the p-value is below ``alpha`` (or the
+    alpha derived from ``target_false_alarm_interval``) and the effect size reaches its floor,
+    so that huge windows do not alert on trivial shifts.
+
+    events
+        Window size in events (values and missing values); the tests run when a window closes.
+    reference_events
+        Values forming the reference the windows are compared with: those right after the
+        warm-up for numeric features (the bins are the warm-up's quantiles), the first ones for
+        categorical features. A reference 10x the window keeps each feature's own false-alarm
+        rate within ~3x of the average (the reference's sampling error is shared by all windows).
+    bins
+        Equiprobable bins (warm-up quantiles) of the numeric chi-square test and of PSI.
+    alpha
+        Significance level of each test when no target is set. 1e-6 with the three numeric
+        tests and 500-value windows is one false alarm per ~1.7 x 10^8 events at most.
+    psi_floor
+        Smallest PSI (chi-square tests; numeric bins and categories) that alerts.
+    wasserstein_floor
+        Smallest Wasserstein-1 distance, in reference standard deviations, that alerts (KS).
+    missing_floor
+        Smallest Cohen's h between the missing rates that alerts (0.2: e.g. 1% -> 4%).
+    resolve_windows
+        An episode is resolved after this many consecutive windows in which every test is quiet:
+        p-value at least alpha, or effect below half its floor.
+    """
+
+    events: int = 500
+    reference_events: int = 5000
+    bins: int = 10
+    alpha: float = 1e-6
+    psi_floor: float = 0.1
+    wasserstein_floor: float = 0.1
+    missing_floor: float = 0.2
+    resolve_windows: int = 3
+
+    def __post_init__(self) -> None:
+        # The window's sketch keeps all its values: datasketches' largest k.
+        _require(10 <= self.events <= 65535, "events", "in [10, 65535]", self.events)
+        _require(self.reference_events >= 10, "reference_events", ">= 10", self.reference_events)
+        _require(2 <= self.bins <= 100, "bins", "in [2, 100]", self.bins)
+        _require(0 < self.alpha < 1, "alpha", "in (0, 1)", self.alpha)
+        for name in ("psi_floor", "wasserstein_floor", "missing_floor"):
+            _require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        _require(self.resolve_windows >= 1, "resolve_windows", ">= 1", self.resolve_windows)
+
+
+@dataclass(frozen=True)
 class MonitorParams(_FromMapping):
     """Everything a monitor of one (model, feature) needs.
 
-    With these defaults ``python -m detectors.calibrate`` measured no alert, and no detector
-    firing, in 4 x 10^7 stationary values (100 streams of 100k each of normal, uniform,
+    With these defaults (ADWIN and Page-Hinkley; before the window tests were added, whose raw
+    ``window.alpha`` allows at most one false alarm per ~1.7 x 10^8 events)
+    ``python -m detectors.calibrate`` measured no alert, and no detector firing, in 4 x 10^7
+    stationary values (100 streams of 100k each of normal, uniform,
     exponential and lognormal values; none either in 300 more streams of each), and median
     (max) delays over 20 seeds of 655 (1231) values for a 0.25 sigma shift, 176 (327) for 0.5,
     64 (78) for 1 and 27 (34) for 2 sigma.
@@ -194,7 +251,8 @@ class MonitorParams(_FromMapping):
         After a detection opens an episode, further detections within this many values of the
         same feature are counted as suppressed instead of alerting again.
     detectors
-        Change detectors run on numeric features (subset of ``adwin``, ``page_hinkley``).
+        Detectors run on numeric features (subset of ``adwin``, ``page_hinkley``, ``window``);
+        categorical features run ``window`` if listed, error streams ``adwin``.
     ewma_alpha
         Weight of the newest value in the "current" mean/std (memory ~2/alpha - 1 = 39 values);
         also the speed of ``drift_score``.
@@ -210,6 +268,16 @@ class MonitorParams(_FromMapping):
         Distinct values kept per categorical feature.
     error_warmup_events
         Warm-up of the model's error stream (the reference error rate).
+    target_false_alarm_interval
+        Events between false alarms that the monitor is calibrated for (e.g. 1e6); 0 keeps the
+        raw thresholds (``adwin.delta``, ``page_hinkley.threshold``, ``window.alpha``). When set,
+        it replaces them: see :mod:`detectors.budget`.
+    false_alarm_scope
+        ``feature``: the target holds for each feature; ``model``: for the whole model, whose
+        budget is split evenly (Bonferroni) over ``model_features`` features.
+    model_features
+        Number of monitored features (prediction and error stream included) a ``model`` scope
+        is split over.
     """
 
     warmup_events: int = 500
@@ -220,8 +288,31 @@ class MonitorParams(_FromMapping):
     kll_k: int = 200
     max_categories: int = 200
     error_warmup_events: int = 200
+    target_false_alarm_interval: float = 0.0
+    false_alarm_scope: str = "feature"
+    model_features: int = 1
     adwin: AdwinParams = AdwinParams()
     page_hinkley: PageHinkleyParams = PageHinkleyParams()
+    window: WindowParams = WindowParams()
+
+    @property
+    def false_alarm_interval(self) -> float:
+        """Events between false alarms of this series (0.0: raw thresholds, no target).
+
+        >>> MonitorParams(target_false_alarm_interval=1e6).false_alarm_interval
+        1000000.0
+        >>> MonitorParams(target_false_alarm_interval=1e6, false_alarm_scope="model",
+        ...               model_features=20).false_alarm_interval
+        20000000.0
+        """
+        share = self.model_features if self.false_alarm_scope == "model" else 1
+        return self.target_false_alarm_interval * share
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """False alarms per event this series may raise (0.0: raw thresholds, no target)."""
+        interval = self.false_alarm_interval
+        return 1.0 / interval if interval else 0.0
 
     def __post_init__(self) -> None:
         _require(self.warmup_events >= 2, "warmup_events", ">= 2", self.warmup_events)
@@ -241,6 +332,19 @@ class MonitorParams(_FromMapping):
         _require(
             self.error_warmup_events >= 2, "error_warmup_events", ">= 2", self.error_warmup_events
         )
+        _require(
+            self.target_false_alarm_interval >= 0,
+            "target_false_alarm_interval",
+            ">= 0 (0: raw thresholds)",
+            self.target_false_alarm_interval,
+        )
+        _require(
+            self.false_alarm_scope in SCOPES,
+            "false_alarm_scope",
+            f"one of {', '.join(SCOPES)}",
+            self.false_alarm_scope,
+        )
+        _require(self.model_features >= 1, "model_features", ">= 1", self.model_features)
 
 
 def validate_config(config: Mapping[str, Any] | None) -> None:

@@ -3,9 +3,16 @@
 A monitor summarises every value it sees (exact moments, a quantile sketch) and freezes the
 first ``warmup_events`` values as the *reference*. After that, numeric values are standardised
 by the reference mean and standard deviation and fed to the change detectors, so thresholds
-are in reference sigma units whatever the feature's scale. The first detection opens an
-*episode* and is returned; detections in the next ``cooldown_events`` values of the same monitor
-only increment ``suppressed``, so one drift raises one alert rather than a storm.
+are in reference sigma units whatever the feature's scale; with ``window`` among the detectors,
+the values after the warm-up also feed the window tests (:mod:`detectors.windows`), which
+categorical features run as well. Detections go through the series' :class:`Lifecycle`: the
+first opens an *episode* and is returned (``event="detected"``), later ones are counted as
+suppressed, and the window tests resolve the episode when the series is back near its
+reference (``event="resolved"``).
+
+Missing values are NaN (numeric) or None (categorical) in the values passed to ``update``, which
+keeps them in stream order for the missing-rate test; :meth:`Monitor.update_missing` adds
+missing values at the current point instead.
 
 Monitors serialise to msgpack with a format version (no pickle: the state store must not be
 able to run code in the worker) and restore with :func:`monitor_from_bytes`.
@@ -14,9 +21,10 @@ able to run code in the worker) and restore with :func:`monitor_from_bytes`.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections.abc import Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Self
 
 import msgspec
@@ -24,10 +32,22 @@ import numpy as np
 
 from detectors.adwin import Adwin, AdwinState
 from detectors.base import ChangeDetector
+from detectors.budget import adwin_delta, page_hinkley_threshold, window_alpha
 from detectors.config import MonitorParams
+from detectors.lifecycle import Lifecycle, LifecycleState
 from detectors.page_hinkley import PageHinkley, PageHinkleyState
 from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
 from detectors.stats import RunningStats, RunningStatsState
+from detectors.windows import (
+    CategoricalWindows,
+    CategoricalWindowsState,
+    Evaluation,
+    NumericWindows,
+    NumericWindowsState,
+    Windows,
+    distribution,
+    severity,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -42,14 +62,13 @@ __all__ = [
     "severity",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 QUANTILES = {
     "p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99
 }
 DETECTION_QUANTILES = {key: QUANTILES[key] for key in ("p05", "p50", "p95")}
 TOP_CATEGORIES = 10
-# Cohen's conventional cut points for a medium and a large standardised effect.
-SEVERITY_CUTS = ((0.8, "high"), (0.5, "medium"))
+WINDOW = "window"
 
 _DETECTORS: dict[str, type[ChangeDetector]] = {cls.name: cls for cls in (Adwin, PageHinkley)}
 _DETECTOR_BY_STATE = {cls.state_type: cls for cls in _DETECTORS.values()}
@@ -67,9 +86,8 @@ class _StreamState(msgspec.Struct, frozen=True):
     evidence_from: dict[str, int | None]
     ewma_mean: float
     ewma_sq: float
-    episode_until: _Count
-    episodes: _Count
-    suppressed: _Count
+    lifecycle: LifecycleState
+    windows: NumericWindowsState | None
 
 
 class _NumericState(_StreamState, frozen=True, tag="numeric"):
@@ -84,6 +102,8 @@ class _CategoricalState(msgspec.Struct, frozen=True, tag="categorical"):
     params: MonitorParams
     missing: _Count
     counts: CategoryCountsState
+    lifecycle: LifecycleState
+    windows: CategoricalWindowsState | None
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -101,37 +121,47 @@ class StateError(ValueError):
     """Stored monitor state that cannot be restored: corrupt, or another format version."""
 
 
-def severity(effect_size: float) -> str:
-    """``low`` below 0.5, ``medium`` below 0.8, else ``high`` (Cohen's d conventions).
-
-    >>> severity(0.3), severity(0.5), severity(1.2)
-    ('low', 'medium', 'high')
-    """
-    return next((label for cut, label in SEVERITY_CUTS if effect_size >= cut), "low")
-
-
 @dataclass(frozen=True)
 class Detection:
-    """A detection that opened an episode: what fired, where, and how large the change looks.
+    """A change of a series' lifecycle: an episode opened (``detected``) or ``resolved``.
 
     detector, statistic, threshold
-        Which detector fired, its test statistic and the threshold it crossed (see the
-        detector classes for units).
+        Which detector fired, its test statistic and the threshold it was judged against (see
+        the detector classes for units). For ``window``: the statistic of the test named by
+        ``test`` (KS D, chi-square, or the two-proportion z of the missing rates) and the
+        significance level its ``p_value`` was compared with.
     severity, effect_size
-        ``effect_size`` is ``|current mean - reference mean| / reference std`` with the EWMA
-        mean as current; :func:`severity` maps it to low/medium/high. The EWMA lags: a shift
-        detected after n values shows a fraction ``1 - (1 - ewma_alpha)**n`` of its size.
+        For ADWIN and Page-Hinkley, ``effect_size`` is ``|current mean - reference mean| /
+        reference std`` with the EWMA mean as current, and :func:`severity` maps it to
+        low/medium/high. The EWMA lags: a shift detected after n values shows a fraction
+        ``1 - (1 - ewma_alpha)**n`` of its size. For ``window``: the effect of ``test``
+        (``details["tests"][test]["effect"]`` names it: Wasserstein-1 in reference sigma, PSI,
+        or Cohen's h) and its own severity scale.
     position
-        The tag (e.g. Kafka offset) of the value that completed the detection.
+        The tag (e.g. Kafka offset) of the value that completed the detection (for ``window``:
+        the last event of the window).
     evidence_from
         The tag of the first value the detector has seen since it last fired, or since the
-        warm-up ended: the statistic summarises the values from there to ``position``.
+        warm-up ended: the statistic summarises the values from there to ``position`` (for
+        ``window``: the window's first event).
     events_seen
         Values this monitor had seen, up to and including ``position``.
     reference, current
         Summaries of the frozen reference (count, mean, std, min, max, quantiles p05/p50/p95)
         and of the current EWMA (mean, std, ewma_alpha). Error monitors say ``error_rate``
-        instead of ``mean``.
+        instead of ``mean``. For ``window``: the window tests' reference and the window
+        (with ``missing_rate``; categorical: the top categories' shares).
+    event
+        ``detected`` (opens an episode) or ``resolved`` (the window tests found the series back
+        near its reference for ``window.resolve_windows`` windows in a row).
+    test, p_value
+        The window test that decided (the smallest p-value among those that drifted, or among
+        all for ``resolved``); None for the other detectors.
+    details
+        Window detections: alpha, every test's numbers, the distances (PSI, Jensen-Shannon,
+        Hellinger, Wasserstein, new-category rate) and the top contributing bins or categories
+        (largest PSI terms). ``resolved`` adds ``opened_by`` and ``opened_at``: the detector
+        and position of the detection that opened the episode.
     """
 
     detector: str
@@ -144,10 +174,15 @@ class Detection:
     events_seen: int
     reference: dict[str, Any]
     current: dict[str, Any]
+    event: str = "detected"
+    test: str | None = None
+    p_value: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Monitor(abc.ABC):
-    """What every monitor offers: counts, a JSON-able summary and byte serialisation."""
+    """What every monitor offers: counts, window tests and the alert lifecycle, a JSON-able
+    summary and byte serialisation."""
 
     kind: ClassVar[str]
     state_type: ClassVar[type[msgspec.Struct]]
@@ -155,17 +190,111 @@ class Monitor(abc.ABC):
     def __init__(self, params: MonitorParams | None = None) -> None:
         self.params = params or MonitorParams()
         self.missing = 0
+        self.lifecycle = Lifecycle(
+            self.params.cooldown_events, self.params.window.resolve_windows, self.windowed
+        )
+        self.windows: Windows[Any] | None = None
 
     @property
     @abc.abstractmethod
     def count(self) -> int:
         """Values seen, not counting missing ones."""
 
-    def update_missing(self, n: int = 1) -> None:
-        """Record ``n`` events in which the feature was absent or null."""
+    @property
+    def episodes(self) -> int:
+        return self.lifecycle.episodes
+
+    @property
+    def suppressed(self) -> int:
+        return self.lifecycle.suppressed
+
+    @property
+    def windowed(self) -> bool:
+        """Whether this monitor runs the window tests."""
+        return WINDOW in self.params.detectors
+
+    @abc.abstractmethod
+    def _detector_names(self) -> Sequence[str]:
+        """The sequential change detectors run on each value."""
+
+    @property
+    def detector_rate(self) -> float:
+        """False alarms per event each detector may raise: the series' budget split evenly
+        over its detectors (0.0: raw thresholds)."""
+        parts = len(self._detector_names()) + self.windowed
+        return self.params.false_alarm_rate / max(parts, 1)
+
+    def _window_alpha(self, tests: int) -> float:
+        window = self.params.window
+        if not self.params.false_alarm_rate:
+            return window.alpha
+        return window_alpha(self.detector_rate, window.events, tests)
+
+    def update_missing(self, n: int = 1, position: int | None = None) -> list[Detection]:
+        """Record ``n`` events in which the feature was absent or null, at the current point of
+        the stream (``position``: the tag of the last of them, if known).
+
+        Returns what the windows they closed found (see :meth:`update`).
+        """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         self.missing += n
+        if self.windows is None:
+            return []
+        closed = self.windows.update_missing(n, position)
+        return [found for e in closed if (found := self._judge(e, self.count)) is not None]
+
+    def _judge(self, evaluation: Evaluation, events_seen: int) -> Detection | None:
+        """Resolve the open episode, or open one, from a window evaluation."""
+        if self.lifecycle.observe(evaluation.quiet):
+            opened = {"opened_by": self.lifecycle.opened_by, "opened_at": self.lifecycle.opened_at}
+            return _window_detection(evaluation, events_seen, "resolved", opened)
+        if evaluation.drifted and self.lifecycle.fire(events_seen, WINDOW, evaluation.position):
+            return _window_detection(evaluation, events_seen, "detected", {})
+        return None
+
+    def false_alarms(self) -> dict[str, Any]:
+        """Configured false-alarm rates next to the counts to measure them, per detector.
+
+        ``target_interval``: events between false alarms the series is calibrated for (None:
+        raw thresholds). Per detector: ``evaluations`` (values fed, or windows tested),
+        ``firings`` (detections, suppressed ones included) and ``rate``, the false alarms per
+        evaluation it is configured for (None for a raw ADWIN or Page-Hinkley threshold, whose
+        rate is only measured: see :mod:`detectors.budget`). On a stationary series
+        ``firings / evaluations`` should stay below ``rate``.
+        """
+        interval = self.params.false_alarm_interval
+        detectors = {}
+        if self.windows is not None:
+            windows = self.windows
+            detectors[WINDOW] = {
+                "evaluations": windows.evaluated,
+                "firings": windows.drifted,
+                "rate": min(windows.alpha * len(windows.tests), 1.0),
+            }
+        return {"target_interval": interval or None, "detectors": detectors}
+
+    def _window_status(self) -> dict[str, Any] | None:
+        if self.windows is None:
+            return None
+        windows = self.windows
+        reference_events = self.params.window.reference_events
+        return {
+            "reference_remaining": max(reference_events - windows.reference.count, 0),
+            "evaluated": windows.evaluated,
+            "drifted": windows.drifted,
+            "alpha": windows.alpha,
+            "psi": windows.score,
+        }
+
+    def _lifecycle_status(self) -> dict[str, Any]:
+        lifecycle = self.lifecycle
+        return {
+            "episodes": lifecycle.episodes,
+            "suppressed": lifecycle.suppressed,
+            "resolved": lifecycle.resolved,
+            "episode_open": lifecycle.is_open,
+        }
 
     @abc.abstractmethod
     def summary(self) -> dict[str, Any]:
@@ -180,6 +309,17 @@ class Monitor(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def _from_state(cls, state: Any) -> Self: ...
+
+    def _restore(
+        self, state: LifecycleState, windows: Windows[Any] | None, expected: bool
+    ) -> None:
+        """Restore the lifecycle and the window tests, which the parameters say to ``expect``."""
+        if (windows is not None) != expected:
+            raise ValueError("stored window tests do not match the parameters")
+        self.lifecycle = Lifecycle.from_state(
+            state, self.params.cooldown_events, self.params.window.resolve_windows, self.windowed
+        )
+        self.windows = windows
 
     @classmethod
     @abc.abstractmethod
@@ -197,29 +337,28 @@ class _StreamMonitor(Monitor):
         self.sketch = QuantileSketch(self.params.kll_k)
         self.reference = RunningStats()
         self.reference_sketch = QuantileSketch(self.params.kll_k)
-        # MonitorParams holds each detector's parameters in a field named after it.
         self.detectors: dict[str, ChangeDetector] = {
-            name: _DETECTORS[name](getattr(self.params, name)) for name in self._detector_names()
+            name: _DETECTORS[name](self._detector_params(name)) for name in self._detector_names()
         }
         # None: the detector starts afresh with the next value, whose tag is not known yet.
         self._evidence_from: dict[str, int | None] = dict.fromkeys(self.detectors)
         # EWMA of the values standardised by the reference ("current"), set at warm-up end.
         self._ewma_mean = 0.0
         self._ewma_sq = 0.0
-        # Detections up to this count belong to the open episode.
-        self._episode_until = 0
-        self.episodes = 0
-        self.suppressed = 0
 
     @property
     @abc.abstractmethod
     def warmup_events(self) -> int: ...
 
     @abc.abstractmethod
-    def _detector_names(self) -> Sequence[str]: ...
-
-    @abc.abstractmethod
     def _detector_input(self, standardised: np.ndarray, values: np.ndarray) -> np.ndarray: ...
+
+    def _detector_params(self, name: str) -> Any:
+        # MonitorParams holds each detector's parameters in a field named after it.
+        params = getattr(self.params, name)
+        if name == Adwin.name and self.params.false_alarm_rate:
+            return dataclasses.replace(params, delta=adwin_delta(self.detector_rate))
+        return params  # Page-Hinkley's threshold waits for the reference: _calibrate
 
     @property
     def count(self) -> int:
@@ -239,57 +378,96 @@ class _StreamMonitor(Monitor):
         return abs(self._ewma_mean) if self.warmed_up else 0.0
 
     def update(self, values: np.ndarray, positions: np.ndarray) -> list[Detection]:
-        """Add finite ``values`` in stream order, tagged by ``positions`` (e.g. Kafka offsets).
+        """Add ``values`` in stream order, tagged by ``positions`` (e.g. Kafka offsets); NaN
+        marks a missing value.
 
-        Returns the detections that open an episode (at most one per ``cooldown_events``).
+        Returns the lifecycle changes: detections that open an episode (at most one per
+        ``cooldown_events``) and resolutions of it, in stream order.
         """
         values = np.asarray(values, dtype=np.float64)
         positions = np.asarray(positions, dtype=np.int64)
         if values.ndim != 1 or values.shape != positions.shape:
             raise ValueError("values and positions must be 1-d arrays of the same length")
+        missing = np.isnan(values)
+        present = values[~missing]
+        self.missing += int(missing.sum())
         seen = self.stats.count
-        self.stats.update_many(values)
-        self.sketch.update_many(values)
-        n_reference = max(min(len(values), self.warmup_events - self.reference.count), 0)
+        self.stats.update_many(present)
+        self.sketch.update_many(present)
+        n_reference = max(min(len(present), self.warmup_events - self.reference.count), 0)
         if n_reference:
-            self._add_reference(values[:n_reference])
+            self._add_reference(present[:n_reference])
         if not self.warmed_up:
             return []
-        return self._watch(values[n_reference:], positions[n_reference:], seen + n_reference)
+        # Events after the warm-up's last value go to the detectors and the window tests.
+        start = int(np.flatnonzero(~missing)[n_reference - 1]) + 1 if n_reference else 0
+        return self._watch(values[start:], missing[start:], positions[start:], seen + n_reference)
 
     def _add_reference(self, values: np.ndarray) -> None:
         self.reference.update_many(values)
         self.reference_sketch.update_many(values)
-        if self.warmed_up:  # "current" starts out as the reference
-            self._ewma_sq = (self.reference.std / self._scale) ** 2
+        if self.warmed_up:
+            self._ewma_sq = (self.reference.std / self._scale) ** 2  # "current" starts as reference
+            self._calibrate()
 
-    def _watch(self, values: np.ndarray, positions: np.ndarray, seen: int) -> list[Detection]:
-        """Run the detectors over post-warm-up values; ``seen`` values came before them."""
-        if not len(values):
-            return []
-        standardised = (values - self.reference.mean) / self._scale
-        inputs = self._detector_input(standardised, values).tolist()
-        hits = sorted(
-            (i, order, name, statistic)
+    def _calibrate(self) -> None:
+        """At warm-up end: derive Page-Hinkley's threshold from the reference (with a target)
+        and set the window tests up, binned at the reference's quantiles."""
+        name = PageHinkley.name
+        if name in self.detectors and self.params.false_alarm_rate:
+            values, weights = self.reference_sketch.items()
+            standardised = (values - self.reference.mean) / self._scale
+            params = self.params.page_hinkley
+            threshold = page_hinkley_threshold(
+                self._detector_input(standardised, values), weights, params.delta,
+                self.detector_rate, params.mode,
+            )
+            self.detectors[name] = PageHinkley(dataclasses.replace(params, threshold=threshold))
+        if self.windowed:
+            cuts = NumericWindows.cuts_of_sketch(self.reference_sketch, self.params.window.bins)
+            alpha = self._window_alpha(len(NumericWindows.test_types))
+            self.windows = NumericWindows(self.params.window, alpha, cuts, self.params.kll_k)
+
+    def _watch(
+        self, values: np.ndarray, missing: np.ndarray, positions: np.ndarray, seen: int
+    ) -> list[Detection]:
+        """Run the detectors and window tests over post-warm-up events; ``seen`` values came
+        before them."""
+        present = np.flatnonzero(~missing)
+        value_positions = positions[present]
+        standardised = (values[present] - self.reference.mean) / self._scale
+        inputs = self._detector_input(standardised, values[present]).tolist()
+        # (event index, order, value index, detector, statistic or evaluation), in stream order
+        timeline: list[tuple[int, int, int, str, Any]] = [
+            (int(present[i]), order, i, name, statistic)
             for order, (name, detector) in enumerate(self.detectors.items())
             for i, statistic in detector.update_many(inputs)
-        )
-        for name, start in self._evidence_from.items():
-            if start is None:
-                self._evidence_from[name] = int(positions[0])
+        ]
+        if self.windows is not None:
+            closed = self.windows.update(values, missing, positions)
+            timeline += [(e.index, len(self.detectors), -1, WINDOW, e) for e in closed]
+        timeline.sort(key=lambda step: step[:3])
+        if len(present):
+            for name, start in self._evidence_from.items():
+                if start is None:
+                    self._evidence_from[name] = int(value_positions[0])
         detections = []
         folded = 0  # standardised values already in the EWMA
-        for i, _, name, statistic in hits:
-            events_seen = seen + i + 1
-            if events_seen <= self._episode_until:
-                self.suppressed += 1
+        for index, _, i, name, found in timeline:
+            if name == WINDOW:
+                after = int(np.searchsorted(present, index, side="right"))
+                detection = self._judge(found, seen + after)
             else:
-                self._fold_ewma(standardised[folded : i + 1])
-                folded = i + 1
-                detections.append(self._detection(name, statistic, int(positions[i]), events_seen))
-                self._episode_until = events_seen + self.params.cooldown_events
-                self.episodes += 1
-            self._evidence_from[name] = int(positions[i + 1]) if i + 1 < len(positions) else None
+                if self.lifecycle.fire(seen + i + 1, name, int(value_positions[i])):
+                    self._fold_ewma(standardised[folded : i + 1])
+                    folded = i + 1
+                    detection = self._detection(name, found, int(value_positions[i]), seen + i + 1)
+                else:
+                    detection = None
+                following = i + 1 < len(value_positions)
+                self._evidence_from[name] = int(value_positions[i + 1]) if following else None
+            if detection is not None:
+                detections.append(detection)
         self._fold_ewma(standardised[folded:])
         return detections
 
@@ -314,7 +492,7 @@ class _StreamMonitor(Monitor):
         )
 
     def _reference_summary(self, ranks: dict[str, float]) -> dict[str, Any]:
-        return _distribution(self.reference, self.reference_sketch, self._mean_key, ranks)
+        return distribution(self.reference, self.reference_sketch, self._mean_key, ranks)
 
     def _current_summary(self) -> dict[str, Any]:
         variance = max(self._ewma_sq - self._ewma_mean**2, 0.0)
@@ -324,20 +502,31 @@ class _StreamMonitor(Monitor):
             "ewma_alpha": self.params.ewma_alpha,
         }
 
+    def false_alarms(self) -> dict[str, Any]:
+        found = super().false_alarms()
+        fed = self.stats.count - self.reference.count
+        rate = self.detector_rate or None
+        for name, detector in self.detectors.items():
+            found["detectors"][name] = {
+                "evaluations": fed, "firings": detector.n_detections, "rate": rate
+            }
+        return found
+
     def _status(self) -> dict[str, Any]:
         return {
             "warmup_remaining": max(self.warmup_events - self.reference.count, 0),
             "drift_score": self.drift_score(),
-            "episodes": self.episodes,
-            "suppressed": self.suppressed,
+            **self._lifecycle_status(),
             "detectors": {name: detector.describe() for name, detector in self.detectors.items()},
+            "windows": self._window_status(),
+            "false_alarms": self.false_alarms(),
         }
 
     def summary(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "missing": self.missing,
-            **_distribution(self.stats, self.sketch, self._mean_key, QUANTILES),
+            **distribution(self.stats, self.sketch, self._mean_key, QUANTILES),
             "reference": self._reference_summary(QUANTILES) if self.warmed_up else None,
             "current": self._current_summary() if self.warmed_up else None,
             **self._status(),
@@ -358,9 +547,9 @@ class _StreamMonitor(Monitor):
         return {
             "kind": cls.kind,
             "missing": sum(monitor.missing for monitor in monitors),
-            **_distribution(stats, sketch, cls._mean_key, QUANTILES),
+            **distribution(stats, sketch, cls._mean_key, QUANTILES),
             "reference": (
-                _distribution(reference, reference_sketch, cls._mean_key, QUANTILES)
+                distribution(reference, reference_sketch, cls._mean_key, QUANTILES)
                 if reference.count else None
             ),
             "drift_score": max(monitor.drift_score() for monitor in monitors),
@@ -382,9 +571,8 @@ class _StreamMonitor(Monitor):
             evidence_from=dict(self._evidence_from),
             ewma_mean=self._ewma_mean,
             ewma_sq=self._ewma_sq,
-            episode_until=self._episode_until,
-            episodes=self.episodes,
-            suppressed=self.suppressed,
+            lifecycle=self.lifecycle.to_state(),
+            windows=self.windows.to_state() if self.windows is not None else None,
         )
 
     @classmethod
@@ -404,8 +592,13 @@ class _StreamMonitor(Monitor):
         }
         monitor._evidence_from = dict(state.evidence_from)
         monitor._ewma_mean, monitor._ewma_sq = state.ewma_mean, state.ewma_sq
-        monitor._episode_until = state.episode_until
-        monitor.episodes, monitor.suppressed = state.episodes, state.suppressed
+        windows = None
+        if state.windows is not None:
+            alpha = monitor._window_alpha(len(NumericWindows.test_types))
+            windows = NumericWindows.from_state(
+                state.windows, monitor.params.window, alpha, monitor.params.kll_k
+            )
+        monitor._restore(state.lifecycle, windows, monitor.windowed and monitor.warmed_up)
         return monitor
 
 
@@ -425,7 +618,7 @@ class NumericMonitor(_StreamMonitor):
     ...     detections += monitor.update(batch, np.arange(start, start + len(batch)))
     >>> [(d.detector, d.position, d.evidence_from, d.severity) for d in detections]
     [('page_hinkley', 3062, 500, 'high')]
-    >>> monitor.suppressed  # ADWIN confirmed the change within the cool-down
+    >>> monitor.suppressed  # ADWIN confirmed the change within the episode
     1
 
     """
@@ -438,7 +631,7 @@ class NumericMonitor(_StreamMonitor):
         return self.params.warmup_events
 
     def _detector_names(self) -> Sequence[str]:
-        return self.params.detectors
+        return [name for name in self.params.detectors if name in _DETECTORS]
 
     def _detector_input(self, standardised: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.clip(standardised, -self.params.clip_sigma, self.params.clip_sigma)
@@ -449,7 +642,8 @@ class ErrorMonitor(_StreamMonitor):
 
     The errors go to ADWIN unstandardised (0/1 errors already lie in the [0, 1] range its bound
     assumes); the reference is the first ``error_warmup_events`` errors, and summaries say
-    ``error_rate`` for the mean (the mean absolute error of a regression model).
+    ``error_rate`` for the mean (the mean absolute error of a regression model). There are no
+    window tests: an episode ends with the cool-down.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(3)
@@ -470,6 +664,10 @@ class ErrorMonitor(_StreamMonitor):
     def warmup_events(self) -> int:
         return self.params.error_warmup_events
 
+    @property
+    def windowed(self) -> bool:
+        return False
+
     def _detector_names(self) -> Sequence[str]:
         return (Adwin.name,)
 
@@ -478,15 +676,24 @@ class ErrorMonitor(_StreamMonitor):
 
 
 class CategoricalMonitor(Monitor):
-    """Counts of one categorical feature, bounded to ``params.max_categories`` values.
+    """Drift monitor of one categorical feature, its counts bounded to ``params.max_categories``
+    values. With ``window`` among the detectors (the default), the window tests compare windows
+    with the first ``window.reference_events`` values; ``drift_score`` is the last window's PSI.
 
-    There is no categorical change detector yet: :meth:`update` never detects anything.
-
+    >>> import numpy as np
     >>> monitor = CategoricalMonitor()
     >>> monitor.update(["card", "cash", "card"], [10, 11, 12])
     []
     >>> monitor.summary()["top"]
     [{'value': 'card', 'count': 2}, {'value': 'cash', 'count': 1}]
+    >>> rng = np.random.default_rng(5)
+    >>> values = [str(v) for v in rng.choice(["card", "cash"], 7_000, p=[0.7, 0.3])]
+    >>> values += [str(v) for v in rng.choice(["card", "cash"], 1_000, p=[0.4, 0.6])]
+    >>> found = monitor.update(values, range(13, 13 + len(values)))
+    >>> [(d.detector, d.test, d.position, d.severity) for d in found]
+    [('window', 'chi2', 7509, 'medium')]
+    >>> found[0].details["top_contributors"][0]["bin"]
+    'cash'
 
     """
 
@@ -496,6 +703,11 @@ class CategoricalMonitor(Monitor):
     def __init__(self, params: MonitorParams | None = None) -> None:
         super().__init__(params)
         self.counts = CategoryCounts(self.params.max_categories)
+        if self.windowed:
+            alpha = self._window_alpha(len(CategoricalWindows.test_types))
+            self.windows = CategoricalWindows(
+                self.params.window, alpha, self.params.max_categories
+            )
 
     @property
     def count(self) -> int:
@@ -506,6 +718,9 @@ class CategoricalMonitor(Monitor):
         """Distinct values counted so far."""
         return len(self.counts.counts)
 
+    def _detector_names(self) -> Sequence[str]:
+        return ()
+
     def knows(self, value: str) -> bool:
         """Whether ``value`` has been counted before."""
         return value in self.counts.counts
@@ -514,15 +729,42 @@ class CategoricalMonitor(Monitor):
         """See :meth:`CategoryCounts.accepts`: check before updating anything."""
         return self.counts.accepts(value, pending_new)
 
-    def update(self, values: Sequence[str], positions: Sequence[int]) -> list[Detection]:
-        """Count ``values``; ``positions`` tag them like for the other monitors."""
+    def drift_score(self) -> float:
+        """PSI of the last window against the reference; 0.0 before the first window."""
+        return self.windows.score if self.windows is not None else 0.0
+
+    def update(self, values: Sequence[str | None], positions: Sequence[int]) -> list[Detection]:
+        """Count ``values`` (None: missing); ``positions`` tag them like for the other monitors.
+
+        Returns the lifecycle changes, like :meth:`NumericMonitor.update`.
+        """
         if len(values) != len(positions):
             raise ValueError("values and positions must have the same length")
-        self.counts.update_many(values)
-        return []
+        missing = np.array([value is None for value in values], dtype=bool)
+        seen = self.count
+        self.counts.update_many([value for value in values if value is not None])
+        self.missing += int(missing.sum())
+        if self.windows is None:
+            return []
+        closed = self.windows.update(values, missing, np.asarray(positions, dtype=np.int64))
+        present = np.flatnonzero(~missing)
+        judged = (
+            self._judge(e, seen + int(np.searchsorted(present, e.index, side="right")))
+            for e in closed
+        )
+        return [found for found in judged if found is not None]
 
     def summary(self) -> dict[str, Any]:
-        return {"kind": self.kind, "missing": self.missing, **_categories(self.counts)}
+        return {"kind": self.kind, "missing": self.missing, **_categories(self.counts),
+                **self._status()}
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "drift_score": self.drift_score(),
+            **self._lifecycle_status(),
+            "windows": self._window_status(),
+            "false_alarms": self.false_alarms(),
+        }
 
     @classmethod
     def _merged_summary(cls, monitors: Sequence[Self]) -> dict[str, Any]:
@@ -534,18 +776,54 @@ class CategoricalMonitor(Monitor):
             "kind": cls.kind,
             "missing": sum(monitor.missing for monitor in monitors),
             **_categories(merged),
-            "partitions": [{"count": m.count, "missing": m.missing} for m in monitors],
+            "drift_score": max(monitor.drift_score() for monitor in monitors),
+            "partitions": [
+                {"count": m.count, "missing": m.missing, **m._status()} for m in monitors
+            ],
         }
 
     def _to_state(self) -> _CategoricalState:
-        return _CategoricalState(self.params, self.missing, self.counts.to_state())
+        windows = self.windows.to_state() if self.windows is not None else None
+        return _CategoricalState(
+            self.params, self.missing, self.counts.to_state(), self.lifecycle.to_state(), windows
+        )
 
     @classmethod
     def _from_state(cls, state: _CategoricalState) -> Self:
         monitor = cls(state.params)
         monitor.missing = state.missing
         monitor.counts = CategoryCounts.from_state(state.counts)
+        windows = None
+        if state.windows is not None:
+            alpha = monitor._window_alpha(len(CategoricalWindows.test_types))
+            windows = CategoricalWindows.from_state(state.windows, monitor.params.window, alpha)
+        monitor._restore(state.lifecycle, windows, monitor.windowed)
         return monitor
+
+
+def _window_detection(
+    evaluation: Evaluation, events_seen: int, event: str, extra: dict[str, Any]
+) -> Detection:
+    result = evaluation.strongest()
+    return Detection(
+        detector=WINDOW,
+        statistic=result.statistic,
+        threshold=result.alpha,
+        severity=result.severity,
+        effect_size=result.effect_size,
+        position=evaluation.position,  # type: ignore[arg-type]  # tagged values came first
+        evidence_from=(
+            evaluation.evidence_from if evaluation.evidence_from is not None
+            else evaluation.position  # a window of missing values only
+        ),
+        events_seen=events_seen,
+        reference=evaluation.reference,
+        current=evaluation.current,
+        event=event,
+        test=result.test,
+        p_value=result.p_value,
+        details={**evaluation.details, **extra},
+    )
 
 
 def merge_summaries(monitors: Sequence[Monitor]) -> dict[str, Any]:
@@ -553,8 +831,8 @@ def merge_summaries(monitors: Sequence[Monitor]) -> dict[str, Any]:
 
     Counts and missing are summed; mean, std, min and max are exact (moments merged with Chan's
     formula), quantiles come from the merged sketches, and per-monitor details (detectors,
-    drift scores) are listed under ``partitions`` in the order given. ``drift_score`` is the
-    largest of the partitions'.
+    drift scores, episodes, window tests) are listed under ``partitions`` in the order given.
+    ``drift_score`` is the largest of the partitions'.
     """
     if not monitors:
         raise ValueError("no monitors to merge")
@@ -597,21 +875,6 @@ def _ewma(mean: float, sq: float, alpha: float, values: np.ndarray) -> tuple[flo
     weights = alpha * decay ** np.arange(len(values) - 1, -1, -1)
     carry = decay ** len(values)
     return carry * mean + float(weights @ values), carry * sq + float(weights @ values**2)
-
-
-def _distribution(
-    stats: RunningStats, sketch: QuantileSketch, mean_key: str, ranks: dict[str, float]
-) -> dict[str, Any]:
-    if not stats.count:
-        return {"count": 0, **dict.fromkeys((mean_key, "std", "min", "max", "quantiles"))}
-    return {
-        "count": stats.count,
-        mean_key: stats.mean,
-        "std": stats.std,
-        "min": stats.min,
-        "max": stats.max,
-        "quantiles": dict(zip(ranks, sketch.quantiles(list(ranks.values())), strict=True)),
-    }
 
 
 def _categories(counts: CategoryCounts) -> dict[str, Any]:

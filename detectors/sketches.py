@@ -37,6 +37,7 @@ class QuantileSketch:
 
     def __init__(self, k: int = 200) -> None:
         self._sketch = kll_doubles_sketch(k)
+        self._items: tuple[np.ndarray, np.ndarray] | None = None  # cache of items()
 
     @property
     def k(self) -> int:
@@ -47,12 +48,42 @@ class QuantileSketch:
         return self._sketch.n
 
     @property
+    def min(self) -> float:
+        return self._sketch.get_min_value()
+
+    @property
+    def max(self) -> float:
+        return self._sketch.get_max_value()
+
+    @property
+    def exact(self) -> bool:
+        """True while the sketch still holds every value it was given (at most about k)."""
+        return not self._sketch.is_estimation_mode()
+
+    @property
     def rank_error(self) -> float:
         """Normalised rank error of single-rank queries (99% confidence)."""
         return kll_doubles_sketch.get_normalized_rank_error(self.k, False)
 
     def update_many(self, values: np.ndarray) -> None:
         self._sketch.update(values)
+        self._items = None
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """The retained values, sorted, and their weights: the sketch's whole estimate of the
+        distribution (each value stands for ``weight`` values of the stream; weights sum to
+        :attr:`count`).
+
+        >>> sketch = QuantileSketch()
+        >>> sketch.update_many(np.array([3.0, 1.0, 2.0]))
+        >>> sketch.items()
+        (array([1., 2., 3.]), array([1., 1., 1.]))
+        """
+        if self._items is None:
+            pairs = sorted(self._sketch)
+            values = np.array([value for value, _ in pairs], dtype=np.float64)
+            self._items = values, np.array([weight for _, weight in pairs], dtype=np.float64)
+        return self._items
 
     def quantiles(self, ranks: Sequence[float]) -> list[float]:
         """Values at the given ranks in [0, 1]; ``ValueError`` on an empty sketch.
@@ -66,6 +97,7 @@ class QuantileSketch:
 
     def merge(self, other: QuantileSketch) -> None:
         self._sketch.merge(other._sketch)
+        self._items = None
 
     def to_bytes(self) -> bytes:
         return self._sketch.serialize()
@@ -74,6 +106,7 @@ class QuantileSketch:
     def from_bytes(cls, data: bytes) -> QuantileSketch:
         """Inverse of :meth:`to_bytes`; ``ValueError`` on malformed bytes."""
         sketch = cls.__new__(cls)
+        sketch._items = None
         try:
             sketch._sketch = kll_doubles_sketch.deserialize(data)
         # datasketches reports malformed input as IndexError, ValueError or RuntimeError.

@@ -17,13 +17,15 @@ import numpy as np
 from streams.processor import Finding
 
 DRIFT_DETECTED = "io.streamdrift.drift.detected"
+DRIFT_RESOLVED = "io.streamdrift.drift.resolved"
+TYPES = {"detected": DRIFT_DETECTED, "resolved": DRIFT_RESOLVED}
 SPEC_VERSION = "1.0"
 
 
 def alert_id(group_id: str, topic: str, partition: int, finding: Finding) -> str:
     d = finding.detection
     identity = "\x1f".join(
-        (group_id, finding.model, finding.feature, d.detector, topic, str(partition), str(d.position))
+        (group_id, finding.model, finding.feature, d.detector, topic, str(partition), str(d.position), d.event)
     )
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
@@ -35,7 +37,7 @@ def build_alert(group_id: str, topic: str, partition: int, finding: Finding) -> 
         "specversion": SPEC_VERSION,
         "id": alert_id(group_id, topic, partition, finding),
         "source": f"streamdrift://{group_id}",
-        "type": DRIFT_DETECTED,
+        "type": TYPES[d.event],
         "subject": f"{finding.model}/{finding.feature}",
         "time": datetime.fromtimestamp(finding.time, timezone.utc).isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
@@ -53,6 +55,10 @@ def build_alert(group_id: str, topic: str, partition: int, finding: Finding) -> 
             "reference": d.reference,
             "current": d.current,
             "evidence": {"topic": topic, "partition": partition, "from_offset": d.evidence_from, "to_offset": d.position},
+            "event": d.event,
+            "test": d.test,
+            "p_value": d.p_value,
+            "details": d.details,
         },
     }
 

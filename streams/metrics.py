@@ -8,14 +8,53 @@ model and feature names are bounded by the admission limits (``max_models``,
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class FalseAlarmCollector:
+    """Achieved vs configured false-alarm rates, summed over the worker's monitors per detector.
+
+    ``firings / evaluations`` counts every firing, true alarms included, so on a stream that
+    drifts it is an upper bound of the false-alarm rate; on stationary streams it should stay
+    below ``streamdrift_false_alarm_target_rate``.
+    """
+
+    def __init__(self, monitors: Callable[[], Iterable[Any]]) -> None:
+        self.monitors = monitors
+
+    def collect(self):
+        evaluations: dict[str, float] = defaultdict(float)
+        firings: dict[str, float] = defaultdict(float)
+        targets: dict[str, list[float]] = defaultdict(list)
+        for monitor in self.monitors():
+            for name, d in monitor.false_alarms()["detectors"].items():
+                evaluations[name] += d["evaluations"]
+                firings[name] += d["firings"]
+                if d["rate"] is not None:
+                    targets[name].append(d["rate"])
+        evaluated = CounterMetricFamily(
+            "streamdrift_detector_evaluations", "Values or windows the owned detectors judged", labels=["detector"])
+        fired = CounterMetricFamily(
+            "streamdrift_detector_firings", "Detections of the owned detectors (suppressed ones included)", labels=["detector"])
+        target = GaugeMetricFamily(
+            "streamdrift_false_alarm_target_rate", "Mean configured false alarms per evaluation", labels=["detector"])
+        for name in sorted(evaluations):
+            evaluated.add_metric([name], evaluations[name])
+            fired.add_metric([name], firings[name])
+            if targets[name]:
+                target.add_metric([name], sum(targets[name]) / len(targets[name]))
+        return [evaluated, fired, target]
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, monitors: Callable[[], Iterable[Any]] = tuple) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        r.register(FalseAlarmCollector(monitors))
         self.events = Counter("streamdrift_events", "Valid events applied to state", ["topic"], registry=r)
         self.duplicates = Counter(
             "streamdrift_duplicate_records", "Kafka records skipped because their offset was already checkpointed",
@@ -27,8 +66,13 @@ class Metrics:
         self.alerts = Counter(
             "streamdrift_alerts", "Drift alerts published", ["model", "feature", "detector"], registry=r
         )
+        self.resolved = Counter(
+            "streamdrift_alerts_resolved", "drift.resolved events published", ["model", "feature"], registry=r
+        )
         self.drift_score = Gauge(
-            "streamdrift_drift_score", "Standardized effect size of the current window vs the reference",
+            "streamdrift_drift_score",
+            "Drift of the current data vs the reference: |EWMA mean - reference mean| in reference sigma "
+            "(numeric, error rate); PSI of the last window (categorical)",
             ["model", "feature"], registry=r,
         )
         self.lag = Gauge(
@@ -67,6 +111,16 @@ class Metrics:
         self.redis_up = Gauge("streamdrift_redis_up", "1 if the last Redis operation succeeded", registry=r)
         self._last_checkpoint = time.monotonic()
         self.checkpoint_age.set_function(lambda: time.monotonic() - self._last_checkpoint)
+
+    def preset(self, topics: Iterable[str], reasons: Iterable[str]) -> None:
+        """Create the fixed label sets at 0, so that rate() and increase() see the first event."""
+        for topic in topics:
+            self.events.labels(topic)
+            self.duplicates.labels(topic)
+        for reason in reasons:
+            self.dead_letters.labels(reason)
+        for result in ("ok", "fenced", "lost", "error"):
+            self.checkpoints.labels(result)
 
     def checkpointed(self) -> None:
         self._last_checkpoint = time.monotonic()

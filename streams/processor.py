@@ -274,33 +274,29 @@ class PredictionProcessor:
 
     def _apply(self, state: PartitionState, batch: _Batch, times: dict[int, float]) -> list[Finding]:
         findings: list[Finding] = []
-        for series, (values, offsets) in batch.numeric.items():
-            monitor = self._monitor(state, series, NumericMonitor)
-            detections = monitor.update(np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64))
-            findings += self._findings(state, series, detections, times)
-        for series, (values, offsets) in batch.categorical.items():
-            monitor = self._monitor(state, series, CategoricalMonitor)
-            detections = monitor.update(values, np.asarray(offsets, dtype=np.int64))
-            findings += self._findings(state, series, detections, times)
-        for series, count in batch.missing.items():
-            monitor = state.monitors.get(series)
-            if monitor is None:
-                state.unknown_missing[series] = state.unknown_missing.get(series, 0) + count
-            else:
-                monitor.update_missing(count)
+        for series, (values, offsets) in batch.values.items():
+            kind = _kind_of(state.monitors.get(series)) or batch.kinds.get(series)
             state.dirty.add(series)
+            if kind is None:  # seen only as null so far: its kind is still unknown
+                state.unknown_missing[series] = state.unknown_missing.get(series, 0) + len(values)
+                continue
+            monitor = self._monitor(state, series, kind)
+            positions = np.asarray(offsets, dtype=np.int64)
+            if kind is NumericMonitor:  # missing values travel inline (NaN / None), in stream order
+                detections = monitor.update(np.array([np.nan if v is None else v for v in values]), positions)
+            else:
+                detections = monitor.update(values, positions)
+            findings += self._findings(state, series, detections, times)
         return findings
 
     def _monitor(self, state: PartitionState, series: str, kind: type) -> Monitor:
-        state.dirty.add(series)
         monitor = state.monitors.get(series)
         if monitor is None:
             model, _, feature = series.partition(SEP)
-            monitor = kind(self.params(model, feature))
+            monitor = state.monitors[series] = kind(self.params(model, feature))
             earlier_missing = state.unknown_missing.pop(series, 0)
-            if earlier_missing:
+            if earlier_missing:  # before any value: there is no window to judge them in yet
                 monitor.update_missing(earlier_missing)
-            state.monitors[series] = monitor
         return monitor
 
     @staticmethod
@@ -310,27 +306,35 @@ class PredictionProcessor:
         return [Finding(model, state.versions.get(model), feature, kind, d, times[d.position]) for d in detections]
 
 
+def _kind_of(monitor: Monitor | None) -> type | None:
+    return type(monitor) if isinstance(monitor, (NumericMonitor, CategoricalMonitor)) else None
+
+
 class _Batch:
-    """Values of one batch grouped per series, in stream order, for vectorised updates."""
+    """Values of one batch grouped per series, in stream order (None = missing), for
+    vectorised updates."""
 
     def __init__(self) -> None:
-        self.numeric: dict[str, tuple[list[float], list[int]]] = {}
-        self.categorical: dict[str, tuple[list[str], list[int]]] = {}
-        self.missing: dict[str, int] = defaultdict(int)
+        self.values: dict[str, tuple[list[float | str | None], list[int]]] = {}
+        self.kinds: dict[str, type] = {}
         self._new_categories: dict[str, set[str]] = defaultdict(set)
 
     def add(self, event: Event, offset: int) -> None:
-        for features, target in ((event.numeric, self.numeric), (event.categorical, self.categorical)):
+        for features, kind in ((event.numeric, NumericMonitor), (event.categorical, CategoricalMonitor)):
             for name, value in features.items():
-                values, offsets = target.setdefault(series_name(event.model, name), ([], []))
-                values.append(value)
-                offsets.append(offset)
+                series = series_name(event.model, name)
+                self._append(series, value, offset)
+                self.kinds[series] = kind
         for name in event.missing:
-            self.missing[series_name(event.model, name)] += 1
+            self._append(series_name(event.model, name), None, offset)
+
+    def _append(self, series: str, value: float | str | None, offset: int) -> None:
+        values, offsets = self.values.setdefault(series, ([], []))
+        values.append(value)
+        offsets.append(offset)
 
     def kind_clash(self, series: str, kind: type) -> bool:
-        other = self.categorical if kind is NumericMonitor else self.numeric
-        return series in other
+        return self.kinds.get(series, kind) is not kind
 
     def category_fits(
         self, series: str, value: str, monitor: CategoricalMonitor | None, limit: int

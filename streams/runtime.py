@@ -28,10 +28,9 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from detectors import CategoricalMonitor
 from streams.alerts import build_alert, encode_alert
 from streams.checkpoint import SEP, CheckpointStore, Fenced, Save, StateLost
-from streams.codec import Limits
+from streams.codec import Limits, Reason
 from streams.join import JoinStore
 from streams.metrics import Metrics
 from streams.processor import (
@@ -94,7 +93,8 @@ class Runtime:
     def __init__(self, settings: Settings, config: dict[str, Any], publisher: Publisher) -> None:
         self.settings = settings
         self.publisher = publisher
-        self.metrics = Metrics()
+        self.metrics = Metrics(self._monitors)
+        self.metrics.preset((settings.input_topic, settings.labels_topic), (reason.value for reason in Reason))
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.redis = aioredis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10, socket_connect_timeout=5)
         self.store = CheckpointStore(self.redis, settings.group_id, self.worker_id)
@@ -182,12 +182,12 @@ class Runtime:
             m.dead_letters.labels(letter.reason.value).inc()
         for finding in outcome.findings:
             alert = build_alert(s.group_id, state.topic, state.partition, finding)
-            entry = (finding.model, finding.feature, finding.detection.detector, encode_alert(alert))
+            entry = (finding.model, finding.feature, finding.detection.detector, finding.detection.event, encode_alert(alert))
             self.outbox[(state.topic, state.partition)].append(msgspec.msgpack.encode(entry))
-            log.warning("drift detected: %s (%s, id %s)", alert["subject"], finding.detection.detector, alert["id"])
+            log.warning("drift %s: %s (%s, id %s)", finding.detection.event, alert["subject"], finding.detection.detector, alert["id"])
         for name in state.dirty:
             monitor = state.monitors.get(name)
-            if monitor is not None and not isinstance(monitor, CategoricalMonitor):  # no categorical score yet
+            if monitor is not None:
                 model, _, feature = name.partition(SEP)
                 m.drift_score.labels(model, feature).set(monitor.drift_score())
 
@@ -266,15 +266,18 @@ class Runtime:
             return
         for entries in pending.values():
             for entry in entries:
-                model, feature, detector, value = msgspec.msgpack.decode(entry)
+                model, *_, value = msgspec.msgpack.decode(entry)
                 await self.publisher.send(self.settings.alert_topic, model.encode(), value, [])
         await self.publisher.flush()
         for key, entries in pending.items():
             state = self.states[key]
             error = await self._redis(lambda: self.store.trim_outbox(state.topic, state.partition, state.epoch, len(entries)))
             for entry in entries:
-                model, feature, detector, _ = msgspec.msgpack.decode(entry)
-                self.metrics.alerts.labels(model, feature, detector).inc()
+                model, feature, detector, event = msgspec.msgpack.decode(entry)[:4]
+                if event == "resolved":
+                    self.metrics.resolved.labels(model, feature).inc()
+                else:
+                    self.metrics.alerts.labels(model, feature, detector).inc()
             self.unpublished[key] = self.unpublished[key][len(entries):]
             if isinstance(error, Fenced):
                 log.error("outbox of %s[%d] now belongs to another worker: %s", *key, error)
@@ -364,6 +367,10 @@ class Runtime:
             await self._publish_outbox()
             self._update_ownership_gauges()
             self.ready = True
+
+    def _monitors(self) -> Iterable[Any]:
+        for state in self.states.values():
+            yield from state.monitors.values()
 
     def committable(self, topic: str, partition: int) -> int | None:
         """The highest offset Kafka may record as consumed for a partition: its checkpoint's."""

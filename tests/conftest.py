@@ -410,3 +410,24 @@ def feed_batches(
 @pytest.fixture
 def feed() -> Callable[..., list[Detection]]:
     return feed_batches
+
+
+# --- polling helpers for end-to-end tests ------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def metric(worker: WorkerProcess, sample: str) -> float:
+    """The value of one sample (``name{labels}`` exactly as exposed) of a worker's /metrics, or 0."""
+    for line in worker.metrics_text().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from streams.checkpoint import SEP, CheckpointStore, Claim, Fenced, KeyLayout, Save
+from streams.checkpoint import SEP, CheckpointStore, Claim, Fenced, KeyLayout, Save, StateLost
 from streams.codec import Limits
 from streams.join import BUCKETS_PER_TTL, JoinStore
 from streams.processor import AdmissionLimits, PartitionState, PredictionProcessor, Record
@@ -147,9 +147,10 @@ def test_a_fenced_save_leaves_the_new_owners_checkpoint_untouched(url, group, re
     assert state_hash(redis_client, group) == {}
 
 
-def test_a_save_to_a_partition_never_claimed_is_fenced(url, group, redis_client):
+def test_a_save_to_a_partition_with_no_checkpoint_reports_lost_state_and_writes_nothing(url, group, redis_client):
+    # No claim at all: what a worker sees after Redis restarted without its data.
     (result,) = run(url, lambda r: CheckpointStore(r, group, "w").save([Save(TOPIC, 3, 1, 5, 5, {"x": b"1"})]))
-    assert isinstance(result, Fenced)
+    assert isinstance(result, StateLost)
     assert ckpt_hash(redis_client, group, 3) == {} and state_hash(redis_client, group, 3) == {}
 
 

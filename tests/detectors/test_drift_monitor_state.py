@@ -8,6 +8,7 @@ from detectors import (
     ErrorMonitor,
     MonitorParams,
     NumericMonitor,
+    WindowParams,
     StateError,
     monitor_from_bytes,
 )
@@ -17,9 +18,16 @@ def numeric_stream():
     rng = np.random.default_rng(30)
     values = rng.normal(100.0, 15.0, 12_000)
     values[4_000:] += 15.0
-    values[5_000:] += 15.0  # within the cool-down: suppressed
-    values[9_000:] -= 30.0  # after it: a second episode
+    values[5_000:] += 15.0  # within the episode: suppressed
+    values[9_000:] -= 30.0  # back at the reference: the episode is resolved
     return values
+
+
+# The window tests' reference (values 500-3,500) ends before the first change; sketches this
+# large keep the warm-up and that reference exactly, so two runs bin and test alike.
+NUMERIC_PARAMS = MonitorParams(
+    cooldown_events=3_000, kll_k=4_096, window=WindowParams(reference_events=3_000)
+)
 
 
 def error_stream():
@@ -57,7 +65,7 @@ def without_quantiles(detections):
 @pytest.mark.parametrize(
     ("make", "values", "params"),
     [
-        (NumericMonitor, numeric_stream(), MonitorParams(cooldown_events=3_000)),
+        (NumericMonitor, numeric_stream(), NUMERIC_PARAMS),
         (ErrorMonitor, error_stream(), MonitorParams()),
     ],
     ids=["numeric", "error"],
@@ -76,13 +84,16 @@ def test_restored_mid_stream_behaves_identically(make, values, params):
 
 
 def test_restored_numeric_monitor_keeps_counters():
-    monitor = NumericMonitor(MonitorParams(cooldown_events=3_000))
+    monitor = NumericMonitor(NUMERIC_PARAMS)
     values = numeric_stream()
-    monitor.update(values, np.arange(len(values)))
+    found = monitor.update(values, np.arange(len(values)))
+    assert [d.event for d in found] == ["detected", "resolved"]
     monitor.update_missing(7)
     restored = monitor_from_bytes(monitor.to_bytes())
-    assert (restored.count, restored.missing, restored.episodes) == (12_000, 7, 2)
+    assert (restored.count, restored.missing, restored.episodes) == (12_000, 7, 1)
     assert restored.suppressed == monitor.suppressed >= 1
+    assert restored.lifecycle.resolved == 1 and not restored.lifecycle.is_open
+    assert restored.windows.evaluated == monitor.windows.evaluated == 17
     assert restored.params == monitor.params
     assert restored.summary() == monitor.summary()  # sketches included
 

@@ -11,6 +11,8 @@ from detectors import (
     merge_summaries,
 )
 
+MEAN_DETECTORS = ("adwin", "page_hinkley")
+
 
 def test_shift_in_one_feature_gives_one_detection_for_it_only(feed):
     rng = np.random.default_rng(11)
@@ -45,11 +47,14 @@ def test_cooldown_groups_detections_into_episodes(feed):
     values[10_000:12_000] += 1.5  # back at 12,000: within the cool-down of the first detection
     values[25_000:] += 1.5
     monitor = NumericMonitor()
-    positions = [d.position for d in feed(monitor, values)]
-    assert len(positions) == 2
-    assert 10_000 <= positions[0] < 10_200 and 25_000 <= positions[1] < 25_200
+    found = feed(monitor, values)
+    assert [d.event for d in found] == ["detected", "resolved", "detected"]
+    positions = [d.position for d in found]
+    assert 10_000 <= positions[0] < 10_200 and 25_000 <= positions[2] < 25_200
+    assert 12_000 < positions[1] < 14_000  # three quiet windows after the return
     assert monitor.suppressed >= 1 and monitor.episodes == 2
-    no_cooldown = NumericMonitor(MonitorParams(cooldown_events=0))
+    # Without window tests nothing resolves an episode: it ends with the cool-down.
+    no_cooldown = NumericMonitor(MonitorParams(cooldown_events=0, detectors=MEAN_DETECTORS))
     assert len(feed(no_cooldown, values)) >= 3
 
 
@@ -114,7 +119,10 @@ def test_clipping_keeps_one_outlier_from_firing(feed):
     values[6_000] = 1e6
     assert feed(NumericMonitor(), values) == []
     unclipped = feed(NumericMonitor(MonitorParams(clip_sigma=float("inf"))), values)
-    assert [(d.detector, d.position) for d in unclipped] == [("page_hinkley", 6_000)]
+    # The window tests are not fooled (one value moves no p-value) and resolve the episode.
+    assert [(d.detector, d.position, d.event) for d in unclipped] == [
+        ("page_hinkley", 6_000, "detected"), ("window", 7_499, "resolved")
+    ]
 
 
 def test_feature_constant_during_warmup(feed):

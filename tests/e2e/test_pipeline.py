@@ -9,18 +9,21 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 import redis
 
-from conftest import Topics, consume_all, produce
+from conftest import Topics, consume_all, produce, wait_for
 from streams.status import read_status
 
 pytestmark = pytest.mark.e2e
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
+ALERT_SCHEMA = json.loads((Path(__file__).parents[2] / "streams" / "schemas" / "drift-alert.schema.json").read_text())
 
 
 def events(n: int, *, model: str = "m", seed: int = 0, shift: dict[str, float] | None = None,
@@ -42,15 +45,6 @@ def encode(items: list[dict[str, Any]], batch: int = 1) -> list[bytes]:
     return [json.dumps(items[i:i + batch]).encode() for i in range(0, len(items), batch)]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def counts(client: redis.Redis, topics: Topics) -> dict[tuple[str, str], int]:
     status = read_status(client, topics.group_id)
     return {(m, f): s["count"] for m, series in status["models"].items() for f, s in series.items()}
@@ -69,6 +63,7 @@ def test_abrupt_shift_alerts_once_for_that_feature_only(broker, topics, start_wo
     found = alerts(broker, topics)
     assert [a["subject"] for a in found] == ["m/f07"], found
     alert = found[0]
+    jsonschema.validate(alert, ALERT_SCHEMA)  # the published contract
     assert alert["specversion"] == "1.0" and alert["type"] == "io.streamdrift.drift.detected"
     data = alert["data"]
     assert data["feature"] == "f07" and data["model"] == "m"

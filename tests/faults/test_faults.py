@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -248,3 +249,38 @@ def test_a_poison_message_goes_to_the_dlq_without_a_crash_loop(broker, topics, s
     (letter,) = consume_all(broker.bootstrap, topics.dlq, expect_at_least=1)
     assert letter.value == poison and letter.header("streamdrift-reason") is not None
     assert worker.running
+
+
+def test_scale_1_to_3_to_1_then_churn_for_a_minute(broker, topics, start_worker, redis_client):
+    """Workers join and leave while events flow; state stays exact and no partition stays unowned."""
+    bodies, models = stream(60_000, seed=9)
+    producer = threading.Thread(target=_produce_slowly, args=(broker, topics, bodies, models, 90.0), daemon=True)
+    first = start_worker().wait_ready()
+    producer.start()
+    extra = [start_worker(), start_worker()]  # 1 -> 3
+    time.sleep(10)
+    for worker in extra:  # 3 -> 1
+        worker.terminate()
+    rng, churned = random.Random(11), []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # start/stop a worker every 2-5 s
+        if churned and rng.random() < 0.5:
+            churned.pop(rng.randrange(len(churned))).terminate()
+        else:
+            churned.append(start_worker())
+        time.sleep(rng.uniform(2, 5))
+    for worker in churned:
+        worker.terminate()
+    producer.join()
+    golden = Golden(broker, topics, len(bodies))
+    wait_until_caught_up(redis_client, topics, golden, timeout=30)  # every partition owned again
+    assert_state_matches(redis_client, topics, golden)
+    assert_alerts_match(broker, topics, golden)
+    assert first.running
+
+
+def _produce_slowly(broker, topics: Topics, bodies: list[bytes], models: list[str], seconds: float) -> None:
+    chunk = max(1, len(bodies) // int(seconds * 2))
+    for start in range(0, len(bodies), chunk):
+        produce(broker.bootstrap, topics.input, bodies[start:start + chunk], keys=models[start:start + chunk])
+        time.sleep(0.5)

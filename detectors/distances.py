@@ -1,0 +1,232 @@
+"""Distances and two-sample tests between a reference and a window, from mergeable summaries.
+
+Numeric distributions come as :class:`~detectors.sketches.QuantileSketch` es, binned ones as
+count vectors over the same bins, missing values as counts. Nothing needs the raw values, so
+summaries of several partitions can be merged before comparing them.
+
+Error bounds of the sketch-based measures
+    A KLL sketch of ``n > k`` values estimates the CDF within its ``rank_error`` ε at every
+    point (99% confidence; ε = 1.33% for k = 200) and is exact while it holds every value. Both
+    estimated CDFs are step functions that jump only at retained values, so evaluating them at
+    the union of both sketches' retained values gives the exact supremum and integral of their
+    difference. Hence, against the same statistics on the raw values (``scipy.stats.ks_2samp``,
+    ``scipy.stats.wasserstein_distance``)::
+
+        |KS - KS_raw|  <= ε_ref + ε_win                       (ks_bound)
+        |W1 - W1_raw|  <= (ε_ref + ε_win) * (max - min)       (wasserstein_bound)
+
+    where max and min span both samples. The binned measures (PSI, Jensen-Shannon, Hellinger,
+    chi-square) take exact counts and have no sketch error.
+
+Smoothing
+    PSI is infinite when a bin is empty on one side only, so it uses shares with a pseudo-count
+    of ``SMOOTHING`` = 0.5 per bin: ``(count + 0.5) / (total + 0.5 * bins)``. Jensen-Shannon and
+    Hellinger are finite without it and use the raw shares.
+
+>>> import numpy as np
+>>> reference, window = np.array([50, 30, 20]), np.array([30, 30, 40])
+>>> round(psi(reference, window), 3), round(jensen_shannon(reference, window), 3)
+(0.234, 0.207)
+>>> statistic, p_value, dof = chi_square(reference, window)
+>>> round(statistic, 2), round(p_value, 4), dof
+(11.67, 0.0029, 2)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from detectors.sketches import QuantileSketch
+
+__all__ = [
+    "MIN_EXPECTED",
+    "SMOOTHING",
+    "chi_square",
+    "cohens_h",
+    "hellinger",
+    "jensen_shannon",
+    "ks_bound",
+    "ks_test",
+    "missing_rate_test",
+    "pool_small",
+    "psi",
+    "psi_terms",
+    "wasserstein",
+    "wasserstein_bound",
+]
+
+SMOOTHING = 0.5
+# Cochran's rule: the chi-square approximation needs expected counts of at least 5.
+MIN_EXPECTED = 5.0
+
+
+def ks_test(reference: QuantileSketch, window: QuantileSketch) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov statistic and two-sided p-value.
+
+    The p-value is ``scipy.stats.ks_2samp(..., method="asymp")``'s: the one-sample Kolmogorov
+    distribution at the effective size ``round(n * m / (n + m))``.
+
+    >>> import numpy as np
+    >>> reference, window = QuantileSketch(), QuantileSketch()
+    >>> reference.update_many(np.arange(100.0))
+    >>> window.update_many(np.arange(50.0, 150.0))
+    >>> statistic, p_value = ks_test(reference, window)
+    >>> statistic, f"{p_value:.1e}"
+    (0.5, '4.4e-12')
+    """
+    _, ref_cdf, win_cdf = _cdfs(reference, window)
+    statistic = float(np.max(np.abs(ref_cdf - win_cdf)))
+    n, m = reference.count, window.count
+    p_value = float(stats.kstwo.sf(statistic, np.round(n * m / (n + m))))
+    return statistic, p_value
+
+
+def ks_bound(reference: QuantileSketch, window: QuantileSketch) -> float:
+    """Largest difference between :func:`ks_test`'s statistic and the raw values' (see above)."""
+    return _rank_error(reference) + _rank_error(window)
+
+
+def wasserstein(reference: QuantileSketch, window: QuantileSketch) -> float:
+    """Wasserstein-1 distance, ``∫ |F_ref(x) - F_win(x)| dx = ∫ |Q_ref(u) - Q_win(u)| du``.
+
+    In the values' units; divide by the reference standard deviation for a scale-free effect.
+
+    >>> import numpy as np
+    >>> reference, window = QuantileSketch(), QuantileSketch()
+    >>> reference.update_many(np.array([0.0, 1.0, 3.0]))
+    >>> window.update_many(np.array([5.0, 6.0, 8.0]))
+    >>> wasserstein(reference, window)
+    5.0
+    """
+    points, ref_cdf, win_cdf = _cdfs(reference, window)
+    return float(np.sum(np.abs(ref_cdf - win_cdf)[:-1] * np.diff(points)))
+
+
+def wasserstein_bound(reference: QuantileSketch, window: QuantileSketch) -> float:
+    """Largest difference between :func:`wasserstein` and the raw values' (see above)."""
+    low, high = min(reference.min, window.min), max(reference.max, window.max)
+    return ks_bound(reference, window) * (high - low)
+
+
+def psi_terms(reference: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Each bin's share of the population stability index: ``(w - r) * ln(w / r)`` (smoothed)."""
+    ref, win = _smoothed(reference), _smoothed(window)
+    return (win - ref) * np.log(win / ref)
+
+
+def psi(reference: np.ndarray, window: np.ndarray) -> float:
+    """Population stability index of two count vectors over the same bins (symmetric KL).
+
+    Rule of thumb: below 0.1 no change, 0.1-0.25 moderate, above 0.25 large.
+    """
+    return float(psi_terms(reference, window).sum())
+
+
+def jensen_shannon(reference: np.ndarray, window: np.ndarray) -> float:
+    """Jensen-Shannon distance (square root of the divergence, base 2): 0 same, 1 disjoint."""
+    ref, win = _shares(reference), _shares(window)
+    mid = (ref + win) / 2
+    divergence = (_kl(ref, mid) + _kl(win, mid)) / 2
+    return math.sqrt(max(divergence, 0.0) / math.log(2))
+
+
+def hellinger(reference: np.ndarray, window: np.ndarray) -> float:
+    """Hellinger distance ``sqrt(1 - Σ sqrt(r * w))``: 0 same, 1 disjoint."""
+    overlap = float(np.sum(np.sqrt(_shares(reference) * _shares(window))))
+    return math.sqrt(max(1.0 - overlap, 0.0))
+
+
+def chi_square(reference: np.ndarray, window: np.ndarray) -> tuple[float, float, int]:
+    """Pearson's chi-square test of homogeneity of the 2 x bins table: statistic, p, dof.
+
+    Bins empty on both sides are left out; no continuity correction (as
+    ``scipy.stats.chi2_contingency(..., correction=False)``). ``(0.0, 1.0, 0)`` when fewer than
+    two bins are left.
+    """
+    table = np.array([reference, window], dtype=np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    dof = table.shape[1] - 1
+    if dof < 1 or table.sum(axis=1).min() == 0:
+        return 0.0, 1.0, 0
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    return statistic, float(stats.chi2.sf(statistic, dof)), dof
+
+
+def pool_small(reference: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Mask of the bins to pool into one: those whose smaller expected count (under
+    homogeneity) is below ``MIN_EXPECTED``. Pooling them keeps :func:`chi_square` calibrated.
+
+    >>> pool_small(np.array([500, 3, 0]), np.array([100, 1, 2])).tolist()
+    [False, True, True]
+    """
+    smaller = min(reference.sum(), window.sum())
+    total = reference.sum() + window.sum()
+    return (reference + window) * smaller / max(total, 1) < MIN_EXPECTED
+
+
+def missing_rate_test(
+    reference_missing: int, reference_events: int, missing: int, events: int
+) -> tuple[float, float]:
+    """Change of the missing rate: the pooled two-proportion z (for reading) and the two-sided
+    p-value of Fisher's exact test on the 2 x 2 table (valid for rare missing values too, where
+    the z test's normal approximation fires far too often).
+
+    >>> z, p_value = missing_rate_test(50, 5000, 25, 500)
+    >>> round(z, 2), f"{p_value:.1e}"
+    (7.35, '3.6e-09')
+    """
+    table = [[reference_missing, reference_events - reference_missing],
+             [missing, events - missing]]
+    p_value = float(stats.fisher_exact(table).pvalue)
+    pooled = (reference_missing + missing) / (reference_events + events)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / reference_events + 1 / events))
+    difference = missing / events - reference_missing / reference_events
+    return (difference / spread if spread else 0.0), p_value
+
+
+def cohens_h(reference_rate: float, rate: float) -> float:
+    """Cohen's h, ``|2 asin(sqrt(p2)) - 2 asin(sqrt(p1))|``: the effect size of a change in a
+    proportion (0.2 small, 0.5 medium, 0.8 large), comparable near 0 and near 0.5.
+
+    >>> round(cohens_h(0.01, 0.05), 2)
+    0.25
+    """
+    return abs(2 * math.asin(math.sqrt(rate)) - 2 * math.asin(math.sqrt(reference_rate)))
+
+
+def _cdfs(
+    reference: QuantileSketch, window: QuantileSketch
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both estimated CDFs (``P(X <= x)``) at the union of the sketches' retained values."""
+    ref_values, ref_weights = reference.items()
+    win_values, win_weights = window.items()
+    points = np.union1d(ref_values, win_values)
+    return points, _cdf(ref_values, ref_weights, points), _cdf(win_values, win_weights, points)
+
+
+def _cdf(values: np.ndarray, weights: np.ndarray, points: np.ndarray) -> np.ndarray:
+    cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+    return cumulative[np.searchsorted(values, points, side="right")] / cumulative[-1]
+
+
+def _rank_error(sketch: QuantileSketch) -> float:
+    return 0.0 if sketch.exact else sketch.rank_error
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts / counts.sum()
+
+
+def _smoothed(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64) + SMOOTHING
+    return counts / counts.sum()
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    present = p > 0
+    return float(np.sum(p[present] * np.log(p[present] / q[present])))

@@ -1,0 +1,692 @@
+"""Window tests: a series' recent values, in tumbling count-based windows, against a reference.
+
+After a reference period of ``reference_events`` values, the series is cut into windows of
+``events`` events (values and missing values). When a window closes, each test compares it with
+the reference and the window starts afresh. A test *drifts* when both gates pass — its p-value
+is below ``alpha`` and its effect size reaches its floor — and is *quiet* when its p-value is at
+least ``alpha`` or its effect is below half the floor (the hysteresis band of
+:mod:`detectors.lifecycle`).
+
+=====================  ==========================================  =========================
+test                   p-value                                     effect (floor)
+=====================  ==========================================  =========================
+``ks`` (numeric)       two-sample Kolmogorov-Smirnov               Wasserstein-1 in reference
+                                                                   std (``wasserstein_floor``)
+``chi2``               chi-square on the bins: ``bins``            PSI (``psi_floor``)
+                       equiprobable bins of the warm-up (numeric),
+                       the reference's categories plus ``(new)``
+                       (categorical); bins expected to hold fewer
+                       than 5 values are pooled into ``(other)``
+``missing``            Fisher's exact test of the missing rates    Cohen's h (``missing_floor``)
+=====================  ==========================================  =========================
+
+The distribution tests need at least ``MIN_VALUES`` values in the window; a window of mostly
+missing values runs only the missing-rate test. See :mod:`detectors.distances` for the measures
+and their error bounds.
+
+Memory per series: a numeric series holds the reference's KLL sketch (``kll_k``: ~4 KB at
+k = 200), the window's values in a sketch that keeps them all (k = max(``kll_k``, ``events``):
+8 bytes per event, 4 KB at 500), two vectors of ``bins`` counts and two sets of moments; a
+categorical series two :class:`~detectors.sketches.CategoryCounts` of at most ``max_categories``
+entries. The window being exact, the KS and Wasserstein errors come from the reference sketch
+alone, and the tests of a window replayed after a restore give the same numbers.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
+
+import msgspec
+import numpy as np
+
+from detectors.config import WindowParams
+from detectors.distances import (
+    chi_square,
+    cohens_h,
+    hellinger,
+    jensen_shannon,
+    ks_test,
+    missing_rate_test,
+    pool_small,
+    psi,
+    psi_terms,
+    wasserstein,
+)
+from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
+from detectors.stats import RunningStats, RunningStatsState
+
+__all__ = [
+    "MIN_VALUES",
+    "CategoricalWindows",
+    "ChiSquareTest",
+    "Evaluation",
+    "Histogram",
+    "KolmogorovSmirnovTest",
+    "MissingRateTest",
+    "NumericWindows",
+    "WindowTestResult",
+    "WindowTest",
+    "Windows",
+    "distribution",
+    "severity",
+]
+
+MIN_VALUES = 30
+TOP_CONTRIBUTORS = 5
+SUMMARY_QUANTILES = {"p05": 0.05, "p50": 0.5, "p95": 0.95}
+NEW, OTHER = "(new)", "(other)"
+# Cohen's conventional cut points for a medium and a large standardised effect (d and h).
+SEVERITY_CUTS = ((0.8, "high"), (0.5, "medium"))
+# PSI: above 0.25 is the usual "significant change"; twice that is high.
+PSI_SEVERITY_CUTS = ((0.5, "high"), (0.25, "medium"))
+
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+def severity(effect_size: float, cuts: tuple[tuple[float, str], ...] = SEVERITY_CUTS) -> str:
+    """``low`` below 0.5, ``medium`` below 0.8, else ``high`` (Cohen's d conventions).
+
+    >>> severity(0.3), severity(0.5), severity(1.2)
+    ('low', 'medium', 'high')
+    """
+    return next((label for cut, label in cuts if effect_size >= cut), "low")
+
+
+def distribution(
+    stats: RunningStats, sketch: QuantileSketch, mean_key: str, ranks: dict[str, float]
+) -> dict[str, Any]:
+    """JSON-able count, mean, std, min, max and quantiles of a numeric summary."""
+    if not stats.count:
+        return {"count": 0, **dict.fromkeys((mean_key, "std", "min", "max", "quantiles"))}
+    return {
+        "count": stats.count,
+        mean_key: stats.mean,
+        "std": stats.std,
+        "min": stats.min,
+        "max": stats.max,
+        "quantiles": dict(zip(ranks, sketch.quantiles(list(ranks.values())), strict=True)),
+    }
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of the reference and of the window over the same labelled bins."""
+
+    labels: list[str]
+    reference: np.ndarray
+    current: np.ndarray
+
+    def pooled(self) -> Histogram:
+        """Bins expected to hold fewer than 5 values merged into one ``(other)`` bin."""
+        small = pool_small(self.reference, self.current)
+        if small.sum() < 2:
+            return self
+        keep = ~small
+        return Histogram(
+            [label for label, kept in zip(self.labels, keep, strict=True) if kept] + [OTHER],
+            np.append(self.reference[keep], self.reference[small].sum()),
+            np.append(self.current[keep], self.current[small].sum()),
+        )
+
+    def top_contributors(self) -> list[dict[str, Any]]:
+        """The bins with the largest PSI terms, largest first."""
+        terms = psi_terms(self.reference, self.current)
+        ref_shares = self.reference / max(self.reference.sum(), 1)
+        cur_shares = self.current / max(self.current.sum(), 1)
+        order = np.argsort(-terms, kind="stable")[:TOP_CONTRIBUTORS]
+        return [
+            {"bin": self.labels[i], "reference": float(ref_shares[i]),
+             "current": float(cur_shares[i]), "psi": float(terms[i])}
+            for i in order
+        ]
+
+
+class _Period(abc.ABC):
+    """Summary of the values and missing values of the reference period or of one window."""
+
+    def __init__(self) -> None:
+        self.missing = 0
+
+    @property
+    @abc.abstractmethod
+    def count(self) -> int:
+        """Values summarised, missing ones not counted."""
+
+    @property
+    def events(self) -> int:
+        return self.count + self.missing
+
+    @property
+    def missing_rate(self) -> float:
+        return self.missing / self.events if self.events else 0.0
+
+    def add(self, values: Any, missing: np.ndarray) -> None:
+        """Add a stretch of events: ``values[i]`` is missing where ``missing[i]``."""
+        self.missing += int(missing.sum())
+        self._add_present(values, missing)
+
+    @abc.abstractmethod
+    def _add_present(self, values: Any, missing: np.ndarray) -> None: ...
+
+    @abc.abstractmethod
+    def histogram(self, current: Self) -> Histogram:
+        """This period (the reference) and ``current`` over the same bins, unpooled."""
+
+    @abc.abstractmethod
+    def summary(self) -> dict[str, Any]: ...
+
+
+class NumericPeriodState(msgspec.Struct, frozen=True):
+    stats: RunningStatsState
+    sketch: bytes
+    bins: list[_Count]
+    missing: _Count
+
+
+class NumericPeriod(_Period):
+    """Moments, a quantile sketch and bin counts (bins right-closed at ``cuts``)."""
+
+    def __init__(self, cuts: np.ndarray, k: int) -> None:
+        super().__init__()
+        self.cuts = cuts
+        self.stats = RunningStats()
+        self.sketch = QuantileSketch(k)
+        self.bins = np.zeros(len(cuts) + 1, dtype=np.int64)
+
+    @property
+    def count(self) -> int:
+        return self.stats.count
+
+    @property
+    def scale(self) -> float:
+        """The standard deviation (1.0 for a constant period: its own units)."""
+        return self.stats.std or 1.0
+
+    def _add_present(self, values: np.ndarray, missing: np.ndarray) -> None:
+        present = values[~missing]
+        if not len(present):
+            return
+        self.stats.update_many(present)
+        self.sketch.update_many(present)
+        self.bins += np.bincount(np.searchsorted(self.cuts, present), minlength=len(self.bins))
+
+    def histogram(self, current: NumericPeriod) -> Histogram:
+        edges = [None, *self.cuts.tolist(), None]
+        labels = [f"({_edge(low, '-inf')}, {_edge(high, 'inf')}]"
+                  for low, high in zip(edges, edges[1:], strict=False)]
+        return Histogram(labels, self.bins, current.bins)
+
+    def summary(self) -> dict[str, Any]:
+        described = distribution(self.stats, self.sketch, "mean", SUMMARY_QUANTILES)
+        return {**described, "missing_rate": self.missing_rate}
+
+    def to_state(self) -> NumericPeriodState:
+        return NumericPeriodState(
+            self.stats.to_state(), self.sketch.to_bytes(), self.bins.tolist(), self.missing
+        )
+
+    @classmethod
+    def from_state(cls, state: NumericPeriodState, cuts: np.ndarray) -> NumericPeriod:
+        if len(state.bins) != len(cuts) + 1:
+            raise ValueError(f"{len(state.bins)} bin counts for {len(cuts) + 1} bins")
+        sketch = QuantileSketch.from_bytes(state.sketch)
+        period = cls(cuts, sketch.k)
+        period.sketch = sketch
+        period.stats = RunningStats.from_state(state.stats)
+        period.bins = np.array(state.bins, dtype=np.int64)
+        period.missing = state.missing
+        return period
+
+
+class CategoricalPeriodState(msgspec.Struct, frozen=True):
+    counts: CategoryCountsState
+    missing: _Count
+
+
+class CategoricalPeriod(_Period):
+    """Category counts."""
+
+    def __init__(self, max_categories: int) -> None:
+        super().__init__()
+        self.counts = CategoryCounts(max_categories)
+
+    @property
+    def count(self) -> int:
+        return self.counts.total
+
+    def _add_present(self, values: Sequence[str | None], missing: np.ndarray) -> None:
+        present = [value for value, absent in zip(values, missing, strict=True) if not absent]
+        self.counts.update_many(present)
+
+    def histogram(self, current: CategoricalPeriod) -> Histogram:
+        known = [value for value, _ in self.counts.top(len(self.counts.counts))]
+        counts = current.counts.counts
+        seen = [counts.get(value, 0) for value in known]
+        return Histogram(
+            [*known, NEW],
+            np.array([self.counts.counts[value] for value in known] + [0], dtype=np.int64),
+            np.array([*seen, current.count - sum(seen)], dtype=np.int64),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        top = [{"value": value, "share": n / self.count}
+               for value, n in self.counts.top(TOP_CONTRIBUTORS)]
+        return {"count": self.count, "missing_rate": self.missing_rate, "top": top}
+
+    def to_state(self) -> CategoricalPeriodState:
+        return CategoricalPeriodState(self.counts.to_state(), self.missing)
+
+    @classmethod
+    def from_state(cls, state: CategoricalPeriodState) -> CategoricalPeriod:
+        period = cls(state.counts.max_categories)
+        period.counts = CategoryCounts.from_state(state.counts)
+        period.missing = state.missing
+        return period
+
+
+P = TypeVar("P", bound=_Period)
+
+
+@dataclass(frozen=True)
+class WindowTestResult:
+    """One test of one window: its statistic, p-value and effect size against both gates."""
+
+    test: str
+    statistic: float
+    p_value: float
+    alpha: float
+    effect: str
+    effect_size: float
+    floor: float
+    severity: str
+
+    @property
+    def drifted(self) -> bool:
+        return self.p_value < self.alpha and self.effect_size >= self.floor
+
+    @property
+    def quiet(self) -> bool:
+        return self.p_value >= self.alpha or self.effect_size < self.floor / 2
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "statistic": self.statistic, "p_value": self.p_value, "effect": self.effect,
+            "effect_size": self.effect_size, "floor": self.floor, "drifted": self.drifted,
+        }
+
+
+@dataclass(frozen=True)
+class _Pair(Generic[P]):
+    reference: P
+    current: P
+    histogram: Histogram  # pooled
+
+
+class WindowTest(abc.ABC, Generic[P]):
+    """A two-sample test of a window against the reference, with an effect size and its floor."""
+
+    name: ClassVar[str]
+    effect: ClassVar[str]
+    floor_param: ClassVar[str]  # the WindowParams field holding the floor
+    severity_cuts: ClassVar[tuple[tuple[float, str], ...]] = SEVERITY_CUTS
+
+    def __init__(self, alpha: float, params: WindowParams) -> None:
+        self.alpha = alpha
+        self.floor: float = getattr(params, self.floor_param)
+
+    def run(self, pair: _Pair[P]) -> WindowTestResult | None:
+        """The result, or None if the window has too few values for this test."""
+        measured = self._measure(pair)
+        if measured is None:
+            return None
+        statistic, p_value, effect = measured
+        return WindowTestResult(
+            self.name, statistic, p_value, self.alpha, self.effect, effect, self.floor,
+            severity(effect, self.severity_cuts),
+        )
+
+    @abc.abstractmethod
+    def _measure(self, pair: _Pair[P]) -> tuple[float, float, float] | None:
+        """(statistic, p-value, effect size), or None if not applicable."""
+
+
+class KolmogorovSmirnovTest(WindowTest[NumericPeriod]):
+    """KS statistic and p-value; effect: Wasserstein-1 in reference standard deviations."""
+
+    name = "ks"
+    effect = "wasserstein_sigma"
+    floor_param = "wasserstein_floor"
+
+    def _measure(self, pair: _Pair[NumericPeriod]) -> tuple[float, float, float] | None:
+        reference, current = pair.reference, pair.current
+        if current.count < MIN_VALUES:
+            return None
+        statistic, p_value = ks_test(reference.sketch, current.sketch)
+        return statistic, p_value, wasserstein(reference.sketch, current.sketch) / reference.scale
+
+
+class ChiSquareTest(WindowTest[Any]):
+    """Chi-square test of homogeneity of the (pooled) bin counts; effect: PSI."""
+
+    name = "chi2"
+    effect = "psi"
+    floor_param = "psi_floor"
+    severity_cuts = PSI_SEVERITY_CUTS
+
+    def _measure(self, pair: _Pair[Any]) -> tuple[float, float, float] | None:
+        if pair.current.count < MIN_VALUES:
+            return None
+        histogram = pair.histogram
+        statistic, p_value, _ = chi_square(histogram.reference, histogram.current)
+        return statistic, p_value, psi(histogram.reference, histogram.current)
+
+
+class MissingRateTest(WindowTest[Any]):
+    """Fisher's exact test of the missing rates (statistic: the two-proportion z);
+    effect: Cohen's h."""
+
+    name = "missing"
+    effect = "cohens_h"
+    floor_param = "missing_floor"
+
+    def _measure(self, pair: _Pair[Any]) -> tuple[float, float, float]:
+        reference, current = pair.reference, pair.current
+        z, p_value = missing_rate_test(
+            reference.missing, reference.events, current.missing, current.events
+        )
+        return z, p_value, cohens_h(reference.missing_rate, current.missing_rate)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The tests of one closed window.
+
+    index
+        Index, in the batch passed to :meth:`Windows.update`, of the event that closed the
+        window; -1 when :meth:`Windows.update_missing` closed it.
+    evidence_from, position
+        Tags of the window's first and last events (None if none was tagged).
+    reference, current
+        Summaries of the reference period and of the window.
+    details
+        JSON-able: alpha, every test's numbers, distances, top contributing bins.
+    """
+
+    index: int
+    evidence_from: int | None
+    position: int | None
+    results: tuple[WindowTestResult, ...]
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    details: dict[str, Any]
+
+    @property
+    def drifted(self) -> bool:
+        return any(result.drifted for result in self.results)
+
+    @property
+    def quiet(self) -> bool:
+        return all(result.quiet for result in self.results)
+
+    def strongest(self) -> WindowTestResult:
+        """The drifted test with the smallest p-value (of all tests if none drifted)."""
+        candidates = [r for r in self.results if r.drifted] or list(self.results)
+        return min(candidates, key=lambda result: result.p_value)
+
+
+class _Progress(msgspec.Struct, frozen=True):
+    evaluated: _Count
+    drifted: _Count
+    window_from: int | None
+    last_position: int | None
+    score: float
+
+
+class Windows(abc.ABC, Generic[P]):
+    """The reference period, the open window and the tests of one series."""
+
+    test_types: ClassVar[tuple[type[WindowTest[Any]], ...]]
+
+    def __init__(self, params: WindowParams, alpha: float) -> None:
+        self.params = params
+        self.alpha = alpha
+        self.tests = [test(alpha, params) for test in self.test_types]
+        self.reference: P = self._period(reference=True)
+        self.current: P = self._period()
+        self.evaluated = 0  # windows evaluated
+        self.drifted = 0  # windows in which a test drifted
+        self.window_from: int | None = None  # tag of the open window's first event
+        self.last_position: int | None = None
+        self.score = 0.0  # PSI of the last window
+
+    @property
+    def ready(self) -> bool:
+        """Whether the reference is complete (windows are being tested)."""
+        return self.reference.count >= self.params.reference_events
+
+    @abc.abstractmethod
+    def _period(self, reference: bool = False) -> P: ...
+
+    def update(self, values: Any, missing: np.ndarray, positions: np.ndarray) -> list[Evaluation]:
+        """Add events in stream order (``values[i]`` is missing where ``missing[i]``); return
+        the evaluations of the windows they closed."""
+        evaluations = []
+        start = 0
+        while start < len(missing):
+            stop = self._fill(start, missing)
+            if self.ready and self.current.events == 0:
+                self.window_from = int(positions[start])
+            (self.current if self.ready else self.reference).add(
+                values[start:stop], missing[start:stop]
+            )
+            self.last_position = int(positions[stop - 1])
+            if self.current.events >= self.params.events:
+                evaluations.append(self._close(stop - 1))
+            start = stop
+        return evaluations
+
+    def update_missing(self, n: int, position: int | None = None) -> list[Evaluation]:
+        """Add ``n`` missing events at the current point of the stream."""
+        if position is not None:
+            self.last_position = position
+        if not self.ready:
+            self.reference.missing += n
+            return []
+        evaluations = []
+        while n:
+            taken = min(n, self.params.events - self.current.events)
+            self.current.missing += taken
+            n -= taken
+            if self.current.events >= self.params.events:
+                evaluations.append(self._close(-1))
+        return evaluations
+
+    def _fill(self, start: int, missing: np.ndarray) -> int:
+        """End of the stretch from ``start`` that completes the reference or the window."""
+        if self.ready:
+            return min(len(missing), start + self.params.events - self.current.events)
+        needed = self.params.reference_events - self.reference.count
+        values_seen = np.cumsum(~missing[start:])
+        return start + min(int(np.searchsorted(values_seen, needed)) + 1, len(values_seen))
+
+    def _close(self, index: int) -> Evaluation:
+        histogram = self.reference.histogram(self.current).pooled()
+        pair = _Pair(self.reference, self.current, histogram)
+        results = tuple(r for r in (test.run(pair) for test in self.tests) if r is not None)
+        distances = self._distances(pair, results) if self.current.count else {}
+        evaluation = Evaluation(
+            index=index,
+            evidence_from=self.window_from,
+            position=self.last_position,
+            results=results,
+            reference=self.reference.summary(),
+            current=self.current.summary(),
+            details={
+                "alpha": self.alpha,
+                "window_events": self.params.events,
+                "tests": {result.test: result.describe() for result in results},
+                "distances": distances,
+                "top_contributors": histogram.top_contributors() if self.current.count else [],
+            },
+        )
+        self.evaluated += 1
+        self.drifted += evaluation.drifted
+        self.score = distances.get("psi", 0.0)
+        self.current = self._period()
+        self.window_from = None
+        return evaluation
+
+    def _distances(self, pair: _Pair[P], results: tuple[WindowTestResult, ...]) -> dict[str, float]:
+        histogram = pair.histogram
+        return {
+            "psi": psi(histogram.reference, histogram.current),
+            "jensen_shannon": jensen_shannon(histogram.reference, histogram.current),
+            "hellinger": hellinger(histogram.reference, histogram.current),
+        }
+
+    @abc.abstractmethod
+    def to_state(self) -> msgspec.Struct: ...
+
+    def _progress(self) -> _Progress:
+        return _Progress(
+            self.evaluated, self.drifted, self.window_from, self.last_position, self.score
+        )
+
+    def _restore_progress(self, progress: _Progress) -> None:
+        self.evaluated, self.drifted = progress.evaluated, progress.drifted
+        self.window_from, self.last_position = progress.window_from, progress.last_position
+        self.score = progress.score
+
+
+class NumericWindowsState(msgspec.Struct, frozen=True):
+    cuts: list[float]
+    reference: NumericPeriodState
+    current: NumericPeriodState
+    progress: _Progress
+
+
+class NumericWindows(Windows[NumericPeriod]):
+    """Window tests of a numeric series, binned at ``cuts`` (see :func:`cuts_of`).
+
+    >>> import numpy as np
+    >>> from detectors.config import WindowParams
+    >>> rng = np.random.default_rng(1)
+    >>> cuts = NumericWindows.cuts_of(rng.normal(size=500), bins=10)
+    >>> windows = NumericWindows(WindowParams(events=500, reference_events=2000), 1e-6, cuts)
+    >>> values = np.concatenate([rng.normal(size=3000), rng.normal(0, 2, 500)])  # wider
+    >>> found = windows.update(values, np.zeros(len(values), bool), np.arange(len(values)))
+    >>> [(e.position, e.drifted) for e in found]
+    [(2499, False), (2999, False), (3499, True)]
+    >>> sorted(result.test for result in found[-1].results if result.drifted)
+    ['chi2', 'ks']
+    """
+
+    test_types = (KolmogorovSmirnovTest, ChiSquareTest, MissingRateTest)
+
+    def __init__(self, params: WindowParams, alpha: float, cuts: np.ndarray, k: int = 200) -> None:
+        self.cuts = cuts
+        self.k = k
+        super().__init__(params, alpha)
+
+    @staticmethod
+    def cuts_of(values: np.ndarray, bins: int) -> np.ndarray:
+        """Distinct inner edges of ``bins`` equiprobable bins of ``values``."""
+        return np.unique(np.quantile(values, np.arange(1, bins) / bins, method="inverted_cdf"))
+
+    @staticmethod
+    def cuts_of_sketch(sketch: QuantileSketch, bins: int) -> np.ndarray:
+        """Distinct inner edges of ``bins`` equiprobable bins of a sketched distribution."""
+        return np.unique(sketch.quantiles((np.arange(1, bins) / bins).tolist()))
+
+    def _period(self, reference: bool = False) -> NumericPeriod:
+        # The window's sketch holds all its values: exact and reproducible on a replay.
+        return NumericPeriod(self.cuts, self.k if reference else max(self.k, self.params.events))
+
+    def _distances(
+        self, pair: _Pair[NumericPeriod], results: tuple[WindowTestResult, ...]
+    ) -> dict[str, float]:
+        measured = super()._distances(pair, results)
+        for result in results:
+            if result.test == KolmogorovSmirnovTest.name:
+                measured["wasserstein"] = result.effect_size * pair.reference.scale
+        return measured
+
+    def to_state(self) -> NumericWindowsState:
+        return NumericWindowsState(
+            self.cuts.tolist(), self.reference.to_state(), self.current.to_state(),
+            self._progress(),
+        )
+
+    @classmethod
+    def from_state(
+        cls, state: NumericWindowsState, params: WindowParams, alpha: float, k: int
+    ) -> NumericWindows:
+        cuts = np.array(state.cuts, dtype=np.float64)
+        if not len(cuts) or np.any(np.diff(cuts) <= 0):
+            raise ValueError("bin edges are not increasing")
+        windows = cls(params, alpha, cuts, k)
+        windows.reference = NumericPeriod.from_state(state.reference, cuts)
+        windows.current = NumericPeriod.from_state(state.current, cuts)
+        windows._restore_progress(state.progress)
+        return windows
+
+
+class CategoricalWindowsState(msgspec.Struct, frozen=True):
+    reference: CategoricalPeriodState
+    current: CategoricalPeriodState
+    progress: _Progress
+
+
+class CategoricalWindows(Windows[CategoricalPeriod]):
+    """Window tests of a categorical series.
+
+    >>> import numpy as np
+    >>> from detectors.config import WindowParams
+    >>> windows = CategoricalWindows(WindowParams(events=500, reference_events=1000), 1e-6)
+    >>> rng = np.random.default_rng(2)
+    >>> values = list(rng.choice(["card", "cash"], 2000, p=[0.7, 0.3]))
+    >>> values += list(rng.choice(["card", "cash", "crypto"], 500, p=[0.5, 0.3, 0.2]))
+    >>> found = windows.update(values, np.zeros(len(values), bool), np.arange(len(values)))
+    >>> [(e.position, e.drifted) for e in found]
+    [(1499, False), (1999, False), (2499, True)]
+    >>> found[-1].details["top_contributors"][0]["bin"]
+    '(new)'
+    """
+
+    test_types = (ChiSquareTest, MissingRateTest)
+
+    def __init__(self, params: WindowParams, alpha: float, max_categories: int = 200) -> None:
+        self.max_categories = max_categories
+        super().__init__(params, alpha)
+
+    def _period(self, reference: bool = False) -> CategoricalPeriod:
+        return CategoricalPeriod(self.max_categories)
+
+    def _distances(
+        self, pair: _Pair[CategoricalPeriod], results: tuple[WindowTestResult, ...]
+    ) -> dict[str, float]:
+        known = pair.reference.counts.counts
+        new = sum(n for value, n in pair.current.counts.counts.items() if value not in known)
+        return {**super()._distances(pair, results), "new_category_rate": new / pair.current.count}
+
+    def to_state(self) -> CategoricalWindowsState:
+        return CategoricalWindowsState(
+            self.reference.to_state(), self.current.to_state(), self._progress()
+        )
+
+    @classmethod
+    def from_state(
+        cls, state: CategoricalWindowsState, params: WindowParams, alpha: float
+    ) -> CategoricalWindows:
+        windows = cls(params, alpha, state.reference.counts.max_categories)
+        windows.reference = CategoricalPeriod.from_state(state.reference)
+        windows.current = CategoricalPeriod.from_state(state.current)
+        windows._restore_progress(state.progress)
+        return windows
+
+
+def _edge(value: float | None, infinite: str) -> str:
+    return infinite if value is None else f"{value:.6g}"
