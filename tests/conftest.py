@@ -198,7 +198,7 @@ class WorkerProcess(ManagedProcess):
             f"{status}.\n{self._log_report()}"
         )
 
-    def metrics_text(self, timeout: float = 5.0) -> str:
+    def metrics_text(self, timeout: float = 30.0) -> str:
         """The body of ``GET /metrics``."""
         with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=timeout) as response:
             return str(response.read().decode())
@@ -416,18 +416,24 @@ def feed() -> Callable[..., list[Detection]]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds.
+
+    A probe that times out (a worker busy with a large batch answers late) counts as "not yet".
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except (TimeoutError, urllib.error.URLError):
+            pass
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def metric(worker: WorkerProcess, sample: str) -> float:
     """The value of one sample (``name{labels}`` exactly as exposed) of a worker's /metrics, or 0."""
-    for line in worker.metrics_text().splitlines():
+    for line in worker.metrics_text(timeout=30).splitlines():
         if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
