@@ -26,10 +26,12 @@ script first checks that the stored epoch is still its own: a worker that lost t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 SEP = "\x1f"
@@ -112,7 +114,7 @@ class KeyLayout:
 
 
 class CheckpointStore(KeyLayout):
-    def __init__(self, redis: aioredis.Redis, group_id: str, worker_id: str) -> None:
+    def __init__(self, redis: aioredis.Redis | RedisCluster, group_id: str, worker_id: str) -> None:
         super().__init__(group_id)
         self.redis = redis
         self.worker_id = worker_id
@@ -135,18 +137,28 @@ class CheckpointStore(KeyLayout):
         """Write several partitions' checkpoints in one round trip; each one is atomic.
 
         Returns, per save, None on success or the exception (``Fenced`` for a stale epoch).
+        On Redis Cluster each partition's script goes to its own slot's node, concurrently
+        (cluster pipelines cannot load scripts).
         """
-        pipe = self.redis.pipeline(transaction=False)
         now = _now_ms()
-        for s in saves:
-            args: list[bytes | str | int] = [s.epoch, s.next_offset, now, self.worker_id, s.events, len(s.alerts)]
-            args += s.alerts
-            for name, blob in s.fields.items():
-                args += [name, blob]
-            keys = [*self.keys(s.topic, s.partition), self.outbox_key(s.topic, s.partition)]
-            await self._checkpoint(keys=keys, args=args, client=pipe)
-        results = await pipe.execute(raise_on_error=False)
+        calls = [self._checkpoint_call(s, now) for s in saves]
+        if isinstance(self.redis, RedisCluster):
+            results = await asyncio.gather(
+                *(self._checkpoint(keys=keys, args=args) for keys, args in calls), return_exceptions=True
+            )
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, args in calls:
+                await self._checkpoint(keys=keys, args=args, client=pipe)
+            results = await pipe.execute(raise_on_error=False)
         return [_as_error(r) for r in results]
+
+    def _checkpoint_call(self, s: Save, now: int) -> tuple[list[str], list[bytes | str | int]]:
+        args: list[bytes | str | int] = [s.epoch, s.next_offset, now, self.worker_id, s.events, len(s.alerts)]
+        args += s.alerts
+        for name, blob in s.fields.items():
+            args += [name, blob]
+        return [*self.keys(s.topic, s.partition), self.outbox_key(s.topic, s.partition)], args
 
     async def trim_outbox(self, topic: str, partition: int, epoch: int, published: int) -> Exception | None:
         """Drop the first ``published`` outbox entries (fenced: only the owner may)."""

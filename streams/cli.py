@@ -67,7 +67,7 @@ def check_redis(settings: Settings) -> None:
     import redis
 
     try:
-        redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_connect_timeout=5).ping()
+        settings.redis_client(asynchronous=False, socket_connect_timeout=5).ping()
     except redis.RedisError as exc:
         _fail(
             f"cannot reach Redis at {settings.redis_url_redacted} ({exc})",
@@ -140,13 +140,11 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
 ) -> None:
     """Show partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) state from Redis."""
-    import redis
-
     from streams.status import read_status
 
     settings = _settings(redis_url=redis_url, group_id=group_id)
     check_redis(settings)
-    report = read_status(redis.Redis.from_url(settings.redis_url.get_secret_value()), settings.group_id)
+    report = read_status(settings.redis_client(asynchronous=False), settings.group_id)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
         return

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 import msgspec
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streams.alerts import build_alert, encode_alert
@@ -96,7 +95,7 @@ class Runtime:
         self.metrics = Metrics(self._monitors)
         self.metrics.preset((settings.input_topic, settings.labels_topic), (reason.value for reason in Reason))
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
-        self.redis = aioredis.from_url(settings.redis_url.get_secret_value(), socket_timeout=10, socket_connect_timeout=5)
+        self.redis = settings.redis_client(socket_timeout=10, socket_connect_timeout=5)
         self.store = CheckpointStore(self.redis, settings.group_id, self.worker_id)
         self.join = JoinStore(self.redis, settings.group_id, settings.label_ttl_s)
         limits = Limits(

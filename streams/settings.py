@@ -24,6 +24,10 @@ class Settings(BaseSettings):
         description="Redis URL of the state store (redis:// or rediss:// for TLS; may hold user:password)",
     )
 
+    redis_cluster: bool = Field(
+        False, description="Talk to a Redis Cluster (one checkpoint's keys share a hash tag: one slot)"
+    )
+
     # --- Kafka security (every client: Faust/aiokafka and confluent-kafka) ------------------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL (TLS / mTLS), SASL_PLAINTEXT or SASL_SSL"
@@ -103,6 +107,16 @@ class Settings(BaseSettings):
         """Settings from the environment, plus one file per secret in ``STREAMDRIFT_SECRETS_DIR``
         (e.g. a Kubernetes Secret volume with a file ``streamdrift_kafka_sasl_password``)."""
         return cls(_secrets_dir=os.environ.get("STREAMDRIFT_SECRETS_DIR"), **overrides)
+
+    def redis_client(self, asynchronous: bool = True, **options: object):
+        """A client for the state store: standalone Redis or Redis Cluster, per the settings."""
+        import redis
+        import redis.asyncio as aioredis
+
+        url = self.redis_url.get_secret_value()
+        module = aioredis if asynchronous else redis
+        factory = module.RedisCluster if self.redis_cluster else module.Redis
+        return factory.from_url(url, **options)
 
     @property
     def redis_url_redacted(self) -> str:
