@@ -316,7 +316,7 @@ def unbounded_labels(text: str, topics: Topics) -> list[str]:
         "partition": {str(p) for p in range(max(input_topics.values()))},
         "reason": {reason.value for reason in Reason},
         "detector": set(DETECTOR_NAMES),
-        "result": {"ok", "fenced", "error"},
+        "result": {"ok", "fenced", "lost", "error"},
         "model": {MODEL},  # bounded by max_models; here: the models produced
         "feature": set(FEATURES) | {"prediction", "error_rate"},  # bounded by max_features_per_model
     }
