@@ -124,6 +124,13 @@ def wait_until_caught_up(client: redis.Redis, topics: Topics, golden: Golden, ti
     raise AssertionError(f"not caught up within {timeout} s")
 
 
+def assert_recovered_exactly(broker, client: redis.Redis, topics: Topics, golden: Golden, timeout: float = RECOVERY_S) -> None:
+    """I5 then I1-I3: caught up in time, state equal to the golden replay, alerts once each."""
+    wait_until_caught_up(client, topics, golden, timeout)
+    assert_state_matches(client, topics, golden)
+    assert_alerts_match(broker, topics, golden)
+
+
 def produce_stream(broker, topics: Topics, n: int, seed: int = 0) -> Golden:
     bodies, models = stream(n, seed)
     produce(broker.bootstrap, topics.input, bodies, keys=models)
@@ -136,9 +143,7 @@ def test_sigterm_under_load_checkpoints_and_a_restart_continues_exactly(broker, 
     time.sleep(1.5)  # mid-stream
     assert first.terminate(timeout=30) == 0, "SIGTERM must stop the worker cleanly"
     start_worker().wait_ready()
-    wait_until_caught_up(redis_client, topics, golden)
-    assert_state_matches(redis_client, topics, golden)
-    assert_alerts_match(broker, topics, golden)
+    assert_recovered_exactly(broker, redis_client, topics, golden)
 
 
 def test_kill_9_at_random_moments_five_times(broker, topics, start_worker, redis_client):
@@ -149,9 +154,7 @@ def test_kill_9_at_random_moments_five_times(broker, topics, start_worker, redis
         time.sleep(rng.uniform(0.5, 2.5))
         worker.kill()
         worker = start_worker().wait_ready(timeout=RECOVERY_S)
-    wait_until_caught_up(redis_client, topics, golden)
-    assert_state_matches(redis_client, topics, golden)
-    assert_alerts_match(broker, topics, golden)
+    assert_recovered_exactly(broker, redis_client, topics, golden)
 
 
 def test_a_zombie_cannot_overwrite_the_new_owners_checkpoint(broker, topics, start_worker, redis_client):
@@ -180,9 +183,7 @@ def test_broker_frozen_for_20_seconds_loses_and_duplicates_nothing(broker, topic
         time.sleep(20)
     finally:
         broker.resume()
-    wait_until_caught_up(redis_client, topics, golden, timeout=120)
-    assert_state_matches(redis_client, topics, golden)
-    assert_alerts_match(broker, topics, golden)
+    assert_recovered_exactly(broker, redis_client, topics, golden, timeout=120)
 
 
 def test_redis_killed_and_restarted_with_its_data(broker, topics, start_worker, redis_client, redis_server):
@@ -193,9 +194,7 @@ def test_redis_killed_and_restarted_with_its_data(broker, topics, start_worker, 
     time.sleep(3)
     assert 'streamdrift_redis_up 0.0' in worker.metrics_text()
     redis_server.restart(keep_data=True)
-    wait_until_caught_up(redis_client, topics, golden, timeout=120)
-    assert_state_matches(redis_client, topics, golden)
-    assert_alerts_match(broker, topics, golden)
+    assert_recovered_exactly(broker, redis_client, topics, golden, timeout=120)
     assert worker.running
 
 
@@ -204,9 +203,7 @@ def test_redis_restarted_without_its_data_is_rewritten_from_the_workers_memory(b
     golden = produce_stream(broker, topics, 20_000, seed=6)
     time.sleep(1.5)
     redis_server.restart(keep_data=False)  # every checkpoint, epoch and outbox is gone
-    wait_until_caught_up(redis_client, topics, golden, timeout=120)
-    assert_state_matches(redis_client, topics, golden)
-    assert_alerts_match(broker, topics, golden)
+    assert_recovered_exactly(broker, redis_client, topics, golden, timeout=120)
     assert 'streamdrift_checkpoints_total{result="lost"}' in worker.metrics_text()
 
 
@@ -232,9 +229,7 @@ def test_redis_paused_for_15_seconds(broker, topics, start_worker, redis_client,
         assert "streamdrift_redis_up 0.0" in worker.metrics_text(), "the outage should show in metrics"
     finally:
         redis_server.resume()
-    wait_until_caught_up(redis_client, topics, golden, timeout=120)
-    assert_state_matches(redis_client, topics, golden)
-    assert_alerts_match(broker, topics, golden)
+    assert_recovered_exactly(broker, redis_client, topics, golden, timeout=120)
     assert worker.running
 
 
