@@ -30,7 +30,7 @@ def check_valid(event) -> None:
     assert len(event.numeric) + len(event.categorical) + len(event.missing) <= LIMITS.max_features_per_event + 1
     for name, value in event.numeric.items():
         assert isinstance(value, float) and math.isfinite(value) and 0 < len(name) <= LIMITS.max_name_length
-    for name, value in event.categorical.items():
+    for value in event.categorical.values():
         assert isinstance(value, str) and len(value) <= LIMITS.max_category_length
     assert math.isfinite(event.timestamp)
 
