@@ -168,3 +168,21 @@ def test_error_rate_jump_raises_a_performance_drift_alert(broker, topics, start_
     assert evidence["topic"] == topics.labels
     reference, current = found[0]["data"]["reference"], found[0]["data"]["current"]
     assert reference["error_rate"] < 0.2 < current["error_rate"], (reference, current)
+
+
+def test_a_variance_change_is_caught_by_the_reference_window_tests(broker, topics, start_worker, redis_client):
+    """The mean stays put, the spread grows 2.5x: mean detectors are blind, the window tests
+    compare each window's distribution with the reference and alert once."""
+    start_worker().wait_ready()
+    stream = events(16_000, seed=6)
+    rng = np.random.default_rng(60)
+    for event in stream[9_000:]:
+        event["features"]["f05"] = float(rng.normal(0.0, 2.5))
+    produce(broker.bootstrap, topics.input, encode(stream), key="m")
+    wait_for(lambda: counts(redis_client, topics).get(("m", "f00")) == 16_000, 120, "16,000 events checkpointed")
+    found = alerts(broker, topics)
+    assert [(a["subject"], a["data"]["detector"]) for a in found] == [("m/f05", "window")], found
+    data = found[0]["data"]
+    jsonschema.validate(found[0], ALERT_SCHEMA)
+    assert data["p_value"] < data["threshold"] and data["test"] in ("ks", "chi2")
+    assert 9_000 <= data["evidence"]["to_offset"] < 11_000, data["evidence"]
