@@ -49,6 +49,7 @@ __all__ = [
     "MonitorParams",
     "PageHinkleyParams",
     "WindowParams",
+    "ignored_features",
     "is_ignored",
     "model_task",
     "resolve",
@@ -374,7 +375,16 @@ def resolve(config: Mapping[str, Any] | None, model: str, feature: str) -> Monit
 
 def is_ignored(config: Mapping[str, Any] | None, model: str, feature: str) -> bool:
     """Whether ``feature`` is listed in ``models.<model>.ignore_features``."""
-    return feature in _ignored(_top(config), model)
+    return feature in ignored_features(config, model)
+
+
+def ignored_features(config: Mapping[str, Any] | None, model: str) -> frozenset[str]:
+    """``models.<model>.ignore_features`` as a set (resolve once per model on hot paths).
+
+    >>> sorted(ignored_features({"models": {"m": {"ignore_features": ["id", "ts"]}}}, "m"))
+    ['id', 'ts']
+    """
+    return frozenset(_ignored(_top(config), model))
 
 
 def model_task(config: Mapping[str, Any] | None, model: str) -> str:

@@ -26,7 +26,7 @@ from detectors import (
     MonitorParams,
     NumericMonitor,
     StateError,
-    is_ignored,
+    ignored_features,
     model_task,
     monitor_from_bytes,
     resolve,
@@ -191,6 +191,7 @@ class PredictionProcessor:
         self.limits = limits
         self.admission = admission
         self.params = _Params(config)
+        self._ignored_by_model: dict[str, frozenset[str]] = {}
 
     def process(self, state: PartitionState, records: Iterable[Record]) -> Outcome:
         out = Outcome()
@@ -260,15 +261,13 @@ class PredictionProcessor:
 
     def _drop_ignored(self, event: Event) -> None:
         """Remove the model's ignored features: they are neither monitored nor counted in limits."""
-        if not self.config:
-            return
-        ignored = self._ignored
-        event.numeric = {n: v for n, v in event.numeric.items() if not ignored(event.model, n)}
-        event.categorical = {n: v for n, v in event.categorical.items() if not ignored(event.model, n)}
-        event.missing = [n for n in event.missing if not ignored(event.model, n)]
-
-    def _ignored(self, model: str, feature: str) -> bool:
-        return is_ignored(self.config, model, feature)
+        ignored = self._ignored_by_model.get(event.model)
+        if ignored is None:  # the configuration is fixed for the worker's life: resolve once per model
+            ignored = self._ignored_by_model[event.model] = ignored_features(self.config, event.model)
+        if ignored:
+            event.numeric = {n: v for n, v in event.numeric.items() if n not in ignored}
+            event.categorical = {n: v for n, v in event.categorical.items() if n not in ignored}
+            event.missing = [n for n in event.missing if n not in ignored]
 
     # -- state update and decision -------------------------------------------------------------
 
