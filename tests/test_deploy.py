@@ -243,74 +243,81 @@ def test_kubernetes_validate_can_fail(tmp_path: Path) -> None:
 # Minimal schema from KEDA's ScaledObject CRD (keda.sh/v1alpha1): kubernetes-validate cannot fetch
 # CRD schemas offline. Unknown fields fail, as a strict server-side apply would.
 _INT = {"type": "integer", "minimum": 0}
-SCALED_OBJECT_SCHEMA = {
+
+
+def _custom_resource(api_version: str, kind: str, metadata: dict, spec: dict) -> dict:
+    """The JSON Schema of a custom resource: its fixed envelope around ``spec``'s own schema."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": metadata,
+            "spec": spec,
+        },
+    }
+
+
+SCALED_OBJECT_SCHEMA = _custom_resource("keda.sh/v1alpha1", "ScaledObject", {"type": "object", "required": ["name"]}, {
     "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "required": ["scaleTargetRef", "triggers"],
     "additionalProperties": False,
     "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "ScaledObject"},
-        "metadata": {"type": "object", "required": ["name"]},
-        "spec": {
+        "scaleTargetRef": {
             "type": "object",
-            "required": ["scaleTargetRef", "triggers"],
+            "required": ["name"],
+            "additionalProperties": False,
+            "properties": {k: {"type": "string"} for k in ("apiVersion", "kind", "name", "envSourceContainerName")},
+        },
+        "pollingInterval": _INT,
+        "cooldownPeriod": _INT,
+        "initialCooldownPeriod": _INT,
+        "idleReplicaCount": _INT,
+        "minReplicaCount": _INT,
+        "maxReplicaCount": _INT,
+        "advanced": {
+            "type": "object",
             "additionalProperties": False,
             "properties": {
-                "scaleTargetRef": {
-                    "type": "object",
-                    "required": ["name"],
-                    "additionalProperties": False,
-                    "properties": {k: {"type": "string"} for k in ("apiVersion", "kind", "name", "envSourceContainerName")},
-                },
-                "pollingInterval": _INT,
-                "cooldownPeriod": _INT,
-                "initialCooldownPeriod": _INT,
-                "idleReplicaCount": _INT,
-                "minReplicaCount": _INT,
-                "maxReplicaCount": _INT,
-                "advanced": {
+                "restoreToOriginalReplicaCount": {"type": "boolean"},
+                "horizontalPodAutoscalerConfig": {
                     "type": "object",
                     "additionalProperties": False,
-                    "properties": {
-                        "restoreToOriginalReplicaCount": {"type": "boolean"},
-                        "horizontalPodAutoscalerConfig": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {"name": {"type": "string"}, "behavior": {"type": "object"}},
-                        },
-                        "scalingModifiers": {"type": "object"},
-                    },
+                    "properties": {"name": {"type": "string"}, "behavior": {"type": "object"}},
                 },
-                "fallback": {
-                    "type": "object",
-                    "required": ["failureThreshold", "replicas"],
-                    "properties": {"failureThreshold": _INT, "replicas": _INT},
-                },
-                "triggers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
+                "scalingModifiers": {"type": "object"},
+            },
+        },
+        "fallback": {
+            "type": "object",
+            "required": ["failureThreshold", "replicas"],
+            "properties": {"failureThreshold": _INT, "replicas": _INT},
+        },
+        "triggers": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["type", "metadata"],
+                "additionalProperties": False,
+                "properties": {
+                    "type": {"type": "string"},
+                    "name": {"type": "string"},
+                    "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                    "useCachedMetrics": {"type": "boolean"},
+                    "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "authenticationRef": {
                         "type": "object",
-                        "required": ["type", "metadata"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": {"type": "string"},
-                            "name": {"type": "string"},
-                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                            "useCachedMetrics": {"type": "boolean"},
-                            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-                            "authenticationRef": {
-                                "type": "object",
-                                "required": ["name"],
-                                "properties": {"name": {"type": "string"}, "kind": {"type": "string"}},
-                            },
-                        },
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}, "kind": {"type": "string"}},
                     },
                 },
             },
         },
     },
-}
+})
 
 
 def test_custom_resources_have_their_schema_checks() -> None:
@@ -495,52 +502,42 @@ SERVICE_MONITOR_ENDPOINT = {
     },
 }
 _INT = {"type": "integer", "minimum": 0}
-SERVICE_MONITOR_SCHEMA = {
+SERVICE_MONITOR_SCHEMA = _custom_resource("monitoring.coreos.com/v1", "ServiceMonitor", _METADATA, {
     "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "required": ["selector", "endpoints"],
     "additionalProperties": False,
     "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "ServiceMonitor"},
-        "metadata": _METADATA,
-        "spec": {
+        "jobLabel": {"type": "string"},
+        "targetLabels": {"type": "array", "items": {"type": "string"}},
+        "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+        "endpoints": {"type": "array", "minItems": 1, "items": SERVICE_MONITOR_ENDPOINT},
+        "selector": _LABEL_SELECTOR,
+        "selectorMechanism": {"enum": ["RelabelConfig", "RoleSelector"]},
+        "namespaceSelector": {
             "type": "object",
-            "required": ["selector", "endpoints"],
             "additionalProperties": False,
             "properties": {
-                "jobLabel": {"type": "string"},
-                "targetLabels": {"type": "array", "items": {"type": "string"}},
-                "podTargetLabels": {"type": "array", "items": {"type": "string"}},
-                "endpoints": {"type": "array", "minItems": 1, "items": SERVICE_MONITOR_ENDPOINT},
-                "selector": _LABEL_SELECTOR,
-                "selectorMechanism": {"enum": ["RelabelConfig", "RoleSelector"]},
-                "namespaceSelector": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "any": {"type": "boolean"},
-                        "matchNames": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-                "attachMetadata": _OBJECT,
-                "scrapeClass": {"type": "string"},
-                "scrapeProtocols": {"type": "array", "items": {"type": "string"}},
-                "fallbackScrapeProtocol": {"type": "string"},
-                "scrapeClassicHistograms": {"type": "boolean"},
-                "convertClassicHistogramsToNHCB": {"type": "boolean"},
-                "nativeHistogramBucketLimit": _INT,
-                "nativeHistogramMinBucketFactor": {"type": ["string", "integer"]},
-                "bodySizeLimit": {"type": "string"},
-                "sampleLimit": _INT,
-                "targetLimit": _INT,
-                "labelLimit": _INT,
-                "labelNameLengthLimit": _INT,
-                "labelValueLengthLimit": _INT,
-                "keepDroppedTargets": _INT,
+                "any": {"type": "boolean"},
+                "matchNames": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "attachMetadata": _OBJECT,
+        "scrapeClass": {"type": "string"},
+        "scrapeProtocols": {"type": "array", "items": {"type": "string"}},
+        "fallbackScrapeProtocol": {"type": "string"},
+        "scrapeClassicHistograms": {"type": "boolean"},
+        "convertClassicHistogramsToNHCB": {"type": "boolean"},
+        "nativeHistogramBucketLimit": _INT,
+        "nativeHistogramMinBucketFactor": {"type": ["string", "integer"]},
+        "bodySizeLimit": {"type": "string"},
+        "sampleLimit": _INT,
+        "targetLimit": _INT,
+        "labelLimit": _INT,
+        "labelNameLengthLimit": _INT,
+        "labelValueLengthLimit": _INT,
+        "keepDroppedTargets": _INT,
     },
-}
+})
 _RULE = {
     "type": "object",
     "required": ["expr"],
@@ -556,39 +553,29 @@ _RULE = {
         "annotations": _STRING_MAP,
     },
 }
-PROMETHEUS_RULE_SCHEMA = {
+PROMETHEUS_RULE_SCHEMA = _custom_resource("monitoring.coreos.com/v1", "PrometheusRule", _METADATA, {
     "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
     "additionalProperties": False,
     "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PrometheusRule"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "groups": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "interval": _DURATION,
-                            "query_offset": _DURATION,
-                            "limit": {"type": "integer"},
-                            "labels": _STRING_MAP,
-                            "partial_response_strategy": {"enum": ["", "abort", "warn", "ABORT", "WARN"]},
-                            "rules": {"type": "array", "items": _RULE},
-                        },
-                    },
+        "groups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "interval": _DURATION,
+                    "query_offset": _DURATION,
+                    "limit": {"type": "integer"},
+                    "labels": _STRING_MAP,
+                    "partial_response_strategy": {"enum": ["", "abort", "warn", "ABORT", "WARN"]},
+                    "rules": {"type": "array", "items": _RULE},
                 },
             },
         },
     },
-}
+})
 CRD_SCHEMAS = {
     "ScaledObject": SCALED_OBJECT_SCHEMA,
     "ServiceMonitor": SERVICE_MONITOR_SCHEMA,
