@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test quality clean system-deps
+.PHONY: demo test quality bench clean system-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "streamdrift needs Python >= 3.11")'
@@ -19,13 +19,14 @@ demo: $(STAMP)  ## run the embedded demo: broker, Redis, worker, drifting simula
 test: $(STAMP) system-deps  ## run the whole test suite (unit, contracts, deploy checks, end-to-end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The monitoring checks and the end-to-end monitoring test need real Prometheus tools (required: the
-# tests fail, never skip, without them). Debian packages: `prometheus` (prometheus, promtool) and
-# `prometheus-alertmanager` (prometheus-alertmanager, amtool); installed only when one is missing.
-MONITORING_PACKAGES := prometheus prometheus-alertmanager
+# The monitoring checks and the end-to-end monitoring test need real Prometheus tools, the report's
+# end-to-end test a headless browser (required: the tests fail, never skip, without them). Debian
+# packages: `prometheus` (prometheus, promtool), `prometheus-alertmanager` (prometheus-alertmanager,
+# amtool) and `chromium`; installed only when one is missing.
+MONITORING_PACKAGES := prometheus prometheus-alertmanager chromium
 system-deps:  ## install the Debian packages the tests need, if any of their tools is missing
 	@missing=""; \
-	for tool in promtool amtool prometheus; do \
+	for tool in promtool amtool prometheus chromium; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
 	command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
@@ -33,8 +34,8 @@ system-deps:  ## install the Debian packages the tests need, if any of their too
 	[ -z "$$missing" ] && exit 0; \
 	echo "Missing:$$missing -> installing the Debian packages $(MONITORING_PACKAGES)"; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "error: no apt-get here. Install Prometheus (with promtool) and Alertmanager (with amtool)" \
-	       "so that$$missing are on PATH, then run make test again." >&2; exit 1; \
+	  echo "error: no apt-get here. Install Prometheus (with promtool), Alertmanager (with amtool) and" \
+	       "Chromium so that$$missing are on PATH, then run make test again." >&2; exit 1; \
 	fi; \
 	if [ "$$(id -u)" != 0 ]; then \
 	  echo "error: installing packages needs root. Run as root (or with sudo):" >&2; \
@@ -46,6 +47,9 @@ system-deps:  ## install the Debian packages the tests need, if any of their too
 
 quality: $(STAMP)  ## detection-quality benchmark: streamdrift vs river ADWIN, Page-Hinkley and a tutorial KS test
 	$(PY) -m bench.quality $(ARGS)
+
+bench: $(STAMP)  ## throughput benchmark: streamdrift vs a bare consumer, hand-written river and a Faust agent
+	$(PY) -m bench.throughput $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -6,6 +6,7 @@ with opaque integer positions, return :class:`Detection` objects and serialise t
 
 from detectors.adwin import Adwin
 from detectors.base import ChangeDetector
+from detectors.baseline import Baseline, BaselineBuilder, baseline_from_statistics
 from detectors.config import (
     AdwinParams,
     MonitorParams,
@@ -29,6 +30,13 @@ from detectors.monitor import (
     monitor_from_bytes,
     severity,
 )
+from detectors.multivariate import (
+    CoMoments,
+    MultivariateParams,
+    MultivariateProfile,
+    PCAReconstruction,
+    PCAReconstructionMonitor,
+)
 from detectors.page_hinkley import PageHinkley
 from detectors.sketches import CategoryCounts, QuantileSketch
 from detectors.stats import RunningStats
@@ -37,20 +45,28 @@ __all__ = [
     "FORMAT_VERSION",
     "Adwin",
     "AdwinParams",
+    "Baseline",
+    "BaselineBuilder",
     "CategoricalMonitor",
     "CategoryCounts",
     "ChangeDetector",
+    "CoMoments",
     "Detection",
     "ErrorMonitor",
     "Monitor",
     "MonitorParams",
+    "MultivariateParams",
+    "MultivariateProfile",
     "NumericMonitor",
+    "PCAReconstruction",
+    "PCAReconstructionMonitor",
     "PageHinkley",
     "PageHinkleyParams",
     "QuantileSketch",
     "RunningStats",
     "StateError",
     "WindowParams",
+    "baseline_from_statistics",
     "ignored_features",
     "is_ignored",
     "merge_summaries",

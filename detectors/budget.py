@@ -26,6 +26,10 @@ Page-Hinkley
     compares values with its own running mean, which adds false alarms after each restart:
     the measured rate was 1.0-1.8x the approximation (10^7-4 x 10^7 values per distribution,
     targets 10^4-10^6), so the threshold is solved for ``PH_MARGIN`` = 3 times fewer.
+CUSUM bank
+    The same statistic for each allowance ``k`` of the bank (:class:`detectors.cusum.Cusum`),
+    the detector's share split evenly over the ``k`` values (Bonferroni once more):
+    ``cusum_thresholds``.
 
 ``python -m detectors.calibrate_targets`` measures the achieved rates against the targets. At one
 false alarm per 10^5 events (20 streams of 5 x 10^5 per distribution: normal, uniform,
@@ -52,6 +56,7 @@ __all__ = [
     "ADWIN_RATE_PER_DELTA",
     "PH_MARGIN",
     "adwin_delta",
+    "cusum_thresholds",
     "page_hinkley_threshold",
     "window_alpha",
 ]
@@ -101,6 +106,20 @@ def page_hinkley_threshold(
     if excess(0.0) <= 0:
         return 0.0
     return float(optimize.brentq(excess, 0.0, _LARGEST_THRESHOLD))
+
+
+def cusum_thresholds(
+    values: np.ndarray, weights: np.ndarray, allowances: list[float], rate: float, mode: str
+) -> list[float]:
+    """Thresholds of a bank of CUSUMs sharing ``rate`` false alarms per value evenly.
+
+    >>> import numpy as np
+    >>> values = np.random.default_rng(0).standard_normal(5_000)
+    >>> [round(h, 1) for h in cusum_thresholds(values, np.ones(5_000), [0.25, 0.5], 2e-6, "both")]
+    [25.6, 13.5]
+    """
+    share = rate / len(allowances)
+    return [page_hinkley_threshold(values, weights, k, share, mode) for k in allowances]
 
 
 def _exponent(values: np.ndarray, weights: np.ndarray, delta: float) -> float:

@@ -109,7 +109,7 @@ def main() -> None:
 
 
 def print_false_alarms(alarms: dict[tuple[str, str], list[Future]], updates: int) -> None:
-    columns = ("adwin", "page_hinkley", "alerts")
+    columns = ("adwin", "page_hinkley", "cusum", "alerts")
     print(f"{'candidate':24}{'distribution':14}" + "".join(f"{c:>14}" for c in columns)
           + "  streams with alert")
     for (candidate, distribution), futures in alarms.items():

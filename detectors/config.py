@@ -36,16 +36,19 @@ ValueError: invalid config at defaults: unknown key 'warmup_event'; valid keys a
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
 __all__ = [
+    "DEFAULT_DETECTORS",
     "DETECTOR_NAMES",
     "SCOPES",
     "TASKS",
     "AdwinParams",
+    "CusumParams",
     "MonitorParams",
     "PageHinkleyParams",
     "WindowParams",
@@ -56,7 +59,8 @@ __all__ = [
     "validate_config",
 ]
 
-DETECTOR_NAMES = ("adwin", "page_hinkley", "window")
+DETECTOR_NAMES = ("adwin", "page_hinkley", "cusum", "window")
+DEFAULT_DETECTORS = ("adwin", "cusum", "window")  # the CUSUM bank supersedes Page-Hinkley
 TASKS = ("auto", "classification", "regression")
 SCOPES = ("feature", "model")
 
@@ -107,17 +111,24 @@ def _coerce(hint: Any, value: Any, current: Any, path: str) -> Any:
     # bool is an int subclass, but `threshold: true` is a mistake, not 1.
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+    if hint is float and _is_number(value):
         return float(value)
     if hint is str and isinstance(value, str):
         return value
     if typing.get_origin(hint) is tuple and isinstance(value, list | tuple):
-        if all(isinstance(item, str) for item in value):
+        item = typing.get_args(hint)[0]
+        if item is str and all(isinstance(v, str) for v in value):
             return tuple(value)
+        if item is float and all(_is_number(v) for v in value):
+            return tuple(float(v) for v in value)
     expected = {int: "an integer", float: "a number", str: "a string"}.get(hint)
-    raise ValueError(
-        f"invalid config at {path}: expected {expected or 'a list of strings'}, got {value!r}"
-    )
+    if expected is None:
+        expected = f"a list of {'strings' if typing.get_args(hint)[0] is str else 'numbers'}"
+    raise ValueError(f"invalid config at {path}: expected {expected}, got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _as_mapping(section: Any, where: str) -> Mapping[str, Any]:
@@ -184,6 +195,42 @@ class PageHinkleyParams(_FromMapping):
 
 
 @dataclass(frozen=True)
+class CusumParams(_FromMapping):
+    """A bank of two-sided CUSUMs (:class:`detectors.cusum.Cusum`), for inputs in reference sigma.
+
+    allowances
+        The reference values ``k``, in reference standard deviations: each CUSUM is quickest
+        for a mean shift of ``2k``.
+    false_alarm_interval
+        Values between false alarms of the whole bank when the monitor has no
+        ``target_false_alarm_interval`` (with one, the detector's share of it replaces this).
+        The thresholds are solved from the reference distribution at warm-up end (see
+        :mod:`detectors.budget`).
+    min_instances
+        Values after each restart before the bank may fire.
+    mode
+        ``up``, ``down`` or ``both`` sides (error streams watch ``up`` only: see ``ErrorMonitor``).
+    """
+
+    allowances: tuple[float, ...] = (0.125, 0.25, 0.5)
+    false_alarm_interval: float = 2e6
+    min_instances: int = 30
+    mode: str = "both"
+
+    def __post_init__(self) -> None:
+        _require(
+            len(self.allowances) >= 1 and all(k > 0 for k in self.allowances),
+            "allowances", "a non-empty list of numbers > 0", list(self.allowances),
+        )
+        _require(
+            1 <= self.false_alarm_interval < math.inf, "false_alarm_interval", "finite, >= 1",
+            self.false_alarm_interval,
+        )
+        _require(self.min_instances >= 1, "min_instances", ">= 1", self.min_instances)
+        _require(self.mode in ("up", "down", "both"), "mode", "one of up, down, both", self.mode)
+
+
+@dataclass(frozen=True)
 class WindowParams(_FromMapping):
     """Window tests (:mod:`detectors.windows`): tumbling windows compared with a reference period.
 
@@ -193,6 +240,14 @@ class WindowParams(_FromMapping):
 
     events
         Window size in events (values and missing values); the tests run when a window closes.
+        With event-time windows, the expected events per window (alpha is derived from it).
+    seconds
+        0 (default): count-based windows of ``events``. Above 0: tumbling windows of this many
+        seconds of *event time* (the events' ``timestamp``), closed by a watermark — the newest
+        event time the series has seen minus ``allowed_lateness_s``; events for a window that
+        is already closed are counted as late and tested in no window.
+    allowed_lateness_s
+        How far behind the newest event time an event may be and still join its window.
     reference_events
         Values forming the reference the windows are compared with: those right after the
         warm-up for numeric features (the bins are the warm-up's quantiles), the first ones for
@@ -210,11 +265,19 @@ class WindowParams(_FromMapping):
     missing_floor
         Smallest Cohen's h between the missing rates that alerts (0.2: e.g. 1% -> 4%).
     resolve_windows
-        An episode is resolved after this many consecutive windows in which every test is quiet:
-        p-value at least alpha, or effect below half its floor.
+        An episode is resolved after this many consecutive windows, with no detection in
+        between, in which every test is settled: p-value at least ``resolve_alpha`` (and
+        ``alpha``), or effect below half its floor.
+    resolve_alpha
+        The p-value a test must reach to count as settled: looser than ``alpha``, so that a
+        change the window tests cannot confirm (e.g. 0.25 sigma, found by the CUSUM bank)
+        is not resolved while it lasts. Under no change all three numeric tests reach 0.05
+        in ~90% of the windows, so resolving takes a few windows.
     """
 
     events: int = 500
+    seconds: float = 0.0
+    allowed_lateness_s: float = 0.0
     reference_events: int = 5000
     bins: int = 10
     alpha: float = 1e-6
@@ -222,29 +285,32 @@ class WindowParams(_FromMapping):
     wasserstein_floor: float = 0.1
     missing_floor: float = 0.2
     resolve_windows: int = 3
+    resolve_alpha: float = 0.05
 
     def __post_init__(self) -> None:
         # The window's sketch keeps all its values: datasketches' largest k.
         _require(10 <= self.events <= 65535, "events", "in [10, 65535]", self.events)
         _require(self.reference_events >= 10, "reference_events", ">= 10", self.reference_events)
+        _require(self.seconds >= 0, "seconds", ">= 0", self.seconds)
+        _require(self.allowed_lateness_s >= 0, "allowed_lateness_s", ">= 0", self.allowed_lateness_s)
         _require(2 <= self.bins <= 100, "bins", "in [2, 100]", self.bins)
         _require(0 < self.alpha < 1, "alpha", "in (0, 1)", self.alpha)
         for name in ("psi_floor", "wasserstein_floor", "missing_floor"):
             _require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
         _require(self.resolve_windows >= 1, "resolve_windows", ">= 1", self.resolve_windows)
+        _require(0 < self.resolve_alpha < 1, "resolve_alpha", "in (0, 1)", self.resolve_alpha)
 
 
 @dataclass(frozen=True)
 class MonitorParams(_FromMapping):
     """Everything a monitor of one (model, feature) needs.
 
-    With these defaults (ADWIN and Page-Hinkley; before the window tests were added, whose raw
-    ``window.alpha`` allows at most one false alarm per ~1.7 x 10^8 events)
-    ``python -m detectors.calibrate`` measured no alert, and no detector firing, in 4 x 10^7
-    stationary values (100 streams of 100k each of normal, uniform,
-    exponential and lognormal values; none either in 300 more streams of each), and median
-    (max) delays over 20 seeds of 655 (1231) values for a 0.25 sigma shift, 176 (327) for 0.5,
-    64 (78) for 1 and 27 (34) for 2 sigma.
+    The defaults run ADWIN, the CUSUM bank and the window tests. The bank is calibrated for
+    one false alarm per ``cusum.false_alarm_interval`` = 2 x 10^6 values; on 10^8 stationary
+    values per distribution (standardised, clipped; thresholds from each stream's own 500-value
+    warm-up) it fired 0.2-1.0 times its target at 10^7 and 0.3-0.6 times at 10^6. ADWIN at
+    ``delta=2e-6`` and the window tests (one false alarm per ~1.7 x 10^8 events at most) add
+    little. ``make quality`` compares the delays with river's detectors (README).
 
     warmup_events
         Values forming the frozen reference; detectors start after them.
@@ -252,8 +318,9 @@ class MonitorParams(_FromMapping):
         After a detection opens an episode, further detections within this many values of the
         same feature are counted as suppressed instead of alerting again.
     detectors
-        Detectors run on numeric features (subset of ``adwin``, ``page_hinkley``, ``window``);
-        categorical features run ``window`` if listed, error streams ``adwin``.
+        Detectors run on numeric features (subset of ``adwin``, ``page_hinkley``, ``cusum``,
+        ``window``); categorical features run ``window`` if listed, error streams ``adwin`` and
+        ``cusum`` if listed (``adwin`` if neither is).
     ewma_alpha
         Weight of the newest value in the "current" mean/std (memory ~2/alpha - 1 = 39 values);
         also the speed of ``drift_score``.
@@ -283,7 +350,7 @@ class MonitorParams(_FromMapping):
 
     warmup_events: int = 500
     cooldown_events: int = 5000
-    detectors: tuple[str, ...] = DETECTOR_NAMES
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
     ewma_alpha: float = 0.05
     clip_sigma: float = 4.0
     kll_k: int = 200
@@ -294,6 +361,7 @@ class MonitorParams(_FromMapping):
     model_features: int = 1
     adwin: AdwinParams = AdwinParams()
     page_hinkley: PageHinkleyParams = PageHinkleyParams()
+    cusum: CusumParams = CusumParams()
     window: WindowParams = WindowParams()
 
     @property

@@ -2,21 +2,29 @@
 subsides.
 
 Rule
-    A detection (of any detector) opens an episode unless one is open or the previous one
-    opened less than ``cooldown_events`` values ago; otherwise it is counted as suppressed.
-    With window tests, an open episode is resolved after ``resolve_windows`` consecutive
-    window evaluations in which every test is *quiet* (p-value at least alpha, or effect below
-    half its floor): a hysteresis band between alerting (p < alpha and effect >= floor) and
-    resolving. Without window tests (error streams, or ``window`` not among the detectors),
-    nothing can resolve an episode, and it ends with the cool-down as before.
+    A detection (of any detector) opens an episode unless one is open or the last detection
+    came less than ``cooldown_events`` values ago; otherwise it is counted as suppressed and
+    belongs to the current episode, whose cool-down it extends: a change that keeps firing
+    the detectors is one episode however long it lasts. With window tests, an open episode is
+    resolved after ``resolve_windows`` consecutive window evaluations that are *settled* (the
+    monitor's judgement: every test's p-value at least the looser ``window.resolve_alpha``, or
+    its effect below half its floor) with no detection in between: a hysteresis band between
+    alerting (p < alpha and effect >= floor) and resolving, so a change too small for the
+    window tests to confirm does not flap between detected and resolved. Without window tests
+    (error streams, or ``window`` not among the detectors), nothing can resolve an episode: it
+    ends ``cooldown_events`` values after its last detection.
 
 >>> lifecycle = Lifecycle(cooldown_events=100, resolve_windows=2, resolvable=True)
 >>> lifecycle.fire(50, "window", 50), lifecycle.fire(400, "adwin", 400)  # open: suppressed
 (True, False)
->>> [lifecycle.observe(quiet) for quiet in (True, False, True, True)]
+>>> [lifecycle.observe(settled) for settled in (True, False, True, True)]
 [False, False, False, True]
 >>> lifecycle.is_open, lifecycle.episodes, lifecycle.suppressed
 (False, 1, 1)
+>>> lifecycle.fire(480, "adwin", 480)  # within 100 values of the last detection (400)
+False
+>>> lifecycle.fire(581, "adwin", 581)  # the episode's cool-down is over
+True
 """
 
 from __future__ import annotations
@@ -48,9 +56,9 @@ class Lifecycle:
         self.cooldown_events = cooldown_events
         self.resolve_windows = resolve_windows
         self.resolvable = resolvable
-        self.cooldown_until = 0  # detections up to this many values are suppressed
+        self.cooldown_until = 0  # detections up to this many values belong to the last episode
         self.is_open = False
-        self.quiet = 0  # consecutive quiet windows of the open episode
+        self.quiet = 0  # settled windows of the open episode since its last detection
         self.opened_by: str | None = None
         self.opened_at: int | None = None
         self.episodes = 0
@@ -59,21 +67,23 @@ class Lifecycle:
 
     def fire(self, events_seen: int, detector: str, position: int) -> bool:
         """A detector fired after ``events_seen`` values; True if that opens an episode."""
-        if self.is_open or events_seen <= self.cooldown_until:
+        opens = not self.is_open and events_seen > self.cooldown_until
+        self.cooldown_until = max(self.cooldown_until, events_seen + self.cooldown_events)
+        self.quiet = 0
+        if not opens:
             self.suppressed += 1
             return False
-        self.cooldown_until = events_seen + self.cooldown_events
         self.is_open = self.resolvable
-        self.quiet = 0
         self.opened_by, self.opened_at = detector, position
         self.episodes += 1
         return True
 
-    def observe(self, quiet: bool) -> bool:
-        """A window was evaluated; True if that resolves the open episode."""
+    def observe(self, settled: bool) -> bool:
+        """A window was evaluated, ``settled`` near the reference or not; True if that resolves
+        the open episode."""
         if not self.is_open:
             return False
-        self.quiet = self.quiet + 1 if quiet else 0
+        self.quiet = self.quiet + 1 if settled else 0
         if self.quiet < self.resolve_windows:
             return False
         self.is_open = False

@@ -32,16 +32,20 @@ import numpy as np
 
 from detectors.adwin import Adwin, AdwinState
 from detectors.base import ChangeDetector
+from detectors.baseline import CategoricalProfile, NumericProfile, Profile
 from detectors.budget import adwin_delta, page_hinkley_threshold, window_alpha
 from detectors.config import MonitorParams
+from detectors.cusum import Cusum, CusumState
 from detectors.lifecycle import Lifecycle, LifecycleState
 from detectors.page_hinkley import PageHinkley, PageHinkleyState
 from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
 from detectors.stats import RunningStats, RunningStatsState
 from detectors.windows import (
+    CategoricalPeriod,
     CategoricalWindows,
     CategoricalWindowsState,
     Evaluation,
+    NumericPeriod,
     NumericWindows,
     NumericWindowsState,
     Windows,
@@ -68,9 +72,12 @@ QUANTILES = {
 }
 DETECTION_QUANTILES = {key: QUANTILES[key] for key in ("p05", "p50", "p95")}
 TOP_CATEGORIES = 10
+EXACT_WARMUP = 4_096  # warm-ups up to this many values calibrate deterministically (~32 KB)
 WINDOW = "window"
 
-_DETECTORS: dict[str, type[ChangeDetector]] = {cls.name: cls for cls in (Adwin, PageHinkley)}
+_DETECTORS: dict[str, type[ChangeDetector]] = {
+    cls.name: cls for cls in (Adwin, PageHinkley, Cusum)
+}
 _DETECTOR_BY_STATE = {cls.state_type: cls for cls in _DETECTORS.values()}
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -82,12 +89,13 @@ class _StreamState(msgspec.Struct, frozen=True):
     sketch: bytes
     reference: RunningStatsState
     reference_sketch: bytes
-    detectors: dict[str, AdwinState | PageHinkleyState]
+    detectors: dict[str, AdwinState | PageHinkleyState | CusumState]
     evidence_from: dict[str, int | None]
     ewma_mean: float
     ewma_sq: float
     lifecycle: LifecycleState
     windows: NumericWindowsState | None
+    reference_source: str | None = None
 
 
 class _NumericState(_StreamState, frozen=True, tag="numeric"):
@@ -104,6 +112,7 @@ class _CategoricalState(msgspec.Struct, frozen=True, tag="categorical"):
     counts: CategoryCountsState
     lifecycle: LifecycleState
     windows: CategoricalWindowsState | None
+    reference_source: str | None = None
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -190,10 +199,22 @@ class Monitor(abc.ABC):
     def __init__(self, params: MonitorParams | None = None) -> None:
         self.params = params or MonitorParams()
         self.missing = 0
-        self.lifecycle = Lifecycle(
-            self.params.cooldown_events, self.params.window.resolve_windows, self.windowed
-        )
+        self.lifecycle = self._new_lifecycle()
         self.windows: Windows[Any] | None = None
+        # Where the reference came from: None while it is the stream's own warm-up, else the
+        # label of the stored baseline it was seeded with (see :meth:`seed`).
+        self.reference_source: str | None = None
+
+    def _new_lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.params.cooldown_events, self.params.window.resolve_windows, self.windowed)
+
+    @abc.abstractmethod
+    def seed(self, profile: Profile, source: str) -> None:
+        """Take a stored baseline's ``profile`` as the reference, labelled ``source``: the
+        warm-up is over, the detectors and the episode start afresh against it (an episode
+        open against the old reference ends without a ``resolved``), and the counts and
+        summaries of the values seen so far stay. ``ValueError`` if the profile is of another
+        kind or empty."""
 
     @property
     @abc.abstractmethod
@@ -244,9 +265,19 @@ class Monitor(abc.ABC):
         closed = self.windows.update_missing(n, position)
         return [found for e in closed if (found := self._judge(e, self.count)) is not None]
 
+    def _settled(self, evaluation: Evaluation) -> bool:
+        """Whether a window looks like the reference again: every test quiet at the looser
+        ``window.resolve_alpha`` (the lifecycle's hysteresis band)."""
+        resolve_alpha = self.params.window.resolve_alpha
+        return all(
+            result.quiet
+            and (result.p_value >= resolve_alpha or result.effect_size < result.floor / 2)
+            for result in evaluation.results
+        )
+
     def _judge(self, evaluation: Evaluation, events_seen: int) -> Detection | None:
         """Resolve the open episode, or open one, from a window evaluation."""
-        if self.lifecycle.observe(evaluation.quiet):
+        if self.lifecycle.observe(self._settled(evaluation)):
             opened = {"opened_by": self.lifecycle.opened_by, "opened_at": self.lifecycle.opened_at}
             return _window_detection(evaluation, events_seen, "resolved", opened)
         if evaluation.drifted and self.lifecycle.fire(events_seen, WINDOW, evaluation.position):
@@ -280,11 +311,14 @@ class Monitor(abc.ABC):
         windows = self.windows
         reference_events = self.params.window.reference_events
         return {
-            "reference_remaining": max(reference_events - windows.reference.count, 0),
+            "reference_remaining": 0 if windows.ready else reference_events - windows.reference.count,
             "evaluated": windows.evaluated,
             "drifted": windows.drifted,
             "alpha": windows.alpha,
             "psi": windows.score,
+            **({"open": len(windows.open), "late": windows.late,
+                "watermark": windows.max_time - windows.params.allowed_lateness_s}
+               if windows.by_time and windows.max_time > -math.inf else {}),
         }
 
     def _lifecycle_status(self) -> dict[str, Any]:
@@ -336,7 +370,11 @@ class _StreamMonitor(Monitor):
         self.stats = RunningStats()
         self.sketch = QuantileSketch(self.params.kll_k)
         self.reference = RunningStats()
-        self.reference_sketch = QuantileSketch(self.params.kll_k)
+        # The detectors' thresholds are calibrated on this sketch at warm-up end. Holding every
+        # warm-up value (up to EXACT_WARMUP of them) keeps it exact: KLL compaction is randomised
+        # and unseedable, and a replay (another process) must calibrate the same thresholds.
+        k = max(self.params.kll_k, min(self.warmup_events, EXACT_WARMUP))
+        self.reference_sketch = QuantileSketch(k)
         self.detectors: dict[str, ChangeDetector] = {
             name: _DETECTORS[name](self._detector_params(name)) for name in self._detector_names()
         }
@@ -366,7 +404,25 @@ class _StreamMonitor(Monitor):
 
     @property
     def warmed_up(self) -> bool:
-        return self.reference.count >= self.warmup_events
+        return self.reference_source is not None or self.reference.count >= self.warmup_events
+
+    def seed(self, profile: Profile, source: str) -> None:
+        if not isinstance(profile, NumericProfile) or not profile.stats.count:
+            raise ValueError(f"a {self.kind} monitor needs a numeric profile with values")
+        self.reference = RunningStats.from_state(profile.stats)
+        self.reference_sketch = QuantileSketch.from_bytes(profile.sketch)
+        self.reference_source = source
+        self.detectors = {name: _DETECTORS[name](self._detector_params(name)) for name in self.detectors}
+        self._evidence_from = dict.fromkeys(self.detectors)
+        self._ewma_mean, self._ewma_sq = 0.0, (self.reference.std / self._scale) ** 2
+        self.lifecycle = self._new_lifecycle()
+        self._calibrate()
+        if isinstance(self.windows, NumericWindows):
+            period = NumericPeriod.of_summaries(
+                self.windows.cuts, RunningStats.from_state(profile.stats),
+                QuantileSketch.from_bytes(profile.sketch), profile.missing,
+            )
+            self.windows.seed(period)
 
     @property
     def _scale(self) -> float:
@@ -377,9 +433,12 @@ class _StreamMonitor(Monitor):
         """``|EWMA mean - reference mean| / reference std``; 0.0 during warm-up."""
         return abs(self._ewma_mean) if self.warmed_up else 0.0
 
-    def update(self, values: np.ndarray, positions: np.ndarray) -> list[Detection]:
+    def update(
+        self, values: np.ndarray, positions: np.ndarray, times: np.ndarray | None = None
+    ) -> list[Detection]:
         """Add ``values`` in stream order, tagged by ``positions`` (e.g. Kafka offsets); NaN
-        marks a missing value.
+        marks a missing value. ``times`` (event times, epoch seconds) are needed by event-time
+        windows (``window.seconds``) only.
 
         Returns the lifecycle changes: detections that open an episode (at most one per
         ``cooldown_events``) and resolutions of it, in stream order.
@@ -388,20 +447,24 @@ class _StreamMonitor(Monitor):
         positions = np.asarray(positions, dtype=np.int64)
         if values.ndim != 1 or values.shape != positions.shape:
             raise ValueError("values and positions must be 1-d arrays of the same length")
+        if times is not None and len(times) != len(values):
+            raise ValueError("times must have one event time per value")
         missing = np.isnan(values)
         present = values[~missing]
         self.missing += int(missing.sum())
         seen = self.stats.count
         self.stats.update_many(present)
         self.sketch.update_many(present)
-        n_reference = max(min(len(present), self.warmup_events - self.reference.count), 0)
+        wanted = 0 if self.reference_source is not None else self.warmup_events - self.reference.count
+        n_reference = max(min(len(present), wanted), 0)
         if n_reference:
             self._add_reference(present[:n_reference])
         if not self.warmed_up:
             return []
         # Events after the warm-up's last value go to the detectors and the window tests.
         start = int(np.flatnonzero(~missing)[n_reference - 1]) + 1 if n_reference else 0
-        return self._watch(values[start:], missing[start:], positions[start:], seen + n_reference)
+        later = None if times is None else np.asarray(times, dtype=np.float64)[start:]
+        return self._watch(values[start:], missing[start:], positions[start:], seen + n_reference, later)
 
     def _add_reference(self, values: np.ndarray) -> None:
         self.reference.update_many(values)
@@ -411,25 +474,39 @@ class _StreamMonitor(Monitor):
             self._calibrate()
 
     def _calibrate(self) -> None:
-        """At warm-up end: derive Page-Hinkley's threshold from the reference (with a target)
-        and set the window tests up, binned at the reference's quantiles."""
+        """At warm-up end: derive the CUSUM bank's thresholds (and Page-Hinkley's, with a
+        target) from the reference as the detectors see it, and set the window tests up, binned
+        at the reference's quantiles."""
+        values, weights = self.reference_sketch.items()
+        inputs = self._detector_input((values - self.reference.mean) / self._scale, values)
         name = PageHinkley.name
         if name in self.detectors and self.params.false_alarm_rate:
-            values, weights = self.reference_sketch.items()
-            standardised = (values - self.reference.mean) / self._scale
             params = self.params.page_hinkley
             threshold = page_hinkley_threshold(
-                self._detector_input(standardised, values), weights, params.delta,
-                self.detector_rate, params.mode,
+                inputs, weights, params.delta, self.detector_rate, params.mode
             )
             self.detectors[name] = PageHinkley(dataclasses.replace(params, threshold=threshold))
+        if Cusum.name in self.detectors:
+            # One pseudo-value at each end of what the detector can see (the clip range; the
+            # reference's extremes for errors): a few hundred reference values miss rare tails
+            # (measured: the Shuttle data fired 2.4 times per 10^6 without them).
+            ends = self._detector_input(
+                np.array([-np.inf, np.inf]), np.array([self.reference.min, self.reference.max])
+            )
+            ends = ends[np.isfinite(ends)]
+            params = self._detector_params(Cusum.name)
+            rate = self.detector_rate or 1.0 / params.false_alarm_interval
+            self.detectors[Cusum.name] = Cusum.calibrated(
+                params, np.append(inputs, ends), np.append(weights, np.ones(len(ends))), rate
+            )
         if self.windowed:
             cuts = NumericWindows.cuts_of_sketch(self.reference_sketch, self.params.window.bins)
             alpha = self._window_alpha(len(NumericWindows.test_types))
             self.windows = NumericWindows(self.params.window, alpha, cuts, self.params.kll_k)
 
     def _watch(
-        self, values: np.ndarray, missing: np.ndarray, positions: np.ndarray, seen: int
+        self, values: np.ndarray, missing: np.ndarray, positions: np.ndarray, seen: int,
+        times: np.ndarray | None = None,
     ) -> list[Detection]:
         """Run the detectors and window tests over post-warm-up events; ``seen`` values came
         before them."""
@@ -444,7 +521,7 @@ class _StreamMonitor(Monitor):
             for i, statistic in detector.update_many(inputs)
         ]
         if self.windows is not None:
-            closed = self.windows.update(values, missing, positions)
+            closed = self.windows.update(values, missing, positions, times)
             timeline += [(e.index, len(self.detectors), -1, WINDOW, e) for e in closed]
         timeline.sort(key=lambda step: step[:3])
         if len(present):
@@ -514,7 +591,8 @@ class _StreamMonitor(Monitor):
 
     def _status(self) -> dict[str, Any]:
         return {
-            "warmup_remaining": max(self.warmup_events - self.reference.count, 0),
+            "warmup_remaining": 0 if self.warmed_up else self.warmup_events - self.reference.count,
+            "reference_source": self.reference_source,
             "drift_score": self.drift_score(),
             **self._lifecycle_status(),
             "detectors": {name: detector.describe() for name, detector in self.detectors.items()},
@@ -573,6 +651,7 @@ class _StreamMonitor(Monitor):
             ewma_sq=self._ewma_sq,
             lifecycle=self.lifecycle.to_state(),
             windows=self.windows.to_state() if self.windows is not None else None,
+            reference_source=self.reference_source,
         )
 
     @classmethod
@@ -592,6 +671,7 @@ class _StreamMonitor(Monitor):
         }
         monitor._evidence_from = dict(state.evidence_from)
         monitor._ewma_mean, monitor._ewma_sq = state.ewma_mean, state.ewma_sq
+        monitor.reference_source = state.reference_source
         windows = None
         if state.windows is not None:
             alpha = monitor._window_alpha(len(NumericWindows.test_types))
@@ -616,10 +696,14 @@ class NumericMonitor(_StreamMonitor):
     >>> for start in range(0, len(values), 500):  # batches tagged with their offsets
     ...     batch = values[start : start + 500]
     ...     detections += monitor.update(batch, np.arange(start, start + len(batch)))
-    >>> [(d.detector, d.position, d.evidence_from, d.severity) for d in detections]
-    [('page_hinkley', 3062, 500, 'high')]
-    >>> monitor.suppressed  # ADWIN confirmed the change within the episode
-    1
+    >>> [(d.detector, d.evidence_from, d.severity) for d in detections]
+    [('cusum', 500, 'high')]
+    >>> 3000 < detections[0].position < 3060  # a 1 sigma shift at 3000
+    True
+
+    The CUSUM bank's thresholds are solved from the reference's quantile sketch, whose
+    randomised compaction makes them vary by ~1% from run to run (and so, rarely, the position
+    of a detection by a value or two).
 
     """
 
@@ -640,17 +724,20 @@ class NumericMonitor(_StreamMonitor):
 class ErrorMonitor(_StreamMonitor):
     """Drift monitor of a model's error stream: 0/1 misclassifications or absolute errors.
 
-    The errors go to ADWIN unstandardised (0/1 errors already lie in the [0, 1] range its bound
-    assumes); the reference is the first ``error_warmup_events`` errors, and summaries say
-    ``error_rate`` for the mean (the mean absolute error of a regression model). There are no
-    window tests: an episode ends with the cool-down.
+    The errors go to ADWIN and the CUSUM bank unstandardised (0/1 errors already lie in the
+    [0, 1] range ADWIN's bound assumes; the bank's allowances are scaled by the reference's
+    standard deviation and it watches increases only); the reference is the first
+    ``error_warmup_events`` errors, and summaries say ``error_rate`` for the mean (the mean
+    absolute error of a regression model). There are no window tests: an episode ends
+    ``cooldown_events`` values after its last detection. A reference without a single error has
+    no spread to scale the bank by: ADWIN alone then watches the stream.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(3)
     >>> errors = np.concatenate([rng.random(3000) < 0.1, rng.random(2000) < 0.3]).astype(float)
     >>> monitor = ErrorMonitor()
     >>> [d.position for d in monitor.update(errors, np.arange(len(errors)))]
-    [3271]
+    [3100]
     >>> round(monitor.summary()["reference"]["error_rate"], 3)
     0.075
 
@@ -669,7 +756,18 @@ class ErrorMonitor(_StreamMonitor):
         return False
 
     def _detector_names(self) -> Sequence[str]:
-        return (Adwin.name,)
+        listed = [name for name in self.params.detectors if name in (Adwin.name, Cusum.name)]
+        return listed or [Adwin.name]
+
+    def _detector_params(self, name: str) -> Any:
+        params = super()._detector_params(name)
+        if name != Cusum.name:
+            return params
+        # Errors are not standardised: allowances in reference standard deviations of the
+        # errors (the reference is complete when _calibrate asks). A model getting better is
+        # not an alert: increases only.
+        allowances = tuple(k * self._scale for k in params.allowances)
+        return dataclasses.replace(params, allowances=allowances, mode="up")
 
     def _detector_input(self, standardised: np.ndarray, values: np.ndarray) -> np.ndarray:
         return values
@@ -733,8 +831,22 @@ class CategoricalMonitor(Monitor):
         """PSI of the last window against the reference; 0.0 before the first window."""
         return self.windows.score if self.windows is not None else 0.0
 
-    def update(self, values: Sequence[str | None], positions: Sequence[int]) -> list[Detection]:
-        """Count ``values`` (None: missing); ``positions`` tag them like for the other monitors.
+    def seed(self, profile: Profile, source: str) -> None:
+        if not isinstance(profile, CategoricalProfile) or not profile.counts.counts:
+            raise ValueError("a categorical monitor needs a categorical profile with values")
+        self.reference_source = source
+        self.lifecycle = self._new_lifecycle()
+        if self.windows is not None:
+            period = CategoricalPeriod(max(self.params.max_categories, len(profile.counts.counts)))
+            period.counts = CategoryCounts.from_state(profile.counts)
+            period.missing = profile.missing
+            self.windows.seed(period)
+
+    def update(
+        self, values: Sequence[str | None], positions: Sequence[int], times: np.ndarray | None = None
+    ) -> list[Detection]:
+        """Count ``values`` (None: missing); ``positions`` (and ``times``) tag them like for the
+        other monitors.
 
         Returns the lifecycle changes, like :meth:`NumericMonitor.update`.
         """
@@ -746,7 +858,7 @@ class CategoricalMonitor(Monitor):
         self.missing += int(missing.sum())
         if self.windows is None:
             return []
-        closed = self.windows.update(values, missing, np.asarray(positions, dtype=np.int64))
+        closed = self.windows.update(values, missing, np.asarray(positions, dtype=np.int64), times)
         present = np.flatnonzero(~missing)
         judged = (
             self._judge(e, seen + int(np.searchsorted(present, e.index, side="right")))
@@ -760,6 +872,7 @@ class CategoricalMonitor(Monitor):
 
     def _status(self) -> dict[str, Any]:
         return {
+            "reference_source": self.reference_source,
             "drift_score": self.drift_score(),
             **self._lifecycle_status(),
             "windows": self._window_status(),
@@ -785,7 +898,8 @@ class CategoricalMonitor(Monitor):
     def _to_state(self) -> _CategoricalState:
         windows = self.windows.to_state() if self.windows is not None else None
         return _CategoricalState(
-            self.params, self.missing, self.counts.to_state(), self.lifecycle.to_state(), windows
+            self.params, self.missing, self.counts.to_state(), self.lifecycle.to_state(), windows,
+            self.reference_source,
         )
 
     @classmethod
@@ -793,6 +907,7 @@ class CategoricalMonitor(Monitor):
         monitor = cls(state.params)
         monitor.missing = state.missing
         monitor.counts = CategoryCounts.from_state(state.counts)
+        monitor.reference_source = state.reference_source
         windows = None
         if state.windows is not None:
             alpha = monitor._window_alpha(len(CategoricalWindows.test_types))

@@ -35,6 +35,7 @@ alone, and the tests of a window replayed after a restore give the same numbers.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
@@ -60,12 +61,14 @@ from detectors.stats import RunningStats, RunningStatsState
 
 __all__ = [
     "MIN_VALUES",
+    "CategoricalPeriod",
     "CategoricalWindows",
     "ChiSquareTest",
     "Evaluation",
     "Histogram",
     "KolmogorovSmirnovTest",
     "MissingRateTest",
+    "NumericPeriod",
     "NumericWindows",
     "WindowTestResult",
     "WindowTest",
@@ -227,6 +230,19 @@ class NumericPeriod(_Period):
         return NumericPeriodState(
             self.stats.to_state(), self.sketch.to_bytes(), self.bins.tolist(), self.missing
         )
+
+    @classmethod
+    def of_summaries(
+        cls, cuts: np.ndarray, stats: RunningStats, sketch: QuantileSketch, missing: int
+    ) -> NumericPeriod:
+        """A period known only by its summaries (a stored baseline): the bin counts are the
+        sketch's weights per bin, exact while the sketch is."""
+        period = cls(cuts, sketch.k)
+        period.stats, period.sketch, period.missing = stats, sketch, missing
+        values, weights = sketch.items()
+        binned = np.bincount(np.searchsorted(cuts, values), weights, minlength=len(cuts) + 1)
+        period.bins = np.rint(binned).astype(np.int64)
+        return period
 
     @classmethod
     def from_state(cls, state: NumericPeriodState, cuts: np.ndarray) -> NumericPeriod:
@@ -443,6 +459,9 @@ class _Progress(msgspec.Struct, frozen=True):
     window_from: int | None
     last_position: int | None
     score: float
+    seeded: bool = False  # the reference came from a stored baseline
+    max_time: float | None = None  # event-time windows: the newest event time seen
+    late: _Count = 0  # event-time windows: events too late for their window
 
 
 class Windows(abc.ABC, Generic[P]):
@@ -461,18 +480,44 @@ class Windows(abc.ABC, Generic[P]):
         self.window_from: int | None = None  # tag of the open window's first event
         self.last_position: int | None = None
         self.score = 0.0  # PSI of the last window
+        self.seeded = False
+        # Event-time windows (params.seconds > 0): the open ones by index (start = index *
+        # seconds) with the tags of their first and last events, the newest event time seen
+        # (the watermark is it minus the allowed lateness), and the events that came too late.
+        self.open: dict[int, tuple[P, int, int]] = {}
+        self.max_time = -math.inf
+        self.late = 0
 
     @property
     def ready(self) -> bool:
         """Whether the reference is complete (windows are being tested)."""
-        return self.reference.count >= self.params.reference_events
+        return self.seeded or self.reference.count >= self.params.reference_events
+
+    def seed(self, reference: P) -> None:
+        """Take ``reference`` (a stored baseline) as the complete reference; the open window
+        starts afresh."""
+        self.reference = reference
+        self.current = self._period()
+        self.window_from = None
+        self.seeded = True
 
     @abc.abstractmethod
     def _period(self, reference: bool = False) -> P: ...
 
-    def update(self, values: Any, missing: np.ndarray, positions: np.ndarray) -> list[Evaluation]:
-        """Add events in stream order (``values[i]`` is missing where ``missing[i]``); return
-        the evaluations of the windows they closed."""
+    @property
+    def by_time(self) -> bool:
+        return self.params.seconds > 0
+
+    def update(
+        self, values: Any, missing: np.ndarray, positions: np.ndarray, times: np.ndarray | None = None
+    ) -> list[Evaluation]:
+        """Add events in stream order (``values[i]`` is missing where ``missing[i]``, ``times``
+        their event times in epoch seconds, needed by event-time windows); return the
+        evaluations of the windows they closed."""
+        if self.by_time:
+            if times is None:
+                raise ValueError("event-time windows need the events' times")
+            return self._update_by_time(values, missing, positions, np.asarray(times, dtype=np.float64))
         evaluations = []
         start = 0
         while start < len(missing):
@@ -488,12 +533,56 @@ class Windows(abc.ABC, Generic[P]):
             start = stop
         return evaluations
 
+    def _update_by_time(
+        self, values: Any, missing: np.ndarray, positions: np.ndarray, times: np.ndarray
+    ) -> list[Evaluation]:
+        """Event-time tumbling windows of ``seconds``, closed by the watermark (newest event
+        time minus ``allowed_lateness_s``). An event is late when the watermark before it had
+        passed its window's end: that window was closed, so the event is counted in ``late``
+        (the detectors and the counts still see it) but tested in no window. Judged event by
+        event, so the windows do not depend on how the stream is cut into batches."""
+        start = 0
+        if not self.ready:  # the reference is the first reference_events values, by count
+            start = self._fill(0, missing)
+            self.reference.add(values[:start], missing[:start])
+            self.last_position = int(positions[start - 1])
+        if start == len(missing):
+            return []
+        size, lateness = self.params.seconds, self.params.allowed_lateness_s
+        t = times[start:]
+        window = np.floor(t / size).astype(np.int64)
+        running = np.maximum.accumulate(np.concatenate(([self.max_time], t)))  # before each event
+        late = (window + 1) * size + lateness <= running[:-1]
+        self.late += int(late.sum())
+        for w in np.unique(window[~late]).tolist():
+            chosen = start + np.flatnonzero((window == w) & ~late)
+            period, first, _ = self.open.get(w) or (self._period(), int(positions[chosen[0]]), 0)
+            period.add(_take(values, chosen), missing[chosen])
+            self.open[w] = (period, first, int(positions[chosen[-1]]))
+        self.max_time = float(running[-1])
+        evaluations = []
+        for w in sorted(self.open):
+            closes_at = (w + 1) * size + lateness
+            if closes_at > self.max_time:
+                break
+            self.current, self.window_from, self.last_position = self.open.pop(w)
+            # The event that moved the watermark past the window's end closed it.
+            evaluation = self._close(start + int(np.searchsorted(running[1:], closes_at)))
+            evaluation.details.update(window_start=w * size, window_end=(w + 1) * size, late_events=self.late)
+            evaluations.append(evaluation)
+        return evaluations
+
     def update_missing(self, n: int, position: int | None = None) -> list[Evaluation]:
-        """Add ``n`` missing events at the current point of the stream."""
+        """Add ``n`` missing events at the current point of the stream (by event time: to the
+        newest open window)."""
         if position is not None:
             self.last_position = position
         if not self.ready:
             self.reference.missing += n
+            return []
+        if self.by_time:
+            if self.open:
+                self.open[max(self.open)][0].missing += n
             return []
         evaluations = []
         while n:
@@ -552,13 +641,19 @@ class Windows(abc.ABC, Generic[P]):
 
     def _progress(self) -> _Progress:
         return _Progress(
-            self.evaluated, self.drifted, self.window_from, self.last_position, self.score
+            self.evaluated, self.drifted, self.window_from, self.last_position, self.score,
+            self.seeded, None if self.max_time == -math.inf else self.max_time, self.late,
         )
+
+    def _open_states(self) -> list[tuple[int, int, int, Any]]:
+        return [(w, first, last, period.to_state()) for w, (period, first, last) in sorted(self.open.items())]
 
     def _restore_progress(self, progress: _Progress) -> None:
         self.evaluated, self.drifted = progress.evaluated, progress.drifted
         self.window_from, self.last_position = progress.window_from, progress.last_position
-        self.score = progress.score
+        self.score, self.seeded = progress.score, progress.seeded
+        self.max_time = -math.inf if progress.max_time is None else progress.max_time
+        self.late = progress.late
 
 
 class NumericWindowsState(msgspec.Struct, frozen=True):
@@ -566,6 +661,7 @@ class NumericWindowsState(msgspec.Struct, frozen=True):
     reference: NumericPeriodState
     current: NumericPeriodState
     progress: _Progress
+    open: list[tuple[int, int, int, NumericPeriodState]] = []  # event-time windows
 
 
 class NumericWindows(Windows[NumericPeriod]):
@@ -617,7 +713,7 @@ class NumericWindows(Windows[NumericPeriod]):
     def to_state(self) -> NumericWindowsState:
         return NumericWindowsState(
             self.cuts.tolist(), self.reference.to_state(), self.current.to_state(),
-            self._progress(),
+            self._progress(), self._open_states(),
         )
 
     @classmethod
@@ -630,6 +726,7 @@ class NumericWindows(Windows[NumericPeriod]):
         windows = cls(params, alpha, cuts, k)
         windows.reference = NumericPeriod.from_state(state.reference, cuts)
         windows.current = NumericPeriod.from_state(state.current, cuts)
+        windows.open = {w: (NumericPeriod.from_state(period, cuts), first, last) for w, first, last, period in state.open}
         windows._restore_progress(state.progress)
         return windows
 
@@ -638,6 +735,7 @@ class CategoricalWindowsState(msgspec.Struct, frozen=True):
     reference: CategoricalPeriodState
     current: CategoricalPeriodState
     progress: _Progress
+    open: list[tuple[int, int, int, CategoricalPeriodState]] = []  # event-time windows
 
 
 class CategoricalWindows(Windows[CategoricalPeriod]):
@@ -674,7 +772,7 @@ class CategoricalWindows(Windows[CategoricalPeriod]):
 
     def to_state(self) -> CategoricalWindowsState:
         return CategoricalWindowsState(
-            self.reference.to_state(), self.current.to_state(), self._progress()
+            self.reference.to_state(), self.current.to_state(), self._progress(), self._open_states()
         )
 
     @classmethod
@@ -684,8 +782,14 @@ class CategoricalWindows(Windows[CategoricalPeriod]):
         windows = cls(params, alpha, state.reference.counts.max_categories)
         windows.reference = CategoricalPeriod.from_state(state.reference)
         windows.current = CategoricalPeriod.from_state(state.current)
+        windows.open = {w: (CategoricalPeriod.from_state(period), first, last) for w, first, last, period in state.open}
         windows._restore_progress(state.progress)
         return windows
+
+
+def _take(values: Any, chosen: np.ndarray) -> Any:
+    """``values`` (an array, or a list of categories) at the indices ``chosen``."""
+    return values[chosen] if isinstance(values, np.ndarray) else [values[i] for i in chosen]
 
 
 def _edge(value: float | None, infinite: str) -> str:

@@ -24,8 +24,9 @@ SPEC_VERSION = "1.0"
 
 def alert_id(group_id: str, topic: str, partition: int, finding: Finding) -> str:
     d = finding.detection
+    model = finding.model if finding.model_version is None else f"{finding.model}\x1f{finding.model_version}"
     identity = "\x1f".join(
-        (group_id, finding.model, finding.feature, d.detector, topic, str(partition), str(d.position), d.event)
+        (group_id, model, finding.feature, d.detector, topic, str(partition), str(d.position), d.event)
     )
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
@@ -53,6 +54,7 @@ def build_alert(group_id: str, topic: str, partition: int, finding: Finding) -> 
             "effect_size": d.effect_size,
             "events_seen": d.events_seen,
             "reference": d.reference,
+            "reference_source": finding.reference_source,
             "current": d.current,
             "evidence": {"topic": topic, "partition": partition, "from_offset": d.evidence_from, "to_offset": d.position},
             "event": d.event,

@@ -11,7 +11,7 @@ key                        type   contents
                                   ``events`` (events applied, for status)
 ``sd:{G:T:P}:outbox``      list   alerts checkpointed with the state that produced them, not
                                   yet confirmed published (msgpack entries)
-``sd:{G:T:P}:state``       hash   one field per monitored series (``model\\x1ffeature``) holding
+``sd:{G:T:P}:state``       hash   one field per monitored series (:func:`series_name`) holding
                                   msgpack bytes of its monitor, plus ``\\x00``-prefixed
                                   partition-level fields (pending labels, model versions)
 ``sd:{G}:join:M:B``        hash   ``event_id`` -> prediction for model ``M`` in time bucket ``B``
@@ -37,6 +37,24 @@ from redis.exceptions import ResponseError
 SEP = "\x1f"
 META_PREFIX = "\x00"
 
+
+def series_name(model: str, version: str | None, feature: str) -> str:
+    """The state field of a series: ``model SEP feature`` for events without a model version,
+    ``model SEP version SEP feature`` otherwise (names are printable, so SEP never occurs in
+    them).
+
+    >>> parse_series(series_name("fraud", "v3", "amount")), parse_series(series_name("m", None, "x"))
+    (('fraud', 'v3', 'amount'), ('m', None, 'x'))
+    """
+    return f"{model}{SEP}{feature}" if version is None else f"{model}{SEP}{version}{SEP}{feature}"
+
+
+def parse_series(name: str) -> tuple[str, str | None, str]:
+    """(model, version, feature) of a :func:`series_name`."""
+    model, _, rest = name.partition(SEP)
+    version, sep, feature = rest.partition(SEP)
+    return (model, version, feature) if sep else (model, None, rest)
+
 _CLAIM = """
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'worker', ARGV[1], 'claimed_at', ARGV[2])
@@ -55,6 +73,7 @@ end
 
 # KEYS: ckpt, state, outbox
 # ARGV: epoch, next_offset, now_ms, worker, events_delta, n_alerts, alert..., field, value, ...
+# (an empty value deletes the field)
 _CHECKPOINT = _FENCE + """
 local stored = tonumber(redis.call('HGET', KEYS[1], 'offset') or '-1')
 if tonumber(ARGV[2]) < stored then
@@ -65,7 +84,11 @@ for i = 7, 6 + n_alerts do
   redis.call('RPUSH', KEYS[3], ARGV[i])
 end
 for i = 7 + n_alerts, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[2], ARGV[i])  -- a retired series
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
 end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'updated_at', ARGV[3], 'worker', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'events', ARGV[5])

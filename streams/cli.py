@@ -1,4 +1,4 @@
-"""``streamdrift`` command line: worker, demo, simulate, status, alerts."""
+"""``streamdrift`` command line: worker, demo, simulate, status, alerts, baseline, report."""
 
 from __future__ import annotations
 
@@ -235,6 +235,207 @@ def demo(
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
     run_demo(console, duration=duration, rate=rate, drift_at=drift_at)
+
+
+# -- reference baselines ---------------------------------------------------------------------
+
+baseline_app = typer.Typer(
+    help="Reference baselines per model version, stored in Redis and used by every worker automatically.",
+    no_args_is_help=True,
+)
+app.add_typer(baseline_app, name="baseline")
+ModelOpt = typer.Option(..., "--model", "-m", help="Model name, as in the events' `model`")
+VersionOpt = typer.Option(None, "--version", "-v", help="Model version, as in the events' `model_version` (omit: events without one)")
+
+
+def _baseline_store(redis_url: str | None) -> Any:
+    from streams.baselines import BaselineStore
+
+    settings = _settings(redis_url=redis_url)
+    check_redis(settings)
+    return BaselineStore(settings.redis_client(asynchronous=False))
+
+
+def _show_profile(baseline: Any) -> None:
+    summary = baseline.summary()
+    table = Table(title=f"baseline of {baseline.model} version {baseline.version or '(none)'}: {baseline.rows} rows")
+    for column in ("feature", "kind", "count", "missing", "mean", "std", "p50 / top"):
+        table.add_column(column)
+    for name, f in summary["features"].items():
+        middle = _num(f.get("p50")) if f["kind"] == "numeric" else ", ".join(list(f["top"])[:3])
+        table.add_row(name, f["kind"], str(f["count"]), str(f["missing"]), _num(f.get("mean")), _num(f.get("std")), middle)
+    console.print(table)
+
+
+def _store_baseline(store: Any, baseline: Any) -> None:
+    """Show the profile; store it unless ``store`` is None (a dry run)."""
+    _show_profile(baseline)
+    if store is None:
+        console.print("[yellow]--dry-run: not stored[/yellow]")
+        return
+    revision = store.put(baseline)
+    console.print(f"stored as [bold]{baseline.model}/{baseline.version or '-'} r{revision}[/bold]; "
+                  f"workers use it within STREAMDRIFT_BASELINE_REFRESH_S")
+
+
+@baseline_app.command("build")
+def baseline_build(
+    model: str = ModelOpt,
+    version: Optional[str] = VersionOpt,
+    source: Path = typer.Option(..., "--from", exists=True, dir_okay=False, help="Training data: .csv, .jsonl or .parquet"),
+    exclude: list[str] = typer.Option([], "--exclude", "-x", help="Columns that are not features (labels, ids); repeat or comma-separate"),
+    prediction: Optional[str] = typer.Option(None, "--prediction-column", help="Column holding the model's output (monitored as `prediction`)"),
+    max_categories: int = typer.Option(200, help="Most distinct values of a categorical feature (as STREAMDRIFT_MAX_CATEGORIES_PER_FEATURE)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the profile without storing it"),
+    redis_url: Optional[str] = RedisOpt,
+) -> None:
+    """Build a baseline from training data (sketches and counts per feature, never raw rows) and store it."""
+    from rich.progress import Progress
+
+    from detectors import BaselineBuilder
+    from streams.datafiles import DataFileError, read_columns
+
+    store = None if dry_run else _baseline_store(redis_url)
+    excluded = frozenset(name.strip() for item in exclude for name in item.split(",") if name.strip())
+    builder = BaselineBuilder(max_categories=max_categories)
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task(f"reading {source.name}", total=None)
+            for rows, columns in read_columns(source, exclude=excluded, prediction=prediction):
+                builder.add_columns(columns, rows)
+                progress.update(task, description=f"reading {source.name}: {builder.rows:,} rows")
+    except (DataFileError, ValueError) as exc:
+        _fail(str(exc), "fix the file, or leave the column out with --exclude")
+    if not builder.rows:
+        _fail(f"{source} has no rows", "point --from at the training data")
+    _store_baseline(store, builder.build(model, version, source=source.name))
+
+
+@baseline_app.command("upload")
+def baseline_upload(
+    source: Path = typer.Option(..., "--from", exists=True, dir_okay=False, help="JSON document of precomputed statistics"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the profile without storing it"),
+    redis_url: Optional[str] = RedisOpt,
+) -> None:
+    """Store a baseline from precomputed statistics (counts, moments, quantiles, category counts; see README)."""
+    from detectors import baseline_from_statistics
+
+    try:
+        baseline = baseline_from_statistics(source.read_bytes(), source=source.name)
+    except ValueError as exc:
+        _fail(f"{source}: {exc}", "see the statistics document format in README (Reference baselines)")
+    _store_baseline(None if dry_run else _baseline_store(redis_url), baseline)
+
+
+@baseline_app.command("freeze")
+def baseline_freeze(
+    model: str = ModelOpt,
+    version: Optional[str] = VersionOpt,
+    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id [env STREAMDRIFT_GROUP_ID]"),
+    redis_url: Optional[str] = RedisOpt,
+) -> None:
+    """Store what the workers have seen of this model version so far as its baseline."""
+    from streams.baselines import freeze_baseline
+
+    settings = _settings(redis_url=redis_url, group_id=group_id)
+    store = _baseline_store(redis_url)
+    try:
+        baseline = freeze_baseline(store.client, settings.group_id, model, version, source=f"stream:{settings.group_id}")
+    except LookupError as exc:
+        _fail(str(exc), "check --model/--version and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists what is monitored")
+    _store_baseline(store, baseline)
+
+
+@baseline_app.command("list")
+def baseline_list(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
+    redis_url: Optional[str] = RedisOpt,
+) -> None:
+    """List stored baselines (model, version, revision, rows, features, source)."""
+    rows = _baseline_store(redis_url).list(model)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if not rows:
+        console.print("no baselines stored yet: `streamdrift baseline build --help`")
+        return
+    table = Table(title="baselines")
+    for column in ("model", "version", "revision", "rows", "numeric", "categorical", "source", "created"):
+        table.add_column(column)
+    for r in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["created_at"]))
+        table.add_row(r["model"], r["version"] or "-", str(r["revision"]), str(r["rows"]), str(r["numeric"]),
+                      str(r["categorical"]), r["source"], created)
+    console.print(table)
+
+
+@baseline_app.command("show")
+def baseline_show(
+    model: str = ModelOpt,
+    version: Optional[str] = VersionOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
+    redis_url: Optional[str] = RedisOpt,
+) -> None:
+    """Show one stored baseline, feature by feature."""
+    store = _baseline_store(redis_url)
+    baseline = store.get(model, version)
+    if baseline is None:
+        _fail(f"no baseline of {model} version {version or '(none)'}", "`streamdrift baseline list` shows what is stored")
+    if as_json:
+        sys.stdout.write(json.dumps(baseline.summary(), indent=2) + "\n")
+        return
+    _show_profile(baseline)
+    console.print(f"revision {baseline.revision}, from {baseline.source}")
+
+
+@baseline_app.command("delete")
+def baseline_delete(model: str = ModelOpt, version: Optional[str] = VersionOpt, redis_url: Optional[str] = RedisOpt) -> None:
+    """Delete a stored baseline (series already seeded with it keep their reference)."""
+    if not _baseline_store(redis_url).delete(model, version):
+        _fail(f"no baseline of {model} version {version or '(none)'}", "`streamdrift baseline list` shows what is stored")
+    console.print(f"deleted the baseline of {model} version {version or '(none)'}")
+
+
+
+@app.command()
+def report(
+    model: str = ModelOpt,
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", dir_okay=False, help="HTML file to write"),
+    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id [env STREAMDRIFT_GROUP_ID]"),
+    redis_url: Optional[str] = RedisOpt,
+    bootstrap: Optional[str] = BootstrapOpt,
+    no_alerts: bool = typer.Option(False, "--no-alerts", help="Do not read the alert topic (e.g. Kafka is not reachable from here)"),
+) -> None:
+    """Write a self-contained HTML report of a model: per feature, reference vs current
+    distribution, drift score over time and alerts (static: opens offline, no server)."""
+    from streams.history import read_history
+    from streams.report import load_series, render_report, select_alerts
+    from streams.tail import read_alerts
+
+    settings = _settings(redis_url=redis_url, group_id=group_id, kafka_bootstrap=bootstrap)
+    check_redis(settings)
+    client = settings.redis_client(asynchronous=False)
+    series, unreadable = load_series(client, settings.group_id, model)
+    points = read_history(client, settings.group_id, model)
+    alerts = None
+    if not no_alerts:
+        try:
+            check_kafka(settings)
+        except typer.Exit:
+            err.print("[yellow]or:[/yellow] pass --no-alerts for a report without the alerts")
+            raise
+        try:
+            alerts = select_alerts(read_alerts(confluent_config(settings), settings.alert_topic), model)
+        except (RuntimeError, TimeoutError) as exc:
+            _fail(str(exc), "check the broker and STREAMDRIFT_ALERT_TOPIC, or pass --no-alerts")
+    if not (series or points or alerts):
+        _fail(f"nothing about model {model!r} in group {settings.group_id!r}",
+              "check --model and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists the monitored models")
+    out.write_text(render_report(model, settings.group_id, series, points, alerts, time.time(), unreadable), encoding="utf-8")
+    features = len({s.feature for s in series})
+    console.print(f"wrote {out}: {features} features, {len(points)} history samples, "
+                  f"{'alerts not read' if alerts is None else f'{len(alerts)} alerts'}")
 
 
 def main() -> None:

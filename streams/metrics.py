@@ -106,7 +106,7 @@ class Metrics:
             "streamdrift_labels_pending", "Labels waiting for their prediction", registry=r
         )
         self.state_errors = Counter(
-            "streamdrift_state_errors", "Stored series states that could not be read and were restarted", registry=r
+            "streamdrift_state_errors", "Series restarted afresh: stored state unreadable, or the monitor failed on a batch", registry=r
         )
         self.redis_up = Gauge("streamdrift_redis_up", "1 if the last Redis operation succeeded", registry=r)
         self._last_checkpoint = time.monotonic()

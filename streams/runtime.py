@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import time
@@ -27,13 +28,17 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 import msgspec
 from redis.exceptions import RedisError
 
+from detectors import MultivariateParams
 from streams.alerts import build_alert, encode_alert
-from streams.checkpoint import SEP, CheckpointStore, Fenced, Save, StateLost
+from streams.baselines import BaselineCatalog
+from streams.checkpoint import CheckpointStore, Fenced, Save, StateLost, parse_series
 from streams.codec import Limits, Reason
+from streams.history import HistoryRecorder
 from streams.join import JoinStore
 from streams.metrics import Metrics
 from streams.processor import (
     AdmissionLimits,
+    Baselines,
     LabelProcessor,
     Outcome,
     PartitionState,
@@ -52,6 +57,25 @@ def with_setting_defaults(config: dict[str, Any], settings: Settings) -> dict[st
     """The detector config with the worker-wide category limit as its default ``max_categories``."""
     defaults = {"max_categories": settings.max_categories_per_feature, **config.get("defaults", {})}
     return {**config, "defaults": defaults}
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        settings.max_message_bytes,
+        settings.max_events_per_message,
+        settings.max_features_per_event,
+        settings.max_name_length,
+        settings.max_category_length,
+    )
+
+
+def prediction_processor(settings: Settings, config: dict[str, Any], baselines: Baselines | None = None) -> PredictionProcessor:
+    """The worker's processor of predictions, as ``settings`` configure it."""
+    admission = AdmissionLimits(settings.max_models, settings.max_features_per_model, settings.max_versions_per_model)
+    return PredictionProcessor(
+        config, limits_of(settings), admission, baselines,
+        MultivariateParams() if settings.multivariate else None, settings.multivariate_max_features,
+    )
 
 
 class Publisher:
@@ -98,17 +122,14 @@ class Runtime:
         self.redis = settings.redis_client(socket_timeout=10, socket_connect_timeout=5)
         self.store = CheckpointStore(self.redis, settings.group_id, self.worker_id)
         self.join = JoinStore(self.redis, settings.group_id, settings.label_ttl_s)
-        limits = Limits(
-            settings.max_message_bytes,
-            settings.max_events_per_message,
-            settings.max_features_per_event,
-            settings.max_name_length,
-            settings.max_category_length,
-        )
-        admission = AdmissionLimits(settings.max_models, settings.max_features_per_model)
+        self.history = HistoryRecorder(self.redis, settings.group_id, settings.history_interval_s, self.metrics.registry)
         config = with_setting_defaults(config, settings)
-        self.predictions = PredictionProcessor(config, limits, admission)
-        self.labels = LabelProcessor(config, limits, settings.label_ttl_s, settings.max_pending_labels)
+        self.baselines = BaselineCatalog()
+        self._baselines_checked = -math.inf
+        self.predictions = prediction_processor(settings, config, self.baselines)
+        self.labels = LabelProcessor(
+            config, limits_of(settings), settings.label_ttl_s, settings.max_pending_labels, settings.max_versions_per_model
+        )
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.saved_offsets: dict[tuple[str, int], int | None] = {}
         self.outbox: dict[tuple[str, int], list[bytes]] = defaultdict(list)  # alerts not yet checkpointed
@@ -141,6 +162,7 @@ class Runtime:
                     labels, outcome = self.labels.decode(state, records, now)
                     await self._apply_labels(state, labels, outcome, now)
                 await self._publish(state, outcome, now)
+                self.metrics.state_errors.inc(len(outcome.failed_series))
                 self._events_since_checkpoint += outcome.events
             if any(self.outbox.values()):
                 await self.checkpoint()  # alerts wait for no timer: checkpoint and publish now
@@ -187,7 +209,7 @@ class Runtime:
         for name in state.dirty:
             monitor = state.monitors.get(name)
             if monitor is not None:
-                model, _, feature = name.partition(SEP)
+                model, _, feature = parse_series(name)
                 m.drift_score.labels(model, feature).set(monitor.drift_score())
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -229,6 +251,7 @@ class Runtime:
             return
         self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
         self.metrics.redis_up.set(1)
+        await self.history.record(self.states[k] for k, error in zip(changed, results) if error is None)  # before _settle clears dirty
         all_ok = True
         for key, error in zip(changed, results):
             all_ok &= self._settle(key, error)
@@ -310,8 +333,23 @@ class Runtime:
         except Exception:
             log.exception("periodic work failed (will retry on the next tick)")
 
+    async def refresh_baselines(self, force: bool = False) -> None:
+        """Reload new or replaced baselines (every ``baseline_refresh_s``, or now if ``force``);
+        series pick them up with their next values. Redis trouble only delays this."""
+        if not force and time.monotonic() - self._baselines_checked < self.settings.baseline_refresh_s:
+            return
+        self._baselines_checked = time.monotonic()
+        try:
+            loaded = await self.baselines.refresh(self.redis)
+        except RedisError as exc:
+            log.warning("could not look for baselines (will retry): %s", exc)
+            return
+        if loaded:
+            log.info("baselines loaded: %s", ", ".join(loaded))
+
     async def _tick(self) -> None:
         async with self.lock:
+            await self.refresh_baselines()
             await self._seek_rebuilds()
             now = time.time()
             for state in [s for s in self.states.values() if s.pending]:
@@ -347,6 +385,7 @@ class Runtime:
         assigned = [key for key in assigned if key not in self.states]
         processed_before = await self.publisher.committed(assigned) if assigned else {}
         async with self.lock:
+            await self.refresh_baselines(force=self.baselines.revision is None)  # before the first event
             commits: dict[tuple[str, int], int] = {}
             for key in assigned:
                 claim = await self._redis(lambda: self.store.claim(*key), give_up_after=CLAIM_RETRY_S)

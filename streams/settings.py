@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # --- checkpointing ---------------------------------------------------------------------
     checkpoint_every_events: int = Field(20_000, ge=1, description="Checkpoint after this many events")
     checkpoint_interval_s: float = Field(2.0, gt=0, description="...or after this many seconds")
+    history_interval_s: float = Field(
+        10.0, ge=0, description="Least seconds between two drift-score history samples of a partition (streamdrift report); 0: every checkpoint"
+    )
     batch_max_events: int = Field(2_000, ge=1, description="Max Kafka messages handled as one batch")
     batch_within_s: float = Field(0.05, gt=0, description="Max wait to fill a batch")
 
@@ -69,6 +72,13 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(30.0, gt=0, description="Consumer group session timeout")
     heartbeat_interval_s: float = Field(3.0, gt=0, description="Consumer group heartbeat interval")
     rebalance_timeout_s: float = Field(30.0, gt=0, description="Consumer group rebalance timeout")
+
+    # --- multivariate drift -----------------------------------------------------------------
+    multivariate: bool = Field(True, description="Run the PCA reconstruction-error monitor over each model version's numeric features")
+    multivariate_max_features: int = Field(50, ge=2, description="Most numeric features in one PCA monitor (the first ones by name)")
+
+    # --- reference baselines ----------------------------------------------------------------
+    baseline_refresh_s: float = Field(10.0, gt=0, description="How often workers look for new or replaced baselines in Redis")
 
     # --- labels join -----------------------------------------------------------------------
     label_ttl_s: float = Field(86_400.0, gt=0, description="How long predictions wait for their label (and labels for their prediction)")
@@ -80,6 +90,7 @@ class Settings(BaseSettings):
     max_features_per_event: int = Field(500, ge=1, description="Most features in one event")
     max_features_per_model: int = Field(2_000, ge=1, description="Most distinct features per model (per partition)")
     max_models: int = Field(1_000, ge=1, description="Most distinct models (per partition)")
+    max_versions_per_model: int = Field(3, ge=1, description="Versions of one model monitored side by side (per partition); the least recently seen beyond it is retired")
     max_categories_per_feature: int = Field(200, ge=1, description="Most distinct categories per categorical feature")
     max_name_length: int = Field(128, ge=1, description="Longest model / feature name")
     max_category_length: int = Field(256, ge=1, description="Longest categorical value")

@@ -8,22 +8,24 @@ from typing import Any
 import msgspec
 import redis
 
-from detectors import StateError, merge_summaries, monitor_from_bytes
-from streams.checkpoint import META_PREFIX, SEP, KeyLayout
-from streams.processor import UNKNOWN_MISSING
+from detectors import PCAReconstructionMonitor, StateError, merge_summaries
+from streams.checkpoint import META_PREFIX, KeyLayout, parse_series
+from streams.processor import UNKNOWN_MISSING, restore_monitor
 
 
 def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
     """Partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) summaries.
 
-    Monitors of the same series in several partitions are merged (counts summed, means and
-    quantiles combined exactly / via sketch merge).
+    Monitors of the same series in several partitions, and of the model's versions (each
+    monitored apart; ``versions`` lists them, "" for events without one), are merged (counts
+    summed, means and quantiles combined exactly / via sketch merge).
     """
     store = KeyLayout(group_id)
     partitions = []
     series: dict[tuple[str, str], list] = defaultdict(list)
     only_missing: dict[tuple[str, str], int] = defaultdict(int)
     unreadable: dict[tuple[str, str], str] = {}
+    versions: dict[tuple[str, str], set[str]] = defaultdict(set)
     for member in sorted(m.decode() for m in client.smembers(store.partitions_key)):
         topic, _, partition = member.rpartition(":")
         ckpt_key, state_key = store.keys(topic, int(partition))
@@ -33,19 +35,28 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
             text = name.decode()
             if text == UNKNOWN_MISSING:
                 for key, count in msgspec.msgpack.decode(blob).items():
-                    model, _, feature = key.partition(SEP)
+                    model, _, feature = parse_series(key)
                     only_missing[(model, feature)] += count
             elif not text.startswith(META_PREFIX):
-                model, _, feature = text.partition(SEP)
+                model, version, feature = parse_series(text)
+                versions[(model, feature)].add(version or "")
                 try:
-                    series[(model, feature)].append(monitor_from_bytes(blob))
+                    series[(model, feature)].append(restore_monitor(text, blob))
                 except StateError as exc:  # shown, not fatal: the worker restarts such a series too
                     unreadable[(model, feature)] = str(exc)
     models: dict[str, dict[str, Any]] = defaultdict(dict)
     for (model, feature), monitors in sorted(series.items()):
         kinds = {m.kind for m in monitors}
-        if len(kinds) == 1:
-            models[model][feature] = merge_summaries(monitors)
+        if all(isinstance(m, PCAReconstructionMonitor) for m in monitors):  # one PCA per partition
+            summaries = [m.summary() for m in monitors]
+            models[model][feature] = {
+                "kind": summaries[0]["kind"], "count": sum(s["count"] for s in summaries),
+                "missing": sum(s["missing"] for s in summaries), "episodes": sum(s["episodes"] for s in summaries),
+                "drift_score": max(s["drift_score"] for s in summaries), "partitions": summaries,
+                "versions": sorted(versions[(model, feature)]),
+            }
+        elif len(kinds) == 1:
+            models[model][feature] = {**merge_summaries(monitors), "versions": sorted(versions[(model, feature)])}
         else:  # the same name was numeric in one partition and categorical in another
             for kind in sorted(kinds):
                 models[model][f"{feature} ({kind})"] = merge_summaries([m for m in monitors if m.kind == kind])

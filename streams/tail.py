@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, Callable, Iterator
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 
 def tail_alerts(
@@ -43,5 +44,43 @@ def tail_alerts(
                 raise RuntimeError(f"reading {topic}: {message.error()}")
             seen += 1
             yield msgspec.json.decode(message.value())
+    finally:
+        consumer.close()
+
+
+def read_alerts(client_config: dict[str, Any], topic: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Every alert the topic holds now (``streamdrift report``), each partition in order.
+
+    Partitions are assigned directly and read up to their end: no consumer group to join (a
+    join can take longer than any idle timeout), nothing committed, and the read stops when
+    the topic is exhausted instead of after a guessed silence. ``TimeoutError`` if that takes
+    longer than ``timeout`` seconds; an absent topic has no alerts.
+    """
+    consumer = Consumer({
+        **client_config,
+        "group.id": f"streamdrift-read-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 100,  # an empty partition answers (with its end) this soon
+    })
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+        alerts: list[dict[str, Any]] = []
+        at_end: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while len(at_end) < len(metadata.partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: not at its end after {timeout:g} s")
+            for message in consumer.consume(1000, timeout=0.1):
+                if message.error() is None:
+                    alerts.append(msgspec.json.decode(message.value()))
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition())
+                else:
+                    raise RuntimeError(f"reading {topic}: {message.error()}")
+        return alerts
     finally:
         consumer.close()

@@ -89,6 +89,18 @@ def test_a_claim_increments_the_epoch_and_returns_the_stored_offset_and_fields(u
     assert (third.epoch, third.offset) == (3, 42)
 
 
+def test_an_empty_value_deletes_a_retired_series_in_the_same_atomic_step(url, group):
+    async def body(r: aioredis.Redis) -> Claim:
+        store = CheckpointStore(r, group, "w1")
+        claim = await store.claim(TOPIC, 0)
+        await store.save([Save(TOPIC, 0, claim.epoch, 5, 5, {"m\x1fv1\x1fx": b"old", "m\x1fv2\x1fx": b"new"})])
+        await store.save([Save(TOPIC, 0, claim.epoch, 9, 4, {"m\x1fv1\x1fx": b"", "m\x1fv2\x1fx": b"newer"})])
+        return await store.claim(TOPIC, 0)
+
+    claim = run(url, body)
+    assert (claim.offset, claim.fields) == (9, {b"m\x1fv2\x1fx": b"newer"})
+
+
 def test_an_offset_of_zero_is_an_offset(url, group):
     async def body(r: aioredis.Redis) -> Claim:
         store = CheckpointStore(r, group, "w1")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 
 from streams.embedded import free_port
 
-COMMANDS = ["worker", "demo", "simulate", "status", "alerts"]
+COMMANDS = ["worker", "demo", "simulate", "status", "alerts", "baseline", "report"]
+BASELINE_COMMANDS = ["build", "upload", "freeze", "list", "show", "delete"]
 
 
 def streamdrift(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
@@ -30,6 +32,12 @@ def test_top_level_help_lists_every_command():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_has_help(command):
     result = streamdrift(command, "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout and len(result.stdout.splitlines()) > 5
+
+
+@pytest.mark.parametrize("command", BASELINE_COMMANDS)
+def test_each_baseline_command_has_help(command):
+    result = streamdrift("baseline", command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout and len(result.stdout.splitlines()) > 5
 
 
@@ -58,3 +66,29 @@ def test_status_json_on_an_empty_group(redis_server):
     result = streamdrift("status", "--json", "--redis-url", redis_server.url, "--group-id", "nobody-here")
     assert result.returncode == 0
     assert json.loads(result.stdout) == {"group_id": "nobody-here", "partitions": [], "models": {}}
+
+
+def test_baseline_build_list_show_and_delete(redis_server, tmp_path):
+    model = f"cli-{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps({"model": model, "features": {"x": i / 10, "c": "ab"[i % 2]}, "prediction": 0.5})
+                              for i in range(300)))
+    redis = ("--redis-url", redis_server.url)
+    built = streamdrift("baseline", "build", "-m", model, "-v", "v1", "--from", str(data), *redis)
+    assert built.returncode == 0, built.stderr
+    assert f"stored as {model}/v1 r" in built.stdout and "300 rows" in built.stdout
+    listed = json.loads(streamdrift("baseline", "list", "--model", model, "--json", *redis).stdout)
+    assert [(r["version"], r["rows"], r["numeric"], r["categorical"]) for r in listed] == [("v1", 300, 2, 1)]
+    shown = json.loads(streamdrift("baseline", "show", "-m", model, "-v", "v1", "--json", *redis).stdout)
+    assert shown["features"]["x"]["count"] == 300 and shown["features"]["c"]["top"] == {"a": 150, "b": 150}
+    assert streamdrift("baseline", "delete", "-m", model, "-v", "v1", *redis).returncode == 0
+    missing = streamdrift("baseline", "show", "-m", model, "-v", "v1", *redis)
+    assert missing.returncode == 1 and "baseline list" in missing.stderr
+
+
+def test_baseline_build_explains_a_bad_file(tmp_path):
+    data = tmp_path / "train.csv"
+    data.write_text("x,y\n1,2\n3\n")
+    result = streamdrift("baseline", "build", "-m", "m", "--from", str(data), "--dry-run")
+    assert result.returncode == 1 and "train.csv:3: 1 cells, the header has 2" in result.stderr
+    assert "what to do" in result.stderr and "Traceback" not in result.stderr

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from detectors import CategoricalMonitor, ErrorMonitor, NumericMonitor
-from streams.checkpoint import SEP, Claim
+from detectors import Baseline, BaselineBuilder, MultivariateParams, PCAReconstructionMonitor
+from streams.checkpoint import Claim, series_name
 from streams.codec import Limits, Reason
 from streams.processor import (
     AdmissionLimits,
@@ -30,8 +31,8 @@ from streams.processor import (
 MODEL = "m"
 
 
-def series(feature: str, model: str = MODEL) -> str:
-    return f"{model}{SEP}{feature}"
+def series(feature: str, model: str = MODEL, version: str | None = None) -> str:
+    return series_name(model, version, feature)
 
 
 def encode(body: Any) -> bytes:
@@ -81,13 +82,18 @@ def snapshot(state: PartitionState) -> dict[str, Any]:
         "monitors": {name: m.to_bytes() for name, m in state.monitors.items()},
         "features": {model: set(names) for model, names in state.features_by_model.items()},
         "unknown_missing": dict(state.unknown_missing),
-        "versions": dict(state.versions),
+        "versions": {model: list(versions) for model, versions in state.versions.items()},
     }
 
 
 def checkpoint_into(store: dict[bytes, bytes], state: PartitionState) -> None:
-    """What a checkpoint does to the Redis state hash: HSET the changed fields (keys as bytes)."""
-    store.update({name.encode(): blob for name, blob in state.checkpoint_fields().items()})
+    """What a checkpoint does to the Redis state hash: HSET the changed fields, HDEL the retired
+    ones (empty values), keys as bytes."""
+    for name, blob in state.checkpoint_fields().items():
+        if blob:
+            store[name.encode()] = blob
+        else:
+            store.pop(name.encode(), None)
     state.mark_checkpointed()
 
 
@@ -462,14 +468,14 @@ def test_a_restored_state_continues_exactly_like_an_uninterrupted_one():
     checkpoint_into(stored, state)
     findings += feed_slices(proc, state, raw, [500, 750, 1000, 1100])
     checkpoint_into(stored, state)
-    assert series("rare").encode() in stored and b"\x00unknown_missing" in stored
+    assert series("rare", version="v1").encode() in stored and b"\x00unknown_missing" in stored
 
     restored = PartitionState.from_claim("in", 0, Claim(epoch=2, offset=state.next_offset, fields=stored))
     assert restored.epoch == 2 and restored.next_offset == 1100 and restored.corrupt == []
     assert counts(restored) == counts(state)
-    assert restored.unknown_missing == state.unknown_missing == {series("only_null"): 1}
+    assert restored.unknown_missing == state.unknown_missing == {series("only_null", version="v1"): 1}
     assert restored.features_by_model == state.features_by_model
-    assert restored.versions == {MODEL: "v1"}
+    assert restored.versions == {MODEL: ["v1"]}
     findings += feed_slices(proc, restored, raw, [1000, 1250, 1500, 1750, 2000])
 
     assert expected, "the stream was meant to drift"
@@ -512,16 +518,17 @@ def test_a_corrupt_monitor_blob_is_reported_instead_of_raising():
     proc, state = processor(), new_state()
     proc.process(state, records([event({"good": 1.0, "bad": 1.0}, model_version="v1")] * 3))
     fields = {k.encode(): v for k, v in state.checkpoint_fields().items()}
-    fields[series("bad").encode()] = b"\x93not msgpack of a monitor"
+    good, bad = series("good", version="v1"), series("bad", version="v1")
+    fields[bad.encode()] = b"\x93not msgpack of a monitor"
 
     restored = PartitionState.from_claim("in", 0, Claim(2, 3, fields))
-    assert restored.corrupt == [series("bad")]
-    assert counts(restored) == {series("good"): (3, 0)}
-    assert restored.versions == {MODEL: "v1"}
+    assert restored.corrupt == [bad]
+    assert counts(restored) == {good: (3, 0)}
+    assert restored.versions == {MODEL: ["v1"]}
     # The corrupt series starts afresh with the next events.
-    out = proc.process(restored, records([event({"good": 2.0, "bad": 2.0})], 3))
+    out = proc.process(restored, records([event({"good": 2.0, "bad": 2.0}, model_version="v1")], 3))
     assert out.events == 1
-    assert counts(restored) == {series("good"): (4, 0), series("bad"): (1, 0)}
+    assert counts(restored) == {good: (4, 0), bad: (1, 0)}
 
 
 # --- labels -------------------------------------------------------------------------------------
@@ -560,16 +567,16 @@ def test_matched_labels_feed_the_error_monitor_and_unmatched_ones_wait():
     out = apply_labels(proc, state, raw, joined, now=0.0)
 
     assert out.events == 6 and out.dead_letters == []
-    monitor = state.monitors[series("error_rate")]
+    monitor = state.monitors[series("error_rate", version="v2")]
     assert isinstance(monitor, ErrorMonitor)
     assert monitor.count == 6
     assert monitor.stats.mean == pytest.approx(0.5)  # e0, e2, e4 predicted 0.1 for label 1
-    assert state.versions == {MODEL: "v2"}
+    assert state.versions == {MODEL: ["v2"]}
     assert [(p.event_id, p.label, p.offset) for p in state.pending] == [("later1", 1.0, 6), ("later2", 0.0, 7)]
     assert "\x00pending_labels" in state.checkpoint_fields()
 
     # The prediction of one pending label arrives: it is applied on the next batch.
-    joined.update(predictions_for([event({}, event_id="later1", prediction=0.8)]))
+    joined.update(predictions_for([event({}, event_id="later1", prediction=0.8, model_version="v2")]))
     out = apply_labels(proc, state, label_records([("e9", 0)], 8), joined, now=10.0)
     assert out.events == 1
     assert monitor.count == 7
@@ -649,7 +656,7 @@ def test_an_error_rate_jump_from_10_to_40_percent_is_a_performance_finding():
     findings = []
     for start in range(0, n, 200):
         findings += apply_labels(proc, state, raw[start : start + 200], joined, now=0.0).findings
-    assert state.monitors[series("error_rate")].count == n
+    assert state.monitors[series("error_rate", version="v1")].count == n
     assert findings, "a 10% -> 40% error rate jump was not detected"
     first = findings[0]
     assert (first.model, first.model_version, first.feature, first.kind) == (MODEL, "v1", "error_rate", "performance")
@@ -698,3 +705,115 @@ def test_a_boolean_prediction_matching_a_boolean_label_is_no_error():
     out = apply_labels(proc, state, label_records([("e0", True), ("e1", False)]), joined, now=0.0)
     assert out.events == 2
     assert state.monitors[series("error_rate")].stats.mean == 0.0
+
+
+# --- model versions and baselines ---------------------------------------------------------------
+
+
+def baseline_of(values: np.ndarray, version: str | None, revision: int = 1) -> Baseline:
+    builder = BaselineBuilder()
+    builder.add_columns({"x": values.tolist()})
+    return msgspec.structs.replace(builder.build(MODEL, version, source="unit"), revision=revision)
+
+
+def test_each_model_version_is_monitored_apart_and_the_oldest_beyond_the_limit_is_retired():
+    proc = PredictionProcessor({}, Limits(), AdmissionLimits(max_versions_per_model=2))
+    state, stored = new_state(), {}
+    bodies = [event({"x": float(i)}, model_version=v) for i in range(3) for v in ("v1", "v2")]
+    proc.process(state, records(bodies))
+    assert counts(state) == {series("x", version="v1"): (3, 0), series("x", version="v2"): (3, 0)}
+    checkpoint_into(stored, state)
+    proc.process(state, records([event({"x": 1.0}, model_version="v1"), event({"x": 1.0})], 6))
+    assert state.versions == {MODEL: ["v1", None]}  # v2, least recently seen, is retired
+    assert set(counts(state)) == {series("x", version="v1"), series("x")}
+    checkpoint_into(stored, state)
+    assert series("x", version="v2").encode() not in stored
+    restored = PartitionState.from_claim("in", 0, Claim(2, 8, stored))
+    assert counts(restored) == counts(state) and restored.versions == state.versions
+
+
+def test_a_version_with_a_stored_baseline_is_compared_with_it_from_its_first_event():
+    rng = np.random.default_rng(11)
+    baselines = {(MODEL, "v1"): baseline_of(rng.normal(size=20_000), "v1")}
+    proc = PredictionProcessor({}, Limits(), AdmissionLimits(), baselines)
+    state = new_state()
+    shifted = [event({"x": float(v)}, model_version=v_) for v in rng.normal(0.6, 1, 1_500) for v_ in ("v1", "v2")]
+    findings = []
+    for start in range(0, len(shifted), 500):
+        findings += proc.process(state, records(shifted[start : start + 500], start)).findings
+    # v2 has no baseline: it takes the shifted data as its own reference and sees no change.
+    assert [(f.model_version, f.detection.event, f.reference_source) for f in findings] == [("v1", "detected", "m/v1 r1")]
+    monitors = {version: state.monitors[series("x", version=version)] for version in ("v1", "v2")}
+    assert monitors["v1"].reference_source == "m/v1 r1" and monitors["v2"].reference_source is None
+
+    # A new revision of the baseline is picked up by the series with its next values.
+    baselines[(MODEL, "v1")] = baseline_of(rng.normal(0.6, 1, 20_000), "v1", revision=2)
+    proc.process(state, records([event({"x": 0.5}, model_version="v1")], len(shifted)))
+    assert monitors["v1"].reference_source == "m/v1 r2"
+    assert monitors["v1"].reference.mean == pytest.approx(0.6, abs=0.05)
+
+
+def test_a_baseline_of_the_wrong_kind_is_ignored_and_the_series_warms_up():
+    baselines = {(MODEL, None): baseline_of(np.arange(100.0), None)}
+    proc = PredictionProcessor({}, Limits(), AdmissionLimits(), baselines)
+    state = new_state()
+    out = proc.process(state, records([event({"x": "red"}) for _ in range(5)]))
+    assert out.events == 5 and out.dead_letters == []
+    assert state.monitors[series("x")].reference_source is None
+
+
+def test_a_correlation_flip_is_a_multivariate_finding_and_the_pca_state_restores():
+    """Each feature keeps its N(0, 1) marginal; only the joint structure changes."""
+    params = MultivariateParams(reference_events=1_000, calibration_events=1_000, events=200)
+    proc = PredictionProcessor({}, Limits(), AdmissionLimits(), multivariate=params)
+    rng = np.random.default_rng(12)
+    n, flip = 4_000, 3_000
+    common = rng.normal(size=n)
+    rows = 0.9 * common[:, None] + np.sqrt(1 - 0.81) * rng.normal(size=(n, 6))
+    rows[flip:, 3:] *= -1  # half the features now move against the others
+    bodies = [event({f"x{j}": float(v) for j, v in enumerate(row)}, prediction=0.5, model_version="v1") for row in rows]
+    state, stored, findings = new_state(), {}, []
+    for start in range(0, n, 500):
+        findings += proc.process(state, records(bodies[start : start + 500], start)).findings
+        if start == 2_000:  # a checkpoint and a restart in the middle
+            checkpoint_into(stored, state)
+            state = PartitionState.from_claim("in", 0, Claim(2, start + 500, stored))
+    pca = state.monitors[series("multivariate", version="v1")]
+    assert isinstance(pca, PCAReconstructionMonitor) and pca.count == n
+    assert pca.features == [f"x{j}" for j in range(6)]  # the prediction is not an input
+    assert [(f.feature, f.kind, f.detection.event) for f in findings] == [("multivariate", "multivariate", "detected")]
+    assert flip <= findings[0].detection.position < flip + 400
+
+
+class Exploding(NumericMonitor):
+    def update(self, values, positions):
+        raise RuntimeError("a bug in one monitor")
+
+
+def test_a_monitor_that_raises_is_restarted_and_the_other_series_go_on():
+    proc, state, stored = processor(), new_state(), {}
+    proc.process(state, records([event({"x": 1.0, "y": 2.0})]))
+    checkpoint_into(stored, state)
+    state.monitors[series("x")] = Exploding()
+    out = proc.process(state, records([event({"x": 1.0, "y": 2.0})] * 3, 1))
+    assert out.events == 3 and out.failed_series == [series("x")]
+    assert counts(state) == {series("y"): (4, 0)}  # x is gone, y went on
+    checkpoint_into(stored, state)
+    assert series("x").encode() not in stored  # its stored state is dropped too
+    proc.process(state, records([event({"x": 5.0})], 4))  # and the next value starts it afresh
+    assert counts(state)[series("x")] == (1, 0)
+    checkpoint_into(stored, state)
+    assert series("x").encode() in stored
+
+
+def test_event_time_windows_get_each_events_own_timestamp():
+    config = {"defaults": {"detectors": ["window"], "warmup_events": 50,
+                           "window": {"seconds": 10, "allowed_lateness_s": 2, "reference_events": 100}}}
+    proc, state = processor(config), new_state()
+    bodies = [event({"x": float(i % 7)}, timestamp=5_000 + i * 0.1) for i in range(300)]
+    bodies.append(event({"x": 1.0}, timestamp=5_000.0))  # 30 s late: its window closed long ago
+    proc.process(state, records(bodies))
+    windows = state.monitors[series("x")].windows
+    assert windows.by_time and windows.late == 1
+    assert windows.evaluated == 1  # [5010, 5020) closed by the watermark; [5020, 5030) is open
+    assert sorted(windows.open) == [502]

@@ -1,7 +1,7 @@
 import pytest
 
 from detectors import MonitorParams, is_ignored, model_task, resolve, validate_config
-from detectors.config import DETECTOR_NAMES
+from detectors.config import DEFAULT_DETECTORS, DETECTOR_NAMES
 from detectors.monitor import _DETECTORS
 
 CONFIG = {
@@ -27,7 +27,7 @@ def test_layers_apply_in_order_key_by_key():
     assert amount.cooldown_events == 100 and amount.warmup_events == 300
     assert amount.detectors == ("page_hinkley",)
     age = resolve(CONFIG, "fraud", "age")
-    assert age.page_hinkley.threshold == 70.0 and age.detectors == DETECTOR_NAMES
+    assert age.page_hinkley.threshold == 70.0 and age.detectors == DEFAULT_DETECTORS
     other = resolve(CONFIG, "churn", "x")
     assert other.page_hinkley.threshold == 60.0 and other.cooldown_events == 5000
     assert resolve(None, "m", "f") == MonitorParams()
@@ -67,8 +67,8 @@ ERRORS = [
     ({"defaults": {"adwin": {"delta": 2}}},
      "invalid config at defaults.adwin: delta must be in (0, 1), got 2.0"),
     ({"defaults": {"detectors": ["adwin", "kswin"]}},
-     "invalid config at defaults: detectors must be distinct names among adwin, page_hinkley, window, "
-     "got ['adwin', 'kswin']"),
+     "invalid config at defaults: detectors must be distinct names among adwin, page_hinkley, cusum, "
+     "window, got ['adwin', 'kswin']"),
     ({"defaults": {"detectors": "adwin"}},
      "invalid config at defaults.detectors: expected a list of strings, got 'adwin'"),
     ({"defaults": {"adwin": 0.1}},

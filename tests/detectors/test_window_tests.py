@@ -1,6 +1,7 @@
 """Window tests inside the monitors: false alarms against the target, detections, both gates,
 and the alert lifecycle."""
 
+import dataclasses
 import json
 
 import msgspec
@@ -19,7 +20,7 @@ from detectors import (
 from detectors.windows import NumericWindows
 
 WINDOW_ONLY = ("window",)
-MEAN_DETECTORS = ("adwin", "page_hinkley")
+MEAN_DETECTORS = ("adwin", "page_hinkley", "cusum")
 CATEGORIES = list("abcdefgh")
 SHARES = [0.3, 0.2, 0.15, 0.1, 0.1, 0.1, 0.04, 0.01]
 
@@ -101,7 +102,8 @@ def test_variance_change_is_found_by_the_window_tests_not_the_mean_detectors():
     rng = np.random.default_rng(7)
     values = rng.normal(0.0, 1.0, 20_000)
     values[10_000:] *= 1.6
-    assert feed_all(NumericMonitor(MonitorParams(detectors=MEAN_DETECTORS)), values) == []
+    # ADWIN and Page-Hinkley miss it (the CUSUM bank's k = 0.5 CUSUM may see the wider spread)
+    assert feed_all(NumericMonitor(MonitorParams(detectors=MEAN_DETECTORS[:2])), values) == []
     (detection,) = feed_all(NumericMonitor(), values)
     assert detection.detector == "window" and 10_000 <= detection.position < 11_000
     assert detection.current["std"] > 1.4 * detection.reference["std"]
@@ -203,22 +205,25 @@ def test_one_detected_and_one_resolved_per_episode():
 
 
 def test_target_mode_derives_every_threshold():
-    params = MonitorParams(target_false_alarm_interval=1e6)
+    params = MonitorParams(target_false_alarm_interval=1e6, detectors=(*MEAN_DETECTORS, "window"))
     monitor = NumericMonitor(params)
     feed_all(monitor, np.random.default_rng(14).normal(size=6_000))
-    # three detectors share the budget: 1/3 of 10^-6 per event each
-    assert monitor.detector_rate == pytest.approx(1e-6 / 3)
-    assert monitor.detectors["adwin"].threshold == pytest.approx(1e-3 / 3)
+    # four detectors share the budget: 1/4 of 10^-6 per event each
+    assert monitor.detector_rate == pytest.approx(1e-6 / 4)
+    assert monitor.detectors["adwin"].threshold == pytest.approx(1e-3 / 4)
     assert 20 < monitor.detectors["page_hinkley"].threshold < 35
-    assert monitor.windows.alpha == pytest.approx(1e-6 / 3 * 500 / 3)
+    assert monitor.windows.alpha == pytest.approx(1e-6 / 4 * 500 / 3)
+    # the bank splits its share over its three allowances: 1/12 of 10^-6 each
+    low, middle, high = monitor.detectors["cusum"].thresholds  # from the reference's sketch
+    assert 45 < low < 65 and 25 < middle < 35 and 12 < high < 20
     model = NumericMonitor(
-        MonitorParams(target_false_alarm_interval=1e6, false_alarm_scope="model", model_features=10)
+        dataclasses.replace(params, false_alarm_scope="model", model_features=10)
     )
     assert model.detector_rate == pytest.approx(monitor.detector_rate / 10)
     assert NumericMonitor().false_alarms()["target_interval"] is None
     restored = monitor_from_bytes(monitor.to_bytes())
-    threshold = monitor.detectors["page_hinkley"].threshold
-    assert restored.detectors["page_hinkley"].threshold == threshold
+    for name in MEAN_DETECTORS:
+        assert restored.detectors[name].threshold == monitor.detectors[name].threshold
 
 
 @pytest.mark.parametrize("detector", MEAN_DETECTORS)

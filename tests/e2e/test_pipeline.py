@@ -7,6 +7,9 @@ the alert topic, dead letters on the DLQ topic, and the state checkpointed in Re
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +21,7 @@ import pytest
 import redis
 
 from conftest import Topics, consume_all, produce, wait_for
+from streams.baselines import BaselineStore
 from streams.status import read_status
 
 pytestmark = pytest.mark.e2e
@@ -140,9 +144,9 @@ def test_kill_9_and_restart_count_every_valid_event_exactly_once(broker, topics,
     wait_for(lambda: processed() == total, 180, f"all {total} events after the restart")
     time.sleep(2)  # anything double-applied would show up in a later checkpoint
     final = counts(redis_client, topics)
-    for (model, feature), count in final.items():
+    for (model, feature), count in final.items():  # the PCA monitor counts rows: events too
         assert count == expected[model], (model, feature, count, expected[model])
-    assert len(final) == 3 * len(FEATURES)
+    assert len(final) == 3 * (len(FEATURES) + 1)  # + each model's multivariate monitor
 
 
 def test_error_rate_jump_raises_a_performance_drift_alert(broker, topics, start_worker, redis_client):
@@ -170,10 +174,13 @@ def test_error_rate_jump_raises_a_performance_drift_alert(broker, topics, start_
     assert reference["error_rate"] < 0.2 < current["error_rate"], (reference, current)
 
 
-def test_a_variance_change_is_caught_by_the_reference_window_tests(broker, topics, start_worker, redis_client):
-    """The mean stays put, the spread grows 2.5x: mean detectors are blind, the window tests
-    compare each window's distribution with the reference and alert once."""
-    start_worker().wait_ready()
+def test_a_variance_change_is_caught_by_the_reference_window_tests(broker, topics, start_worker, redis_client, tmp_path):
+    """The mean stays put, the spread grows 2.5x: ADWIN on the mean is blind, the window tests
+    compare each window's distribution with the reference and alert once. (With the defaults,
+    the CUSUM bank and the multivariate monitor see it too.)"""
+    config = tmp_path / "adwin-window.yaml"
+    config.write_text("defaults:\n  detectors: [adwin, window]\n")
+    start_worker(config=config, multivariate="false").wait_ready()
     stream = events(16_000, seed=6)
     rng = np.random.default_rng(60)
     for event in stream[9_000:]:
@@ -186,3 +193,46 @@ def test_a_variance_change_is_caught_by_the_reference_window_tests(broker, topic
     jsonschema.validate(found[0], ALERT_SCHEMA)
     assert data["p_value"] < data["threshold"] and data["test"] in ("ks", "chi2")
     assert 9_000 <= data["evidence"]["to_offset"] < 11_000, data["evidence"]
+
+
+def test_a_stored_baseline_is_the_reference_of_its_model_version_from_the_first_event(
+    broker, topics, start_worker, redis_client, redis_server, tmp_path
+):
+    """Training data -> `streamdrift baseline build` -> Redis; the worker compares version v7's
+    window with it from the first event, so a shift present since deployment is caught. Version
+    v8 (no baseline) warms up on the shifted data itself and cannot see it."""
+    model = f"bm-{topics.group_id[-12:]}"
+    rng = np.random.default_rng(8)
+    training = tmp_path / "train.csv"
+    training.write_text(
+        "\n".join([",".join([*FEATURES, "label"])]
+                  + [",".join(f"{v:.6f}" for v in row) + ",1" for row in rng.normal(size=(20_000, len(FEATURES)))])
+    )
+    env = {**os.environ, "STREAMDRIFT_REDIS_URL": redis_server.url}
+    built = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "baseline", "build", "-m", model, "-v", "v7", "--from", str(training), "-x", "label"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    revision = BaselineStore(redis_client).get(model, "v7").revision
+    assert f"stored as {model}/v7 r{revision}" in built.stdout
+
+    config = tmp_path / "window-only.yaml"
+    config.write_text("defaults:\n  detectors: [window]\n")
+    start_worker(config=config).wait_ready()
+    stream = []
+    for version, seed in (("v7", 81), ("v8", 82)):
+        for event in events(6_000, model=model, seed=seed, shift={"f03": 0.5}):
+            stream.append({**event, "model_version": version, "event_id": f"{version}-{event['event_id']}"})
+    produce(broker.bootstrap, topics.input, encode(stream, batch=20), key=model)
+    wait_for(lambda: counts(redis_client, topics).get((model, "f00")) == 12_000, 120, "12,000 events checkpointed")
+
+    found = alerts(broker, topics)
+    assert [(a["subject"], a["data"]["model_version"]) for a in found] == [(f"{model}/f03", "v7")], found
+    data = found[0]["data"]
+    jsonschema.validate(found[0], ALERT_SCHEMA)
+    assert data["reference_source"] == f"{model}/v7 r{revision}"
+    assert data["detector"] == "window" and data["p_value"] < data["threshold"]
+    assert data["reference"]["count"] == 20_000  # the baseline's rows, not the stream's
+    status = read_status(redis_client, topics.group_id)
+    assert status["models"][model]["f03"]["versions"] == ["v7", "v8"]

@@ -25,12 +25,10 @@ import pytest
 import redis
 
 from conftest import Topics, consume_all, produce
-from detectors import monitor_from_bytes
 from streams.alerts import alert_id
 from streams.checkpoint import META_PREFIX, KeyLayout
-from streams.codec import Limits
-from streams.processor import AdmissionLimits, PartitionState, PredictionProcessor, Record
-from streams.runtime import with_setting_defaults
+from streams.processor import PartitionState, Record, restore_monitor
+from streams.runtime import prediction_processor, with_setting_defaults
 from streams.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -59,7 +57,7 @@ class Golden:
     """The same records through the pure processor, partition by partition."""
 
     def __init__(self, broker, topics: Topics, expected: int) -> None:
-        processor = PredictionProcessor(with_setting_defaults({}, Settings()), Limits(), AdmissionLimits())
+        processor = prediction_processor(Settings(), with_setting_defaults({}, Settings()))
         self.states: dict[int, PartitionState] = {}
         self.alert_ids: set[str] = set()
         by_partition: dict[int, list[Record]] = defaultdict(list)
@@ -79,18 +77,24 @@ def deterministic(summary: dict[str, Any]) -> dict[str, Any]:
     the golden replay, and merging moments batch-wise changes the last bits.
     """
     keep = ("kind", "count", "missing", "mean", "std", "min", "max", "episodes")
-    detectors = {name: d for name, d in summary.get("detectors", {}).items() if name in ("adwin", "page_hinkley")}
+    detectors = {name: d for name, d in summary.get("detectors", {}).items() if name in ("adwin", "page_hinkley", "cusum")}
     flat = {k: summary.get(k) for k in keep}
     for name, state in detectors.items():
         flat |= {f"{name}.{k}": v for k, v in state.items()}
-    return {k: float(f"{v:.9g}") if isinstance(v, float) else v for k, v in flat.items()}
+    return {k: _rounded(v) for k, v in flat.items()}
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    return [_rounded(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def stored(client: redis.Redis, topics: Topics, partition: int) -> tuple[int | None, dict[str, dict[str, Any]]]:
     ckpt, state = KeyLayout(topics.group_id).keys(topics.input, partition)
     offset = client.hget(ckpt, "offset")
     series = {
-        name.decode(): deterministic(monitor_from_bytes(blob).summary())
+        name.decode(): deterministic(restore_monitor(name.decode(), blob).summary())
         for name, blob in client.hgetall(state).items()
         if not name.decode().startswith(META_PREFIX)
     }
