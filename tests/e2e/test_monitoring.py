@@ -46,8 +46,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TOPIC_PARTITIONS, Topics, WorkerProcess, produce
 from detectors.config import DETECTOR_NAMES
+from detectors.multivariate import KIND as PCA_KIND
 from streams.codec import Reason
 from streams.embedded import EmbeddedServerError, ManagedProcess, free_port
+from streams.processor import ERROR_SERIES, MULTIVARIATE_SERIES
 
 pytestmark = pytest.mark.e2e
 
@@ -315,10 +317,10 @@ def unbounded_labels(text: str, topics: Topics) -> list[str]:
         "topic": set(input_topics),
         "partition": {str(p) for p in range(max(input_topics.values()))},
         "reason": {reason.value for reason in Reason},
-        "detector": set(DETECTOR_NAMES),
+        "detector": set(DETECTOR_NAMES) | {PCA_KIND},
         "result": {"ok", "fenced", "lost", "error"},
         "model": {MODEL},  # bounded by max_models; here: the models produced
-        "feature": set(FEATURES) | {"prediction", "error_rate"},  # bounded by max_features_per_model
+        "feature": set(FEATURES) | {"prediction", ERROR_SERIES, MULTIVARIATE_SERIES},  # bounded by max_features_per_model
     }
     problems = []
     for family in text_string_to_metric_families(text):
