@@ -1,0 +1,967 @@
+"""Throughput, latency and cost of streamdrift next to the consumers a user could write instead.
+
+Run ``python -m bench.throughput`` (``make bench``). In one run on an embedded Tansu broker and
+redis-server it prepares, per message size (``--batch``: single-event JSON messages and 100-event
+JSON arrays by default), one input topic of ``--events`` simulator-shaped events (``bench.load``:
+20 numeric + 2 categorical features per event) in ``--partitions`` partitions, and consumes it
+from the beginning with each column in its own consumer group:
+
+1. ``limit``: a bare confluent-kafka batch consumer that only decodes (``bench.peers``);
+2. ``river``: the hand-written peer, river ADWIN + Page-Hinkley per feature per event;
+3. ``faust``: a plain faust-streaming agent that only counts events;
+4. ``streamdrift-1``: ``streamdrift worker``, one process;
+5. ``streamdrift-2``: two worker processes in one group.
+
+After measuring its throughput, each streamdrift column gets paced traffic at half its measured
+rate with mean shifts injected into a few models, to measure event-to-alert latency. One table
+per message size, with the targets of issue 5, is printed; the results go to
+``bench-results/throughput.json`` (``--json``). How each number is measured is printed under
+the table (:data:`NOTES`) and stored in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import redis
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
+from rich.table import Table
+
+from bench.load import NUMERIC, SERIES_PER_EVENT, bench_models, drift, messages, produce
+from streams.embedded import EmbeddedBroker, EmbeddedRedis, ManagedProcess, create_topics, free_port
+from streams.simulate import ModelSpec, SimMessage
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The end-to-end tests' worker process handle (readiness, metrics) and topic names: reused.
+sys.path.append(str(REPO_ROOT / "tests"))
+from conftest import WORKER_TEST_ENV, Topics, WorkerProcess
+
+__all__ = ["COLUMNS", "Column", "Result", "main", "run"]
+
+DEFAULT_JSON = Path("bench-results/throughput.json")
+PROBE_EVERY_S = 1.0
+MIN_WINDOW_S = 3 * PROBE_EVERY_S  # a shorter window between probes is timed from readiness
+PROGRESS_EVERY_S = 15.0
+STARTUP_S = 90.0  # a process start plus a group join, with room for a busy machine
+SHIFT_SIGMAS = 3.0
+DRIFTED_FEATURES = 4
+WARMUP_PER_MODEL = 600  # stationary events per model before a latency run (monitors warm up on 500)
+MIN_SHIFTED_PER_MODEL = 100  # shifted events a round's drifting model gets on average, at least
+ALERT_GRACE_S = 1.0  # alerts are sent right after the batch that found them is checkpointed
+
+# Short group timing for Tansu (it holds every join for session_timeout / 2), as in the tests;
+# checkpoint cadence stays at the production defaults, since its cost is measured.
+WORKER_ENV = {k: v for k, v in WORKER_TEST_ENV.items() if k != "STREAMDRIFT_CHECKPOINT_INTERVAL_S"}
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    description: str
+    workers: int = 0
+    """streamdrift worker processes; 0 for a ``bench.peers`` process."""
+
+
+COLUMNS = (
+    Column(
+        "limit",
+        "(1) bare consumer",
+        "confluent-kafka consume(10000) + msgspec JSON decode, nothing else",
+    ),
+    Column(
+        "river",
+        "(2) hand-written river",
+        "poll() loop + json.loads + river ADWIN and PageHinkley (defaults) per numeric feature and prediction",
+    ),
+    Column(
+        "faust",
+        "(3) faust agent, count",
+        "a plain faust-streaming agent (JSON values) that only counts events",
+    ),
+    Column("streamdrift-1", "(4) streamdrift ×1", "streamdrift worker, one process", workers=1),
+    Column(
+        "streamdrift-2",
+        "(5) streamdrift ×2",
+        "streamdrift worker, two processes in one group",
+        workers=2,
+    ),
+)
+BY_KEY = {column.key: column for column in COLUMNS}
+
+# Paragraphs, folded to one line each (as in bench.quality).
+NOTES = tuple(
+    " ".join(paragraph.split())
+    for paragraph in """
+events/s: peers time themselves from the first record received to the last event handled.
+streamdrift workers are probed every {probe:g} s (GET /metrics, streamdrift_events_total of the
+input topic, summed over workers; each scrape costs the worker ~15 ms CPU at 1,000 series):
+events/s is the increase between the first probe after every worker owns its partitions and the
+last probe before all events were applied, divided by the time between them (runs with a window
+under {min_window:g} s are timed from the first worker's readiness to the last probe, and their
+Redis counts include the workers' start). A column still running after --max-seconds is stopped and reported on the events it
+handled (complete: false).
+
+feature-updates/s: values fed to detectors per second. streamdrift: events/s x {series} (20
+numeric, 2 categorical features and the prediction each update a monitor); river: events/s x 21
+(numbers only); the bare consumer and the Faust agent update nothing.
+
+RSS: peak resident memory (VmHWM from /proc/PID/status; peers: getrusage ru_maxrss) of the
+consuming process, the largest worker's for streamdrift x2. {models} models x 22 features =
+{features:,} monitored features ({series_total:,} series with the predictions).
+
+Redis cmds/1k ev: INFO commandstats calls (commands run inside the checkpoint Lua script
+included; the probe's own INFO excluded) over the events/s window, per 1,000 events.
+
+ckpt CPU: increase of streamdrift_checkpoint_duration_seconds_sum (wall time of the checkpoint's
+Redis round trip) over the increase of the workers' CPU time (utime + stime from /proc/PID/stat)
+in the events/s window. It leaves out serialising the dirty monitors and flushing the Kafka
+producer before the round trip, which the worker does not time.
+
+latency: after its throughput run, each streamdrift column starts again as a new group on a new
+topic holding {warmup} stationary events per model; once they are applied it gets traffic paced
+at half its measured events/s: a stationary lead-in round, then {drifts} rounds, each shifting
+the mean of {drifted} numeric features of one more model by {sigmas:g} sigma from the round's
+middle on. A sample is the first 'detected' alert of a shifted feature or the prediction of that
+model whose evidence.to_offset is at or after the first shifted record: alert record's Kafka
+timestamp (set by the worker's producer when it sends the alert) minus the Kafka timestamp of
+the input record at evidence.partition / evidence.to_offset (set by the bench's producer, linger
+5 ms), i.e. from the record whose value made the detector fire to the alert in Kafka. 'onset' in
+the JSON is measured from the first shifted record instead, so it adds the detector's
+statistical delay. p99 of fewer than 100 samples is close to their maximum. Redis runs without
+persistence.
+""".strip().split("\n\n")
+)
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    column: str
+    batch: int
+    events: int
+    """Events in the measured window."""
+    seconds: float
+    complete: bool
+    cpu_s: float
+    """CPU time of the column's processes in the window."""
+    rss_mb: float
+    updates: int = 0
+    alarms: int | None = None
+    """Detector firings of the hand-written peer (all false alarms: the input is stationary)."""
+    redis: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = None
+    latency: dict[str, Any] | None = None
+    processes: int = 1
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def updates_per_s(self) -> float:
+        return self.updates / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["events_per_s"] = round(self.events_per_s, 1)
+        data["updates_per_s"] = round(self.updates_per_s, 1)
+        data["cpu_us_per_event"] = round(1e6 * self.cpu_s / self.events, 2) if self.events else None
+        return data
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+class PeerProcess(ManagedProcess):
+    """A ``python -m bench.peers`` process."""
+
+    name = "peer"
+
+    def __init__(self, command: Sequence[str], log_path: Path) -> None:
+        super().__init__(log_path)
+        self.command = list(command)
+
+    def start(self) -> PeerProcess:
+        self._spawn(self.command, cwd=REPO_ROOT)
+        return self
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_kb(pid: int) -> int:
+    """Peak resident set size (VmHWM) of a process, in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Probe:
+    """One look at a group of workers (and Redis)."""
+
+    at: float
+    events: float = 0.0
+    owned: list[float] = field(default_factory=list)
+    checkpoint_s: float = 0.0
+    checkpoints: float = 0.0
+    cpu_s: float = 0.0
+    redis_calls: dict[str, int] = field(default_factory=dict)
+    redis_cpu_s: float = 0.0
+
+
+@dataclass
+class Group:
+    """The worker processes of one streamdrift consumer group."""
+
+    alerts: str
+    """Its alert topic."""
+    before: Probe
+    """Redis before the workers started; when the first was ready and their CPU time then."""
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def peak_rss_mb(self) -> float:
+        return max(peak_rss_kb(w.pid) for w in self.workers if w.pid is not None) / 1024
+
+
+def _redis_calls(client: redis.Redis) -> tuple[dict[str, int], float]:
+    stats = client.info("commandstats")
+    calls = {
+        name.removeprefix("cmdstat_"): int(v["calls"])
+        for name, v in stats.items()
+        if name != "cmdstat_info"
+    }
+    cpu = client.info("cpu")
+    return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+def probe(workers: Sequence[WorkerProcess], topic: str, store: redis.Redis) -> Probe:
+    found = Probe(at=0.0)
+    for worker in workers:
+        owned = 0.0
+        for family in text_string_to_metric_families(worker.metrics_text(timeout=60)):
+            for sample in family.samples:
+                if (
+                    sample.name == "streamdrift_events_total"
+                    and sample.labels.get("topic") == topic
+                ):
+                    found.events += sample.value
+                elif (
+                    sample.name == "streamdrift_partitions_owned"
+                    and sample.labels.get("topic") == topic
+                ):
+                    owned += sample.value
+                elif sample.name == "streamdrift_checkpoint_duration_seconds_sum":
+                    found.checkpoint_s += sample.value
+                elif sample.name == "streamdrift_checkpoint_duration_seconds_count":
+                    found.checkpoints += sample.value
+        found.owned.append(owned)
+        assert worker.pid is not None
+        found.cpu_s += cpu_seconds(worker.pid)
+    found.redis_calls, found.redis_cpu_s = _redis_calls(store)
+    found.at = time.monotonic()
+    return found
+
+
+# --- Kafka reads -------------------------------------------------------------------------------
+
+
+def read_records(
+    bootstrap: str, topic: str, start: dict[int, int], timeout: float = 30.0
+) -> list[tuple[int, int, int, bytes]]:
+    """(partition, offset, timestamp ms, value) of ``topic`` from ``start`` offsets to the end."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    records: list[tuple[int, int, int, bytes]] = []
+    finished: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
+        while len(finished) < len(start):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"reading {topic} from {start}: partitions {sorted(finished)} done in {timeout:g} s"
+                )
+            for record in consumer.consume(1000, timeout=0.1):
+                partition = record.partition()
+                error = record.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    finished.add(partition)
+                    continue
+                if error is not None:
+                    raise RuntimeError(f"reading {topic}: {error}")
+                records.append((partition, record.offset(), record.timestamp()[1], record.value()))
+    finally:
+        consumer.close()
+    return records
+
+
+# --- the benchmark -------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    events: int = 1_000_000
+    partitions: int = 8
+    batches: tuple[int, ...] = (1, 100)
+    models: int = 46
+    only: tuple[str, ...] = tuple(BY_KEY)
+    max_seconds: float = 120.0
+    latency_seconds: float = 10.0
+    drifts: int = 5
+
+
+class Bench:
+    """The servers and the topics of one run; columns are measured one after another."""
+
+    def __init__(
+        self,
+        options: Options,
+        broker: EmbeddedBroker,
+        store: EmbeddedRedis,
+        workdir: Path,
+        log: Console,
+    ) -> None:
+        self.o = options
+        self.broker = broker
+        self.store_url = store.url
+        self.redis = redis.Redis.from_url(store.url)
+        self.workdir = workdir
+        self.log = log
+        self.models = bench_models(options.models)
+        self.started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        self.log.print(
+            f"[{time.monotonic() - self.started:6.1f}s] {text}", highlight=False, markup=False
+        )
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def prepare(self, batch: int, events: int, purpose: str) -> str:
+        """A new topic holding ``events`` stationary events in messages of ``batch``."""
+        topic = f"bench-{purpose}-b{batch}-{uuid.uuid4().hex[:6]}"
+        create_topics(self.broker.bootstrap, {topic: self.o.partitions})
+        stream = messages(self.models, events, batch, seed=batch)
+        sent = produce(self.broker.bootstrap, topic, self.models, self.o.partitions, stream)
+        self.say(
+            f"prepared {topic}: {sent.events:,} events in {sent.messages:,} messages of {batch} "
+            f"event(s), {self.o.partitions} partitions ({sent.events / sent.seconds:,.0f} events/s)"
+        )
+        return topic
+
+    # -- peers ---------------------------------------------------------------------------------
+
+    def run_peer(self, column: Column, batch: int, topic: str) -> Result:
+        group = f"bench-{column.key}-{topic}"
+        result_path = self.workdir / f"{group}.json"
+        command = [
+            sys.executable, "-m", "bench.peers", column.key,
+            "--bootstrap", self.broker.bootstrap, "--topic", topic, "--group", group,
+            "--events", str(self.o.events), "--max-seconds", str(self.o.max_seconds), "--result", str(result_path),
+        ]  # fmt: skip
+        peer = PeerProcess(command, self.workdir / f"{group}.log").start()
+        try:
+            deadline = time.monotonic() + STARTUP_S + self.o.max_seconds
+            while not result_path.exists():
+                if not peer.running:
+                    raise RuntimeError(
+                        f"{column.key} exited with status {peer.returncode}:\n{peer.log_tail()}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{column.key} reported nothing in time:\n{peer.log_tail()}")
+                time.sleep(0.2)
+        finally:
+            peer.terminate()
+        data = json.loads(result_path.read_text())
+        return Result(
+            column=column.key,
+            batch=batch,
+            events=data["events"],
+            seconds=data["seconds"],
+            complete=data["complete"],
+            cpu_s=data["cpu_s"],
+            rss_mb=data["rss_hwm_kb"] / 1024,
+            updates=data["updates"],
+            alarms=data["alarms"] if column.key == "river" else None,
+        )
+
+    # -- streamdrift ---------------------------------------------------------------------------
+
+    def run_streamdrift(self, column: Column, batch: int, topic: str) -> Result:
+        with self._group(column, topic) as group:
+            result = self._measure(column, batch, topic, group)
+            result.rss_mb = group.peak_rss_mb()
+        if self.o.drifts:
+            result.latency = self._latency(column, batch, result.events_per_s / 2)
+        return result
+
+    @contextmanager
+    def _group(self, column: Column, topic: str) -> Iterator[Group]:
+        """``column.workers`` workers of a new group on ``topic``, ready; stopped on exit."""
+        group_id = f"bench-{column.key}-{topic}"
+        names = Topics(
+            topic, f"{group_id}.labels", f"{group_id}.alerts", f"{group_id}.dlq", group_id
+        )
+        create_topics(self.broker.bootstrap, {names.labels: 1, names.alerts: 1, names.dlq: 1})
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("STREAMDRIFT_")}
+        env = {
+            **inherited,
+            "PYTHONUNBUFFERED": "1",
+            "STREAMDRIFT_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "STREAMDRIFT_REDIS_URL": self.store_url,
+            **names.env(),
+            **WORKER_ENV,
+        }
+        group = Group(names.alerts, Probe(at=0.0))
+        group.before.redis_calls, group.before.redis_cpu_s = _redis_calls(self.redis)
+        with ExitStack() as stack:
+            for n in range(column.workers):
+                port = str(free_port())
+                worker = WorkerProcess(
+                    {**env, "STREAMDRIFT_METRICS_PORT": port}, self.workdir / f"{group_id}-{n}.log"
+                )
+                stack.callback(worker.terminate)
+                group.workers.append(worker.start())
+            self._ready(group)
+            yield group
+
+    def _ready(self, group: Group) -> None:
+        """Wait until every worker answers /readyz; note in ``group.before`` when the first one
+        did, and the CPU time each had used by then (start-up, not processing)."""
+        waiting = list(group.workers)
+        deadline = time.monotonic() + STARTUP_S
+        while waiting:
+            for worker in list(waiting):
+                if not worker.running:
+                    raise RuntimeError(
+                        f"a worker exited with status {worker.returncode}:\n{worker.log_tail()}"
+                    )
+                if worker.readyz() == 200:
+                    assert worker.pid is not None
+                    group.before.at = group.before.at or time.monotonic()
+                    group.before.cpu_s += cpu_seconds(worker.pid)
+                    waiting.remove(worker)
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{len(waiting)} worker(s) not ready after {STARTUP_S:g} s:\n{waiting[0].log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def _measure(self, column: Column, batch: int, topic: str, group: Group) -> Result:
+        target, workers = self.o.events, group.workers
+        deadline = time.monotonic() + STARTUP_S
+        while True:  # the group is settled once each worker owns partitions and all are owned
+            first = probe(workers, topic, self.redis)
+            if sum(first.owned) == self.o.partitions and min(first.owned) > 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"partitions owned per worker stayed {first.owned}:\n{workers[0].log_tail()}"
+                )
+            time.sleep(0.2)
+        last = current = first
+        stop_at = first.at + self.o.max_seconds
+        next_progress = first.at + PROGRESS_EVERY_S
+        while current.events < target and current.at < stop_at:
+            time.sleep(PROBE_EVERY_S)
+            last, current = current, probe(workers, topic, self.redis)
+            if current.at >= next_progress:
+                next_progress += PROGRESS_EVERY_S
+                rate = (current.events - first.events) / (current.at - first.at)
+                self.say(f"  … {current.events:,.0f}/{target:,} events, {rate:,.0f}/s")
+        complete = current.events >= target
+        start, end = first, (last if complete and last is not first else current)
+        if end.at - start.at < MIN_WINDOW_S:  # too short to time between probes: from readiness
+            start, end = group.before, current
+        events = int(min(end.events, target) - start.events)
+        cpu = end.cpu_s - start.cpu_s
+        calls = {name: n - start.redis_calls.get(name, 0) for name, n in end.redis_calls.items()}
+        calls = {name: n for name, n in calls.items() if n > 0}
+        commands = sum(calls.values())
+        checkpoint_s = end.checkpoint_s - start.checkpoint_s
+        return Result(
+            column=column.key,
+            batch=batch,
+            events=events,
+            seconds=end.at - start.at,
+            complete=complete,
+            cpu_s=cpu,
+            rss_mb=0.0,  # read when the column ends
+            updates=events * SERIES_PER_EVENT,
+            redis={
+                "commands": commands,
+                "per_1k_events": round(1000 * commands / events, 2) if events else None,
+                "cpu_ms_per_1k_events": round(
+                    1e6 * (end.redis_cpu_s - start.redis_cpu_s) / events, 3
+                )
+                if events
+                else None,
+                "by_command": dict(sorted(calls.items(), key=lambda item: -item[1])),
+            },
+            checkpoint={
+                "seconds": round(checkpoint_s, 4),
+                "checkpoints": int(end.checkpoints - start.checkpoints),
+                "cpu_share": round(checkpoint_s / cpu, 5) if cpu > 0 else None,
+            },
+            processes=column.workers,
+        )
+
+    def _wait_applied(self, workers: Sequence[WorkerProcess], topic: str, events: int) -> None:
+        timeout = STARTUP_S + self.o.max_seconds
+        deadline = time.monotonic() + timeout
+        while probe(workers, topic, self.redis).events < events:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the workers did not apply {events:,} events of {topic} within {timeout:g} s"
+                )
+            time.sleep(0.25)
+
+    def _latency(self, column: Column, batch: int, rate: float) -> dict[str, Any]:
+        """Fresh workers on a warmed-up topic get paced traffic with injected mean shifts;
+        event-to-alert latency of each detected shift."""
+        warmup = WARMUP_PER_MODEL * len(self.models)
+        topic = self.prepare(batch, warmup, "latency")
+        drifting = self.models[: self.o.drifts]
+        shifted = max(MIN_SHIFTED_PER_MODEL, batch)
+        per_round = max(
+            int(rate * self.o.latency_seconds / (len(drifting) + 1)), 2 * shifted * len(self.models)
+        )
+        middle = per_round // 2
+        stream: list[SimMessage] = []
+        onsets: dict[int, int] = {}  # id(first shifted message) -> round
+        for r, model in enumerate([None, *drifting]):
+            shift = drift(model.name, DRIFTED_FEATURES, SHIFT_SIGMAS) if model else None
+            for seed in itertools.count(
+                1000 * (r + 1)
+            ):  # until the drifting model has shifted events
+                part = list(
+                    messages(
+                        self.models,
+                        per_round,
+                        batch,
+                        seed=seed,
+                        rate=rate,
+                        drift=shift,
+                        drift_at=middle,
+                    )
+                )
+                key = model.name.encode() if model else None
+                onset = next(
+                    (m for m in part if m.key == key and m.first_event + m.events > middle), None
+                )
+                if model is None or onset is not None:
+                    break
+            if onset is not None:
+                onsets[id(onset)] = r
+            stream += part
+        with self._group(column, topic) as group:
+            self._wait_applied(group.workers, topic, warmup)
+            self.say(
+                f"  latency: {len(stream):,} messages at {rate:,.0f} events/s (half the measured rate), "
+                f"{len(drifting)} drifting models"
+            )
+            sent = produce(
+                self.broker.bootstrap,
+                topic,
+                self.models,
+                self.o.partitions,
+                stream,
+                rate=rate,
+                mark=lambda m: onsets.get(id(m)),
+            )
+            self._wait_applied(group.workers, topic, warmup + sent.events)
+            time.sleep(ALERT_GRACE_S)
+        return self._latency_samples(
+            topic, group.alerts, drifting, sent.marks, rate, sent.events / sent.seconds
+        )
+
+    def _latency_samples(
+        self,
+        topic: str,
+        alert_topic: str,
+        drifting: Sequence[ModelSpec],
+        onsets: dict[int, tuple[int, int, int]],
+        rate: float,
+        achieved: float,
+    ) -> dict[str, Any]:
+        onset_of = {
+            model.name: onsets[r] for r, model in enumerate(drifting, start=1) if r in onsets
+        }
+        watched = {*NUMERIC[:DRIFTED_FEATURES], "prediction"}
+        firsts: dict[
+            tuple[str, str], tuple[int, int, int, int]
+        ] = {}  # -> alert ts, partition, to_offset, onset ts
+        for _, _, alert_ts, value in read_records(self.broker.bootstrap, alert_topic, {0: 0}):
+            data = msgspec.json.decode(value)["data"]
+            onset = onset_of.get(data["model"])
+            if onset is None or data.get("event") != "detected" or data["feature"] not in watched:
+                continue
+            partition, onset_offset, onset_ts = onset
+            evidence = data["evidence"]
+            if (
+                evidence["topic"] == topic
+                and evidence["partition"] == partition
+                and evidence["to_offset"] >= onset_offset
+            ):
+                firsts.setdefault(
+                    (data["model"], data["feature"]),
+                    (alert_ts, partition, evidence["to_offset"], onset_ts),
+                )
+        starts: dict[int, int] = {}  # the input records that triggered the alerts, read at once
+        for _, partition, offset, _ in firsts.values():
+            starts[partition] = min(offset, starts.get(partition, offset))
+        produced_at = {
+            (p, o): ts for p, o, ts, _ in read_records(self.broker.bootstrap, topic, starts)
+        }
+        latencies, from_onset, detail = [], [], []
+        for (model, feature), (alert_ts, partition, offset, onset_ts) in firsts.items():
+            latencies.append(alert_ts - produced_at[partition, offset])
+            from_onset.append(alert_ts - onset_ts)
+            detail.append(
+                {"series": f"{model}/{feature}", "ms": latencies[-1], "onset_ms": from_onset[-1]}
+            )
+        return {
+            "rate": round(rate, 1),
+            "achieved_rate": round(achieved, 1),
+            "drifts": len(drifting),
+            "expected_samples": len(drifting) * len(watched),
+            "samples": len(latencies),
+            **_quantiles("", latencies),
+            **_quantiles("onset_", from_onset),
+            "per_series": detail,
+        }
+
+
+def _quantiles(prefix: str, values: list[int]) -> dict[str, float | None]:
+    if not values:
+        return {f"{prefix}p50_ms": None, f"{prefix}p99_ms": None, f"{prefix}max_ms": None}
+    p50, p99 = np.percentile(values, [50, 99])
+    return {
+        f"{prefix}p50_ms": round(float(p50), 1),
+        f"{prefix}p99_ms": round(float(p99), 1),
+        f"{prefix}max_ms": float(max(values)),
+    }
+
+
+def run(options: Options, log: Console) -> list[tuple[int, dict[str, Result]]]:
+    """Measure every selected column for every message size; results per batch size."""
+    runs: list[tuple[int, dict[str, Result]]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="streamdrift-bench-"))
+    failed = True
+    try:
+        with ExitStack() as stack:
+            broker = EmbeddedBroker(workdir=workdir / "broker").start()
+            stack.callback(broker.stop, timeout=1.0)  # memory-only broker: nothing to lose
+            store = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis", appendonly=False))
+            bench = Bench(options, broker, store, workdir, log)
+            stack.callback(bench.redis.close)
+            bench.say(f"broker {broker.bootstrap}, redis {store.url}, logs in {workdir}")
+            for batch in options.batches:
+                topic = bench.prepare(batch, options.events, "input")
+                results: dict[str, Result] = {}
+                for column in (c for c in COLUMNS if c.key in options.only):
+                    bench.say(f"{column.title} · {batch}-event messages")
+                    if column.workers:
+                        result = bench.run_streamdrift(column, batch, topic)
+                    else:
+                        result = bench.run_peer(column, batch, topic)
+                    results[column.key] = result
+                    bench.say(
+                        f"  {result.events_per_s:,.0f} events/s{'' if result.complete else ' (stopped early)'}"
+                    )
+                runs.append((batch, results))
+        failed = False
+    finally:
+        if failed:
+            log.print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return runs
+
+
+# --- targets and report ----------------------------------------------------------------------
+
+
+RATE_TARGETS = {1: 100_000, 100: 500_000}
+
+
+def targets(batch: int, key: str, results: dict[str, Result]) -> list[tuple[str, bool]]:
+    """(target, met) for one column's result; empty for the reference columns."""
+    if not BY_KEY[key].workers:
+        return []
+    r = results[key]
+    found: list[tuple[str, bool]] = []
+    if key == "streamdrift-1":
+        if batch in RATE_TARGETS:
+            found.append(
+                (f"≥{RATE_TARGETS[batch] // 1000}k ev/s", r.events_per_s >= RATE_TARGETS[batch])
+            )
+        if "limit" in results:
+            found.append(("≥0.8×(1)", r.events_per_s >= 0.8 * results["limit"].events_per_s))
+    if key == "streamdrift-2" and "streamdrift-1" in results:
+        found.append(("≥1.7×(4)", r.events_per_s >= 1.7 * results["streamdrift-1"].events_per_s))
+    if r.latency is not None:
+        p99 = r.latency["p99_ms"]
+        found.append(("p99≤250ms", p99 is not None and p99 <= 250))
+    if r.checkpoint is not None and r.checkpoint["cpu_share"] is not None:
+        found.append(("ckpt≤3%", r.checkpoint["cpu_share"] <= 0.03))
+    found.append(("RSS≤300MB", r.rss_mb <= 300))
+    return found
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value else "—"
+
+
+def table(batch: int, results: dict[str, Result], options: Options) -> Table:
+    size = "single-event messages" if batch == 1 else f"{batch}-event messages"
+    grid = Table(
+        title=f"{size} · {options.events:,} events · {options.partitions} partitions",
+        title_justify="left",
+    )
+    for name in ("column", "events/s", "feature-updates/s", "× (1)", "latency p50/p99 ms", "RSS MB",
+                 "Redis cmds/1k ev", "ckpt CPU", "targets"):  # fmt: skip
+        grid.add_column(name, justify="left" if name in ("column", "targets") else "right")
+    limit = results.get("limit")
+    for key, r in results.items():
+        ratio = (
+            f"{r.events_per_s / limit.events_per_s:.2f}" if limit and limit.events_per_s else "—"
+        )
+        latency = "—"
+        if r.latency is not None:
+            lat = r.latency
+            latency = (
+                "no alert"
+                if lat["p50_ms"] is None
+                else f"{lat['p50_ms']:.0f} / {lat['p99_ms']:.0f}"
+            )
+        redis_cell = (
+            "—"
+            if r.redis is None or r.redis["per_1k_events"] is None
+            else f"{r.redis['per_1k_events']:.1f}"
+        )
+        share = r.checkpoint["cpu_share"] if r.checkpoint else None
+        judged = targets(batch, key, results)
+        missed = [name for name, met in judged if not met]
+        verdict = (
+            "—"
+            if not judged
+            else (
+                "[green]met[/green]" if not missed else "[red]NOT met:[/red] " + ", ".join(missed)
+            )
+        )
+        grid.add_row(
+            BY_KEY[key].title + ("" if r.complete else " *"),
+            _rate(r.events_per_s),
+            _rate(r.updates_per_s),
+            ratio,
+            latency,
+            f"{r.rss_mb:,.0f}",
+            redis_cell,
+            "—" if share is None else f"{100 * share:.2f}%",
+            verdict,
+        )
+    return grid
+
+
+def _notes(options: Options) -> list[str]:
+    features = options.models * 22
+    return [
+        note.format(
+            probe=PROBE_EVERY_S,
+            min_window=MIN_WINDOW_S,
+            series=SERIES_PER_EVENT,
+            models=options.models,
+            features=features,
+            series_total=options.models * SERIES_PER_EVENT,
+            drifts=options.drifts,
+            warmup=WARMUP_PER_MODEL,
+            drifted=DRIFTED_FEATURES,
+            sigmas=SHIFT_SIGMAS,
+        )
+        for note in NOTES
+    ]
+
+
+PACKAGES = ("streamdrift", "faust-streaming", "confluent-kafka", "aiokafka", "river", "msgspec")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def report(
+    runs: Iterable[tuple[int, dict[str, Result]]],
+    options: Options,
+    runtime: float,
+    console: Console,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "options": {
+            **asdict(options),
+            "batches": list(options.batches),
+            "only": list(options.only),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average": os.getloadavg(),
+        },
+        "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
+        "runtime_s": round(runtime, 1),
+        "columns": {
+            c.key: {"title": c.title, "description": c.description}
+            for c in COLUMNS
+            if c.key in options.only
+        },
+        "notes": _notes(options),
+        "runs": [],
+    }
+    for batch, results in runs:
+        console.print()
+        console.print(table(batch, results, options))
+        judged = {key: targets(batch, key, results) for key in results}
+        data["runs"].append(
+            {
+                "batch": batch,
+                "results": {key: r.to_json() for key, r in results.items()},
+                "targets": {
+                    key: [{"target": name, "met": met} for name, met in found]
+                    for key, found in judged.items()
+                    if found
+                },
+            }
+        )
+    console.print()
+    console.print("Columns:")
+    for key in data["columns"]:
+        console.print(
+            f"  {BY_KEY[key].title}: {BY_KEY[key].description}", highlight=False, markup=False
+        )
+    console.print("Notes (* = stopped after --max-seconds):")
+    for note in data["notes"]:
+        console.print(f"  - {note}", highlight=False, markup=False)
+    console.print(
+        f"Runtime {runtime:.0f} s on {os.cpu_count()} CPUs; load average now {os.getloadavg()[0]:.1f}."
+    )
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput", description=__doc__.splitlines()[0]
+    )
+    defaults = Options()
+    parser.add_argument(
+        "--events", type=int, default=defaults.events, help="events per input topic (default 10^6)"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=defaults.partitions, help="input partitions (default 8)"
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=list(defaults.batches),
+        help="events per message, one run each (default 1 100)",
+    )
+    parser.add_argument(
+        "--models",
+        type=int,
+        default=defaults.models,
+        help="models of 22 features each (default 46: 1,012 features)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(BY_KEY),
+        default=list(BY_KEY),
+        help="columns to run (default all)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=defaults.max_seconds,
+        help="stop a column's throughput run after this long (default 120)",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=defaults.latency_seconds,
+        help="paced traffic per latency run, at least (default 10)",
+    )
+    parser.add_argument(
+        "--drifts",
+        type=int,
+        default=defaults.drifts,
+        help="drifting models per latency run; 0 skips latency (default 5)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})"
+    )
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.partitions < 1 or args.models < 1 or min(args.batch) < 1:
+        parser.error("--events, --partitions, --models and --batch must be >= 1")
+    if not 0 <= args.drifts <= args.models:
+        parser.error("--drifts must be between 0 and --models")
+    options = Options(
+        events=args.events,
+        partitions=args.partitions,
+        batches=tuple(args.batch),
+        models=args.models,
+        only=tuple(args.only),
+        max_seconds=args.max_seconds,
+        latency_seconds=args.latency_seconds,
+        drifts=args.drifts,
+    )
+    console = Console(width=None if sys.stdout.isatty() else 170)  # logs: no wrapped tables
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop every process on SIGTERM too
+    started = time.perf_counter()
+    runs = run(options, console)
+    data = report(runs, options, time.perf_counter() - started, console)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    console.print(f"results: {args.json}")
+    return data
+
+
+if __name__ == "__main__":
+    main()

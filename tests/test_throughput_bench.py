@@ -1,0 +1,57 @@
+"""The throughput benchmark's harness (``bench/throughput.py``) end to end on tiny sizes.
+
+It starts its own embedded broker and Redis, every column's processes and a latency run, and
+checks that each column reported sane numbers. No timing thresholds: speed is what the benchmark
+measures, not what the test suite asserts.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import throughput
+from bench.load import SERIES_PER_EVENT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_tiny_run_reports_every_column(tmp_path, capsys):
+    out = tmp_path / "throughput.json"
+    argv = ["--events", "3000", "--partitions", "2", "--batch", "20", "--models", "2"]
+    argv += ["--drifts", "1", "--latency-seconds", "1", "--json", str(out)]
+    data = throughput.main(argv)
+    printed = capsys.readouterr().out
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+    [run] = data["runs"]
+    assert run["batch"] == 20
+    results = run["results"]
+    assert list(results) == [column.key for column in throughput.COLUMNS]
+    for key, r in results.items():
+        assert r["complete"] and 0 < r["events"] <= 3000, key
+        assert r["events_per_s"] > 0 and r["seconds"] > 0 and r["cpu_s"] >= 0, key
+        assert 10 < r["rss_mb"] < 4096, key
+        assert throughput.BY_KEY[key].title in printed
+    assert results["river"]["updates"] == 21 * results["river"]["events"]  # 20 numeric + prediction
+    assert results["river"]["alarms"] >= 0 and results["limit"]["alarms"] is None
+    for key in ("streamdrift-1", "streamdrift-2"):
+        r = results[key]
+        assert r["processes"] == throughput.BY_KEY[key].workers
+        assert r["updates"] == SERIES_PER_EVENT * r["events"]
+        assert r["redis"]["commands"] > 0 and r["redis"]["by_command"]
+        # (a window this short may hold no checkpoint: they come every 2 s or 20,000 events)
+        assert r["checkpoint"]["checkpoints"] >= 0 and 0 <= r["checkpoint"]["cpu_share"] < 1
+        latency = r["latency"]
+        assert latency["drifts"] == 1 and 1 <= latency["samples"] <= latency["expected_samples"], (
+            key
+        )
+        assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"], key
+        assert latency["onset_p50_ms"] >= latency["p50_ms"], key
+        names = {t["target"] for t in run["targets"][key]}
+        assert {"p99≤250ms", "RSS≤300MB"} <= names, key
+    assert "≥0.8×(1)" in {t["target"] for t in run["targets"]["streamdrift-1"]}
+    assert "≥1.7×(4)" in {t["target"] for t in run["targets"]["streamdrift-2"]}
+    assert set(run["targets"]) == {"streamdrift-1", "streamdrift-2"}
+    assert len(data["notes"]) == len(throughput.NOTES)
