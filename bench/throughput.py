@@ -133,10 +133,10 @@ consuming process, the largest worker's for streamdrift x2. {models} models x 22
 Redis cmds/1k ev: INFO commandstats calls (commands run inside the checkpoint Lua script
 included; the probe's own INFO excluded) over the events/s window, per 1,000 events.
 
-ckpt CPU: increase of streamdrift_checkpoint_duration_seconds_sum (wall time of the checkpoint's
-Redis round trip) over the increase of the workers' CPU time (utime + stime from /proc/PID/stat)
-in the events/s window. It leaves out serialising the dirty monitors and flushing the Kafka
-producer before the round trip, which the worker does not time.
+ckpt CPU: increase of streamdrift_checkpoint_cpu_seconds_total (CPU time of the worker's event
+loop thread inside checkpoints: serialising the changed monitors, the Redis script call,
+publishing alerts) over the increase of the workers' CPU time (utime + stime from
+/proc/PID/stat) in the events/s window.
 
 latency: after its throughput run, each streamdrift column starts again as a new group on a new
 topic holding {warmup} stationary events per model; once they are applied it gets traffic paced
@@ -278,7 +278,7 @@ def probe(workers: Sequence[WorkerProcess], topic: str, store: redis.Redis) -> P
                     and sample.labels.get("topic") == topic
                 ):
                     owned += sample.value
-                elif sample.name == "streamdrift_checkpoint_duration_seconds_sum":
+                elif sample.name == "streamdrift_checkpoint_cpu_seconds_total":
                     found.checkpoint_s += sample.value
                 elif sample.name == "streamdrift_checkpoint_duration_seconds_count":
                     found.checkpoints += sample.value

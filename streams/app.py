@@ -118,6 +118,22 @@ def _clamp_commits(app: faust.App, runtime: Runtime, ours: set[str]) -> None:
     consumer._commit = clamped
 
 
+def _fetch_wait(app: faust.App, wait_ms: int) -> None:
+    """faust-streaming hard-codes aiokafka's ``fetch_max_wait_ms=1500``: a fetch on a quiet
+    partition is held up to 1.5 s, which then is the floor of event-to-alert latency (measured:
+    p99 1.5 s at half load; 200 ms with 50 ms). The consumer is created when its thread starts,
+    so setting the wait on the thread's factory here takes effect."""
+    thread = app.consumer._thread
+    create = thread._create_worker_consumer
+
+    def with_wait(transport: Any) -> Any:
+        consumer = create(transport)
+        consumer._fetch_max_wait_ms = wait_ms  # read by aiokafka's Fetcher when it starts
+        return consumer
+
+    thread._create_worker_consumer = with_wait
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     s = settings
     app = faust.App(
@@ -143,6 +159,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     runtime = Runtime(s, load_config(s.config), FaustPublisher(app, s))
     ours = {s.input_topic, s.labels_topic}
     _clamp_commits(app, runtime, ours)
+    _fetch_wait(app, s.fetch_max_wait_ms)
 
     def batches(topic: str):
         async def agent(stream: faust.StreamT) -> None:

