@@ -125,6 +125,8 @@ class Runtime:
         self.history = HistoryRecorder(self.redis, settings.group_id, settings.history_interval_s, self.metrics.registry)
         config = with_setting_defaults(config, settings)
         self.baselines = BaselineCatalog()
+        joined = settings.label_join_models.strip()
+        self._join_models = None if joined == "*" else {m.strip() for m in joined.split(",") if m.strip()}
         self._baselines_checked = -math.inf
         self.predictions = prediction_processor(settings, config, self.baselines)
         self.labels = LabelProcessor(
@@ -157,7 +159,8 @@ class Runtime:
                     continue
                 if topic == self.settings.input_topic:
                     outcome = self.predictions.process(state, records)
-                    await self._redis(lambda: self.join.put(outcome.joins, now))
+                    joins = [j for j in outcome.joins if self._joinable(j[0])]
+                    await self._redis(lambda: self.join.put(joins, now))
                 else:
                     labels, outcome = self.labels.decode(state, records, now)
                     await self._apply_labels(state, labels, outcome, now)
@@ -342,6 +345,10 @@ class Runtime:
             await self._tick()
         except Exception:
             log.exception("periodic work failed (will retry on the next tick)")
+
+    def _joinable(self, model: str) -> bool:
+        """Whether the model's predictions wait in Redis for their labels (STREAMDRIFT_LABEL_JOIN_MODELS)."""
+        return self._join_models is None or model in self._join_models
 
     async def refresh_baselines(self, force: bool = False) -> None:
         """Reload new or replaced baselines (every ``baseline_refresh_s``, or now if ``force``);

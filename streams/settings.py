@@ -83,6 +83,7 @@ class Settings(BaseSettings):
 
     # --- labels join -----------------------------------------------------------------------
     label_ttl_s: float = Field(86_400.0, gt=0, description="How long predictions wait for their label (and labels for their prediction)")
+    label_join_models: str = Field("*", description="Models whose predictions wait in Redis for their labels: * (all) or a comma-separated list (each costs ~100 B of Redis for the label TTL)")
     max_pending_labels: int = Field(100_000, ge=0, description="Labels waiting for their prediction, per labels partition")
 
     # --- input limits (excess goes to the dead-letter topic with a reason) -----------------

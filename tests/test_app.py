@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from streams.app import create_app
+from streams.runtime import Publisher, Runtime
 from streams.settings import Settings
 
 
@@ -21,3 +24,9 @@ def test_the_kafka_fetch_wait_is_ours_not_faust_streamings_1500_ms():
             await consumer.stop()
 
     assert asyncio.run(fetch_wait()) == 77
+
+
+@pytest.mark.parametrize(("setting", "joined"), [("*", {"a", "b"}), ("b, c", {"b"}), ("", set())])
+def test_only_the_listed_models_predictions_wait_for_labels(setting, joined):
+    runtime = Runtime(Settings(redis_url="redis://127.0.0.1:9/0", label_join_models=setting), {}, Publisher())
+    assert {model for model in ("a", "b") if runtime._joinable(model)} == joined
