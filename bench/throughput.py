@@ -48,13 +48,19 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.load import NUMERIC, SERIES_PER_EVENT, bench_models, drift, messages, produce
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, ManagedProcess, create_topics, free_port
+from streams.embedded import (
+    LOCAL_WORKER_ENV,
+    EmbeddedBroker,
+    EmbeddedRedis,
+    ManagedProcess,
+    Topics,
+    WorkerProcess,
+    create_topics,
+    free_port,
+)
 from streams.simulate import ModelSpec, SimMessage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The end-to-end tests' worker process handle (readiness, metrics) and topic names: reused.
-sys.path.append(str(REPO_ROOT / "tests"))
-from conftest import WORKER_TEST_ENV, Topics, WorkerProcess
 
 __all__ = ["COLUMNS", "Column", "Result", "main", "run"]
 
@@ -68,10 +74,6 @@ DRIFTED_FEATURES = 4
 WARMUP_PER_MODEL = 600  # stationary events per model before a latency run (monitors warm up on 500)
 MIN_SHIFTED_PER_MODEL = 100  # shifted events a round's drifting model gets on average, at least
 ALERT_GRACE_S = 1.0  # alerts are sent right after the batch that found them is checkpointed
-
-# Short group timing for Tansu (it holds every join for session_timeout / 2), as in the tests;
-# checkpoint cadence stays at the production defaults, since its cost is measured.
-WORKER_ENV = {k: v for k, v in WORKER_TEST_ENV.items() if k != "STREAMDRIFT_CHECKPOINT_INTERVAL_S"}
 
 
 @dataclass(frozen=True)
@@ -445,7 +447,9 @@ class Bench:
             "STREAMDRIFT_KAFKA_BOOTSTRAP": self.broker.bootstrap,
             "STREAMDRIFT_REDIS_URL": self.store_url,
             **names.env(),
-            **WORKER_ENV,
+            # Tansu's short group timing; the checkpoint cadence stays at the production
+            # defaults, since its cost is measured.
+            **LOCAL_WORKER_ENV,
         }
         group = Group(names.alerts, Probe(at=0.0))
         group.before.redis_calls, group.before.redis_cpu_s = _redis_calls(self.redis)

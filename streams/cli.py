@@ -215,11 +215,14 @@ def format_alert(alert: dict[str, Any]) -> str:
     d = alert["data"]
     what = "error rate" if d["kind"] == "performance" else "mean"
     key = "error_rate" if d["kind"] == "performance" else "mean"
+    if d["reference"].get(key) is not None:
+        change = f"reference {what} {_num(d['reference'].get(key))} → current {_num(d['current'].get(key))}"
+    else:  # categorical or multivariate: the window test's own numbers say it
+        change = f"{d['test']} test p={_num(d['p_value'])}"
     return (
         f"[bold red]DRIFT[/bold red] {alert['time']} [bold]{alert['subject']}[/bold] "
-        f"({d['kind']}, {d['detector']}, severity {d['severity']}) effect {d['effect_size']:.2f}σ, "
-        f"reference {what} {_num(d['reference'].get(key))} → current {_num(d['current'].get(key))}; "
-        f"evidence {d['evidence']['topic']}[{d['evidence']['partition']}] "
+        f"({d['kind']}, {d['detector']}, severity {d['severity']}) effect {d['effect_size']:.2f}, "
+        f"{change}; evidence {d['evidence']['topic']}[{d['evidence']['partition']}] "
         f"{d['evidence']['from_offset']}..{d['evidence']['to_offset']}  [dim]id {alert['id']}[/dim]"
     )
 

@@ -19,7 +19,15 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, create_topics, free_port
+from streams.embedded import (
+    LOCAL_WORKER_ENV,
+    EmbeddedBroker,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    WorkerProcess,
+    create_topics,
+    free_port,
+)
 from streams.tail import tail_alerts
 
 PROGRESS_EVERY_S = 10.0
@@ -44,15 +52,15 @@ def run_demo(console: Console, duration: float | None, rate: float, drift_at: in
             "STREAMDRIFT_KAFKA_BOOTSTRAP": broker.bootstrap,
             "STREAMDRIFT_REDIS_URL": redis.url,
             "STREAMDRIFT_METRICS_PORT": str(port),
-            "STREAMDRIFT_METRICS_HOST": "127.0.0.1",
-            "STREAMDRIFT_SESSION_TIMEOUT_S": "6",
-            "STREAMDRIFT_HEARTBEAT_INTERVAL_S": "1",
-            "STREAMDRIFT_REBALANCE_TIMEOUT_S": "6",
+            **LOCAL_WORKER_ENV,
             "STREAMDRIFT_LOG_LEVEL": "warning",
         }
-        worker = _spawn(stack, [sys.executable, "-m", "streams", "worker"], env, workdir / "worker.log")
+        worker = stack.enter_context(WorkerProcess(env, workdir / "worker.log"))
         with console.status("starting the worker (joining the consumer group)…"):
-            _wait_ready(port, worker, workdir / "worker.log")
+            try:
+                worker.wait_ready(timeout=90)
+            except EmbeddedServerError as exc:
+                raise SystemExit(str(exc)) from None
         console.print(f"[green]✓[/green] worker ready — metrics at [link]http://127.0.0.1:{port}/metrics[/link]")
 
         simulator_cmd = [sys.executable, "-m", "streams", "simulate", "--rate", str(rate), "--drift-at", str(drift_at)]
@@ -64,12 +72,10 @@ def run_demo(console: Console, duration: float | None, rate: float, drift_at: in
             f"(~{drift_at / rate:.0f} s). Waiting for alerts — Ctrl-C to stop.\n"
         )
         deadline = None if duration is None else time.monotonic() + duration
-        _show_alerts(console, broker.bootstrap, worker, workdir / "worker.log", deadline, port)
+        _show_alerts(console, broker.bootstrap, worker, deadline, port)
 
 
-def _show_alerts(
-    console: Console, bootstrap: str, worker: subprocess.Popen, log: Path, deadline: float | None, port: int
-) -> None:
+def _show_alerts(console: Console, bootstrap: str, worker: WorkerProcess, deadline: float | None, port: int) -> None:
     from streams.cli import format_alert
 
     next_report = time.monotonic() + PROGRESS_EVERY_S
@@ -79,7 +85,7 @@ def _show_alerts(
         if time.monotonic() >= next_report:
             next_report += PROGRESS_EVERY_S
             console.print(f"[dim]… {_processed(port)}[/dim]")
-        return worker.poll() is not None or (deadline is not None and time.monotonic() > deadline)
+        return not worker.running or (deadline is not None and time.monotonic() > deadline)
 
     count = 0
     try:
@@ -88,9 +94,9 @@ def _show_alerts(
             console.print(format_alert(alert))
     except KeyboardInterrupt:
         pass
-    if worker.poll() not in (None, 0):
+    if worker.returncode not in (None, 0):
         console.print(f"[red]the worker exited with code {worker.returncode}; the end of its log:[/red]")
-        console.print(_tail(log), markup=False, highlight=False)
+        console.print(worker.log_tail(), markup=False, highlight=False)
     console.print(f"\n{count} alert(s). Stopping…")
 
 
@@ -128,22 +134,3 @@ def _stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _wait_ready(port: int, worker: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise SystemExit(f"the worker exited during start-up; its log ({log}):\n{_tail(log)}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the worker was not ready after {timeout:g} s; its log ({log}):\n{_tail(log)}")
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

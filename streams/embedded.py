@@ -38,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -669,3 +671,100 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], *, timeout: float =
                 f"the requested partitions within {timeout:g} s (seen: {counts})."
             )
         time.sleep(_POLL_S)
+
+
+# --- worker processes on the embedded servers ---------------------------------------------
+
+#: Worker settings for a local group on the embedded broker: seconds-scale group timing (Tansu
+#: holds every join for session_timeout / 2; production defaults are 30 s) on loopback.
+LOCAL_WORKER_ENV = {
+    "STREAMDRIFT_METRICS_HOST": "127.0.0.1",
+    "STREAMDRIFT_SESSION_TIMEOUT_S": "6",
+    "STREAMDRIFT_HEARTBEAT_INTERVAL_S": "1",
+    "STREAMDRIFT_REBALANCE_TIMEOUT_S": "6",
+}
+WORKER_COMMAND = (sys.executable, "-m", "streams", "worker")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names and consumer group id unique to one test."""
+
+    input: str
+    labels: str
+    alerts: str
+    dlq: str
+    group_id: str
+
+    def env(self) -> dict[str, str]:
+        """The worker's ``STREAMDRIFT_*`` topic and group variables."""
+        return {
+            "STREAMDRIFT_INPUT_TOPIC": self.input,
+            "STREAMDRIFT_LABELS_TOPIC": self.labels,
+            "STREAMDRIFT_ALERT_TOPIC": self.alerts,
+            "STREAMDRIFT_DLQ_TOPIC": self.dlq,
+            "STREAMDRIFT_GROUP_ID": self.group_id,
+        }
+
+
+class WorkerProcess(ManagedProcess):
+    """A ``streamdrift worker`` subprocess, probed over its metrics HTTP server.
+
+    Contract: ``GET /readyz`` answers 503 until the worker owns its partitions and Redis is
+    reachable, then 200; ``GET /metrics`` is Prometheus text.
+    """
+
+    name = "worker"
+
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, command: Sequence[str] = WORKER_COMMAND
+    ) -> None:
+        """``env`` is the complete environment; it must contain ``STREAMDRIFT_METRICS_PORT``."""
+        super().__init__(log_path)
+        self.env = dict(env)
+        self.command = list(command)
+        self.metrics_port = int(self.env["STREAMDRIFT_METRICS_PORT"])
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<metrics port>``."""
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    def start(self) -> Self:
+        """Launch the process (returns at once; see :meth:`wait_ready`)."""
+        self._spawn(self.command, env=self.env)
+        return self
+
+    def readyz(self, timeout: float = 2.0) -> int | None:
+        """HTTP status of ``/readyz``, or None if nothing answers."""
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=timeout) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def wait_ready(self, timeout: float = 60.0) -> Self:
+        """Poll ``/readyz`` until 200; raise with the log tail if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise EmbeddedServerError(
+                    f"worker exited with status {self.returncode} before it was ready.\n"
+                    f"{self._log_report()}"
+                )
+            status = self.readyz(timeout=max(min(2.0, deadline - time.monotonic()), 0.1))
+            if status == 200:
+                return self
+            time.sleep(0.1)
+        raise EmbeddedServerError(
+            f"worker (pid {self.pid}) not ready within {timeout:g} s; last /readyz status: "
+            f"{status}.\n{self._log_report()}"
+        )
+
+    def metrics_text(self, timeout: float = 30.0) -> str:
+        """The body of ``GET /metrics``."""
+        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=timeout) as response:
+            return str(response.read().decode())

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self, cast
+from typing import cast
 
 import numpy as np
 import pytest
@@ -30,10 +29,11 @@ from confluent_kafka import Message as KafkaMessage
 
 from detectors import Detection, NumericMonitor
 from streams.embedded import (
+    LOCAL_WORKER_ENV,
     EmbeddedBroker,
     EmbeddedRedis,
-    EmbeddedServerError,
-    ManagedProcess,
+    Topics,
+    WorkerProcess,
     create_topics,
     free_port,
 )
@@ -43,16 +43,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Partitions of each per-test topic.
 TOPIC_PARTITIONS = {"input": 4, "labels": 2, "alerts": 1, "dlq": 1}
 
-#: Worker settings for tests: seconds-scale group timing (Tansu holds every join for
-#: session_timeout / 2) and frequent checkpoints.
-WORKER_TEST_ENV = {
-    "STREAMDRIFT_METRICS_HOST": "127.0.0.1",
-    "STREAMDRIFT_SESSION_TIMEOUT_S": "6",
-    "STREAMDRIFT_HEARTBEAT_INTERVAL_S": "1",
-    "STREAMDRIFT_REBALANCE_TIMEOUT_S": "6",
-    "STREAMDRIFT_CHECKPOINT_INTERVAL_S": "0.5",
-}
-WORKER_COMMAND = (sys.executable, "-m", "streams", "worker")
+#: Worker settings for tests: the local group timing plus frequent checkpoints.
+WORKER_TEST_ENV = {**LOCAL_WORKER_ENV, "STREAMDRIFT_CHECKPOINT_INTERVAL_S": "0.5"}
 
 
 # --- servers -------------------------------------------------------------------------------
@@ -93,27 +85,6 @@ def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
 # --- topics --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Topics:
-    """Topic names and consumer group id unique to one test."""
-
-    input: str
-    labels: str
-    alerts: str
-    dlq: str
-    group_id: str
-
-    def env(self) -> dict[str, str]:
-        """The worker's ``STREAMDRIFT_*`` topic and group variables."""
-        return {
-            "STREAMDRIFT_INPUT_TOPIC": self.input,
-            "STREAMDRIFT_LABELS_TOPIC": self.labels,
-            "STREAMDRIFT_ALERT_TOPIC": self.alerts,
-            "STREAMDRIFT_DLQ_TOPIC": self.dlq,
-            "STREAMDRIFT_GROUP_ID": self.group_id,
-        }
-
-
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A Kafka-safe name: a slug of the test name plus a random suffix."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name).strip("-")[:40]
@@ -139,69 +110,6 @@ def topics(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> Topics:
 
 
 # --- worker processes ----------------------------------------------------------------------
-
-
-class WorkerProcess(ManagedProcess):
-    """A ``streamdrift worker`` subprocess, probed over its metrics HTTP server.
-
-    Contract: ``GET /readyz`` answers 503 until the worker owns its partitions and Redis is
-    reachable, then 200; ``GET /metrics`` is Prometheus text.
-    """
-
-    name = "worker"
-
-    def __init__(
-        self, env: Mapping[str, str], log_path: Path, command: Sequence[str] = WORKER_COMMAND
-    ) -> None:
-        """``env`` is the complete environment; it must contain ``STREAMDRIFT_METRICS_PORT``."""
-        super().__init__(log_path)
-        self.env = dict(env)
-        self.command = list(command)
-        self.metrics_port = int(self.env["STREAMDRIFT_METRICS_PORT"])
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<metrics port>``."""
-        return f"http://127.0.0.1:{self.metrics_port}"
-
-    def start(self) -> Self:
-        """Launch the process (returns at once; see :meth:`wait_ready`)."""
-        self._spawn(self.command, env=self.env, cwd=REPO_ROOT)
-        return self
-
-    def readyz(self, timeout: float = 2.0) -> int | None:
-        """HTTP status of ``/readyz``, or None if nothing answers."""
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=timeout) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except (urllib.error.URLError, OSError):
-            return None
-
-    def wait_ready(self, timeout: float = 60.0) -> Self:
-        """Poll ``/readyz`` until 200; raise with the log tail if it exits or times out."""
-        deadline = time.monotonic() + timeout
-        status = None
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise EmbeddedServerError(
-                    f"worker exited with status {self.returncode} before it was ready.\n"
-                    f"{self._log_report()}"
-                )
-            status = self.readyz(timeout=max(min(2.0, deadline - time.monotonic()), 0.1))
-            if status == 200:
-                return self
-            time.sleep(0.1)
-        raise EmbeddedServerError(
-            f"worker (pid {self.pid}) not ready within {timeout:g} s; last /readyz status: "
-            f"{status}.\n{self._log_report()}"
-        )
-
-    def metrics_text(self, timeout: float = 30.0) -> str:
-        """The body of ``GET /metrics``."""
-        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=timeout) as response:
-            return str(response.read().decode())
 
 
 def _env_name(key: str) -> str:

@@ -92,3 +92,16 @@ def test_baseline_build_explains_a_bad_file(tmp_path):
     result = streamdrift("baseline", "build", "-m", "m", "--from", str(data), "--dry-run")
     assert result.returncode == 1 and "train.csv:3: 1 cells, the header has 2" in result.stderr
     assert "what to do" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_alert_lines_say_what_changed_for_numeric_and_categorical_features():
+    from streams.cli import format_alert
+
+    base = {"id": "abc", "time": "t", "subject": "m/x"}
+    evidence = {"topic": "in", "partition": 1, "from_offset": 5, "to_offset": 9}
+    numeric = {"kind": "feature", "detector": "cusum", "severity": "high", "effect_size": 1.2, "test": None,
+               "p_value": None, "reference": {"mean": 0.0}, "current": {"mean": 1.2}, "evidence": evidence}
+    categorical = {**numeric, "detector": "window", "test": "chi2", "p_value": 1e-9,
+                   "reference": {"count": 5000, "top": []}, "current": {"count": 500, "top": []}}
+    assert "reference mean 0 → current 1.2" in format_alert({**base, "data": numeric})
+    assert "chi2 test p=1e-09" in format_alert({**base, "data": categorical})
