@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from river import drift
@@ -62,19 +63,40 @@ class Adwin(ChangeDetector):
         return self.params.delta
 
     def _update(self, x: float) -> float | None:
+        hits = self._run([x])
+        return hits[0][1] if hits else None
+
+    def update_many(self, values: Iterable[float]) -> list[tuple[int, float]]:
+        hits = self._run(values)
+        # What ``_step`` records per value, once for the run.
+        self._drift_detected = self._adwin.drift_detected
+        if hits:
+            self.statistic = hits[-1][1]
+            self.n_detections += len(hits)
+        return hits
+
+    def _run(self, values: Iterable[float]) -> list[tuple[int, float]]:
+        """Feed ``values`` to river's ADWIN; (index, statistic) of each detection.
+
+        river's ``ADWIN.update`` inlined (reset on the update after a detection, then the Rust
+        window's update): this loop runs for every numeric value of every series.
+        """
         adwin = self._adwin
-        # river empties the window on the update after a detection; otherwise the window is
-        # every value since then, so what the cut dropped is known from width and total.
-        if adwin.drift_detected:
-            width, total = 0, 0.0
-        else:
-            width, total = adwin._helper.get_width(), adwin._helper.get_total()
-        adwin.update(x)
-        if not adwin.drift_detected:
-            return None
-        kept, kept_total = adwin.width, adwin.total
-        dropped = width + 1 - kept
-        return abs(kept_total / kept - (total + x - kept_total) / dropped)
+        hits = []
+        for i, x in enumerate(values):
+            # The window is every value since the last reset, so what a cut dropped is known
+            # from the width and total before the value.
+            if adwin._drift_detected:
+                adwin._reset()
+                helper, width, total = adwin._helper, 0, 0.0
+            else:
+                helper = adwin._helper
+                width, total = helper.get_width(), helper.get_total()
+            adwin._drift_detected = helper.update(x)
+            if adwin._drift_detected:
+                kept, kept_total = helper.get_width(), helper.get_total()
+                hits.append((i, abs(kept_total / kept - (total + x - kept_total) / (width + 1 - kept))))
+        return hits
 
     def _describe(self) -> dict[str, Any]:
         return {"width": int(self._adwin.width), "estimation": self._adwin.estimation}

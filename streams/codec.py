@@ -12,9 +12,10 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import msgspec
+import numpy as np
 
 PREDICTION = "prediction"
 """The prediction is monitored like a feature of this name."""
@@ -53,7 +54,13 @@ class Reason(StrEnum):
 Scalar = Union[float, str, bool, None]
 
 
-class _RawEvent(msgspec.Struct):
+class RawEvent(msgspec.Struct, gc=False):
+    """An event as the typed decoder reads it, before validation.
+
+    ``gc=False``: it holds only strings and scalars, so it is in no reference cycle, and the
+    thousands of a batch do not set off garbage collections.
+    """
+
     model: str
     features: dict[str, Scalar]
     model_version: Union[str, None] = None
@@ -69,7 +76,7 @@ class _RawLabel(msgspec.Struct):
     timestamp: Union[float, str, None] = None
 
 
-_EVENTS = msgspec.json.Decoder(Union[_RawEvent, list[_RawEvent]])
+_EVENTS = msgspec.json.Decoder(Union[RawEvent, list[RawEvent]])
 _LABELS = msgspec.json.Decoder(Union[_RawLabel, list[_RawLabel]])
 _GENERIC = msgspec.json.Decoder()
 _ENCODE = msgspec.json.Encoder().encode
@@ -146,6 +153,34 @@ def decode_labels(value: bytes | None, kafka_ts: float, limits: Limits) -> tuple
     return _decode(value, kafka_ts, limits, _LABELS, _validate_label, _diagnose_label)
 
 
+def typed_events(value: bytes | None, limits: Limits) -> list[tuple[int | None, RawEvent]] | None:
+    """The message's events as typed structs, each with its position in a JSON array (None for a
+    single-event message), not validated yet; None when the message needs ``decode_events``'
+    full handling (empty, oversize, not of the typed shape, too many events).
+
+    >>> typed_events(b'[{"model": "m", "features": {"x": 1}}]', Limits())
+    [(0, RawEvent(model='m', features={'x': 1.0}, model_version=None, event_id=None, timestamp=None, prediction=None))]
+    >>> typed_events(b'{"model": 7, "features": {}}', Limits()) is None
+    True
+    """
+    if value is None or len(value) > limits.max_message_bytes:
+        return None
+    try:
+        raw = _EVENTS.decode(value)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if not isinstance(raw, list):
+        return [(None, raw)]
+    return list(enumerate(raw)) if len(raw) <= limits.max_events_per_message else None
+
+
+def validate_events(
+    value: bytes, items: list[tuple[int | None, RawEvent]], kafka_ts: float, limits: Limits
+) -> tuple[list[Event], list[Rejection]]:
+    """Validate typed events of the message ``value`` (see ``typed_events``), as ``decode_events`` does."""
+    return _validate_items(value, items, kafka_ts, limits, _validate_event)
+
+
 def _decode(value, kafka_ts, limits, decoder, validate, diagnose):
     if value is None:
         return [], [Rejection(Reason.MALFORMED_JSON, "empty message (null value)", b"")]
@@ -156,18 +191,21 @@ def _decode(value, kafka_ts, limits, decoder, validate, diagnose):
         raw = decoder.decode(value)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return _decode_slowly(value, kafka_ts, limits, validate, diagnose)
-    items = raw if isinstance(raw, list) else [raw]
+    items = list(enumerate(raw)) if isinstance(raw, list) else [(None, raw)]
     if len(items) > limits.max_events_per_message:
         detail = f"{len(items)} events > max_events_per_message={limits.max_events_per_message}"
         return [], [Rejection(Reason.TOO_MANY_EVENTS, detail, value)]
-    batched = isinstance(raw, list)
+    return _validate_items(value, items, kafka_ts, limits, validate)
+
+
+def _validate_items(value, items, kafka_ts, limits, validate):
+    """Typed items (position in the array or None, struct) into valid ones and rejections."""
     good, bad = [], []
-    for index, item in enumerate(items):
+    for index, item in items:
         try:
-            good.append(validate(item, kafka_ts, limits, index if batched else None))
+            good.append(validate(item, kafka_ts, limits, index))
         except Invalid as exc:
-            position = index if batched else None
-            bad.append(Rejection(exc.reason, exc.detail, element_bytes(value, position), position))
+            bad.append(Rejection(exc.reason, exc.detail, element_bytes(value, index), index))
     return good, bad
 
 
@@ -176,17 +214,13 @@ def _decode_slowly(value, kafka_ts, limits, validate, diagnose):
     try:
         raw = _GENERIC.decode(value)
     except msgspec.DecodeError as exc:
-        reason = Reason.NON_FINITE_VALUE if "out of range" in str(exc) else Reason.MALFORMED_JSON
-        return [], [Rejection(reason, str(exc), value)]
-    if not isinstance(raw, list):
-        reason, detail = diagnose(raw, limits)
-        return [], [Rejection(reason, detail, value)]
-    if len(raw) > limits.max_events_per_message:
+        return [], [Rejection(_refused(exc), str(exc), value)]
+    if isinstance(raw, list) and len(raw) > limits.max_events_per_message:
         detail = f"{len(raw)} events > max_events_per_message={limits.max_events_per_message}"
         return [], [Rejection(Reason.TOO_MANY_EVENTS, detail, value)]
     good, bad = [], []
-    for index, item in enumerate(raw):
-        payload = _ENCODE(item)
+    for index, item in enumerate(raw) if isinstance(raw, list) else [(None, raw)]:
+        payload = value if index is None else _ENCODE(item)
         reason, detail = diagnose(item, limits)
         if reason is None:
             try:
@@ -195,12 +229,18 @@ def _decode_slowly(value, kafka_ts, limits, validate, diagnose):
                 continue
             except Invalid as exc:
                 reason, detail = exc.reason, exc.detail
+            except msgspec.ValidationError as exc:  # what the diagnosis cannot see: an integer beyond the float range
+                reason, detail = _refused(exc), str(exc)
         bad.append(Rejection(reason, detail, payload, index))
     return good, bad
 
 
+def _refused(exc: msgspec.DecodeError) -> Reason:
+    return Reason.NON_FINITE_VALUE if "out of range" in str(exc) else Reason.MALFORMED_JSON
+
+
 def _raw_type(validate) -> type:
-    return _RawEvent if validate is _validate_event else _RawLabel
+    return RawEvent if validate is _validate_event else _RawLabel
 
 
 def element_bytes(value: bytes, index: int | None) -> bytes:
@@ -211,7 +251,7 @@ def element_bytes(value: bytes, index: int | None) -> bytes:
 # --- validation of typed events ------------------------------------------------------------
 
 
-def _validate_event(raw: _RawEvent, kafka_ts: float, limits: Limits, index: int | None) -> Event:
+def _validate_event(raw: RawEvent, kafka_ts: float, limits: Limits, index: int | None) -> Event:
     _check_name(raw.model, "model", Reason.INVALID_MODEL, limits)
     if len(raw.features) > limits.max_features_per_event:
         detail = f"{len(raw.features)} features > max_features_per_event={limits.max_features_per_event}"
@@ -231,7 +271,7 @@ def _validate_event(raw: _RawEvent, kafka_ts: float, limits: Limits, index: int 
         model=raw.model,
         model_version=raw.model_version,
         event_id=raw.event_id,
-        timestamp=_timestamp(raw.timestamp, kafka_ts),
+        timestamp=event_time(raw.timestamp, kafka_ts),
         numeric=numeric,
         categorical=categorical,
         missing=missing,
@@ -251,7 +291,7 @@ def _validate_label(raw: _RawLabel, kafka_ts: float, limits: Limits, index: int 
         raise Invalid(Reason.NON_FINITE_VALUE, "label is not finite")
     elif isinstance(label, str) and len(label) > limits.max_category_length:
         raise Invalid(Reason.CATEGORY_TOO_LONG, f"label longer than {limits.max_category_length}")
-    return Label(raw.model, raw.event_id, label, _timestamp(raw.timestamp, kafka_ts), index)
+    return Label(raw.model, raw.event_id, label, event_time(raw.timestamp, kafka_ts), index)
 
 
 def _classify(name, value, numeric, categorical, missing, limits, reason) -> None:
@@ -271,12 +311,53 @@ def _classify(name, value, numeric, categorical, missing, limits, reason) -> Non
         raise Invalid(reason, f"{name!r} has unsupported type {type(value).__name__}")
 
 
+# --- whole columns of values (the processor's columnar path) --------------------------------
+
+_NULL = {type(None)}
+_NUMBERS = {float, type(None)}
+_CATEGORIES = {str, bool, type(None)}
+
+
+def names_pass(model: str, names: Sequence[str], with_prediction: bool, limits: Limits) -> bool:
+    """Whether events of ``model`` with these feature names pass every check of
+    ``_validate_event`` that does not look at the values."""
+    if len(names) > limits.max_features_per_event or (with_prediction and PREDICTION in names):
+        return False
+    try:
+        _check_name(model, "model", Reason.INVALID_MODEL, limits)
+        for name in names:
+            _check_name(name, "feature name", Reason.INVALID_FEATURE_NAME, limits)
+    except Invalid:
+        return False
+    return True
+
+
+def classify_column(values: Sequence[Scalar], limits: Limits) -> np.ndarray | list[str | None] | None:
+    """One feature's typed values from many events, classified at once as ``_classify`` does
+    each: a float array (NaN: null) for numbers, a list of categories (None: null; booleans
+    "true"/"false") for strings and booleans, a list of None if all are null; None if the
+    column mixes numbers and categories or holds a value ``_classify`` refuses."""
+    types = set(map(type, values))
+    if types == _NULL:
+        return list(values)
+    if types <= _NUMBERS:  # finite: the typed decoder refuses numbers beyond the float range
+        return np.array(values, dtype=np.float64)
+    if not types <= _CATEGORIES:
+        return None
+    categories = [("true" if v else "false") if v.__class__ is bool else v for v in values] if bool in types else list(values)
+    present = set(categories)
+    present.discard(None)
+    return categories if max(map(len, present)) <= limits.max_category_length else None
+
+
 def _check_name(name: str, what: str, reason: Reason, limits: Limits) -> None:
     if not name or len(name) > limits.max_name_length or not name.isprintable():
         raise Invalid(reason, f"{what} must be 1..{limits.max_name_length} printable characters")
 
 
-def _timestamp(value: float | str | None, kafka_ts: float) -> float:
+def event_time(value: float | str | None, kafka_ts: float) -> float:
+    """An event's time in epoch seconds: its ``timestamp`` field, else the Kafka timestamp;
+    ``Invalid`` if the field is not a valid time."""
     if value is None:
         return kafka_ts
     if isinstance(value, float):

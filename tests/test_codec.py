@@ -55,6 +55,7 @@ def test_timestamps_are_epoch_seconds_or_rfc3339(timestamp, expected):
         (b'{"model": "m", "features": [1]}', Reason.INVALID_FEATURES),
         (b'{"model": "m", "features": {"a": {}}}', Reason.INVALID_FEATURE_VALUE),
         (b'{"model": "m", "features": {"a": -1e400}}', Reason.NON_FINITE_VALUE),
+        (b'{"model": "m", "features": {"a": 1' + b"0" * 400 + b"}}", Reason.NON_FINITE_VALUE),  # an integer beyond float
         (b'{"model": "m", "features": {"a": "longer than 8"}}', Reason.CATEGORY_TOO_LONG),
         (b'{"model": "m", "features": {"a": 1, "b": 2, "c": 3, "d": 4}}', Reason.TOO_MANY_FEATURES),
         (b'{"model": "m", "features": {"a name too long": 1}}', Reason.INVALID_FEATURE_NAME),
@@ -88,6 +89,13 @@ def test_a_batch_failing_only_in_validation_keeps_its_valid_events():
     assert [e.model for e in events] == ["a"]
     assert [(r.reason, r.index) for r in rejections] == [(Reason.CATEGORY_TOO_LONG, 1)]
     assert json.loads(rejections[0].payload)["model"] == "b"
+
+
+def test_an_integer_beyond_the_float_range_rejects_only_its_event():
+    value = b'[{"model": "a", "features": {"x": 1}}, {"model": "b", "features": {}, "prediction": 1' + b"0" * 400 + b"}]"
+    events, rejections = decode_events(value, 0.0, LIMITS)
+    assert [e.model for e in events] == ["a"]
+    assert [(r.reason, r.index) for r in rejections] == [(Reason.NON_FINITE_VALUE, 1)]
 
 
 def test_labels_decode_and_bad_labels_are_rejected():
