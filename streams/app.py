@@ -2,8 +2,10 @@
 
 Faust owns the consumer group, the agents' lifecycle and the web server; the drift logic
 lives in ``streams.runtime`` (state, checkpoints) and ``streams.processor`` (pure batch
-logic). Agents take records in batches (``take_events``) so per-batch work — decoding,
-vectorised sketch updates, one Redis round trip — is amortised over many events.
+logic). The input topics are consumed by ``streams.intake.Intake`` in Faust's Fetcher's
+place: whole ``getmany`` results go to the runtime in batches, with no Faust event, stream or
+ack per record, so per-batch work — decoding, vectorised sketch updates, one Redis round
+trip — is amortised over many events.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from detectors import validate_config
-from streams.processor import Record
+from streams.intake import Intake
 from streams.runtime import Publisher, Runtime
 from streams.security import confluent_config, faust_credentials
 from streams.settings import Settings
@@ -99,10 +100,11 @@ def earliest_offsets(settings: Settings, partitions: list[tuple[str, int]]) -> d
 def _clamp_commits(app: faust.App, runtime: Runtime, ours: set[str]) -> None:
     """Never let Kafka's committed offset of our partitions pass the Redis checkpoint.
 
-    Faust commits every acked offset (periodically, on revocation, on stop). Clamped to the
-    checkpoint, a restarted or new owner always starts reading at or before the state's next
-    offset and skips what the state already holds: no rewind (and no race with fetches already
-    in flight) is ever needed to resume exactly.
+    Every commit goes through here: the intake's commits of checkpointed offsets, the runtime's
+    on assignment, and any Faust makes itself (it acks nothing of our topics, so it has none of
+    theirs to commit). Clamped to the checkpoint, a restarted or new owner always starts reading
+    at or before the state's next offset and skips what the state already holds: no rewind (and
+    no race with fetches already in flight) is ever needed to resume exactly.
     """
     consumer = app.consumer
     commit = consumer._commit
@@ -150,7 +152,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         broker_heartbeat_interval=s.heartbeat_interval_s,
         broker_rebalance_timeout=s.rebalance_timeout_s,
         broker_max_poll_records=s.batch_max_events,
-        stream_buffer_maxsize=max(4096, 2 * s.batch_max_events),
         web_enabled=True,
         web_bind=s.metrics_host,
         web_port=s.metrics_port,
@@ -161,20 +162,12 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     _clamp_commits(app, runtime, ours)
     _fetch_wait(app, s.fetch_max_wait_ms)
 
-    def batches(topic: str):
-        async def agent(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(s.batch_max_events, within=s.batch_within_s):
-                by_partition: dict[int, list[Record]] = defaultdict(list)
-                for event in events:
-                    message = event.message
-                    by_partition[message.partition].append(Record(message.offset, message.timestamp, message.value))
-                await runtime.handle(topic, by_partition)
-
-        agent.__name__ = f"{topic.replace('.', '_').replace('-', '_')}_agent"
-        return agent
-
+    intake = Intake(app, runtime, s.batch_max_events, s.batch_within_s)
+    app._fetcher = intake  # Faust starts and stops its Fetcher; this one replaces it
     for topic in (s.input_topic, s.labels_topic):
-        app.agent(app.topic(topic, key_serializer="raw", value_serializer="raw"), name=f"streamdrift.{topic}")(batches(topic))
+        # Subscribed without an agent; acks off: Faust tracks no offsets of these topics (the
+        # intake commits checkpoints) and so does not report their partitions as stuck.
+        app.topics.add(app.topic(topic, key_serializer="raw", value_serializer="raw", acks=False))
 
     @app.on_partitions_revoked.connect
     async def on_revoked(_app: faust.App, revoked: set[TP], **_: Any) -> None:
@@ -188,6 +181,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     @app.timer(interval=min(1.0, s.checkpoint_interval_s / 2))
     async def tick() -> None:
         await runtime.tick()
+        await intake.commit()
         runtime.update_lag(lambda topic, partition: app.consumer.highwater(TP(topic, partition)))
 
     @app.page("/metrics")
@@ -220,6 +214,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     @app.service
     class Closer(faust.Service):
         async def on_stop(self) -> None:
+            await intake.stop()  # no batch after the final checkpoint
             await runtime.close()
 
     return app, runtime

@@ -10,7 +10,8 @@ Lifecycle of a partition (see README "State and exactly-once"):
    dead letters are flushed to Kafka first, then state + next offset + the new alerts (the
    outbox) are written in one fenced Redis script; alerts are published only from there, so an
    alert always matches checkpointed state and a replay can never publish a different one;
-4. revoked — Faust has drained the agents; the partition is checkpointed and dropped.
+4. revoked — the intake has stopped handing records of the partition; it is checkpointed and
+   dropped.
 """
 
 from __future__ import annotations

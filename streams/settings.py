@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     history_interval_s: float = Field(
         10.0, ge=0, description="Least seconds between two drift-score history samples of a partition (streamdrift report); 0: every checkpoint"
     )
-    batch_max_events: int = Field(2_000, ge=1, description="Max Kafka messages handled as one batch")
-    batch_within_s: float = Field(0.05, gt=0, description="Max wait to fill a batch")
+    batch_max_events: int = Field(2_000, ge=1, description="Events handled as one batch (a message is never split)")
+    batch_within_s: float = Field(0.05, gt=0, description="Longest wait for records in one poll of the consumer")
     fetch_max_wait_ms: int = Field(100, ge=0, le=5000, description="Longest wait of a Kafka fetch for data (bounds event-to-alert latency on quiet partitions)")
 
     # --- consumer group timing (production-safe defaults; tests use seconds) ----------------
