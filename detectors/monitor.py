@@ -957,17 +957,23 @@ def merge_summaries(monitors: Sequence[Monitor]) -> dict[str, Any]:
     return type(monitors[0])._merged_summary(monitors)
 
 
-def monitor_from_bytes(data: bytes) -> Monitor:
-    """Restore a monitor saved with :meth:`Monitor.to_bytes`; :class:`StateError` if impossible."""
+def check_state_version(data: bytes, expected: int, what: str) -> None:
+    """:class:`StateError` unless ``data`` is a stored state of format version ``expected``
+    (read first, so a state of another version is reported as such, not as corrupt)."""
     try:
         version = _HEADER_DECODER.decode(data).version
     except msgspec.MsgspecError as exc:
-        raise StateError(f"not a streamdrift monitor state ({exc})") from None
-    if version != FORMAT_VERSION:
+        raise StateError(f"not a streamdrift {what} state ({exc})") from None
+    if version != expected:
         raise StateError(
-            f"monitor state has format version {version} but this streamdrift reads version "
-            f"{FORMAT_VERSION}; discard the state to rebuild the monitor from new events"
+            f"{what} state has format version {version} but this streamdrift reads version "
+            f"{expected}; discard the state to rebuild the monitor from new events"
         )
+
+
+def monitor_from_bytes(data: bytes) -> Monitor:
+    """Restore a monitor saved with :meth:`Monitor.to_bytes`; :class:`StateError` if impossible."""
+    check_state_version(data, FORMAT_VERSION, "monitor")
     try:
         state = _DECODER.decode(data).monitor
         return _MONITOR_BY_STATE[type(state)]._from_state(state)

@@ -73,7 +73,7 @@ import numpy as np
 from detectors.budget import window_alpha
 from detectors.config import _FromMapping, _require
 from detectors.lifecycle import Lifecycle, LifecycleState
-from detectors.monitor import Detection, StateError
+from detectors.monitor import Detection, StateError, check_state_version
 from detectors.stats import RunningStats, RunningStatsState
 from detectors.windows import severity
 
@@ -430,12 +430,6 @@ class _MultivariateState(msgspec.Struct, frozen=True):
     lifecycle: LifecycleState
 
 
-class _Header(msgspec.Struct):
-    """Read first, so a state of another version is reported as such, not as corrupt."""
-
-    version: int
-
-
 class PCAReconstructionMonitor:
     """Multivariate drift monitor of a model's numeric features (see the module docstring).
 
@@ -707,15 +701,7 @@ class PCAReconstructionMonitor:
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         """Restore a monitor saved with :meth:`to_bytes`; :class:`StateError` if impossible."""
-        try:
-            version = _HEADER_DECODER.decode(data).version
-        except msgspec.MsgspecError as exc:
-            raise StateError(f"not a streamdrift multivariate state ({exc})") from None
-        if version != STATE_VERSION:
-            raise StateError(
-                f"multivariate state has format version {version} but this streamdrift reads "
-                f"version {STATE_VERSION}; discard the state to rebuild the monitor"
-            )
+        check_state_version(data, STATE_VERSION, "multivariate")
         try:
             state = _DECODER.decode(data)
             monitor = cls(state.reference.features, state.params)
@@ -740,4 +726,3 @@ class PCAReconstructionMonitor:
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(_MultivariateState)
-_HEADER_DECODER = msgspec.msgpack.Decoder(_Header)
