@@ -268,12 +268,7 @@ class Monitor(abc.ABC):
     def _settled(self, evaluation: Evaluation) -> bool:
         """Whether a window looks like the reference again: every test quiet at the looser
         ``window.resolve_alpha`` (the lifecycle's hysteresis band)."""
-        resolve_alpha = self.params.window.resolve_alpha
-        return all(
-            result.quiet
-            and (result.p_value >= resolve_alpha or result.effect_size < result.floor / 2)
-            for result in evaluation.results
-        )
+        return all(result.settled(self.params.window.resolve_alpha) for result in evaluation.results)
 
     def _judge(self, evaluation: Evaluation, events_seen: int) -> Detection | None:
         """Resolve the open episode, or open one, from a window evaluation."""

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 import msgspec
@@ -45,16 +46,18 @@ import numpy as np
 
 from detectors.config import WindowParams
 from detectors.distances import (
+    cdf_distances,
     chi_square,
     cohens_h,
     hellinger,
     jensen_shannon,
-    ks_test,
-    missing_rate_test,
+    ks_p_value,
+    ks_significant,
+    missing_rate_p_value,
+    missing_rate_z,
     pool_small,
     psi,
     psi_terms,
-    wasserstein,
 )
 from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
 from detectors.stats import RunningStats, RunningStatsState
@@ -308,24 +311,41 @@ P = TypeVar("P", bound=_Period)
 
 @dataclass(frozen=True)
 class WindowTestResult:
-    """One test of one window: its statistic, p-value and effect size against both gates."""
+    """One test of one window: its statistic, p-value and effect size against both gates.
+
+    The p-value is computed on first use (``p_of``): an exact KS or Fisher p-value costs about
+    0.25 ms and the gates rarely need it — the effect size settles most windows, and a test
+    that knows its critical values compares its statistic instead (``below``).
+    """
 
     test: str
     statistic: float
-    p_value: float
+    p_of: Callable[[], float] = field(repr=False, compare=False)
     alpha: float
     effect: str
     effect_size: float
     floor: float
     severity: str
+    below: Callable[[float], bool] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def p_value(self) -> float:
+        return self.p_of()
+
+    def p_below(self, level: float) -> bool:
+        return self.below(level) if self.below is not None else self.p_value < level
 
     @property
     def drifted(self) -> bool:
-        return self.p_value < self.alpha and self.effect_size >= self.floor
+        return self.effect_size >= self.floor and self.p_below(self.alpha)
 
     @property
     def quiet(self) -> bool:
-        return self.p_value >= self.alpha or self.effect_size < self.floor / 2
+        return self.effect_size < self.floor / 2 or not self.p_below(self.alpha)
+
+    def settled(self, resolve_alpha: float) -> bool:
+        """Quiet at the looser ``resolve_alpha`` too (the lifecycle's hysteresis band)."""
+        return self.effect_size < self.floor / 2 or not self.p_below(max(self.alpha, resolve_alpha))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -358,15 +378,19 @@ class WindowTest(abc.ABC, Generic[P]):
         measured = self._measure(pair)
         if measured is None:
             return None
-        statistic, p_value, effect = measured
+        statistic, p_of, effect = measured
         return WindowTestResult(
-            self.name, statistic, p_value, self.alpha, self.effect, effect, self.floor,
-            severity(effect, self.severity_cuts),
+            self.name, statistic, p_of, self.alpha, self.effect, effect, self.floor,
+            severity(effect, self.severity_cuts), self._below(pair, statistic),
         )
 
     @abc.abstractmethod
-    def _measure(self, pair: _Pair[P]) -> tuple[float, float, float] | None:
-        """(statistic, p-value, effect size), or None if not applicable."""
+    def _measure(self, pair: _Pair[P]) -> tuple[float, Callable[[], float], float] | None:
+        """(statistic, its p-value's function, effect size), or None if not applicable."""
+
+    def _below(self, pair: _Pair[P], statistic: float) -> Callable[[float], bool] | None:
+        """Whether the p-value is below a level, if the test can tell without computing it."""
+        return None
 
 
 class KolmogorovSmirnovTest(WindowTest[NumericPeriod]):
@@ -376,12 +400,15 @@ class KolmogorovSmirnovTest(WindowTest[NumericPeriod]):
     effect = "wasserstein_sigma"
     floor_param = "wasserstein_floor"
 
-    def _measure(self, pair: _Pair[NumericPeriod]) -> tuple[float, float, float] | None:
+    def _measure(self, pair: _Pair[NumericPeriod]) -> tuple[float, Callable[[], float], float] | None:
         reference, current = pair.reference, pair.current
         if current.count < MIN_VALUES:
             return None
-        statistic, p_value = ks_test(reference.sketch, current.sketch)
-        return statistic, p_value, wasserstein(reference.sketch, current.sketch) / reference.scale
+        statistic, distance = cdf_distances(reference.sketch, current.sketch)
+        return statistic, partial(ks_p_value, statistic, reference.count, current.count), distance / reference.scale
+
+    def _below(self, pair: _Pair[NumericPeriod], statistic: float) -> Callable[[float], bool]:
+        return partial(ks_significant, statistic, pair.reference.count, pair.current.count)
 
 
 class ChiSquareTest(WindowTest[Any]):
@@ -392,12 +419,12 @@ class ChiSquareTest(WindowTest[Any]):
     floor_param = "psi_floor"
     severity_cuts = PSI_SEVERITY_CUTS
 
-    def _measure(self, pair: _Pair[Any]) -> tuple[float, float, float] | None:
+    def _measure(self, pair: _Pair[Any]) -> tuple[float, Callable[[], float], float] | None:
         if pair.current.count < MIN_VALUES:
             return None
         histogram = pair.histogram
         statistic, p_value, _ = chi_square(histogram.reference, histogram.current)
-        return statistic, p_value, psi(histogram.reference, histogram.current)
+        return statistic, lambda: p_value, psi(histogram.reference, histogram.current)
 
 
 class MissingRateTest(WindowTest[Any]):
@@ -408,12 +435,10 @@ class MissingRateTest(WindowTest[Any]):
     effect = "cohens_h"
     floor_param = "missing_floor"
 
-    def _measure(self, pair: _Pair[Any]) -> tuple[float, float, float]:
-        reference, current = pair.reference, pair.current
-        z, p_value = missing_rate_test(
-            reference.missing, reference.events, current.missing, current.events
-        )
-        return z, p_value, cohens_h(reference.missing_rate, current.missing_rate)
+    def _measure(self, pair: _Pair[Any]) -> tuple[float, Callable[[], float], float]:
+        table = pair.reference.missing, pair.reference.events, pair.current.missing, pair.current.events
+        effect = cohens_h(pair.reference.missing_rate, pair.current.missing_rate)
+        return missing_rate_z(*table), partial(missing_rate_p_value, *table), effect
 
 
 @dataclass(frozen=True)
@@ -428,16 +453,36 @@ class Evaluation:
     reference, current
         Summaries of the reference period and of the window.
     details
-        JSON-able: alpha, every test's numbers, distances, top contributing bins.
+        JSON-able: alpha, every test's numbers, distances, top contributing bins, and ``extra``.
+
+    The summaries and details are built on first use (``describe``): only the windows that
+    open or resolve an episode are ever described.
     """
 
     index: int
     evidence_from: int | None
     position: int | None
     results: tuple[WindowTestResult, ...]
-    reference: dict[str, Any]
-    current: dict[str, Any]
-    details: dict[str, Any]
+    describe: Callable[[], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = field(
+        repr=False, compare=False
+    )
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def _described(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        return self.describe()
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        return self._described[0]
+
+    @property
+    def current(self) -> dict[str, Any]:
+        return self._described[1]
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {**self._described[2], **self.extra}
 
     @property
     def drifted(self) -> bool:
@@ -568,7 +613,7 @@ class Windows(abc.ABC, Generic[P]):
             self.current, self.window_from, self.last_position = self.open.pop(w)
             # The event that moved the watermark past the window's end closed it.
             evaluation = self._close(start + int(np.searchsorted(running[1:], closes_at)))
-            evaluation.details.update(window_start=w * size, window_end=(w + 1) * size, late_events=self.late)
+            evaluation.extra.update(window_start=w * size, window_end=(w + 1) * size, late_events=self.late)
             evaluations.append(evaluation)
         return evaluations
 
@@ -605,25 +650,21 @@ class Windows(abc.ABC, Generic[P]):
         histogram = self.reference.histogram(self.current).pooled()
         pair = _Pair(self.reference, self.current, histogram)
         results = tuple(r for r in (test.run(pair) for test in self.tests) if r is not None)
-        distances = self._distances(pair, results) if self.current.count else {}
-        evaluation = Evaluation(
-            index=index,
-            evidence_from=self.window_from,
-            position=self.last_position,
-            results=results,
-            reference=self.reference.summary(),
-            current=self.current.summary(),
-            details={
+
+        def describe() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+            counted = pair.current.count > 0
+            return pair.reference.summary(), pair.current.summary(), {
                 "alpha": self.alpha,
                 "window_events": self.params.events,
                 "tests": {result.test: result.describe() for result in results},
-                "distances": distances,
-                "top_contributors": histogram.top_contributors() if self.current.count else [],
-            },
-        )
+                "distances": self._distances(pair, results) if counted else {},
+                "top_contributors": histogram.top_contributors() if counted else [],
+            }
+
+        evaluation = Evaluation(index, self.window_from, self.last_position, results, describe)
         self.evaluated += 1
         self.drifted += evaluation.drifted
-        self.score = distances.get("psi", 0.0)
+        self.score = psi(histogram.reference, histogram.current) if self.current.count else 0.0
         self.current = self._period()
         self.window_from = None
         return evaluation

@@ -99,3 +99,22 @@ def test_category_merge_and_state():
     assert (restored.counts, restored.total, restored.max_categories) == (left.counts, 5, 3)
     with pytest.raises(ValueError, match="max_categories"):
         CategoryCounts.from_state(CategoryCountsState(max_categories=1, counts={"a": 1, "b": 1}))
+
+
+@pytest.mark.parametrize("k", [8, 200, 500])
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 200, 201, 500, 5_000, 123_457])
+def test_items_read_from_the_serialisation_match_the_sketch_iterator(k, n):
+    rng = np.random.default_rng(n + k)
+    sketch = QuantileSketch(k)
+    values = np.round(rng.normal(size=n), 2)  # rounded: ties across levels
+    for start in range(0, n, 1000):  # several updates: compactions between them
+        sketch.update_many(values[start:start + 1000])
+    pairs = sorted(sketch._sketch)  # the library's own view, ties ordered by weight
+    items, weights = sketch.items()
+    assert items.tolist() == [value for value, _ in pairs]
+    assert weights.tolist() == [weight for _, weight in pairs]
+    assert weights.sum() == n
+    merged = QuantileSketch(k)
+    merged.merge(sketch)
+    merged.merge(QuantileSketch.from_bytes(sketch.to_bytes()))
+    assert merged.items()[1].sum() == 2 * n

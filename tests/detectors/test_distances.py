@@ -14,6 +14,9 @@ from detectors.distances import (
     hellinger,
     jensen_shannon,
     ks_bound,
+    ks_critical_value,
+    ks_p_value,
+    ks_significant,
     ks_test,
     missing_rate_test,
     psi,
@@ -158,3 +161,12 @@ def test_missing_rate_test_is_fishers_exact_test():
         assert z == pytest.approx((missing / events - ref_missing / ref_events) / spread)
     assert missing_rate_test(0, 5_000, 0, 500) == (0.0, 1.0)
     assert cohens_h(0.0, 0.01) == pytest.approx(2 * np.arcsin(0.1))
+
+
+@pytest.mark.parametrize("level", [1e-9, 1e-6, 0.05, 0.5])
+@pytest.mark.parametrize(("n", "m"), [(5_000, 500), (5_000, 431), (200, 30), (40, 40)])
+def test_ks_significance_by_critical_value_agrees_with_the_p_value(level, n, m):
+    critical = ks_critical_value(level, n, m)
+    rng = np.random.default_rng(n + m)
+    for statistic in np.concatenate([rng.uniform(0, 1, 300), critical * (1 + np.array([-1e-6, 1e-6]))]):
+        assert ks_significant(statistic, n, m, level) == (ks_p_value(statistic, n, m) < level)
