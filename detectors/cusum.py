@@ -87,6 +87,7 @@ class Cusum(ChangeDetector):
         if len(self.thresholds) != len(self.allowances):
             raise ValueError("one threshold per allowance")
         self.fired = 0
+        self._bank: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._restart()
 
     @classmethod
@@ -140,26 +141,37 @@ class Cusum(ChangeDetector):
         means = self.mean + np.cumsum(x - self.mean) / n  # including the value itself
         deviations = x - means
         eligible = n >= self.params.min_instances
-        first: tuple[int, float, int] | None = None
-        sums = np.zeros_like(self.sums)
-        bank = zip(self.allowances, self.thresholds, strict=True)
-        for j, (allowance, threshold) in enumerate(bank):
-            for side, sign in enumerate((1.0, -1.0)):
-                if sign not in _SIDES[self.params.mode]:
-                    continue
-                # S_t = max(0, S_{t-1} + step_t) = C_t - min(-S_0, C_1, ..., C_t)
-                climbed = np.cumsum(sign * deviations - allowance)
-                s = climbed - np.minimum(np.minimum.accumulate(climbed), -self.sums[j, side])
-                over = np.flatnonzero((s > threshold) & eligible)
-                if len(over) and (first is None or over[0] < first[0]):
-                    first = (int(over[0]), float(s[over[0]]), j)
-                sums[j, side] = s[-1]
-        if first is None:
-            self.n, self.mean, self.sums = int(n[-1]), float(means[-1]), sums
+        # One row per (allowance, side) watched, the whole bank at once:
+        # S_t = max(0, S_{t-1} + step_t) = C_t - min(-S_0, C_1, ..., C_t)
+        rows, signs, allowances, thresholds = self._rows()
+        climbed = np.cumsum(signs * deviations - allowances, axis=1)
+        start = -self.sums.ravel()[rows][:, None]
+        s = climbed - np.minimum(np.minimum.accumulate(climbed, axis=1), start)
+        over = (s > thresholds) & eligible
+        fired = over.any(axis=1)
+        sums = np.zeros(self.sums.size)
+        if not fired.any():
+            sums[rows] = s[:, -1]
+            self.n, self.mean, self.sums = int(n[-1]), float(means[-1]), sums.reshape(self.sums.shape)
             return None
-        index, statistic, self.fired = first
+        firsts = np.where(fired, over.argmax(axis=1), len(x))
+        row = int(firsts.argmin())  # the earliest; on a tie the smallest allowance, up first
+        index = int(firsts[row])
+        statistic = float(s[row, index])
+        self.fired = int(rows[row]) // 2
         self._restart()
         return index, statistic
+
+    def _rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Indices into ``sums.ravel()`` (allowance * 2 + side) of the watched CUSUMs, with
+        their signs, allowances and thresholds as columns."""
+        if self._bank is None:
+            watched = [(j * 2 + side, sign, allowance, threshold)
+                       for j, (allowance, threshold) in enumerate(zip(self.allowances, self.thresholds, strict=True))
+                       for side, sign in enumerate((1.0, -1.0)) if sign in _SIDES[self.params.mode]]
+            rows, signs, allowances, thresholds = zip(*watched, strict=True)
+            self._bank = (np.array(rows), *(np.array(column)[:, None] for column in (signs, allowances, thresholds)))
+        return self._bank
 
     def _describe(self) -> dict[str, Any]:
         # None: not calibrated yet
