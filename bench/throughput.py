@@ -345,6 +345,7 @@ class Options:
     max_seconds: float = 120.0
     latency_seconds: float = 10.0
     drifts: int = 5
+    worker_settings: tuple[tuple[str, str], ...] = ()  # STREAMDRIFT_* overrides for the workers
 
 
 class Bench:
@@ -450,6 +451,7 @@ class Bench:
             # Tansu's short group timing; the checkpoint cadence stays at the production
             # defaults, since its cost is measured.
             **LOCAL_WORKER_ENV,
+            **dict(self.o.worker_settings),
         }
         group = Group(names.alerts, Probe(at=0.0))
         group.before.redis_calls, group.before.redis_cpu_s = _redis_calls(self.redis)
@@ -941,7 +943,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="STREAMDRIFT_NAME=VALUE",
+        help="a worker setting for this run (repeatable); the workers otherwise get the defaults, "
+        "whatever the environment says",
+    )
     args = parser.parse_args(argv)
+    settings = [tuple(item.split("=", 1)) for item in args.set]
+    if any(len(pair) != 2 or not pair[0].startswith("STREAMDRIFT_") for pair in settings):
+        parser.error("--set takes STREAMDRIFT_NAME=VALUE")
     if args.events < 1 or args.partitions < 1 or args.models < 1 or min(args.batch) < 1:
         parser.error("--events, --partitions, --models and --batch must be >= 1")
     if not 0 <= args.drifts <= args.models:
@@ -955,6 +968,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         max_seconds=args.max_seconds,
         latency_seconds=args.latency_seconds,
         drifts=args.drifts,
+        worker_settings=tuple(settings),
     )
     console = Console(width=None if sys.stdout.isatty() else 170)  # logs: no wrapped tables
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop every process on SIGTERM too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import sys
@@ -119,6 +120,9 @@ def worker(
     from streams.app import create_app
 
     faust_app, _ = create_app(settings)
+    # The libraries and the app live as long as the process: out of the collector's sight, the
+    # full collections that the monitors' allocations trigger scan only the monitors.
+    gc.freeze()
     Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 

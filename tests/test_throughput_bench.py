@@ -21,6 +21,7 @@ def test_a_tiny_run_reports_every_column(tmp_path, capsys):
     out = tmp_path / "throughput.json"
     argv = ["--events", "3000", "--partitions", "2", "--batch", "20", "--models", "2"]
     argv += ["--drifts", "1", "--latency-seconds", "1", "--json", str(out)]
+    argv += ["--set", "STREAMDRIFT_BATCH_MAX_EVENTS=500"]
     data = throughput.main(argv)
     printed = capsys.readouterr().out
 
@@ -55,3 +56,10 @@ def test_a_tiny_run_reports_every_column(tmp_path, capsys):
     assert "≥1.7×(4)" in {t["target"] for t in run["targets"]["streamdrift-2"]}
     assert set(run["targets"]) == {"streamdrift-1", "streamdrift-2"}
     assert len(data["notes"]) == len(throughput.NOTES)
+    assert json.loads(out.read_text())["options"]["worker_settings"] == [["STREAMDRIFT_BATCH_MAX_EVENTS", "500"]]
+
+
+def test_worker_settings_must_be_streamdrift_variables(capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--set", "BATCH=5"])
+    assert "--set takes STREAMDRIFT_NAME=VALUE" in capsys.readouterr().err
