@@ -8,7 +8,7 @@ from typing import Any
 
 from river import drift
 
-from detectors.base import ChangeDetector, DetectorState
+from detectors.base import ChangeDetector, DetectorState, as_floats
 from detectors.config import AdwinParams
 
 __all__ = ["Adwin", "AdwinState"]
@@ -83,19 +83,21 @@ class Adwin(ChangeDetector):
         """
         adwin = self._adwin
         hits = []
-        for i, x in enumerate(values):
-            # The window is every value since the last reset, so what a cut dropped is known
-            # from the width and total before the value.
+        helper = adwin._helper
+        # The window is every value since the last reset (a cut is a detection, and the update
+        # after one resets), so its width and total before each value are counted here rather
+        # than asked of the Rust window twice per value; what a cut dropped follows from them.
+        width, total = helper.get_width(), helper.get_total()
+        for i, x in enumerate(as_floats(values)):
             if adwin._drift_detected:
                 adwin._reset()
                 helper, width, total = adwin._helper, 0, 0.0
-            else:
-                helper = adwin._helper
-                width, total = helper.get_width(), helper.get_total()
             adwin._drift_detected = helper.update(x)
             if adwin._drift_detected:
                 kept, kept_total = helper.get_width(), helper.get_total()
                 hits.append((i, abs(kept_total / kept - (total + x - kept_total) / (width + 1 - kept))))
+            width += 1
+            total += x
         return hits
 
     def _describe(self) -> dict[str, Any]:

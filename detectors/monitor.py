@@ -508,7 +508,7 @@ class _StreamMonitor(Monitor):
         present = np.flatnonzero(~missing)
         value_positions = positions[present]
         standardised = (values[present] - self.reference.mean) / self._scale
-        inputs = self._detector_input(standardised, values[present]).tolist()
+        inputs = self._detector_input(standardised, values[present])
         # (event index, order, value index, detector, statistic or evaluation), in stream order
         timeline: list[tuple[int, int, int, str, Any]] = [
             (int(present[i]), order, i, name, statistic)
