@@ -6,7 +6,8 @@ it for a stream and acks it: ~70–116 µs of CPU per record, a ceiling of ~10�
 per worker whatever the agent does. :class:`Intake` takes the Fetcher's place in the app (Faust starts
 it after each rebalance's recovery and stops it on shutdown, as its own) and hands the records
 of each ``getmany`` to :meth:`Runtime.handle` in batches, untouched: per record it builds one
-:class:`Record` and counts the events. Faust still owns the consumer: group membership,
+:class:`Record` and counts the events. Each ``getmany`` asks for about
+``STREAMDRIFT_BATCH_MAX_EVENTS`` events' worth of records (aiokafka bounds polls by records). Faust still owns the consumer: group membership,
 rebalances, pausing, seeking to the committed offsets, the aiokafka fetcher and its
 prefetch buffer (bounded by ``consumer_max_fetch_size`` per partition), which is the only
 buffer: nothing is fetched while a batch is handled beyond what aiokafka prefetches.
@@ -36,6 +37,17 @@ def events_in(value: bytes | None) -> int:
     event and label has one; a JSON array holds many), at least 1. Only batch sizes depend on
     it: a miscount makes a batch larger or smaller, never wrong."""
     return max(1, value.count(b'"model"')) if value else 1
+
+
+def poll_records(max_events: int, events_per_record: float) -> int:
+    """Records to ask of one ``getmany`` so that it holds about ``max_events`` events: aiokafka
+    bounds a poll by records, and a 100-event message is a hundred times the memory of a
+    single-event one.
+
+    >>> poll_records(2000, 1.0), poll_records(2000, 100.0), poll_records(2000, 1e6)
+    (2000, 20, 1)
+    """
+    return max(1, min(max_events, round(max_events / max(events_per_record, 1.0))))
 
 
 def batches(records: Mapping[TP, Sequence[Any]], max_events: int) -> Iterator[tuple[str, dict[int, list[Record]]]]:
@@ -84,6 +96,7 @@ class Intake(faust.Service):
         self.wait_s = wait_s
         self._handling = asyncio.Lock()  # held while a batch is in the runtime's hands
         self._committed: dict[tuple[str, int], int] = {}
+        self._events_per_record = 1.0
 
     @faust.Service.task
     async def _drain(self) -> None:
@@ -91,11 +104,22 @@ class Intake(faust.Service):
         while not self.should_stop:
             records, _ = await consumer._wait_next_records(self.wait_s)
             generation = app.consumer_generation_id  # records come from the current one (as in Faust)
+            self._size_polls(records or {})
             for topic, batch in batches(records or {}, self.max_events):
                 if self.should_stop or not consumer.flow_active or app.consumer_generation_id != generation:
                     break  # a rebalance began: it ends by seeking back to the committed offsets
                 async with self._handling:
                     await self.runtime.handle(topic, batch)
+
+    def _size_polls(self, records: Mapping[TP, Sequence[Any]]) -> None:
+        """Size the next polls by the events per record seen (a moving average)."""
+        counts = [events_in(r.value) for rs in records.values() for r in rs[:100]]
+        if not counts:
+            return
+        self._events_per_record += 0.3 * (sum(counts) / len(counts) - self._events_per_record)
+        aiokafka_consumer = self.app.consumer._thread._consumer  # read by each getmany
+        if aiokafka_consumer is not None:
+            aiokafka_consumer._max_poll_records = poll_records(self.max_events, self._events_per_record)
 
     async def on_stop(self) -> None:
         """Let the batch in hand finish: cancelled halfway it could leave state applied but its
