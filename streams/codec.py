@@ -48,6 +48,12 @@ class Reason(StrEnum):
     INVALID_LABEL = "invalid_label"
     LABEL_UNMATCHED = "label_unmatched"
     LABEL_BUFFER_FULL = "label_buffer_full"
+    TOO_DEEP = "too_deep"
+    VALUE_OUT_OF_RANGE = "value_out_of_range"
+    TIMESTAMP_SKEW = "timestamp_skew"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
+    TOO_MANY_NEW_SERIES = "too_many_new_series"
+    DUPLICATE_LABEL = "duplicate_label"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -96,8 +96,23 @@ class Settings(BaseSettings):
     max_categories_per_feature: int = Field(200, ge=1, description="Most distinct categories per categorical feature")
     max_name_length: int = Field(128, ge=1, description="Longest model / feature name")
     max_category_length: int = Field(256, ge=1, description="Longest categorical value")
+    max_json_depth: int = Field(64, ge=2, description="Deepest JSON nesting accepted in a message the typed decoder refuses (deeper than ~900 levels is refused anywhere)")
+    max_event_id_length: int = Field(256, ge=1, description="Longest event_id (predictions and labels); an empty one is refused")
+    max_abs_value: float = Field(1e15, gt=0, description="Largest magnitude of a numeric feature, prediction or label; beyond it the event is dead-lettered (value_out_of_range)")
+    max_future_skew_s: float = Field(3600.0, ge=0, description="How far an event's timestamp may be ahead of its Kafka timestamp (timestamp_skew beyond)")
+    max_past_skew_s: float = Field(315_360_000.0, ge=0, description="How far an event's timestamp may be behind its Kafka timestamp (default 10 years: backfills pass)")
 
-    log_level: str = Field("info", description="Log level: debug, info, warning, error")
+    # --- admission (a flood of made-up names must not exhaust a worker) --------------------
+    allowed_models: str = Field("*", description="Models to monitor: * (any) or a comma-separated allowlist; others are dead-lettered (model_not_allowed)")
+    max_new_series_per_message: int = Field(1_000, ge=1, description="Most series one message may create; beyond it the events are dead-lettered (too_many_new_series)")
+    max_new_series_per_s: float = Field(1_000.0, gt=0, description="New series per second per partition (a token bucket on Kafka time, burst of one second's worth)")
+    probation_events: int = Field(100, ge=1, description="Events after which a new model is established; until then it is on probation and may be evicted by newer ones")
+    max_probation_models: int = Field(100, ge=1, description="Models on probation per partition; a new model beyond it evicts the least recently seen one on probation")
+    idle_evict_s: float = Field(7 * 86_400.0, gt=0, description="A model, version or series not seen for this long (Kafka time) is evicted with its state and metrics")
+    dlq_max_bytes: int = Field(900_000, ge=1024, description="Largest dead-letter value sent; a larger payload is sent truncated with its length and SHA-256 in headers")
+    max_pending_labels_per_model: int = Field(10_000, ge=0, description="Labels of one model waiting for their prediction, per labels partition")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level: debug, info, warning, error")
 
     @field_validator("kafka_bootstrap")
     @classmethod
