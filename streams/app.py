@@ -11,7 +11,6 @@ trip — is amortised over many events.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,25 +26,39 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from detectors import validate_config
 from streams.intake import Intake
 from streams.runtime import Publisher, Runtime
-from streams.security import confluent_config, faust_credentials
+from streams.security import bearer_ok, confluent_config, faust_credentials
 from streams.settings import Settings
 
 log = logging.getLogger("streamdrift")
 
 
 def load_config(path: Path | None) -> dict[str, Any]:
-    """Read and validate the optional YAML detector configuration."""
+    """Read and validate the optional YAML detector configuration.
+
+    Raises ``SystemExit`` with one line naming the file and what is wrong with it.
+    """
     if path is None:
         return {}
     try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SystemExit(f"cannot read STREAMDRIFT_CONFIG={path}: {exc}") from exc
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise SystemExit(f"cannot read STREAMDRIFT_CONFIG={path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"cannot read STREAMDRIFT_CONFIG={path}: not UTF-8 text ({exc.reason})") from None
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"invalid YAML in STREAMDRIFT_CONFIG={path}: {_yaml_problem(exc)}") from None
     try:
         validate_config(config)
     except ValueError as exc:
-        raise SystemExit(f"invalid STREAMDRIFT_CONFIG={path}: {exc}") from exc
+        raise SystemExit(f"invalid STREAMDRIFT_CONFIG={path}: {exc}") from None
     return config
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's explanation on one line (its own message spans several, with a source excerpt)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 class FaustPublisher(Publisher):
@@ -207,7 +220,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
 
         async def get(self, request: Request) -> Response:
             token = s.http_token.get_secret_value() if s.http_token else None
-            if token and not hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+            if token and not bearer_ok(request.headers.get("Authorization"), token):
                 return self.json({"error": "missing or wrong bearer token"}, status=401)
             return self.json({"worker": runtime.worker_id, "partitions": runtime.ownership()})
 

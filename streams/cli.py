@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import signal
 import sys
 import time
@@ -14,7 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.security import confluent_config, masked
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from streams.security import confluent_config, masked, printable, scrub, secret_values, settings_errors, visible
 from streams.settings import Settings
 
 app = typer.Typer(
@@ -23,24 +27,82 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
-err = Console(stderr=True)
+# No emoji codes: ":warning:" in a model name must print as typed, not as a symbol.
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
+
+#: Settings that a command-line option overrides, and the option (named in error messages).
+FLAGS = {"kafka_bootstrap": "--bootstrap", "redis_url": "--redis-url", "group_id": "--group-id", "config": "--config"}
+
+#: The secrets of the settings this command loaded: scrubbed from every error message.
+_secrets: list[str] = []
 
 BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap servers [env STREAMDRIFT_KAFKA_BOOTSTRAP]")
 RedisOpt = typer.Option(None, "--redis-url", help="Redis URL [env STREAMDRIFT_REDIS_URL]")
 
 
 def _settings(**overrides: Any) -> Settings:
+    """The settings (environment, secrets dir, command-line ``overrides``); a bad one ends the
+    command with one line per bad value, naming its variable (and flag), exit code 2."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return _load_settings(given, {k: FLAGS[k] for k in given if k in FLAGS})
+
+
+def _load_settings(overrides: dict[str, Any], flags: dict[str, str]) -> Settings:
+    secrets_dir = os.environ.get("STREAMDRIFT_SECRETS_DIR")
+    if secrets_dir and not Path(secrets_dir).is_dir():
+        _invalid([f"invalid setting STREAMDRIFT_SECRETS_DIR={printable(secrets_dir)}: no such directory"])
     try:
-        return Settings.load(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        err.print(f"[red]invalid configuration:[/red] {exc}")
-        raise typer.Exit(2) from None
+        settings = Settings.load(**overrides)
+    except ValidationError as exc:
+        _invalid([printable(line) for line in settings_errors(exc, flags)])
+    except (SettingsError, ValueError) as exc:  # e.g. a secrets dir pydantic cannot read
+        _invalid([f"invalid configuration: {printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}"])
+    _secrets[:] = secret_values(settings)
+    return settings
 
 
-def _fail(message: str, hint: str) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}\n[yellow]what to do:[/yellow] {hint}")
-    raise typer.Exit(1)
+def _invalid(lines: list[str]) -> None:
+    """Bad configuration: exit code 2, like a usage error."""
+    for line in lines:
+        err.print(f"[bold red]error:[/bold red] {line}", soft_wrap=True)
+    err.print("[yellow]what to do:[/yellow] fix or unset it; README (Configuration) lists every STREAMDRIFT_* "
+              "variable, `streamdrift COMMAND --help` every option", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _fail(message: str, hint: str, code: int = 1) -> None:
+    """End the command with what went wrong and what to do: two lines, secrets masked.
+
+    ``message`` may quote names from Kafka or files and library errors: printed literally
+    (``soft_wrap``: one line each in a log, however long).
+    """
+    message, hint = printable(scrub(message, _secrets)), printable(scrub(hint, _secrets))
+    err.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    err.print(f"[yellow]what to do:[/yellow] {hint}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _positive(value: float | None) -> float | None:
+    """Typer callback: numbers that must be > 0 (typer's ``min`` includes the bound)."""
+    if value is not None and not value > 0:  # also refuses nan
+        raise typer.BadParameter(f"{value:g} is not greater than 0")
+    return value
+
+
+def _name(value: str | None) -> str | None:
+    """Typer callback for --model / --version: as the events spell them (see STREAMDRIFT_MAX_NAME_LENGTH)."""
+    if value is not None and (not value or not value.isprintable()):
+        raise typer.BadParameter(f"{visible(repr(value))} is not a model name: 1 or more printable characters")
+    return value
+
+
+def _check_name_length(settings: Settings, **names: str | None) -> None:
+    for flag, value in names.items():
+        if value is not None and len(value) > settings.max_name_length:
+            raise typer.BadParameter(
+                f"{len(value)} characters, longer than any monitored name (STREAMDRIFT_MAX_NAME_LENGTH="
+                f"{settings.max_name_length})", param_hint=f"'--{flag}'")
 
 
 def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
@@ -54,8 +116,11 @@ def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
     quiet = logging.getLogger("streamdrift.kafka-check")  # librdkafka retries loudly while the broker is down
     quiet.setLevel(logging.CRITICAL)
     errors: list[KafkaError] = []
-    admin = AdminClient({**confluent_config(settings), "socket.timeout.ms": int(timeout * 1000), "logger": quiet,
-                         "error_cb": errors.append})
+    try:
+        admin = AdminClient({**confluent_config(settings), "socket.timeout.ms": int(timeout * 1000), "logger": quiet,
+                             "error_cb": errors.append})
+    except Exception as exc:  # librdkafka refuses its configuration (e.g. an unreadable key) at creation
+        _fail(f"cannot configure a Kafka client: {exc}", "check the STREAMDRIFT_KAFKA_* settings (`streamdrift config`)", code=2)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -82,6 +147,9 @@ def check_redis(settings: Settings) -> None:
 
     try:
         settings.redis_client(asynchronous=False, socket_connect_timeout=5).ping()
+    except ValueError as exc:  # the settings validate the URL; this catches what redis-py adds later
+        _fail(f"STREAMDRIFT_REDIS_URL / --redis-url {settings.redis_url_redacted}: {exc}",
+              "it must look like redis://[:password@]host:port/db or rediss://… (TLS)", code=2)
     except redis.RedisError as exc:
         _fail(
             f"cannot reach Redis at {settings.redis_url_redacted} ({exc})",
@@ -97,13 +165,14 @@ def worker(
     redis_url: Optional[str] = RedisOpt,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Detector config YAML [env STREAMDRIFT_CONFIG]"),
     create_topics: bool = typer.Option(False, help="Create missing topics (for local use; production topics are managed)"),
-    partitions: int = typer.Option(8, help="Partitions for topics created with --create-topics"),
+    partitions: int = typer.Option(8, min=1, help="Partitions for topics created with --create-topics"),
 ) -> None:
     """Run a drift-detection worker (a Faust worker in the consumer group).
 
     All settings come from STREAMDRIFT_* environment variables (see README); options override them.
     """
     settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, config=config)
+    _detector_config(settings, from_flag=config is not None)  # a bad file is refused before any connection
     existing = check_kafka(settings)
     check_redis(settings)
     wanted = {settings.input_topic, settings.labels_topic, settings.alert_topic, settings.dlq_topic}
@@ -126,15 +195,25 @@ def worker(
     Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
+def _detector_config(settings: Settings, from_flag: bool) -> None:
+    from streams.app import load_config
+
+    try:
+        load_config(settings.config)
+    except SystemExit as exc:
+        where = "--config / STREAMDRIFT_CONFIG" if from_flag else "STREAMDRIFT_CONFIG"
+        _fail(str(exc.code), f"fix the file named by {where} (README: Detector configuration)", code=2)
+
+
 @app.command()
 def simulate(
     bootstrap: Optional[str] = BootstrapOpt,
-    rate: float = typer.Option(2000.0, help="Events per second"),
-    duration: Optional[float] = typer.Option(None, help="Stop after this many seconds"),
-    max_events: Optional[int] = typer.Option(None, help="Stop after this many events"),
-    drift_at: int = typer.Option(20_000, help="Event index at which the scheduled drift starts"),
-    batch_size: int = typer.Option(1, help="Events per Kafka message (1 = single-event messages)"),
-    seed: int = typer.Option(7, help="Random seed (the stream is deterministic per seed)"),
+    rate: float = typer.Option(2000.0, callback=_positive, help="Events per second"),
+    duration: Optional[float] = typer.Option(None, callback=_positive, help="Stop after this many seconds"),
+    max_events: Optional[int] = typer.Option(None, min=1, help="Stop after this many events"),
+    drift_at: int = typer.Option(20_000, min=0, help="Event index at which the scheduled drift starts"),
+    batch_size: int = typer.Option(1, min=1, help="Events per Kafka message (1 = single-event messages)"),
+    seed: int = typer.Option(7, min=0, help="Random seed (the stream is deterministic per seed)"),
 ) -> None:
     """Produce simulated prediction events (with a scheduled drift) and labels to Kafka."""
     from streams.simulate import Scenario, run
@@ -149,7 +228,7 @@ def simulate(
         settings.kafka_bootstrap, scenario, settings.input_topic, settings.labels_topic,
         duration_s=duration, max_events=max_events, producer_config=security,
     )
-    console.print(f"produced {counts}")
+    console.print(f"produced {printable(counts)}")
 
 
 @app.command()
@@ -168,26 +247,35 @@ def status(
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
         return
     if not report["partitions"]:
-        console.print(f"no checkpoints for group {settings.group_id!r} in Redis yet")
+        console.print(f"no checkpoints for group {printable(repr(settings.group_id))} in Redis yet")
         return
-    now_ms = time.time() * 1000
-    table = Table(title=f"partitions of group {settings.group_id!r}")
+    for table in status_tables(report, time.time() * 1000):
+        console.print(table)
+
+
+def status_tables(report: dict[str, Any], now_ms: float) -> list[Table]:
+    """The partitions and the monitored series of ``read_status``'s report, as printed.
+
+    Every name is printed literally (``printable``): topics, workers, models and features come
+    from whoever can write to Kafka.
+    """
+    table = Table(title=f"partitions of group {printable(repr(report['group_id']))}")
     for column in ("topic", "partition", "worker", "epoch", "next offset", "events", "checkpoint age"):
         table.add_column(column)
     for p in report["partitions"]:
-        age = f"{(now_ms - p['updated_at']) / 1000:.1f}s" if "updated_at" in p else "never"
-        table.add_row(p["topic"], str(p["partition"]), str(p.get("worker", "")), str(p.get("epoch", "")),
-                      str(p.get("offset", "")), str(p.get("events", 0)), age)
-    console.print(table)
+        updated = p.get("updated_at")
+        age = f"{(now_ms - updated) / 1000:.1f}s" if isinstance(updated, (int, float)) else "never"
+        table.add_row(*map(printable, (p["topic"], p["partition"], p.get("worker", ""), p.get("epoch", ""),
+                                       p.get("offset", ""), p.get("events", 0), age)))
     features = Table(title="monitored series")
     for column in ("model", "feature", "kind", "count", "missing", "mean", "std", "drift score", "episodes"):
         features.add_column(column)
     for model, series in report["models"].items():
         for feature, s in series.items():
             episodes = sum(p.get("episodes", 0) for p in s.get("partitions", []))
-            features.add_row(model, feature, s["kind"], str(s["count"]), str(s["missing"]), _num(s.get("mean")),
-                             _num(s.get("std")), _num(s.get("drift_score")), str(episodes))
-    console.print(features)
+            names = map(printable, (model, feature, s["kind"], s["count"], s["missing"]))
+            features.add_row(*names, _num(s.get("mean")), _num(s.get("std")), _num(s.get("drift_score")), str(episodes))
+    return [table, features]
 
 
 def _num(value: Any) -> str:
@@ -199,7 +287,7 @@ def alerts(
     bootstrap: Optional[str] = BootstrapOpt,
     from_beginning: bool = typer.Option(True, help="Start at the oldest alert (else only new ones)"),
     follow: bool = typer.Option(True, help="Keep waiting for new alerts"),
-    max_alerts: Optional[int] = typer.Option(None, "--max", help="Stop after this many alerts"),
+    max_alerts: Optional[int] = typer.Option(None, "--max", min=1, help="Stop after this many alerts"),
     as_json: bool = typer.Option(False, "--json", help="Print each alert as one JSON line"),
 ) -> None:
     """Tail the alert topic."""
@@ -207,27 +295,47 @@ def alerts(
 
     settings = _settings(kafka_bootstrap=bootstrap)
     check_kafka(settings)
-    for alert in tail_alerts(confluent_config(settings), settings.alert_topic, from_beginning, follow, max_alerts):
-        if as_json:
-            sys.stdout.write(json.dumps(alert) + "\n")
-            sys.stdout.flush()
-        else:
-            console.print(format_alert(alert))
+    try:
+        skipped = lambda where: err.print(f"[yellow]skipped a message that is not JSON:[/yellow] {printable(where)}")  # noqa: E731
+        for alert in tail_alerts(confluent_config(settings), settings.alert_topic, from_beginning, follow, max_alerts,
+                                 on_unreadable=skipped):
+            if as_json:
+                sys.stdout.write(json.dumps(alert) + "\n")
+                sys.stdout.flush()
+            else:
+                console.print(format_alert(alert))
+    except RuntimeError as exc:  # the consumer's error, e.g. the topic is not readable
+        _fail(str(exc), "check the broker, STREAMDRIFT_ALERT_TOPIC and the Kafka credentials")
 
 
-def format_alert(alert: dict[str, Any]) -> str:
+def format_alert(alert: Any) -> str:
+    """One alert as one line of Rich markup; every field from the message printed literally.
+
+    Anything on the alert topic can be read here, so a message without an alert's shape is shown
+    as unreadable rather than ending the tail.
+    """
+    try:
+        return _alert_line(alert)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+        text = printable(json.dumps(alert, default=str)[:300])
+        return f"[yellow]not an alert:[/yellow] {text}"
+
+
+def _alert_line(alert: dict[str, Any]) -> str:
+    p = printable
     d = alert["data"]
     what = "error rate" if d["kind"] == "performance" else "mean"
     key = "error_rate" if d["kind"] == "performance" else "mean"
     if d["reference"].get(key) is not None:
         change = f"reference {what} {_num(d['reference'].get(key))} → current {_num(d['current'].get(key))}"
     else:  # categorical or multivariate: the window test's own numbers say it
-        change = f"{d['test']} test p={_num(d['p_value'])}"
+        change = f"{p(d['test'])} test p={_num(d['p_value'])}"
+    e = d["evidence"]
     return (
-        f"[bold red]DRIFT[/bold red] {alert['time']} [bold]{alert['subject']}[/bold] "
-        f"({d['kind']}, {d['detector']}, severity {d['severity']}) effect {d['effect_size']:.2f}, "
-        f"{change}; evidence {d['evidence']['topic']}[{d['evidence']['partition']}] "
-        f"{d['evidence']['from_offset']}..{d['evidence']['to_offset']}  [dim]id {alert['id']}[/dim]"
+        f"[bold red]DRIFT[/bold red] {p(alert['time'])} [bold]{p(alert['subject'])}[/bold] "
+        f"({p(d['kind'])}, {p(d['detector'])}, severity {p(d['severity'])}) effect {float(d['effect_size']):.2f}, "
+        f"{change}; evidence {p(e['topic'])}\\[{p(e['partition'])}] "
+        f"{p(e['from_offset'])}..{p(e['to_offset'])}  [dim]id {p(alert['id'])}[/dim]"
     )
 
 
@@ -242,18 +350,23 @@ def show_config(as_json: bool = typer.Option(False, "--json", help="Print JSON f
     table.add_column("variable")
     table.add_column("value")
     for name, value in shown.items():
-        table.add_row(f"STREAMDRIFT_{name.upper()}", value)
+        table.add_row(f"STREAMDRIFT_{name.upper()}", printable(value))
     console.print(table)
 
 
 @app.command()
 def demo(
-    duration: Optional[float] = typer.Option(None, help="Stop after this many seconds (default: until Ctrl-C)"),
-    rate: float = typer.Option(2000.0, help="Simulated events per second"),
-    drift_at: int = typer.Option(30_000, help="Event index at which the drift starts"),
+    duration: Optional[float] = typer.Option(None, callback=_positive, help="Stop after this many seconds (default: until Ctrl-C)"),
+    rate: float = typer.Option(2000.0, callback=_positive, help="Simulated events per second"),
+    drift_at: int = typer.Option(30_000, min=0, help="Event index at which the drift starts"),
 ) -> None:
     """Start an embedded broker and Redis, a worker and a drifting simulator; show alerts live."""
     from streams.demo import run_demo
+
+    # The demo's worker inherits the environment, except the addresses the demo sets itself:
+    # refuse a bad STREAMDRIFT_* now, not after starting the servers.
+    _load_settings({"kafka_bootstrap": "127.0.0.1:9092", "redis_url": "redis://127.0.0.1:6379/0",
+                    "metrics_port": 9464}, flags={})
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
     run_demo(console, duration=duration, rate=rate, drift_at=drift_at)
@@ -266,27 +379,36 @@ baseline_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(baseline_app, name="baseline")
-ModelOpt = typer.Option(..., "--model", "-m", help="Model name, as in the events' `model`")
-VersionOpt = typer.Option(None, "--version", "-v", help="Model version, as in the events' `model_version` (omit: events without one)")
+ModelOpt = typer.Option(..., "--model", "-m", callback=_name, help="Model name, as in the events' `model`")
+VersionOpt = typer.Option(None, "--version", "-v", callback=_name,
+                          help="Model version, as in the events' `model_version` (omit: events without one)")
 
 
-def _baseline_store(redis_url: str | None) -> Any:
+def _baseline_store(redis_url: str | None, **names: str | None) -> Any:
     from streams.baselines import BaselineStore
 
     settings = _settings(redis_url=redis_url)
+    _check_name_length(settings, **names)
     check_redis(settings)
     return BaselineStore(settings.redis_client(asynchronous=False))
 
 
 def _show_profile(baseline: Any) -> None:
+    console.print(profile_table(baseline))
+
+
+def profile_table(baseline: Any) -> Table:
+    """A baseline feature by feature; names and categories (from training data) printed literally."""
     summary = baseline.summary()
-    table = Table(title=f"baseline of {baseline.model} version {baseline.version or '(none)'}: {baseline.rows} rows")
+    title = f"baseline of {baseline.model} version {baseline.version or '(none)'}: {baseline.rows} rows"
+    table = Table(title=printable(title))
     for column in ("feature", "kind", "count", "missing", "mean", "std", "p50 / top"):
         table.add_column(column)
     for name, f in summary["features"].items():
-        middle = _num(f.get("p50")) if f["kind"] == "numeric" else ", ".join(list(f["top"])[:3])
-        table.add_row(name, f["kind"], str(f["count"]), str(f["missing"]), _num(f.get("mean")), _num(f.get("std")), middle)
-    console.print(table)
+        middle = _num(f.get("p50")) if f["kind"] == "numeric" else ", ".join(map(str, list(f["top"])[:3]))
+        table.add_row(*map(printable, (name, f["kind"], f["count"], f["missing"])), _num(f.get("mean")),
+                      _num(f.get("std")), printable(middle))
+    return table
 
 
 def _store_baseline(store: Any, baseline: Any) -> None:
@@ -296,7 +418,7 @@ def _store_baseline(store: Any, baseline: Any) -> None:
         console.print("[yellow]--dry-run: not stored[/yellow]")
         return
     revision = store.put(baseline)
-    console.print(f"stored as [bold]{baseline.model}/{baseline.version or '-'} r{revision}[/bold]; "
+    console.print(f"stored as [bold]{printable(baseline.model)}/{printable(baseline.version or '-')} r{revision}[/bold]; "
                   f"workers use it within STREAMDRIFT_BASELINE_REFRESH_S")
 
 
@@ -307,7 +429,7 @@ def baseline_build(
     source: Path = typer.Option(..., "--from", exists=True, dir_okay=False, help="Training data: .csv, .jsonl or .parquet"),
     exclude: list[str] = typer.Option([], "--exclude", "-x", help="Columns that are not features (labels, ids); repeat or comma-separate"),
     prediction: Optional[str] = typer.Option(None, "--prediction-column", help="Column holding the model's output (monitored as `prediction`)"),
-    max_categories: int = typer.Option(200, help="Most distinct values of a categorical feature (as STREAMDRIFT_MAX_CATEGORIES_PER_FEATURE)"),
+    max_categories: int = typer.Option(200, min=1, help="Most distinct values of a categorical feature (as STREAMDRIFT_MAX_CATEGORIES_PER_FEATURE)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the profile without storing it"),
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
@@ -317,15 +439,15 @@ def baseline_build(
     from detectors import BaselineBuilder
     from streams.datafiles import DataFileError, read_columns
 
-    store = None if dry_run else _baseline_store(redis_url)
+    store = None if dry_run else _baseline_store(redis_url, model=model, version=version)
     excluded = frozenset(name.strip() for item in exclude for name in item.split(",") if name.strip())
     builder = BaselineBuilder(max_categories=max_categories)
     try:
         with Progress(console=err, transient=True) as progress:
-            task = progress.add_task(f"reading {source.name}", total=None)
+            task = progress.add_task(f"reading {printable(source.name)}", total=None)
             for rows, columns in read_columns(source, exclude=excluded, prediction=prediction):
                 builder.add_columns(columns, rows)
-                progress.update(task, description=f"reading {source.name}: {builder.rows:,} rows")
+                progress.update(task, description=f"reading {printable(source.name)}: {builder.rows:,} rows")
     except (DataFileError, ValueError) as exc:
         _fail(str(exc), "fix the file, or leave the column out with --exclude")
     if not builder.rows:
@@ -360,7 +482,7 @@ def baseline_freeze(
     from streams.baselines import freeze_baseline
 
     settings = _settings(redis_url=redis_url, group_id=group_id)
-    store = _baseline_store(redis_url)
+    store = _baseline_store(redis_url, model=model, version=version)
     try:
         baseline = freeze_baseline(store.client, settings.group_id, model, version, source=f"stream:{settings.group_id}")
     except LookupError as exc:
@@ -370,26 +492,31 @@ def baseline_freeze(
 
 @baseline_app.command("list")
 def baseline_list(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", callback=_name, help="Only this model"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
     """List stored baselines (model, version, revision, rows, features, source)."""
-    rows = _baseline_store(redis_url).list(model)
+    rows = _baseline_store(redis_url, model=model).list(model)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     if not rows:
         console.print("no baselines stored yet: `streamdrift baseline build --help`")
         return
+    console.print(baselines_table(rows))
+
+
+def baselines_table(rows: list[dict[str, Any]]) -> Table:
+    """``BaselineStore.list`` as printed; names and sources printed literally."""
     table = Table(title="baselines")
     for column in ("model", "version", "revision", "rows", "numeric", "categorical", "source", "created"):
         table.add_column(column)
     for r in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["created_at"]))
-        table.add_row(r["model"], r["version"] or "-", str(r["revision"]), str(r["rows"]), str(r["numeric"]),
-                      str(r["categorical"]), r["source"], created)
-    console.print(table)
+        table.add_row(*map(printable, (r["model"], r["version"] or "-", r["revision"], r["rows"], r["numeric"],
+                                       r["categorical"], r["source"], created)))
+    return table
 
 
 @baseline_app.command("show")
@@ -400,7 +527,7 @@ def baseline_show(
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
     """Show one stored baseline, feature by feature."""
-    store = _baseline_store(redis_url)
+    store = _baseline_store(redis_url, model=model, version=version)
     baseline = store.get(model, version)
     if baseline is None:
         _fail(f"no baseline of {model} version {version or '(none)'}", "`streamdrift baseline list` shows what is stored")
@@ -408,15 +535,15 @@ def baseline_show(
         sys.stdout.write(json.dumps(baseline.summary(), indent=2) + "\n")
         return
     _show_profile(baseline)
-    console.print(f"revision {baseline.revision}, from {baseline.source}")
+    console.print(f"revision {baseline.revision}, from {printable(baseline.source)}")
 
 
 @baseline_app.command("delete")
 def baseline_delete(model: str = ModelOpt, version: Optional[str] = VersionOpt, redis_url: Optional[str] = RedisOpt) -> None:
     """Delete a stored baseline (series already seeded with it keep their reference)."""
-    if not _baseline_store(redis_url).delete(model, version):
+    if not _baseline_store(redis_url, model=model, version=version).delete(model, version):
         _fail(f"no baseline of {model} version {version or '(none)'}", "`streamdrift baseline list` shows what is stored")
-    console.print(f"deleted the baseline of {model} version {version or '(none)'}")
+    console.print(f"deleted the baseline of {printable(model)} version {printable(version or '(none)')}")
 
 
 
@@ -436,6 +563,8 @@ def report(
     from streams.tail import read_alerts
 
     settings = _settings(redis_url=redis_url, group_id=group_id, kafka_bootstrap=bootstrap)
+    _check_name_length(settings, model=model)
+    _check_writable(out)
     check_redis(settings)
     client = settings.redis_client(asynchronous=False)
     series, unreadable = load_series(client, settings.group_id, model)
@@ -454,10 +583,23 @@ def report(
     if not (series or points or alerts):
         _fail(f"nothing about model {model!r} in group {settings.group_id!r}",
               "check --model and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists the monitored models")
-    out.write_text(render_report(model, settings.group_id, series, points, alerts, time.time(), unreadable), encoding="utf-8")
+    try:
+        out.write_text(render_report(model, settings.group_id, series, points, alerts, time.time(), unreadable), encoding="utf-8")
+    except OSError as exc:  # e.g. the disk filled up while the report was read
+        _fail(f"cannot write {out}: {exc.strerror or exc}", "choose another --out")
     features = len({s.feature for s in series})
-    console.print(f"wrote {out}: {features} features, {len(points)} history samples, "
+    console.print(f"wrote {printable(out)}: {features} features, {len(points)} history samples, "
                   f"{'alerts not read' if alerts is None else f'{len(alerts)} alerts'}")
+
+
+def _check_writable(out: Path) -> None:
+    """--out must name a file in an existing, writable directory: checked before the report is
+    read (minutes of Redis and Kafka reads), not when it is written."""
+    folder = out.parent
+    if not folder.is_dir():
+        raise typer.BadParameter(f"directory {visible(folder)} does not exist", param_hint="'--out' / '-o'")
+    if not os.access(folder, os.W_OK):
+        raise typer.BadParameter(f"directory {visible(folder)} is not writable", param_hint="'--out' / '-o'")
 
 
 def main() -> None:

@@ -7,12 +7,19 @@ here from the same ``STREAMDRIFT_KAFKA_*`` settings, so they cannot disagree.
 
 from __future__ import annotations
 
+import hmac
+import re
 import ssl
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from faust.auth import SASLCredentials, SSLCredentials
+from pydantic import SecretStr, ValidationError
+from rich.markup import escape
 
-from streams.settings import Settings
+from streams.settings import Settings, redact_url
+
+if TYPE_CHECKING:  # faust takes ~0.3 s to import: only the worker needs it, not every CLI command
+    from faust.auth import SASLCredentials, SSLCredentials
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -29,6 +36,8 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 def faust_credentials(settings: Settings) -> SASLCredentials | SSLCredentials | None:
     """``broker_credentials`` for the Faust app (None for PLAINTEXT)."""
+    from faust.auth import SASLCredentials, SSLCredentials
+
     protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return None
@@ -83,3 +92,120 @@ def masked(settings: Settings) -> dict[str, str]:
         else:
             shown[name] = "" if value is None else str(value)
     return shown
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The secrets a settings object holds (passwords, token, the Redis URL's password), longest
+    first: what no message may contain."""
+    values = [v.get_secret_value() for v in dict(settings).values() if isinstance(v, SecretStr)]
+    url = settings.redis_url.get_secret_value()
+    values += [part for part in re.split(r"[:@/?&=]", url) if part and part not in redact_url(url)]
+    return sorted({v for v in values if len(v) >= 3}, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by ``***`` (the last line of defence for
+    error messages that quote what a library was given)."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# --- operator-facing text -------------------------------------------------------------------
+
+#: Characters that move the cursor, recolour or reorder a terminal's text (C0/C1 controls, DEL,
+#: bidirectional overrides, zero-width marks, line/paragraph separators).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
+def printable(value: object) -> str:
+    r"""``value`` as Rich markup that prints literally: names come from Kafka messages, and one
+    holding ``[/bold]`` would crash Rich, one holding an ANSI escape could rewrite the operator's
+    terminal. Control characters are shown as Python escapes.
+
+    >>> print(printable("fraud[/bold]"), printable("[red]x\x1b[31m\r"))
+    fraud\[/bold] \[red]x\x1b[31m\r
+    """
+    return escape(visible(value))
+
+
+def visible(value: object) -> str:
+    r"""``value`` as text with its control characters shown as Python escapes (for plain output).
+
+    >>> print(visible("a\tb\u202e"))
+    a\tb\u202e
+    """
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+
+
+def bearer_ok(header: str | bytes | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <token>``, in constant time.
+
+    Compared as bytes: ``hmac.compare_digest`` refuses non-ASCII text, and a client may send any
+    header bytes (a 401, not a 500).
+
+    >>> bearer_ok("Bearer t0k", "t0k"), bearer_ok("Bearer tök", "t0k"), bearer_ok(None, "t0k")
+    (True, False, False)
+    """
+    if header is None:
+        return False
+    given = header if isinstance(header, bytes) else header.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(given, f"Bearer {token}".encode("utf-8", "surrogatepass"))
+
+
+# --- settings errors, one line each -----------------------------------------------------------
+
+_EXPECTED = {
+    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
+    "float_parsing": "a number", "float_type": "a number", "finite_number": "a finite number",
+    "bool_parsing": "true or false (or 1/0, yes/no, on/off)", "bool_type": "true or false",
+    "string_type": "text", "path_type": "a file path",
+}
+
+
+def _expected(error: Mapping[str, Any]) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "?")
+        return f"expected a number {bounds[kind]} {limit}"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected', '?')}"
+    message = str(error.get("msg", kind)).removeprefix("Value error, ")
+    return message.replace("Input should be", "expected", 1)
+
+
+def _shown(field: str, value: object) -> str:
+    """A rejected value as it may be printed: secrets masked, control characters escaped, short."""
+    annotation = str(Settings.model_fields[field].annotation)
+    if field == "redis_url":
+        text = redact_url(str(value))
+    elif "SecretStr" in annotation or isinstance(value, SecretStr):
+        return "***"
+    else:
+        text = str(value)
+    text = visible(text)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def settings_errors(exc: ValidationError, flags: Mapping[str, str] | None = None) -> list[str]:
+    """One line per bad setting: which variable (and command-line flag, if the value came from
+    one), the rejected value (``***`` for secrets) and what is expected.
+
+    ``flags`` maps the setting names given on the command line to their flags.
+    """
+    flags = flags or {}
+    lines = []
+    for error in exc.errors():
+        field = error["loc"][0] if error["loc"] else None
+        if not isinstance(field, str) or field not in Settings.model_fields:
+            lines.append(f"invalid configuration: {_expected(error)}")  # a rule between settings
+            continue
+        variable = f"STREAMDRIFT_{field.upper()}"
+        value = _shown(field, error.get("input"))
+        where = f"{flags[field]} {value!r} ({variable})" if field in flags else f"{variable}={value}"
+        description = Settings.model_fields[field].description
+        lines.append(f"invalid setting {where}: {_expected(error)}" + (f" — {description}" if description else ""))
+    return lines

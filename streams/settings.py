@@ -7,6 +7,7 @@ README's configuration table is the user-facing copy of this module.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STREAMDRIFT_", extra="ignore")
+    # hide_input_in_errors: a validation error must never echo a password or token it was given.
+    model_config = SettingsConfigDict(env_prefix="STREAMDRIFT_", extra="ignore", hide_input_in_errors=True)
 
     # --- connections -----------------------------------------------------------------------
     kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, host:port[,host:port]")
@@ -117,7 +119,51 @@ class Settings(BaseSettings):
     @field_validator("kafka_bootstrap")
     @classmethod
     def _strip_scheme(cls, value: str) -> str:
-        return value.removeprefix("kafka://").strip()
+        value = value.removeprefix("kafka://").strip()
+        for server in value.split(","):
+            host, colon, port = server.strip().rpartition(":")
+            if not server.strip() or (colon and not host) or (colon and not _is_port(port)):
+                raise ValueError("expected host:port[,host:port] with ports 1-65535")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_parses(cls, value: SecretStr) -> SecretStr:
+        # redis-py only parses the URL when the first client is built: a typo would surface as a
+        # traceback deep in a command (or a worker) instead of here, before any connection.
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value.get_secret_value())
+        except ValueError as exc:  # its messages name the scheme / port / option, never the password
+            raise ValueError(f"must look like redis://[:password@]host:port/db or rediss://… (TLS) ({exc})") from None
+        return value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _port_in_range(cls, value: int) -> int:
+        if not _is_port(str(value)):
+            raise ValueError("expected a TCP port, 1-65535")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value  # INFO works as well as info
+
+    @field_validator("input_topic", "labels_topic", "alert_topic", "dlq_topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if not _TOPIC.fullmatch(value) or value in (".", ".."):
+            raise ValueError("expected a Kafka topic name: 1-249 of a-z A-Z 0-9 . _ -")
+        return value
+
+    @field_validator("group_id")
+    @classmethod
+    def _group_id(cls, value: str) -> str:
+        if not value or not value.isprintable():
+            raise ValueError("expected a non-empty name of printable characters")
+        return value
 
     @model_validator(mode="after")
     def _complete_security(self) -> Settings:
@@ -128,6 +174,11 @@ class Settings(BaseSettings):
             )
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ValueError("mTLS needs both STREAMDRIFT_KAFKA_SSL_CERTFILE and STREAMDRIFT_KAFKA_SSL_KEYFILE")
+        if self.kafka_security_protocol.endswith("SSL"):  # else the files are not read: no reason to refuse
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+                path = getattr(self, name)
+                if path is not None and not path.is_file():
+                    raise ValueError(f"STREAMDRIFT_{name.upper()}={path}: no such file")
         return self
 
     @classmethod
@@ -152,17 +203,57 @@ class Settings(BaseSettings):
         return redact_url(self.redis_url.get_secret_value())
 
 
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+#: Query parameters of a URL whose values are secrets: passwords, tokens, keys (not key files).
+_SECRET_PARAM = re.compile(r"pass|pwd|token|secret|credential|auth|key$", re.IGNORECASE)
+
+
+def _is_port(text: str) -> bool:
+    return text.isdigit() and 1 <= int(text) <= 65535
+
+
 def redact_url(url: str) -> str:
-    """Replace the password of ``scheme://user:password@host`` with ``***``.
+    """The URL with its password and secret query parameters replaced by ``***``; never raises.
 
     >>> redact_url("redis://:s3cret@localhost:6379/0")
     'redis://:***@localhost:6379/0'
+    >>> redact_url("redis://admin:s3cret@localhost:6379/0")
+    'redis://admin:***@localhost:6379/0'
     >>> redact_url("redis://localhost:6379/0")
     'redis://localhost:6379/0'
+    >>> redact_url("rediss://host:6380/0?ssl_keyfile=/x&password=s3cret")
+    'rediss://host:6380/0?ssl_keyfile=/x&password=***'
+    >>> redact_url("redis://h/0?api_key=k&ssl_password=p&token=t&x=1")
+    'redis://h/0?api_key=***&ssl_password=***&token=***&x=1'
+    >>> redact_url(":pw@h:6379")  # no scheme
+    ':***@h:6379'
+    >>> redact_url("redis://h/0?password=x@y")  # an @ after the host hides nothing either
+    'redis://***@y'
+    >>> redact_url(None), redact_url("")
+    ('None', '')
     """
+    try:
+        return _redact(str(url))
+    except Exception:  # a URL too odd to take apart is shown not at all rather than in full
+        return "***"
+
+
+def _redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user, colon, _ = creds.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+    if not sep:
+        scheme, rest = "", url
+    if "@" in rest:
+        creds, _, rest = rest.rpartition("@")
+        user, colon, _ = creds.partition(":")
+        # what looks like a path or a query is not a user name: the @ came later, hide it all
+        shown = "***" if any(c in user for c in "/?#&=;") else f"{user}{':***' if colon else ''}"
+        rest = f"{shown}@{rest}"
+    base, question, query = rest.partition("?")
+    if question:
+        params = []
+        for param in re.split(r"([&;])", query):
+            name, equals, _ = param.partition("=")
+            params.append(f"{name}=***" if equals and _SECRET_PARAM.search(name) else param)
+        rest = f"{base}?{''.join(params)}"
+    return f"{scheme}{sep}{rest}"

@@ -13,10 +13,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 def tail_alerts(
     client_config: dict[str, Any], topic: str, from_beginning: bool = True, follow: bool = True,
     max_alerts: int | None = None, idle_timeout: float = 5.0, until: Callable[[], bool] | None = None,
+    on_unreadable: Callable[[str], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield alerts as dicts; without ``follow``, stop after ``idle_timeout`` seconds of silence.
 
-    ``until`` is polled twice a second; the tail ends when it returns True.
+    ``until`` is polled twice a second; the tail ends when it returns True. A message that is not
+    a JSON object is skipped (anyone may write to the topic), told to ``on_unreadable``.
 
     ``client_config`` holds ``bootstrap.servers`` and any security properties. Uses a throwaway
     consumer group and commits nothing, so tailing never disturbs anyone.
@@ -42,8 +44,13 @@ def tail_alerts(
                 if message.error().code() == KafkaError._PARTITION_EOF:
                     continue
                 raise RuntimeError(f"reading {topic}: {message.error()}")
+            alert = _decode(message.value())
+            if alert is None:
+                if on_unreadable:
+                    on_unreadable(f"{topic}[{message.partition()}]@{message.offset()}")
+                continue
             seen += 1
-            yield msgspec.json.decode(message.value())
+            yield alert
     finally:
         consumer.close()
 
@@ -76,7 +83,9 @@ def read_alerts(client_config: dict[str, Any], topic: str, timeout: float = 60.0
                 raise TimeoutError(f"reading {topic}: not at its end after {timeout:g} s")
             for message in consumer.consume(1000, timeout=0.1):
                 if message.error() is None:
-                    alerts.append(msgspec.json.decode(message.value()))
+                    alert = _decode(message.value())
+                    if alert is not None:  # not an alert: nothing to report about it
+                        alerts.append(alert)
                 elif message.error().code() == KafkaError._PARTITION_EOF:
                     at_end.add(message.partition())
                 else:
@@ -84,3 +93,12 @@ def read_alerts(client_config: dict[str, Any], topic: str, timeout: float = 60.0
         return alerts
     finally:
         consumer.close()
+
+
+def _decode(value: bytes | None) -> dict[str, Any] | None:
+    """The message as a JSON object, or None if it is not one."""
+    try:
+        alert = msgspec.json.decode(value or b"")
+    except msgspec.DecodeError:
+        return None
+    return alert if isinstance(alert, dict) else None
