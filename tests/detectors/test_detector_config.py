@@ -1,7 +1,19 @@
 import pytest
 
-from detectors import MonitorParams, is_ignored, model_task, resolve, validate_config
-from detectors.config import DEFAULT_DETECTORS, DETECTOR_NAMES
+import copy
+import dataclasses
+import typing
+
+from detectors import (
+    MonitorParams,
+    allowed_features,
+    ignored_features,
+    is_ignored,
+    model_task,
+    resolve,
+    validate_config,
+)
+from detectors.config import DEFAULT_DETECTORS, DETECTOR_NAMES, _FromMapping
 from detectors.monitor import _DETECTORS
 
 CONFIG = {
@@ -75,13 +87,16 @@ ERRORS = [
      "invalid config at defaults.adwin: expected a mapping, got 0.1"),
     ({"models": {"fraud": {"feature": {}}}},
      "invalid config at models.fraud: unknown key 'feature'; "
-     "valid keys are: task, ignore_features, defaults, features"),
+     "valid keys are: task, ignore_features, allow_features, defaults, features"),
     ({"models": {"fraud": {"task": "ranking"}}},
      "invalid config at models.fraud.task: "
      "expected one of auto, classification, regression, got 'ranking'"),
     ({"models": {"fraud": {"ignore_features": "user_id"}}},
      "invalid config at models.fraud.ignore_features: "
      "expected a list of feature names, got 'user_id'"),
+    ({"models": {"fraud": {"allow_features": ["amount", 3]}}},
+     "invalid config at models.fraud.allow_features: "
+     "expected a list of feature names, got ['amount', 3]"),
     ({"models": {"fraud": {"features": {"amount": {"ewma_alpha": 0}}}}},
      "invalid config at models.fraud.features.amount: ewma_alpha must be in (0, 1], got 0.0"),
     ({"models": ["fraud"]},
@@ -115,3 +130,62 @@ def test_detector_names_match_the_implementations():
     assert set(DETECTOR_NAMES) == {*_DETECTORS, "window"}  # window: the window tests
     sections = {f for f in MonitorParams.__dataclass_fields__ if f in DETECTOR_NAMES}
     assert set(DETECTOR_NAMES) == sections
+
+
+def _uncached_from_mapping(cls, mapping, base=None):
+    """What ``from_mapping`` did before its caches: type hints evaluated on every call, a
+    replace even without keys (the reference for the cached ``resolve``)."""
+    base = cls() if base is None else base
+    hints = typing.get_type_hints(cls)
+    changes = {}
+    for key, value in (mapping or {}).items():
+        hint = hints[key]
+        if isinstance(hint, type) and issubclass(hint, _FromMapping):
+            changes[key] = _uncached_from_mapping(hint, value, getattr(base, key))
+        elif hint is float:
+            changes[key] = float(value)
+        elif typing.get_origin(hint) is tuple:
+            changes[key] = tuple(value)
+        else:
+            changes[key] = value
+    return dataclasses.replace(base, **changes)
+
+
+def _uncached_resolve(config, model, feature):
+    config = config or {}
+    section = (config.get("models") or {}).get(model) or {}
+    params = _uncached_from_mapping(MonitorParams, config.get("defaults"))
+    params = _uncached_from_mapping(MonitorParams, section.get("defaults"), params)
+    return _uncached_from_mapping(MonitorParams, (section.get("features") or {}).get(feature), params)
+
+
+@pytest.mark.parametrize("model", ["fraud", "churn", "unknown"])
+@pytest.mark.parametrize("feature", ["amount", "age", "user_id", "x" * 200])
+def test_cached_resolve_equals_resolving_from_scratch(model, feature):
+    assert resolve(CONFIG, model, feature) == _uncached_resolve(CONFIG, model, feature)
+    assert resolve(copy.deepcopy(CONFIG), model, feature) == _uncached_resolve(CONFIG, model, feature)
+
+
+def test_resolve_sees_a_config_edited_in_place():
+    config = copy.deepcopy(CONFIG)
+    assert resolve(config, "fraud", "age").cooldown_events == 100
+    config["models"]["fraud"]["defaults"]["cooldown_events"] = 7
+    config["defaults"]["page_hinkley"]["delta"] = 0.4
+    age = resolve(config, "fraud", "age")
+    assert age.cooldown_events == 7 and age.page_hinkley.delta == 0.4
+    assert age == _uncached_resolve(config, "fraud", "age")
+    # ints and floats where the type matters are not confused by the cache
+    assert resolve({"defaults": {"warmup_events": 5}}, "m", "f").warmup_events == 5
+    with pytest.raises(ValueError, match="expected an integer, got 5.0"):
+        resolve({"defaults": {"warmup_events": 5.0}}, "m", "f")
+
+
+def test_allow_features_is_an_optional_set_per_model():
+    config = {"models": {"fraud": {"allow_features": ["amount", "age"], "ignore_features": ["age"]},
+                         "churn": {"allow_features": []}}}
+    validate_config(config)
+    assert allowed_features(config, "fraud") == frozenset({"amount", "age"})
+    assert ignored_features(config, "fraud") == frozenset({"age"})  # the caller drops both lists
+    assert allowed_features(config, "churn") == frozenset()  # only the prediction and errors
+    assert allowed_features(config, "other") is None and allowed_features(None, "m") is None
+    assert allowed_features({"models": {"m": {"allow_features": None}}}, "m") is None
