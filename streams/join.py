@@ -46,14 +46,15 @@ class JoinStore:
         """Find the predictions of (model, event_id) pairs; missing pairs are absent."""
         if not keys:
             return {}
-        by_model: dict[str, list[str]] = defaultdict(list)
+        by_model: dict[str, dict[str, None]] = defaultdict(dict)  # each id asked once
         for model, event_id in keys:
-            by_model[model].append(event_id)
+            by_model[model][event_id] = None
         newest = int(now // self.width)
         buckets = range(newest, newest - BUCKETS_PER_TTL - 2, -1)
         pipe = self.redis.pipeline(transaction=False)
         plan = []
-        for model, ids in by_model.items():
+        for model, unique in by_model.items():
+            ids = list(unique)
             for bucket in buckets:
                 pipe.hmget(self._key(model, bucket), ids)
                 plan.append((model, ids))
