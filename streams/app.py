@@ -200,7 +200,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            body = generate_latest(runtime.metrics.registry)
+            # Rendered off the event loop: a large registry must never stall consumption.
+            body = await asyncio.to_thread(generate_latest, runtime.metrics.registry)
             return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")

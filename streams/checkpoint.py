@@ -156,6 +156,12 @@ class CheckpointStore(KeyLayout):
         outbox = await self.redis.lrange(self.outbox_key(topic, partition), 0, -1)
         return Claim(int(epoch), int(offset) if offset else None, fields, outbox)
 
+    async def load_fields(self, topic: str, partition: int, names: list[str]) -> dict[str, bytes]:
+        """The checkpointed bytes of some state fields (absent ones left out)."""
+        _, state = self.keys(topic, partition)
+        values = await self.redis.hmget(state, names)
+        return {name: value for name, value in zip(names, values) if value}
+
     async def save(self, saves: list[Save]) -> list[Exception | None]:
         """Write several partitions' checkpoints in one round trip; each one is atomic.
 

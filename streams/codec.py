@@ -9,6 +9,7 @@ value, or for one bad element of a JSON array that element alone, re-encoded.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -90,11 +91,22 @@ _ENCODE = msgspec.json.Encoder().encode
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """Bounds on what one message may hold (``Settings`` maps ``STREAMDRIFT_*`` onto them).
+
+    The timestamp skews default to unbounded here (a pure decoder has no clock to trust); the
+    worker bounds them from its settings.
+    """
+
     max_message_bytes: int = 1_048_576
     max_events_per_message: int = 10_000
     max_features_per_event: int = 500
     max_name_length: int = 128
     max_category_length: int = 256
+    max_json_depth: int = 64
+    max_event_id_length: int = 256
+    max_abs_value: float = 1e15
+    max_future_skew_s: float = math.inf
+    max_past_skew_s: float = math.inf
 
 
 @dataclass(slots=True)
@@ -173,7 +185,7 @@ def typed_events(value: bytes | None, limits: Limits) -> list[tuple[int | None, 
         return None
     try:
         raw = _EVENTS.decode(value)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     if not isinstance(raw, list):
         return [(None, raw)]
@@ -195,6 +207,8 @@ def _decode(value, kafka_ts, limits, decoder, validate, diagnose):
         return [], [Rejection(Reason.OVERSIZE_MESSAGE, detail, value)]
     try:
         raw = decoder.decode(value)
+    except RecursionError:
+        return [], [Rejection(Reason.TOO_DEEP, _TOO_DEEP_FOR_DECODER, value)]
     except (msgspec.ValidationError, msgspec.DecodeError):
         return _decode_slowly(value, kafka_ts, limits, validate, diagnose)
     items = list(enumerate(raw)) if isinstance(raw, list) else [(None, raw)]
@@ -207,18 +221,26 @@ def _decode(value, kafka_ts, limits, decoder, validate, diagnose):
 def _validate_items(value, items, kafka_ts, limits, validate):
     """Typed items (position in the array or None, struct) into valid ones and rejections."""
     good, bad = [], []
+    elements = Elements(value)
     for index, item in items:
         try:
             good.append(validate(item, kafka_ts, limits, index))
         except Invalid as exc:
-            bad.append(Rejection(exc.reason, exc.detail, element_bytes(value, index), index))
+            bad.append(Rejection(exc.reason, exc.detail, elements.payload(index), index))
     return good, bad
+
+
+_TOO_DEEP_FOR_DECODER = "JSON nested deeper than the decoder's recursion limit"
 
 
 def _decode_slowly(value, kafka_ts, limits, validate, diagnose):
     """Re-decode generically to name the reason; salvage the valid elements of an array."""
+    if deeper_than(value, limits.max_json_depth):
+        return [], [Rejection(Reason.TOO_DEEP, f"JSON nested deeper than max_json_depth={limits.max_json_depth}", value)]
     try:
         raw = _GENERIC.decode(value)
+    except RecursionError:
+        return [], [Rejection(Reason.TOO_DEEP, _TOO_DEEP_FOR_DECODER, value)]
     except msgspec.DecodeError as exc:
         return [], [Rejection(_refused(exc), str(exc), value)]
     if isinstance(raw, list) and len(raw) > limits.max_events_per_message:
@@ -249,9 +271,48 @@ def _raw_type(validate) -> type:
     return RawEvent if validate is _validate_event else _RawLabel
 
 
-def element_bytes(value: bytes, index: int | None) -> bytes:
-    """The bytes to dead-letter for one event: the whole message, or one array element alone."""
-    return value if index is None else _ENCODE(_GENERIC.decode(value)[index])
+class Elements:
+    """The bytes to dead-letter for events of one message: the whole message, or one array
+    element alone, re-encoded. The message is decoded generically at most once, however many of
+    its elements are refused (decoding it per element made an array of n bad events cost n²)."""
+
+    __slots__ = ("_items", "value")
+
+    def __init__(self, value: bytes | None) -> None:
+        self.value = value or b""
+        self._items: list[Any] | None = None
+
+    def payload(self, index: int | None) -> bytes:
+        if index is None:
+            return self.value
+        if self._items is None:
+            self._items = _GENERIC.decode(self.value)
+        return _ENCODE(self._items[index])
+
+
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def deeper_than(value: bytes, limit: int) -> bool:
+    """Whether the JSON in ``value`` nests deeper than ``limit`` (brackets inside strings do
+    not count). A cheap count of openers first; the scan runs only when there are more openers
+    than ``limit``, and stops as soon as the limit is passed.
+
+    >>> deeper_than(b'{"a": [1, {"b": "[[[[[["}]}', 3), deeper_than(b'[[[[[]]]]]', 4)
+    (False, True)
+    """
+    if value.count(b"[") + value.count(b"{") <= limit:
+        return False
+    depth = 0
+    for token in _TOKENS.finditer(value):
+        char = token.group()
+        if char == b"[" or char == b"{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char == b"]" or char == b"}":
+            depth -= 1
+    return False
 
 
 # --- validation of typed events ------------------------------------------------------------
@@ -273,11 +334,12 @@ def _validate_event(raw: RawEvent, kafka_ts: float, limits: Limits, index: int |
             raise Invalid(Reason.INVALID_FEATURES, "feature name 'prediction' is reserved for the event's prediction")
         _classify(PREDICTION, raw.prediction, numeric, categorical, missing, limits, Reason.INVALID_PREDICTION)
     prediction = numeric.get(PREDICTION, categorical.get(PREDICTION))
+    check_ids(raw.model_version, raw.event_id, limits)
     return Event(
         model=raw.model,
         model_version=raw.model_version,
         event_id=raw.event_id,
-        timestamp=event_time(raw.timestamp, kafka_ts),
+        timestamp=event_time(raw.timestamp, kafka_ts, limits),
         numeric=numeric,
         categorical=categorical,
         missing=missing,
@@ -288,16 +350,36 @@ def _validate_event(raw: RawEvent, kafka_ts: float, limits: Limits, index: int |
 
 def _validate_label(raw: _RawLabel, kafka_ts: float, limits: Limits, index: int | None) -> Label:
     _check_name(raw.model, "model", Reason.INVALID_MODEL, limits)
-    if not raw.event_id or len(raw.event_id) > limits.max_category_length:
-        raise Invalid(Reason.INVALID_EVENT_ID, "event_id must be a non-empty string")
+    _check_event_id(raw.event_id, limits)
     label = raw.label
     if isinstance(label, bool):
         label = float(label)
-    elif isinstance(label, float) and not math.isfinite(label):
-        raise Invalid(Reason.NON_FINITE_VALUE, "label is not finite")
+    elif isinstance(label, float):
+        _check_number("label", label, limits)
     elif isinstance(label, str) and len(label) > limits.max_category_length:
         raise Invalid(Reason.CATEGORY_TOO_LONG, f"label longer than {limits.max_category_length}")
-    return Label(raw.model, raw.event_id, label, event_time(raw.timestamp, kafka_ts), index)
+    return Label(raw.model, raw.event_id, label, event_time(raw.timestamp, kafka_ts, limits), index)
+
+
+def check_ids(model_version: str | None, event_id: str | None, limits: Limits) -> None:
+    """``model_version`` is a name (it is part of series keys); ``event_id``, when given, a
+    non-empty string of bounded length (it is a Redis field of the labels join)."""
+    if model_version is not None:
+        _check_name(model_version, "model_version", Reason.INVALID_MODEL_VERSION, limits)
+    if event_id is not None:
+        _check_event_id(event_id, limits)
+
+
+def _check_event_id(event_id: str, limits: Limits) -> None:
+    if not event_id or len(event_id) > limits.max_event_id_length:
+        raise Invalid(Reason.INVALID_EVENT_ID, f"event_id must be 1..{limits.max_event_id_length} characters")
+
+
+def _check_number(name: str, value: float, limits: Limits) -> None:
+    if not math.isfinite(value):
+        raise Invalid(Reason.NON_FINITE_VALUE, f"{name!r} is not finite")
+    if abs(value) > limits.max_abs_value:
+        raise Invalid(Reason.VALUE_OUT_OF_RANGE, f"{name!r} beyond max_abs_value={limits.max_abs_value:g}")
 
 
 def _classify(name, value, numeric, categorical, missing, limits, reason) -> None:
@@ -306,8 +388,7 @@ def _classify(name, value, numeric, categorical, missing, limits, reason) -> Non
     elif isinstance(value, bool):
         categorical[name] = "true" if value else "false"
     elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise Invalid(Reason.NON_FINITE_VALUE, f"{name!r} is not finite")
+        _check_number(name, value, limits)
         numeric[name] = value
     elif isinstance(value, str):
         if len(value) > limits.max_category_length:
@@ -347,7 +428,8 @@ def classify_column(values: Sequence[Scalar], limits: Limits) -> np.ndarray | li
     if types == _NULL:
         return list(values)
     if types <= _NUMBERS:  # finite: the typed decoder refuses numbers beyond the float range
-        return np.array(values, dtype=np.float64)
+        column = np.array(values, dtype=np.float64)
+        return None if np.any(np.abs(column) > limits.max_abs_value) else column  # NaN (null) compares False
     if not types <= _CATEGORIES:
         return None
     categories = [("true" if v else "false") if v.__class__ is bool else v for v in values] if bool in types else list(values)
@@ -361,22 +443,48 @@ def _check_name(name: str, what: str, reason: Reason, limits: Limits) -> None:
         raise Invalid(reason, f"{what} must be 1..{limits.max_name_length} printable characters")
 
 
-def event_time(value: float | str | None, kafka_ts: float) -> float:
+def event_time(value: float | str | None, kafka_ts: float, limits: Limits) -> float:
     """An event's time in epoch seconds: its ``timestamp`` field, else the Kafka timestamp;
-    ``Invalid`` if the field is not a valid time."""
+    ``Invalid`` if the field is not a valid time or lies further from the Kafka timestamp than
+    the limits' skews (one outlier must not move event-time windows).
+
+    >>> event_time("2026-01-01T00:00:00Z", 0.0, Limits()), event_time(None, 5.0, Limits())
+    (1767225600.0, 5.0)
+    >>> event_time(7200.0, 0.0, Limits(max_future_skew_s=3600))
+    Traceback (most recent call last):
+    ...
+    streams.codec.Invalid: timestamp 7200s ahead of the Kafka timestamp > max_future_skew_s=3600
+    """
     if value is None:
         return kafka_ts
     if isinstance(value, float):
         if not math.isfinite(value) or value < 0:
             raise Invalid(Reason.INVALID_TIMESTAMP, "timestamp must be finite epoch seconds >= 0")
-        return value
+        seconds = value
+    else:
+        seconds = _rfc3339(value)
+    if seconds - kafka_ts > limits.max_future_skew_s:
+        detail = f"timestamp {seconds - kafka_ts:.0f}s ahead of the Kafka timestamp > max_future_skew_s={limits.max_future_skew_s:g}"
+        raise Invalid(Reason.TIMESTAMP_SKEW, detail)
+    if kafka_ts - seconds > limits.max_past_skew_s:
+        detail = f"timestamp {kafka_ts - seconds:.0f}s behind the Kafka timestamp > max_past_skew_s={limits.max_past_skew_s:g}"
+        raise Invalid(Reason.TIMESTAMP_SKEW, detail)
+    return seconds
+
+
+def _rfc3339(value: str) -> float:
+    if len(value) > 64:  # the longest RFC 3339 time is 35 characters: don't parse megabytes
+        raise Invalid(Reason.INVALID_TIMESTAMP, "timestamp must be epoch seconds or RFC 3339")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise Invalid(Reason.INVALID_TIMESTAMP, "timestamp must be epoch seconds or RFC 3339") from None
     if parsed.tzinfo is None:
         raise Invalid(Reason.INVALID_TIMESTAMP, "RFC 3339 timestamp needs a UTC offset")
-    return parsed.timestamp()
+    try:
+        return parsed.timestamp()
+    except (OverflowError, ValueError):
+        raise Invalid(Reason.INVALID_TIMESTAMP, "timestamp out of range") from None
 
 
 # --- diagnosis of messages the typed decoder refused ----------------------------------------

@@ -32,7 +32,11 @@ class FalseAlarmCollector:
         firings: dict[str, float] = defaultdict(float)
         targets: dict[str, list[float]] = defaultdict(list)
         for monitor in self.monitors():
-            for name, d in monitor.false_alarms()["detectors"].items():
+            try:  # read from the metrics thread while the worker may be updating the monitor
+                detectors = monitor.false_alarms()["detectors"]
+            except Exception:
+                continue
+            for name, d in detectors.items():
                 evaluations[name] += d["evaluations"]
                 firings[name] += d["firings"]
                 if d["rate"] is not None:
@@ -156,6 +160,18 @@ class Metrics:
             "streamdrift_state_errors", "Series restarted afresh: stored state unreadable, or the monitor failed on a batch", registry=r
         )
         self.redis_up = Gauge("streamdrift_redis_up", "1 if the last Redis operation succeeded", registry=r)
+        self.dead_letters_failed = Counter(
+            "streamdrift_dead_letters_failed", "Dead letters that could not be sent after retries (counted in dead_letters too)",
+            ["reason"], registry=r,
+        )
+        self.dead_letters_truncated = Counter(
+            "streamdrift_dead_letters_truncated", "Dead letters sent as a prefix of their payload (over STREAMDRIFT_DLQ_MAX_BYTES)",
+            registry=r,
+        )
+        self.models_evicted = Counter(
+            "streamdrift_models_evicted", "Models dropped with their state: idle, or on probation and evicted by a newcomer",
+            registry=r,
+        )
         self._last_checkpoint = time.monotonic()
         self.checkpoint_age.set_function(lambda: time.monotonic() - self._last_checkpoint)
 
@@ -169,5 +185,24 @@ class Metrics:
         for result in ("ok", "fenced", "lost", "error"):
             self.checkpoints.labels(result)
 
+    def forget_models(self, models: Iterable[str]) -> None:
+        """Drop the per-model label sets of evicted models (Prometheus label sets stay bounded
+        by admission). A model still held by another partition starts its counters again,
+        which rate() reads as a counter reset."""
+        models = set(models)
+        self.models_evicted.inc(len(models))
+        per_model = ((self.joinable, ("model",)), (self.joined, ("model",)),
+                     (self.alerts, ("model", "feature", "detector")), (self.resolved, ("model", "feature")))
+        for metric, names in per_model:
+            for labels in [key for key in _label_sets(metric, names) if key[0] in models]:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*labels)
+
     def checkpointed(self) -> None:
         self._last_checkpoint = time.monotonic()
+
+
+def _label_sets(metric: Counter, names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The label values a metric has children for, read from its samples (the client library
+    has no public listing of children)."""
+    return list({tuple(sample.labels[name] for name in names) for family in metric.collect() for sample in family.samples})

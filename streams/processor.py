@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import is_not, itemgetter
 from typing import Any, Container, Iterable, Iterator, Mapping, Sequence
 
 import msgspec
@@ -36,19 +36,21 @@ from detectors import (
     monitor_from_bytes,
     resolve,
 )
+from streams.admission import AdmissionLimits, Ledger
 from streams.checkpoint import META_PREFIX, Claim, parse_series, series_name
 from streams.codec import (
     PREDICTION,
+    Elements,
     Event,
     Invalid,
     Label,
     Limits,
     RawEvent,
     Reason,
+    check_ids,
     classify_column,
     decode_events,
     decode_labels,
-    element_bytes,
     event_time,
     names_pass,
     typed_events,
@@ -62,6 +64,8 @@ Monitor = NumericMonitor | CategoricalMonitor | ErrorMonitor | PCAReconstruction
 _VERSIONS = f"{META_PREFIX}versions"
 UNKNOWN_MISSING = f"{META_PREFIX}unknown_missing"
 _PENDING = f"{META_PREFIX}pending_labels"
+_LEDGER = f"{META_PREFIX}admission"
+_JOINED = f"{META_PREFIX}joined_labels:"  # + chunk number (see RecentJoins)
 ERROR_SERIES = "error_rate"
 MULTIVARIATE_SERIES = "multivariate"  # the model's PCA reconstruction-error monitor
 
@@ -80,20 +84,6 @@ class Record:
     offset: int
     timestamp: float  # Kafka timestamp, epoch seconds
     value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class AdmissionLimits:
-    """Limits that protect a worker from a flood of new names (per partition state).
-
-    The bound on categories per feature is each monitor's own ``max_categories`` parameter.
-    """
-
-    max_models: int = 1_000
-    max_features_per_model: int = 2_000
-    # Versions of a model monitored side by side (a canary next to the stable one); beyond it
-    # the least recently seen version's series are retired (dropped from state and Redis).
-    max_versions_per_model: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +118,7 @@ class Outcome:
     max_event_time: float | None = None
     join_lags: list[tuple[str, float]] = field(default_factory=list)  # (model, label time − prediction time)
     failed_series: list[str] = field(default_factory=list)  # monitors that raised and were restarted
+    evicted_models: list[str] = field(default_factory=list)  # models dropped (idle, or for a newcomer)
 
 
 @dataclass
@@ -138,6 +129,8 @@ class PendingLabel:
     timestamp: float
     offset: int
     arrived: float  # worker clock, epoch seconds
+    due: float = 0.0  # worker clock of its next look-up (see LabelProcessor)
+    retry_s: float = 0.0  # the wait after its last look-up in vain (0: none yet)
 
 
 class PartitionState:
@@ -154,13 +147,19 @@ class PartitionState:
         self.retired: set[str] = set()  # series dropped since the last checkpoint
         self.unknown_missing: dict[str, int] = {}  # series seen only as null so far
         self.pending: list[PendingLabel] = []
+        self.pending_dirty = False  # pending labels added or removed since the last checkpoint
+        self.labels_due = -math.inf  # worker clock when a pending label is due (not checkpointed)
+        self.joined = RecentJoins()  # labels partitions: recently joined keys, for de-duplication
         self.corrupt: list[str] = []  # series whose stored state could not be read (started afresh)
         self.dirty: set[str] = set()
         self.events_since_checkpoint = 0
+        self.ledger = Ledger()  # admission bookkeeping (streams.admission)
+        self.ledger_dirty = False
 
     @classmethod
     def from_claim(cls, topic: str, partition: int, claim: Claim) -> PartitionState:
         state = cls(topic, partition, claim.epoch, claim.offset)
+        joined: dict[int, bytes] = {}
         for raw_name, blob in claim.fields.items():
             name = raw_name.decode()
             if name == _VERSIONS:
@@ -170,13 +169,25 @@ class PartitionState:
                 }
             elif name == UNKNOWN_MISSING:
                 state.unknown_missing = msgspec.msgpack.decode(blob)
+            elif name == _LEDGER:
+                try:
+                    state.ledger = msgspec.msgpack.decode(blob, type=Ledger)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    state.corrupt.append(name)  # started afresh: every model counts as established
             elif name == _PENDING:
-                state.pending = msgspec.msgpack.decode(blob, type=list[PendingLabel])
+                try:
+                    state.pending = msgspec.msgpack.decode(blob, type=list[PendingLabel])
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    state.corrupt.append(name)
+                    state.pending_dirty = True  # overwritten at the next checkpoint
+            elif name.startswith(_JOINED) and name[len(_JOINED):].isdigit():
+                joined[int(name[len(_JOINED):])] = blob
             else:
                 try:
                     state.monitors[name] = restore_monitor(name, blob)
                 except StateError:
                     state.corrupt.append(name)
+        state.corrupt += [f"{_JOINED}{number}" for number in state.joined.load(joined)]
         for name in [*state.monitors, *state.unknown_missing]:
             model, _, feature = parse_series(name)
             state.features_by_model[model].add(feature)
@@ -185,19 +196,33 @@ class PartitionState:
         return state
 
     def checkpoint_fields(self) -> dict[str, bytes]:
-        """Serialized fields changed since the last checkpoint (partition meta always included)."""
+        """Serialized fields changed since the last checkpoint (partition meta always included;
+        pending and recently joined labels when they changed)."""
         # A retired series that came back since is written, not deleted.
         fields = {name: b"" for name in self.retired if name not in self.monitors}  # the script deletes these
         fields.update({name: self.monitors[name].to_bytes() for name in self.dirty if name in self.monitors})
         fields[_VERSIONS] = msgspec.msgpack.encode(self.versions)
         fields[UNKNOWN_MISSING] = msgspec.msgpack.encode(self.unknown_missing)
-        fields[_PENDING] = msgspec.msgpack.encode(self.pending)
+        if self.ledger_dirty:
+            fields[_LEDGER] = msgspec.msgpack.encode(self.ledger)
+        if self.pending_dirty:
+            fields[_PENDING] = msgspec.msgpack.encode(self.pending)
+        fields.update(self.joined.fields())
         return fields
 
     def mark_checkpointed(self) -> None:
+        self.ledger_dirty = False
         self.dirty.clear()
         self.retired.clear()
+        self.pending_dirty = False
+        self.joined.saved()
         self.events_since_checkpoint = 0
+
+    def unsave_labels(self) -> None:
+        """Have the next checkpoint write the pending and recently joined labels in full (after
+        Redis lost the stored state)."""
+        self.pending_dirty = True
+        self.joined.changed |= set(self.joined.chunks)
 
     def _skip(self, offset: int) -> bool:
         if self.next_offset is not None and offset < self.next_offset:
@@ -211,6 +236,40 @@ class PartitionState:
             if version in versions:
                 versions.remove(version)
             versions.append(version)
+
+    def series_of(self, model: str) -> list[str]:
+        return [name for name in (*self.monitors, *self.unknown_missing) if parse_series(name)[0] == model]
+
+    def evict_model(self, model: str) -> None:
+        """Drop a model with every series and version of it (its stored state goes at the next
+        checkpoint, its metrics with it)."""
+        names = self.series_of(model)
+        self._drop_series(names)
+        self.features_by_model.pop(model, None)
+        self.versions.pop(model, None)
+        self.ledger.forget_model(model, names)
+        self.ledger_dirty = True
+
+    def evict_series(self, names: list[str]) -> None:
+        """Drop idle series; a model's features and versions are what its remaining series use."""
+        self._drop_series(names)
+        for model in {parse_series(name)[0] for name in names}:
+            remaining = [parse_series(name) for name in self.series_of(model)]
+            if model in self.features_by_model:
+                self.features_by_model[model] = {feature for _, _, feature in remaining}
+            if model in self.versions:
+                used = {version for _, version, _ in remaining}
+                self.versions[model] = [version for version in self.versions[model] if version in used]
+        for name in names:
+            self.ledger.series_seen.pop(name, None)
+        self.ledger_dirty = True
+
+    def _drop_series(self, names: list[str]) -> None:
+        for name in names:
+            self.monitors.pop(name, None)
+            self.unknown_missing.pop(name, None)
+            self.dirty.discard(name)
+        self.retired.update(names)
 
     def retire_versions(self, keep: int) -> None:
         """Drop the series of each model's least recently seen versions beyond ``keep``."""
@@ -279,35 +338,69 @@ class PredictionProcessor:
         self._ignored_by_model: dict[str, frozenset[str]] = {}
         self._unusable: set[tuple[str, str]] = set()  # (series, baseline) already reported unusable
 
-    def process(self, state: PartitionState, records: Sequence[Record], columnar: bool = True) -> Outcome:
+    def process(
+        self, state: PartitionState, records: Sequence[Record], columnar: bool = True, now: float | None = None
+    ) -> Outcome:
         """Apply ``records`` (one partition's, in offset order) to ``state``.
 
         Events go column by column where admission can neither refuse them nor change anything
         (see ``_take_columns``), the others one by one; ``columnar=False`` takes every event one
         by one: the reference the columnar path matches exactly (the tests compare them).
+        ``now`` (the worker's clock) caps how far record timestamps may move the admission
+        clock.
+
+        Every fresh record is accounted for once, whatever it holds: its events are counted or
+        dead-lettered with a reason (``internal_error`` if handling it raised anything at all).
         """
         out = Outcome()
-        batch = _Batch(self.multivariate is not None, self.limits.max_events_per_message + 1)
         fresh = []
         for position, record in enumerate(records):
             if state._skip(record.offset):
                 out.duplicates += 1
             else:
                 fresh.append((position, record))
+        if fresh:
+            self._advance_clock(state, fresh, now, out)
+        batch = _Batch(self.multivariate is not None, self.limits.max_events_per_message + 1)
+        left: list[tuple[int, Record, list[_Item] | None]] | None = None
         if columnar:
-            left = self._take_columns(state, records, fresh, batch, out)
-        else:
+            try:
+                left = self._take_columns(state, records, fresh, batch, out)
+            except Exception:  # never expected; the per-event path guards each record
+                log.exception("columnar path failed on %s[%d]: taking the batch event by event", state.topic, state.partition)
+                batch = _Batch(self.multivariate is not None, self.limits.max_events_per_message + 1)
+                out.events, out.max_event_time = 0, None
+        if left is None:
             left = [(position, record, None) for position, record in fresh]
         for position, record, items in left:
             try:
                 self._accept(state, record, position, items, batch, out)
             except Exception as exc:  # a bug must not turn one message into a crash loop
                 log.exception("unexpected error on %s[%d]@%d", state.topic, state.partition, record.offset)
-                out.dead_letters.append(DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, repr(exc), record.offset))
+                out.dead_letters.append(DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, _describe(exc), record.offset))
         batch.close(state, out)
+        self._touch_models(state, batch)
         state.events_since_checkpoint += out.events
         out.findings = self._apply(state, batch, {r.offset: r.timestamp for r in records}, out)
         return out
+
+    def _advance_clock(self, state: PartitionState, fresh: list[tuple[int, Record]], now: float | None, out: Outcome) -> None:
+        """Move the admission clock and evict what has been idle too long (once a minute)."""
+        latest = max(record.timestamp for _, record in fresh)
+        if state.ledger.advance(latest, now, self.admission, self.limits.max_future_skew_s):
+            models, series = state.ledger.idle(self.admission)
+            for model in models:
+                state.evict_model(model)
+            state.evict_series([name for name in series if parse_series(name)[0] not in models])
+            out.evicted_models += models
+            if models or series:
+                log.info("evicted %d idle models and %d idle series on %s[%d]", len(models), len(series), state.topic, state.partition)
+            state.ledger_dirty = True
+
+    def _touch_models(self, state: PartitionState, batch: _Batch) -> None:
+        for model, count in batch.model_events.items():
+            if model not in batch.evicted:
+                state.ledger_dirty |= state.ledger.touch_model(model, count, self.admission)
 
     def _accept(
         self, state: PartitionState, record: Record, position: int, items: list[_Item] | None, batch: _Batch,
@@ -315,18 +408,28 @@ class PredictionProcessor:
     ) -> None:
         """The per-event path for one record: its whole message (``items`` None), or the typed
         events of it the columnar path left."""
-        if items is None:
-            events, rejections = decode_events(record.value, record.timestamp, self.limits)
-        else:
-            events, rejections = validate_events(record.value or b"", items, record.timestamp, self.limits)
+        try:  # nothing of the record is in the batch yet: on any error, all of it is dead-lettered
+            if items is None:
+                events, rejections = decode_events(record.value, record.timestamp, self.limits)
+            else:
+                events, rejections = validate_events(record.value or b"", items, record.timestamp, self.limits)
+        except Exception as exc:
+            log.exception("could not decode %s[%d]@%d", state.topic, state.partition, record.offset)
+            out.dead_letters.append(DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, _describe(exc), record.offset))
+            return
         for rejection in rejections:
             out.dead_letters.append(DeadLetter(rejection.payload, rejection.reason, rejection.detail, record.offset, rejection.index))
+        elements = Elements(record.value)
+        budget = _Budget(self.admission.max_new_series_per_message)
         for event in events:
-            refused = self._admit(state, event, batch)
+            try:
+                refused = self._admit(state, event, batch, budget)
+            except Exception as exc:
+                log.exception("could not admit an event of %s[%d]@%d", state.topic, state.partition, record.offset)
+                refused = Reason.INTERNAL_ERROR, _describe(exc)
             if refused:
                 reason, detail = refused
-                payload = element_bytes(record.value or b"", event.index)
-                out.dead_letters.append(DeadLetter(payload, reason, detail, record.offset, event.index))
+                out.dead_letters.append(DeadLetter(_payload(elements, event.index), reason, detail, record.offset, event.index))
                 continue
             batch.add(event, record.offset, batch.seq(position, event.index))
             out.events += 1
@@ -380,7 +483,11 @@ class PredictionProcessor:
         the per-event path (a new model or name, invalid names)."""
         model, version, features, with_prediction = key
         known = state.features_by_model.get(model)
-        if known is None or not names_pass(model, features, with_prediction, self.limits):
+        if known is None or model in state.ledger.probation or not names_pass(model, features, with_prediction, self.limits):
+            return None  # a model on probation may be evicted within the batch: event by event
+        try:
+            check_ids(version, None, self.limits)
+        except Invalid:
             return None
         shape = _Shape(model, version, (*features, PREDICTION) if with_prediction else features, with_prediction, seqs, items)
         ignored = self._ignored(model)
@@ -437,7 +544,9 @@ class PredictionProcessor:
             if column is None:
                 return None
             values.append(column)
-        times = _event_times([raw.timestamp for raw in raws], kafka_times)
+        if any(raw.event_id is not None and not 0 < len(raw.event_id) <= self.limits.max_event_id_length for raw in raws):
+            return None
+        times = _event_times([raw.timestamp for raw in raws], kafka_times, self.limits)
         return None if times is None else (values, times)
 
     def _misfits(self, shape: _Shape, items: list[_Item], kafka_times: np.ndarray) -> set[int]:
@@ -456,9 +565,13 @@ class PredictionProcessor:
                     fit = fits[key] = self._column([value], expect) is not None
                 if not fit:
                     misfits.add(i)
+        limit = self.limits.max_event_id_length
+        misfits.update(i for i, raw in enumerate(raws) if raw.event_id is not None and not 0 < len(raw.event_id) <= limit)
         stamps = [raw.timestamp for raw in raws]
-        if _event_times(stamps, kafka_times) is None:
-            misfits.update(i for i, stamp in enumerate(stamps) if _event_times([stamp], kafka_times[i : i + 1]) is None)
+        if _event_times(stamps, kafka_times, self.limits) is None:
+            misfits.update(
+                i for i, stamp in enumerate(stamps) if _event_times([stamp], kafka_times[i : i + 1], self.limits) is None
+            )
         return misfits
 
     def _column(
@@ -469,15 +582,23 @@ class PredictionProcessor:
 
     # -- admission: every check happens before any state changes, so a refused event leaves no trace
 
-    def _admit(self, state: PartitionState, event: Event, batch: _Batch) -> tuple[Reason, str] | None:
+    def _admit(self, state: PartitionState, event: Event, batch: _Batch, budget: _Budget) -> tuple[Reason, str] | None:
         self._drop_ignored(event)
+        admission = self.admission
         known = state.features_by_model.get(event.model)
-        if known is None and len(state.features_by_model) >= self.admission.max_models:
-            return Reason.TOO_MANY_MODELS, f"more than max_models={self.admission.max_models} models"
+        if known is None:
+            if admission.allowed_models is not None and event.model not in admission.allowed_models:
+                return Reason.MODEL_NOT_ALLOWED, "model not in STREAMDRIFT_ALLOWED_MODELS"
+            if not self._room_for_a_model(state, batch):
+                return Reason.TOO_MANY_MODELS, f"more than max_models={admission.max_models} models, none on probation"
         new = [n for n in (*event.numeric, *event.categorical, *event.missing) if known is None or n not in known]
-        if new and len(known or ()) + len(new) > self.admission.max_features_per_model:
-            limit = self.admission.max_features_per_model
+        if new and len(known or ()) + len(new) > admission.max_features_per_model:
+            limit = admission.max_features_per_model
             return Reason.TOO_MANY_FEATURES_FOR_MODEL, f"model {event.model!r} would exceed max_features_per_model={limit}"
+        if new and (len(new) > budget.left or len(new) > state.ledger.tokens):
+            return Reason.TOO_MANY_NEW_SERIES, (
+                f"{len(new)} new series: over max_new_series_per_message={admission.max_new_series_per_message} "
+                f"or max_new_series_per_s={admission.max_new_series_per_s:g} on this partition")
         for kinds, kind in ((event.numeric, NumericMonitor), (event.categorical, CategoricalMonitor)):
             for name in kinds:
                 series = series_name(event.model, event.model_version, name)
@@ -494,9 +615,37 @@ class PredictionProcessor:
             if is_new:
                 new_categories.append((series, value))
         # Admitted: only now does the event take room (a refused event must leave no trace).
+        if known is None:
+            self._make_room(state, batch, event.model)
+        if new:
+            budget.left -= len(new)
+            state.ledger.take_tokens(len(new))
+            state.ledger_dirty = True
         batch.reserve(new_categories)
         state.features_by_model[event.model].update(new)
         return None
+
+    def _room_for_a_model(self, state: PartitionState, batch: _Batch) -> bool:
+        """Whether a new model fits: under both bounds, or a model on probation can make room."""
+        under = len(state.features_by_model) < self.admission.max_models
+        if under and len(state.ledger.probation) < self.admission.max_probation_models:
+            return True
+        return state.ledger.evictable() is not None
+
+    def _make_room(self, state: PartitionState, batch: _Batch, model: str) -> None:
+        """Put a new model on probation, evicting the least recently seen one on probation if a
+        bound is reached (established models are never evicted for a newcomer)."""
+        full = len(state.features_by_model) >= self.admission.max_models
+        if full or len(state.ledger.probation) >= self.admission.max_probation_models:
+            victim = state.ledger.evictable()
+            if victim is not None:
+                state.evict_model(victim)
+                batch.evicted.add(victim)
+                batch.model_events.pop(victim, None)
+        batch.evicted.discard(model)
+        state.ledger.admit_model(model)
+        state.features_by_model[model]
+        state.ledger_dirty = True
 
     def _drop_ignored(self, event: Event) -> None:
         """Remove the model's ignored features: they are neither monitored nor counted in limits."""
@@ -516,7 +665,11 @@ class PredictionProcessor:
 
     def _apply(self, state: PartitionState, batch: _Batch, times: dict[int, float], out: Outcome) -> list[Finding]:
         findings: list[Finding] = []
+        ledger = state.ledger
         for series, values in sorted(batch.series.items(), key=_first):  # as the per-event path met them
+            if batch.evicted and parse_series(series)[0] in batch.evicted:
+                continue
+            state.ledger_dirty |= ledger.touch_series(series)
             kind = _kind_of(state.monitors.get(series)) or batch.kinds.get(series)
             state.dirty.add(series)
             if kind is None:  # seen only as null so far: its kind is still unknown
@@ -525,6 +678,9 @@ class PredictionProcessor:
             with _bulkhead(state, series, out):
                 findings += self._apply_values(state, series, kind, values, times)
         for (model, version), rows in sorted(batch.rows.items(), key=_first):
+            if model in batch.evicted:
+                continue
+            state.ledger_dirty |= ledger.touch_series(series_name(model, version, MULTIVARIATE_SERIES))
             with _bulkhead(state, series_name(model, version, MULTIVARIATE_SERIES), out):
                 findings += self._apply_rows(state, model, version, rows, times)
         state.retire_versions(self.admission.max_versions_per_model)
@@ -581,6 +737,26 @@ class PredictionProcessor:
         except ValueError as exc:
             self._unusable.add((series, baseline.label))
             log.warning("baseline %s not used for %r: %s", baseline.label, feature, exc)
+
+
+@dataclass(slots=True)
+class _Budget:
+    """New series one message may still create."""
+
+    left: int
+
+
+def _payload(elements: Elements, index: int | None) -> bytes:
+    """An element's bytes to dead-letter; the whole message if even that fails."""
+    try:
+        return elements.payload(index)
+    except Exception:  # e.g. an element too deep to re-encode: the original stays on its topic
+        return elements.value
+
+
+def _describe(exc: BaseException) -> str:
+    """A bounded description of an unexpected error (a dead letter's detail header)."""
+    return f"{type(exc).__name__}: {exc}"[:512]
 
 
 @contextmanager
@@ -642,12 +818,12 @@ def _raw_columns(shape: _Shape, raws: list[RawEvent]) -> list[Sequence[Any]]:
     return columns
 
 
-def _event_times(stamps: list[float | str | None], kafka_times: np.ndarray) -> np.ndarray | None:
+def _event_times(stamps: list[float | str | None], kafka_times: np.ndarray, limits: Limits) -> np.ndarray | None:
     """Event times as the codec reads them; None if one is invalid."""
     if stamps.count(None) == len(stamps):
         return kafka_times
     try:
-        return np.array([event_time(t, k) for t, k in zip(stamps, kafka_times.tolist())], dtype=np.float64)
+        return np.array([event_time(t, k, limits) for t, k in zip(stamps, kafka_times.tolist())], dtype=np.float64)
     except Invalid:
         return None
 
@@ -782,6 +958,8 @@ class _Batch:
         self._versions: list[tuple[int, str, str | None]] = []  # (seq, model, version) to replay in order
         self._joins: list[tuple[str, str, bytes]] = []  # (model, event_id, packed) and the seq of each
         self._join_seqs: list[int] = []
+        self.model_events: dict[str, int] = defaultdict(int)  # admitted events per model
+        self.evicted: set[str] = set()  # models evicted during the batch: their values are dropped
 
     def seq(self, position: int, index: int | None) -> int:
         return position * self.stride + (index or 0)
@@ -804,6 +982,7 @@ class _Batch:
             self._append(series_name(model, version, name), (seq, rank), None, offset, event.timestamp)
             rank += 1
         self._versions.append((seq, model, version))
+        self.model_events[model] += 1
         if event.event_id is not None and event.prediction is not None:
             packed = msgspec.msgpack.encode((event.prediction, version, event.timestamp))
             self._joins.append((model, event.event_id, packed))
@@ -852,6 +1031,7 @@ class _Batch:
                 row_seqs = seqs[in_rows]
                 self._rows(model, version, int(row_seqs[0])).chunks.append((row_seqs, [name for name, _ in numeric], matrix[in_rows], offsets[in_rows]))
         self._versions += [(first, model, version), (int(seqs[-1]), model, version)]  # all that replay needs
+        self.model_events[model] += len(seqs)
         self._add_joins(shape, seqs, times)
 
     def _add_joins(self, shape: _Shape, seqs: np.ndarray, times: np.ndarray) -> None:
@@ -873,7 +1053,9 @@ class _Batch:
     def close(self, state: PartitionState, out: Outcome) -> None:
         """Replay the admitted events' versions and list their joins, in stream order."""
         for _, model, version in sorted(self._versions, key=itemgetter(0)):
-            state.saw_version(model, version)
+            if model not in self.evicted:
+                state.saw_version(model, version)
+        out.evicted_models += sorted(self.evicted)
         out.joins = [self._joins[i] for i in sorted(range(len(self._joins)), key=self._join_seqs.__getitem__)]
 
     def kind_clash(self, series: str, kind: type) -> bool:
@@ -896,10 +1078,49 @@ class _Batch:
 
 
 class LabelProcessor:
-    """Joins labels to predictions and feeds each model's error stream to its ErrorMonitor."""
+    """Joins labels to predictions and feeds each model's error stream to its ErrorMonitor.
+
+    Hostile or broken label messages cannot stop the worker or exhaust it:
+
+    * every record is decoded, and every label applied, under a guard: an exception (a bug, a
+      message nested too deep for the decoder, a malformed stored prediction) dead-letters that
+      record or that label (``internal_error``) and the rest goes on. Every label is counted
+      once or dead-lettered once;
+    * a label is refused at once, not after the TTL, if its model is not allowed
+      (``allowed_models``: ``model_not_allowed``) or its predictions are not stored for joining
+      (``join_models``: ``label_unmatched``);
+    * a second label for a (model, event_id) already pending or joined recently is a
+      ``duplicate_label``: an event is joined and counted once. "Recently": each partition
+      remembers the last ``max_pending`` joined keys at most, for at most the TTL (``RecentJoins``,
+      in the checkpoint, so a replay after a crash judges the same);
+    * pending labels are bounded in total (``max_pending``), per model
+      (``max_pending_per_model``) and in distinct models (``max_models``); beyond them a label is
+      ``label_buffer_full``, the older ones keep their place.
+
+    Look-ups (``lookups``): a label's prediction is looked up in the batch the label arrives in;
+    after each look-up that finds nothing the label waits before the next one, 1 s, then 2 s,
+    4 s ... doubling up to 60 s (``first_retry_s``, ``max_retry_s``; on the worker clock ``now``),
+    until its prediction is found or the TTL (from its arrival) expires it as ``label_unmatched``.
+    A label not due is still applied if the caller found its prediction anyway. The backoff alone
+    does not make the pending list "changed": the checkpoint keeps the schedule of the last write,
+    so after a restart a label may be looked up sooner, never later than it would have been.
+    """
+
+    first_retry_s = 1.0
+    max_retry_s = 60.0
 
     def __init__(
-        self, config: dict[str, Any], limits: Limits, ttl_s: float, max_pending: int, max_versions: int = 3
+        self,
+        config: dict[str, Any],
+        limits: Limits,
+        ttl_s: float,
+        max_pending: int,
+        max_versions: int = 3,
+        *,
+        max_pending_per_model: int | None = None,
+        max_models: int | None = None,
+        allowed_models: Container[str] | None = None,
+        join_models: Container[str] | None = None,
     ) -> None:
         self.config = config
         self.params = _Params(config)
@@ -907,6 +1128,11 @@ class LabelProcessor:
         self.ttl_s = ttl_s
         self.max_pending = max_pending
         self.max_versions = max_versions
+        self.max_pending_per_model = max_pending if max_pending_per_model is None else max_pending_per_model
+        self.max_models = max_models  # None: no bound besides max_pending
+        self.allowed_models = allowed_models  # None: any
+        self.join_models = join_models  # None: every model's predictions wait for labels
+        self.joined_chunk = max(1, min(JOINED_CHUNK, max_pending // 10))
 
     def decode(self, state: PartitionState, records: Iterable[Record], now: float) -> tuple[list[PendingLabel], Outcome]:
         """Decode new label messages; the caller looks up their predictions, then calls ``apply``."""
@@ -916,10 +1142,50 @@ class LabelProcessor:
             if state._skip(record.offset):
                 out.duplicates += 1
                 continue
-            decoded, rejections = decode_labels(record.value, record.timestamp, self.limits)
-            out.dead_letters += [DeadLetter(r.payload, r.reason, r.detail, record.offset, r.index) for r in rejections]
-            labels += [_pending(label, record.offset, now) for label in decoded]
+            try:
+                decoded, letters = self._decode(record, now)
+            except Exception as exc:  # a bug or a hostile message must not turn into a crash loop
+                log.exception("unexpected error on %s[%d]@%d", state.topic, state.partition, record.offset)
+                out.dead_letters.append(DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, repr(exc), record.offset))
+                continue
+            labels += decoded
+            out.dead_letters += letters
         return labels, out
+
+    def _decode(self, record: Record, now: float) -> tuple[list[PendingLabel], list[DeadLetter]]:
+        decoded, rejections = decode_labels(record.value, record.timestamp, self.limits)
+        letters = [DeadLetter(r.payload, r.reason, r.detail, record.offset, r.index) for r in rejections]
+        labels = []
+        for label in decoded:
+            pending = _pending(label, record.offset, now)
+            refused = self._refused(label.model)
+            if refused is None:
+                labels.append(pending)
+            else:
+                letters.append(_label_letter(pending, *refused, index=label.index))
+        return labels, letters
+
+    def _refused(self, model: str) -> tuple[Reason, str] | None:
+        if self.allowed_models is not None and model not in self.allowed_models:
+            return Reason.MODEL_NOT_ALLOWED, "model not in STREAMDRIFT_ALLOWED_MODELS"
+        if self.join_models is not None and model not in self.join_models:
+            return Reason.LABEL_UNMATCHED, "the model's predictions are not stored for joining (STREAMDRIFT_LABEL_JOIN_MODELS)"
+        return None
+
+    def lookups(self, state: PartitionState, labels: Iterable[PendingLabel], now: float) -> list[tuple[str, str]]:
+        """The (model, event_id) keys to look up now: those of the labels due, once each, none
+        joined already."""
+        keys: dict[tuple[str, str], None] = {}
+        for label in labels:
+            if label.due <= now:
+                key = (label.model, label.event_id)
+                if key not in state.joined:
+                    keys[key] = None
+        return list(keys)
+
+    def due(self, state: PartitionState, now: float) -> bool:
+        """Whether a pending label of ``state`` is due for a look-up or past the TTL."""
+        return bool(state.pending) and now >= state.labels_due
 
     def apply(
         self,
@@ -929,48 +1195,189 @@ class LabelProcessor:
         now: float,
         out: Outcome,
     ) -> Outcome:
-        """Apply labels whose prediction was found; keep the rest pending until the TTL."""
+        """Apply labels whose prediction was found; keep the rest pending until the TTL.
+
+        ``labels``: the state's pending labels, then the new ones (duplicates and bounds are
+        judged in this order: the older keep their place). Never raises.
+        """
         errors: dict[str, tuple[list[float], list[int]]] = {}  # per error series
-        still_pending: list[PendingLabel] = []
+        waiting: list[PendingLabel] = []
+        seen: set[tuple[str, str]] = set()
         for label in labels:
-            packed = predictions.get((label.model, label.event_id))
-            if packed is None:
-                still_pending.append(label)
-                continue
-            prediction, version, predicted_at = msgspec.msgpack.decode(packed)
-            out.join_lags.append((label.model, label.timestamp - predicted_at))
-            error = label_error(prediction, label.label, model_task(self.config, label.model))
-            if error is None:
-                out.dead_letters.append(_label_letter(label, Reason.INVALID_LABEL, "label and prediction types do not match"))
-                continue
-            values, offsets = errors.setdefault(series_name(label.model, version, ERROR_SERIES), ([], []))
-            values.append(error)
-            offsets.append(label.offset)
-            state.saw_version(label.model, version)
-            out.events += 1
-        state.pending = self._expire(still_pending, now, out)
+            try:
+                self._join(state, label, predictions, now, seen, errors, waiting, out)
+            except Exception as exc:  # one label must not stop the others
+                log.exception("unexpected error on a label of %s[%d]@%d", state.topic, state.partition, label.offset)
+                out.dead_letters.append(_label_letter(label, Reason.INTERNAL_ERROR, repr(exc)))
+        kept = self._keep(waiting, now, out)
+        if len(kept) != len(state.pending) or any(map(is_not, kept, state.pending)):
+            state.pending_dirty = True
+        state.pending = kept
+        state.labels_due = min((min(label.due, label.arrived + self.ttl_s) for label in kept), default=math.inf)
+        state.joined.forget(now, self.ttl_s, self.max_pending)
         state.events_since_checkpoint += out.events
         times = {label.offset: label.timestamp for label in labels}
         for series, (values, offsets) in errors.items():
-            monitor = state.monitors.get(series)
-            if monitor is None:
-                monitor = state.monitors[series] = ErrorMonitor(self.params(parse_series(series)[0], ERROR_SERIES))
-            state.dirty.add(series)
-            detections = monitor.update(np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64))
-            out.findings += _findings(series, monitor, detections, times)
+            with _bulkhead(state, series, out):
+                monitor = state.monitors.get(series)
+                if monitor is None:
+                    monitor = state.monitors[series] = ErrorMonitor(self.params(parse_series(series)[0], ERROR_SERIES))
+                state.dirty.add(series)
+                detections = monitor.update(np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64))
+                out.findings += _findings(series, monitor, detections, times)
         state.retire_versions(self.max_versions)
         return out
 
-    def _expire(self, pending: list[PendingLabel], now: float, out: Outcome) -> list[PendingLabel]:
-        kept = []
-        for label in pending:
+    def _join(
+        self,
+        state: PartitionState,
+        label: PendingLabel,
+        predictions: dict[tuple[str, str], bytes],
+        now: float,
+        seen: set[tuple[str, str]],
+        errors: dict[str, tuple[list[float], list[int]]],
+        waiting: list[PendingLabel],
+        out: Outcome,
+    ) -> None:
+        """One label: a duplicate, joined, or waiting (backed off if it was looked up in vain).
+        Everything that can fail comes before what it changes."""
+        key = (label.model, label.event_id)
+        if key in seen or key in state.joined:
+            where = "joined already" if key in state.joined else "already pending"
+            out.dead_letters.append(_label_letter(label, Reason.DUPLICATE_LABEL, f"a label for this event_id is {where}"))
+            return
+        seen.add(key)
+        packed = predictions.get(key)
+        if packed is None:
+            if label.due <= now:  # looked up in vain: back off
+                label.retry_s = min(2 * label.retry_s, self.max_retry_s) if label.retry_s > 0 else self.first_retry_s
+                label.due = now + label.retry_s
+            waiting.append(label)
+            return
+        prediction, version, predicted_at = _PACKED.decode(packed)
+        lag = label.timestamp - predicted_at
+        error = label_error(prediction, label.label, model_task(self.config, label.model))
+        out.join_lags.append((label.model, lag))
+        if error is None:
+            out.dead_letters.append(_label_letter(label, Reason.INVALID_LABEL, "label and prediction types do not match"))
+            return
+        values, offsets = errors.setdefault(series_name(label.model, version, ERROR_SERIES), ([], []))
+        values.append(error)
+        offsets.append(label.offset)
+        state.saw_version(label.model, version)
+        state.joined.add(key, now, self.joined_chunk)
+        out.events += 1
+
+    def _keep(self, waiting: list[PendingLabel], now: float, out: Outcome) -> list[PendingLabel]:
+        """The labels still pending: none past the TTL, within the bounds (the older first)."""
+        kept: list[PendingLabel] = []
+        per_model: dict[str, int] = {}
+        for label in waiting:
+            count = per_model.get(label.model, 0)
             if now - label.arrived > self.ttl_s:
-                out.dead_letters.append(_label_letter(label, Reason.LABEL_UNMATCHED, f"no prediction within {self.ttl_s:g}s"))
+                reason, detail = Reason.LABEL_UNMATCHED, f"no prediction within {self.ttl_s:g}s"
             elif len(kept) >= self.max_pending:
-                out.dead_letters.append(_label_letter(label, Reason.LABEL_BUFFER_FULL, f"more than {self.max_pending} pending labels"))
+                reason, detail = Reason.LABEL_BUFFER_FULL, f"more than {self.max_pending} pending labels"
+            elif count >= self.max_pending_per_model:
+                reason, detail = Reason.LABEL_BUFFER_FULL, f"more than {self.max_pending_per_model} pending labels of the model"
+            elif count == 0 and self.max_models is not None and len(per_model) >= self.max_models:
+                reason, detail = Reason.LABEL_BUFFER_FULL, f"pending labels of more than {self.max_models} models"
             else:
                 kept.append(label)
+                per_model[label.model] = count + 1
+                continue
+            out.dead_letters.append(_label_letter(label, reason, detail))
         return kept
+
+
+JOINED_CHUNK = 1_000  # most keys in one checkpoint field of the recently joined keys
+
+
+@dataclass(slots=True)
+class _Joined:
+    last: float  # worker clock when its newest key was joined
+    keys: list[tuple[str, str]]
+
+
+class RecentJoins:
+    """The (model, event_id) keys a labels partition joined recently: a second label for one of
+    them is a duplicate.
+
+    Kept in chunks, oldest first, each a checkpoint field of its own (``\\x00joined_labels:<n>``),
+    so a checkpoint writes only the chunks changed since the last one (in a steady stream: the
+    newest) and deletes the forgotten ones. A chunk is forgotten as a whole when its newest key
+    is older than the TTL, or while the memory holds more keys than its bound.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: dict[int, _Joined] = {}  # by number, oldest first
+        self.where: dict[tuple[str, str], int] = {}  # key -> number of its chunk
+        self.changed: set[int] = set()  # chunks to write at the next checkpoint
+        self.forgotten: set[int] = set()  # chunks to delete at the next checkpoint
+        self.newest = -1  # number of the newest chunk (numbers only grow: their order is the chunks')
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.where
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def add(self, key: tuple[str, str], now: float, chunk_size: int) -> None:
+        chunk = self.chunks.get(self.newest)
+        if chunk is None or len(chunk.keys) >= chunk_size:
+            self.newest += 1
+            chunk = self.chunks[self.newest] = _Joined(now, [])
+        number = self.newest
+        chunk.keys.append(key)
+        chunk.last = max(chunk.last, now)
+        self.where[key] = number
+        self.changed.add(number)
+
+    def forget(self, now: float, ttl_s: float, limit: int) -> None:
+        """Drop the oldest chunks while they are past the TTL or the memory holds more than ``limit`` keys."""
+        while self.chunks:
+            number, chunk = next(iter(self.chunks.items()))
+            if now - chunk.last <= ttl_s and len(self.where) <= limit:
+                return
+            del self.chunks[number]
+            for key in chunk.keys:
+                if self.where.get(key) == number:
+                    del self.where[key]
+            self.changed.discard(number)
+            self.forgotten.add(number)
+
+    def fields(self) -> dict[str, bytes]:
+        """The checkpoint fields changed since the last checkpoint (an empty value deletes)."""
+        fields = {f"{_JOINED}{n}": b"" for n in self.forgotten if n not in self.chunks}
+        for number in self.changed:
+            chunk = self.chunks[number]
+            fields[f"{_JOINED}{number}"] = msgspec.msgpack.encode((chunk.last, chunk.keys))
+        return fields
+
+    def saved(self) -> None:
+        self.changed.clear()
+        self.forgotten.clear()
+
+    def load(self, blobs: dict[int, bytes]) -> list[int]:
+        """Restore chunks from their checkpoint fields; return the numbers of unreadable ones
+        (forgotten: the next checkpoint deletes them)."""
+        bad = []
+        self.newest = max(self.newest, *blobs) if blobs else self.newest
+        for number in sorted(blobs):
+            try:
+                last, keys = _JOINED_CHUNK.decode(blobs[number])
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                bad.append(number)
+                self.forgotten.add(number)
+                continue
+            self.chunks[number] = _Joined(last, keys)
+            for key in keys:
+                self.where[key] = number
+        return bad
+
+
+_PACKED = msgspec.msgpack.Decoder(tuple[float | str | bool, str | None, float])  # a stored prediction
+_JOINED_CHUNK = msgspec.msgpack.Decoder(tuple[float, list[tuple[str, str]]])
 
 
 def label_error(prediction: float | str, label: float | str, task: str = "auto") -> float | None:
@@ -1010,6 +1417,6 @@ def _pending(label: Label, offset: int, now: float) -> PendingLabel:
     return PendingLabel(label.model, label.event_id, label.label, label.timestamp, offset, now)
 
 
-def _label_letter(label: PendingLabel, reason: Reason, detail: str) -> DeadLetter:
+def _label_letter(label: PendingLabel, reason: Reason, detail: str, index: int | None = None) -> DeadLetter:
     body = {"model": label.model, "event_id": label.event_id, "label": label.label, "timestamp": label.timestamp}
-    return DeadLetter(msgspec.json.encode(body), reason, detail, label.offset)
+    return DeadLetter(msgspec.json.encode(body), reason, detail, label.offset, index)

@@ -17,6 +17,7 @@ Lifecycle of a partition (see README "State and exactly-once"):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from detectors import MultivariateParams
+from streams.admission import parse_allowlist
 from streams.alerts import build_alert, encode_alert
 from streams.baselines import BaselineCatalog
 from streams.checkpoint import CheckpointStore, Fenced, Save, StateLost, parse_series
@@ -40,11 +42,13 @@ from streams.metrics import Metrics
 from streams.processor import (
     AdmissionLimits,
     Baselines,
+    DeadLetter,
     LabelProcessor,
     Outcome,
     PartitionState,
     PredictionProcessor,
     Record,
+    restore_monitor,
 )
 from streams.settings import Settings
 
@@ -61,18 +65,17 @@ def with_setting_defaults(config: dict[str, Any], settings: Settings) -> dict[st
 
 
 def limits_of(settings: Settings) -> Limits:
-    return Limits(
-        settings.max_message_bytes,
-        settings.max_events_per_message,
-        settings.max_features_per_event,
-        settings.max_name_length,
-        settings.max_category_length,
-    )
+    """The codec's bounds, by name from the settings of the same names."""
+    return Limits(**{name: getattr(settings, name) for name in Limits.__dataclass_fields__})
 
 
 def prediction_processor(settings: Settings, config: dict[str, Any], baselines: Baselines | None = None) -> PredictionProcessor:
     """The worker's processor of predictions, as ``settings`` configure it."""
-    admission = AdmissionLimits(settings.max_models, settings.max_features_per_model, settings.max_versions_per_model)
+    admission = AdmissionLimits(
+        settings.max_models, settings.max_features_per_model, settings.max_versions_per_model,
+        parse_allowlist(settings.allowed_models), settings.max_new_series_per_message, settings.max_new_series_per_s,
+        settings.probation_events, settings.max_probation_models, settings.idle_evict_s,
+    )
     return PredictionProcessor(
         config, limits_of(settings), admission, baselines,
         MultivariateParams() if settings.multivariate else None, settings.multivariate_max_features,
@@ -111,6 +114,43 @@ class _Rebuild:
 
 
 RESEEK_S = 2.0  # a fetch in flight can undo a seek: repeat it until rebuilt records arrive
+DLQ_ATTEMPTS = 3
+MAX_DETAIL_BYTES = 1024
+
+
+def dead_letter_message(
+    topic: str, partition: int, letter: DeadLetter, max_bytes: int
+) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The value and headers of a dead letter: the payload (a prefix of ``max_bytes`` if it is
+    larger, with ``streamdrift-truncated``, ``-original-length`` and ``-original-sha256``), the
+    reason, a bounded detail and the source coordinates.
+
+    >>> value, headers = dead_letter_message("in", 3, DeadLetter(b"x" * 10, Reason.OVERSIZE_MESSAGE, "big", 7), 4)
+    >>> value, dict(headers)["streamdrift-original-length"], dict(headers)["streamdrift-source-offset"]
+    (b'xxxx', b'10', b'7')
+    """
+    headers = [
+        ("streamdrift-reason", letter.reason.value.encode()),
+        ("streamdrift-detail", letter.detail.encode("utf-8", "backslashreplace")[:MAX_DETAIL_BYTES]),
+        ("streamdrift-source-topic", topic.encode()),
+        ("streamdrift-source-partition", str(partition).encode()),
+        ("streamdrift-source-offset", str(letter.offset).encode()),
+    ]
+    if letter.index is not None:
+        headers.append(("streamdrift-batch-index", str(letter.index).encode()))
+    payload = letter.payload
+    if len(payload) > max_bytes:
+        headers += [
+            ("streamdrift-truncated", b"true"),
+            ("streamdrift-original-length", str(len(payload)).encode()),
+            ("streamdrift-original-sha256", hashlib.sha256(payload).hexdigest().encode()),
+        ]
+        payload = payload[:max_bytes]
+    return payload, headers
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 class Runtime:
@@ -131,7 +171,9 @@ class Runtime:
         self._baselines_checked = -math.inf
         self.predictions = prediction_processor(settings, config, self.baselines)
         self.labels = LabelProcessor(
-            config, limits_of(settings), settings.label_ttl_s, settings.max_pending_labels, settings.max_versions_per_model
+            config, limits_of(settings), settings.label_ttl_s, settings.max_pending_labels, settings.max_versions_per_model,
+            max_pending_per_model=settings.max_pending_labels_per_model, max_models=settings.max_models,
+            allowed_models=parse_allowlist(settings.allowed_models), join_models=self._join_models,
         )
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.saved_offsets: dict[tuple[str, int], int | None] = {}
@@ -159,7 +201,9 @@ class Runtime:
                     log.warning("dropping %d records of unowned partition %s[%d]", len(records), topic, partition)
                     continue
                 if topic == self.settings.input_topic:
-                    outcome = self.predictions.process(state, records)
+                    outcome = self.predictions.process(state, records, now=now)
+                    if outcome.failed_series:
+                        await self._restore_failed(state, outcome.failed_series)
                     joins = [j for j in outcome.joins if self._joinable(j[0])]
                     await self._redis(lambda: self.join.put(joins, now))
                 else:
@@ -175,7 +219,7 @@ class Runtime:
 
     async def _apply_labels(self, state: PartitionState, labels: list, outcome: Outcome, now: float) -> None:
         waiting = state.pending + labels
-        keys = [(label.model, label.event_id) for label in waiting]
+        keys = self.labels.lookups(state, waiting, now)  # the labels due: new ones, backed-off ones
         found = await self._redis(lambda: self.join.get(keys, now))
         self.labels.apply(state, waiting, found, now, outcome)
         self.metrics.labels_pending.set(sum(len(s.pending) for s in self.states.values()))
@@ -194,17 +238,9 @@ class Runtime:
         if outcome.max_event_time is not None:
             m.event_lag.labels(state.topic).set(max(0.0, now - outcome.max_event_time))
         for letter in outcome.dead_letters:
-            headers = [
-                ("streamdrift-reason", letter.reason.value.encode()),
-                ("streamdrift-detail", letter.detail.encode()),
-                ("streamdrift-source-topic", state.topic.encode()),
-                ("streamdrift-source-partition", str(state.partition).encode()),
-                ("streamdrift-source-offset", str(letter.offset).encode()),
-            ]
-            if letter.index is not None:
-                headers.append(("streamdrift-batch-index", str(letter.index).encode()))
-            await self.publisher.send(s.dlq_topic, None, letter.payload, headers)
-            m.dead_letters.labels(letter.reason.value).inc()
+            await self._send_dead_letter(state, letter)
+        if outcome.evicted_models:
+            m.forget_models(outcome.evicted_models)
         for finding in outcome.findings:
             alert = build_alert(s.group_id, state.topic, state.partition, finding)
             entry = (finding.model, finding.feature, finding.detection.detector, finding.detection.event, encode_alert(alert))
@@ -217,6 +253,49 @@ class Runtime:
                 m.drift_scores.set(owner, model, feature, monitor.drift_score())
             else:
                 m.drift_scores.discard(owner, model, feature)
+
+    async def _send_dead_letter(self, state: PartitionState, letter: DeadLetter) -> None:
+        """Send one dead letter; never raises (a dead letter must not stop the worker).
+
+        A payload over ``dlq_max_bytes`` is sent truncated to that prefix, with its original
+        length and SHA-256 in headers (the original stays on the source topic at the offset the
+        headers name). A failed send is retried, then counted in
+        ``streamdrift_dead_letters_failed_total`` and given up.
+        """
+        m = self.metrics
+        payload, headers = dead_letter_message(state.topic, state.partition, letter, self.settings.dlq_max_bytes)
+        if len(payload) < len(letter.payload):
+            m.dead_letters_truncated.inc()
+        for attempt in range(DLQ_ATTEMPTS):
+            try:
+                await self.publisher.send(self.settings.dlq_topic, None, payload, headers)
+                break
+            except Exception as exc:  # e.g. the producer refusing the size, or the broker down
+                if attempt + 1 == DLQ_ATTEMPTS:
+                    m.dead_letters_failed.labels(letter.reason.value).inc()
+                    log.error("could not send a dead letter of %s[%d]@%d (%s): %s — counted and given up",
+                              state.topic, state.partition, letter.offset, letter.reason.value, _short(exc))
+                    break
+                await asyncio.sleep(0.05 * 4**attempt)
+        m.dead_letters.labels(letter.reason.value).inc()
+
+    async def _restore_failed(self, state: PartitionState, series: list[str]) -> None:
+        """Series whose monitor raised: back to their last checkpointed state (the values since
+        then are lost for them, and counted in ``streamdrift_state_errors_total``), so one bad
+        batch never wipes a monitor's history."""
+        try:
+            stored = await self.store.load_fields(state.topic, state.partition, series)
+        except RedisError as exc:
+            self._redis_down(exc)
+            return
+        for name, blob in stored.items():
+            try:
+                state.monitors[name] = restore_monitor(name, blob)
+            except Exception:
+                log.exception("could not restore %r from its checkpoint: it starts afresh", name)
+                continue
+            state.retired.discard(name)
+            log.warning("restored %r on %s[%d] from its last checkpoint", name, state.topic, state.partition)
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -283,6 +362,8 @@ class Runtime:
             state = self.states[key]
             state.epoch = claim.epoch
             state.dirty |= set(state.monitors)
+            state.ledger_dirty = True
+            state.unsave_labels()
             self.saved_offsets[key] = None
         self._lost.clear()
 
@@ -370,7 +451,7 @@ class Runtime:
             await self.refresh_baselines()
             await self._seek_rebuilds()
             now = time.time()
-            for state in [s for s in self.states.values() if s.pending]:
+            for state in [s for s in self.states.values() if self.labels.due(s, now)]:
                 outcome = Outcome()
                 await self._apply_labels(state, [], outcome, now)
                 await self._publish(state, outcome, now)
@@ -424,9 +505,10 @@ class Runtime:
             self._update_ownership_gauges()
             self.ready = True
 
-    def _monitors(self) -> Iterable[Any]:
-        for state in self.states.values():
-            yield from state.monitors.values()
+    def _monitors(self) -> list[Any]:
+        """Every owned monitor, as a snapshot: /metrics reads it from another thread (the copy
+        of each dict is one C call, so a batch running meanwhile cannot break the iteration)."""
+        return [monitor for state in list(self.states.values()) for monitor in list(state.monitors.values())]
 
     def committable(self, topic: str, partition: int) -> int | None:
         """The highest offset Kafka may record as consumed for a partition: its checkpoint's."""

@@ -59,11 +59,12 @@ def processor(
     config: dict[str, Any] | None = None,
     max_models: int = 1_000,
     max_features_per_model: int = 2_000,
+    **admission: Any,
 ) -> PredictionProcessor:
     return PredictionProcessor(
         config=config or {},
         limits=Limits(),
-        admission=AdmissionLimits(max_models=max_models, max_features_per_model=max_features_per_model),
+        admission=AdmissionLimits(max_models=max_models, max_features_per_model=max_features_per_model, **admission),
     )
 
 
@@ -177,7 +178,7 @@ def test_a_restored_state_skips_what_its_checkpoint_already_holds():
 
 
 def test_too_many_models_are_dead_lettered_without_a_trace():
-    proc, state = processor(max_models=2), new_state()
+    proc, state = processor(max_models=2, probation_events=1), new_state()  # a and b are established at once
     proc.process(state, records([event({"x": 1.0}, model="a"), event({"x": 1.0}, model="b")]))
     before = snapshot(state)
 
@@ -487,7 +488,7 @@ def test_a_restored_state_continues_exactly_like_an_uninterrupted_one():
 
 
 def test_a_restored_state_enforces_max_models_like_an_uninterrupted_one():
-    proc = processor(max_models=1)
+    proc = processor(max_models=1, probation_events=1)
     first = records([event({}, model="a", model_version="1")])
     second = records([event({"x": 1.0}, model="b")], 1)
 
@@ -589,9 +590,9 @@ def test_pending_labels_survive_a_checkpoint():
     fields = {k.encode(): v for k, v in state.checkpoint_fields().items()}
     restored = PartitionState.from_claim("labels", 0, Claim(2, state.next_offset, fields))
     assert restored.pending == state.pending
-    assert restored.pending == [
-        PendingLabel(MODEL, "a", 1.0, 1000.0, 0, 5.0),
-        PendingLabel(MODEL, "b", "cat", 1001.0, 1, 5.0),
+    assert restored.pending == [  # looked up once in vain: next at 5 + 1 s
+        PendingLabel(MODEL, "a", 1.0, 1000.0, 0, 5.0, due=6.0, retry_s=1.0),
+        PendingLabel(MODEL, "b", "cat", 1001.0, 1, 5.0, due=6.0, retry_s=1.0),
     ]
 
 
@@ -637,8 +638,9 @@ def test_labels_below_the_next_offset_are_duplicates():
 
 
 def test_a_mismatched_label_type_is_dead_lettered():
-    proc, state = LabelProcessor({}, Limits(), ttl_s=TTL, max_pending=100), new_state("labels")
-    joined = predictions_for([event({}, event_id="e0", prediction=1e308)])
+    unbounded = Limits(max_abs_value=float("inf"))  # the error itself overflows: |1e308 - -1e308|
+    proc, state = LabelProcessor({}, unbounded, ttl_s=TTL, max_pending=100), new_state("labels")
+    joined = {(MODEL, "e0"): msgspec.msgpack.encode((1e308, None, 0.0))}  # as a worker of no bound packed it
     out = apply_labels(proc, state, label_records([("e0", -1e308)]), joined, now=0.0)
     assert [(d.reason, d.offset) for d in out.dead_letters] == [(Reason.INVALID_LABEL, 0)]
     assert out.events == 0 and series("error_rate") not in state.monitors
