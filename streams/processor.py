@@ -31,6 +31,7 @@ from detectors import (
     NumericMonitor,
     PCAReconstructionMonitor,
     StateError,
+    allowed_features,
     ignored_features,
     model_task,
     monitor_from_bytes,
@@ -288,8 +289,12 @@ class PartitionState:
 Baselines = Mapping[tuple[str, str | None], Baseline]
 
 
+MAX_CACHED = 100_000  # entries of a per-name cache before it starts again (bounds its memory)
+
+
 class _Params:
-    """Resolved monitor parameters per series (the configuration is fixed for a worker's life)."""
+    """Resolved monitor parameters per series (the configuration is fixed for a worker's life),
+    cached with a bound: a flood of made-up names must not grow the cache for good."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -297,9 +302,31 @@ class _Params:
 
     def __call__(self, model: str, feature: str) -> MonitorParams:
         key = (model, feature)
-        if key not in self._cache:
-            self._cache[key] = resolve(self.config, model, feature)
-        return self._cache[key]
+        params = self._cache.get(key)
+        if params is None:
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()
+            params = self._cache[key] = resolve(self.config, model, feature)
+        return params
+
+
+class _Dropped:
+    """The features of a model that are not monitored: ``ignore_features``, and with an
+    ``allow_features`` list every feature not on it (the prediction is always monitored)."""
+
+    __slots__ = ("allowed", "ignored")
+
+    def __init__(self, ignored: frozenset[str], allowed: frozenset[str] | None) -> None:
+        self.ignored = ignored
+        self.allowed = allowed
+
+    def __contains__(self, name: object) -> bool:
+        if name in self.ignored:
+            return True
+        return self.allowed is not None and name not in self.allowed and name != PREDICTION
+
+    def __bool__(self) -> bool:
+        return bool(self.ignored) or self.allowed is not None
 
 
 class PredictionProcessor:
@@ -335,7 +362,7 @@ class PredictionProcessor:
         # A shape with fewer events in a batch costs more column by column than event by event
         # (measured: all-distinct shapes ran ~3x slower column by column).
         self.min_columnar_events = min_columnar_events
-        self._ignored_by_model: dict[str, frozenset[str]] = {}
+        self._ignored_by_model: dict[str, _Dropped] = {}
         self._unusable: set[tuple[str, str]] = set()  # (series, baseline) already reported unusable
 
     def process(
@@ -655,10 +682,13 @@ class PredictionProcessor:
             event.categorical = {n: v for n, v in event.categorical.items() if n not in ignored}
             event.missing = [n for n in event.missing if n not in ignored]
 
-    def _ignored(self, model: str) -> frozenset[str]:
+    def _ignored(self, model: str) -> _Dropped:
         ignored = self._ignored_by_model.get(model)
         if ignored is None:  # the configuration is fixed for the worker's life: resolve once per model
-            ignored = self._ignored_by_model[model] = ignored_features(self.config, model)
+            if len(self._ignored_by_model) >= MAX_CACHED:  # made-up model names must not grow it for good
+                self._ignored_by_model.clear()
+            ignored = _Dropped(ignored_features(self.config, model), allowed_features(self.config, model))
+            self._ignored_by_model[model] = ignored
         return ignored
 
     # -- state update and decision -------------------------------------------------------------
@@ -982,7 +1012,7 @@ class _Batch:
             self._append(series_name(model, version, name), (seq, rank), None, offset, event.timestamp)
             rank += 1
         self._versions.append((seq, model, version))
-        self.model_events[model] += 1
+        self.model_events[model] = self.model_events.pop(model, 0) + 1  # last seen last: probation's LRU order
         if event.event_id is not None and event.prediction is not None:
             packed = msgspec.msgpack.encode((event.prediction, version, event.timestamp))
             self._joins.append((model, event.event_id, packed))
