@@ -165,6 +165,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         broker_heartbeat_interval=s.heartbeat_interval_s,
         broker_rebalance_timeout=s.rebalance_timeout_s,
         broker_max_poll_records=s.batch_max_events,
+        # Room for the largest dead letter (its payload is cut to dlq_max_bytes) and its headers.
+        producer_max_request_size=max(1_000_000, s.dlq_max_bytes + 65_536),
         web_enabled=True,
         web_bind=s.metrics_host,
         web_port=s.metrics_port,

@@ -267,6 +267,10 @@ class Runtime:
         if len(payload) < len(letter.payload):
             m.dead_letters_truncated.inc()
         for attempt in range(DLQ_ATTEMPTS):
+            if attempt == DLQ_ATTEMPTS - 1 and payload:
+                # Last try without the payload: the headers still say why, where the original is,
+                # its length and SHA-256 (e.g. a broker with a smaller message.max.bytes).
+                payload, headers = dead_letter_message(state.topic, state.partition, letter, 0)
             try:
                 await self.publisher.send(self.settings.dlq_topic, None, payload, headers)
                 break
