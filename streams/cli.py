@@ -216,9 +216,9 @@ def simulate(
     seed: int = typer.Option(7, min=0, help="Random seed (the stream is deterministic per seed)"),
 ) -> None:
     """Produce simulated prediction events (with a scheduled drift) and labels to Kafka."""
+    settings = _settings(kafka_bootstrap=bootstrap)  # before the heavy imports: a bad setting is told at once
     from streams.simulate import Scenario, run
 
-    settings = _settings(kafka_bootstrap=bootstrap)
     check_kafka(settings)
     scenario = Scenario(rate=rate, drift_at=drift_at, batch_size=batch_size, seed=seed)
     if duration is None and max_events is None:
@@ -238,9 +238,9 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
 ) -> None:
     """Show partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) state from Redis."""
+    settings = _settings(redis_url=redis_url, group_id=group_id)  # before the heavy imports
     from streams.status import read_status
 
-    settings = _settings(redis_url=redis_url, group_id=group_id)
     check_redis(settings)
     report = read_status(settings.redis_client(asynchronous=False), settings.group_id)
     if as_json:
@@ -385,10 +385,10 @@ VersionOpt = typer.Option(None, "--version", "-v", callback=_name,
 
 
 def _baseline_store(redis_url: str | None, **names: str | None) -> Any:
+    settings = _settings(redis_url=redis_url)  # before the heavy imports
+    _check_name_length(settings, **names)
     from streams.baselines import BaselineStore
 
-    settings = _settings(redis_url=redis_url)
-    _check_name_length(settings, **names)
     check_redis(settings)
     return BaselineStore(settings.redis_client(asynchronous=False))
 
@@ -479,10 +479,10 @@ def baseline_freeze(
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
     """Store what the workers have seen of this model version so far as its baseline."""
-    from streams.baselines import freeze_baseline
-
     settings = _settings(redis_url=redis_url, group_id=group_id)
     store = _baseline_store(redis_url, model=model, version=version)
+    from streams.baselines import freeze_baseline
+
     try:
         baseline = freeze_baseline(store.client, settings.group_id, model, version, source=f"stream:{settings.group_id}")
     except LookupError as exc:
@@ -558,13 +558,13 @@ def report(
 ) -> None:
     """Write a self-contained HTML report of a model: per feature, reference vs current
     distribution, drift score over time and alerts (static: opens offline, no server)."""
+    settings = _settings(redis_url=redis_url, group_id=group_id, kafka_bootstrap=bootstrap)
+    _check_name_length(settings, model=model)
+    _check_writable(out)  # all before the heavy imports and any connection
     from streams.history import read_history
     from streams.report import load_series, render_report, select_alerts
     from streams.tail import read_alerts
 
-    settings = _settings(redis_url=redis_url, group_id=group_id, kafka_bootstrap=bootstrap)
-    _check_name_length(settings, model=model)
-    _check_writable(out)
     check_redis(settings)
     client = settings.redis_client(asynchronous=False)
     series, unreadable = load_series(client, settings.group_id, model)

@@ -345,3 +345,37 @@ def metric(worker: WorkerProcess, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+# --- secrets: none may reach a log file -----------------------------------------------------
+# Every password and token the suite hands to workers and commands. tests/e2e/test_security_e2e.py
+# and tests/test_client.py spell theirs in place: keep their values listed here.
+
+REDIS_TEST_PASSWORD = "r3dis-s3cret-pw"  # test_security_e2e: password-protected Redis
+HTTP_TEST_TOKEN = "status-t0ken-xyz"  # test_security_e2e: /status bearer token
+SASL_TEST_PASSWORD = "kafka-s3cret-pw"  # test_security_e2e: SASL logins
+CLI_TEST_PASSWORD = "hunter2"  # test_cli, test_operator_input; test_client's "hunter2-secret"
+SETTINGS_TEST_PASSWORDS = ("pa55-word", "r3dis-pw", "k3y-pass")  # test_security, test_client
+
+TEST_SECRETS: tuple[str, ...] = (
+    REDIS_TEST_PASSWORD, HTTP_TEST_TOKEN, SASL_TEST_PASSWORD, CLI_TEST_PASSWORD, *SETTINGS_TEST_PASSWORDS,
+)
+
+
+def secret_leaks(folder: Path, secrets: Sequence[str] = TEST_SECRETS) -> list[str]:
+    """``file: 'secret'`` for each of ``secrets`` found in a ``*.log`` file under ``folder``."""
+    leaks = []
+    for path in sorted(folder.rglob("*.log")):
+        text = path.read_bytes()
+        leaks += [f"{path.relative_to(folder)}: {secret!r}" for secret in secrets if secret.encode() in text]
+    return leaks
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, fail if any log the session wrote (workers, servers, demo; all
+    under its basetemp) holds one of the test secrets: a leak anywhere fails the suite."""
+    yield
+    leaks = secret_leaks(tmp_path_factory.getbasetemp())
+    if leaks:
+        pytest.fail(f"test secrets written to logs: {leaks}", pytrace=False)

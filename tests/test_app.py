@@ -104,3 +104,43 @@ def test_the_intake_commits_only_checkpointed_offsets_that_moved():
         return intake.app.consumer.commits
 
     assert asyncio.run(commits()) == [{TP("in", 0): 7}, {TP("in", 0): 9}]
+
+
+# --- /status: the bearer token check ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("header", "ok"), [
+    ("Bearer s3cret-t0ken", True),
+    (b"Bearer s3cret-t0ken", True),
+    ("Bearer s3cret-t0ken ", False),
+    ("bearer s3cret-t0ken", False),
+    ("Bearer wrong", False),
+    ("", False),
+    (None, False),
+    ("Bearer s3cret-tökèn", False),  # non-ASCII: hmac.compare_digest refuses such str (was a 500)
+    ("Bearer \udcff\udc80", False),  # undecodable header bytes, as aiohttp passes them on
+    ("Bearer \ud800", False),  # a lone surrogate
+    ("Bearer " + "x" * 100_000, False),
+    (b"Bearer \xff\xfe", False),
+])
+def test_the_bearer_check_takes_any_header_and_never_raises(header, ok):
+    from streams.security import bearer_ok
+
+    assert bearer_ok(header, "s3cret-t0ken") is ok
+
+
+def test_a_non_ascii_token_can_be_matched():
+    from streams.security import bearer_ok
+
+    assert bearer_ok("Bearer jeton-é", "jeton-é") and not bearer_ok("Bearer jeton-e", "jeton-é")
+
+
+def test_status_answers_401_to_any_wrong_header():
+    """The view itself: a non-ASCII Authorization header gets a 401, not a 500."""
+    async def statuses(headers: list[dict[str, str]]) -> list[int]:
+        app, _ = create_app(Settings(kafka_bootstrap="127.0.0.1:9", http_token="s3cret-t0ken"))
+        view = app.web.views["/status"]
+        return [(await view.get(SimpleNamespace(headers=h))).status for h in headers]
+
+    wrong = [{"Authorization": "Bearer tökèn"}, {"Authorization": "Bearer \udcff"}, {}, {"Authorization": "Bearer x"}]
+    assert asyncio.run(statuses(wrong)) == [401] * 4

@@ -10,8 +10,20 @@ from pathlib import Path
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 
-from streams.security import confluent_config, faust_credentials, masked, ssl_context
-from streams.settings import Settings
+from pydantic import ValidationError
+
+from conftest import SASL_TEST_PASSWORD, secret_leaks
+from streams.security import (
+    confluent_config,
+    faust_credentials,
+    masked,
+    printable,
+    scrub,
+    secret_values,
+    settings_errors,
+    ssl_context,
+)
+from streams.settings import Settings, redact_url
 
 SASL = dict(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
             kafka_sasl_username="svc", kafka_sasl_password="pa55-word")
@@ -101,3 +113,95 @@ def test_config_command_prints_settings_without_secrets():
     assert result.returncode == 0
     assert "STREAMDRIFT_KAFKA_SASL_USERNAME" in result.stdout and "SASL_SSL" in result.stdout
     assert "pa55-word" not in result.stdout and "r3dis-pw" not in result.stdout
+
+
+# --- secrets in error messages and URLs ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("rediss://host:6380/0?ssl_keyfile=/x&password=s3cret", "rediss://host:6380/0?ssl_keyfile=/x&password=***"),
+    ("redis://:pw-only@h", "redis://:***@h"),
+    ("redis://user:pw@h:1/0?passwd=a&pwd=b&token=c&client_secret=d&api_key=e&ssl_certfile=/c.pem",
+     "redis://user:***@h:1/0?passwd=***&pwd=***&token=***&client_secret=***&api_key=***&ssl_certfile=/c.pem"),
+    ("redis://u:p@ss@h/0", "redis://u:***@h/0"),  # an unencoded @ in the password
+    ("redis://u:pw@h/0?x=a@b", "redis://u:***@b"),  # too odd to take apart exactly: hidden, not shown
+    ("redis://h/0?password", "redis://h/0?password"),
+    ("not a url", "not a url"),
+    ("", ""),
+])
+def test_redact_url_masks_passwords_and_secret_parameters(url, shown):
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("odd", [None, 42, b"redis://:x@h", "://", "@", "?&=", "redis://:@", "\x00\udcff"])
+def test_redact_url_never_raises(odd):
+    assert isinstance(redact_url(odd), str)
+
+
+def _errors(**values: object) -> ValidationError:
+    with pytest.raises(ValidationError) as caught:
+        Settings(**values)
+    return caught.value
+
+
+def test_validation_errors_never_echo_a_secret():
+    error = _errors(redis_url=f"redis://:{SASL_TEST_PASSWORD}@h:notaport/0", metrics_port="x",
+                    kafka_security_protocol="SASL_SSL", kafka_sasl_password=SASL_TEST_PASSWORD)
+    lines = settings_errors(error)
+    assert SASL_TEST_PASSWORD not in str(error) + repr(error) + "".join(lines)  # hide_input_in_errors
+    assert lines[0].startswith("invalid setting STREAMDRIFT_REDIS_URL=redis://:***@h:notaport/0: must look like")
+    assert lines[1].startswith("invalid setting STREAMDRIFT_METRICS_PORT=x: expected a whole number")
+
+
+def test_a_rejected_secret_is_shown_as_stars():
+    (line,) = settings_errors(_errors(kafka_sasl_password=12345678))  # not text: refused, and not shown
+    assert line.startswith("invalid setting STREAMDRIFT_KAFKA_SASL_PASSWORD=***: expected") and "12345678" not in line
+
+
+def test_settings_errors_name_the_flag_when_the_value_came_from_one():
+    (line,) = settings_errors(_errors(kafka_bootstrap=""), {"kafka_bootstrap": "--bootstrap"})
+    assert line.startswith("invalid setting --bootstrap '' (STREAMDRIFT_KAFKA_BOOTSTRAP): expected host:port")
+
+
+@pytest.mark.parametrize(("values", "variable"), [
+    ({"log_level": "LOUD"}, "STREAMDRIFT_LOG_LEVEL=loud"),
+    ({"metrics_port": 0}, "STREAMDRIFT_METRICS_PORT=0"),
+    ({"kafka_bootstrap": "h:99999"}, "STREAMDRIFT_KAFKA_BOOTSTRAP=h:99999"),
+    ({"input_topic": "a/b"}, "STREAMDRIFT_INPUT_TOPIC=a/b"),
+    ({"group_id": "g\x1b[2J"}, "STREAMDRIFT_GROUP_ID=g\\x1b[2J"),  # control characters escaped
+])
+def test_each_bad_setting_is_one_line_naming_its_variable(values, variable):
+    (line,) = settings_errors(_errors(**values))
+    assert line.startswith(f"invalid setting {variable}: expected") and "\n" not in line
+
+
+def test_the_log_level_takes_any_case():
+    assert Settings(log_level="WARNING").log_level == "warning"
+
+
+def test_secret_values_and_scrub():
+    settings = Settings(**SASL, redis_url="redis://admin:r3dis-pw@cache:6379/0?password=k3y-pass", http_token="t0ken")
+    secrets = secret_values(settings)
+    assert {"pa55-word", "r3dis-pw", "t0ken", "k3y-pass"} <= set(secrets) and "admin" not in secrets
+    assert scrub("login pa55-word refused by r3dis-pw", secrets) == "login *** refused by ***"
+
+
+def test_printable_keeps_markup_and_control_characters_literal():
+    from rich.console import Console
+
+    console = Console(record=True, width=200, file=open("/dev/null", "w"))
+    console.print(printable("fraud[/bold] [link=x]y\x1b[31m\r\n"))
+    assert console.export_text().strip() == "fraud[/bold] [link=x]y\\x1b[31m\\r\\n"
+
+
+# --- the suite-wide scan of log files (tests/conftest.py) ---------------------------------------
+
+
+def test_the_secret_scan_finds_a_leak_in_any_log(tmp_path):
+    planted = ["planted-" + "secret"]  # not a TEST_SECRET: this log stays under the session's basetemp
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "worker-0.log").write_text(f"connecting with {planted[0]}\n")
+    (tmp_path / "clean.log").write_text("nothing to see\n")
+    (tmp_path / "notes.txt").write_text(planted[0])  # not a log
+    assert secret_leaks(tmp_path, planted) == ["a/worker-0.log: 'planted-secret'"]
+    assert secret_leaks(tmp_path) == []
