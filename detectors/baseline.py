@@ -36,7 +36,7 @@ import msgspec
 import numpy as np
 
 from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
-from detectors.stats import RunningStats, RunningStatsState
+from detectors.stats import FLOAT_MAX, RunningStats, RunningStatsState, saturate
 
 __all__ = [
     "Baseline",
@@ -300,11 +300,12 @@ def _numeric_from_statistics(name: str, uploaded: _UploadedNumeric, k: int) -> N
         raise ValueError(f"feature {name!r}: quantile ranks must be numbers: {exc}") from exc
     ranks = np.array([rank for rank, _ in grid])
     values = np.array([value for _, value in grid])
-    if len(grid) < 2 or ranks[0] != 0.0 or ranks[-1] != 1.0 or np.any(np.diff(values) < 0):
+    if len(grid) < 2 or ranks[0] != 0.0 or ranks[-1] != 1.0 or np.any(values[1:] < values[:-1]):
         raise ValueError(f"feature {name!r}: quantiles need ranks 0 and 1 and non-decreasing values")
     points = min(uploaded.count, _UPLOAD_POINTS)
     sketch = QuantileSketch(k)
     sketch.update_many(np.interp((np.arange(points) + 0.5) / points, ranks, values))
-    m2 = uploaded.std**2 * (uploaded.count - 1)
+    # ``**`` raises OverflowError past the float range (1.3e154 squared): saturate instead.
+    m2 = saturate(uploaded.std**2 * (uploaded.count - 1)) if uploaded.std < 1e154 else FLOAT_MAX
     stats = RunningStatsState(uploaded.count, uploaded.mean, m2, float(values[0]), float(values[-1]))
     return NumericProfile(stats, sketch.to_bytes(), uploaded.missing)

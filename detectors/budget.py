@@ -66,6 +66,7 @@ ADWIN_MAX_DELTA = 0.1
 PH_MARGIN = 3.0
 SIEGMUND_OVERSHOOT = 1.166
 _LARGEST_THRESHOLD = 1e6
+_SMALLEST_EXPONENT = 1e-12
 
 
 def window_alpha(rate: float, window_events: int, tests: int) -> float:
@@ -105,6 +106,8 @@ def page_hinkley_threshold(
 
     if excess(0.0) <= 0:
         return 0.0
+    if excess(_LARGEST_THRESHOLD) > 0:  # extremes in the reference: no threshold reaches it
+        return _LARGEST_THRESHOLD
     return float(optimize.brentq(excess, 0.0, _LARGEST_THRESHOLD))
 
 
@@ -132,10 +135,14 @@ def _exponent(values: np.ndarray, weights: np.ndarray, delta: float) -> float:
     def log_mgf(theta: float) -> float:
         return float(np.logaddexp.reduce(log_weights + theta * steps))
 
+    if log_mgf(_SMALLEST_EXPONENT) >= 0:  # a step so large the root is below any use
+        return _SMALLEST_EXPONENT
     high = 1.0
     while log_mgf(high) < 0:
+        if high > 1e300:  # positive steps too small to ever add up
+            return math.inf
         high *= 2
-    return float(optimize.brentq(log_mgf, 1e-12, high))
+    return float(optimize.brentq(log_mgf, _SMALLEST_EXPONENT, high))
 
 
 def _alarm_rate(theta: float, delta: float, h: float) -> float:

@@ -262,10 +262,20 @@ class WindowParams(_FromMapping):
     seconds
         0 (default): count-based windows of ``events``. Above 0: tumbling windows of this many
         seconds of *event time* (the events' ``timestamp``), closed by a watermark — the newest
-        event time the series has seen minus ``allowed_lateness_s``; events for a window that
-        is already closed are counted as late and tested in no window.
+        (trusted) event time the series has seen minus ``allowed_lateness_s``; events for a
+        window that is already closed are counted as late and tested in no window.
     allowed_lateness_s
         How far behind the newest event time an event may be and still join its window.
+    watermark_events, watermark_horizon
+        An event time more than the horizon — ``watermark_horizon`` windows plus
+        ``allowed_lateness_s`` — ahead of the oldest of the last ``watermark_events`` event
+        times (and of the watermark) is not trusted: it neither moves the watermark nor joins a
+        window (counted as ``early``) until that many events corroborate it. One outlier (a
+        clock off by an hour) then cannot close the open windows and make every later event
+        late. 3 tolerates an outlier and its retry; a genuine jump of the stream costs its
+        first two events and delays the watermark by as many. Streams whose events come
+        within the horizon of each other (any stream that fills its windows) close windows
+        exactly as with ``watermark_events: 1``, the newest event time alone.
     reference_events
         Values forming the reference the windows are compared with: those right after the
         warm-up for numeric features (the bins are the warm-up's quantiles), the first ones for
@@ -296,6 +306,8 @@ class WindowParams(_FromMapping):
     events: int = 500
     seconds: float = 0.0
     allowed_lateness_s: float = 0.0
+    watermark_events: int = 3
+    watermark_horizon: float = 2.0
     reference_events: int = 5000
     bins: int = 10
     alpha: float = 1e-6
@@ -311,6 +323,11 @@ class WindowParams(_FromMapping):
         _require(self.reference_events >= 10, "reference_events", ">= 10", self.reference_events)
         _require(self.seconds >= 0, "seconds", ">= 0", self.seconds)
         _require(self.allowed_lateness_s >= 0, "allowed_lateness_s", ">= 0", self.allowed_lateness_s)
+        _require(self.watermark_events >= 1, "watermark_events", ">= 1", self.watermark_events)
+        _require(
+            0 <= self.watermark_horizon < math.inf, "watermark_horizon", "finite, >= 0",
+            self.watermark_horizon,
+        )
         _require(2 <= self.bins <= 100, "bins", "in [2, 100]", self.bins)
         _require(0 < self.alpha < 1, "alpha", "in (0, 1)", self.alpha)
         for name in ("psi_floor", "wasserstein_floor", "missing_floor"):

@@ -20,7 +20,7 @@ _SIDES = {"up": (1.0,), "down": (-1.0,), "both": (1.0, -1.0)}
 class CusumState(DetectorState, frozen=True, tag="cusum"):
     params: CusumParams
     allowances: tuple[float, ...]
-    thresholds: tuple[float, ...]
+    thresholds: tuple[float | None, ...]  # None: not calibrated yet (infinite)
     fired: int  # the CUSUM (index into the bank) of the last detection
     n: int  # values since the last restart
     mean: float  # their mean
@@ -192,7 +192,7 @@ class Cusum(ChangeDetector):
             drift_detected=self.drift_detected,
             params=self.params,
             allowances=self.allowances,
-            thresholds=self.thresholds,
+            thresholds=tuple(h if math.isfinite(h) else None for h in self.thresholds),
             fired=self.fired,
             n=self.n,
             mean=self.mean,
@@ -207,7 +207,10 @@ class Cusum(ChangeDetector):
             raise ValueError("CUSUM state does not match its allowances")
         if state.n < 0 or any(not s >= 0 for s in state.sums):
             raise ValueError("CUSUM state has negative counts or sums")
-        detector = cls(state.params, state.allowances, state.thresholds)
+        if not all(math.isfinite(s) for s in (*state.sums, state.mean)):
+            raise ValueError("CUSUM state is not finite")
+        thresholds = [math.inf if h is None else h for h in state.thresholds]
+        detector = cls(state.params, state.allowances, thresholds)
         detector.fired, detector.n, detector.mean = state.fired, state.n, state.mean
         detector.sums = np.array(state.sums, dtype=float).reshape(k, 2)
         detector._restore_common(state)

@@ -41,6 +41,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from detectors.sketches import QuantileSketch
+from detectors.stats import saturate
 
 __all__ = [
     "MIN_EXPECTED",
@@ -93,7 +94,11 @@ def cdf_distances(reference: QuantileSketch, window: QuantileSketch) -> tuple[fl
     :func:`wasserstein` distance, from one evaluation of both CDFs."""
     points, ref_cdf, win_cdf = _cdfs(reference, window)
     gaps = np.abs(ref_cdf - win_cdf)
-    return float(gaps.max()), float(np.dot(gaps[:-1], np.diff(points)))
+    if math.isfinite(float(points[-1]) - float(points[0])):
+        return float(gaps.max()), float(np.dot(gaps[:-1], np.diff(points)))
+    # Values spanning more than the float range: integrate over the halved values (exact),
+    # then saturate the doubled distance.
+    return float(gaps.max()), saturate(2 * float(np.dot(gaps[:-1], np.diff(points * 0.5))))
 
 
 def ks_p_value(statistic: float, n: int, m: int) -> float:
@@ -177,7 +182,8 @@ def wasserstein(reference: QuantileSketch, window: QuantileSketch) -> float:
 def wasserstein_bound(reference: QuantileSketch, window: QuantileSketch) -> float:
     """Largest difference between :func:`wasserstein` and the raw values' (see above)."""
     low, high = min(reference.min, window.min), max(reference.max, window.max)
-    return ks_bound(reference, window) * (high - low)
+    bound = ks_bound(reference, window)
+    return saturate(bound * 2 * (high / 2 - low / 2)) if bound else 0.0
 
 
 def psi_terms(reference: np.ndarray, window: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from detectors.cusum import Cusum, CusumState
 from detectors.lifecycle import Lifecycle, LifecycleState
 from detectors.page_hinkley import PageHinkley, PageHinkleyState
 from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
-from detectors.stats import RunningStats, RunningStatsState
+from detectors.stats import LARGE, RunningStats, RunningStatsState, saturate
 from detectors.windows import (
     CategoricalPeriod,
     CategoricalWindows,
@@ -66,7 +66,11 @@ __all__ = [
     "severity",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# States this version restores: 2 lacks what 3 added (the event-time watermark's recent event
+# times and early count, None for PH's and the CUSUM bank's infinite starting points), which
+# default sensibly.
+READABLE_VERSIONS = (2, 3)
 QUANTILES = {
     "p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99
 }
@@ -311,7 +315,7 @@ class Monitor(abc.ABC):
             "drifted": windows.drifted,
             "alpha": windows.alpha,
             "psi": windows.score,
-            **({"open": len(windows.open), "late": windows.late,
+            **({"open": len(windows.open), "late": windows.late, "early": windows.early,
                 "watermark": windows.max_time - windows.params.allowed_lateness_s}
                if windows.by_time and windows.max_time > -math.inf else {}),
         }
@@ -425,8 +429,26 @@ class _StreamMonitor(Monitor):
         return self.reference.std or 1.0
 
     def drift_score(self) -> float:
-        """``|EWMA mean - reference mean| / reference std``; 0.0 during warm-up."""
+        """``|EWMA mean - reference mean| / reference std``; 0.0 during warm-up. At most
+        :data:`~detectors.stats.LARGE` (see :meth:`_standardise`)."""
         return abs(self._ewma_mean) if self.warmed_up else 0.0
+
+    def _standardise(self, values: np.ndarray, within_stats: bool = True) -> np.ndarray:
+        """``(values - reference mean) / reference std``, within ``+-LARGE``.
+
+        Any finite value is accepted, but a difference of two (or a division by a tiny std)
+        can overflow, and the EWMA squares what comes out of here: beyond ``LARGE`` sigma the
+        value is clipped, which no real measurement reaches. Values ``within_stats`` lie within
+        the monitor's own min and max (those of ``update``), which tell without a pass over
+        them whether anything can overflow.
+        """
+        mean, scale = self.reference.mean, self._scale
+        # Python floats: an overflow gives inf here, not a warning.
+        if within_stats and max(self.stats.max - mean, mean - self.stats.min) / scale <= LARGE:
+            return (values - mean) / scale
+        with np.errstate(over="ignore"):
+            standardised = (values - mean) / scale
+        return np.clip(standardised, -LARGE, LARGE, out=standardised)
 
     def update(
         self, values: np.ndarray, positions: np.ndarray, times: np.ndarray | None = None
@@ -442,8 +464,7 @@ class _StreamMonitor(Monitor):
         positions = np.asarray(positions, dtype=np.int64)
         if values.ndim != 1 or values.shape != positions.shape:
             raise ValueError("values and positions must be 1-d arrays of the same length")
-        if times is not None and len(times) != len(values):
-            raise ValueError("times must have one event time per value")
+        _check_times(times, len(values))
         missing = np.isnan(values)
         present = values[~missing]
         self.missing += int(missing.sum())
@@ -473,7 +494,9 @@ class _StreamMonitor(Monitor):
         target) from the reference as the detectors see it, and set the window tests up, binned
         at the reference's quantiles."""
         values, weights = self.reference_sketch.items()
-        inputs = self._detector_input((values - self.reference.mean) / self._scale, values)
+        # A no-op on ordinary values; keeps the calibration's arithmetic in the float range.
+        values = np.clip(values, -LARGE, LARGE)
+        inputs = self._detector_input(self._standardise(values, within_stats=False), values)
         name = PageHinkley.name
         if name in self.detectors and self.params.false_alarm_rate:
             params = self.params.page_hinkley
@@ -486,7 +509,8 @@ class _StreamMonitor(Monitor):
             # reference's extremes for errors): a few hundred reference values miss rare tails
             # (measured: the Shuttle data fired 2.4 times per 10^6 without them).
             ends = self._detector_input(
-                np.array([-np.inf, np.inf]), np.array([self.reference.min, self.reference.max])
+                np.array([-np.inf, np.inf]),
+                np.clip([self.reference.min, self.reference.max], -LARGE, LARGE),
             )
             ends = ends[np.isfinite(ends)]
             params = self._detector_params(Cusum.name)
@@ -507,7 +531,7 @@ class _StreamMonitor(Monitor):
         before them."""
         present = np.flatnonzero(~missing)
         value_positions = positions[present]
-        standardised = (values[present] - self.reference.mean) / self._scale
+        standardised = self._standardise(values[present])
         inputs = self._detector_input(standardised, values[present])
         # (event index, order, value index, detector, statistic or evaluation), in stream order
         timeline: list[tuple[int, int, int, str, Any]] = [
@@ -568,9 +592,10 @@ class _StreamMonitor(Monitor):
 
     def _current_summary(self) -> dict[str, Any]:
         variance = max(self._ewma_sq - self._ewma_mean**2, 0.0)
+        # Back in the feature's units an EWMA of clipped extremes may leave the float range.
         return {
-            self._mean_key: self.reference.mean + self._scale * self._ewma_mean,
-            "std": self._scale * math.sqrt(variance),
+            self._mean_key: saturate(self.reference.mean + self._scale * self._ewma_mean),
+            "std": saturate(self._scale * math.sqrt(variance)),
             "ewma_alpha": self.params.ewma_alpha,
         }
 
@@ -665,7 +690,11 @@ class _StreamMonitor(Monitor):
             name: _DETECTOR_BY_STATE[type(s)].from_state(s) for name, s in state.detectors.items()
         }
         monitor._evidence_from = dict(state.evidence_from)
-        monitor._ewma_mean, monitor._ewma_sq = state.ewma_mean, state.ewma_sq
+        if not (math.isfinite(state.ewma_mean) and math.isfinite(state.ewma_sq)):
+            raise ValueError("the EWMA is not finite")
+        # States written before the standardised values were bounded may exceed the bound.
+        monitor._ewma_mean = min(max(state.ewma_mean, -LARGE), LARGE)
+        monitor._ewma_sq = min(max(state.ewma_sq, 0.0), LARGE * LARGE)
         monitor.reference_source = state.reference_source
         windows = None
         if state.windows is not None:
@@ -765,7 +794,12 @@ class ErrorMonitor(_StreamMonitor):
         return dataclasses.replace(params, allowances=allowances, mode="up")
 
     def _detector_input(self, standardised: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return values
+        # Absolute errors can be any finite float: beyond +-LARGE they are clipped, so that
+        # ADWIN's and the bank's sums (and the calibration) stay in the float range. The
+        # monitor's own min and max tell whether any is (values are among them, or clipped).
+        if -LARGE <= self.stats.min and self.stats.max <= LARGE:
+            return values
+        return np.clip(values, -LARGE, LARGE)
 
 
 class CategoricalMonitor(Monitor):
@@ -847,6 +881,7 @@ class CategoricalMonitor(Monitor):
         """
         if len(values) != len(positions):
             raise ValueError("values and positions must have the same length")
+        _check_times(times, len(values))
         missing = np.array([value is None for value in values], dtype=bool)
         seen = self.count
         self.counts.update_many([value for value in values if value is not None])
@@ -952,23 +987,26 @@ def merge_summaries(monitors: Sequence[Monitor]) -> dict[str, Any]:
     return type(monitors[0])._merged_summary(monitors)
 
 
-def check_state_version(data: bytes, expected: int, what: str) -> None:
+def check_state_version(data: bytes, expected: int | tuple[int, ...], what: str) -> None:
     """:class:`StateError` unless ``data`` is a stored state of format version ``expected``
-    (read first, so a state of another version is reported as such, not as corrupt)."""
+    (or one of them; read first, so a state of another version is reported as such, not as
+    corrupt)."""
+    readable = expected if isinstance(expected, tuple) else (expected,)
     try:
         version = _HEADER_DECODER.decode(data).version
     except msgspec.MsgspecError as exc:
         raise StateError(f"not a streamdrift {what} state ({exc})") from None
-    if version != expected:
+    if version not in readable:
+        versions = " or ".join(str(v) for v in readable)
         raise StateError(
             f"{what} state has format version {version} but this streamdrift reads version "
-            f"{expected}; discard the state to rebuild the monitor from new events"
+            f"{versions}; discard the state to rebuild the monitor from new events"
         )
 
 
 def monitor_from_bytes(data: bytes) -> Monitor:
     """Restore a monitor saved with :meth:`Monitor.to_bytes`; :class:`StateError` if impossible."""
-    check_state_version(data, FORMAT_VERSION, "monitor")
+    check_state_version(data, READABLE_VERSIONS, "monitor")
     try:
         state = _DECODER.decode(data).monitor
         return _MONITOR_BY_STATE[type(state)]._from_state(state)
@@ -991,6 +1029,17 @@ def _ewma(mean: float, sq: float, alpha: float, values: np.ndarray) -> tuple[flo
     weights = alpha * decay ** np.arange(len(values) - 1, -1, -1)
     carry = decay ** len(values)
     return carry * mean + float(weights @ values), carry * sq + float(weights @ values**2)
+
+
+def _check_times(times: np.ndarray | None, n: int) -> None:
+    """``ValueError`` before anything is updated unless ``times`` (if given) are ``n`` finite
+    event times (any finite value is taken: the windows cope with outliers)."""
+    if times is None:
+        return
+    if len(times) != n:
+        raise ValueError("times must have one event time per value")
+    if not np.isfinite(np.asarray(times, dtype=np.float64)).all():
+        raise ValueError("event times must be finite")
 
 
 def _categories(counts: CategoryCounts) -> dict[str, Any]:

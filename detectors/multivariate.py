@@ -74,7 +74,7 @@ from detectors.budget import window_alpha
 from detectors.config import _FromMapping, _require
 from detectors.lifecycle import Lifecycle, LifecycleState
 from detectors.monitor import Detection, StateError, check_state_version
-from detectors.stats import RunningStats, RunningStatsState
+from detectors.stats import FLOAT_MAX, LARGE, RunningStats, RunningStatsState, saturate
 from detectors.windows import severity
 
 __all__ = [
@@ -211,7 +211,24 @@ class CoMoments:
 
     @classmethod
     def of_rows(cls, rows: np.ndarray) -> CoMoments:
-        """The moments of a batch (n x d, NaN missing), computed with three matrix products."""
+        """The moments of a batch (n x d, NaN missing), computed with three matrix products.
+
+        Magnitudes beyond ``LARGE`` are summarised scaled by a power of two and scaled back,
+        the co-moments saturating at the float range (their products would overflow)."""
+        # fmin/fmax skip NaN without warning about an all-missing batch.
+        low, high = float(np.fmin.reduce(rows, axis=None)), float(np.fmax.reduce(rows, axis=None))
+        if not (-LARGE <= low and high <= LARGE) and math.isfinite(max(-low, high)):
+            exponent = math.frexp(max(-low, high))[1]
+            moments = cls._of_rows(np.ldexp(rows, -exponent))
+            moments.mean = np.ldexp(moments.mean, exponent)
+            with np.errstate(over="ignore"):
+                moments.comoment = np.ldexp(moments.comoment, 2 * exponent)
+            moments.comoment = np.clip(moments.comoment, -FLOAT_MAX, FLOAT_MAX)
+            return moments
+        return cls._of_rows(rows)
+
+    @classmethod
+    def _of_rows(cls, rows: np.ndarray) -> CoMoments:
         observed = ~np.isnan(rows)
         present = observed.sum(axis=0)
         # Centre by the batch means first: the products then hold no large cancelling terms.
@@ -238,17 +255,34 @@ class CoMoments:
             raise ValueError(f"cannot merge moments of {other.d} features into {self.d}")
         total = self.count + other.count
         share = np.divide(other.count, total, out=np.zeros(total.shape), where=total > 0)
-        delta = other.mean - self.mean
-        self.comoment = self.comoment + other.comoment + delta * delta.T * self.count * share
-        self.mean = self.mean + delta * share
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = other.mean - self.mean
+            comoment = self.comoment + other.comoment + delta * delta.T * self.count * share
+            mean = self.mean + delta * share
+        if not (np.isfinite(comoment).all() and np.isfinite(mean).all()):
+            comoment, mean = self._merged_saturated(other, share)
+        self.comoment, self.mean = comoment, mean
         self.count = total
         self.rows += other.rows
 
+    def _merged_saturated(self, other: CoMoments, share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`merge` for moments beyond the float range: means as weighted averages of
+        finite terms, co-moments saturated (an off-diagonal sum of opposite infinities, which
+        has no meaningful value, becomes 0; the diagonal only adds non-negative terms)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = self.mean * (1 - share) + other.mean * share
+            half = other.mean / 2 - self.mean / 2  # finite, unlike the difference
+            between = np.where(self.count > 0, 4 * half * half.T * self.count * share, 0.0)
+            comoment = self.comoment + other.comoment + between
+        return _saturated(comoment), _saturated(mean)
+
     def covariance(self) -> np.ndarray:
-        """Sample covariance (``ddof=1``) of the rows with missing values imputed by the means."""
-        offset = self.mean - self.means[:, None]  # pair means' distance from the feature means
-        scatter = self.comoment + self.count * offset * offset.T
-        return scatter / max(self.rows - 1, 1)
+        """Sample covariance (``ddof=1``) of the rows with missing values imputed by the means
+        (saturated at the float range)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            offset = self.mean - self.means[:, None]  # pair means' distance from the feature means
+            scatter = self.comoment + self.count * offset * offset.T
+        return _saturated(scatter) / max(self.rows - 1, 1)
 
     def profile(self, features: Sequence[str]) -> MultivariateProfile:
         """The moments, to store (e.g. in Redis) and restore with :meth:`from_profile`."""
@@ -283,6 +317,10 @@ class CoMoments:
         if not consistent:
             raise ValueError("profile moments are inconsistent (counts, non-finite values)")
         return moments
+
+
+def _saturated(values: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(values, nan=0.0, posinf=FLOAT_MAX, neginf=-FLOAT_MAX)
 
 
 class DegenerateReference(ValueError):
@@ -320,7 +358,9 @@ class PCAReconstruction:
         self.clip_sigma = clip_sigma
         std = np.sqrt(np.diagonal(covariance))
         self.scale = np.where(std > 0, std, 1.0)  # a constant feature keeps its own units
-        eigenvalues, vectors = np.linalg.eigh(covariance / np.outer(self.scale, self.scale))
+        with np.errstate(over="ignore", invalid="ignore"):  # saturated moments: see CoMoments
+            correlation = _saturated(covariance / np.outer(self.scale, self.scale))
+        eigenvalues, vectors = np.linalg.eigh(correlation)
         eigenvalues = np.clip(eigenvalues[::-1], 0.0, None)
         if not eigenvalues.sum():
             raise DegenerateReference("the reference has no variance to fit components to")
@@ -338,7 +378,10 @@ class PCAReconstruction:
 
     def standardise(self, rows: np.ndarray) -> np.ndarray:
         """Rows (n x d) standardised by the reference and clipped, missing values imputed (0)."""
-        standardised = np.clip((rows - self.mean) / self.scale, -self.clip_sigma, self.clip_sigma)
+        # Any finite value: beyond LARGE sigma (or the float range) it is clipped there.
+        bound = min(self.clip_sigma, LARGE)
+        with np.errstate(over="ignore"):
+            standardised = np.clip((rows - self.mean) / self.scale, -bound, bound)
         return np.nan_to_num(standardised, nan=0.0)
 
     def residuals(self, rows: np.ndarray) -> np.ndarray:
@@ -565,12 +608,15 @@ class PCAReconstructionMonitor:
         excess = current.mean - reference.mean
         statistic = excess / se if se else math.copysign(math.inf, excess) if excess else 0.0
         p_value = 0.5 * math.erfc(statistic / math.sqrt(2))
-        effect = excess / reference.mean if reference.mean else 0.0
+        # Saturated: a detection's numbers stay finite (JSON, checkpoints) even for a window
+        # against a calibration without spread.
+        statistic = saturate(statistic)
+        effect = saturate(excess / reference.mean) if reference.mean else 0.0
         alpha, floor = self.params.alpha, self.params.effect_floor
         critical = NormalDist().inv_cdf(1 - alpha) * se
         return _Test(
             statistic, p_value, effect,
-            error_threshold=reference.mean + max(critical, floor * reference.mean),
+            error_threshold=saturate(reference.mean + max(critical, floor * reference.mean)),
             drifted=p_value < alpha and effect >= floor,
             quiet=p_value >= alpha or effect < floor / 2,
         )

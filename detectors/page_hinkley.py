@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from river import drift
@@ -19,7 +20,7 @@ class PageHinkleyState(DetectorState, frozen=True, tag="page_hinkley"):
     mean: float
     sum_increase: float
     sum_decrease: float
-    min_increase: float
+    min_increase: float | None  # None: river's +inf starting point (a state holds finite floats)
     max_decrease: float
 
 
@@ -87,7 +88,7 @@ class PageHinkley(ChangeDetector):
             mean=ph._x_mean._mean,
             sum_increase=ph._sum_increase,
             sum_decrease=ph._sum_decrease,
-            min_increase=ph._min_increase,
+            min_increase=ph._min_increase if math.isfinite(ph._min_increase) else None,
             max_decrease=float(ph._max_decrease),
         )
 
@@ -97,7 +98,11 @@ class PageHinkley(ChangeDetector):
         ph = detector._ph
         ph._x_mean.n, ph._x_mean._mean = state.mean_n, state.mean
         ph._sum_increase, ph._sum_decrease = state.sum_increase, state.sum_decrease
-        ph._min_increase, ph._max_decrease = state.min_increase, state.max_decrease
+        values = (state.mean_n, state.mean, state.sum_increase, state.sum_decrease, state.max_decrease)
+        if not all(math.isfinite(value) for value in values):
+            raise ValueError("Page-Hinkley state is not finite")
+        min_increase = math.inf if state.min_increase is None else state.min_increase
+        ph._min_increase, ph._max_decrease = min_increase, state.max_decrease
         ph._drift_detected = state.drift_detected
         detector._restore_common(state)
         return detector

@@ -60,7 +60,7 @@ from detectors.distances import (
     psi_terms,
 )
 from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
-from detectors.stats import RunningStats, RunningStatsState
+from detectors.stats import RunningStats, RunningStatsState, saturate
 
 __all__ = [
     "MIN_VALUES",
@@ -405,7 +405,10 @@ class KolmogorovSmirnovTest(WindowTest[NumericPeriod]):
         if current.count < MIN_VALUES:
             return None
         statistic, distance = cdf_distances(reference.sketch, current.sketch)
-        return statistic, partial(ks_p_value, statistic, reference.count, current.count), distance / reference.scale
+        # In reference sigma: saturated, as a window of extremes against a tiny spread can
+        # exceed the float range.
+        effect = saturate(distance / reference.scale)
+        return statistic, partial(ks_p_value, statistic, reference.count, current.count), effect
 
     def _below(self, pair: _Pair[NumericPeriod], statistic: float) -> Callable[[float], bool]:
         return partial(ks_significant, statistic, pair.reference.count, pair.current.count)
@@ -505,8 +508,11 @@ class _Progress(msgspec.Struct, frozen=True):
     last_position: int | None
     score: float
     seeded: bool = False  # the reference came from a stored baseline
-    max_time: float | None = None  # event-time windows: the newest event time seen
+    max_time: float | None = None  # event-time windows: the newest trusted event time
     late: _Count = 0  # event-time windows: events too late for their window
+    recent: list[float] = []  # event-time windows: the last watermark_events event times
+    recent_reference: _Count = 0  # how many of them came from the reference period
+    early: _Count = 0  # event-time windows: events too far ahead to be trusted
 
 
 class Windows(abc.ABC, Generic[P]):
@@ -527,11 +533,17 @@ class Windows(abc.ABC, Generic[P]):
         self.score = 0.0  # PSI of the last window
         self.seeded = False
         # Event-time windows (params.seconds > 0): the open ones by index (start = index *
-        # seconds) with the tags of their first and last events, the newest event time seen
-        # (the watermark is it minus the allowed lateness), and the events that came too late.
+        # seconds) with the tags of their first and last events, the newest trusted event time
+        # (the watermark is it minus the allowed lateness), the events that came too late, the
+        # last watermark_events event times (the first recent_reference of them from the
+        # reference period: they corroborate, but do not move the watermark), and the events
+        # too far ahead to be trusted (see _fronts).
         self.open: dict[int, tuple[P, int, int]] = {}
         self.max_time = -math.inf
         self.late = 0
+        self.recent: list[float] = []
+        self.recent_reference = 0
+        self.early = 0
 
     @property
     def ready(self) -> bool:
@@ -591,16 +603,24 @@ class Windows(abc.ABC, Generic[P]):
             start = self._fill(0, missing)
             self.reference.add(values[:start], missing[:start])
             self.last_position = int(positions[start - 1])
+            # Their times corroborate the first events after them (see _fronts).
+            self.recent = [*self.recent, *times[:start].tolist()][-self.params.watermark_events :]
+            self.recent_reference = len(self.recent)
         if start == len(missing):
             return []
         size, lateness = self.params.seconds, self.params.allowed_lateness_s
         t = times[start:]
-        window = np.floor(t / size).astype(np.int64)
-        running = np.maximum.accumulate(np.concatenate(([self.max_time], t)))  # before each event
-        late = (window + 1) * size + lateness <= running[:-1]
+        running, early = self._fronts(t)  # the watermark's front before each event, and after
+        with np.errstate(over="ignore"):  # any finite time: an index beyond the float range
+            index = np.floor(t / size)
+            late = (index + 1) * size + lateness <= running[:-1]
+        # Window indices beyond +-2**62 (event times of ~1e19 s and more) share one window.
+        window = np.clip(index, -(2**62), 2**62).astype(np.int64)
         self.late += int(late.sum())
-        for w in np.unique(window[~late]).tolist():
-            chosen = start + np.flatnonzero((window == w) & ~late)
+        self.early += int(early.sum())
+        taken = ~late & ~early
+        for w in np.unique(window[taken]).tolist():
+            chosen = start + np.flatnonzero((window == w) & taken)
             period, first, _ = self.open.get(w) or (self._period(), int(positions[chosen[0]]), 0)
             period.add(_take(values, chosen), missing[chosen])
             self.open[w] = (period, first, int(positions[chosen[-1]]))
@@ -613,9 +633,65 @@ class Windows(abc.ABC, Generic[P]):
             self.current, self.window_from, self.last_position = self.open.pop(w)
             # The event that moved the watermark past the window's end closed it.
             evaluation = self._close(start + int(np.searchsorted(running[1:], closes_at)))
-            evaluation.extra.update(window_start=w * size, window_end=(w + 1) * size, late_events=self.late)
+            evaluation.extra.update(
+                window_start=w * size, window_end=(w + 1) * size, late_events=self.late,
+                early_events=self.early,
+            )
             evaluations.append(evaluation)
         return evaluations
+
+    @property
+    def horizon(self) -> float:
+        """How far ahead of the corroborated event times an event is still trusted (s)."""
+        return self.params.watermark_horizon * self.params.seconds + self.params.allowed_lateness_s
+
+    def _fronts(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The watermark's front (newest trusted event time) before each of the event times
+        ``t`` and after the last, and which of them are early; updates the recent times.
+
+        With ``k = watermark_events``, an event is trusted when its time is at most
+        :attr:`horizon` ahead of the *floor*: the front or, if later, the oldest of the last k
+        event times (its own included; the floor is the front alone until k times are known).
+        The front then moves to the newest of the last k times that is trusted by this floor,
+        so a time alone far ahead waits until k events (counting itself) come within the
+        horizon of it, and k - 1 outliers in a row never move it. Times of the reference
+        period corroborate but are not candidates: the front starts with the first event after
+        it, as it always did.
+        """
+        k = self.params.watermark_events
+        horizon = self.horizon
+        front = self.max_time
+        running = np.maximum.accumulate(np.concatenate(([front], t)))
+        chain = np.concatenate((self.recent, t))
+        drop = max(len(chain) - k, 0)
+        # Fast path: when every event is trusted by the floor under the plain running maximum,
+        # and no earlier event is held back (ahead of the front), that maximum is the front
+        # (each event is then its own candidate, and the largest), as before.
+        held = max(self.recent[self.recent_reference :], default=-math.inf) > front
+        oldest = np.full(len(t), -math.inf)
+        if len(chain) >= k:
+            window_mins = np.lib.stride_tricks.sliding_window_view(chain, k).min(axis=1)
+            first = max(k - 1 - len(self.recent), 0)  # the first event with k times known
+            oldest[first:] = window_mins[len(self.recent) + first - k + 1 :]
+        if k == 1 or (not held and bool(np.all(t <= np.maximum(running[:-1], oldest) + horizon))):
+            self.recent = chain[len(chain) - min(len(chain), k) :].tolist()
+            self.recent_reference = max(self.recent_reference - drop, 0)
+            return running, np.zeros(len(t), dtype=bool)
+        recent, reference = list(self.recent), self.recent_reference
+        early = np.zeros(len(t), dtype=bool)
+        for i, time in enumerate(t.tolist()):
+            recent.append(time)
+            if len(recent) > k:
+                del recent[0]
+                reference = max(reference - 1, 0)
+            limit = (max(front, min(recent)) if len(recent) == k else front) + horizon
+            early[i] = time > limit
+            for candidate in recent[reference:]:
+                if front < candidate <= limit:
+                    front = candidate
+            running[i + 1] = front
+        self.recent, self.recent_reference = recent, reference
+        return running, early
 
     def update_missing(self, n: int, position: int | None = None) -> list[Evaluation]:
         """Add ``n`` missing events at the current point of the stream (by event time: to the
@@ -684,6 +760,7 @@ class Windows(abc.ABC, Generic[P]):
         return _Progress(
             self.evaluated, self.drifted, self.window_from, self.last_position, self.score,
             self.seeded, None if self.max_time == -math.inf else self.max_time, self.late,
+            list(self.recent), self.recent_reference, self.early,
         )
 
     def _open_states(self) -> list[tuple[int, int, int, Any]]:
@@ -694,7 +771,12 @@ class Windows(abc.ABC, Generic[P]):
         self.window_from, self.last_position = progress.window_from, progress.last_position
         self.score, self.seeded = progress.score, progress.seeded
         self.max_time = -math.inf if progress.max_time is None else progress.max_time
-        self.late = progress.late
+        self.late, self.early = progress.late, progress.early
+        # States of version 2 have no recent times: the front alone is the floor until k come.
+        self.recent = list(progress.recent)[-self.params.watermark_events :]
+        if not all(math.isfinite(time) for time in [*self.recent, self.max_time if progress.max_time is not None else 0.0]):
+            raise ValueError("event times of the watermark are not finite")
+        self.recent_reference = min(progress.recent_reference, len(self.recent))
 
 
 class NumericWindowsState(msgspec.Struct, frozen=True):
@@ -748,7 +830,7 @@ class NumericWindows(Windows[NumericPeriod]):
         measured = super()._distances(pair, results)
         for result in results:
             if result.test == KolmogorovSmirnovTest.name:
-                measured["wasserstein"] = result.effect_size * pair.reference.scale
+                measured["wasserstein"] = saturate(result.effect_size * pair.reference.scale)
         return measured
 
     def to_state(self) -> NumericWindowsState:
@@ -762,7 +844,7 @@ class NumericWindows(Windows[NumericPeriod]):
         cls, state: NumericWindowsState, params: WindowParams, alpha: float, k: int
     ) -> NumericWindows:
         cuts = np.array(state.cuts, dtype=np.float64)
-        if not len(cuts) or np.any(np.diff(cuts) <= 0):
+        if not len(cuts) or np.any(cuts[1:] <= cuts[:-1]) or not np.isfinite(cuts).all():
             raise ValueError("bin edges are not increasing")
         windows = cls(params, alpha, cuts, k)
         windows.reference = NumericPeriod.from_state(state.reference, cuts)
