@@ -8,7 +8,9 @@ and field ``samples``, a msgpack array of :class:`Sample`; the entry id is Redis
 Bounds: a partition's series are sampled at most once every ``STREAMDRIFT_HISTORY_INTERVAL_S``
 (the samples in between are folded into the next one: it covers every series changed since the
 last), and each stream keeps about the newest :data:`HISTORY_MAX_ENTRIES` entries
-(``XADD MAXLEN ~``): a day at the default 10 s for a model on one partition. An entry costs
+(``XADD MAXLEN ~``): a day at the default 10 s for a model on one partition. Models on probation
+(see ``streams.admission``) have no history yet, so a flood of made-up names leaves no stream
+behind. An entry costs
 ~30 bytes per series. Cost per checkpoint: one pipelined round trip, only when a sample is due.
 
 History is a view, not state: a failed write is logged and counted
@@ -114,6 +116,8 @@ class HistoryRecorder:
                 if monitor is None:  # retired since
                     continue
                 model, version, feature = parse_series(name)
+                if model in state.ledger.probation:  # a made-up name must not leave a Redis key behind
+                    continue
                 sample = Sample(version, feature, float(monitor.drift_score()), monitor.count, monitor.lifecycle.is_open)
                 by_model[model].append(sample)
             partition = f"{state.topic}:{state.partition}".encode()
