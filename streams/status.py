@@ -41,9 +41,11 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
                 model, version, feature = parse_series(text)
                 versions[(model, feature)].add(version or "")
                 try:
-                    series[(model, feature)].append(restore_monitor(text, blob))
+                    monitor = restore_monitor(text, blob)
                 except StateError as exc:  # shown, not fatal: the worker restarts such a series too
                     unreadable[(model, feature)] = str(exc)
+                    continue
+                series[(model, feature)].append(monitor)  # never an empty list: summaries need one
     models: dict[str, dict[str, Any]] = defaultdict(dict)
     for (model, feature), monitors in sorted(series.items()):
         kinds = {m.kind for m in monitors}
