@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from streams.codec import Limits, Reason, decode_events, decode_labels
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.codec import Limits, Reason, _deeper_by_tokens, decode_events, decode_labels, deeper_than
 
 LIMITS = Limits(max_message_bytes=10_000, max_events_per_message=5, max_features_per_event=3,
                 max_name_length=10, max_category_length=8)
@@ -102,3 +105,38 @@ def test_labels_decode_and_bad_labels_are_rejected():
     labels, rejections = decode_labels(b'[{"model": "m", "event_id": "e", "label": 0}, {"model": "m", "label": 1}]', 9.0, LIMITS)
     assert [(l.event_id, l.label, l.timestamp) for l in labels] == [("e", 0.0, 9.0)]
     assert [(r.reason, r.index) for r in rejections] == [(Reason.INVALID_EVENT_ID, 1)]
+
+
+_JSON = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab'),
+    lambda children: st.lists(children) | st.dictionaries(st.text(alphabet='[]{}"\\ab'), children),
+    max_leaves=40,
+)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(_JSON, st.integers(0, 8))
+def test_the_nesting_depth_check_agrees_with_the_decoded_structure(value, limit):
+    """Brackets and escaped quotes inside strings never count (both the vectorised and the token scan)."""
+    raw = json.dumps(value).encode()
+    assert deeper_than(raw, limit) == (_depth(value) > limit)
+    assert _deeper_by_tokens(raw, limit) == (_depth(value) > limit)
+
+
+def test_nesting_beyond_the_limit_or_the_decoder_is_a_too_deep_dead_letter_at_linear_cost():
+    for body in (b'{"model": "m", "features": {"x": ' + b"[" * 100 + b"]" * 100_000 + b"}}",
+                 b"[" * 100_000 + b"]" * 100_000):
+        events, rejections = decode_events(body, 1.0, Limits(max_message_bytes=1_000_000))
+        assert events == [] and [r.reason for r in rejections] == [Reason.TOO_DEEP]
+    # Deep but within the typed decoder's reach in an unknown field: the event is fine.
+    ok = b'{"model": "m", "features": {"x": 1}, "extra": ' + b"[" * 100 + b"]" * 100 + b"}"
+    events, _ = decode_events(ok, 1.0, Limits(max_json_depth=64))
+    assert len(events) == 1  # unknown fields are skipped by the typed decoder, whatever their depth
