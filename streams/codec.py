@@ -283,11 +283,18 @@ class Elements:
         self._items: list[Any] | None = None
 
     def payload(self, index: int | None) -> bytes:
+        """Never raises: when the elements cannot be taken apart (a number beyond the float
+        range in a field the typed decoder skipped, nesting beyond the encoder's reach), the
+        whole message is the payload; the dead letter's batch-index header still names the event."""
         if index is None:
             return self.value
-        if self._items is None:
-            self._items = _GENERIC.decode(self.value)
-        return _ENCODE(self._items[index])
+        try:
+            if self._items is None:
+                self._items = _GENERIC.decode(self.value)
+            return _ENCODE(self._items[index])
+        except Exception:
+            self._items = []  # not decoded again for the next element
+            return self.value
 
 
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')

@@ -164,6 +164,10 @@ class Metrics:
             "streamdrift_dead_letters_failed", "Dead letters that could not be sent after retries (counted in dead_letters too)",
             ["reason"], registry=r,
         )
+        self.dead_letters_retried = Counter(
+            "streamdrift_dead_letter_retries", "Dead-letter sends tried again after the producer or broker refused them",
+            ["reason"], registry=r,
+        )
         self.dead_letters_truncated = Counter(
             "streamdrift_dead_letters_truncated", "Dead letters sent as a prefix of their payload (over STREAMDRIFT_DLQ_MAX_BYTES)",
             registry=r,

@@ -426,8 +426,7 @@ class PredictionProcessor:
 
     def _touch_models(self, state: PartitionState, batch: _Batch) -> None:
         for model, count in batch.model_events.items():
-            if model not in batch.evicted:
-                state.ledger_dirty |= state.ledger.touch_model(model, count, self.admission)
+            state.ledger_dirty |= state.ledger.touch_model(model, count, self.admission)
 
     def _accept(
         self, state: PartitionState, record: Record, position: int, items: list[_Item] | None, batch: _Batch,
@@ -524,7 +523,10 @@ class PredictionProcessor:
             elif name not in known:
                 return None
             else:
-                monitor = state.monitors.get(series_name(model, version, name))
+                series = series_name(model, version, name)
+                monitor = state.monitors.get(series)
+                if monitor is None and series not in state.unknown_missing:
+                    return None  # a new series (a known name under a new version): admission counts it
                 if isinstance(monitor, NumericMonitor):
                     shape.expect.append((NumericMonitor, ()))
                 elif isinstance(monitor, CategoricalMonitor):
@@ -618,13 +620,16 @@ class PredictionProcessor:
                 return Reason.MODEL_NOT_ALLOWED, "model not in STREAMDRIFT_ALLOWED_MODELS"
             if not self._room_for_a_model(state, batch):
                 return Reason.TOO_MANY_MODELS, f"more than max_models={admission.max_models} models, none on probation"
-        new = [n for n in (*event.numeric, *event.categorical, *event.missing) if known is None or n not in known]
+        names = (*event.numeric, *event.categorical, *event.missing)
+        new = [n for n in names if known is None or n not in known]
         if new and len(known or ()) + len(new) > admission.max_features_per_model:
             limit = admission.max_features_per_model
             return Reason.TOO_MANY_FEATURES_FOR_MODEL, f"model {event.model!r} would exceed max_features_per_model={limit}"
-        if new and (len(new) > budget.left or len(new) > state.ledger.tokens):
+        # New series: new names, and known names under a version not seen with them yet.
+        created = sum(1 for name in names if _is_new(series_name(event.model, event.model_version, name), state, batch))
+        if created and (created > budget.left or created > state.ledger.tokens):
             return Reason.TOO_MANY_NEW_SERIES, (
-                f"{len(new)} new series: over max_new_series_per_message={admission.max_new_series_per_message} "
+                f"{created} new series: over max_new_series_per_message={admission.max_new_series_per_message} "
                 f"or max_new_series_per_s={admission.max_new_series_per_s:g} on this partition")
         for kinds, kind in ((event.numeric, NumericMonitor), (event.categorical, CategoricalMonitor)):
             for name in kinds:
@@ -644,9 +649,9 @@ class PredictionProcessor:
         # Admitted: only now does the event take room (a refused event must leave no trace).
         if known is None:
             self._make_room(state, batch, event.model)
-        if new:
-            budget.left -= len(new)
-            state.ledger.take_tokens(len(new))
+        if created:
+            budget.left -= created
+            state.ledger.take_tokens(created)
             state.ledger_dirty = True
         batch.reserve(new_categories)
         state.features_by_model[event.model].update(new)
@@ -667,9 +672,7 @@ class PredictionProcessor:
             victim = state.ledger.evictable()
             if victim is not None:
                 state.evict_model(victim)
-                batch.evicted.add(victim)
-                batch.model_events.pop(victim, None)
-        batch.evicted.discard(model)
+                batch.drop_model(victim)
         state.ledger.admit_model(model)
         state.features_by_model[model]
         state.ledger_dirty = True
@@ -697,8 +700,6 @@ class PredictionProcessor:
         findings: list[Finding] = []
         ledger = state.ledger
         for series, values in sorted(batch.series.items(), key=_first):  # as the per-event path met them
-            if batch.evicted and parse_series(series)[0] in batch.evicted:
-                continue
             state.ledger_dirty |= ledger.touch_series(series)
             kind = _kind_of(state.monitors.get(series)) or batch.kinds.get(series)
             state.dirty.add(series)
@@ -708,8 +709,6 @@ class PredictionProcessor:
             with _bulkhead(state, series, out):
                 findings += self._apply_values(state, series, kind, values, times)
         for (model, version), rows in sorted(batch.rows.items(), key=_first):
-            if model in batch.evicted:
-                continue
             state.ledger_dirty |= ledger.touch_series(series_name(model, version, MULTIVARIATE_SERIES))
             with _bulkhead(state, series_name(model, version, MULTIVARIATE_SERIES), out):
                 findings += self._apply_rows(state, model, version, rows, times)
@@ -767,6 +766,10 @@ class PredictionProcessor:
         except ValueError as exc:
             self._unusable.add((series, baseline.label))
             log.warning("baseline %s not used for %r: %s", baseline.label, feature, exc)
+
+
+def _is_new(series: str, state: PartitionState, batch: _Batch) -> bool:
+    return series not in state.monitors and series not in state.unknown_missing and series not in batch.series
 
 
 @dataclass(slots=True)
@@ -989,7 +992,8 @@ class _Batch:
         self._joins: list[tuple[str, str, bytes]] = []  # (model, event_id, packed) and the seq of each
         self._join_seqs: list[int] = []
         self.model_events: dict[str, int] = defaultdict(int)  # admitted events per model
-        self.evicted: set[str] = set()  # models evicted during the batch: their values are dropped
+        self.evicted: set[str] = set()  # models evicted during the batch (their values dropped with them)
+        self._series_of: dict[str, set[str]] = defaultdict(set)  # per model: its series in ``series``
 
     def seq(self, position: int, index: int | None) -> int:
         return position * self.stride + (index or 0)
@@ -1031,6 +1035,7 @@ class _Batch:
         values = self.series.get(series)
         if values is None:
             values = self.series[series] = _Values(first)
+            self._series_of[parse_series(series)[0]].add(series)
         elif first < values.first:
             values.first = first
         return values
@@ -1083,10 +1088,23 @@ class _Batch:
     def close(self, state: PartitionState, out: Outcome) -> None:
         """Replay the admitted events' versions and list their joins, in stream order."""
         for _, model, version in sorted(self._versions, key=itemgetter(0)):
-            if model not in self.evicted:
-                state.saw_version(model, version)
+            state.saw_version(model, version)
         out.evicted_models += sorted(self.evicted)
         out.joins = [self._joins[i] for i in sorted(range(len(self._joins)), key=self._join_seqs.__getitem__)]
+
+    def drop_model(self, model: str) -> None:
+        """Forget what the batch holds of a model evicted mid-batch: its values go with its state
+        (its events stay counted: they were admitted); if it comes back later in the batch, it
+        starts afresh like any new model."""
+        for series in self._series_of.pop(model, ()):
+            self.series.pop(series, None)
+            self.kinds.pop(series, None)
+            self._new_categories.pop(series, None)
+        for key in [key for key in self.rows if key[0] == model]:
+            del self.rows[key]
+        self._versions = [entry for entry in self._versions if entry[1] != model]
+        self.model_events.pop(model, None)
+        self.evicted.add(model)
 
     def kind_clash(self, series: str, kind: type) -> bool:
         return self.kinds.get(series, kind) is not kind

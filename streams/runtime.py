@@ -280,6 +280,7 @@ class Runtime:
                     log.error("could not send a dead letter of %s[%d]@%d (%s): %s — counted and given up",
                               state.topic, state.partition, letter.offset, letter.reason.value, _short(exc))
                     break
+                m.dead_letters_retried.labels(letter.reason.value).inc()
                 await asyncio.sleep(0.05 * 4**attempt)
         m.dead_letters.labels(letter.reason.value).inc()
 
