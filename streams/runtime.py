@@ -202,13 +202,13 @@ class Runtime:
                     continue
                 if topic == self.settings.input_topic:
                     outcome = self.predictions.process(state, records, now=now)
-                    if outcome.failed_series:
-                        await self._restore_failed(state, outcome.failed_series)
                     joins = [j for j in outcome.joins if self._joinable(j[0])]
                     await self._redis(lambda: self.join.put(joins, now))
                 else:
                     labels, outcome = self.labels.decode(state, records, now)
                     await self._apply_labels(state, labels, outcome, now)
+                if outcome.failed_series:
+                    await self._restore_failed(state, outcome.failed_series)
                 await self._publish(state, outcome, now)
                 self.metrics.state_errors.inc(len(outcome.failed_series))
                 self._events_since_checkpoint += outcome.events

@@ -1,0 +1,95 @@
+"""The runtime's guards with a real Redis (no broker: a recording publisher): a monitor that
+raises is restored from its checkpoint, not wiped; evicted models leave no metric label sets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from detectors import NumericMonitor
+from streams.checkpoint import series_name
+from streams.processor import Record
+from streams.runtime import Publisher, Runtime
+from streams.settings import Settings
+
+
+class RecordingPublisher(Publisher):
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
+
+    async def send(self, topic, key, value, headers):
+        self.sent.append((topic, value, dict(headers)))
+
+    async def flush(self):
+        pass
+
+    async def commit(self, offsets):
+        pass
+
+    async def committed(self, partitions):
+        return {}
+
+    async def earliest(self, partitions):
+        return {}
+
+    async def seek(self, topic, partition, offset):
+        pass
+
+
+def settings_for(redis_url: str, **overrides: object) -> Settings:
+    return Settings(redis_url=redis_url, group_id=f"test-guards-{uuid.uuid4().hex[:12]}", input_topic="preds",
+                    labels_topic="labels", checkpoint_interval_s=3600.0, **overrides)
+
+
+def batch(first: int, n: int, model: str = "m", value: float = 1.0) -> list[Record]:
+    body = json.dumps({"model": model, "features": {"x": value, "y": value}}).encode()
+    return [Record(first + i, 1_000.0 + first + i, body) for i in range(n)]
+
+
+def test_a_monitor_that_raises_is_restored_from_its_last_checkpoint(redis_server, monkeypatch):
+    async def body() -> None:
+        runtime = Runtime(settings_for(redis_server.url), {}, RecordingPublisher())
+        await runtime.on_assigned([("preds", 0)])
+        await runtime.handle("preds", {0: batch(0, 50)})
+        await runtime.checkpoint()
+        state = runtime.states[("preds", 0)]
+        x, y = series_name("m", None, "x"), series_name("m", None, "y")
+        await runtime.handle("preds", {0: batch(50, 30)})
+        assert state.monitors[x].count == 80
+
+        original = NumericMonitor.update
+
+        def explode(self, values, *args, **kwargs):
+            if self is state.monitors.get(x):
+                raise FloatingPointError("boom")
+            return original(self, values, *args, **kwargs)
+
+        monkeypatch.setattr(NumericMonitor, "update", explode)
+        await runtime.handle("preds", {0: batch(80, 20)})
+        monkeypatch.setattr(NumericMonitor, "update", original)
+        # x is back at its checkpoint (50 values): its history survives, the 50 since are lost;
+        # y and the offsets went on.
+        assert state.monitors[x].count == 50 and state.monitors[y].count == 100
+        assert state.next_offset == 100 and x not in state.retired
+        assert runtime.metrics.registry.get_sample_value("streamdrift_state_errors_total") == 1
+        await runtime.close()
+
+    asyncio.run(body())
+
+
+def test_evicted_models_leave_no_label_sets_in_metrics(redis_server):
+    async def body() -> None:
+        settings = settings_for(redis_server.url, max_probation_models=2)
+        runtime = Runtime(settings, {}, RecordingPublisher())
+        await runtime.on_assigned([("preds", 0)])
+        for i in range(20):  # 20 made-up models with event ids: each a joinable-counter label set
+            value = json.dumps({"model": f"made-up-{i}", "event_id": f"e{i}", "prediction": 0.5,
+                                "features": {"x": 1.0}}).encode()
+            await runtime.handle("preds", {0: [Record(i, 1_000.0 + i, value)]})
+        exposed = {sample.labels["model"] for family in runtime.metrics.joinable.collect() for sample in family.samples}
+        assert exposed == {"made-up-18", "made-up-19"}  # the two still on probation
+        assert runtime.metrics.registry.get_sample_value("streamdrift_models_evicted_total") == 18
+        await runtime.close()
+
+    asyncio.run(body())
