@@ -10,12 +10,14 @@ consumer group id, and the worker namespaces its Redis keys by group id.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from streams.embedded import (
     create_topics,
     free_port,
 )
+from streams.runtime import Publisher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,18 +168,23 @@ def start_worker(
 def produce(
     bootstrap: str,
     topic: str,
-    values: Sequence[bytes],
+    values: Sequence[bytes | None],
     *,
     key: bytes | str | None = None,
     keys: Sequence[bytes | str | None] | None = None,
     partition: int | None = None,
-    headers: Sequence[tuple[str, bytes]] | None = None,
+    partitions: Sequence[int] | None = None,
+    headers: Sequence[tuple[str, bytes | None]] | None = None,
+    headers_each: Sequence[Sequence[tuple[str, bytes | None]] | None] | None = None,
+    max_message_bytes: int | None = None,
     timeout: float = 30.0,
 ) -> list[tuple[int, int]]:
-    """Produce ``values`` (one ``key`` for all, or one per value in ``keys``); assert all delivered.
+    """Produce ``values`` (one ``key`` for all, or one per value in ``keys``; likewise
+    ``partition``/``partitions`` and ``headers``/``headers_each``); assert all delivered.
 
     Returns ``(partition, offset)`` of each value, in input order. Unknown topics are not
     auto-created (that would give them 4 partitions): delivery fails instead.
+    ``max_message_bytes`` raises the producer's own size limit (to send oversize messages).
     """
     if keys is not None and (key is not None or len(keys) != len(values)):
         raise ValueError("pass either one key or exactly one key per value")
@@ -186,6 +194,7 @@ def produce(
             "allow.auto.create.topics": False,
             "linger.ms": 5,
             "message.timeout.ms": int(timeout * 1000),
+            **({"message.max.bytes": max_message_bytes} if max_message_bytes else {}),
         }
     )
     delivered: dict[int, tuple[int, int]] = {}
@@ -207,10 +216,8 @@ def produce(
                     topic,
                     value,
                     key=keys[index] if keys is not None else key,
-                    partition=-1
-                    if partition is None
-                    else partition,  # -1: the partitioner's choice
-                    headers=list(headers) if headers else None,
+                    partition=_nth(partitions, index, -1 if partition is None else partition),  # -1: the partitioner's
+                    headers=_nth(headers_each, index, list(headers) if headers else None),
                     on_delivery=on_delivery(index),
                 )
                 break
@@ -223,6 +230,10 @@ def produce(
         f"only {len(delivered)} of {len(values)} messages to {topic} delivered within {timeout:g} s"
     )
     return [delivered[index] for index in range(len(values))]
+
+
+def _nth(each: Sequence | None, index: int, default: object) -> object:
+    return default if each is None else each[index]
 
 
 @dataclass(frozen=True)
@@ -379,3 +390,42 @@ def no_secret_in_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     leaks = secret_leaks(tmp_path_factory.getbasetemp())
     if leaks:
         pytest.fail(f"test secrets written to logs: {leaks}", pytrace=False)
+
+
+# --- a publisher for runtime tests without a broker ----------------------------------------
+
+
+class RecordingPublisher(Publisher):
+    """Records what the runtime sends (topic, key, value, headers); ``fail_dlq`` failures of
+    each dead letter before it goes through (-1: always), raising ``error``."""
+
+    def __init__(self, fail_dlq: int = 0, error: type[BaseException] = ConnectionError) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.attempts: Counter[str] = Counter()
+        self.fail_dlq = fail_dlq  # failures before each dead letter goes through (-1: always)
+        self.error = error
+        self._failed: Counter[bytes] = Counter()
+
+    async def send(self, topic, key, value, headers):
+        self.attempts[topic] += 1
+        if topic.endswith("dlq") and self.fail_dlq:
+            key_ = hashlib.sha256(value).digest()
+            if self.fail_dlq < 0 or self._failed[key_] < self.fail_dlq:
+                self._failed[key_] += 1
+                raise self.error("broker unavailable")
+        self.sent.append((topic, key, value, list(headers)))
+
+    async def flush(self):
+        return None
+
+    async def commit(self, offsets):
+        return None
+
+    async def committed(self, partitions):
+        return {}
+
+    async def earliest(self, partitions):
+        return {}
+
+    async def seek(self, topic, partition, offset):
+        return None

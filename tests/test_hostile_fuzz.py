@@ -37,6 +37,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from conftest import RecordingPublisher
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
@@ -46,7 +47,7 @@ from streams import codec
 from streams.checkpoint import parse_series
 from streams.codec import Reason
 from streams.processor import DeadLetter, Outcome, PartitionState, Record
-from streams.runtime import Publisher, Runtime, prediction_processor, with_setting_defaults
+from streams.runtime import Runtime, prediction_processor, with_setting_defaults
 from streams.settings import Settings
 
 TOPIC = "predictions"
@@ -825,7 +826,7 @@ def test_a_flood_of_made_up_names_keeps_the_partition_state_bounded(flood, per_b
 
 def label_processor(s: Settings):
     """The runtime's label processor for these settings (however the runtime wires it)."""
-    runtime = Runtime(s, {}, Publisher())
+    runtime = Runtime(s, {}, RecordingPublisher())
     return runtime.labels
 
 
@@ -971,39 +972,6 @@ def test_a_label_flood_keeps_pending_labels_bounded_and_joins_a_duplicate_once(u
 
 
 # --- 6. the runtime's dead-letter publishing ----------------------------------------------------------
-
-
-class RecordingPublisher(Publisher):
-    def __init__(self, fail_dlq: int = 0, error: type[BaseException] = ConnectionError) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
-        self.attempts: Counter[str] = Counter()
-        self.fail_dlq = fail_dlq  # failures before each dead letter goes through (-1: always)
-        self.error = error
-        self._failed: Counter[bytes] = Counter()
-
-    async def send(self, topic, key, value, headers):
-        self.attempts[topic] += 1
-        if topic.endswith("dlq") and self.fail_dlq:
-            key_ = hashlib.sha256(value).digest()
-            if self.fail_dlq < 0 or self._failed[key_] < self.fail_dlq:
-                self._failed[key_] += 1
-                raise self.error("broker unavailable")
-        self.sent.append((topic, key, value, list(headers)))
-
-    async def flush(self):
-        return None
-
-    async def commit(self, offsets):
-        return None
-
-    async def committed(self, partitions):
-        return {}
-
-    async def earliest(self, partitions):
-        return {}
-
-    async def seek(self, topic, partition, offset):
-        return None
 
 
 def runtime_settings(redis_url: str, **overrides: Any) -> Settings:

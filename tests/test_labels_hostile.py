@@ -13,13 +13,14 @@ import uuid
 from typing import Any
 
 import msgspec
+from conftest import RecordingPublisher
 
 import streams.processor as processor_module
 import streams.runtime as runtime_module
 from streams.checkpoint import Claim, series_name
 from streams.codec import Limits, Reason
 from streams.processor import LabelProcessor, Outcome, PartitionState, PendingLabel, Record
-from streams.runtime import Publisher, Runtime
+from streams.runtime import Runtime
 from streams.settings import Settings
 
 MODEL = "m"
@@ -317,27 +318,9 @@ def test_a_lost_checkpoint_rewrites_every_label_field():
 # --- through the runtime, with a real Redis ----------------------------------------------------
 
 
-class _Publisher(Publisher):
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
-
-    async def send(self, topic, key, value, headers):
-        self.sent.append((topic, value, {k: v.decode() for k, v in headers}))
-
-    async def flush(self):
-        pass
-
-    async def commit(self, offsets):
-        pass
-
-    async def committed(self, partitions):
-        return {}
-
-    async def earliest(self, partitions):
-        return {}
-
-    async def seek(self, topic, partition, offset):
-        pass
+def _decoded(sent: tuple) -> tuple:
+    topic, key, value, headers = sent
+    return topic, key, value, {name: header.decode() for name, header in headers}
 
 
 class _Clock:
@@ -364,7 +347,7 @@ def test_the_runtime_refuses_at_once_dedupes_and_backs_off_its_redis_look_ups(re
     key = ("labels", 0)
 
     async def body() -> None:
-        publisher = _Publisher()
+        publisher = RecordingPublisher()
         runtime = Runtime(settings, {}, publisher)
         asked: list[list[tuple[str, str]]] = []
         real_get = runtime.join.get
@@ -385,7 +368,7 @@ def test_the_runtime_refuses_at_once_dedupes_and_backs_off_its_redis_look_ups(re
         await runtime.handle("labels", {0: raw})
         state = runtime.states[key]
         assert state.monitors[series_name(MODEL, "v1", "error_rate")].count == 5
-        assert [(h["streamdrift-reason"], int(h["streamdrift-source-offset"])) for _, _, h in publisher.sent] == [
+        assert [(h["streamdrift-reason"], int(h["streamdrift-source-offset"])) for _, _, _, h in map(_decoded, publisher.sent)] == [
             ("model_not_allowed", 7), ("label_unmatched", 8), ("duplicate_label", 5)  # refused at once, then joined
         ]
         assert asked == [[(MODEL, f"e{i}") for i in range(5)] + [(MODEL, "late")]]
@@ -408,11 +391,11 @@ def test_the_runtime_refuses_at_once_dedupes_and_backs_off_its_redis_look_ups(re
         await runtime.close()
 
         # A new owner restores the joined memory: a copy of a joined label is still a duplicate.
-        publisher = _Publisher()
+        publisher = RecordingPublisher()
         successor = Runtime(settings, {}, publisher)
         await successor.on_assigned([key])
         await successor.handle("labels", {0: label_records([("late", 0)], 9)})
-        assert [h["streamdrift-reason"] for _, _, h in publisher.sent] == ["duplicate_label"]
+        assert [h["streamdrift-reason"] for _, _, _, h in map(_decoded, publisher.sent)] == ["duplicate_label"]
         assert successor.states[key].monitors[series_name(MODEL, "v1", "error_rate")].count == 6
         await successor.close()
 

@@ -7,34 +7,13 @@ import asyncio
 import json
 import uuid
 
+from conftest import RecordingPublisher
+
 from detectors import NumericMonitor
 from streams.checkpoint import series_name
 from streams.processor import Record
-from streams.runtime import Publisher, Runtime
+from streams.runtime import Runtime
 from streams.settings import Settings
-
-
-class RecordingPublisher(Publisher):
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
-
-    async def send(self, topic, key, value, headers):
-        self.sent.append((topic, value, dict(headers)))
-
-    async def flush(self):
-        pass
-
-    async def commit(self, offsets):
-        pass
-
-    async def committed(self, partitions):
-        return {}
-
-    async def earliest(self, partitions):
-        return {}
-
-    async def seek(self, topic, partition, offset):
-        pass
 
 
 def settings_for(redis_url: str, **overrides: object) -> Settings:

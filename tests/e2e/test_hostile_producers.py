@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from confluent_kafka import KafkaError, Producer
-from conftest import Message, Topics, consume_all
+from conftest import Message, Topics, consume_all, produce
 
 from streams.checkpoint import META_PREFIX, KeyLayout, parse_series
 from streams.embedded import WorkerProcess
@@ -62,49 +61,12 @@ def send(
     timeout: float = 60.0,
 ) -> list[tuple[int, int]]:
     """Produce ``values`` in order (a None value is a tombstone); return each one's (partition,
-    offset). Unlike ``conftest.produce``, ``message.max.bytes`` is raised to 4 MB so messages
-    beyond the worker's 1 MiB limit reach the broker, and keys / partitions / headers may vary
-    per message."""
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "allow.auto.create.topics": False,
-            "linger.ms": 5,
-            "message.max.bytes": 4_000_000,
-            "message.timeout.ms": int(timeout * 1000),
-        }
+    offset). ``message.max.bytes`` is raised to 4 MB so messages beyond the worker's 1 MiB limit
+    reach the broker; keys, partitions and headers may vary per message."""
+    return produce(
+        bootstrap, topic, values, key=None if keys is not None else key, keys=keys, partitions=partitions,
+        headers_each=headers, max_message_bytes=4_000_000, timeout=timeout,
     )
-    delivered: dict[int, tuple[int, int]] = {}
-    errors: list[str] = []
-
-    def on_delivery(index: int) -> Callable[..., None]:
-        def callback(error: KafkaError | None, message: Any) -> None:
-            if error is not None:
-                errors.append(f"#{index}: {error.str()}")
-            else:
-                delivered[index] = (message.partition(), message.offset())
-
-        return callback
-
-    for index, value in enumerate(values):
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value,
-                    key=keys[index] if keys is not None else key,
-                    partition=partitions[index] if partitions is not None else -1,
-                    headers=headers[index] if headers is not None else None,
-                    on_delivery=on_delivery(index),
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    left = producer.flush(timeout)
-    assert not errors, f"{len(errors)} of {len(values)} messages to {topic} failed: {errors[:5]}"
-    assert left == 0 and len(delivered) == len(values), f"{len(delivered)}/{len(values)} delivered to {topic}"
-    return [delivered[i] for i in range(len(values))]
 
 
 def ends_of(positions: Sequence[tuple[int, int]]) -> dict[int, int]:
