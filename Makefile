@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test quality bench clean system-deps
+.PHONY: demo test quality bench clean system-deps kafka-jars
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "streamdrift needs Python >= 3.11")'
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the embedded demo: broker, Redis, worker, drifting simulator, live alerts
 	$(VENV)/bin/streamdrift demo $(ARGS)
 
-test: $(STAMP) system-deps  ## run the whole test suite (unit, contracts, deploy checks, end-to-end)
+test: $(STAMP) system-deps kafka-jars  ## run the whole test suite (unit, contracts, deploy checks, end-to-end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The monitoring checks and the end-to-end monitoring test need real Prometheus tools, the report's
@@ -46,6 +46,26 @@ system-deps:  ## install the Debian packages the tests need, if any of their too
 	fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
 	apt-get update && apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES)
+
+# Apache Kafka's own jars for the tests' real KRaft brokers (tests/servers/kafka_broker.py): the
+# dependencies of tests/servers/kafka/pom.xml (kafka_2.13 at the version set there), fetched from
+# Maven Central by Maven once and cached outside git in .cache/kafka-<version>/ (the stamp file
+# .complete marks a finished copy; a new version in the pom fetches into a new directory). Needs
+# a JDK >= 17 and Maven on PATH (Debian: openjdk-17-jre-headless, maven).
+KAFKA_POM     := tests/servers/kafka/pom.xml
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' $(KAFKA_POM))
+KAFKA_JARS    := .cache/kafka-$(KAFKA_VERSION)
+kafka-jars: $(KAFKA_JARS)/.complete  ## fetch and cache Apache Kafka's jars for the tests (once)
+
+$(KAFKA_JARS)/.complete: $(KAFKA_POM)
+	@command -v mvn >/dev/null 2>&1 && command -v java >/dev/null 2>&1 || { \
+	  echo "error: the Apache Kafka tests need Java >= 17 and Maven on PATH to fetch and run Kafka" \
+	       "(Debian: apt-get install openjdk-17-jre-headless maven), then run make test again." >&2; exit 1; }
+	@echo "Fetching Apache Kafka $(KAFKA_VERSION) jars from Maven Central into $(KAFKA_JARS)/"
+	@rm -rf $(KAFKA_JARS).partial
+	mvn -B -q -Dstyle.color=never -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
+	  -DoutputDirectory=$(abspath $(KAFKA_JARS).partial)
+	@rm -rf $(KAFKA_JARS) && mv $(KAFKA_JARS).partial $(KAFKA_JARS) && touch $@
 
 quality: $(STAMP)  ## detection-quality benchmark: streamdrift vs river ADWIN, Page-Hinkley and a tutorial KS test
 	$(PY) -m bench.quality $(ARGS)

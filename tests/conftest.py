@@ -1,6 +1,7 @@
 """Shared fixtures: one real broker and one real Redis per test session, workers as subprocesses.
 
-Fixtures: ``broker`` / ``redis_server`` (session), ``topics`` (unique topics + group id per test),
+Fixtures: ``broker`` / ``redis_server`` (session; ``broker`` is Tansu, or Apache Kafka for tests
+marked ``brokers``: see that section), ``topics`` (unique topics + group id per test),
 ``redis_client``, ``start_worker`` (factory of :class:`WorkerProcess`).
 Helpers for end-to-end tests: ``from conftest import produce, consume_all, Message, WorkerProcess``.
 
@@ -28,6 +29,7 @@ import pytest
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
+from servers.kafka_broker import KafkaBroker, kafka_version
 
 from detectors import Detection, NumericMonitor
 from streams.embedded import (
@@ -54,8 +56,9 @@ WORKER_TEST_ENV = {**LOCAL_WORKER_ENV, "STREAMDRIFT_CHECKPOINT_INTERVAL_S": "0.5
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """One Tansu broker for the whole session (memory storage), stopped even if tests fail."""
+def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One Tansu broker for the whole session (memory storage), stopped even if tests fail.
+    It is the ``broker`` of every test not marked ``brokers`` (see the brokers section below)."""
     server = EmbeddedBroker(workdir=tmp_path_factory.mktemp("tansu"))
     try:
         yield server.start()
@@ -63,6 +66,61 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         # Memory storage has nothing to flush, and on SIGTERM Tansu waits ~5 s for any client
         # connection still open: don't wait for that.
         server.stop(timeout=1.0)
+
+
+# --- brokers: Tansu, and Apache Kafka for the tests that opt in ----------------------------------
+# ``broker`` is Tansu (``tansu_broker``) unless a test is marked ``@pytest.mark.brokers("tansu",
+# "kafka")``: it then runs once per named broker (ids ``[tansu]``, ``[kafka]``; select with
+# ``-k kafka``). Each broker is one server for the whole session, started by the first test that
+# needs it; both expose ``bootstrap`` (and ``port``, ``stop``, ``log_path``). Apache Kafka's jars
+# come from ``make kafka-jars`` (run by ``make test``; run here too if the cache is missing).
+
+BROKERS = ("tansu", "kafka")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``broker`` over the names of a test's ``brokers`` marker."""
+    marker = metafunc.definition.get_closest_marker("brokers")
+    if marker is None:
+        return
+    names = tuple(marker.args) or BROKERS
+    if set(names) - set(BROKERS) or "broker" not in metafunc.fixturenames:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: @pytest.mark.brokers takes names from {BROKERS} "
+            f"(got {names}) and needs a test using the broker fixture"
+        )
+    metafunc.parametrize("broker", names, indirect=True, scope="session", ids=names)
+
+
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest) -> EmbeddedBroker | KafkaBroker:
+    """The broker of this test: the session's Tansu, or the one its ``brokers`` run names."""
+    return request.getfixturevalue(f"{getattr(request, 'param', 'tansu')}_broker")
+
+
+#: Start-up (and failover) times of the Apache Kafka servers, shown in the terminal summary.
+KAFKA_TIMINGS: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """One single-node Apache Kafka 4.x (KRaft) for the whole session, with its log dir under
+    the session's basetemp; stopped even if tests fail."""
+    server = KafkaBroker(workdir=tmp_path_factory.mktemp("kafka"))
+    try:
+        server.start()
+        KAFKA_TIMINGS.append(
+            f"Apache Kafka {kafka_version()} single node: storage formatted in {server.format_seconds:.1f} s, "
+            f"ready {server.start_seconds:.1f} s after start()"
+        )
+        yield server
+    finally:
+        server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in KAFKA_TIMINGS:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

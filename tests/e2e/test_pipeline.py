@@ -59,6 +59,7 @@ def alerts(broker, topics: Topics, settle: float = 3.0) -> list[dict[str, Any]]:
     return [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_abrupt_shift_alerts_once_for_that_feature_only(broker, topics, start_worker, redis_client):
     worker = start_worker().wait_ready()
     stream = events(20_000, seed=1, shift={"f07": 1.5}, shift_at=10_000)
@@ -76,6 +77,7 @@ def test_abrupt_shift_alerts_once_for_that_feature_only(broker, topics, start_wo
     assert worker.running
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_stationary_stream_of_100k_events_raises_no_alert(broker, topics, start_worker, redis_client):
     start_worker().wait_ready()
     stream = events(100_000, seed=2)
@@ -101,6 +103,7 @@ BAD_MESSAGES: list[tuple[bytes, str]] = [
 ]
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_bad_input_goes_to_the_dead_letter_topic_and_valid_events_continue(broker, topics, start_worker, redis_client):
     worker = start_worker(max_message_bytes=100_000).wait_ready()
     good = events(3_000, seed=3)
@@ -127,6 +130,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_valid_events_continue(broke
     assert worker.running
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_kill_9_and_restart_count_every_valid_event_exactly_once(broker, topics, start_worker, redis_client):
     worker = start_worker(checkpoint_every_events=2_000).wait_ready()
     total = 40_000
@@ -149,6 +153,7 @@ def test_kill_9_and_restart_count_every_valid_event_exactly_once(broker, topics,
     assert len(final) == 3 * (len(FEATURES) + 1)  # + each model's multivariate monitor
 
 
+@pytest.mark.brokers("tansu", "kafka")
 def test_error_rate_jump_raises_a_performance_drift_alert(broker, topics, start_worker, redis_client):
     start_worker().wait_ready()
     rng = np.random.default_rng(5)

@@ -1,0 +1,1 @@
+"""Servers the tests start that the product does not ship: Apache Kafka (see kafka_broker)."""
