@@ -63,7 +63,7 @@ $(KAFKA_JARS)/.complete: $(KAFKA_POM)
 	       "(Debian: apt-get install openjdk-17-jre-headless maven), then run make test again." >&2; exit 1; }
 	@echo "Fetching Apache Kafka $(KAFKA_VERSION) jars from Maven Central into $(KAFKA_JARS)/"
 	@rm -rf $(KAFKA_JARS).partial
-	mvn -B -q -Dstyle.color=never -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
+	mvn -B -q -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
 	  -DoutputDirectory=$(abspath $(KAFKA_JARS).partial)
 	@rm -rf $(KAFKA_JARS) && mv $(KAFKA_JARS).partial $(KAFKA_JARS) && touch $@
 
