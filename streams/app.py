@@ -11,7 +11,10 @@ trip — is amortised over many events.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +152,20 @@ def _fetch_wait(app: faust.App, wait_ms: int) -> None:
     thread._create_worker_consumer = with_wait
 
 
+def _scratch_dir() -> str:
+    path = tempfile.mkdtemp(prefix="streamdrift-faust-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     s = settings
     app = faust.App(
         s.group_id,
+        # Faust keeps only table files there, and our state is in Redis (store memory://): a
+        # directory of its own per process, removed at exit, instead of `<group>-data` in the
+        # working directory of whoever starts a worker.
+        datadir=_scratch_dir(),
         broker=f"kafka://{s.kafka_bootstrap}",
         broker_credentials=faust_credentials(s),
         store="memory://",
