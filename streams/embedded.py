@@ -607,8 +607,11 @@ class EmbeddedRedis(_EmbeddedServer):
             client.close()
 
 
-def create_topics(bootstrap: str, topics: Mapping[str, int], *, timeout: float = 30.0) -> None:
-    """Create ``{name: partitions}`` topics (replication 1) and wait until metadata shows them.
+def create_topics(
+    bootstrap: str, topics: Mapping[str, int], *, replication_factor: int = 1, timeout: float = 30.0
+) -> None:
+    """Create ``{name: partitions}`` topics replicated ``replication_factor`` times (-1: the
+    cluster's default) and wait until metadata shows every partition with a leader.
 
     Idempotent: a topic that already exists with the requested partition count is fine; one with
     a different count raises (Tansu cannot add partitions, so pick another name or delete it).
@@ -619,7 +622,7 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], *, timeout: float =
     deadline = time.monotonic() + timeout
     futures = admin.create_topics(
         [
-            NewTopic(name, num_partitions=count, replication_factor=1)
+            NewTopic(name, num_partitions=count, replication_factor=replication_factor)
             for name, count in topics.items()
         ],
         request_timeout=timeout,
@@ -655,7 +658,8 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], *, timeout: float =
             name: len(listed[name].partitions)
             for name in topics
             if name in listed and listed[name].error is None
-        }
+            and all(p.leader >= 0 for p in listed[name].partitions.values())
+        }  # fmt: skip
         for name in preexisting & counts.keys():
             if counts[name] != topics[name]:
                 raise EmbeddedServerError(

@@ -35,10 +35,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
-from streams.embedded import LOOPBACK, EmbeddedServerError, ManagedProcess, free_port
+from streams.embedded import LOOPBACK, EmbeddedServerError, ManagedProcess, create_topics, free_port
 
 __all__ = ["KafkaBroker", "KafkaCluster", "KafkaNode", "kafka_jars", "kafka_version"]
 
@@ -536,40 +536,9 @@ class KafkaCluster:
         """Create ``{name: partitions}`` topics replicated ``replication_factor`` times (-1: the
         cluster's default) and wait until metadata shows every partition with a leader.
 
-        (:func:`streams.embedded.create_topics` creates unreplicated topics: on a three-node
-        cluster with ``min.insync.replicas=2`` an ``acks=all`` write to those fails.)"""
-        admin = _admin(self.bootstrap)
-        deadline = time.monotonic() + timeout
-        futures = admin.create_topics(
-            [
-                NewTopic(name, num_partitions=count, replication_factor=replication_factor)
-                for name, count in topics.items()
-            ],
-            request_timeout=timeout,
-            operation_timeout=timeout,
-        )
-        for name, future in futures.items():
-            try:
-                future.result(timeout=max(deadline - time.monotonic(), 0.1))
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise EmbeddedServerError(
-                        f"Creating topic {name!r} on {self.bootstrap} failed: {exc}"
-                    ) from exc
-        while True:
-            listed = admin.list_topics(timeout=5).topics
-            ready = {
-                name for name, count in topics.items()
-                if name in listed and listed[name].error is None and len(listed[name].partitions) == count
-                and all(p.leader >= 0 for p in listed[name].partitions.values())
-            }  # fmt: skip
-            if ready == set(topics):
-                return
-            if time.monotonic() > deadline:
-                raise EmbeddedServerError(
-                    f"Topics {sorted(set(topics) - ready)} not ready within {timeout:g} s."
-                )
-            time.sleep(_POLL_S)
+        (On a three-node cluster with ``min.insync.replicas=2`` an ``acks=all`` write to an
+        unreplicated topic fails: hence the cluster default here.)"""
+        create_topics(self.bootstrap, topics, replication_factor=replication_factor, timeout=timeout)
 
     def leader(self, topic: str, partition: int = 0, timeout: float = 10.0) -> int:
         """``node.id`` of the current leader of one partition (per the cluster's metadata)."""
