@@ -21,7 +21,40 @@ from pydantic_settings import SettingsError
 from streams.security import confluent_config, masked, printable, scrub, secret_values, settings_errors, visible
 from streams.settings import Settings
 
-app = typer.Typer(
+
+class _FlagsTakeNoValue:
+    """Help that shows a flag as a flag: the installed Typer's rich help prints ``<bool>`` after
+    every flag (``--json <bool>``, even ``--help <bool>``) although a flag takes no value. An
+    empty metavar leaves that column blank; parsing is unchanged."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsTakeNoValue, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_FlagsTakeNoValue, typer.core.TyperGroup):
+    pass
+
+
+class _Typer(typer.Typer):
+    """A Typer whose commands and groups show flags as flags (:class:`_FlagsTakeNoValue`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=_Group, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
     help="Kafka-native drift detection for ML models in production.",
     no_args_is_help=True,
     add_completion=False,
@@ -31,14 +64,42 @@ app = typer.Typer(
 console = Console(emoji=False)
 err = Console(stderr=True, emoji=False)
 
+
+def version_text() -> str:
+    """``streamdrift <version>``: of the installed distribution, else of the source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"streamdrift {version('streamdrift')}"
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        from streams import __version__
+
+        return f"streamdrift {__version__} (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(version_text() + "\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Show the version and exit"),
+) -> None:
+    # The options of `streamdrift` itself, before any command.
+    pass
+
+
 #: Settings that a command-line option overrides, and the option (named in error messages).
 FLAGS = {"kafka_bootstrap": "--bootstrap", "redis_url": "--redis-url", "group_id": "--group-id", "config": "--config"}
 
 #: The secrets of the settings this command loaded: scrubbed from every error message.
 _secrets: list[str] = []
 
-BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap servers [env STREAMDRIFT_KAFKA_BOOTSTRAP]")
-RedisOpt = typer.Option(None, "--redis-url", help="Redis URL [env STREAMDRIFT_REDIS_URL]")
+BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap servers (env STREAMDRIFT_KAFKA_BOOTSTRAP)")
+RedisOpt = typer.Option(None, "--redis-url", help="Redis URL (env STREAMDRIFT_REDIS_URL)")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -163,7 +224,7 @@ def check_redis(settings: Settings) -> None:
 def worker(
     bootstrap: Optional[str] = BootstrapOpt,
     redis_url: Optional[str] = RedisOpt,
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Detector config YAML [env STREAMDRIFT_CONFIG]"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Detector config YAML (env STREAMDRIFT_CONFIG)"),
     create_topics: bool = typer.Option(False, help="Create missing topics (for local use; production topics are managed)"),
     partitions: int = typer.Option(8, min=1, help="Partitions for topics created with --create-topics"),
 ) -> None:
@@ -234,7 +295,7 @@ def simulate(
 @app.command()
 def status(
     redis_url: Optional[str] = RedisOpt,
-    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id [env STREAMDRIFT_GROUP_ID]"),
+    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
 ) -> None:
     """Show partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) state from Redis."""
@@ -297,15 +358,24 @@ def alerts(
     check_kafka(settings)
     try:
         skipped = lambda where: err.print(f"[yellow]skipped a message that is not JSON:[/yellow] {printable(where)}")  # noqa: E731
+        shown = 0
         for alert in tail_alerts(confluent_config(settings), settings.alert_topic, from_beginning, follow, max_alerts,
                                  on_unreadable=skipped):
             if as_json:
                 sys.stdout.write(json.dumps(alert) + "\n")
                 sys.stdout.flush()
-            else:
-                console.print(format_alert(alert))
+                continue
+            if not shown:
+                console.print(EVIDENCE_LEGEND)
+            shown += 1
+            console.print(format_alert(alert))
     except RuntimeError as exc:  # the consumer's error, e.g. the topic is not readable
         _fail(str(exc), "check the broker, STREAMDRIFT_ALERT_TOPIC and the Kafka credentials")
+
+
+#: Printed once above the alert lines: how to read their ``evidence predictions[2] 500..15059``.
+EVIDENCE_LEGEND = ("[dim]evidence: topic\\[partition] first..last offset of the input records the detection "
+                   "summarises (the last one completed it)[/dim]")
 
 
 def format_alert(alert: Any) -> str:
@@ -359,8 +429,13 @@ def demo(
     duration: Optional[float] = typer.Option(None, callback=_positive, help="Stop after this many seconds (default: until Ctrl-C)"),
     rate: float = typer.Option(2000.0, callback=_positive, help="Simulated events per second"),
     drift_at: int = typer.Option(30_000, min=0, help="Event index at which the drift starts"),
+    keep: bool = typer.Option(False, "--keep", help="Keep the broker and Redis running at the end (and the demo's "
+                              "temporary directory), to try `status`, `alerts` and `report` against them"),
 ) -> None:
-    """Start an embedded broker and Redis, a worker and a drifting simulator; show alerts live."""
+    """Start an embedded broker and Redis, a worker and a drifting simulator; show alerts live.
+
+    Its files live in a temporary directory, removed at the end unless --keep is given.
+    """
     from streams.demo import run_demo
 
     # The demo's worker inherits the environment, except the addresses the demo sets itself:
@@ -369,12 +444,12 @@ def demo(
                     "metrics_port": 9464}, flags={})
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
-    run_demo(console, duration=duration, rate=rate, drift_at=drift_at)
+    run_demo(console, duration=duration, rate=rate, drift_at=drift_at, keep=keep)
 
 
 # -- reference baselines ---------------------------------------------------------------------
 
-baseline_app = typer.Typer(
+baseline_app = _Typer(
     help="Reference baselines per model version, stored in Redis and used by every worker automatically.",
     no_args_is_help=True,
 )
@@ -475,7 +550,7 @@ def baseline_upload(
 def baseline_freeze(
     model: str = ModelOpt,
     version: Optional[str] = VersionOpt,
-    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id [env STREAMDRIFT_GROUP_ID]"),
+    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"),
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
     """Store what the workers have seen of this model version so far as its baseline."""
@@ -551,7 +626,7 @@ def baseline_delete(model: str = ModelOpt, version: Optional[str] = VersionOpt, 
 def report(
     model: str = ModelOpt,
     out: Path = typer.Option(Path("report.html"), "--out", "-o", dir_okay=False, help="HTML file to write"),
-    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id [env STREAMDRIFT_GROUP_ID]"),
+    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"),
     redis_url: Optional[str] = RedisOpt,
     bootstrap: Optional[str] = BootstrapOpt,
     no_alerts: bool = typer.Option(False, "--no-alerts", help="Do not read the alert topic (e.g. Kafka is not reachable from here)"),

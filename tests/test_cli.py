@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -106,3 +107,95 @@ def test_alert_lines_say_what_changed_for_numeric_and_categorical_features():
                    "reference": {"count": 5000, "top": []}, "current": {"count": 500, "top": []}}
     assert "reference mean 0 → current 1.2" in format_alert({**base, "data": numeric})
     assert "chi2 test p=1e-09" in format_alert({**base, "data": categorical})
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = streamdrift("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"streamdrift {version('streamdrift')}\n"
+
+
+def _command_paths() -> list[tuple[str, ...]]:
+    """Every command and group of the CLI, as the words that name it (``()``: streamdrift itself)."""
+    import typer
+
+    from streams.cli import app
+
+    paths, todo = [], [((), typer.main.get_command(app))]
+    while todo:
+        path, command = todo.pop()
+        paths.append(path)
+        todo += [((*path, name), sub) for name, sub in getattr(command, "commands", {}).items()]
+    return sorted(paths)
+
+
+def _flags(path: tuple[str, ...]) -> list[str]:
+    """The options of the command at ``path`` that take no value (including --help)."""
+    import typer
+
+    from streams.cli import app
+
+    command = typer.main.get_command(app)
+    ctx = command.make_context("streamdrift", [*path], resilient_parsing=True)
+    for name in path:
+        command = command.commands[name]
+        ctx = command.make_context(name, [], parent=ctx, resilient_parsing=True)
+    return [opt for param in command.get_params(ctx) if getattr(param, "is_flag", False)
+            for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--")]
+
+
+def test_every_command_and_group_is_walked():
+    paths = _command_paths()
+    assert {(), ("status",), ("alerts",), ("demo",), ("baseline",), ("baseline", "list")} <= set(paths)
+    assert len(paths) >= 15
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "streamdrift")
+def test_help_shows_flags_as_flags_and_they_take_no_value(path):
+    """A flag must not be shown as expecting a value (``--json <bool>``, ``BOOLEAN``), and must
+    not take one: ``FLAG --help`` prints the help (a value-taking option would swallow it)."""
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    runner = CliRunner()
+    shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "Usage" in shown.output, shown.output
+    assert "<bool>" not in shown.output and "BOOLEAN" not in shown.output, shown.output
+    flags = _flags(path)
+    assert "--help" in flags
+    for flag in set(flags) - {"--help", "--version"}:  # both eager: they act, whatever follows
+        result = runner.invoke(app, [*path, flag, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and "Usage" in result.output, f"{flag}: {result.output}"
+
+
+def test_json_is_a_flag_without_a_value():
+    result = streamdrift("config", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["group_id"] == "streamdrift"
+    given = streamdrift("config", "--json", "true")
+    assert given.returncode == 2 and "unexpected extra argument" in given.stderr.lower()
+
+
+def test_every_boolean_option_is_a_flag():
+    """A ``bool`` parameter anywhere in the CLI is declared as a flag (its help-column is blank)."""
+    flags = {flag for path in _command_paths() for flag in _flags(path)}
+    assert {"--json", "--create-topics", "--no-create-topics", "--keep", "--dry-run", "--no-alerts", "--follow",
+            "--no-follow", "--from-beginning", "--no-from-beginning", "--version"} <= flags
+
+
+def test_the_evidence_notation_is_explained_above_the_alert_lines():
+    from rich.console import Console
+
+    from streams.cli import EVIDENCE_LEGEND, format_alert
+
+    console = Console(width=300, record=True, file=io.StringIO())
+    console.print(EVIDENCE_LEGEND)
+    assert console.export_text().startswith("evidence: topic[partition] first..last offset")
+    evidence = {"topic": "predictions", "partition": 2, "from_offset": 500, "to_offset": 15059}
+    data = {"kind": "feature", "detector": "cusum", "severity": "high", "effect_size": 1.2, "test": None,
+            "p_value": None, "reference": {"mean": 0.0}, "current": {"mean": 1.2}, "evidence": evidence}
+    console.print(format_alert({"id": "abc", "time": "t", "subject": "m/x", "data": data}))
+    assert "evidence predictions[2] 500..15059" in console.export_text()
