@@ -7,7 +7,7 @@ import uuid
 from typing import Any, Callable, Iterator
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
 
 def tail_alerts(
@@ -20,8 +20,11 @@ def tail_alerts(
     ``until`` is polled twice a second; the tail ends when it returns True. A message that is not
     a JSON object is skipped (anyone may write to the topic), told to ``on_unreadable``.
 
-    ``client_config`` holds ``bootstrap.servers`` and any security properties. Uses a throwaway
-    consumer group and commits nothing, so tailing never disturbs anyone.
+    ``client_config`` holds ``bootstrap.servers`` and any security properties. The topic's
+    partitions are assigned directly (no consumer group to join: a join can take longer than the
+    idle timeout, which then ended the tail before the first alert); a topic that does not exist
+    yet is subscribed to, and silence counts only once it is assigned. Commits nothing, so
+    tailing never disturbs anyone.
     """
     consumer = Consumer({
         **client_config,
@@ -29,13 +32,13 @@ def tail_alerts(
         "auto.offset.reset": "earliest" if from_beginning else "latest",
         "enable.auto.commit": False,
     })
-    consumer.subscribe([topic])
+    assigned = _assign_or_subscribe(consumer, topic, OFFSET_BEGINNING if from_beginning else OFFSET_END)
     seen, idle = 0, 0.0
     try:
         while (max_alerts is None or seen < max_alerts) and not (until and until()):
             message = consumer.poll(0.5)
             if message is None:
-                idle += 0.5
+                idle += 0.5 if assigned else 0.0
                 if not follow and idle >= idle_timeout:
                     return
                 continue
@@ -53,6 +56,29 @@ def tail_alerts(
             yield alert
     finally:
         consumer.close()
+
+
+class _Assigned:
+    """Truthy once the consumer has partitions of the topic."""
+
+    def __init__(self, now: bool) -> None:
+        self.now = now
+
+    def __bool__(self) -> bool:
+        return self.now
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.now = True
+
+
+def _assign_or_subscribe(consumer: Consumer, topic: str, offset: int) -> _Assigned:
+    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if metadata is not None and metadata.error is None and metadata.partitions:
+        consumer.assign([TopicPartition(topic, p, offset) for p in metadata.partitions])
+        return _Assigned(True)
+    assigned = _Assigned(False)
+    consumer.subscribe([topic], on_assign=assigned.on_assign)
+    return assigned
 
 
 def read_alerts(client_config: dict[str, Any], topic: str, timeout: float = 60.0) -> list[dict[str, Any]]:
