@@ -408,7 +408,8 @@ class _EmbeddedServer(ManagedProcess):
         self.stop()
 
 
-def _tcp_open(port: int, timeout: float) -> bool:
+def tcp_open(port: int, timeout: float) -> bool:
+    """Whether something accepts TCP connections on the loopback ``port``."""
     try:
         with socket.create_connection((LOOPBACK, port), timeout=timeout):
             return True
@@ -416,8 +417,9 @@ def _tcp_open(port: int, timeout: float) -> bool:
         return False
 
 
-def _admin(bootstrap: str) -> AdminClient:
-    # Without auto-creation, a metadata request naming a missing topic cannot create it.
+def admin_client(bootstrap: str) -> AdminClient:
+    """An admin client of a test broker. Without auto-creation, a metadata request naming a
+    missing topic cannot create it."""
     return AdminClient({"bootstrap.servers": bootstrap, "allow.auto.create.topics": False})
 
 
@@ -480,12 +482,12 @@ class EmbeddedBroker(_EmbeddedServer):
 
     def _ready(self, timeout: float) -> bool:
         # Connect first: librdkafka would log every refused connection to stderr.
-        if not _tcp_open(self.port, timeout):
+        if not tcp_open(self.port, timeout):
             return False
         if self._authentication:  # an anonymous metadata request would be refused
             return True
         try:
-            _admin(self.bootstrap).list_topics(timeout=timeout)
+            admin_client(self.bootstrap).list_topics(timeout=timeout)
         except KafkaException:
             return False
         return True
@@ -618,7 +620,7 @@ def create_topics(
     """
     if not topics:
         return
-    admin = _admin(bootstrap)
+    admin = admin_client(bootstrap)
     deadline = time.monotonic() + timeout
     futures = admin.create_topics(
         [

@@ -1042,18 +1042,24 @@ OVERSIZE_RECORDS = [
 ]
 
 
-def test_oversize_dead_letters_are_sent_truncated_with_their_length_and_sha256(redis_server):
-    s = runtime_settings(redis_server.url)
-    publisher = RecordingPublisher()
+def run_runtime(s: Settings, publisher: RecordingPublisher, records: list[Record]) -> None:
+    """Hand ``records`` to a fresh runtime (real Redis, recording publisher)."""
 
     async def scenario() -> None:
         runtime = Runtime(s, {}, publisher)
         try:
-            await handle_all(runtime, TOPIC, OVERSIZE_RECORDS)
+            await handle_all(runtime, TOPIC, records)
         finally:
             await runtime.redis.aclose()
 
     asyncio.run(scenario())
+
+
+def test_oversize_dead_letters_are_sent_truncated_with_their_length_and_sha256(redis_server):
+    s = runtime_settings(redis_server.url)
+    publisher = RecordingPublisher()
+
+    run_runtime(s, publisher, OVERSIZE_RECORDS)
     letters = expected_letters(s, OVERSIZE_RECORDS)
     assert any(len(d.payload) > s.dlq_max_bytes for d in letters.values())
     check_sent(s, publisher, letters)
@@ -1067,14 +1073,7 @@ def test_hostile_batches_publish_every_dead_letter_within_dlq_max_bytes(redis_se
     records = [r for r in batch_list[0].records]
     publisher = RecordingPublisher()
 
-    async def scenario() -> None:
-        runtime = Runtime(s, {}, publisher)
-        try:
-            await handle_all(runtime, TOPIC, records)
-        finally:
-            await runtime.redis.aclose()
-
-    asyncio.run(scenario())
+    run_runtime(s, publisher, records)
     check_sent(s, publisher, expected_letters(s, records))
 
 
@@ -1116,14 +1115,7 @@ def test_a_flaky_dead_letter_send_is_retried_until_sent_once(redis_server):
     publisher = RecordingPublisher(fail_dlq=1)
     records = [Record(0, T0, b"not json"), Record(1, T0 + 1, b'[{"model":7},{"model":"m","features":{"x":1}}]')]
 
-    async def scenario() -> None:
-        runtime = Runtime(s, {}, publisher)
-        try:
-            await handle_all(runtime, TOPIC, records)
-        finally:
-            await runtime.redis.aclose()
-
-    asyncio.run(scenario())
+    run_runtime(s, publisher, records)
     check_sent(s, publisher, expected_letters(s, records))
 
 

@@ -36,9 +36,16 @@ from pathlib import Path
 from typing import Self
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
-from streams.embedded import LOOPBACK, EmbeddedServerError, ManagedProcess, create_topics, free_port
+from streams.embedded import (
+    LOOPBACK,
+    EmbeddedServerError,
+    ManagedProcess,
+    admin_client,
+    create_topics,
+    free_port,
+    tcp_open,
+)
 
 __all__ = ["KafkaBroker", "KafkaCluster", "KafkaNode", "kafka_jars", "kafka_version"]
 
@@ -145,24 +152,10 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _tcp_open(port: int, timeout: float) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "allow.auto.create.topics": False})
-
-
 def _broker_ids(bootstrap: str, timeout: float) -> set[int] | None:
     """Ids of the brokers a metadata request to ``bootstrap`` lists, or None without an answer."""
     try:
-        return set(_admin(bootstrap).list_topics(timeout=timeout).brokers)
+        return set(admin_client(bootstrap).list_topics(timeout=timeout).brokers)
     except KafkaException:
         return None
 
@@ -249,7 +242,7 @@ class KafkaNode(ManagedProcess):
 
     def answers(self, timeout: float) -> bool:
         """True if this node's client listener answers metadata listing this node."""
-        if not _tcp_open(self.port, timeout):  # else librdkafka logs each refused connection
+        if not tcp_open(self.port, timeout):  # else librdkafka logs each refused connection
             return False
         ids = _broker_ids(self.bootstrap, timeout)
         return ids is not None and self.node_id in ids
@@ -542,7 +535,7 @@ class KafkaCluster:
 
     def leader(self, topic: str, partition: int = 0, timeout: float = 10.0) -> int:
         """``node.id`` of the current leader of one partition (per the cluster's metadata)."""
-        metadata = _admin(self.bootstrap).list_topics(topic, timeout=timeout)
+        metadata = admin_client(self.bootstrap).list_topics(topic, timeout=timeout)
         return int(metadata.topics[topic].partitions[partition].leader)
 
     def __enter__(self) -> Self:
