@@ -19,7 +19,8 @@ Kinds:
     A plain faust-streaming agent (JSON value serializer) that only counts events: what Faust's
     per-message machinery costs before any work is done.
 
-Consumer groups use a 6 s session timeout: Tansu holds every join for half of it.
+Consumer groups use a 6 s session timeout, as the workers do: Tansu holds every join for half
+of it, and it is Apache Kafka's smallest allowed (``group.min.session.timeout.ms``).
 """
 
 from __future__ import annotations

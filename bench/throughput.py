@@ -1,10 +1,12 @@
 """Throughput, latency and cost of streamdrift next to the consumers a user could write instead.
 
-Run ``python -m bench.throughput`` (``make bench``). In one run on an embedded Tansu broker and
-redis-server it prepares, per message size (``--batch``: single-event JSON messages and 100-event
-JSON arrays by default), one input topic of ``--events`` simulator-shaped events (``bench.load``:
-20 numeric + 2 categorical features per event) in ``--partitions`` partitions, and consumes it
-from the beginning with each column in its own consumer group:
+Run ``python -m bench.throughput`` (``make bench``). In one run on one broker (``--broker``: the
+embedded Tansu by default, or ``kafka``: a single-node Apache Kafka started from the jars the
+test suite uses) and redis-server it prepares, per message size (``--batch``: single-event JSON
+messages and 100-event JSON arrays by default), one input topic of ``--events``
+simulator-shaped events (``bench.load``: 20 numeric + 2 categorical features per event) in
+``--partitions`` partitions, and consumes it from the beginning with each column in its own
+consumer group:
 
 1. ``limit``: a bare confluent-kafka batch consumer that only decodes (``bench.peers``);
 2. ``river``: the hand-written peer, river ADWIN + Page-Hinkley per feature per event;
@@ -15,8 +17,9 @@ from the beginning with each column in its own consumer group:
 After measuring its throughput, each streamdrift column gets paced traffic at half its measured
 rate with mean shifts injected into a few models, to measure event-to-alert latency. One table
 per message size, with the targets of issue 5, is printed; the results go to
-``bench-results/throughput.json`` (``--json``). How each number is measured is printed under
-the table (:data:`NOTES`) and stored in the JSON.
+``bench-results/throughput.json`` (``throughput-kafka.json`` on Kafka; ``--json``). The tables,
+the log and the JSON name the broker and its version. How each number is measured is printed
+under the table (:data:`NOTES`) and stored in the JSON.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import itertools
 import json
 import os
 import platform
+import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +42,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -57,6 +62,7 @@ from streams.embedded import (
     WorkerProcess,
     create_topics,
     free_port,
+    tansu_binary,
 )
 from streams.simulate import ModelSpec, SimMessage
 
@@ -64,7 +70,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["COLUMNS", "Column", "Result", "main", "run"]
 
-DEFAULT_JSON = Path("bench-results/throughput.json")
+BROKERS = ("tansu", "kafka")
+DEFAULT_JSON = {
+    "tansu": Path("bench-results/throughput.json"),
+    "kafka": Path("bench-results/throughput-kafka.json"),
+}
 PROBE_EVERY_S = 1.0
 MIN_WINDOW_S = 3 * PROBE_EVERY_S  # a shorter window between probes is timed from readiness
 PROGRESS_EVERY_S = 15.0
@@ -332,6 +342,88 @@ def read_records(
     return records
 
 
+# --- brokers -----------------------------------------------------------------------------------
+
+
+class Broker(Protocol):
+    """What the bench needs of a running broker (EmbeddedBroker and KafkaBroker have it)."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """Which broker a run used, for the tables and the JSON."""
+
+    key: str
+    product: str
+    version: str
+    setup: str
+    start_s: float
+    """Seconds from launch until it answered metadata (KRaft storage format included)."""
+
+    def __str__(self) -> str:
+        return f"{self.product} {self.version} ({self.setup})"
+
+
+def tansu_version() -> str:
+    """``tansu --version`` of the binary EmbeddedBroker runs (e.g. ``0.6.0``)."""
+    try:
+        done = subprocess.run(
+            [tansu_binary(), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    words = done.stdout.split()
+    return words[-1] if done.returncode == 0 and words else "unknown"
+
+
+def _jar_version(jars: Path) -> str | None:
+    """The version in the name of the broker jar (``kafka_2.13-<version>.jar``) in ``jars``."""
+    for jar in sorted(jars.glob("kafka_2.13-*.jar")):
+        found = re.fullmatch(r"kafka_2\.13-(\d[\w.]*)\.jar", jar.name)
+        if found:
+            return found.group(1)
+    return None
+
+
+@contextmanager
+def start_broker(key: str, workdir: Path) -> Iterator[tuple[Broker, BrokerInfo]]:
+    """The broker of a run, started in ``workdir`` and stopped on exit."""
+    began = time.monotonic()
+    if key == "tansu":
+        tansu = EmbeddedBroker(workdir=workdir).start()
+        try:
+            ready = round(time.monotonic() - began, 1)
+            yield (
+                tansu,
+                BrokerInfo("tansu", "Tansu", tansu_version(), "embedded, memory storage", ready),
+            )
+        finally:
+            tansu.stop(timeout=1.0)  # memory-only broker: nothing to lose
+        return
+    # Apache Kafka comes from the test suite's server module, imported by its full name and only
+    # for --broker kafka. bench/ is a dev tool run from a checkout (neither bench/ nor tests/ is
+    # installed, and the worker imports neither), so tests/ is always beside it; the module needs
+    # nothing from pytest (streams.embedded and confluent-kafka only). One copy of the KRaft
+    # set-up (jars via `make kafka-jars`, server.properties, readiness) keeps the bench on the
+    # very broker the end-to-end tests run against; the default Tansu run does not touch tests/.
+    from tests.servers.kafka_broker import KafkaBroker, kafka_version
+
+    kafka = KafkaBroker(workdir=workdir)
+    try:
+        kafka.start()
+        ready = round(time.monotonic() - began, 1)
+        version = _jar_version(kafka.jars) or kafka_version()
+        yield (
+            kafka,
+            BrokerInfo("kafka", "Apache Kafka", version, "single-node KRaft, local disk", ready),
+        )
+    finally:
+        kafka.stop()
+
+
 # --- the benchmark -------------------------------------------------------------------------------
 
 
@@ -346,6 +438,7 @@ class Options:
     latency_seconds: float = 10.0
     drifts: int = 5
     worker_settings: tuple[tuple[str, str], ...] = ()  # STREAMDRIFT_* overrides for the workers
+    broker: str = "tansu"
 
 
 class Bench:
@@ -354,7 +447,7 @@ class Bench:
     def __init__(
         self,
         options: Options,
-        broker: EmbeddedBroker,
+        broker: Broker,
         store: EmbeddedRedis,
         workdir: Path,
         log: Console,
@@ -448,8 +541,9 @@ class Bench:
             "STREAMDRIFT_KAFKA_BOOTSTRAP": self.broker.bootstrap,
             "STREAMDRIFT_REDIS_URL": self.store_url,
             **names.env(),
-            # Tansu's short group timing; the checkpoint cadence stays at the production
-            # defaults, since its cost is measured.
+            # The local set-ups' short group timing (6 s sessions, 1 s heartbeats: Tansu holds
+            # each join for half a session; 6 s is also Apache Kafka's minimum session); the
+            # checkpoint cadence stays at the production defaults, since its cost is measured.
             **LOCAL_WORKER_ENV,
             **dict(self.o.worker_settings),
         }
@@ -684,19 +778,25 @@ def _quantiles(prefix: str, values: list[int]) -> dict[str, float | None]:
     }
 
 
-def run(options: Options, log: Console) -> list[tuple[int, dict[str, Result]]]:
-    """Measure every selected column for every message size; results per batch size."""
+def run(
+    options: Options, log: Console
+) -> tuple[BrokerInfo | None, list[tuple[int, dict[str, Result]]]]:
+    """Measure every selected column for every message size: the broker used, results per batch
+    size."""
     runs: list[tuple[int, dict[str, Result]]] = []
+    info: BrokerInfo | None = None
     workdir = Path(tempfile.mkdtemp(prefix="streamdrift-bench-"))
     failed = True
     try:
         with ExitStack() as stack:
-            broker = EmbeddedBroker(workdir=workdir / "broker").start()
-            stack.callback(broker.stop, timeout=1.0)  # memory-only broker: nothing to lose
+            broker, info = stack.enter_context(start_broker(options.broker, workdir / "broker"))
             store = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis", appendonly=False))
             bench = Bench(options, broker, store, workdir, log)
             stack.callback(bench.redis.close)
-            bench.say(f"broker {broker.bootstrap}, redis {store.url}, logs in {workdir}")
+            bench.say(
+                f"broker: {info} at {broker.bootstrap}, ready {info.start_s:g} s after launch; "
+                f"redis {store.url}; logs in {workdir}"
+            )
             for batch in options.batches:
                 topic = bench.prepare(batch, options.events, "input")
                 results: dict[str, Result] = {}
@@ -717,7 +817,7 @@ def run(options: Options, log: Console) -> list[tuple[int, dict[str, Result]]]:
             log.print(f"logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    return runs
+    return info, runs
 
 
 # --- targets and report ----------------------------------------------------------------------
@@ -754,10 +854,10 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value else "—"
 
 
-def table(batch: int, results: dict[str, Result], options: Options) -> Table:
+def table(batch: int, results: dict[str, Result], options: Options, broker: BrokerInfo) -> Table:
     size = "single-event messages" if batch == 1 else f"{batch}-event messages"
     grid = Table(
-        title=f"{size} · {options.events:,} events · {options.partitions} partitions",
+        title=f"{size} · {options.events:,} events · {options.partitions} partitions · {broker}",
         title_justify="left",
     )
     for name in ("column", "events/s", "feature-updates/s", "× (1)", "latency p50/p99 ms", "RSS MB",
@@ -835,12 +935,14 @@ def _version(package: str) -> str:
 
 
 def report(
+    broker: BrokerInfo,
     runs: Iterable[tuple[int, dict[str, Result]]],
     options: Options,
     runtime: float,
     console: Console,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
+        "broker": asdict(broker),
         "options": {
             **asdict(options),
             "batches": list(options.batches),
@@ -863,7 +965,7 @@ def report(
     }
     for batch, results in runs:
         console.print()
-        console.print(table(batch, results, options))
+        console.print(table(batch, results, options, broker))
         judged = {key: targets(batch, key, results) for key in results}
         data["runs"].append(
             {
@@ -886,7 +988,10 @@ def report(
     for note in data["notes"]:
         console.print(f"  - {note}", highlight=False, markup=False)
     console.print(
-        f"Runtime {runtime:.0f} s on {os.cpu_count()} CPUs; load average now {os.getloadavg()[0]:.1f}."
+        f"Broker {broker}. Runtime {runtime:.0f} s on {os.cpu_count()} CPUs; load average now "
+        f"{os.getloadavg()[0]:.1f}.",
+        highlight=False,
+        markup=False,
     )
     return data
 
@@ -941,7 +1046,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="drifting models per latency run; 0 skips latency (default 5)",
     )
     parser.add_argument(
-        "--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})"
+        "--broker",
+        choices=BROKERS,
+        default=defaults.broker,
+        help="the Kafka broker: the embedded Tansu (default) or a single-node Apache Kafka (KRaft) "
+        "from the test suite's cached jars (`make kafka-jars`: Java >= 17 and Maven)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help=f"results file (default {DEFAULT_JSON['tansu']}, "
+        f"{DEFAULT_JSON['kafka']} with --broker kafka)",
     )
     parser.add_argument(
         "--set",
@@ -969,15 +1085,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         latency_seconds=args.latency_seconds,
         drifts=args.drifts,
         worker_settings=tuple(settings),
+        broker=args.broker,
     )
+    json_path: Path = args.json or DEFAULT_JSON[args.broker]
     console = Console(width=None if sys.stdout.isatty() else 170)  # logs: no wrapped tables
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop every process on SIGTERM too
     started = time.perf_counter()
-    runs = run(options, console)
-    data = report(runs, options, time.perf_counter() - started, console)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    console.print(f"results: {args.json}")
+    broker, runs = run(options, console)
+    assert broker is not None  # run() raises if the broker did not start
+    data = report(broker, runs, options, time.perf_counter() - started, console)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    console.print(f"results: {json_path}")
     return data
 
 

@@ -1,8 +1,8 @@
 """The throughput benchmark's harness (``bench/throughput.py``) end to end on tiny sizes.
 
-It starts its own embedded broker and Redis, every column's processes and a latency run, and
-checks that each column reported sane numbers. No timing thresholds: speed is what the benchmark
-measures, not what the test suite asserts.
+It starts its own broker (the embedded Tansu; once Apache Kafka, ``--broker kafka``) and Redis,
+every column's processes and a latency run, and checks that each column reported sane numbers.
+No timing thresholds: speed is what the benchmark measures, not what the test suite asserts.
 """
 
 from __future__ import annotations
@@ -10,22 +10,26 @@ from __future__ import annotations
 import json
 
 import pytest
+from servers.kafka_broker import kafka_version
 
 from bench import throughput
 from bench.load import SERIES_PER_EVENT
 
 pytestmark = pytest.mark.e2e
 
+TINY = ["--events", "3000", "--partitions", "2", "--batch", "20", "--models", "2", "--drifts", "1"]
+TINY += ["--latency-seconds", "1", "--set", "STREAMDRIFT_BATCH_MAX_EVENTS=500"]
+
 
 def test_a_tiny_run_reports_every_column(tmp_path, capsys):
     out = tmp_path / "throughput.json"
-    argv = ["--events", "3000", "--partitions", "2", "--batch", "20", "--models", "2"]
-    argv += ["--drifts", "1", "--latency-seconds", "1", "--json", str(out)]
-    argv += ["--set", "STREAMDRIFT_BATCH_MAX_EVENTS=500"]
-    data = throughput.main(argv)
+    data = throughput.main([*TINY, "--json", str(out)])
     printed = capsys.readouterr().out
 
     assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+    assert data["broker"]["key"] == "tansu" and data["options"]["broker"] == "tansu"
+    assert data["broker"]["product"] == "Tansu" and data["broker"]["version"][0].isdigit()
+    assert f"Tansu {data['broker']['version']} (embedded" in printed  # table titles and footer
     [run] = data["runs"]
     assert run["batch"] == 20
     results = run["results"]
@@ -63,3 +67,33 @@ def test_worker_settings_must_be_streamdrift_variables(capsys):
     with pytest.raises(SystemExit):
         throughput.main(["--set", "BATCH=5"])
     assert "--set takes STREAMDRIFT_NAME=VALUE" in capsys.readouterr().err
+
+
+def test_a_tiny_run_on_apache_kafka(tmp_path, capsys):
+    """--broker kafka: a single-node Apache Kafka from the cached jars. Two columns only (~30 s):
+    a peer consumer group, and two workers sharing a group (joins and a rebalance on Kafka's
+    coordinator) with a latency run that reads the alerts back."""
+    out = tmp_path / "throughput-kafka.json"
+    argv = [*TINY, "--broker", "kafka", "--only", "limit", "streamdrift-2", "--json", str(out)]
+    data = throughput.main(argv)
+    printed = capsys.readouterr().out
+
+    broker = data["broker"]
+    assert broker["key"] == "kafka" and data["options"]["broker"] == "kafka"
+    assert (broker["product"], broker["version"]) == ("Apache Kafka", kafka_version())
+    assert f"Apache Kafka {kafka_version()} (single-node KRaft" in printed
+    [run] = data["runs"]
+    assert list(run["results"]) == ["limit", "streamdrift-2"]
+    for key, r in run["results"].items():
+        assert r["complete"] and 0 < r["events"] <= 3000 and r["events_per_s"] > 0, key
+    latency = run["results"]["streamdrift-2"]["latency"]
+    assert 1 <= latency["samples"] <= latency["expected_samples"]
+    assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+
+
+def test_the_broker_is_tansu_or_kafka(capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--broker", "redpanda"])
+    assert "invalid choice: 'redpanda'" in capsys.readouterr().err
+    assert throughput.Options().broker == "tansu"
+    assert throughput.DEFAULT_JSON["tansu"] != throughput.DEFAULT_JSON["kafka"]
