@@ -18,6 +18,14 @@ when it was started, and is SIGKILLed by the kernel if the Python process that s
 The JVM is kept small (``-Xmx256m``, serial GC, C1 only: a node settles at ~200-300 MB resident)
 and the broker is set up for fast tests: no topic auto-creation, no initial rebalance delay,
 4-partition internal topics, 0.5 s broker heartbeats.
+
+With a :class:`KafkaSecurity` a node also listens on SASL_SSL (SCRAM-SHA-512, users created when
+the storage is formatted) and on SSL with client certificates required (mutual TLS), from PEM key
+and trust stores (``tests/servers/kafka_tls.py`` makes them), and authorizes every request with
+KRaft's ``StandardAuthorizer`` (nothing is allowed without an ACL). The PLAINTEXT client listener
+(``bootstrap``) and the controller listener stay: their principal, ``User:ANONYMOUS``, is a super
+user, so the test harness (topics, ACLs, producing and reading) and the node itself are never
+refused. Only loopback listens, as always.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
@@ -47,7 +56,9 @@ from streams.embedded import (
     tcp_open,
 )
 
-__all__ = ["KafkaBroker", "KafkaCluster", "KafkaNode", "kafka_jars", "kafka_version"]
+__all__ = [
+    "KafkaBroker", "KafkaCluster", "KafkaNode", "KafkaSecurity", "kafka_jars", "kafka_version",
+]  # fmt: skip
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
@@ -160,6 +171,88 @@ def _broker_ids(bootstrap: str, timeout: float) -> set[int] | None:
         return None
 
 
+#: SCRAM user names and passwords are passed to the storage tool inside ``[name=...,password=...]``.
+_SCRAM_TEXT = re.compile(r"[A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """Secured listeners and ACLs of every node of a :class:`KafkaCluster`.
+
+    ``keystore``: PEM file with the broker's unencrypted PKCS#8 private key and its certificate
+    chain (for 127.0.0.1); ``truststore``: PEM file of the CA certificates whose client
+    certificates the mutual-TLS listener accepts. ``scram_users`` (name -> password) are
+    created as SCRAM-SHA-512 credentials when the storage is formatted. ``sasl_ssl`` / ``mtls``
+    choose the listeners; ``acls`` turns the authorizer on (``allow.everyone.if.no.acl.found``
+    false; super users: ``User:ANONYMOUS`` of the PLAINTEXT and controller listeners, plus
+    ``super_users``). A client certificate ``CN=name,...`` maps to the principal ``User:name``.
+    """
+
+    keystore: Path
+    truststore: Path
+    scram_users: Mapping[str, str] = field(default_factory=dict)
+    sasl_ssl: bool = True
+    mtls: bool = True
+    acls: bool = True
+    super_users: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, password in self.scram_users.items():
+            if not (_SCRAM_TEXT.fullmatch(name) and _SCRAM_TEXT.fullmatch(password)):
+                raise ValueError(f"SCRAM user {name!r}: names and passwords of [A-Za-z0-9._-] only")
+
+    def listeners(self, sasl_ssl_port: int, ssl_port: int) -> dict[str, int]:
+        """Listener name -> port of the secured listeners this configuration asks for."""
+        return {
+            **({"SASL_SSL": sasl_ssl_port} if self.sasl_ssl else {}),
+            **({"SSL": ssl_port} if self.mtls else {}),
+        }
+
+    def properties(self) -> dict[str, str]:
+        """``server.properties`` entries of the secured listeners and the authorizer."""
+        tls = {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.truststore),
+            "ssl.endpoint.identification.algorithm": "https",
+            # RFC 2253 subject "CN=worker,O=..." -> User:worker (else the whole subject).
+            "ssl.principal.mapping.rules": "RULE:^CN=([^,]+).*$/$1/,DEFAULT",
+        }
+        properties = dict(tls)
+        if self.sasl_ssl:
+            properties |= {
+                "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_ssl.ssl.client.auth": "none",
+            }  # fmt: skip
+        if self.mtls:
+            properties["listener.name.ssl.ssl.client.auth"] = "required"
+        if self.acls:
+            properties |= {
+                "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "allow.everyone.if.no.acl.found": "false",
+                "super.users": ";".join(("User:ANONYMOUS", *self.super_users)),
+            }
+        return properties
+
+    def format_arguments(self) -> list[str]:
+        """``kafka-storage format`` arguments creating the SCRAM users."""
+        return [
+            argument
+            for name, password in self.scram_users.items()
+            for argument in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
+
+    def redact(self, text: str) -> str:
+        """``text`` without the SCRAM passwords (error messages quote the format command)."""
+        for password in self.scram_users.values():
+            text = text.replace(password, "***")
+        return text
+
+
 class _PortTaken(Exception):
     """A node exited because another process took one of its freshly chosen ports."""
 
@@ -180,11 +273,23 @@ class KafkaNode(ManagedProcess):
         self._cluster = cluster
         self.port = 0  # the client (PLAINTEXT) listener
         self.controller_port = 0
+        self.sasl_ssl_port = 0  # the secured listeners (with the cluster's KafkaSecurity)
+        self.ssl_port = 0
 
     @property
     def bootstrap(self) -> str:
         """``"127.0.0.1:PORT"`` of this node alone."""
         return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """``"127.0.0.1:PORT"`` of this node's SASL_SSL (SCRAM-SHA-512) listener."""
+        return f"{LOOPBACK}:{self.sasl_ssl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """``"127.0.0.1:PORT"`` of this node's mutual-TLS listener."""
+        return f"{LOOPBACK}:{self.ssl_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -197,16 +302,25 @@ class KafkaNode(ManagedProcess):
 
     def properties(self) -> dict[str, str]:
         """The node's ``server.properties``."""
+        security = self._cluster.security
+        secured = security.listeners(self.sasl_ssl_port, self.ssl_port) if security else {}
+        advertised = ",".join(
+            f"{name}://{LOOPBACK}:{port}" for name, port in {"PLAINTEXT": self.port, **secured}.items()
+        )
+        protocols = ",".join(
+            f"{name}:{name}" for name in ("PLAINTEXT", *secured)
+        )
         return {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
             "controller.quorum.voters": self._cluster.voters,
-            "listeners": f"PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{self.port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listeners": f"{advertised},CONTROLLER://{LOOPBACK}:{self.controller_port}",
+            "advertised.listeners": advertised,
+            "listener.security.protocol.map": f"{protocols},CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir),
+            **(security.properties() if security else {}),
             **self._cluster.settings,
         }
 
@@ -221,9 +335,11 @@ class KafkaNode(ManagedProcess):
 
     def format_command(self) -> list[str]:
         """``kafka-storage format``: writes meta.properties and the bootstrap metadata."""
+        security = self._cluster.security
         return [
             *self._java(), "kafka.tools.StorageTool", "format",
             "--cluster-id", self._cluster.cluster_id, "--config", str(self.config_path),
+            *(security.format_arguments() if security else ()),
         ]  # fmt: skip
 
     def start(self) -> Self:
@@ -267,8 +383,8 @@ class KafkaNode(ManagedProcess):
             self.check_alive()
         except _PortTaken:
             raise EmbeddedServerError(
-                f"kafka node {self.node_id}: port {self.port} or {self.controller_port} was taken by "
-                f"another process.\n{self._log_report()}"
+                f"kafka node {self.node_id}: one of its ports {self._ports()} was taken by another "
+                f"process.\n{self._log_report()}"
             ) from None
 
     def check_alive(self) -> None:
@@ -285,6 +401,9 @@ class KafkaNode(ManagedProcess):
         """Stop cleanly (if running) and start again with the same ports and data; wait ready."""
         self.terminate(timeout=30.0)
         return self.start().wait_ready(timeout)
+
+    def _ports(self) -> list[int]:
+        return [p for p in (self.port, self.controller_port, self.sasl_ssl_port, self.ssl_port) if p]
 
     def send_signal(self, sig: signal.Signals) -> None:
         """Signal the node's process group (no-op once it has exited)."""
@@ -307,7 +426,8 @@ class KafkaCluster:
 
     Replication follows the size: ``default.replication.factor`` and the internal topics'
     replication are ``min(size, 3)``, ``min.insync.replicas`` 2 from three nodes on (1 below).
-    ``settings`` override or add ``server.properties`` entries of every node.
+    ``settings`` override or add ``server.properties`` entries of every node; ``security`` adds
+    the secured listeners and the authorizer (:class:`KafkaSecurity`).
 
     >>> with KafkaCluster(3) as cluster:  # doctest: +SKIP
     ...     cluster.create_topics({"predictions": 4})  # replicated 3 times
@@ -325,6 +445,7 @@ class KafkaCluster:
         workdir: Path | str | None = None,
         jars: Path | str | None = None,
         settings: Mapping[str, object] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -335,6 +456,7 @@ class KafkaCluster:
             else Path(workdir).resolve()
         )
         self._jars = Path(jars) if jars is not None else None
+        self.security = security
         self.cluster_id = new_cluster_id()
         replication = min(size, 3)
         min_isr = 2 if size >= 3 else 1
@@ -393,6 +515,23 @@ class KafkaCluster:
         if not self.nodes[0].port:
             raise EmbeddedServerError(f"{self.name} has no ports yet; call start() first.")
         return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """Every node's SASL_SSL (SCRAM-SHA-512) listener, comma-separated."""
+        return self._secured_bootstrap("sasl_ssl")
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """Every node's mutual-TLS listener, comma-separated."""
+        return self._secured_bootstrap("mtls")
+
+    def _secured_bootstrap(self, listener: str) -> str:
+        if self.security is None or not getattr(self.security, listener):
+            raise EmbeddedServerError(f"{self.name} has no {listener} listener (see KafkaSecurity).")
+        self.bootstrap  # noqa: B018 - raises before start()
+        attribute = "sasl_ssl_bootstrap" if listener == "sasl_ssl" else "ssl_bootstrap"
+        return ",".join(getattr(node, attribute) for node in self.nodes)
 
     def node(self, node_id: int) -> KafkaNode:
         """The node with this ``node.id`` (1-based, as Kafka's metadata reports it)."""
@@ -486,6 +625,8 @@ class KafkaCluster:
         taken: set[int] = set()
         for node in self.nodes:
             node.port, node.controller_port = (self._new_port(taken) for _ in range(2))
+            if self.security is not None:
+                node.sasl_ssl_port, node.ssl_port = (self._new_port(taken) for _ in range(2))
 
     @staticmethod
     def _new_port(taken: set[int]) -> int:
@@ -511,9 +652,10 @@ class KafkaCluster:
                 process.kill()
                 output, _ = process.communicate()
             if process.returncode != 0 or not node.formatted:
+                report = f"{' '.join(node.format_command())}\n{output[-4000:]}"
                 raise EmbeddedServerError(
                     f"Formatting kafka node {node.node_id}'s storage failed (status {process.returncode}):\n"
-                    f"{' '.join(node.format_command())}\n{output[-4000:]}"
+                    f"{self.security.redact(report) if self.security else report}"
                 )
         self.format_seconds = time.monotonic() - began
 
@@ -564,8 +706,9 @@ class KafkaBroker(KafkaCluster):
         workdir: Path | str | None = None,
         jars: Path | str | None = None,
         settings: Mapping[str, object] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
-        super().__init__(1, workdir=workdir, jars=jars, settings=settings)
+        super().__init__(1, workdir=workdir, jars=jars, settings=settings, security=security)
 
     @property
     def _node(self) -> KafkaNode:
