@@ -166,22 +166,33 @@ def _check_name_length(settings: Settings, **names: str | None) -> None:
                 f"{settings.max_name_length})", param_hint=f"'--{flag}'")
 
 
-def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
-    """Topics of the cluster; exits with a clear message if it cannot be reached."""
+def _kafka_admin(settings: Settings, timeout: float, errors: list[Any] | None = None) -> Any:
+    """A confluent-kafka admin client with the secured settings, whose librdkafka log is quiet
+    (it retries loudly while a broker is down); errors go to ``errors`` if given."""
     import logging
 
-    from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient
 
-    bootstrap = settings.kafka_bootstrap
-    quiet = logging.getLogger("streamdrift.kafka-check")  # librdkafka retries loudly while the broker is down
+    quiet = logging.getLogger("streamdrift.kafka-check")
     quiet.setLevel(logging.CRITICAL)
-    errors: list[KafkaError] = []
+    config = {**confluent_config(settings), "socket.timeout.ms": int(timeout * 1000), "logger": quiet,
+              "allow.auto.create.topics": False}
     try:
-        admin = AdminClient({**confluent_config(settings), "socket.timeout.ms": int(timeout * 1000), "logger": quiet,
-                             "error_cb": errors.append})
+        return AdminClient({**config, "error_cb": errors.append} if errors is not None else config)
     except Exception as exc:  # librdkafka refuses its configuration (e.g. an unreadable key) at creation
         _fail(f"cannot configure a Kafka client: {exc}", "check the STREAMDRIFT_KAFKA_* settings (`streamdrift config`)", code=2)
+
+
+def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
+    """Topics of the cluster; exits with a clear message if it cannot be reached, refuses the
+    login or the TLS handshake fails (told at once: librdkafka would retry them forever)."""
+    from confluent_kafka import KafkaError
+
+    from streams.preflight import tls_hint, tls_refused
+
+    bootstrap = settings.kafka_bootstrap
+    errors: list[KafkaError] = []
+    admin = _kafka_admin(settings, timeout, errors)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -195,6 +206,9 @@ def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
                     "check STREAMDRIFT_KAFKA_SASL_USERNAME, STREAMDRIFT_KAFKA_SASL_PASSWORD and "
                     "STREAMDRIFT_KAFKA_SASL_MECHANISM, and that the user exists on the brokers",
                 )
+            handshake = [error.str() for error in errors if tls_refused(error.code() == KafkaError._SSL, error.str())]
+            if handshake:
+                _fail(f"TLS with Kafka at {bootstrap} failed ({handshake[0]})", tls_hint(handshake[0], settings))
             if time.monotonic() >= deadline:
                 _fail(
                     f"cannot reach Kafka at {bootstrap} ({exc})",
@@ -235,13 +249,19 @@ def worker(
     settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, config=config)
     _detector_config(settings, from_flag=config is not None)  # a bad file is refused before any connection
     existing = check_kafka(settings)
+    _preflight(settings)  # the broker's protocol and the worker's permissions (streams.preflight)
     check_redis(settings)
     wanted = {settings.input_topic, settings.labels_topic, settings.alert_topic, settings.dlq_topic}
     missing = wanted - existing
     if missing and create_topics:
+        from streams.embedded import EmbeddedServerError
         from streams.embedded import create_topics as create
 
-        create(settings.kafka_bootstrap, {name: partitions for name in missing})
+        try:  # with the same security settings as every other client
+            create(settings.kafka_bootstrap, {name: partitions for name in missing}, config=confluent_config(settings))
+        except EmbeddedServerError as exc:
+            _fail(str(exc).splitlines()[0], "create the topics with your usual tool (docs/own-kafka.md), or grant the "
+                  "worker's principal CREATE on them")
     elif missing:
         _fail(f"topics {sorted(missing)} do not exist on {settings.kafka_bootstrap}", "create them, or pass --create-topics")
 
@@ -254,6 +274,19 @@ def worker(
     # full collections that the monitors' allocations trigger scan only the monitors.
     gc.freeze()
     Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+def _preflight(settings: Settings, timeout: float = 10.0) -> None:
+    """Log the broker's protocol level; end the command if it lacks an API the worker needs or
+    the worker's principal lacks a permission (``streams.preflight``)."""
+    from streams import preflight
+
+    try:
+        lines = preflight.run(settings, _kafka_admin(settings, timeout), timeout)
+    except preflight.PreflightError as exc:
+        _fail(exc.message, exc.hint, exc.code)
+    for line in lines:
+        err.print(printable(scrub(line, _secrets)), soft_wrap=True, highlight=False)
 
 
 def _detector_config(settings: Settings, from_flag: bool) -> None:

@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from urllib.parse import quote, urlencode
 
 import redis
@@ -417,10 +417,10 @@ def tcp_open(port: int, timeout: float) -> bool:
         return False
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    """An admin client of a test broker. Without auto-creation, a metadata request naming a
-    missing topic cannot create it."""
-    return AdminClient({"bootstrap.servers": bootstrap, "allow.auto.create.topics": False})
+def admin_client(bootstrap: str, config: Mapping[str, Any] | None = None) -> AdminClient:
+    """An admin client of a test broker (``config``: more librdkafka properties, e.g. security).
+    Without auto-creation, a metadata request naming a missing topic cannot create it."""
+    return AdminClient({**(config or {}), "bootstrap.servers": bootstrap, "allow.auto.create.topics": False})
 
 
 class EmbeddedBroker(_EmbeddedServer):
@@ -610,17 +610,23 @@ class EmbeddedRedis(_EmbeddedServer):
 
 
 def create_topics(
-    bootstrap: str, topics: Mapping[str, int], *, replication_factor: int = 1, timeout: float = 30.0
+    bootstrap: str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+    config: Mapping[str, Any] | None = None,
 ) -> None:
     """Create ``{name: partitions}`` topics replicated ``replication_factor`` times (-1: the
     cluster's default) and wait until metadata shows every partition with a leader.
 
     Idempotent: a topic that already exists with the requested partition count is fine; one with
     a different count raises (Tansu cannot add partitions, so pick another name or delete it).
+    ``config``: more librdkafka properties of the admin client (e.g. ``security.confluent_config``).
     """
     if not topics:
         return
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, config)
     deadline = time.monotonic() + timeout
     futures = admin.create_topics(
         [

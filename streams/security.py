@@ -53,6 +53,63 @@ def faust_credentials(settings: Settings) -> SASLCredentials | SSLCredentials | 
     )
 
 
+def aiokafka_options(settings: Settings) -> dict[str, Any]:
+    """Security keyword arguments of aiokafka's clients and connections, as Faust passes them
+    (``security_protocol``, ``ssl_context``, ``sasl_*``): for checks that must connect exactly
+    as the worker's consumer and producer will.
+
+    >>> aiokafka_options(Settings())
+    {'security_protocol': 'PLAINTEXT', 'ssl_context': None}
+    """
+    options: dict[str, Any] = {
+        "security_protocol": settings.kafka_security_protocol,
+        "ssl_context": ssl_context(settings),
+    }
+    if settings.kafka_security_protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+        }
+    return options
+
+
+def principal(settings: Settings) -> str:
+    """The Kafka principal the brokers most likely see for these settings, for ACL hints:
+    ``User:<SASL user name>``; with a client certificate, ``User:<its CN>`` (what
+    ``ssl.principal.mapping.rules`` usually make of it; without rules it is the whole subject);
+    else ``User:ANONYMOUS``.
+
+    >>> principal(Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="sd", kafka_sasl_password="x"))
+    'User:sd'
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL"):
+        return f"User:{settings.kafka_sasl_username}"
+    if protocol == "SSL" and settings.kafka_ssl_certfile:
+        return f"User:{certificate_cn(settings.kafka_ssl_certfile) or '<principal of STREAMDRIFT_KAFKA_SSL_CERTFILE>'}"
+    return "User:ANONYMOUS"
+
+
+def certificate_cn(path: object) -> str | None:
+    """The subject CN of the first certificate of a PEM file, or None if it cannot be read.
+
+    The standard library has no public certificate parser (``cryptography`` is not a
+    dependency): this uses CPython's ``ssl._ssl._test_decode_cert``, present since Python 2.7;
+    if it ever goes away, hints just show a placeholder principal.
+    """
+    try:
+        decoded = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError, ssl.SSLError):
+        return None
+    for rdn in decoded.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
 def confluent_config(settings: Settings) -> dict[str, Any]:
     """librdkafka properties for AdminClient / Consumer / Producer (bootstrap included).
 
