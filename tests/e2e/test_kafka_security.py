@@ -48,7 +48,7 @@ from conftest import (
 
 from servers.kafka_broker import KafkaBroker, KafkaSecurity, kafka_version
 from servers.kafka_tls import Certificate, CertificateAuthority
-from streams.embedded import EmbeddedRedis, Topics, WorkerProcess, create_topics, free_port
+from streams.embedded import WORKER_COMMAND, EmbeddedRedis, Topics, WorkerProcess, create_topics, free_port
 from streams.status import read_status
 
 pytestmark = pytest.mark.e2e
@@ -145,18 +145,19 @@ def grant(broker: KafkaBroker, user: str, acls: list[tuple[ResourceType, str, Ac
 
 @pytest.fixture
 def start(secured: Secured, topics: Topics, redis_server: EmbeddedRedis, tmp_path: Path
-          ) -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:  # fmt: skip
-    """Factory: a worker on this test's topics with these STREAMDRIFT_KAFKA_* variables (built
-    like conftest's ``start_worker``); all killed at teardown."""
+          ) -> Iterator[Callable[..., WorkerProcess]]:  # fmt: skip
+    """Factory: ``start(kafka_env, *args, topics=...)``, a worker on this test's topics (or
+    ``topics``) with these STREAMDRIFT_KAFKA_* variables and ``streamdrift worker`` arguments
+    (built like conftest's ``start_worker``); all killed at teardown."""
     workers: list[WorkerProcess] = []
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("STREAMDRIFT_")}
 
-    def launch(kafka_env: dict[str, str]) -> WorkerProcess:
+    def launch(kafka_env: dict[str, str], *args: str, topics: Topics = topics) -> WorkerProcess:
         env = {
             **inherited, "PYTHONUNBUFFERED": "1", "STREAMDRIFT_REDIS_URL": redis_server.url, **topics.env(),
             "STREAMDRIFT_METRICS_PORT": str(free_port()), **WORKER_TEST_ENV, **kafka_env,
         }  # fmt: skip
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(workers)}.log")
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(workers)}.log", command=[*WORKER_COMMAND, *args])
         workers.append(worker)
         return worker.start()
 
@@ -199,7 +200,8 @@ def check_the_worker_works(secured: Secured, topics: Topics, worker: WorkerProce
         assert count() == EVENTS
     assert worker.running
     log = worker.log_path.read_text()
-    assert f"Kafka at {secured.broker.sasl_ssl_bootstrap if 'SASL' in worker.env['STREAMDRIFT_KAFKA_SECURITY_PROTOCOL'] else secured.broker.ssl_bootstrap}: protocol of Apache Kafka 4.0 or later" in log
+    listener = worker.env["STREAMDRIFT_KAFKA_BOOTSTRAP"]
+    assert f"Kafka at {listener}: protocol of Apache Kafka 4.0 or later" in log  # the start-up check's line
     assert "not checked" not in log  # Kafka told every permission
     assert "Traceback" not in log and "ERROR" not in log
 
@@ -219,6 +221,22 @@ def test_a_worker_with_a_client_certificate_and_an_encrypted_key_works_over_mutu
     key = secured.client.encrypted_key(KEY_PASSWORD)
     env = secured.mtls_env(key=key) | {"STREAMDRIFT_KAFKA_SSL_KEY_PASSWORD": KEY_PASSWORD}
     check_the_worker_works(secured, topics, start(env), redis_server.url)
+    assert secret_leaks(tmp_path, SECRETS) == []
+
+
+def test_create_topics_uses_the_secured_client_settings(secured, start, redis_server, tmp_path, request):
+    """``worker --create-topics`` creates missing topics over the worker's own SASL_SSL login
+    (it used to connect without the security settings): CREATE on the four names is enough."""
+    base = unique_name(request)
+    fresh = Topics(input=f"{base}.input", labels=f"{base}.labels", alerts=f"{base}.alerts", dlq=f"{base}.dlq",
+                   group_id=f"sd-{base}")  # fmt: skip
+    acls = list(minimal_acls(fresh).values())
+    creates = [(ResourceType.TOPIC, name, AclOperation.CREATE) for name in (fresh.input, fresh.labels, fresh.alerts, fresh.dlq)]
+    grant(secured.broker, SCRAM_USER, acls + creates)
+    worker = start(secured.sasl_env(), "--create-topics", "--partitions", "2", topics=fresh)
+    check_the_worker_works(secured, fresh, worker, redis_server.url)
+    listed = AdminClient({"bootstrap.servers": secured.broker.bootstrap}).list_topics(timeout=10).topics
+    assert {name: len(listed[name].partitions) for name in (fresh.input, fresh.dlq)} == {fresh.input: 2, fresh.dlq: 2}
     assert secret_leaks(tmp_path, SECRETS) == []
 
 
