@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test quality bench clean system-deps kafka-jars help
+.PHONY: demo test lint quality bench clean system-deps kafka-jars help
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "streamdrift needs Python >= 3.11")'
@@ -18,6 +18,14 @@ demo: $(STAMP)  ## run the embedded demo: broker, Redis, worker, drifting simula
 
 test: $(STAMP) system-deps kafka-jars  ## run the whole test suite (unit, contracts, deploy checks, end-to-end)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (lint and format) and mypy (strict), set up in pyproject.toml, on the folders that pass them
+# so far; tests/test_style.py runs the same on LINT_PATHS, so a folder joins both by being added here.
+LINT_PATHS := detectors
+lint: $(STAMP)  ## ruff check, ruff format --check and mypy (strict) on LINT_PATHS (detectors/ so far)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy $(LINT_PATHS)
 
 # The monitoring checks and the end-to-end monitoring test need real Prometheus tools, the report's
 # end-to-end test a headless browser, the Redis-over-TLS test a redis-server built with TLS

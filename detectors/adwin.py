@@ -95,7 +95,9 @@ class Adwin(ChangeDetector):
             adwin._drift_detected = helper.update(x)
             if adwin._drift_detected:
                 kept, kept_total = helper.get_width(), helper.get_total()
-                hits.append((i, abs(kept_total / kept - (total + x - kept_total) / (width + 1 - kept))))
+                hits.append(
+                    (i, abs(kept_total / kept - (total + x - kept_total) / (width + 1 - kept)))
+                )
             width += 1
             total += x
         return hits

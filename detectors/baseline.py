@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -73,8 +73,11 @@ class NumericProfile(msgspec.Struct, frozen=True, tag="numeric"):
         sketch = QuantileSketch.from_bytes(self.sketch)
         quantiles = sketch.quantiles([0.05, 0.5, 0.95]) if stats.count else [None] * 3
         return {
-            "kind": self.kind, "count": stats.count, "missing": self.missing,
-            "mean": stats.mean if stats.count else None, "std": stats.std if stats.count else None,
+            "kind": self.kind,
+            "count": stats.count,
+            "missing": self.missing,
+            "mean": stats.mean if stats.count else None,
+            "std": stats.std if stats.count else None,
             **dict(zip(("p05", "p50", "p95"), quantiles, strict=True)),
         }
 
@@ -93,11 +96,16 @@ class CategoricalProfile(msgspec.Struct, frozen=True, tag="categorical"):
 
     def summary(self) -> dict[str, Any]:
         top = CategoryCounts.from_state(self.counts).top(5)
-        return {"kind": self.kind, "count": self.events - self.missing, "missing": self.missing,
-                "distinct": len(self.counts.counts), "top": dict(top)}
+        return {
+            "kind": self.kind,
+            "count": self.events - self.missing,
+            "missing": self.missing,
+            "distinct": len(self.counts.counts),
+            "top": dict(top),
+        }
 
 
-Profile = Union[NumericProfile, CategoricalProfile]
+Profile = NumericProfile | CategoricalProfile
 
 
 class Baseline(msgspec.Struct, frozen=True):
@@ -134,9 +142,15 @@ class Baseline(msgspec.Struct, frozen=True):
 
     def summary(self) -> dict[str, Any]:
         return {
-            "model": self.model, "version": self.version, "revision": self.revision,
-            "rows": self.rows, "source": self.source, "created_at": self.created_at,
-            "features": {name: profile.summary() for name, profile in sorted(self.features.items())},
+            "model": self.model,
+            "version": self.version,
+            "revision": self.revision,
+            "rows": self.rows,
+            "source": self.source,
+            "created_at": self.created_at,
+            "features": {
+                name: profile.summary() for name, profile in sorted(self.features.items())
+            },
         }
 
 
@@ -174,10 +188,14 @@ class BaselineBuilder:
         (as in the stream, where only a null value is *missing*)."""
         rows = list(rows)
         names = dict.fromkeys(name for row in rows for name in row)
-        self.add_columns({name: [row[name] for row in rows if name in row] for name in names}, len(rows))
+        self.add_columns(
+            {name: [row[name] for row in rows if name in row] for name in names}, len(rows)
+        )
 
     def _add(self, name: str, values: Sequence[Any]) -> None:
-        present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        present = [
+            v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))
+        ]
         self._missing[name] = self._missing.get(name, 0) + len(values) - len(present)
         if not present:
             return
@@ -198,7 +216,9 @@ class BaselineBuilder:
             sketch.update_many(array)
         else:
             kinds = sorted({type(v).__name__ for v in present})
-            raise ValueError(f"feature {name!r} has values of types {kinds}: features are numbers or strings")
+            raise ValueError(
+                f"feature {name!r} has values of types {kinds}: features are numbers or strings"
+            )
 
     def _categories(self, name: str) -> CategoryCounts:
         if name in self._numeric:
@@ -215,10 +235,14 @@ class BaselineBuilder:
         out (their kind is unknown: the stream warms them up itself)."""
         features: dict[str, Profile] = {}
         for name, (stats, sketch) in self._numeric.items():
-            features[name] = NumericProfile(stats.to_state(), sketch.to_bytes(), self._missing[name])
+            features[name] = NumericProfile(
+                stats.to_state(), sketch.to_bytes(), self._missing[name]
+            )
         for name, counts in self._categorical.items():
             features[name] = CategoricalProfile(counts.to_state(), self._missing[name])
-        return Baseline(model, version, self.rows, dict(sorted(features.items())), source, time.time())
+        return Baseline(
+            model, version, self.rows, dict(sorted(features.items())), source, time.time()
+        )
 
 
 def profile_of(
@@ -290,7 +314,9 @@ def baseline_from_statistics(document: bytes, source: str, k: int = 200) -> Base
         state = CategoryCountsState(max(len(categorical.counts), 1), dict(categorical.counts))
         features[name] = CategoricalProfile(state, categorical.missing)
     rows = max((profile.events for profile in features.values()), default=0)
-    return Baseline(uploaded.model, uploaded.version, rows, dict(sorted(features.items())), source, time.time())
+    return Baseline(
+        uploaded.model, uploaded.version, rows, dict(sorted(features.items())), source, time.time()
+    )
 
 
 def _numeric_from_statistics(name: str, uploaded: _UploadedNumeric, k: int) -> NumericProfile:
@@ -301,11 +327,15 @@ def _numeric_from_statistics(name: str, uploaded: _UploadedNumeric, k: int) -> N
     ranks = np.array([rank for rank, _ in grid])
     values = np.array([value for _, value in grid])
     if len(grid) < 2 or ranks[0] != 0.0 or ranks[-1] != 1.0 or np.any(values[1:] < values[:-1]):
-        raise ValueError(f"feature {name!r}: quantiles need ranks 0 and 1 and non-decreasing values")
+        raise ValueError(
+            f"feature {name!r}: quantiles need ranks 0 and 1 and non-decreasing values"
+        )
     points = min(uploaded.count, _UPLOAD_POINTS)
     sketch = QuantileSketch(k)
     sketch.update_many(np.interp((np.arange(points) + 0.5) / points, ranks, values))
     # ``**`` raises OverflowError past the float range (1.3e154 squared): saturate instead.
     m2 = saturate(uploaded.std**2 * (uploaded.count - 1)) if uploaded.std < 1e154 else FLOAT_MAX
-    stats = RunningStatsState(uploaded.count, uploaded.mean, m2, float(values[0]), float(values[-1]))
+    stats = RunningStatsState(
+        uploaded.count, uploaded.mean, m2, float(values[0]), float(values[-1])
+    )
     return NumericProfile(stats, sketch.to_bytes(), uploaded.missing)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import optimize
 
 __all__ = [
@@ -80,7 +81,11 @@ def adwin_delta(rate: float) -> float:
 
 
 def page_hinkley_threshold(
-    values: np.ndarray, weights: np.ndarray, delta: float, rate: float, mode: str = "both"
+    values: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    delta: float,
+    rate: float,
+    mode: str = "both",
 ) -> float:
     """Page-Hinkley threshold giving ``rate / PH_MARGIN`` false alarms per value on the
     distribution of ``values`` (weighted, as the detector sees them).
@@ -112,7 +117,11 @@ def page_hinkley_threshold(
 
 
 def cusum_thresholds(
-    values: np.ndarray, weights: np.ndarray, allowances: list[float], rate: float, mode: str
+    values: NDArray[np.float64],
+    weights: NDArray[np.float64],
+    allowances: list[float],
+    rate: float,
+    mode: str,
 ) -> list[float]:
     """Thresholds of a bank of CUSUMs sharing ``rate`` false alarms per value evenly.
 
@@ -125,7 +134,7 @@ def cusum_thresholds(
     return [page_hinkley_threshold(values, weights, k, share, mode) for k in allowances]
 
 
-def _exponent(values: np.ndarray, weights: np.ndarray, delta: float) -> float:
+def _exponent(values: NDArray[np.float64], weights: NDArray[np.float64], delta: float) -> float:
     """Root θ > 0 of ``E[exp(θ (x - mean - δ))] = 1``; inf if the steps are never positive."""
     steps = values - np.average(values, weights=weights) - delta
     if steps.max() <= 0:

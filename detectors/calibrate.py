@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
+from numpy.typing import NDArray
 
 from detectors.config import AdwinParams, MonitorParams, PageHinkleyParams
 from detectors.monitor import NumericMonitor
@@ -42,7 +43,7 @@ CANDIDATES = {
     ),
 }
 
-DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, int], NDArray[np.float64]]] = {
     "normal": lambda rng, n: rng.standard_normal(n),
     "uniform": lambda rng, n: rng.uniform(size=n),
     "exponential": lambda rng, n: rng.exponential(size=n),
@@ -50,7 +51,7 @@ DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
 }
 
 
-def run(monitor: NumericMonitor, values: np.ndarray) -> list[int]:
+def run(monitor: NumericMonitor, values: NDArray[np.float64]) -> list[int]:
     """Feed ``values`` in batches; return the indices of the alerts."""
     positions = np.arange(len(values))
     alerts = []
@@ -108,19 +109,27 @@ def main() -> None:
         print_delays(delays)
 
 
-def print_false_alarms(alarms: dict[tuple[str, str], list[Future]], updates: int) -> None:
+def print_false_alarms(
+    alarms: dict[tuple[str, str], list[Future[dict[str, int]]]], updates: int
+) -> None:
     columns = ("adwin", "page_hinkley", "cusum", "alerts")
-    print(f"{'candidate':24}{'distribution':14}" + "".join(f"{c:>14}" for c in columns)
-          + "  streams with alert")
+    print(
+        f"{'candidate':24}{'distribution':14}"
+        + "".join(f"{c:>14}" for c in columns)
+        + "  streams with alert"
+    )
     for (candidate, distribution), futures in alarms.items():
         results = [future.result() for future in futures]
         rates = [sum(r.get(c, 0) for r in results) * 1e6 / updates for c in columns]
         with_alert = sum(r["alerts"] > 0 for r in results) / len(results)
-        print(f"{candidate:24}{distribution:14}" + "".join(f"{r:>14.2f}" for r in rates)
-              + f"  {with_alert:>18.1%}")
+        print(
+            f"{candidate:24}{distribution:14}"
+            + "".join(f"{r:>14.2f}" for r in rates)
+            + f"  {with_alert:>18.1%}"
+        )
 
 
-def print_delays(delays: dict[tuple[str, float], list[Future]]) -> None:
+def print_delays(delays: dict[tuple[str, float], list[Future[float]]]) -> None:
     print(f"{'candidate':24}" + "".join(f"{f'{shift:g} sigma':>16}" for shift in SHIFTS))
     for candidate in CANDIDATES:
         cells = []

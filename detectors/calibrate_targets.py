@@ -29,7 +29,7 @@ import numpy as np
 
 from detectors.calibrate import BATCH, DISTRIBUTIONS
 from detectors.config import MonitorParams
-from detectors.monitor import CategoricalMonitor, Monitor, NumericMonitor
+from detectors.monitor import CategoricalMonitor, NumericMonitor
 
 PRE_CHANGE = 10_000
 POST_CHANGE = 20_000
@@ -48,6 +48,7 @@ def _changed(before: Stream, after: Stream) -> Callable[[np.random.Generator, in
     def stream(rng: np.random.Generator, change: int) -> Any:
         first, second = before(rng, change), after(rng, POST_CHANGE)
         return np.concatenate([first, second]) if isinstance(first, np.ndarray) else first + second
+
     return stream
 
 
@@ -67,17 +68,17 @@ CHANGES: dict[str, Callable[[np.random.Generator, int], Any]] = {
 }
 
 
-def monitor_for(values: Any, params: MonitorParams) -> Monitor:
+def monitor_for(values: Any, params: MonitorParams) -> NumericMonitor | CategoricalMonitor:
     return NumericMonitor(params) if isinstance(values, np.ndarray) else CategoricalMonitor(params)
 
 
-def run(monitor: Monitor, values: Any) -> list[tuple[int, str]]:
+def run(monitor: NumericMonitor | CategoricalMonitor, values: Any) -> list[tuple[int, str]]:
     """Feed ``values`` in batches; return (position, event) of the lifecycle changes."""
     found = []
     for start in range(0, len(values), BATCH):
         part = values[start : start + BATCH]
         positions = np.arange(start, start + len(part))
-        found += monitor.update(part, positions)  # type: ignore[attr-defined]
+        found += monitor.update(part, positions)
     return [(d.position, d.event) for d in found]
 
 
@@ -127,15 +128,20 @@ def main() -> None:
             ]
             for change in CHANGES
         }
-        print(f"False alarms at a target of one per {args.target:g} events "
-              f"({args.streams} x {args.events:,} events each): firings / expected")
+        print(
+            f"False alarms at a target of one per {args.target:g} events "
+            f"({args.streams} x {args.events:,} events each): firings / expected"
+        )
         for stream, futures in alarms.items():
-            print_false_alarms(stream, [f.result() for f in futures], args.streams * args.events,
-                               args.target)
-        print(f"\nDelay at a target of one per {args.delay_target:g} events "
-              f"({args.seeds} seeds): median / max")
-        for change, futures in delays.items():
-            found = np.array([f.result() for f in futures])
+            print_false_alarms(
+                stream, [f.result() for f in futures], args.streams * args.events, args.target
+            )
+        print(
+            f"\nDelay at a target of one per {args.delay_target:g} events "
+            f"({args.seeds} seeds): median / max"
+        )
+        for change, pending in delays.items():
+            found = np.array([f.result() for f in pending])
             cells = ["-" if np.isinf(v) else f"{v:.0f}" for v in (np.median(found), found.max())]
             print(f"{change:24}{' / '.join(cells):>16}")
 
@@ -150,8 +156,11 @@ def print_false_alarms(
         expected = sum(c["evaluations"] * c["rate"] for c in counts)
         cells.append(f"{name} {firings}/{expected:.1f}")
     alerts = sum(r["alerts"] for r in results)
-    print(f"{stream:22}" + "".join(f"{cell:>24}" for cell in cells)
-          + f"   alerts {alerts}/{events / target:.1f}")
+    print(
+        f"{stream:22}"
+        + "".join(f"{cell:>24}" for cell in cells)
+        + f"   alerts {alerts}/{events / target:.1f}"
+    )
 
 
 if __name__ == "__main__":

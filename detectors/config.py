@@ -44,7 +44,7 @@ import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 __all__ = [
     "DEFAULT_DETECTORS",
@@ -84,6 +84,9 @@ def _require(ok: bool, name: str, expected: str, value: object) -> None:
 class _FromMapping:
     """Builds a parameter dataclass from a config section, naming the offending key on error."""
 
+    if typing.TYPE_CHECKING:  # what @dataclass adds to the subclasses, for dataclasses.replace
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     @classmethod
     def from_mapping(
         cls, mapping: Mapping[str, Any] | None, *, base: Self | None = None, where: str = "defaults"
@@ -94,11 +97,13 @@ class _FromMapping:
         Unknown keys, wrong types and out-of-range values raise ``ValueError`` naming the config
         path ``where``.
         """
-        base = cls() if base is None else base  # type: ignore[call-arg]
+        base = cls() if base is None else base
         mapping = _as_mapping(mapping, where)
         if not mapping:  # frozen: the base itself is the answer
             return base
-        names, hints = _fields_of(cls)
+        # A class object is hashable; mypy checks it against Hashable with the unbound
+        # instance method object.__hash__ and disagrees (python/mypy#11470).
+        names, hints = _fields_of(cls)  # type: ignore[arg-type]
         changes = {}
         for key, value in mapping.items():
             if key not in names:
@@ -108,7 +113,7 @@ class _FromMapping:
                 )
             changes[key] = _coerce(hints[key], value, getattr(base, key), f"{where}.{key}")
         try:
-            return dataclasses.replace(base, **changes)  # type: ignore[type-var]
+            return dataclasses.replace(base, **changes)
         except ValueError as exc:
             raise ValueError(f"invalid config at {where}: {exc}") from None
 
@@ -238,10 +243,14 @@ class CusumParams(_FromMapping):
     def __post_init__(self) -> None:
         _require(
             len(self.allowances) >= 1 and all(k > 0 for k in self.allowances),
-            "allowances", "a non-empty list of numbers > 0", list(self.allowances),
+            "allowances",
+            "a non-empty list of numbers > 0",
+            list(self.allowances),
         )
         _require(
-            1 <= self.false_alarm_interval < math.inf, "false_alarm_interval", "finite, >= 1",
+            1 <= self.false_alarm_interval < math.inf,
+            "false_alarm_interval",
+            "finite, >= 1",
             self.false_alarm_interval,
         )
         _require(self.min_instances >= 1, "min_instances", ">= 1", self.min_instances)
@@ -322,10 +331,14 @@ class WindowParams(_FromMapping):
         _require(10 <= self.events <= 65535, "events", "in [10, 65535]", self.events)
         _require(self.reference_events >= 10, "reference_events", ">= 10", self.reference_events)
         _require(self.seconds >= 0, "seconds", ">= 0", self.seconds)
-        _require(self.allowed_lateness_s >= 0, "allowed_lateness_s", ">= 0", self.allowed_lateness_s)
+        _require(
+            self.allowed_lateness_s >= 0, "allowed_lateness_s", ">= 0", self.allowed_lateness_s
+        )
         _require(self.watermark_events >= 1, "watermark_events", ">= 1", self.watermark_events)
         _require(
-            0 <= self.watermark_horizon < math.inf, "watermark_horizon", "finite, >= 0",
+            0 <= self.watermark_horizon < math.inf,
+            "watermark_horizon",
+            "finite, >= 0",
             self.watermark_horizon,
         )
         _require(2 <= self.bins <= 100, "bins", "in [2, 100]", self.bins)
@@ -513,7 +526,7 @@ def allowed_features(config: Mapping[str, Any] | None, model: str) -> frozenset[
     Traceback (most recent call last):
     ...
     ValueError: invalid config at models.m.allow_features: expected a list of feature names, got 'amount'
-    """
+    """  # noqa: E501 (a doctest's expected output, one line)
     allowed = _allowed(_top(config), model)
     return None if allowed is None else frozenset(allowed)
 
@@ -524,8 +537,8 @@ def model_task(config: Mapping[str, Any] | None, model: str) -> str:
     >>> model_task({}, "fraud")
     'auto'
     """
-    task = _model(_top(config), model).get("task", "auto")
-    if task not in TASKS:
+    task: object = _model(_top(config), model).get("task", "auto")
+    if not isinstance(task, str) or task not in TASKS:
         raise ValueError(
             f"invalid config at models.{model}.task: "
             f"expected one of {', '.join(TASKS)}, got {task!r}"

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from detectors.base import ChangeDetector, DetectorState
 from detectors.budget import cusum_thresholds
@@ -15,6 +16,9 @@ from detectors.config import CusumParams
 __all__ = ["Cusum", "CusumState"]
 
 _SIDES = {"up": (1.0,), "down": (-1.0,), "both": (1.0, -1.0)}
+# The watched CUSUMs (see Cusum._rows): their indices into the sums, then their signs,
+# allowances and thresholds as columns.
+_Bank = tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
 
 
 class CusumState(DetectorState, frozen=True, tag="cusum"):
@@ -87,15 +91,15 @@ class Cusum(ChangeDetector):
         if len(self.thresholds) != len(self.allowances):
             raise ValueError("one threshold per allowance")
         self.fired = 0
-        self._bank: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._bank: _Bank | None = None
         self._restart()
 
     @classmethod
     def calibrated(
         cls,
         params: CusumParams,
-        values: np.ndarray,
-        weights: np.ndarray,
+        values: NDArray[np.float64],
+        weights: NDArray[np.float64],
         rate: float,
     ) -> Cusum:
         """A bank whose false alarms on the distribution of ``values`` (weighted, as the
@@ -134,7 +138,7 @@ class Cusum(ChangeDetector):
         found = self._scan(np.array([x], dtype=float))
         return None if found is None else found[1]
 
-    def _scan(self, x: np.ndarray) -> tuple[int, float] | None:
+    def _scan(self, x: NDArray[np.float64]) -> tuple[int, float] | None:
         """Run the bank over ``x``; (index, statistic) of the first detection, after which the
         bank has restarted and the values after ``index`` are left unread."""
         n = self.n + np.arange(1, len(x) + 1)
@@ -152,7 +156,11 @@ class Cusum(ChangeDetector):
         sums = np.zeros(self.sums.size)
         if not fired.any():
             sums[rows] = s[:, -1]
-            self.n, self.mean, self.sums = int(n[-1]), float(means[-1]), sums.reshape(self.sums.shape)
+            self.n, self.mean, self.sums = (
+                int(n[-1]),
+                float(means[-1]),
+                sums.reshape(self.sums.shape),
+            )
             return None
         firsts = np.where(fired, over.argmax(axis=1), len(x))
         row = int(firsts.argmin())  # the earliest; on a tie the smallest allowance, up first
@@ -162,15 +170,23 @@ class Cusum(ChangeDetector):
         self._restart()
         return index, statistic
 
-    def _rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _rows(self) -> _Bank:
         """Indices into ``sums.ravel()`` (allowance * 2 + side) of the watched CUSUMs, with
         their signs, allowances and thresholds as columns."""
         if self._bank is None:
-            watched = [(j * 2 + side, sign, allowance, threshold)
-                       for j, (allowance, threshold) in enumerate(zip(self.allowances, self.thresholds, strict=True))
-                       for side, sign in enumerate((1.0, -1.0)) if sign in _SIDES[self.params.mode]]
+            watched = [
+                (j * 2 + side, sign, allowance, threshold)
+                for j, (allowance, threshold) in enumerate(
+                    zip(self.allowances, self.thresholds, strict=True)
+                )
+                for side, sign in enumerate((1.0, -1.0))
+                if sign in _SIDES[self.params.mode]
+            ]
             rows, signs, allowances, thresholds = zip(*watched, strict=True)
-            self._bank = (np.array(rows), *(np.array(column)[:, None] for column in (signs, allowances, thresholds)))
+            sign_column, allowance_column, threshold_column = (
+                np.array(column)[:, None] for column in (signs, allowances, thresholds)
+            )
+            self._bank = (np.array(rows), sign_column, allowance_column, threshold_column)
         return self._bank
 
     def _describe(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ import math
 from collections import Counter
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import optimize, special, stats
 
 from detectors.sketches import QuantileSketch
@@ -46,11 +47,11 @@ from detectors.stats import saturate
 __all__ = [
     "MIN_EXPECTED",
     "SMOOTHING",
+    "cdf_distances",
     "chi_square",
     "cohens_h",
     "hellinger",
     "jensen_shannon",
-    "cdf_distances",
     "ks_bound",
     "ks_critical_value",
     "ks_p_value",
@@ -69,6 +70,8 @@ __all__ = [
 SMOOTHING = 0.5
 # Cochran's rule: the chi-square approximation needs expected counts of at least 5.
 MIN_EXPECTED = 5.0
+# Counts over the same bins, of the reference and of a window (integers; floats work too).
+_Counts = NDArray[np.int64 | np.float64]
 
 
 def ks_test(reference: QuantileSketch, window: QuantileSketch) -> tuple[float, float]:
@@ -150,9 +153,14 @@ def ks_critical_value(level: float, n: int, m: int) -> float:
     size = _effective_size(n, m)
     if stats.kstwo.sf(1.0, size) >= level:
         return 1.0
-    return float(optimize.brentq(
-        lambda d: math.log(max(stats.kstwo.sf(d, size), 1e-300)) - math.log(level), 0.0, 1.0, xtol=1e-12
-    ))
+    return float(
+        optimize.brentq(
+            lambda d: math.log(max(stats.kstwo.sf(d, size), 1e-300)) - math.log(level),
+            0.0,
+            1.0,
+            xtol=1e-12,
+        )
+    )
 
 
 def _effective_size(n: int, m: int) -> float:
@@ -186,13 +194,13 @@ def wasserstein_bound(reference: QuantileSketch, window: QuantileSketch) -> floa
     return saturate(bound * 2 * (high / 2 - low / 2)) if bound else 0.0
 
 
-def psi_terms(reference: np.ndarray, window: np.ndarray) -> np.ndarray:
+def psi_terms(reference: _Counts, window: _Counts) -> NDArray[np.float64]:
     """Each bin's share of the population stability index: ``(w - r) * ln(w / r)`` (smoothed)."""
     ref, win = _smoothed(reference), _smoothed(window)
     return (win - ref) * np.log(win / ref)
 
 
-def psi(reference: np.ndarray, window: np.ndarray) -> float:
+def psi(reference: _Counts, window: _Counts) -> float:
     """Population stability index of two count vectors over the same bins (symmetric KL).
 
     Rule of thumb: below 0.1 no change, 0.1-0.25 moderate, above 0.25 large.
@@ -200,7 +208,7 @@ def psi(reference: np.ndarray, window: np.ndarray) -> float:
     return float(psi_terms(reference, window).sum())
 
 
-def jensen_shannon(reference: np.ndarray, window: np.ndarray) -> float:
+def jensen_shannon(reference: _Counts, window: _Counts) -> float:
     """Jensen-Shannon distance (square root of the divergence, base 2): 0 same, 1 disjoint."""
     ref, win = _shares(reference), _shares(window)
     mid = (ref + win) / 2
@@ -208,13 +216,13 @@ def jensen_shannon(reference: np.ndarray, window: np.ndarray) -> float:
     return math.sqrt(max(divergence, 0.0) / math.log(2))
 
 
-def hellinger(reference: np.ndarray, window: np.ndarray) -> float:
+def hellinger(reference: _Counts, window: _Counts) -> float:
     """Hellinger distance ``sqrt(1 - Σ sqrt(r * w))``: 0 same, 1 disjoint."""
     overlap = float(np.sum(np.sqrt(_shares(reference) * _shares(window))))
     return math.sqrt(max(1.0 - overlap, 0.0))
 
 
-def chi_square(reference: np.ndarray, window: np.ndarray) -> tuple[float, float, int]:
+def chi_square(reference: _Counts, window: _Counts) -> tuple[float, float, int]:
     """Pearson's chi-square test of homogeneity of the 2 x bins table: statistic, p, dof.
 
     Bins empty on both sides are left out; no continuity correction (as
@@ -231,7 +239,7 @@ def chi_square(reference: np.ndarray, window: np.ndarray) -> tuple[float, float,
     return statistic, float(special.chdtrc(dof, statistic)), dof
 
 
-def pool_small(reference: np.ndarray, window: np.ndarray) -> np.ndarray:
+def pool_small(reference: _Counts, window: _Counts) -> NDArray[np.bool_]:
     """Mask of the bins to pool into one: those whose smaller expected count (under
     homogeneity) is below ``MIN_EXPECTED``. Pooling them keeps :func:`chi_square` calibrated.
 
@@ -240,7 +248,8 @@ def pool_small(reference: np.ndarray, window: np.ndarray) -> np.ndarray:
     """
     smaller = min(reference.sum(), window.sum())
     total = reference.sum() + window.sum()
-    return (reference + window) * smaller / max(total, 1) < MIN_EXPECTED
+    small: NDArray[np.bool_] = (reference + window) * smaller / max(total, 1) < MIN_EXPECTED
+    return small
 
 
 def missing_rate_test(
@@ -260,7 +269,9 @@ def missing_rate_test(
     )
 
 
-def missing_rate_z(reference_missing: int, reference_events: int, missing: int, events: int) -> float:
+def missing_rate_z(
+    reference_missing: int, reference_events: int, missing: int, events: int
+) -> float:
     """The pooled two-proportion z of :func:`missing_rate_test`."""
     pooled = (reference_missing + missing) / (reference_events + events)
     spread = math.sqrt(pooled * (1 - pooled) * (1 / reference_events + 1 / events))
@@ -268,13 +279,14 @@ def missing_rate_z(reference_missing: int, reference_events: int, missing: int, 
     return difference / spread if spread else 0.0
 
 
-def missing_rate_p_value(reference_missing: int, reference_events: int, missing: int, events: int) -> float:
+def missing_rate_p_value(
+    reference_missing: int, reference_events: int, missing: int, events: int
+) -> float:
     """Fisher's exact two-sided p-value of :func:`missing_rate_test` (1 when nothing is missing
     on either side, without asking scipy)."""
     if reference_missing + missing == 0 or reference_missing + missing == reference_events + events:
         return 1.0
-    table = [[reference_missing, reference_events - reference_missing],
-             [missing, events - missing]]
+    table = [[reference_missing, reference_events - reference_missing], [missing, events - missing]]
     return float(stats.fisher_exact(table).pvalue)
 
 
@@ -290,7 +302,7 @@ def cohens_h(reference_rate: float, rate: float) -> float:
 
 def _cdfs(
     reference: QuantileSketch, window: QuantileSketch
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Both estimated CDFs (``P(X <= x)``) at the union of the sketches' retained values."""
     ref_values, ref_weights = reference.items()
     win_values, win_weights = window.items()
@@ -298,25 +310,32 @@ def _cdfs(
     return points, _cdf(ref_values, ref_weights, points), _cdf(win_values, win_weights, points)
 
 
-def _cdf(values: np.ndarray, weights: np.ndarray, points: np.ndarray) -> np.ndarray:
+def _cdf(
+    values: NDArray[np.float64], weights: NDArray[np.float64], points: NDArray[np.float64]
+) -> NDArray[np.float64]:
     cumulative = np.concatenate([[0.0], np.cumsum(weights)])
-    return cumulative[np.searchsorted(values, points, side="right")] / cumulative[-1]
+    cdf: NDArray[np.float64] = (
+        cumulative[np.searchsorted(values, points, side="right")] / cumulative[-1]
+    )
+    return cdf
 
 
 def _rank_error(sketch: QuantileSketch) -> float:
     return 0.0 if sketch.exact else sketch.rank_error
 
 
-def _shares(counts: np.ndarray) -> np.ndarray:
-    counts = np.asarray(counts, dtype=np.float64)
-    return counts / counts.sum()
+def _shares(counts: _Counts) -> NDArray[np.float64]:
+    values = np.asarray(counts, dtype=np.float64)
+    shares: NDArray[np.float64] = values / values.sum()
+    return shares
 
 
-def _smoothed(counts: np.ndarray) -> np.ndarray:
-    counts = np.asarray(counts, dtype=np.float64) + SMOOTHING
-    return counts / counts.sum()
+def _smoothed(counts: _Counts) -> NDArray[np.float64]:
+    values = np.asarray(counts, dtype=np.float64) + SMOOTHING
+    shares: NDArray[np.float64] = values / values.sum()
+    return shares
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
+def _kl(p: NDArray[np.float64], q: NDArray[np.float64]) -> float:
     present = p > 0
     return float(np.sum(p[present] * np.log(p[present] / q[present])))

@@ -65,7 +65,7 @@ class Lifecycle:
         self.suppressed = 0
         self.resolved = 0
 
-    def fire(self, events_seen: int, detector: str, position: int) -> bool:
+    def fire(self, events_seen: int, detector: str, position: int | None) -> bool:
         """A detector fired after ``events_seen`` values; True if that opens an episode."""
         opens = not self.is_open and events_seen > self.cooldown_until
         self.cooldown_until = max(self.cooldown_until, events_seen + self.cooldown_events)
@@ -92,8 +92,14 @@ class Lifecycle:
 
     def to_state(self) -> LifecycleState:
         return LifecycleState(
-            self.cooldown_until, self.is_open, self.quiet, self.opened_by, self.opened_at,
-            self.episodes, self.suppressed, self.resolved,
+            self.cooldown_until,
+            self.is_open,
+            self.quiet,
+            self.opened_by,
+            self.opened_at,
+            self.episodes,
+            self.suppressed,
+            self.resolved,
         )
 
     @classmethod
@@ -102,7 +108,9 @@ class Lifecycle:
     ) -> Lifecycle:
         lifecycle = cls(cooldown_events, resolve_windows, resolvable)
         lifecycle.cooldown_until, lifecycle.is_open, lifecycle.quiet = (
-            state.cooldown_until, state.is_open, state.quiet
+            state.cooldown_until,
+            state.is_open,
+            state.quiet,
         )
         lifecycle.opened_by, lifecycle.opened_at = state.opened_by, state.opened_at
         lifecycle.episodes, lifecycle.suppressed = state.episodes, state.suppressed

@@ -29,9 +29,9 @@ from typing import Annotated, Any, ClassVar, Self
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from detectors.adwin import Adwin, AdwinState
-from detectors.base import ChangeDetector
 from detectors.baseline import CategoricalProfile, NumericProfile, Profile
 from detectors.budget import adwin_delta, page_hinkley_threshold, window_alpha
 from detectors.config import MonitorParams
@@ -72,16 +72,22 @@ FORMAT_VERSION = 3
 # default sensibly.
 READABLE_VERSIONS = (2, 3)
 QUANTILES = {
-    "p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99
+    "p01": 0.01,
+    "p05": 0.05,
+    "p25": 0.25,
+    "p50": 0.5,
+    "p75": 0.75,
+    "p95": 0.95,
+    "p99": 0.99,
 }
 DETECTION_QUANTILES = {key: QUANTILES[key] for key in ("p05", "p50", "p95")}
 TOP_CATEGORIES = 10
 EXACT_WARMUP = 4_096  # warm-ups up to this many values calibrate deterministically (~32 KB)
 WINDOW = "window"
 
-_DETECTORS: dict[str, type[ChangeDetector]] = {
-    cls.name: cls for cls in (Adwin, PageHinkley, Cusum)
-}
+# The detectors a monitor can run: those whose states _StreamState can hold.
+_Detector = Adwin | PageHinkley | Cusum
+_DETECTORS: dict[str, type[_Detector]] = {cls.name: cls for cls in (Adwin, PageHinkley, Cusum)}
 _DETECTOR_BY_STATE = {cls.state_type: cls for cls in _DETECTORS.values()}
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 
@@ -210,7 +216,9 @@ class Monitor(abc.ABC):
         self.reference_source: str | None = None
 
     def _new_lifecycle(self) -> Lifecycle:
-        return Lifecycle(self.params.cooldown_events, self.params.window.resolve_windows, self.windowed)
+        return Lifecycle(
+            self.params.cooldown_events, self.params.window.resolve_windows, self.windowed
+        )
 
     @abc.abstractmethod
     def seed(self, profile: Profile, source: str) -> None:
@@ -272,7 +280,9 @@ class Monitor(abc.ABC):
     def _settled(self, evaluation: Evaluation) -> bool:
         """Whether a window looks like the reference again: every test quiet at the looser
         ``window.resolve_alpha`` (the lifecycle's hysteresis band)."""
-        return all(result.settled(self.params.window.resolve_alpha) for result in evaluation.results)
+        return all(
+            result.settled(self.params.window.resolve_alpha) for result in evaluation.results
+        )
 
     def _judge(self, evaluation: Evaluation, events_seen: int) -> Detection | None:
         """Resolve the open episode, or open one, from a window evaluation."""
@@ -310,14 +320,23 @@ class Monitor(abc.ABC):
         windows = self.windows
         reference_events = self.params.window.reference_events
         return {
-            "reference_remaining": 0 if windows.ready else reference_events - windows.reference.count,
+            "reference_remaining": 0
+            if windows.ready
+            else reference_events - windows.reference.count,
             "evaluated": windows.evaluated,
             "drifted": windows.drifted,
             "alpha": windows.alpha,
             "psi": windows.score,
-            **({"open": len(windows.open), "late": windows.late, "early": windows.early,
-                "watermark": windows.max_time - windows.params.allowed_lateness_s}
-               if windows.by_time and windows.max_time > -math.inf else {}),
+            **(
+                {
+                    "open": len(windows.open),
+                    "late": windows.late,
+                    "early": windows.early,
+                    "watermark": windows.max_time - windows.params.allowed_lateness_s,
+                }
+                if windows.by_time and windows.max_time > -math.inf
+                else {}
+            ),
         }
 
     def _lifecycle_status(self) -> dict[str, Any]:
@@ -343,9 +362,7 @@ class Monitor(abc.ABC):
     @abc.abstractmethod
     def _from_state(cls, state: Any) -> Self: ...
 
-    def _restore(
-        self, state: LifecycleState, windows: Windows[Any] | None, expected: bool
-    ) -> None:
+    def _restore(self, state: LifecycleState, windows: Windows[Any] | None, expected: bool) -> None:
         """Restore the lifecycle and the window tests, which the parameters say to ``expect``."""
         if (windows is not None) != expected:
             raise ValueError("stored window tests do not match the parameters")
@@ -362,6 +379,8 @@ class Monitor(abc.ABC):
 class _StreamMonitor(Monitor):
     """A numeric stream with a frozen reference, change detectors and episode logic."""
 
+    state_type: ClassVar[type[_StreamState]]
+    windows: NumericWindows | None
     _mean_key: ClassVar[str] = "mean"
 
     def __init__(self, params: MonitorParams | None = None) -> None:
@@ -374,7 +393,7 @@ class _StreamMonitor(Monitor):
         # and unseedable, and a replay (another process) must calibrate the same thresholds.
         k = max(self.params.kll_k, min(self.warmup_events, EXACT_WARMUP))
         self.reference_sketch = QuantileSketch(k)
-        self.detectors: dict[str, ChangeDetector] = {
+        self.detectors: dict[str, _Detector] = {
             name: _DETECTORS[name](self._detector_params(name)) for name in self._detector_names()
         }
         # None: the detector starts afresh with the next value, whose tag is not known yet.
@@ -388,7 +407,9 @@ class _StreamMonitor(Monitor):
     def warmup_events(self) -> int: ...
 
     @abc.abstractmethod
-    def _detector_input(self, standardised: np.ndarray, values: np.ndarray) -> np.ndarray: ...
+    def _detector_input(
+        self, standardised: NDArray[np.float64], values: NDArray[np.float64]
+    ) -> NDArray[np.float64]: ...
 
     def _detector_params(self, name: str) -> Any:
         # MonitorParams holds each detector's parameters in a field named after it.
@@ -411,15 +432,19 @@ class _StreamMonitor(Monitor):
         self.reference = RunningStats.from_state(profile.stats)
         self.reference_sketch = QuantileSketch.from_bytes(profile.sketch)
         self.reference_source = source
-        self.detectors = {name: _DETECTORS[name](self._detector_params(name)) for name in self.detectors}
+        self.detectors = {
+            name: _DETECTORS[name](self._detector_params(name)) for name in self.detectors
+        }
         self._evidence_from = dict.fromkeys(self.detectors)
         self._ewma_mean, self._ewma_sq = 0.0, (self.reference.std / self._scale) ** 2
         self.lifecycle = self._new_lifecycle()
         self._calibrate()
         if isinstance(self.windows, NumericWindows):
             period = NumericPeriod.of_summaries(
-                self.windows.cuts, RunningStats.from_state(profile.stats),
-                QuantileSketch.from_bytes(profile.sketch), profile.missing,
+                self.windows.cuts,
+                RunningStats.from_state(profile.stats),
+                QuantileSketch.from_bytes(profile.sketch),
+                profile.missing,
             )
             self.windows.seed(period)
 
@@ -433,7 +458,9 @@ class _StreamMonitor(Monitor):
         :data:`~detectors.stats.LARGE` (see :meth:`_standardise`)."""
         return abs(self._ewma_mean) if self.warmed_up else 0.0
 
-    def _standardise(self, values: np.ndarray, within_stats: bool = True) -> np.ndarray:
+    def _standardise(
+        self, values: NDArray[np.float64], within_stats: bool = True
+    ) -> NDArray[np.float64]:
         """``(values - reference mean) / reference std``, within ``+-LARGE``.
 
         Any finite value is accepted, but a difference of two (or a division by a tiny std)
@@ -451,7 +478,10 @@ class _StreamMonitor(Monitor):
         return np.clip(standardised, -LARGE, LARGE, out=standardised)
 
     def update(
-        self, values: np.ndarray, positions: np.ndarray, times: np.ndarray | None = None
+        self,
+        values: NDArray[np.float64],
+        positions: NDArray[np.integer[Any]],
+        times: NDArray[np.float64] | None = None,
     ) -> list[Detection]:
         """Add ``values`` in stream order, tagged by ``positions`` (e.g. Kafka offsets); NaN
         marks a missing value. ``times`` (event times, epoch seconds) are needed by event-time
@@ -471,7 +501,9 @@ class _StreamMonitor(Monitor):
         seen = self.stats.count
         self.stats.update_many(present)
         self.sketch.update_many(present)
-        wanted = 0 if self.reference_source is not None else self.warmup_events - self.reference.count
+        wanted = (
+            0 if self.reference_source is not None else self.warmup_events - self.reference.count
+        )
         n_reference = max(min(len(present), wanted), 0)
         if n_reference:
             self._add_reference(present[:n_reference])
@@ -480,9 +512,11 @@ class _StreamMonitor(Monitor):
         # Events after the warm-up's last value go to the detectors and the window tests.
         start = int(np.flatnonzero(~missing)[n_reference - 1]) + 1 if n_reference else 0
         later = None if times is None else np.asarray(times, dtype=np.float64)[start:]
-        return self._watch(values[start:], missing[start:], positions[start:], seen + n_reference, later)
+        return self._watch(
+            values[start:], missing[start:], positions[start:], seen + n_reference, later
+        )
 
-    def _add_reference(self, values: np.ndarray) -> None:
+    def _add_reference(self, values: NDArray[np.float64]) -> None:
         self.reference.update_many(values)
         self.reference_sketch.update_many(values)
         if self.warmed_up:
@@ -524,8 +558,12 @@ class _StreamMonitor(Monitor):
             self.windows = NumericWindows(self.params.window, alpha, cuts, self.params.kll_k)
 
     def _watch(
-        self, values: np.ndarray, missing: np.ndarray, positions: np.ndarray, seen: int,
-        times: np.ndarray | None = None,
+        self,
+        values: NDArray[np.float64],
+        missing: NDArray[np.bool_],
+        positions: NDArray[np.integer[Any]],
+        seen: int,
+        times: NDArray[np.float64] | None = None,
     ) -> list[Detection]:
         """Run the detectors and window tests over post-warm-up events; ``seen`` values came
         before them."""
@@ -567,7 +605,7 @@ class _StreamMonitor(Monitor):
         self._fold_ewma(standardised[folded:])
         return detections
 
-    def _fold_ewma(self, standardised: np.ndarray) -> None:
+    def _fold_ewma(self, standardised: NDArray[np.float64]) -> None:
         self._ewma_mean, self._ewma_sq = _ewma(
             self._ewma_mean, self._ewma_sq, self.params.ewma_alpha, standardised
         )
@@ -605,7 +643,9 @@ class _StreamMonitor(Monitor):
         rate = self.detector_rate or None
         for name, detector in self.detectors.items():
             found["detectors"][name] = {
-                "evaluations": fed, "firings": detector.n_detections, "rate": rate
+                "evaluations": fed,
+                "firings": detector.n_detections,
+                "rate": rate,
             }
         return found
 
@@ -634,7 +674,10 @@ class _StreamMonitor(Monitor):
     def _merged_summary(cls, monitors: Sequence[Self]) -> dict[str, Any]:
         k = monitors[0].params.kll_k
         stats, sketch, reference, reference_sketch = (
-            RunningStats(), QuantileSketch(k), RunningStats(), QuantileSketch(k)
+            RunningStats(),
+            QuantileSketch(k),
+            RunningStats(),
+            QuantileSketch(k),
         )
         for monitor in monitors:
             stats.merge(monitor.stats)
@@ -648,7 +691,8 @@ class _StreamMonitor(Monitor):
             **distribution(stats, sketch, cls._mean_key, QUANTILES),
             "reference": (
                 distribution(reference, reference_sketch, cls._mean_key, QUANTILES)
-                if reference.count else None
+                if reference.count
+                else None
             ),
             "drift_score": max(monitor.drift_score() for monitor in monitors),
             "partitions": [
@@ -686,9 +730,7 @@ class _StreamMonitor(Monitor):
         monitor.sketch = QuantileSketch.from_bytes(state.sketch)
         monitor.reference = RunningStats.from_state(state.reference)
         monitor.reference_sketch = QuantileSketch.from_bytes(state.reference_sketch)
-        monitor.detectors = {
-            name: _DETECTOR_BY_STATE[type(s)].from_state(s) for name, s in state.detectors.items()
-        }
+        monitor.detectors = {name: _detector_from_state(s) for name, s in state.detectors.items()}
         monitor._evidence_from = dict(state.evidence_from)
         if not (math.isfinite(state.ewma_mean) and math.isfinite(state.ewma_sq)):
             raise ValueError("the EWMA is not finite")
@@ -741,7 +783,9 @@ class NumericMonitor(_StreamMonitor):
     def _detector_names(self) -> Sequence[str]:
         return [name for name in self.params.detectors if name in _DETECTORS]
 
-    def _detector_input(self, standardised: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def _detector_input(
+        self, standardised: NDArray[np.float64], values: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
         return np.clip(standardised, -self.params.clip_sigma, self.params.clip_sigma)
 
 
@@ -793,7 +837,9 @@ class ErrorMonitor(_StreamMonitor):
         allowances = tuple(k * self._scale for k in params.allowances)
         return dataclasses.replace(params, allowances=allowances, mode="up")
 
-    def _detector_input(self, standardised: np.ndarray, values: np.ndarray) -> np.ndarray:
+    def _detector_input(
+        self, standardised: NDArray[np.float64], values: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
         # Absolute errors can be any finite float: beyond +-LARGE they are clipped, so that
         # ADWIN's and the bank's sums (and the calibration) stay in the float range. The
         # monitor's own min and max tell whether any is (values are among them, or clipped).
@@ -826,15 +872,14 @@ class CategoricalMonitor(Monitor):
 
     kind = "categorical"
     state_type = _CategoricalState
+    windows: CategoricalWindows | None
 
     def __init__(self, params: MonitorParams | None = None) -> None:
         super().__init__(params)
         self.counts = CategoryCounts(self.params.max_categories)
         if self.windowed:
             alpha = self._window_alpha(len(CategoricalWindows.test_types))
-            self.windows = CategoricalWindows(
-                self.params.window, alpha, self.params.max_categories
-            )
+            self.windows = CategoricalWindows(self.params.window, alpha, self.params.max_categories)
 
     @property
     def count(self) -> int:
@@ -872,7 +917,10 @@ class CategoricalMonitor(Monitor):
             self.windows.seed(period)
 
     def update(
-        self, values: Sequence[str | None], positions: Sequence[int], times: np.ndarray | None = None
+        self,
+        values: Sequence[str | None],
+        positions: Sequence[int] | NDArray[np.integer[Any]],
+        times: NDArray[np.float64] | None = None,
     ) -> list[Detection]:
         """Count ``values`` (None: missing); ``positions`` (and ``times``) tag them like for the
         other monitors.
@@ -897,8 +945,12 @@ class CategoricalMonitor(Monitor):
         return [found for found in judged if found is not None]
 
     def summary(self) -> dict[str, Any]:
-        return {"kind": self.kind, "missing": self.missing, **_categories(self.counts),
-                **self._status()}
+        return {
+            "kind": self.kind,
+            "missing": self.missing,
+            **_categories(self.counts),
+            **self._status(),
+        }
 
     def _status(self) -> dict[str, Any]:
         return {
@@ -928,7 +980,11 @@ class CategoricalMonitor(Monitor):
     def _to_state(self) -> _CategoricalState:
         windows = self.windows.to_state() if self.windows is not None else None
         return _CategoricalState(
-            self.params, self.missing, self.counts.to_state(), self.lifecycle.to_state(), windows,
+            self.params,
+            self.missing,
+            self.counts.to_state(),
+            self.lifecycle.to_state(),
+            windows,
             self.reference_source,
         )
 
@@ -946,20 +1002,32 @@ class CategoricalMonitor(Monitor):
         return monitor
 
 
+def _detector_from_state(state: AdwinState | PageHinkleyState | CusumState) -> _Detector:
+    """The detector of a stored state (of the tagged union in :class:`_StreamState`)."""
+    if isinstance(state, AdwinState):
+        return Adwin.from_state(state)
+    if isinstance(state, PageHinkleyState):
+        return PageHinkley.from_state(state)
+    return Cusum.from_state(state)
+
+
 def _window_detection(
     evaluation: Evaluation, events_seen: int, event: str, extra: dict[str, Any]
 ) -> Detection:
     result = evaluation.strongest()
+    # Tagged values came first: a window that closes has the tag of its last event.
+    position: int = evaluation.position  # type: ignore[assignment]
     return Detection(
         detector=WINDOW,
         statistic=result.statistic,
         threshold=result.alpha,
         severity=result.severity,
         effect_size=result.effect_size,
-        position=evaluation.position,  # type: ignore[arg-type]  # tagged values came first
+        position=position,
         evidence_from=(
-            evaluation.evidence_from if evaluation.evidence_from is not None
-            else evaluation.position  # a window of missing values only
+            evaluation.evidence_from
+            if evaluation.evidence_from is not None
+            else position  # a window of missing values only
         ),
         events_seen=events_seen,
         reference=evaluation.reference,
@@ -1014,7 +1082,7 @@ def monitor_from_bytes(data: bytes) -> Monitor:
         raise StateError(f"corrupt monitor state ({exc})") from None
 
 
-def _ewma(mean: float, sq: float, alpha: float, values: np.ndarray) -> tuple[float, float]:
+def _ewma(mean: float, sq: float, alpha: float, values: NDArray[np.float64]) -> tuple[float, float]:
     """Fold ``values`` into an exponentially weighted mean and mean square, vectorised.
 
     Equals ``m = (1 - alpha) * m + alpha * x`` applied value by value (and to ``x**2``), up to
@@ -1031,7 +1099,7 @@ def _ewma(mean: float, sq: float, alpha: float, values: np.ndarray) -> tuple[flo
     return carry * mean + float(weights @ values), carry * sq + float(weights @ values**2)
 
 
-def _check_times(times: np.ndarray | None, n: int) -> None:
+def _check_times(times: NDArray[np.float64] | None, n: int) -> None:
     """``ValueError`` before anything is updated unless ``times`` (if given) are ``n`` finite
     event times (any finite value is taken: the windows cope with outliers)."""
     if times is None:

@@ -69,6 +69,7 @@ from typing import Annotated, Any, Self
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from detectors.budget import window_alpha
 from detectors.config import _FromMapping, _require
@@ -140,7 +141,8 @@ class MultivariateParams(_FromMapping):
         _require(self.clip_sigma > 0, "clip_sigma", "> 0 (.inf: no clipping)", self.clip_sigma)
         _require(
             self.target_false_alarm_interval >= self.events,
-            "target_false_alarm_interval", f">= events ({self.events})",
+            "target_false_alarm_interval",
+            f">= events ({self.events})",
             self.target_false_alarm_interval,
         )
         _require(self.cooldown_events >= 0, "cooldown_events", ">= 0", self.cooldown_events)
@@ -205,12 +207,12 @@ class CoMoments:
         return len(self.count)
 
     @property
-    def means(self) -> np.ndarray:
+    def means(self) -> NDArray[np.float64]:
         """Each feature's mean over the rows in which it is present (0.0 if never)."""
         return np.diagonal(self.mean).copy()
 
     @classmethod
-    def of_rows(cls, rows: np.ndarray) -> CoMoments:
+    def of_rows(cls, rows: NDArray[np.float64]) -> CoMoments:
         """The moments of a batch (n x d, NaN missing), computed with three matrix products.
 
         Magnitudes beyond ``LARGE`` are summarised scaled by a power of two and scaled back,
@@ -228,7 +230,7 @@ class CoMoments:
         return cls._of_rows(rows)
 
     @classmethod
-    def _of_rows(cls, rows: np.ndarray) -> CoMoments:
+    def _of_rows(cls, rows: NDArray[np.float64]) -> CoMoments:
         observed = ~np.isnan(rows)
         present = observed.sum(axis=0)
         # Centre by the batch means first: the products then hold no large cancelling terms.
@@ -244,7 +246,7 @@ class CoMoments:
         moments.mean = mean + shift[:, None]
         return moments
 
-    def update(self, rows: np.ndarray) -> None:
+    def update(self, rows: NDArray[np.float64]) -> None:
         """Fold in a batch of rows (n x d, NaN missing)."""
         if len(rows):
             self.merge(CoMoments.of_rows(rows))
@@ -265,7 +267,9 @@ class CoMoments:
         self.count = total
         self.rows += other.rows
 
-    def _merged_saturated(self, other: CoMoments, share: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _merged_saturated(
+        self, other: CoMoments, share: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """:meth:`merge` for moments beyond the float range: means as weighted averages of
         finite terms, co-moments saturated (an off-diagonal sum of opposite infinities, which
         has no meaningful value, becomes 0; the diagonal only adds non-negative terms)."""
@@ -276,7 +280,7 @@ class CoMoments:
             comoment = self.comoment + other.comoment + between
         return _saturated(comoment), _saturated(mean)
 
-    def covariance(self) -> np.ndarray:
+    def covariance(self) -> NDArray[np.float64]:
         """Sample covariance (``ddof=1``) of the rows with missing values imputed by the means
         (saturated at the float range)."""
         with np.errstate(over="ignore", invalid="ignore"):
@@ -289,8 +293,11 @@ class CoMoments:
         if len(features) != self.d:
             raise ValueError(f"{len(features)} feature names for {self.d} features")
         return MultivariateProfile(
-            list(features), self.rows, self.count.astype(_INT).tobytes(),
-            self.mean.astype(_FLOAT).tobytes(), self.comoment.astype(_FLOAT).tobytes(),
+            list(features),
+            self.rows,
+            self.count.astype(_INT).tobytes(),
+            self.mean.astype(_FLOAT).tobytes(),
+            self.comoment.astype(_FLOAT).tobytes(),
         )
 
     @classmethod
@@ -302,8 +309,8 @@ class CoMoments:
         try:
             moments.count = np.frombuffer(profile.count, _INT).reshape(d, d).astype(np.int64)
             moments.mean = np.frombuffer(profile.mean, _FLOAT).reshape(d, d).astype(np.float64)
-            moments.comoment = np.frombuffer(profile.comoment, _FLOAT).reshape(d, d).astype(
-                np.float64
+            moments.comoment = (
+                np.frombuffer(profile.comoment, _FLOAT).reshape(d, d).astype(np.float64)
             )
         except ValueError:
             raise ValueError(f"profile matrices are not {d} x {d}") from None
@@ -319,7 +326,7 @@ class CoMoments:
         return moments
 
 
-def _saturated(values: np.ndarray) -> np.ndarray:
+def _saturated(values: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.nan_to_num(values, nan=0.0, posinf=FLOAT_MAX, neginf=-FLOAT_MAX)
 
 
@@ -357,7 +364,8 @@ class PCAReconstruction:
         self.mean = moments.means
         self.clip_sigma = clip_sigma
         std = np.sqrt(np.diagonal(covariance))
-        self.scale = np.where(std > 0, std, 1.0)  # a constant feature keeps its own units
+        # A constant feature keeps its own units.
+        self.scale: NDArray[np.float64] = np.where(std > 0, std, 1.0)
         with np.errstate(over="ignore", invalid="ignore"):  # saturated moments: see CoMoments
             correlation = _saturated(covariance / np.outer(self.scale, self.scale))
         eigenvalues, vectors = np.linalg.eigh(correlation)
@@ -367,16 +375,18 @@ class PCAReconstruction:
         ratios = eigenvalues / eigenvalues.sum()
         # As scikit-learn's PCA(n_components=variance), which NannyML uses.
         k = min(int(np.searchsorted(np.cumsum(ratios), variance, side="right")) + 1, moments.d)
-        self.components = vectors[:, ::-1][:, :k]
-        self.explained_variance_ratio = ratios[:k]
-        self._residual_operator = np.eye(moments.d) - self.components @ self.components.T
+        self.components: NDArray[np.float64] = vectors[:, ::-1][:, :k]
+        self.explained_variance_ratio: NDArray[np.float64] = ratios[:k]
+        self._residual_operator: NDArray[np.float64] = (
+            np.eye(moments.d) - self.components @ self.components.T
+        )
 
     @property
     def explained_variance(self) -> float:
         """Share of the reference variance the kept components explain."""
         return float(self.explained_variance_ratio.sum())
 
-    def standardise(self, rows: np.ndarray) -> np.ndarray:
+    def standardise(self, rows: NDArray[np.float64]) -> NDArray[np.float64]:
         """Rows (n x d) standardised by the reference and clipped, missing values imputed (0)."""
         # Any finite value: beyond LARGE sigma (or the float range) it is clipped there.
         bound = min(self.clip_sigma, LARGE)
@@ -384,13 +394,14 @@ class PCAReconstruction:
             standardised = np.clip((rows - self.mean) / self.scale, -bound, bound)
         return np.nan_to_num(standardised, nan=0.0)
 
-    def residuals(self, rows: np.ndarray) -> np.ndarray:
+    def residuals(self, rows: NDArray[np.float64]) -> NDArray[np.float64]:
         """Standardised rows minus their reconstruction from the components (n x d)."""
         return self.standardise(rows) @ self._residual_operator
 
-    def errors(self, rows: np.ndarray) -> np.ndarray:
+    def errors(self, rows: NDArray[np.float64]) -> NDArray[np.float64]:
         """Reconstruction error of each row: the norm of its residual."""
-        return np.linalg.norm(self.residuals(rows), axis=1)
+        errors: NDArray[np.float64] = np.linalg.norm(self.residuals(rows), axis=1)
+        return errors
 
 
 class _PeriodState(msgspec.Struct, frozen=True):
@@ -412,12 +423,14 @@ class _ErrorPeriod:
     def rows(self) -> int:
         return self.errors.count
 
-    def add(self, residuals: np.ndarray, errors: np.ndarray, missing: int) -> None:
+    def add(
+        self, residuals: NDArray[np.float64], errors: NDArray[np.float64], missing: int
+    ) -> None:
         self.errors.update_many(errors)
         self.squared_residuals += np.square(residuals).sum(axis=0)
         self.missing += missing
 
-    def shares(self) -> np.ndarray:
+    def shares(self) -> NDArray[np.float64]:
         """Each feature's share of the squared residual."""
         total = self.squared_residuals.sum()
         return self.squared_residuals / total if total else self.squared_residuals
@@ -536,7 +549,9 @@ class PCAReconstructionMonitor:
     def calibrated(self) -> bool:
         return self.calibration.rows >= self.params.calibration_events
 
-    def update(self, rows: np.ndarray, positions: np.ndarray) -> list[Detection]:
+    def update(
+        self, rows: NDArray[np.float64], positions: NDArray[np.integer[Any]]
+    ) -> list[Detection]:
         """Add ``rows`` (n x d, features in the order given, NaN missing) in stream order,
         tagged by ``positions`` (e.g. Kafka offsets).
 
@@ -576,7 +591,10 @@ class PCAReconstructionMonitor:
             self.reference = CoMoments(len(self.features))
 
     def _watch(
-        self, rows: np.ndarray, missing: np.ndarray, positions: np.ndarray
+        self,
+        rows: NDArray[np.float64],
+        missing: NDArray[np.int64],
+        positions: NDArray[np.integer[Any]],
     ) -> list[Detection]:
         """Calibrate on, then test, rows after the fit."""
         assert self.pca is not None
@@ -615,7 +633,9 @@ class PCAReconstructionMonitor:
         alpha, floor = self.params.alpha, self.params.effect_floor
         critical = NormalDist().inv_cdf(1 - alpha) * se
         return _Test(
-            statistic, p_value, effect,
+            statistic,
+            p_value,
+            effect,
             error_threshold=saturate(reference.mean + max(critical, floor * reference.mean)),
             drifted=p_value < alpha and effect >= floor,
             quiet=p_value >= alpha or effect < floor / 2,
@@ -676,8 +696,11 @@ class PCAReconstructionMonitor:
         )
         shares, reference_shares = current.shares(), reference.shares()
         return [
-            {"feature": self.features[j], "share": float(shares[j]),
-             "reference_share": float(reference_shares[j])}
+            {
+                "feature": self.features[j],
+                "share": float(shares[j]),
+                "reference_share": float(reference_shares[j]),
+            }
             for j in np.argsort(-growth, kind="stable")[:TOP_CONTRIBUTORS]
         ]
 
@@ -691,8 +714,11 @@ class PCAReconstructionMonitor:
         return {
             "target_interval": self.params.target_false_alarm_interval,
             "detectors": {
-                KIND: {"evaluations": self.evaluated, "firings": self.drifted,
-                       "rate": self.params.alpha}
+                KIND: {
+                    "evaluations": self.evaluated,
+                    "firings": self.drifted,
+                    "rate": self.params.alpha,
+                }
             },
         }
 
@@ -708,7 +734,9 @@ class PCAReconstructionMonitor:
                 max(self.params.reference_events - self.reference.rows, 0) if pca is None else 0
             ),
             "calibration_remaining": max(self.params.calibration_events - self.calibration.rows, 0),
-            "pca": None if pca is None else {
+            "pca": None
+            if pca is None
+            else {
                 "reference_rows": self.reference.rows,
                 "components": int(pca.components.shape[1]),
                 "explained_variance": pca.explained_variance,
@@ -720,7 +748,9 @@ class PCAReconstructionMonitor:
             "resolved": self.lifecycle.resolved,
             "episode_open": self.lifecycle.is_open,
             "windows": {
-                "evaluated": self.evaluated, "drifted": self.drifted, "alpha": self.params.alpha
+                "evaluated": self.evaluated,
+                "drifted": self.drifted,
+                "alpha": self.params.alpha,
             },
             "false_alarms": self.false_alarms(),
         }
@@ -762,7 +792,9 @@ class PCAReconstructionMonitor:
             monitor.evaluated, monitor.drifted = state.evaluated, state.drifted
             monitor.score = state.score
             monitor.lifecycle = Lifecycle.from_state(
-                state.lifecycle, monitor.params.cooldown_events, monitor.params.resolve_windows,
+                state.lifecycle,
+                monitor.params.cooldown_events,
+                monitor.params.resolve_windows,
                 True,
             )
         except (msgspec.MsgspecError, ValueError) as exc:

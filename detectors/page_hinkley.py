@@ -98,11 +98,18 @@ class PageHinkley(ChangeDetector):
         ph = detector._ph
         ph._x_mean.n, ph._x_mean._mean = state.mean_n, state.mean
         ph._sum_increase, ph._sum_decrease = state.sum_increase, state.sum_decrease
-        values = (state.mean_n, state.mean, state.sum_increase, state.sum_decrease, state.max_decrease)
+        values = (
+            state.mean_n,
+            state.mean,
+            state.sum_increase,
+            state.sum_decrease,
+            state.max_decrease,
+        )
         if not all(math.isfinite(value) for value in values):
             raise ValueError("Page-Hinkley state is not finite")
         min_increase = math.inf if state.min_increase is None else state.min_increase
-        ph._min_increase, ph._max_decrease = min_increase, state.max_decrease
+        # river starts _max_decrease at the int -1 (so typed int) and keeps floats in it after.
+        ph._min_increase, ph._max_decrease = min_increase, state.max_decrease  # type: ignore[assignment]
         ph._drift_detected = state.drift_detected
         detector._restore_common(state)
         return detector

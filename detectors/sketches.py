@@ -4,13 +4,31 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence, Set
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import msgspec
 import numpy as np
 from datasketches import kll_doubles_sketch
+from numpy.typing import NDArray
 
 __all__ = ["CategoryCounts", "CategoryCountsState", "QuantileSketch"]
+
+
+class _KllSketch(Protocol):
+    """What is used of datasketches' ``kll_doubles_sketch`` (datasketches ships no types)."""
+
+    @property
+    def k(self) -> int: ...
+    @property
+    def n(self) -> int: ...
+    def get_min_value(self) -> float: ...
+    def get_max_value(self) -> float: ...
+    def is_estimation_mode(self) -> bool: ...
+    def is_empty(self) -> bool: ...
+    def update(self, array: NDArray[np.float64], /) -> None: ...
+    def get_quantiles(self, ranks: Sequence[float], inclusive: bool = False) -> list[float]: ...
+    def merge(self, other: _KllSketch, /) -> None: ...
+    def serialize(self) -> bytes: ...
 
 
 class QuantileSketch:
@@ -36,7 +54,7 @@ class QuantileSketch:
     """
 
     def __init__(self, k: int = 200) -> None:
-        self._sketch = kll_doubles_sketch(k)
+        self._sketch: _KllSketch = kll_doubles_sketch(k)
 
     @property
     def k(self) -> int:
@@ -62,12 +80,13 @@ class QuantileSketch:
     @property
     def rank_error(self) -> float:
         """Normalised rank error of single-rank queries (99% confidence)."""
-        return kll_doubles_sketch.get_normalized_rank_error(self.k, False)
+        error: float = kll_doubles_sketch.get_normalized_rank_error(self.k, False)
+        return error
 
-    def update_many(self, values: np.ndarray) -> None:
+    def update_many(self, values: NDArray[np.float64]) -> None:
         self._sketch.update(values)
 
-    def items(self) -> tuple[np.ndarray, np.ndarray]:
+    def items(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The retained values, sorted, and their weights: the sketch's whole estimate of the
         distribution (each value stands for ``weight`` values of the stream; weights sum to
         :attr:`count`).
@@ -117,7 +136,7 @@ _KLL_FLAG_EMPTY, _KLL_FLAG_SINGLE = 1, 4
 _KLL_LEVELS_AT = 20
 
 
-def _retained(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _retained(data: bytes) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Sorted retained values and their weights, read from the sketch's serialisation: some
     20x faster than iterating the sketch from Python (which the tests compare it with)."""
     flags = data[3]

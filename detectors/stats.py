@@ -17,6 +17,7 @@ from typing import Annotated
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = ["FLOAT_MAX", "LARGE", "RunningStats", "RunningStatsState", "saturate"]
 
@@ -103,7 +104,7 @@ class RunningStats:
             return math.sqrt(self.variance)
         return _ldexp_saturated(math.sqrt(self.m2 / (self.count - 1)), self.m2_exponent // 2)
 
-    def update_many(self, values: np.ndarray) -> None:
+    def update_many(self, values: NDArray[np.float64]) -> None:
         """Add a batch of finite values (one vectorised pass, then Chan's combine)."""
         if len(values) == 0:
             return
@@ -121,7 +122,9 @@ class RunningStats:
     def merge(self, other: RunningStats) -> None:
         """Fold in the statistics of values seen elsewhere (e.g. another partition)."""
         if other.count:
-            self._combine(other.count, other.mean, other.m2, other.m2_exponent, other.min, other.max)
+            self._combine(
+                other.count, other.mean, other.m2, other.m2_exponent, other.min, other.max
+            )
 
     def _combine(
         self, count: int, mean: float, m2: float, m2_exponent: int, min_: float, max_: float
@@ -173,7 +176,9 @@ class RunningStats:
         return stats
 
 
-def _scaled_moments(values: np.ndarray, low: float, high: float) -> tuple[float, float, int]:
+def _scaled_moments(
+    values: NDArray[np.float64], low: float, high: float
+) -> tuple[float, float, int]:
     """Mean and sum of squared deviations (as ``m2, exponent``) of values beyond +-LARGE,
     computed on the values scaled by a power of two into (-1, 1): exact but for subnormals,
     which vanish next to such magnitudes anyway."""

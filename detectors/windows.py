@@ -39,10 +39,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from itertools import pairwise
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from detectors.config import WindowParams
 from detectors.distances import (
@@ -73,8 +75,8 @@ __all__ = [
     "MissingRateTest",
     "NumericPeriod",
     "NumericWindows",
-    "WindowTestResult",
     "WindowTest",
+    "WindowTestResult",
     "Windows",
     "distribution",
     "severity",
@@ -122,8 +124,8 @@ class Histogram:
     """Counts of the reference and of the window over the same labelled bins."""
 
     labels: list[str]
-    reference: np.ndarray
-    current: np.ndarray
+    reference: NDArray[np.int64]
+    current: NDArray[np.int64]
 
     def pooled(self) -> Histogram:
         """Bins expected to hold fewer than 5 values merged into one ``(other)`` bin."""
@@ -144,8 +146,12 @@ class Histogram:
         cur_shares = self.current / max(self.current.sum(), 1)
         order = np.argsort(-terms, kind="stable")[:TOP_CONTRIBUTORS]
         return [
-            {"bin": self.labels[i], "reference": float(ref_shares[i]),
-             "current": float(cur_shares[i]), "psi": float(terms[i])}
+            {
+                "bin": self.labels[i],
+                "reference": float(ref_shares[i]),
+                "current": float(cur_shares[i]),
+                "psi": float(terms[i]),
+            }
             for i in order
         ]
 
@@ -169,13 +175,13 @@ class _Period(abc.ABC):
     def missing_rate(self) -> float:
         return self.missing / self.events if self.events else 0.0
 
-    def add(self, values: Any, missing: np.ndarray) -> None:
+    def add(self, values: Any, missing: NDArray[np.bool_]) -> None:
         """Add a stretch of events: ``values[i]`` is missing where ``missing[i]``."""
         self.missing += int(missing.sum())
         self._add_present(values, missing)
 
     @abc.abstractmethod
-    def _add_present(self, values: Any, missing: np.ndarray) -> None: ...
+    def _add_present(self, values: Any, missing: NDArray[np.bool_]) -> None: ...
 
     @abc.abstractmethod
     def histogram(self, current: Self) -> Histogram:
@@ -183,6 +189,9 @@ class _Period(abc.ABC):
 
     @abc.abstractmethod
     def summary(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def to_state(self) -> msgspec.Struct: ...
 
 
 class NumericPeriodState(msgspec.Struct, frozen=True):
@@ -195,7 +204,7 @@ class NumericPeriodState(msgspec.Struct, frozen=True):
 class NumericPeriod(_Period):
     """Moments, a quantile sketch and bin counts (bins right-closed at ``cuts``)."""
 
-    def __init__(self, cuts: np.ndarray, k: int) -> None:
+    def __init__(self, cuts: NDArray[np.float64], k: int) -> None:
         super().__init__()
         self.cuts = cuts
         self.stats = RunningStats()
@@ -211,7 +220,7 @@ class NumericPeriod(_Period):
         """The standard deviation (1.0 for a constant period: its own units)."""
         return self.stats.std or 1.0
 
-    def _add_present(self, values: np.ndarray, missing: np.ndarray) -> None:
+    def _add_present(self, values: NDArray[np.float64], missing: NDArray[np.bool_]) -> None:
         present = values[~missing]
         if not len(present):
             return
@@ -221,8 +230,7 @@ class NumericPeriod(_Period):
 
     def histogram(self, current: NumericPeriod) -> Histogram:
         edges = [None, *self.cuts.tolist(), None]
-        labels = [f"({_edge(low, '-inf')}, {_edge(high, 'inf')}]"
-                  for low, high in zip(edges, edges[1:], strict=False)]
+        labels = [f"({_edge(low, '-inf')}, {_edge(high, 'inf')}]" for low, high in pairwise(edges)]
         return Histogram(labels, self.bins, current.bins)
 
     def summary(self) -> dict[str, Any]:
@@ -236,7 +244,7 @@ class NumericPeriod(_Period):
 
     @classmethod
     def of_summaries(
-        cls, cuts: np.ndarray, stats: RunningStats, sketch: QuantileSketch, missing: int
+        cls, cuts: NDArray[np.float64], stats: RunningStats, sketch: QuantileSketch, missing: int
     ) -> NumericPeriod:
         """A period known only by its summaries (a stored baseline): the bin counts are the
         sketch's weights per bin, exact while the sketch is."""
@@ -248,7 +256,7 @@ class NumericPeriod(_Period):
         return period
 
     @classmethod
-    def from_state(cls, state: NumericPeriodState, cuts: np.ndarray) -> NumericPeriod:
+    def from_state(cls, state: NumericPeriodState, cuts: NDArray[np.float64]) -> NumericPeriod:
         if len(state.bins) != len(cuts) + 1:
             raise ValueError(f"{len(state.bins)} bin counts for {len(cuts) + 1} bins")
         sketch = QuantileSketch.from_bytes(state.sketch)
@@ -276,9 +284,10 @@ class CategoricalPeriod(_Period):
     def count(self) -> int:
         return self.counts.total
 
-    def _add_present(self, values: Sequence[str | None], missing: np.ndarray) -> None:
+    def _add_present(self, values: Sequence[str | None], missing: NDArray[np.bool_]) -> None:
         present = [value for value, absent in zip(values, missing, strict=True) if not absent]
-        self.counts.update_many(present)
+        # The values not marked missing are the strings (the monitor marks the Nones).
+        self.counts.update_many(present)  # type: ignore[arg-type]
 
     def histogram(self, current: CategoricalPeriod) -> Histogram:
         known = [value for value, _ in self.counts.top(len(self.counts.counts))]
@@ -291,8 +300,10 @@ class CategoricalPeriod(_Period):
         )
 
     def summary(self) -> dict[str, Any]:
-        top = [{"value": value, "share": n / self.count}
-               for value, n in self.counts.top(TOP_CONTRIBUTORS)]
+        top = [
+            {"value": value, "share": n / self.count}
+            for value, n in self.counts.top(TOP_CONTRIBUTORS)
+        ]
         return {"count": self.count, "missing_rate": self.missing_rate, "top": top}
 
     def to_state(self) -> CategoricalPeriodState:
@@ -349,8 +360,12 @@ class WindowTestResult:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "statistic": self.statistic, "p_value": self.p_value, "effect": self.effect,
-            "effect_size": self.effect_size, "floor": self.floor, "drifted": self.drifted,
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "effect": self.effect,
+            "effect_size": self.effect_size,
+            "floor": self.floor,
+            "drifted": self.drifted,
         }
 
 
@@ -380,8 +395,15 @@ class WindowTest(abc.ABC, Generic[P]):
             return None
         statistic, p_of, effect = measured
         return WindowTestResult(
-            self.name, statistic, p_of, self.alpha, self.effect, effect, self.floor,
-            severity(effect, self.severity_cuts), self._below(pair, statistic),
+            self.name,
+            statistic,
+            p_of,
+            self.alpha,
+            self.effect,
+            effect,
+            self.floor,
+            severity(effect, self.severity_cuts),
+            self._below(pair, statistic),
         )
 
     @abc.abstractmethod
@@ -400,7 +422,9 @@ class KolmogorovSmirnovTest(WindowTest[NumericPeriod]):
     effect = "wasserstein_sigma"
     floor_param = "wasserstein_floor"
 
-    def _measure(self, pair: _Pair[NumericPeriod]) -> tuple[float, Callable[[], float], float] | None:
+    def _measure(
+        self, pair: _Pair[NumericPeriod]
+    ) -> tuple[float, Callable[[], float], float] | None:
         reference, current = pair.reference, pair.current
         if current.count < MIN_VALUES:
             return None
@@ -439,7 +463,12 @@ class MissingRateTest(WindowTest[Any]):
     floor_param = "missing_floor"
 
     def _measure(self, pair: _Pair[Any]) -> tuple[float, Callable[[], float], float]:
-        table = pair.reference.missing, pair.reference.events, pair.current.missing, pair.current.events
+        table = (
+            pair.reference.missing,
+            pair.reference.events,
+            pair.current.missing,
+            pair.current.events,
+        )
         effect = cohens_h(pair.reference.missing_rate, pair.current.missing_rate)
         return missing_rate_z(*table), partial(missing_rate_p_value, *table), effect
 
@@ -566,7 +595,11 @@ class Windows(abc.ABC, Generic[P]):
         return self.params.seconds > 0
 
     def update(
-        self, values: Any, missing: np.ndarray, positions: np.ndarray, times: np.ndarray | None = None
+        self,
+        values: Any,
+        missing: NDArray[np.bool_],
+        positions: NDArray[np.integer[Any]],
+        times: NDArray[np.float64] | None = None,
     ) -> list[Evaluation]:
         """Add events in stream order (``values[i]`` is missing where ``missing[i]``, ``times``
         their event times in epoch seconds, needed by event-time windows); return the
@@ -574,7 +607,9 @@ class Windows(abc.ABC, Generic[P]):
         if self.by_time:
             if times is None:
                 raise ValueError("event-time windows need the events' times")
-            return self._update_by_time(values, missing, positions, np.asarray(times, dtype=np.float64))
+            return self._update_by_time(
+                values, missing, positions, np.asarray(times, dtype=np.float64)
+            )
         evaluations = []
         start = 0
         while start < len(missing):
@@ -591,7 +626,11 @@ class Windows(abc.ABC, Generic[P]):
         return evaluations
 
     def _update_by_time(
-        self, values: Any, missing: np.ndarray, positions: np.ndarray, times: np.ndarray
+        self,
+        values: Any,
+        missing: NDArray[np.bool_],
+        positions: NDArray[np.integer[Any]],
+        times: NDArray[np.float64],
     ) -> list[Evaluation]:
         """Event-time tumbling windows of ``seconds``, closed by the watermark (newest event
         time minus ``allowed_lateness_s``). An event is late when the watermark before it had
@@ -634,7 +673,9 @@ class Windows(abc.ABC, Generic[P]):
             # The event that moved the watermark past the window's end closed it.
             evaluation = self._close(start + int(np.searchsorted(running[1:], closes_at)))
             evaluation.extra.update(
-                window_start=w * size, window_end=(w + 1) * size, late_events=self.late,
+                window_start=w * size,
+                window_end=(w + 1) * size,
+                late_events=self.late,
                 early_events=self.early,
             )
             evaluations.append(evaluation)
@@ -645,7 +686,7 @@ class Windows(abc.ABC, Generic[P]):
         """How far ahead of the corroborated event times an event is still trusted (s)."""
         return self.params.watermark_horizon * self.params.seconds + self.params.allowed_lateness_s
 
-    def _fronts(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _fronts(self, t: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """The watermark's front (newest trusted event time) before each of the event times
         ``t`` and after the last, and which of them are early; updates the recent times.
 
@@ -714,7 +755,7 @@ class Windows(abc.ABC, Generic[P]):
                 evaluations.append(self._close(-1))
         return evaluations
 
-    def _fill(self, start: int, missing: np.ndarray) -> int:
+    def _fill(self, start: int, missing: NDArray[np.bool_]) -> int:
         """End of the stretch from ``start`` that completes the reference or the window."""
         if self.ready:
             return min(len(missing), start + self.params.events - self.current.events)
@@ -729,13 +770,17 @@ class Windows(abc.ABC, Generic[P]):
 
         def describe() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             counted = pair.current.count > 0
-            return pair.reference.summary(), pair.current.summary(), {
-                "alpha": self.alpha,
-                "window_events": self.params.events,
-                "tests": {result.test: result.describe() for result in results},
-                "distances": self._distances(pair, results) if counted else {},
-                "top_contributors": histogram.top_contributors() if counted else [],
-            }
+            return (
+                pair.reference.summary(),
+                pair.current.summary(),
+                {
+                    "alpha": self.alpha,
+                    "window_events": self.params.events,
+                    "tests": {result.test: result.describe() for result in results},
+                    "distances": self._distances(pair, results) if counted else {},
+                    "top_contributors": histogram.top_contributors() if counted else [],
+                },
+            )
 
         evaluation = Evaluation(index, self.window_from, self.last_position, results, describe)
         self.evaluated += 1
@@ -758,13 +803,24 @@ class Windows(abc.ABC, Generic[P]):
 
     def _progress(self) -> _Progress:
         return _Progress(
-            self.evaluated, self.drifted, self.window_from, self.last_position, self.score,
-            self.seeded, None if self.max_time == -math.inf else self.max_time, self.late,
-            list(self.recent), self.recent_reference, self.early,
+            self.evaluated,
+            self.drifted,
+            self.window_from,
+            self.last_position,
+            self.score,
+            self.seeded,
+            None if self.max_time == -math.inf else self.max_time,
+            self.late,
+            list(self.recent),
+            self.recent_reference,
+            self.early,
         )
 
     def _open_states(self) -> list[tuple[int, int, int, Any]]:
-        return [(w, first, last, period.to_state()) for w, (period, first, last) in sorted(self.open.items())]
+        return [
+            (w, first, last, period.to_state())
+            for w, (period, first, last) in sorted(self.open.items())
+        ]
 
     def _restore_progress(self, progress: _Progress) -> None:
         self.evaluated, self.drifted = progress.evaluated, progress.drifted
@@ -774,7 +830,10 @@ class Windows(abc.ABC, Generic[P]):
         self.late, self.early = progress.late, progress.early
         # States of version 2 have no recent times: the front alone is the floor until k come.
         self.recent = list(progress.recent)[-self.params.watermark_events :]
-        if not all(math.isfinite(time) for time in [*self.recent, self.max_time if progress.max_time is not None else 0.0]):
+        if not all(
+            math.isfinite(time)
+            for time in [*self.recent, self.max_time if progress.max_time is not None else 0.0]
+        ):
             raise ValueError("event times of the watermark are not finite")
         self.recent_reference = min(progress.recent_reference, len(self.recent))
 
@@ -805,18 +864,20 @@ class NumericWindows(Windows[NumericPeriod]):
 
     test_types = (KolmogorovSmirnovTest, ChiSquareTest, MissingRateTest)
 
-    def __init__(self, params: WindowParams, alpha: float, cuts: np.ndarray, k: int = 200) -> None:
+    def __init__(
+        self, params: WindowParams, alpha: float, cuts: NDArray[np.float64], k: int = 200
+    ) -> None:
         self.cuts = cuts
         self.k = k
         super().__init__(params, alpha)
 
     @staticmethod
-    def cuts_of(values: np.ndarray, bins: int) -> np.ndarray:
+    def cuts_of(values: NDArray[np.float64], bins: int) -> NDArray[np.float64]:
         """Distinct inner edges of ``bins`` equiprobable bins of ``values``."""
         return np.unique(np.quantile(values, np.arange(1, bins) / bins, method="inverted_cdf"))
 
     @staticmethod
-    def cuts_of_sketch(sketch: QuantileSketch, bins: int) -> np.ndarray:
+    def cuts_of_sketch(sketch: QuantileSketch, bins: int) -> NDArray[np.float64]:
         """Distinct inner edges of ``bins`` equiprobable bins of a sketched distribution."""
         return np.unique(sketch.quantiles((np.arange(1, bins) / bins).tolist()))
 
@@ -835,8 +896,11 @@ class NumericWindows(Windows[NumericPeriod]):
 
     def to_state(self) -> NumericWindowsState:
         return NumericWindowsState(
-            self.cuts.tolist(), self.reference.to_state(), self.current.to_state(),
-            self._progress(), self._open_states(),
+            self.cuts.tolist(),
+            self.reference.to_state(),
+            self.current.to_state(),
+            self._progress(),
+            self._open_states(),
         )
 
     @classmethod
@@ -849,7 +913,10 @@ class NumericWindows(Windows[NumericPeriod]):
         windows = cls(params, alpha, cuts, k)
         windows.reference = NumericPeriod.from_state(state.reference, cuts)
         windows.current = NumericPeriod.from_state(state.current, cuts)
-        windows.open = {w: (NumericPeriod.from_state(period, cuts), first, last) for w, first, last, period in state.open}
+        windows.open = {
+            w: (NumericPeriod.from_state(period, cuts), first, last)
+            for w, first, last, period in state.open
+        }
         windows._restore_progress(state.progress)
         return windows
 
@@ -895,7 +962,10 @@ class CategoricalWindows(Windows[CategoricalPeriod]):
 
     def to_state(self) -> CategoricalWindowsState:
         return CategoricalWindowsState(
-            self.reference.to_state(), self.current.to_state(), self._progress(), self._open_states()
+            self.reference.to_state(),
+            self.current.to_state(),
+            self._progress(),
+            self._open_states(),
         )
 
     @classmethod
@@ -905,12 +975,15 @@ class CategoricalWindows(Windows[CategoricalPeriod]):
         windows = cls(params, alpha, state.reference.counts.max_categories)
         windows.reference = CategoricalPeriod.from_state(state.reference)
         windows.current = CategoricalPeriod.from_state(state.current)
-        windows.open = {w: (CategoricalPeriod.from_state(period), first, last) for w, first, last, period in state.open}
+        windows.open = {
+            w: (CategoricalPeriod.from_state(period), first, last)
+            for w, first, last, period in state.open
+        }
         windows._restore_progress(state.progress)
         return windows
 
 
-def _take(values: Any, chosen: np.ndarray) -> Any:
+def _take(values: Any, chosen: NDArray[np.int64]) -> Any:
     """``values`` (an array, or a list of categories) at the indices ``chosen``."""
     return values[chosen] if isinstance(values, np.ndarray) else [values[i] for i in chosen]
 
