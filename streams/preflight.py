@@ -450,6 +450,6 @@ def run(settings: Settings, admin: Any, timeout: float = 10.0) -> list[str]:
     lines = [f"Kafka at {settings.kafka_bootstrap}: {protocol_summary(versions)}" + (f"; {cluster}" if cluster else "")]
     unchecked = check_permissions(settings, admin, timeout)
     if unchecked:
-        lines.append("the broker did not tell the worker's permissions on "
-                     + ", ".join(f"{p.resource} {p.name!r}" for p in unchecked) + " (not checked)")
+        lines.append(f"permissions not checked (the broker does not report authorized operations): "
+                     f"{', '.join(f'{p.operation} on {p.resource} {p.name!r}' for p in unchecked)}")
     return lines

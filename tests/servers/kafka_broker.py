@@ -696,6 +696,14 @@ class KafkaBroker(KafkaCluster):
 
     >>> with KafkaBroker() as broker:  # doctest: +SKIP
     ...     create_topics(broker.bootstrap, {"predictions": 4})
+
+    Secured (``sasl_ssl_bootstrap``, ``ssl_bootstrap``; ``bootstrap`` stays PLAINTEXT, super user):
+
+    >>> ca = CertificateAuthority(folder)  # tests/servers/kafka_tls.py  # doctest: +SKIP
+    >>> security = KafkaSecurity(keystore=ca.issue("broker", server=True).keystore,
+    ...                          truststore=ca.cert, scram_users={"worker": "s3cret"})  # doctest: +SKIP
+    >>> with KafkaBroker(security=security) as broker:  # doctest: +SKIP
+    ...     broker.sasl_ssl_bootstrap  # SCRAM-SHA-512 over TLS; broker.ssl_bootstrap: mutual TLS
     """
 
     name = "kafka"
