@@ -98,7 +98,16 @@ def client_api_versions() -> dict[int, tuple[int, int]]:
     it keeps in the private ``Request._CLASSES`` (aiokafka >= 0.13); there is no public
     accessor, so it is read only here. Keys it cannot tell are left out (not checked).
     """
-    from aiokafka.protocol import admin, commit, coordination, fetch, group, metadata, offset, produce
+    from aiokafka.protocol import (
+        admin,
+        commit,
+        coordination,
+        fetch,
+        group,
+        metadata,
+        offset,
+        produce,
+    )
     from aiokafka.protocol.api import Request
 
     versions: dict[int, tuple[int, int]] = {}
@@ -332,10 +341,8 @@ def topic_access(admin: Any, topics: Sequence[str], timeout: float) -> dict[str,
             access[name] = _operations(future.result(timeout=timeout).authorized_operations)
         except KafkaException as exc:
             code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
-            access[name] = {
-                KafkaError.TOPIC_AUTHORIZATION_FAILED: "denied",
-                KafkaError.UNKNOWN_TOPIC_OR_PART: "missing",
-            }.get(code)
+            told = {KafkaError.TOPIC_AUTHORIZATION_FAILED: "denied", KafkaError.UNKNOWN_TOPIC_OR_PART: "missing"}
+            access[name] = told.get(code) if code is not None else None
         except Exception:  # an unanswered optional check (timeout, unsupported request)
             access[name] = None
     return access

@@ -45,10 +45,17 @@ from conftest import (
     unique_name,
     wait_for,
 )
-
 from servers.kafka_broker import KafkaBroker, KafkaSecurity, kafka_version
 from servers.kafka_tls import Certificate, CertificateAuthority
-from streams.embedded import WORKER_COMMAND, EmbeddedRedis, Topics, WorkerProcess, create_topics, free_port
+
+from streams.embedded import (
+    WORKER_COMMAND,
+    EmbeddedRedis,
+    Topics,
+    WorkerProcess,
+    create_topics,
+    free_port,
+)
 from streams.status import read_status
 
 pytestmark = pytest.mark.e2e
@@ -108,6 +115,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         yield Secured(broker, ca, other_ca, ca.issue(TLS_USER), other_ca.issue(TLS_USER))
     finally:
         broker.stop()
+    # The broker saw every login, good and bad: none of their secrets may be in its log.
+    assert secret_leaks(broker.workdir, SECRETS) == []
 
 
 @pytest.fixture
