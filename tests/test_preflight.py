@@ -238,3 +238,20 @@ def test_check_permissions_raises_for_what_the_broker_refuses_and_reports_the_un
     unchecked = preflight.check_permissions(settings, Admin(unknown, [Future(error=KafkaError.UNSUPPORTED_VERSION)]), 1.0)
     assert [(p.resource, p.name) for p in unchecked] == [("topic", "in"), ("topic", "lab"), ("topic", "al"),
                                                          ("topic", "dl"), ("group", "g")]  # fmt: skip
+
+
+# --- on Tansu, the embedded development broker ------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_on_tansu_the_check_passes_logs_the_protocol_and_creates_no_topic(broker, topics):
+    from streams.embedded import admin_client
+
+    absent = f"{topics.dlq}-absent"
+    settings = Settings(kafka_bootstrap=broker.bootstrap, input_topic=topics.input, labels_topic=topics.labels,
+                        alert_topic=topics.alerts, dlq_topic=absent, group_id=topics.group_id)  # fmt: skip
+    admin = admin_client(broker.bootstrap)
+    lines = preflight.run(settings, admin, timeout=10.0)
+    assert lines[0].startswith(f"Kafka at {broker.bootstrap}: protocol of Apache Kafka 2.8 or later (")
+    assert lines[1].startswith("permissions not checked (the broker does not report authorized operations)")
+    assert absent not in admin.list_topics(timeout=10).topics  # describing a missing topic did not create it
