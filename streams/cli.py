@@ -260,8 +260,9 @@ def worker(
         try:  # with the same security settings as every other client
             create(settings.kafka_bootstrap, {name: partitions for name in missing}, config=confluent_config(settings))
         except EmbeddedServerError as exc:
-            _fail(str(exc).splitlines()[0], "create the topics with your usual tool (docs/own-kafka.md), or grant the "
-                  "worker's principal CREATE on them")
+            reason = str(exc).splitlines()[0].removesuffix(" Is a Kafka broker running there?")
+            _fail(reason, "create the topics with your usual tool (docs/own-kafka.md), or grant the worker's "
+                  "principal CREATE on them")
     elif missing:
         _fail(f"topics {sorted(missing)} do not exist on {settings.kafka_bootstrap}", "create them, or pass --create-topics")
 
