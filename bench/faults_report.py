@@ -41,7 +41,7 @@ def main(pytest_args: list[str]) -> int:
     with tempfile.TemporaryDirectory() as folder:
         results = Path(folder) / "faults.jsonl"
         env = {**os.environ, "STREAMDRIFT_FAULT_REPORT": str(results)}
-        command = [sys.executable, "-m", "pytest", "-q", "tests/faults/test_faults.py", *pytest_args]
+        command = [sys.executable, "-m", "pytest", "-q", "tests/faults", *pytest_args]
         status = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
         rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     print(table(rows))

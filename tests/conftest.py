@@ -1,7 +1,7 @@
 """Shared fixtures: one real broker and one real Redis per test session, workers as subprocesses.
 
-Fixtures: ``broker`` / ``redis_server`` (session; ``broker`` is Tansu, or Apache Kafka for tests
-marked ``brokers``: see that section), ``topics`` (unique topics + group id per test),
+Fixtures: ``broker`` / ``redis_server`` (session; ``broker`` is Tansu, or Apache Kafka — one node
+or a three-node cluster — for tests marked ``brokers``: see that section), ``topics`` (unique topics + group id per test),
 ``redis_client``, ``start_worker`` (factory of :class:`WorkerProcess`).
 Helpers for end-to-end tests: ``from conftest import produce, consume_all, Message, WorkerProcess``.
 
@@ -29,7 +29,7 @@ import pytest
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
-from servers.kafka_broker import KafkaBroker, kafka_version
+from servers.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
 
 from detectors import Detection, NumericMonitor
 from streams.embedded import (
@@ -71,10 +71,13 @@ def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedB
 # --- brokers: Tansu, and Apache Kafka for the tests that opt in ----------------------------------
 # ``broker`` is Tansu (``tansu_broker``) unless a test is marked ``@pytest.mark.brokers("tansu",
 # "kafka")``: it then runs once per named broker (ids ``[tansu]``, ``[kafka]``; select with
-# ``-k kafka``). Each broker is one server for the whole session, started by the first test that
-# needs it; both expose ``bootstrap`` (and ``port``, ``stop``, ``log_path``). Apache Kafka's jars
-# come from ``make kafka-jars`` (run by ``make test``; run here too if the cache is missing).
+# ``-k kafka``). ``kafka3`` is the three-node Apache Kafka cluster (``kafka_cluster``; topics of
+# the ``topics`` fixture are then replicated three times). Each broker is one server for the
+# whole session, started by the first test that needs it; all expose ``bootstrap``. Apache
+# Kafka's jars come from ``make kafka-jars`` (run by ``make test``; run here too if missing).
 
+#: Broker name -> its session fixture. A ``brokers`` marker without names means the first two.
+BROKER_FIXTURES = {"tansu": "tansu_broker", "kafka": "kafka_broker", "kafka3": "kafka_cluster"}
 BROKERS = ("tansu", "kafka")
 
 
@@ -84,18 +87,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if marker is None:
         return
     names = tuple(marker.args) or BROKERS
-    if set(names) - set(BROKERS) or "broker" not in metafunc.fixturenames:
+    if set(names) - set(BROKER_FIXTURES) or "broker" not in metafunc.fixturenames:
         raise pytest.UsageError(
-            f"{metafunc.definition.nodeid}: @pytest.mark.brokers takes names from {BROKERS} "
-            f"(got {names}) and needs a test using the broker fixture"
+            f"{metafunc.definition.nodeid}: @pytest.mark.brokers takes names from "
+            f"{tuple(BROKER_FIXTURES)} (got {names}) and needs a test using the broker fixture"
         )
     metafunc.parametrize("broker", names, indirect=True, scope="session", ids=names)
 
 
 @pytest.fixture(scope="session")
-def broker(request: pytest.FixtureRequest) -> EmbeddedBroker | KafkaBroker:
+def broker(request: pytest.FixtureRequest) -> EmbeddedBroker | KafkaCluster:
     """The broker of this test: the session's Tansu, or the one its ``brokers`` run names."""
-    return request.getfixturevalue(f"{getattr(request, 'param', 'tansu')}_broker")
+    return request.getfixturevalue(BROKER_FIXTURES[getattr(request, "param", "tansu")])
 
 
 #: Start-up (and failover) times of the Apache Kafka servers, shown in the terminal summary.
@@ -116,6 +119,22 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three combined controller+broker nodes (replication factor 3, ``min.insync.replicas`` 2)
+    for the whole session; tests that stop a node restart it before they end."""
+    cluster = KafkaCluster(3, workdir=tmp_path_factory.mktemp("kafka-cluster"))
+    try:
+        cluster.start()
+        KAFKA_TIMINGS.append(
+            f"Apache Kafka {kafka_version()} three-node cluster: storage formatted in "
+            f"{cluster.format_seconds:.1f} s, ready {cluster.start_seconds:.1f} s after start()"
+        )
+        yield cluster
+    finally:
+        cluster.stop(timeout=1.0)  # nothing to keep: don't wait for controlled shutdowns
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -153,7 +172,7 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def topics(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> Topics:
+def topics(broker: EmbeddedBroker | KafkaCluster, request: pytest.FixtureRequest) -> Topics:
     """Input (4 partitions), labels (2), alerts (1) and dlq (1) topics created for this test."""
     base = unique_name(request)
     names = Topics(
@@ -163,10 +182,11 @@ def topics(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> Topics:
         dlq=f"{base}.dlq",
         group_id=f"sd-{base}",
     )
-    create_topics(
-        broker.bootstrap,
-        {getattr(names, role): partitions for role, partitions in TOPIC_PARTITIONS.items()},
-    )
+    wanted = {getattr(names, role): partitions for role, partitions in TOPIC_PARTITIONS.items()}
+    if isinstance(broker, KafkaCluster):  # replicated as the cluster's default says (3 on kafka3)
+        broker.create_topics(wanted)
+    else:
+        create_topics(broker.bootstrap, wanted)
     return names
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from conftest import KAFKA_TIMINGS, consume_all, produce, unique_name
 
-from servers.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
+from servers.kafka_broker import KafkaBroker, KafkaCluster
 from streams.embedded import EmbeddedServerError, create_topics
 
 pytestmark = pytest.mark.e2e
@@ -65,21 +64,6 @@ def test_create_topics_works_on_kafka_as_on_tansu(
     assert {name: len(listed[name].partitions) for name in wanted} == wanted
     with pytest.raises(EmbeddedServerError, match="already exists .* with 1 partitions, not 2"):
         create_topics(kafka_broker.bootstrap, {next(iter(wanted)): 2})
-
-
-@pytest.fixture(scope="module")
-def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    """Three combined controller+broker nodes, for this module only (three JVMs)."""
-    cluster = KafkaCluster(3, workdir=tmp_path_factory.mktemp("kafka-cluster"))
-    try:
-        cluster.start()
-        KAFKA_TIMINGS.append(
-            f"Apache Kafka {kafka_version()} three-node cluster: storage formatted in "
-            f"{cluster.format_seconds:.1f} s, ready {cluster.start_seconds:.1f} s after start()"
-        )
-        yield cluster
-    finally:
-        cluster.stop(timeout=1.0)  # nothing to keep: don't wait for controlled shutdowns
 
 
 def isr(cluster: KafkaCluster, topic: str) -> list[int]:
