@@ -249,6 +249,19 @@ def test_create_topics_uses_the_secured_client_settings(secured, start, redis_se
     assert secret_leaks(tmp_path, SECRETS) == []
 
 
+def test_create_topics_without_create_permission_says_so(secured, start, tmp_path, request):
+    base = unique_name(request)
+    fresh = Topics(input=f"{base}.input", labels=f"{base}.labels", alerts=f"{base}.alerts", dlq=f"{base}.dlq",
+                   group_id=f"sd-{base}")  # fmt: skip
+    grant(secured.broker, SCRAM_USER, list(minimal_acls(fresh).values()))
+    worker = start(secured.sasl_env(), "--create-topics", topics=fresh)
+    wait_for(lambda: not worker.running, 60, "the worker to exit")
+    output = worker.log_path.read_text()
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert worker.returncode == 1 and len(errors) == 1, output
+    assert "failed: Authorization failed" in errors[0] and "grant the worker's principal CREATE" in output
+
+
 REFUSALS = {
     "wrong SCRAM password": (
         lambda s: s.sasl_env(WRONG_PASSWORD),
