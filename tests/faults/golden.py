@@ -24,6 +24,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 import numpy as np
+import pytest
 import redis
 
 from conftest import Topics, consume_all, produce
@@ -32,6 +33,16 @@ from streams.checkpoint import META_PREFIX, KeyLayout
 from streams.processor import PartitionState, Record, restore_monitor
 from streams.runtime import prediction_processor, with_setting_defaults
 from streams.settings import Settings
+
+#: Marks a fault test to run on Tansu and on a single Apache Kafka broker.
+KAFKA_AND_TANSU = pytest.mark.brokers("tansu", "kafka")
+
+
+def on(broker: Any) -> str:
+    """The broker's name in recovery figures: ``Tansu``, ``Kafka 1 node``, ``Kafka 3 nodes``."""
+    nodes = getattr(broker, "nodes", None)
+    return "Tansu" if nodes is None else f"Kafka {len(nodes)} node{'s' if len(nodes) > 1 else ''}"
+
 
 MODELS = ("fraud", "churn", "pricing", "ads")
 FEATURES = [f"f{i}" for i in range(8)]

@@ -1,5 +1,7 @@
 """Fault tests on one broker: real broker, Redis and worker processes, checked against a golden
-replay (:mod:`faults.golden` states the invariants I1-I5)."""
+replay (:mod:`faults.golden` states the invariants I1-I5). The worker faults and a frozen broker
+run on Tansu and on Apache Kafka (``tests/faults/test_kafka_faults.py`` has the faults only a real
+Kafka cluster has); Redis faults do not depend on the broker and run on Tansu."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import pytest
 from conftest import consume_all, produce
 from faults.golden import (
     RECOVERY_S,
+    KAFKA_AND_TANSU,
+    on,
     Golden,
     assert_exact,
     assert_recovered_exactly,
@@ -26,21 +30,23 @@ from faults.golden import (
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 
+@KAFKA_AND_TANSU
 def test_sigterm_under_load_checkpoints_and_a_restart_continues_exactly(broker, topics, start_worker, redis_client):
+    ends = produce_stream(broker, topics, 30_000)  # first: a worker on Kafka keeps up with the producer
     first = start_worker().wait_ready()
-    ends = produce_stream(broker, topics, 30_000)
-    time.sleep(1.5)  # mid-stream
+    time.sleep(1.0)  # mid-stream
     since = time.monotonic()
     assert first.terminate(timeout=30) == 0, "SIGTERM must stop the worker cleanly"
     start_worker().wait_ready()
     ready = time.monotonic() - since
-    assert_recovered_exactly(broker, redis_client, topics, ends, fault="SIGTERM under load, restart", since=since, ready_s=ready)
+    assert_recovered_exactly(broker, redis_client, topics, ends, fault=f"{on(broker)}: SIGTERM under load, restart", since=since, ready_s=ready)
 
 
+@KAFKA_AND_TANSU
 def test_kill_9_at_random_moments_five_times(broker, topics, start_worker, redis_client):
     rng = random.Random(7)
+    ends = produce_stream(broker, topics, 60_000, seed=1)
     worker = start_worker().wait_ready()
-    ends = produce_stream(broker, topics, 40_000, seed=1)
     ready = []
     for _ in range(5):
         time.sleep(rng.uniform(0.5, 2.5))
@@ -48,10 +54,11 @@ def test_kill_9_at_random_moments_five_times(broker, topics, start_worker, redis
         worker.kill()
         worker = start_worker().wait_ready(timeout=RECOVERY_S)
         ready.append(time.monotonic() - since)
-    assert_recovered_exactly(broker, redis_client, topics, ends, fault="kill -9 x5, restart (figures: the last kill)",
+    assert_recovered_exactly(broker, redis_client, topics, ends, fault=f"{on(broker)}: kill -9 x5, restart (figures: the last kill)",
                              since=since, ready_s=max(ready))
 
 
+@KAFKA_AND_TANSU
 def test_a_zombie_cannot_overwrite_the_new_owners_checkpoint(broker, topics, start_worker, redis_client):
     # A long checkpoint interval: the zombie surely holds unsaved state when it is frozen.
     zombie = start_worker(checkpoint_interval_s=30, checkpoint_every_events=10**9).wait_ready()
@@ -60,7 +67,7 @@ def test_a_zombie_cannot_overwrite_the_new_owners_checkpoint(broker, topics, sta
     since = time.monotonic()
     zombie.pause()  # SIGSTOP past the 6 s session timeout: the group moves on without it
     successor = start_worker().wait_ready(timeout=RECOVERY_S)
-    wait_until_caught_up(redis_client, topics, ends, fault="zombie (SIGSTOP), successor started", since=since,
+    wait_until_caught_up(redis_client, topics, ends, fault=f"{on(broker)}: zombie (SIGSTOP), successor started", since=since,
                          ready_s=time.monotonic() - since)
     zombie.resume()  # it wakes up believing it still owns everything
     time.sleep(8)
@@ -72,15 +79,24 @@ def test_a_zombie_cannot_overwrite_the_new_owners_checkpoint(broker, topics, sta
 
 @pytest.mark.parametrize("seconds", [20, 45])
 def test_broker_frozen_loses_and_duplicates_nothing(seconds, broker, topics, start_worker, redis_client):
-    start_worker().wait_ready()
+    broker_frozen(seconds, broker, topics, start_worker, redis_client)
+
+
+@pytest.mark.brokers("kafka")
+def test_kafka_frozen_for_20_seconds_loses_and_duplicates_nothing(broker, topics, start_worker, redis_client):
+    broker_frozen(20, broker, topics, start_worker, redis_client)
+
+
+def broker_frozen(seconds, broker, topics, start_worker, redis_client) -> None:
     ends = produce_stream(broker, topics, 20_000, seed=3)
-    time.sleep(1.0)
+    start_worker().wait_ready()
+    time.sleep(0.5)
     broker.pause()  # longer than the session timeout: the group must re-form afterwards
     try:
         time.sleep(seconds)
     finally:
         broker.resume()
-    assert_recovered_exactly(broker, redis_client, topics, ends, timeout=120, fault=f"broker SIGSTOP {seconds} s")
+    assert_recovered_exactly(broker, redis_client, topics, ends, timeout=120, fault=f"{on(broker)}: broker SIGSTOP {seconds} s")
 
 
 def test_redis_killed_and_restarted_with_its_data(broker, topics, start_worker, redis_client, redis_server):
@@ -133,6 +149,7 @@ def test_redis_paused_for_15_seconds(broker, topics, start_worker, redis_client,
     assert worker.running
 
 
+@KAFKA_AND_TANSU
 def test_a_poison_message_goes_to_the_dlq_without_a_crash_loop(broker, topics, start_worker, redis_client):
     worker = start_worker().wait_ready()
     bodies, models = stream(2_000, seed=5)
@@ -140,7 +157,7 @@ def test_a_poison_message_goes_to_the_dlq_without_a_crash_loop(broker, topics, s
     since = time.monotonic()
     ends = ends_of(produce(broker.bootstrap, topics.input, [*bodies[:1_000], poison, *bodies[1_000:]],
                            keys=[*models[:1_000], "fraud", *models[1_000:]]))
-    wait_until_caught_up(redis_client, topics, ends, fault="poison message (200 KB nested JSON) among 2,000 events",
+    wait_until_caught_up(redis_client, topics, ends, fault=f"{on(broker)}: poison message (200 KB nested JSON) among 2,000 events",
                          since=since)
     assert_state_matches(redis_client, topics, Golden(broker, topics, 2_001))
     (letter,) = consume_all(broker.bootstrap, topics.dlq, expect_at_least=1)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, TopicPartition
 
 from conftest import TOPIC_PARTITIONS, Topics, consume_all, produce
 from faults.golden import (
@@ -36,6 +36,12 @@ from streams.embedded import admin_client
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 INPUT_PARTITIONS = range(TOPIC_PARTITIONS["input"])
+#: Answers of a group coordinator still starting (or moving): ask again.
+COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -156,7 +162,7 @@ def test_the_leader_of_the_consumed_partitions_killed_mid_stream(broker, topics,
 @pytest.mark.brokers("kafka3")
 def test_a_rolling_restart_of_all_three_brokers_under_load(broker, topics, start_worker, redis_client):
     worker = start_worker().wait_ready()
-    load = Load(broker, topics, 60_000, seconds=45, seed=22)
+    load = Load(broker, topics, 40_000, seconds=30, seed=22)
     time.sleep(3)
     since = time.monotonic()
     per_node = []
@@ -205,10 +211,18 @@ def test_the_group_coordinator_killed_during_a_rebalance(broker, topics, start_w
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The group's committed offsets, once the (restarted) broker's coordinator has loaded them."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + RECOVERY_S
     try:
-        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
-        return {tp.partition: tp.offset for tp in found}
+        while True:
+            try:
+                found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+                return {tp.partition: tp.offset for tp in found}
+            except KafkaException as exc:
+                if exc.args[0].code() not in COORDINATOR_MOVING or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 
