@@ -52,12 +52,14 @@ DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, int], NDArray[np.float64
 
 
 def run(monitor: NumericMonitor, values: NDArray[np.float64]) -> list[int]:
-    """Feed ``values`` in batches; return the indices of the alerts."""
+    """Feed ``values`` in batches; return the indices of the alerts (episodes opened: a
+    ``resolved`` lifecycle change is not an alarm)."""
     positions = np.arange(len(values))
     alerts = []
     for start in range(0, len(values), BATCH):
         batch = slice(start, start + BATCH)
-        alerts += [d.position for d in monitor.update(values[batch], positions[batch])]
+        detections = monitor.update(values[batch], positions[batch])
+        alerts += [d.position for d in detections if d.event == "detected"]
     return alerts
 
 
