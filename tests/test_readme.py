@@ -1,4 +1,5 @@
-"""The README is part of the contract: its examples must be true."""
+"""The README and the pages of docs/ are part of the contract: their examples, tables and links
+must be true."""
 
 from __future__ import annotations
 
@@ -6,54 +7,155 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from detectors import resolve, validate_config
-from streams.codec import Limits, decode_events
+from detectors.config import DEFAULT_DETECTORS
+from streams.codec import Limits, Reason, decode_events
+from streams.metrics import Metrics
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 README = (ROOT / "README.md").read_text()
+CONFIGURATION = (DOCS / "configuration.md").read_text()
+CONTRACTS = (DOCS / "contracts.md").read_text()
+OPERATIONS = (DOCS / "operations.md").read_text()
 
 
-def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+def blocks(language: str, text: str = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def section(text: str, heading: str) -> str:
+    """The text under ``heading`` (a whole heading line) up to the next heading of its level."""
+    level = heading.split(" ", 1)[0]
+    return text.split(f"\n{heading}\n", 1)[1].split(f"\n{level} ", 1)[0]
 
 
 def test_the_detector_config_example_is_valid_and_shows_the_real_defaults():
-    (example,) = blocks("yaml")
+    (example,) = blocks("yaml", CONFIGURATION)
     config = yaml.safe_load(example)
     validate_config(config)
     assert resolve(config, "fraud", "amount").page_hinkley.threshold == 80.0
     shown = resolve({"defaults": config["defaults"]}, "any", "feature")
-    assert shown == resolve({}, "any", "feature"), "the README's 'calibrated defaults' differ from the code"
+    assert shown == resolve({}, "any", "feature"), "docs/configuration.md's 'calibrated defaults' differ from the code"
 
 
-def test_the_input_example_decodes_into_one_valid_event():
-    example = next(b for b in blocks("json") if '"features"' in b)
-    events, rejections = decode_events(example.encode(), 0.0, Limits())
-    assert rejections == [] and events[0].model == "fraud"
+def test_the_readme_names_the_default_detectors_and_not_page_hinkley_as_one():
+    intro = README.split("## Quick start", 1)[0]
+    assert DEFAULT_DETECTORS == ("adwin", "cusum", "window")  # if this changes, so must the README's intro
+    assert "ADWIN" in intro and "CUSUM" in intro and "window" in intro
+    assert "ADWIN, Page-Hinkley" not in intro and "ADWIN + Page-Hinkley" not in README
 
 
-def test_the_alert_example_is_a_cloudevent_with_the_documented_fields():
-    alert = json.loads(next(b for b in blocks("json") if '"specversion"' in b))
+@pytest.mark.parametrize("page", ["README.md", "docs/contracts.md", "docs/architecture.md"])
+def test_every_input_example_decodes_into_one_valid_event(page):
+    text = (ROOT / page).read_text()
+    examples = [b for b in blocks("json", text) + blocks("", text) if '"features"' in b and '"model"' in b
+                and '"numeric"' not in b]
+    assert examples, f"{page} shows no input event"
+    for example in examples:
+        events, rejections = decode_events(example.encode(), 0.0, Limits())
+        assert rejections == [] and len(events) == 1 and events[0].model == "fraud", example
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/contracts.md"])
+def test_the_alert_example_is_a_cloudevent_with_the_documented_fields(page):
+    alert = json.loads(next(b for b in blocks("json", (ROOT / page).read_text()) if '"specversion"' in b))
     assert alert["type"] == "io.streamdrift.drift.detected"
     assert {"model", "feature", "detector", "statistic", "threshold", "severity", "events_seen", "evidence"} <= set(alert["data"])
 
 
 def test_every_setting_is_in_the_configuration_table_and_nothing_else():
-    documented = set(re.findall(r"^\| `(STREAMDRIFT_[A-Z_0-9]+)` \|", README, flags=re.M))
+    documented = set(re.findall(r"^\| `(STREAMDRIFT_[A-Z_0-9]+)` \|", CONFIGURATION, flags=re.M))
     actual = {f"STREAMDRIFT_{name.upper()}" for name in Settings.model_fields}
     assert documented == actual
+
+
+def test_the_configuration_table_shows_the_real_defaults():
+    table = dict(re.findall(r"^\| `STREAMDRIFT_([A-Z_0-9]+)` \| `([^`]*)` \|", CONFIGURATION, flags=re.M))
+    assert len(table) > 40
+    for name, shown in table.items():
+        default = Settings.model_fields[name.lower()].default
+        value = default.get_secret_value() if hasattr(default, "get_secret_value") else default
+        if isinstance(value, bool):
+            assert shown == str(value).lower(), name
+        elif isinstance(value, float | int):
+            assert float(shown) == float(value), name
+        else:
+            assert shown == str(value), name
+
+
+def test_every_metric_is_in_the_metrics_table_and_nothing_else():
+    from prometheus_client import CollectorRegistry
+
+    from streams.history import HistoryRecorder
+
+    metrics = Metrics()
+    HistoryRecorder(None, "g", 10.0, metrics.registry)  # type: ignore[arg-type]  # registers its counter
+    actual = {family.name + ("_total" if family.type == "counter" else "") for family in metrics.registry.collect()}
+    assert isinstance(metrics.registry, CollectorRegistry) and "streamdrift_events_total" in actual
+    table = section(OPERATIONS, "## Metrics")
+    documented = set(re.findall(r"^\| `(streamdrift_[a-z_]+)` \|", table, flags=re.M))
+    assert documented == actual, f"undocumented: {sorted(actual - documented)}, not metrics: {sorted(documented - actual)}"
+
+
+def test_every_dead_letter_reason_is_listed_in_the_contract():
+    dead_letters = section(CONTRACTS, "## Dead-letter topic (`predictions.dlq`)")
+    listed = set(re.findall(r"`([a-z_]+)`", dead_letters.split("Reasons", 1)[1]))
+    assert {reason.value for reason in Reason} <= listed
 
 
 def test_quick_start_has_the_two_commands_and_ci_runs_the_test_one():
     commands = re.findall(r"```\n(make [a-z]+)\n```", README)
     assert commands[:2] == ["make demo", "make test"]
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))]
+    assert ci == ["make test"], "CI must run exactly the README's test command"
 
 
-OWN_KAFKA = (ROOT / "docs" / "own-kafka.md").read_text()
+def test_the_readme_stays_a_front_page():
+    assert len(README.encode()) <= 15_500, "README.md is over ~15 KB: move the detail into docs/"
+    for page in ("architecture", "contracts", "configuration", "operations", "state-and-exactly-once",
+                 "performance", "detection-quality", "own-kafka"):
+        assert f"(docs/{page}.md)" in README, f"the README does not link docs/{page}.md"
+
+
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", text, flags=re.M):
+        anchors.add(re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-"))
+    return anchors
+
+
+def _pages() -> list[Path]:
+    return [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", _pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_points_at_an_existing_file_and_heading(page):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    broken = []
+    for match in LINK.finditer(text):
+        target = match.group(1) or match.group(2)
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(target)
+        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved.read_text()):
+            broken.append(target)
+    assert broken == [], f"{page.name}: broken links {broken}"
+
+
+OWN_KAFKA = (DOCS / "own-kafka.md").read_text()
 
 
 def test_the_own_kafka_page_names_only_real_settings_with_valid_example_values():
@@ -71,8 +173,15 @@ def test_the_own_kafka_page_names_only_real_settings_with_valid_example_values()
     assert settings.kafka_bootstrap == "broker1:9092,broker2:9092"
 
 
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
+def test_the_docs_name_only_real_settings(page):
+    named = set(re.findall(r"STREAMDRIFT_[A-Z_0-9]*[A-Z0-9](?![A-Z_0-9]*\*)", (DOCS / page).read_text()))  # not STREAMDRIFT_KAFKA_*
+    actual = {f"STREAMDRIFT_{name.upper()}" for name in Settings.model_fields} | {"STREAMDRIFT_SECRETS_DIR"}
+    assert named <= actual, f"not settings: {sorted(named - actual)}"
+
+
 def test_quick_start_links_the_own_kafka_page_and_alerts_explain_the_evidence_notation():
-    quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    quick_start = section(README, "## Quick start")
     assert "(docs/own-kafka.md)" in quick_start
-    alert_topic = README.split("### Alert topic", 1)[1].split("\n### ", 1)[0]
+    alert_topic = section(CONTRACTS, "## Alert topic (`drift-alerts`)")
     assert "topic[partition] first..last" in alert_topic

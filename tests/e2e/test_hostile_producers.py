@@ -2,7 +2,7 @@
 
 Every test feeds one worker a stream mixing valid events with everything a careless or hostile
 producer can put on the input and labels topics, and checks what came out against the contract
-(README "Contracts", ``streams.codec.Reason``, ``streams.settings``):
+(docs/contracts.md, ``streams.codec.Reason``, ``streams.settings``):
 
 * every hostile message is dead-lettered with the expected ``streamdrift-reason`` (or, where the
   contract says it is valid, counted), each identified by its source topic, partition and offset;
@@ -931,7 +931,7 @@ FLOOD_MAX_PROBATION = 50  # per partition
 PARTITIONS = 4  # of the input topic (conftest.TOPIC_PARTITIONS)
 RSS_BOUND_MB = 400
 """Measured: a peak of 234 MB through this flood on the worker before the admission fixes (which
-kept 800 flood models: 200 per partition); README: 250-297 MB under the throughput bench. A
+kept 800 flood models: 200 per partition); docs/performance.md: 250-297 MB under the throughput bench. A
 worker keeping state or metrics for 50,000 models would grow far beyond it."""
 METRICS_MAX_BYTES = 2_000_000
 
