@@ -31,25 +31,17 @@ import msgspec
 from redis.exceptions import RedisError
 
 from detectors import MultivariateParams
-from streams.admission import parse_allowlist
-from streams.alerts import build_alert, encode_alert
-from streams.baselines import BaselineCatalog
-from streams.checkpoint import CheckpointStore, Fenced, Save, StateLost, parse_series
-from streams.codec import Limits, Reason
-from streams.history import HistoryRecorder
-from streams.join import JoinStore
+from streams.pipeline.admission import parse_allowlist
+from streams.pipeline.alerts import build_alert, encode_alert
+from streams.state.baselines import BaselineCatalog
+from streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost
+from streams.state.keys import parse_series
+from streams.pipeline.codec import Limits, Reason
+from streams.state.history import HistoryRecorder
+from streams.state.joins import JoinStore
 from streams.metrics import Metrics
-from streams.processor import (
-    AdmissionLimits,
-    Baselines,
-    DeadLetter,
-    LabelProcessor,
-    Outcome,
-    PartitionState,
-    PredictionProcessor,
-    Record,
-    restore_monitor,
-)
+from streams.pipeline.processor import AdmissionLimits, Baselines, DeadLetter, LabelProcessor, Outcome, PredictionProcessor, Record
+from streams.state.partition import PartitionState, restore_monitor
 from streams.settings import Settings
 
 log = logging.getLogger("streamdrift")

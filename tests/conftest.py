@@ -32,15 +32,8 @@ from confluent_kafka import Message as KafkaMessage
 from servers.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
 
 from detectors import Detection, NumericMonitor
-from streams.embedded import (
-    LOCAL_WORKER_ENV,
-    EmbeddedBroker,
-    EmbeddedRedis,
-    Topics,
-    WorkerProcess,
-    create_topics,
-    free_port,
-)
+from streams.dev.embedded import LOCAL_WORKER_ENV, EmbeddedBroker, EmbeddedRedis, Topics, WorkerProcess, free_port
+from streams.kafka.admin import create_topics
 from streams.runtime import Publisher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

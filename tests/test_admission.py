@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streams.admission import MINUTE, AdmissionLimits
-from streams.checkpoint import Claim, series_name
-from streams.codec import Limits, Reason
-from streams.processor import PartitionState, PredictionProcessor, Record
+from streams.pipeline.admission import MINUTE, AdmissionLimits
+from streams.state.checkpoint import Claim
+from streams.state.keys import series_name
+from streams.pipeline.codec import Limits, Reason
+from streams.state.partition import PartitionState
+from streams.pipeline.processor import PredictionProcessor, Record
 
 
 def records(bodies: list[Any], first: int = 0, at: float = 1_000.0) -> list[Record]:

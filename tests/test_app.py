@@ -9,8 +9,8 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from streams.app import create_app
-from streams.intake import Intake, batches, events_in
+from streams.kafka.app import create_app
+from streams.kafka.intake import Intake, batches, events_in
 from streams.runtime import Publisher, Runtime
 from streams.settings import Settings
 

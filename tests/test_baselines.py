@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from detectors import Baseline, BaselineBuilder
-from streams.baselines import BaselineCatalog, BaselineStore
+from streams.state.baselines import BaselineCatalog, BaselineStore
 
 
 @pytest.fixture

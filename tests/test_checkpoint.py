@@ -17,11 +17,13 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from streams.checkpoint import SEP, CheckpointStore, Claim, Fenced, KeyLayout, Save, StateLost
-from streams.codec import Limits
-from streams.join import BUCKETS_PER_TTL, JoinStore
-from streams.processor import AdmissionLimits, PartitionState, PredictionProcessor, Record
-from streams.status import read_status
+from streams.state.keys import SEP, KeyLayout
+from streams.state.checkpoint import CheckpointStore, Claim, Fenced, Save, StateLost
+from streams.pipeline.codec import Limits
+from streams.state.joins import BUCKETS_PER_TTL, JoinStore
+from streams.pipeline.processor import AdmissionLimits, PredictionProcessor, Record
+from streams.state.partition import PartitionState
+from streams.ops.status import read_status
 
 T = TypeVar("T")
 TOPIC = "preds"

@@ -29,8 +29,8 @@ from streams.client import (
     masked_config,
     sampled,
 )
-from streams.codec import Limits, decode_events
-from streams.embedded import EmbeddedBroker, free_port
+from streams.pipeline.codec import Limits, decode_events
+from streams.dev.embedded import EmbeddedBroker, free_port
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.codec import Limits, Reason, _deeper_by_tokens, decode_events, decode_labels, deeper_than
+from streams.pipeline.codec import Limits, Reason, _deeper_by_tokens, decode_events, decode_labels, deeper_than
 
 LIMITS = Limits(max_message_bytes=10_000, max_events_per_message=5, max_features_per_event=3,
                 max_name_length=10, max_category_length=8)

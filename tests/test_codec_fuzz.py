@@ -8,7 +8,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.codec import Limits, Reason, decode_events, decode_labels
+from streams.pipeline.codec import Limits, Reason, decode_events, decode_labels
 
 LIMITS = Limits(max_message_bytes=20_000, max_events_per_message=20, max_features_per_event=8,
                 max_name_length=12, max_category_length=16)

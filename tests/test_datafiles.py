@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from detectors import BaselineBuilder
-from streams.datafiles import DataFileError, read_columns
+from streams.ops.datafiles import DataFileError, read_columns
 
 
 def build(path, **options):

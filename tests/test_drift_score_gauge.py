@@ -10,7 +10,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
 from streams.metrics import DriftScores
-from streams.processor import PartitionState, Record
+from streams.state.partition import PartitionState
+from streams.pipeline.processor import Record
 from streams.runtime import Publisher, Runtime
 from streams.settings import Settings
 

@@ -16,13 +16,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from conftest import Topics, WorkerProcess, consume_all, produce, unique_name
 
-from streams.embedded import (
-    EmbeddedBroker,
-    EmbeddedRedis,
-    EmbeddedServerError,
-    create_topics,
-    free_port,
-)
+from streams.dev.embedded import EmbeddedBroker, EmbeddedRedis, EmbeddedServerError, free_port
+from streams.kafka.admin import TopicAdminError, create_topics
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +42,7 @@ def test_create_topics_is_idempotent_and_checks_partitions(
     listed = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=5).topics
     assert {name: len(listed[name].partitions) for name in wanted} == wanted
     name = next(iter(wanted))
-    with pytest.raises(EmbeddedServerError, match="already exists .* with 1 partitions, not 2"):
+    with pytest.raises(TopicAdminError, match="already exists .* with 1 partitions, not 2"):
         create_topics(broker.bootstrap, {name: 2})
 
 

@@ -41,12 +41,13 @@ from conftest import RecordingPublisher
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
-import streams.processor as processor_module
+import streams.pipeline.processor as processor_module
 from detectors import CategoricalMonitor
-from streams import codec
-from streams.checkpoint import parse_series
-from streams.codec import Reason
-from streams.processor import DeadLetter, Outcome, PartitionState, Record
+from streams.pipeline import codec
+from streams.state.keys import parse_series
+from streams.pipeline.codec import Reason
+from streams.pipeline.processor import DeadLetter, Outcome, Record
+from streams.state.partition import PartitionState
 from streams.runtime import Runtime, prediction_processor, with_setting_defaults
 from streams.settings import Settings
 

@@ -15,11 +15,13 @@ from typing import Any
 import msgspec
 from conftest import RecordingPublisher
 
-import streams.processor as processor_module
+import streams.pipeline.processor as processor_module
 import streams.runtime as runtime_module
-from streams.checkpoint import Claim, series_name
-from streams.codec import Limits, Reason
-from streams.processor import LabelProcessor, Outcome, PartitionState, PendingLabel, Record
+from streams.state.checkpoint import Claim
+from streams.state.keys import series_name
+from streams.pipeline.codec import Limits, Reason
+from streams.pipeline.processor import LabelProcessor, Outcome, Record
+from streams.state.partition import PartitionState, PendingLabel
 from streams.runtime import Runtime
 from streams.settings import Settings
 

@@ -23,8 +23,8 @@ from rich.console import Console
 
 from conftest import CLI_TEST_PASSWORD, SASL_TEST_PASSWORD, TEST_SECRETS
 from detectors import BaselineBuilder
-from streams.checkpoint import KeyLayout
-from streams.cli import baselines_table, format_alert, profile_table, status_tables
+from streams.state.keys import KeyLayout
+from streams.ops.cli import baselines_table, format_alert, profile_table, status_tables
 
 #: Where every case points unless it says otherwise: nothing listens there.
 NOWHERE = {"STREAMDRIFT_KAFKA_BOOTSTRAP": "127.0.0.1:1", "STREAMDRIFT_REDIS_URL": "redis://127.0.0.1:1/0"}
@@ -217,7 +217,7 @@ def shown(name: str) -> str:
 
 
 def render(*renderables: object) -> str:
-    console = Console(file=io.StringIO(), record=True, width=1000, emoji=False)  # as streams.cli's
+    console = Console(file=io.StringIO(), record=True, width=1000, emoji=False)  # as streams.ops.cli's
     for renderable in renderables:
         console.print(renderable)
     return console.export_text()

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streams import preflight
-from streams.preflight import (
+from streams.kafka import preflight
+from streams.kafka.preflight import (
     Permission,
     PreflightError,
     client_api_versions,
@@ -245,7 +245,7 @@ def test_check_permissions_raises_for_what_the_broker_refuses_and_reports_the_un
 
 @pytest.mark.e2e
 def test_on_tansu_the_check_passes_logs_the_protocol_and_creates_no_topic(broker, topics):
-    from streams.embedded import admin_client
+    from streams.kafka.admin import admin_client
 
     absent = f"{topics.dlq}-absent"
     settings = Settings(kafka_bootstrap=broker.bootstrap, input_topic=topics.input, labels_topic=topics.labels,

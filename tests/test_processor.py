@@ -1,4 +1,4 @@
-"""Pure batch logic of the worker (streams.processor): no broker, no Redis.
+"""Pure batch logic of the worker (streams.pipeline.processor): no broker, no Redis.
 
 Records go in as Kafka would hand them over (offset, timestamp, raw bytes); the tests check the
 ``Outcome`` (events, duplicates, dead letters, joins, findings) and the partition state.
@@ -15,18 +15,11 @@ import pytest
 
 from detectors import CategoricalMonitor, ErrorMonitor, NumericMonitor
 from detectors import Baseline, BaselineBuilder, MultivariateParams, PCAReconstructionMonitor
-from streams.checkpoint import Claim, series_name
-from streams.codec import Limits, Reason
-from streams.processor import (
-    AdmissionLimits,
-    LabelProcessor,
-    Outcome,
-    PartitionState,
-    PendingLabel,
-    PredictionProcessor,
-    Record,
-    label_error,
-)
+from streams.state.checkpoint import Claim
+from streams.state.keys import series_name
+from streams.pipeline.codec import Limits, Reason
+from streams.pipeline.processor import AdmissionLimits, LabelProcessor, Outcome, PredictionProcessor, Record, label_error
+from streams.state.partition import PartitionState, PendingLabel
 
 MODEL = "m"
 

@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from detectors import MultivariateParams
-from streams.codec import Limits
-from streams.processor import AdmissionLimits, PartitionState, PredictionProcessor, Record, _Batch
+from streams.pipeline.codec import Limits
+from streams.pipeline.processor import AdmissionLimits, PredictionProcessor, Record, _Batch
+from streams.state.partition import PartitionState
 
 LIMITS = Limits(max_message_bytes=1_500, max_events_per_message=4, max_features_per_event=5,
                 max_name_length=10, max_category_length=6)

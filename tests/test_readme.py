@@ -12,7 +12,7 @@ import yaml
 
 from detectors import resolve, validate_config
 from detectors.config import DEFAULT_DETECTORS
-from streams.codec import Limits, Reason, decode_events
+from streams.pipeline.codec import Limits, Reason, decode_events
 from streams.metrics import Metrics
 from streams.settings import Settings
 
@@ -91,7 +91,7 @@ def test_the_configuration_table_shows_the_real_defaults():
 def test_every_metric_is_in_the_metrics_table_and_nothing_else():
     from prometheus_client import CollectorRegistry
 
-    from streams.history import HistoryRecorder
+    from streams.state.history import HistoryRecorder
 
     metrics = Metrics()
     HistoryRecorder(None, "g", 10.0, metrics.registry)  # type: ignore[arg-type]  # registers its counter

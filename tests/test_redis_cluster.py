@@ -16,9 +16,10 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
-from streams.checkpoint import CheckpointStore, Fenced, KeyLayout, Save
-from streams.embedded import free_port, redis_server_binary
-from streams.join import JoinStore
+from streams.state.checkpoint import CheckpointStore, Fenced, Save
+from streams.state.keys import KeyLayout
+from streams.dev.embedded import free_port, redis_server_binary
+from streams.state.joins import JoinStore
 from streams.settings import Settings
 
 TOPIC = "preds"
@@ -134,7 +135,7 @@ def test_label_join_works_on_the_cluster(cluster_url):
 @pytest.mark.e2e
 def test_a_worker_keeps_exact_counts_on_the_cluster(cluster_url, broker, topics, start_worker):
     from conftest import produce, wait_for
-    from streams.status import read_status
+    from streams.ops.status import read_status
 
     start_worker(redis_url=cluster_url, redis_cluster="true").wait_ready()
     models = [f"m{i % 4}" for i in range(4_000)]

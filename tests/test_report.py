@@ -21,11 +21,11 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from detectors import CategoricalMonitor, NumericMonitor
-from streams.checkpoint import KeyLayout, series_name
-from streams.embedded import free_port
-from streams.history import HistoryRecorder, Point, Sample, history_key, read_history
-from streams.processor import PartitionState
-from streams.report import Series, load_series, render_report, select_alerts
+from streams.state.keys import KeyLayout, series_name
+from streams.dev.embedded import free_port
+from streams.state.history import HistoryRecorder, Point, Sample, history_key, read_history
+from streams.state.partition import PartitionState
+from streams.ops.report import Series, load_series, render_report, select_alerts
 
 EVIL = '<script>alert("x")</script> & co'
 T0 = 1_763_719_200.0

@@ -10,8 +10,8 @@ import uuid
 from conftest import RecordingPublisher
 
 from detectors import NumericMonitor
-from streams.checkpoint import series_name
-from streams.processor import Record
+from streams.state.keys import series_name
+from streams.pipeline.processor import Record
 from streams.runtime import Runtime
 from streams.settings import Settings
 

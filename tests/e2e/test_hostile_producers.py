@@ -2,7 +2,7 @@
 
 Every test feeds one worker a stream mixing valid events with everything a careless or hostile
 producer can put on the input and labels topics, and checks what came out against the contract
-(docs/contracts.md, ``streams.codec.Reason``, ``streams.settings``):
+(docs/contracts.md, ``streams.pipeline.codec.Reason``, ``streams.settings``):
 
 * every hostile message is dead-lettered with the expected ``streamdrift-reason`` (or, where the
   contract says it is valid, counted), each identified by its source topic, partition and offset;
@@ -33,9 +33,9 @@ import pytest
 import redis
 from conftest import Message, Topics, consume_all, produce
 
-from streams.checkpoint import META_PREFIX, KeyLayout, parse_series
-from streams.embedded import WorkerProcess
-from streams.processor import restore_monitor
+from streams.state.keys import META_PREFIX, KeyLayout, parse_series
+from streams.dev.embedded import WorkerProcess
+from streams.state.partition import restore_monitor
 
 pytestmark = pytest.mark.e2e
 

@@ -48,15 +48,9 @@ from conftest import (
 from servers.kafka_broker import KafkaBroker, KafkaSecurity, kafka_version
 from servers.kafka_tls import Certificate, CertificateAuthority
 
-from streams.embedded import (
-    WORKER_COMMAND,
-    EmbeddedRedis,
-    Topics,
-    WorkerProcess,
-    create_topics,
-    free_port,
-)
-from streams.status import read_status
+from streams.dev.embedded import WORKER_COMMAND, EmbeddedRedis, Topics, WorkerProcess, free_port
+from streams.kafka.admin import create_topics
+from streams.ops.status import read_status
 
 pytestmark = pytest.mark.e2e
 

@@ -47,9 +47,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import TOPIC_PARTITIONS, Topics, WorkerProcess, produce
 from detectors.config import DETECTOR_NAMES
 from detectors.multivariate import KIND as PCA_KIND
-from streams.codec import Reason
-from streams.embedded import EmbeddedServerError, ManagedProcess, free_port
-from streams.processor import ERROR_SERIES, MULTIVARIATE_SERIES
+from streams.pipeline.codec import Reason
+from streams.dev.embedded import EmbeddedServerError, ManagedProcess, free_port
+from streams.state.partition import ERROR_SERIES, MULTIVARIATE_SERIES
 
 pytestmark = pytest.mark.e2e
 

@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from conftest import Topics, consume_all, produce, wait_for
-from streams.baselines import BaselineStore
-from streams.status import read_status
+from streams.state.baselines import BaselineStore
+from streams.ops.status import read_status
 
 pytestmark = pytest.mark.e2e
 
@@ -215,7 +215,7 @@ def test_a_stored_baseline_is_the_reference_of_its_model_version_from_the_first_
     )
     env = {**os.environ, "STREAMDRIFT_REDIS_URL": redis_server.url}
     built = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "baseline", "build", "-m", model, "-v", "v7", "--from", str(training), "-x", "label"],
+        [sys.executable, "-m", "streams.ops.cli", "baseline", "build", "-m", model, "-v", "v7", "--from", str(training), "-x", "label"],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert built.returncode == 0, built.stderr

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from conftest import REPO_ROOT, Topics, consume_all, produce, wait_for
-from streams.status import read_status
+from streams.ops.status import read_status
 
 pytestmark = pytest.mark.e2e
 

@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from conftest import TOPIC_PARTITIONS, produce, wait_for
-from streams.checkpoint import KeyLayout
-from streams.embedded import EmbeddedBroker, EmbeddedRedis, RedisTLS
-from streams.processor import restore_monitor
+from streams.state.keys import KeyLayout
+from streams.dev.embedded import EmbeddedBroker, EmbeddedRedis, RedisTLS
+from streams.state.partition import restore_monitor
 
 pytestmark = pytest.mark.e2e
 

@@ -28,9 +28,10 @@ import pytest
 import redis
 
 from conftest import Topics, consume_all, produce
-from streams.alerts import alert_id
-from streams.checkpoint import META_PREFIX, KeyLayout
-from streams.processor import PartitionState, Record, restore_monitor
+from streams.pipeline.alerts import alert_id
+from streams.state.keys import META_PREFIX, KeyLayout
+from streams.state.partition import PartitionState, restore_monitor
+from streams.pipeline.processor import Record
 from streams.runtime import prediction_processor, with_setting_defaults
 from streams.settings import Settings
 

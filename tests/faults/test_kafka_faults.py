@@ -31,7 +31,7 @@ from faults.golden import (
     wait_until_caught_up,
 )
 from servers.kafka_broker import KafkaBroker, KafkaCluster
-from streams.embedded import admin_client
+from streams.kafka.admin import admin_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

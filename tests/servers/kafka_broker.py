@@ -1,7 +1,7 @@
 """Apache Kafka 4.x (KRaft) brokers for the tests: one node, or a three-node cluster.
 
 Test code only (the worker and the demo never import it; they use Tansu from
-:mod:`streams.embedded`). The servers are Apache Kafka's own jars, fetched from Maven Central by
+:mod:`streams.dev.embedded`). The servers are Apache Kafka's own jars, fetched from Maven Central by
 ``make kafka-jars`` (the dependencies of ``tests/servers/kafka/pom.xml``) into
 ``.cache/kafka-<version>/``; :func:`kafka_jars` runs that target itself when the cache is missing.
 ``$STREAMDRIFT_KAFKA_JARS`` points at another directory of jars (e.g. a Kafka download's
@@ -11,7 +11,7 @@ Every node is a combined KRaft controller and broker (``process.roles=broker,con
 two free 127.0.0.1 ports (client and controller listeners, both PLAINTEXT), with a static voter
 set (``controller.quorum.voters``: every node of the cluster) and its data in its own directory
 (``<workdir>/node-<id>/data``), formatted once by ``kafka.tools.StorageTool format`` before its
-first start and kept by restarts. Like the servers of :mod:`streams.embedded` each node logs to a
+first start and kept by restarts. Like the servers of :mod:`streams.dev.embedded` each node logs to a
 file in its directory, leads its own process group, is signalled only through the PID recorded
 when it was started, and is SIGKILLed by the kernel if the Python process that started it dies.
 
@@ -46,15 +46,8 @@ from typing import Self
 
 from confluent_kafka import KafkaException
 
-from streams.embedded import (
-    LOOPBACK,
-    EmbeddedServerError,
-    ManagedProcess,
-    admin_client,
-    create_topics,
-    free_port,
-    tcp_open,
-)
+from streams.dev.embedded import LOOPBACK, EmbeddedServerError, ManagedProcess, free_port, tcp_open
+from streams.kafka.admin import admin_client, create_topics
 
 __all__ = [
     "KafkaBroker", "KafkaCluster", "KafkaNode", "KafkaSecurity", "kafka_jars", "kafka_version",
@@ -690,7 +683,7 @@ class KafkaCluster:
 class KafkaBroker(KafkaCluster):
     """A single-node Apache Kafka (KRaft, combined controller+broker) on 127.0.0.1.
 
-    The same interface as :class:`streams.embedded.EmbeddedBroker` (``bootstrap``, ``port``,
+    The same interface as :class:`streams.dev.embedded.EmbeddedBroker` (``bootstrap``, ``port``,
     ``start``, ``stop``, ``kill``, ``pause``/``resume``, ``log_path``) plus :meth:`restart`,
     which keeps the log directory: topics, committed offsets and groups survive it.
 

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 from conftest import KAFKA_TIMINGS, consume_all, produce, unique_name
 
 from servers.kafka_broker import KafkaBroker, KafkaCluster
-from streams.embedded import EmbeddedServerError, create_topics
+from streams.kafka.admin import TopicAdminError, create_topics
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def test_create_topics_works_on_kafka_as_on_tansu(
         AdminClient({"bootstrap.servers": kafka_broker.bootstrap}).list_topics(timeout=5).topics
     )
     assert {name: len(listed[name].partitions) for name in wanted} == wanted
-    with pytest.raises(EmbeddedServerError, match="already exists .* with 1 partitions, not 2"):
+    with pytest.raises(TopicAdminError, match="already exists .* with 1 partitions, not 2"):
         create_topics(kafka_broker.bootstrap, {next(iter(wanted)): 2})
 
 

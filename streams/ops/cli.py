@@ -12,13 +12,21 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
-
-from streams.security import confluent_config, masked, printable, scrub, secret_values, settings_errors, visible
+from streams.ops.tail import EVIDENCE_LEGEND, format_alert, number_text
+from streams.security import (
+    confluent_config,
+    masked,
+    printable,
+    scrub,
+    secret_values,
+    settings_errors,
+    visible,
+)
 from streams.settings import Settings
 
 
@@ -188,7 +196,7 @@ def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
     login or the TLS handshake fails (told at once: librdkafka would retry them forever)."""
     from confluent_kafka import KafkaError
 
-    from streams.preflight import tls_hint, tls_refused
+    from streams.kafka.preflight import tls_hint, tls_refused
 
     bootstrap = settings.kafka_bootstrap
     errors: list[KafkaError] = []
@@ -249,17 +257,17 @@ def worker(
     settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, config=config)
     _detector_config(settings, from_flag=config is not None)  # a bad file is refused before any connection
     existing = check_kafka(settings)
-    _preflight(settings)  # the broker's protocol and the worker's permissions (streams.preflight)
+    _preflight(settings)  # the broker's protocol and the worker's permissions (streams.kafka.preflight)
     check_redis(settings)
     wanted = {settings.input_topic, settings.labels_topic, settings.alert_topic, settings.dlq_topic}
     missing = wanted - existing
     if missing and create_topics:
-        from streams.embedded import EmbeddedServerError
-        from streams.embedded import create_topics as create
+        from streams.kafka.admin import TopicAdminError
+        from streams.kafka.admin import create_topics as create
 
         try:  # with the same security settings as every other client
             create(settings.kafka_bootstrap, {name: partitions for name in missing}, config=confluent_config(settings))
-        except EmbeddedServerError as exc:
+        except TopicAdminError as exc:
             reason = str(exc).splitlines()[0].removesuffix(" Is a Kafka broker running there?")
             _fail(reason, "create the topics with your usual tool (docs/own-kafka.md), or grant the worker's "
                   "principal CREATE on them")
@@ -268,7 +276,7 @@ def worker(
 
     from faust.worker import Worker
 
-    from streams.app import create_app
+    from streams.kafka.app import create_app
 
     faust_app, _ = create_app(settings)
     # The libraries and the app live as long as the process: out of the collector's sight, the
@@ -279,8 +287,8 @@ def worker(
 
 def _preflight(settings: Settings, timeout: float = 10.0) -> None:
     """Log the broker's protocol level; end the command if it lacks an API the worker needs or
-    the worker's principal lacks a permission (``streams.preflight``)."""
-    from streams import preflight
+    the worker's principal lacks a permission (``streams.kafka.preflight``)."""
+    from streams.kafka import preflight
 
     try:
         lines = preflight.run(settings, _kafka_admin(settings, timeout), timeout)
@@ -291,7 +299,7 @@ def _preflight(settings: Settings, timeout: float = 10.0) -> None:
 
 
 def _detector_config(settings: Settings, from_flag: bool) -> None:
-    from streams.app import load_config
+    from streams.kafka.app import load_config
 
     try:
         load_config(settings.config)
@@ -312,7 +320,7 @@ def simulate(
 ) -> None:
     """Produce simulated prediction events (with a scheduled drift) and labels to Kafka."""
     settings = _settings(kafka_bootstrap=bootstrap)  # before the heavy imports: a bad setting is told at once
-    from streams.simulate import Scenario, run
+    from streams.dev.simulate import Scenario, run
 
     check_kafka(settings)
     scenario = Scenario(rate=rate, drift_at=drift_at, batch_size=batch_size, seed=seed)
@@ -334,7 +342,7 @@ def status(
 ) -> None:
     """Show partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) state from Redis."""
     settings = _settings(redis_url=redis_url, group_id=group_id)  # before the heavy imports
-    from streams.status import read_status
+    from streams.ops.status import read_status
 
     check_redis(settings)
     report = read_status(settings.redis_client(asynchronous=False), settings.group_id)
@@ -369,12 +377,8 @@ def status_tables(report: dict[str, Any], now_ms: float) -> list[Table]:
         for feature, s in series.items():
             episodes = sum(p.get("episodes", 0) for p in s.get("partitions", []))
             names = map(printable, (model, feature, s["kind"], s["count"], s["missing"]))
-            features.add_row(*names, _num(s.get("mean")), _num(s.get("std")), _num(s.get("drift_score")), str(episodes))
+            features.add_row(*names, number_text(s.get("mean")), number_text(s.get("std")), number_text(s.get("drift_score")), str(episodes))
     return [table, features]
-
-
-def _num(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"
 
 
 @app.command()
@@ -386,7 +390,7 @@ def alerts(
     as_json: bool = typer.Option(False, "--json", help="Print each alert as one JSON line"),
 ) -> None:
     """Tail the alert topic."""
-    from streams.tail import tail_alerts
+    from streams.ops.tail import tail_alerts
 
     settings = _settings(kafka_bootstrap=bootstrap)
     check_kafka(settings)
@@ -405,42 +409,6 @@ def alerts(
             console.print(format_alert(alert))
     except RuntimeError as exc:  # the consumer's error, e.g. the topic is not readable
         _fail(str(exc), "check the broker, STREAMDRIFT_ALERT_TOPIC and the Kafka credentials")
-
-
-#: Printed once above the alert lines: how to read their ``evidence predictions[2] 500..15059``.
-EVIDENCE_LEGEND = ("[dim]evidence: topic\\[partition] first..last offset of the input records the detection "
-                   "summarises (the last one completed it)[/dim]")
-
-
-def format_alert(alert: Any) -> str:
-    """One alert as one line of Rich markup; every field from the message printed literally.
-
-    Anything on the alert topic can be read here, so a message without an alert's shape is shown
-    as unreadable rather than ending the tail.
-    """
-    try:
-        return _alert_line(alert)
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError):
-        text = printable(json.dumps(alert, default=str)[:300])
-        return f"[yellow]not an alert:[/yellow] {text}"
-
-
-def _alert_line(alert: dict[str, Any]) -> str:
-    p = printable
-    d = alert["data"]
-    what = "error rate" if d["kind"] == "performance" else "mean"
-    key = "error_rate" if d["kind"] == "performance" else "mean"
-    if d["reference"].get(key) is not None:
-        change = f"reference {what} {_num(d['reference'].get(key))} → current {_num(d['current'].get(key))}"
-    else:  # categorical or multivariate: the window test's own numbers say it
-        change = f"{p(d['test'])} test p={_num(d['p_value'])}"
-    e = d["evidence"]
-    return (
-        f"[bold red]DRIFT[/bold red] {p(alert['time'])} [bold]{p(alert['subject'])}[/bold] "
-        f"({p(d['kind'])}, {p(d['detector'])}, severity {p(d['severity'])}) effect {float(d['effect_size']):.2f}, "
-        f"{change}; evidence {p(e['topic'])}\\[{p(e['partition'])}] "
-        f"{p(e['from_offset'])}..{p(e['to_offset'])}  [dim]id {p(alert['id'])}[/dim]"
-    )
 
 
 @app.command("config")
@@ -470,7 +438,7 @@ def demo(
 
     Its files live in a temporary directory, removed at the end unless --keep is given.
     """
-    from streams.demo import run_demo
+    from streams.dev.demo import run_demo
 
     # The demo's worker inherits the environment, except the addresses the demo sets itself:
     # refuse a bad STREAMDRIFT_* now, not after starting the servers.
@@ -496,7 +464,7 @@ VersionOpt = typer.Option(None, "--version", "-v", callback=_name,
 def _baseline_store(redis_url: str | None, **names: str | None) -> Any:
     settings = _settings(redis_url=redis_url)  # before the heavy imports
     _check_name_length(settings, **names)
-    from streams.baselines import BaselineStore
+    from streams.state.baselines import BaselineStore
 
     check_redis(settings)
     return BaselineStore(settings.redis_client(asynchronous=False))
@@ -514,9 +482,9 @@ def profile_table(baseline: Any) -> Table:
     for column in ("feature", "kind", "count", "missing", "mean", "std", "p50 / top"):
         table.add_column(column)
     for name, f in summary["features"].items():
-        middle = _num(f.get("p50")) if f["kind"] == "numeric" else ", ".join(map(str, list(f["top"])[:3]))
-        table.add_row(*map(printable, (name, f["kind"], f["count"], f["missing"])), _num(f.get("mean")),
-                      _num(f.get("std")), printable(middle))
+        middle = number_text(f.get("p50")) if f["kind"] == "numeric" else ", ".join(map(str, list(f["top"])[:3]))
+        table.add_row(*map(printable, (name, f["kind"], f["count"], f["missing"])), number_text(f.get("mean")),
+                      number_text(f.get("std")), printable(middle))
     return table
 
 
@@ -546,7 +514,7 @@ def baseline_build(
     from rich.progress import Progress
 
     from detectors import BaselineBuilder
-    from streams.datafiles import DataFileError, read_columns
+    from streams.ops.datafiles import DataFileError, read_columns
 
     store = None if dry_run else _baseline_store(redis_url, model=model, version=version)
     excluded = frozenset(name.strip() for item in exclude for name in item.split(",") if name.strip())
@@ -590,7 +558,7 @@ def baseline_freeze(
     """Store what the workers have seen of this model version so far as its baseline."""
     settings = _settings(redis_url=redis_url, group_id=group_id)
     store = _baseline_store(redis_url, model=model, version=version)
-    from streams.baselines import freeze_baseline
+    from streams.state.baselines import freeze_baseline
 
     try:
         baseline = freeze_baseline(store.client, settings.group_id, model, version, source=f"stream:{settings.group_id}")
@@ -670,9 +638,9 @@ def report(
     settings = _settings(redis_url=redis_url, group_id=group_id, kafka_bootstrap=bootstrap)
     _check_name_length(settings, model=model)
     _check_writable(out)  # all before the heavy imports and any connection
-    from streams.history import read_history
-    from streams.report import load_series, render_report, select_alerts
-    from streams.tail import read_alerts
+    from streams.ops.report import load_series, render_report, select_alerts
+    from streams.ops.tail import read_alerts
+    from streams.state.history import read_history
 
     check_redis(settings)
     client = settings.redis_client(asynchronous=False)

@@ -1,8 +1,8 @@
 """The Faust app: topics, agents, rebalance hooks, timers and the metrics/health pages.
 
 Faust owns the consumer group, the agents' lifecycle and the web server; the drift logic
-lives in ``streams.runtime`` (state, checkpoints) and ``streams.processor`` (pure batch
-logic). The input topics are consumed by ``streams.intake.Intake`` in Faust's Fetcher's
+lives in ``streams.runtime`` (state, checkpoints) and ``streams.pipeline.processor`` (pure batch
+logic). The input topics are consumed by ``streams.kafka.intake.Intake`` in Faust's Fetcher's
 place: whole ``getmany`` results go to the runtime in batches, with no Faust event, stream or
 ack per record, so per-batch work — decoding, vectorised sketch updates, one Redis round
 trip — is amortised over many events.
@@ -27,7 +27,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from detectors import validate_config
-from streams.intake import Intake
+from streams.kafka.intake import Intake
 from streams.runtime import Publisher, Runtime
 from streams.security import bearer_ok, confluent_config, faust_credentials
 from streams.settings import Settings

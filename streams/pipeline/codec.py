@@ -476,7 +476,7 @@ def event_time(value: float | str | None, kafka_ts: float, limits: Limits) -> fl
     >>> event_time(7200.0, 0.0, Limits(max_future_skew_s=3600))
     Traceback (most recent call last):
     ...
-    streams.codec.Invalid: timestamp 7200s ahead of the Kafka timestamp > max_future_skew_s=3600
+    streams.pipeline.codec.Invalid: timestamp 7200s ahead of the Kafka timestamp > max_future_skew_s=3600
     """
     if value is None:
         return kafka_ts

@@ -13,6 +13,8 @@ from collections import defaultdict
 
 import redis.asyncio as aioredis
 
+from streams.state.keys import KeyLayout
+
 BUCKETS_PER_TTL = 24
 
 
@@ -20,11 +22,12 @@ class JoinStore:
     def __init__(self, redis: aioredis.Redis, group_id: str, ttl_s: float) -> None:
         self.redis = redis
         self.group_id = group_id
+        self.layout = KeyLayout(group_id)
         self.ttl_s = ttl_s
         self.width = ttl_s / BUCKETS_PER_TTL
 
     def _key(self, model: str, bucket: int) -> str:
-        return f"sd:{{{self.group_id}}}:join:{model}:{bucket}"
+        return self.layout.join_key(model, bucket)
 
     async def put(self, items: list[tuple[str, str, bytes]], now: float) -> None:
         """Store (model, event_id, packed prediction) triples, one pipeline round trip."""

@@ -1,23 +1,6 @@
 """Redis checkpoint store: per-partition state and offsets written in one atomic, fenced step.
 
-Key layout (``G`` = group id, ``T`` = topic, ``P`` = partition; the ``{...}`` hash tag keeps
-every key of one checkpoint in one Redis Cluster slot):
-
-========================== ====== ===========================================================
-key                        type   contents
-========================== ====== ===========================================================
-``sd:{G:T:P}:ckpt``        hash   ``epoch`` (fencing token), ``offset`` (next offset to read),
-                                  ``worker``, ``updated_at`` / ``claimed_at`` (epoch ms),
-                                  ``events`` (events applied, for status)
-``sd:{G:T:P}:outbox``      list   alerts checkpointed with the state that produced them, not
-                                  yet confirmed published (msgpack entries)
-``sd:{G:T:P}:state``       hash   one field per monitored series (:func:`series_name`) holding
-                                  msgpack bytes of its monitor, plus ``\\x00``-prefixed
-                                  partition-level fields (pending labels, model versions)
-``sd:{G}:join:M:B``        hash   ``event_id`` -> prediction for model ``M`` in time bucket ``B``
-                                  (expires after the label TTL)
-``sd:{G}:partitions``      set    ``T:P`` of every partition ever checkpointed (for status)
-========================== ====== ===========================================================
+The keys (checkpoint hash, state hash, outbox) are named by :class:`streams.state.keys.KeyLayout`.
 
 A worker *claims* a partition when it is assigned (``HINCRBY epoch``) and every checkpoint
 script first checks that the stored epoch is still its own: a worker that lost the partition
@@ -34,26 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-SEP = "\x1f"
-META_PREFIX = "\x00"
-
-
-def series_name(model: str, version: str | None, feature: str) -> str:
-    """The state field of a series: ``model SEP feature`` for events without a model version,
-    ``model SEP version SEP feature`` otherwise (names are printable, so SEP never occurs in
-    them).
-
-    >>> parse_series(series_name("fraud", "v3", "amount")), parse_series(series_name("m", None, "x"))
-    (('fraud', 'v3', 'amount'), ('m', None, 'x'))
-    """
-    return f"{model}{SEP}{feature}" if version is None else f"{model}{SEP}{version}{SEP}{feature}"
-
-
-def parse_series(name: str) -> tuple[str, str | None, str]:
-    """(model, version, feature) of a :func:`series_name`."""
-    model, _, rest = name.partition(SEP)
-    version, sep, feature = rest.partition(SEP)
-    return (model, version, feature) if sep else (model, None, rest)
+from streams.state.keys import KeyLayout
 
 _CLAIM = """
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
@@ -116,24 +80,6 @@ class Claim:
     offset: int | None  # next offset to read; None if the partition was never checkpointed
     fields: dict[bytes, bytes] = field(default_factory=dict)
     outbox: list[bytes] = field(default_factory=list)  # checkpointed alerts maybe not yet published
-
-
-class KeyLayout:
-    """Names of a group's Redis keys (the table above)."""
-
-    def __init__(self, group_id: str) -> None:
-        self.group_id = group_id
-
-    def keys(self, topic: str, partition: int) -> tuple[str, str]:
-        tag = f"sd:{{{self.group_id}:{topic}:{partition}}}"
-        return f"{tag}:ckpt", f"{tag}:state"
-
-    def outbox_key(self, topic: str, partition: int) -> str:
-        return f"sd:{{{self.group_id}:{topic}:{partition}}}:outbox"
-
-    @property
-    def partitions_key(self) -> str:
-        return f"sd:{{{self.group_id}}}:partitions"
 
 
 class CheckpointStore(KeyLayout):

@@ -26,7 +26,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from streams.processor import Record
+from streams.pipeline.processor import Record
 from streams.runtime import Runtime
 
 log = logging.getLogger("streamdrift")

@@ -9,8 +9,9 @@ import msgspec
 import redis
 
 from detectors import PCAReconstructionMonitor, StateError, merge_summaries
-from streams.checkpoint import META_PREFIX, KeyLayout, parse_series
-from streams.processor import UNKNOWN_MISSING, restore_monitor
+from streams.state.keys import META_PREFIX, parse_series
+from streams.state.reader import StateReader
+from streams.state.partition import UNKNOWN_MISSING, restore_monitor
 
 
 def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
@@ -20,19 +21,15 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
     monitored apart; ``versions`` lists them, "" for events without one), are merged (counts
     summed, means and quantiles combined exactly / via sketch merge).
     """
-    store = KeyLayout(group_id)
+    reader = StateReader(client, group_id)
     partitions = []
     series: dict[tuple[str, str], list] = defaultdict(list)
     only_missing: dict[tuple[str, str], int] = defaultdict(int)
     unreadable: dict[tuple[str, str], str] = {}
     versions: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for member in sorted(m.decode() for m in client.smembers(store.partitions_key)):
-        topic, _, partition = member.rpartition(":")
-        ckpt_key, state_key = store.keys(topic, int(partition))
-        ckpt = {k.decode(): v.decode() for k, v in client.hgetall(ckpt_key).items()}
-        partitions.append({"topic": topic, "partition": int(partition), **_typed(ckpt)})
-        for name, blob in client.hgetall(state_key).items():
-            text = name.decode()
+    for topic, partition in reader.partitions():
+        partitions.append({"topic": topic, "partition": partition, **_typed(reader.checkpoint(topic, partition))})
+        for text, blob in reader.fields(topic, partition).items():
             if text == UNKNOWN_MISSING:
                 for key, count in msgspec.msgpack.decode(blob).items():
                     model, _, feature = parse_series(key)

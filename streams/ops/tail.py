@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Callable, Iterator
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+
+from streams.security import printable
 
 
 def tail_alerts(
@@ -128,3 +131,44 @@ def _decode(value: bytes | None) -> dict[str, Any] | None:
     except msgspec.DecodeError:
         return None
     return alert if isinstance(alert, dict) else None
+
+
+#: Printed once above the alert lines: how to read their ``evidence predictions[2] 500..15059``.
+EVIDENCE_LEGEND = ("[dim]evidence: topic\\[partition] first..last offset of the input records the detection "
+                   "summarises (the last one completed it)[/dim]")
+
+
+def format_alert(alert: Any) -> str:
+    """One alert as one line of Rich markup; every field from the message printed literally.
+
+    Anything on the alert topic can be read here, so a message without an alert's shape is shown
+    as unreadable rather than ending the tail.
+    """
+    try:
+        return _alert_line(alert)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+        text = printable(json.dumps(alert, default=str)[:300])
+        return f"[yellow]not an alert:[/yellow] {text}"
+
+
+def _alert_line(alert: dict[str, Any]) -> str:
+    p = printable
+    d = alert["data"]
+    what = "error rate" if d["kind"] == "performance" else "mean"
+    key = "error_rate" if d["kind"] == "performance" else "mean"
+    if d["reference"].get(key) is not None:
+        change = f"reference {what} {number_text(d['reference'].get(key))} → current {number_text(d['current'].get(key))}"
+    else:  # categorical or multivariate: the window test's own numbers say it
+        change = f"{p(d['test'])} test p={number_text(d['p_value'])}"
+    e = d["evidence"]
+    return (
+        f"[bold red]DRIFT[/bold red] {p(alert['time'])} [bold]{p(alert['subject'])}[/bold] "
+        f"({p(d['kind'])}, {p(d['detector'])}, severity {p(d['severity'])}) effect {float(d['effect_size']):.2f}, "
+        f"{change}; evidence {p(e['topic'])}\\[{p(e['partition'])}] "
+        f"{p(e['from_offset'])}..{p(e['to_offset'])}  [dim]id {p(alert['id'])}[/dim]"
+    )
+
+
+def number_text(value: Any) -> str:
+    """A number in 4 significant digits; "-" for anything else."""
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"

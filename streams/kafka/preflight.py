@@ -1,7 +1,7 @@
 """The worker's start-up check of its Kafka cluster: protocol and permissions, before Faust starts.
 
 ``streamdrift worker`` first proves that the cluster answers and accepts the login
-(``streams.cli.check_kafka``); then :func:`run` here:
+(``streams.ops.cli.check_kafka``); then :func:`run` here:
 
 1. asks a broker for its API versions (ApiVersions, exactly as the worker's client, aiokafka,
    connects: same TLS context, same SASL login) and logs the protocol level and cluster

@@ -20,16 +20,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from streams.embedded import (
-    LOCAL_WORKER_ENV,
-    EmbeddedBroker,
-    EmbeddedRedis,
-    EmbeddedServerError,
-    WorkerProcess,
-    create_topics,
-    free_port,
-)
-from streams.tail import tail_alerts
+from streams.dev.embedded import LOCAL_WORKER_ENV, EmbeddedBroker, EmbeddedRedis, EmbeddedServerError, WorkerProcess, free_port
+from streams.kafka.admin import create_topics
+from streams.ops.tail import tail_alerts
 
 PROGRESS_EVERY_S = 10.0
 TOPICS = {"predictions": 4, "labels": 2, "drift-alerts": 1, "predictions.dlq": 1}
@@ -139,7 +132,7 @@ def _next_hint(console: Console) -> None:
 
 
 def _show_alerts(console: Console, bootstrap: str, worker: WorkerProcess, deadline: float | None, port: int) -> None:
-    from streams.cli import EVIDENCE_LEGEND, format_alert
+    from streams.ops.tail import EVIDENCE_LEGEND, format_alert
 
     next_report = time.monotonic() + PROGRESS_EVERY_S
 

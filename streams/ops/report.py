@@ -6,7 +6,7 @@ network — so it can be mailed, attached to a ticket or archived and still open
 feature (every version, labelled): the reference vs the current distribution (numeric: CDFs of
 the reference, of the latest window and of all values seen, from the monitors' sketches;
 categorical: shares of the top categories), the drift score over time
-(:mod:`streams.history`) with the alerts and open episodes marked, and the alerts. Every name
+(:mod:`streams.state.history`) with the alerts and open episodes marked, and the alerts. Every name
 taken from the data (model, versions, features, categories, alert fields) is HTML-escaped.
 """
 
@@ -32,9 +32,9 @@ from detectors import (
     RunningStats,
     StateError,
 )
-from streams.checkpoint import META_PREFIX, KeyLayout, parse_series
-from streams.history import Point
-from streams.processor import restore_monitor
+from streams.state.reader import StateReader
+from streams.state.history import Point
+from streams.state.partition import restore_monitor
 
 REFERENCE, WINDOW, ALL = "reference", "latest window", "all values"
 COLORS = {REFERENCE: "#1f77b4", WINDOW: "#d62728", ALL: "#7f7f7f"}
@@ -111,23 +111,17 @@ def _category_periods(monitor: CategoricalMonitor) -> dict[str, dict[str, int]]:
 def load_series(client: redis.Redis, group_id: str, model: str) -> tuple[list[Series], list[str]]:
     """The model's series from every partition's checkpointed state, and the names of those
     whose state could not be read."""
-    layout = KeyLayout(group_id)
     merged: dict[tuple[str, str | None, str], Series] = {}
     unreadable = []
-    for member in sorted(m.decode() for m in client.smembers(layout.partitions_key)):
-        topic, _, partition = member.rpartition(":")
-        for raw, blob in client.hgetall(layout.keys(topic, int(partition))[1]).items():
-            name = raw.decode()
-            if name.startswith(META_PREFIX) or parse_series(name)[0] != model:
-                continue
-            _, version, feature = parse_series(name)
-            try:
-                monitor = restore_monitor(name, blob)
-            except StateError:
-                unreadable.append(feature)
-                continue
-            key = (feature, version, monitor.kind)
-            merged.setdefault(key, Series(feature, version, monitor.kind)).add(monitor)
+    for stored in StateReader(client, group_id).series(model):
+        _, version, feature = stored.key
+        try:
+            monitor = restore_monitor(stored.key.field, stored.blob)
+        except StateError:
+            unreadable.append(feature)
+            continue
+        key = (feature, version, monitor.kind)
+        merged.setdefault(key, Series(feature, version, monitor.kind)).add(monitor)
     return sorted(merged.values(), key=lambda s: (s.feature, s.version or "", s.kind)), unreadable
 
 

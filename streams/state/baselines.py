@@ -29,14 +29,17 @@ from redis.asyncio.cluster import RedisCluster
 
 from detectors import Baseline, CategoricalMonitor, CategoryCounts, NumericMonitor, QuantileSketch, RunningStats, monitor_from_bytes
 from detectors.baseline import profile_of
-from streams.checkpoint import META_PREFIX, SEP, KeyLayout, parse_series
+from streams.state.keys import (
+    BASELINES_TAG,
+    baseline_blob_key,
+    baseline_field,
+    parse_baseline_field,
+)
+from streams.state.reader import StateReader
 
 log = logging.getLogger("streamdrift")
 
-_TAG = "sd:{baselines}"
-INDEX, META, REVISION = f"{_TAG}:index", f"{_TAG}:meta", f"{_TAG}:revision"
-# The version field of a baseline for events without a model_version (versions are non-empty).
-_NO_VERSION = ""
+INDEX, META, REVISION = (f"{BASELINES_TAG}:{name}" for name in ("index", "meta", "revision"))
 
 # KEYS: revision, index, meta, blob; ARGV: field, blob (empty: delete), meta JSON
 _PUT = """
@@ -52,19 +55,6 @@ redis.call('HSET', KEYS[2], ARGV[1], revision)
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 return revision
 """
-
-
-def _field(model: str, version: str | None) -> str:
-    return f"{model}{SEP}{_NO_VERSION if version is None else version}"
-
-
-def _parse(field: str) -> tuple[str, str | None]:
-    model, _, version = field.partition(SEP)
-    return model, version or None
-
-
-def _blob_key(model: str, version: str | None) -> str:
-    return f"{_TAG}:blob:{_field(model, version)}"
 
 
 def _meta(baseline: Baseline) -> str:
@@ -85,17 +75,17 @@ class BaselineStore:
 
     def put(self, baseline: Baseline) -> int:
         """Store ``baseline`` (replacing that of the same model and version); its revision."""
-        keys = [REVISION, INDEX, META, _blob_key(baseline.model, baseline.version)]
+        keys = [REVISION, INDEX, META, baseline_blob_key(baseline.model, baseline.version)]
         data = msgspec.structs.replace(baseline, revision=0).to_bytes()
-        return int(self._put(keys=keys, args=[_field(baseline.model, baseline.version), data, _meta(baseline)]))
+        return int(self._put(keys=keys, args=[baseline_field(baseline.model, baseline.version), data, _meta(baseline)]))
 
     def delete(self, model: str, version: str | None) -> bool:
-        keys = [REVISION, INDEX, META, _blob_key(model, version)]
-        return bool(self._put(keys=keys, args=[_field(model, version), b"", b""]))
+        keys = [REVISION, INDEX, META, baseline_blob_key(model, version)]
+        return bool(self._put(keys=keys, args=[baseline_field(model, version), b"", b""]))
 
     def get(self, model: str, version: str | None) -> Baseline | None:
-        revision = self.client.hget(INDEX, _field(model, version))
-        data = self.client.get(_blob_key(model, version))
+        revision = self.client.hget(INDEX, baseline_field(model, version))
+        data = self.client.get(baseline_blob_key(model, version))
         if revision is None or data is None:
             return None
         return msgspec.structs.replace(Baseline.from_bytes(data), revision=int(revision))
@@ -125,13 +115,13 @@ class BaselineCatalog(dict[tuple[str, str | None], Baseline]):
         revision = int(raw) if raw is not None else 0
         if revision == self.revision:
             return []
-        index = {_parse(f.decode()): int(r) for f, r in (await client.hgetall(INDEX)).items()}
+        index = {parse_baseline_field(f.decode()): int(r) for f, r in (await client.hgetall(INDEX)).items()}
         changed = [key for key, r in index.items() if key not in self or self[key].revision != r]
         for key in [k for k in self if k not in index]:
             del self[key]
         loaded = []
         for key in changed:
-            data = await client.get(_blob_key(*key))
+            data = await client.get(baseline_blob_key(*key))
             if data is None:  # deleted between the two reads: the next refresh sees it
                 continue
             try:
@@ -150,25 +140,22 @@ def freeze_baseline(client: redis.Redis, group_id: str, model: str, version: str
 
     ``LookupError`` if no partition has a series of that model and version.
     """
-    layout = KeyLayout(group_id)
     numeric: dict[str, tuple[RunningStats, QuantileSketch, list[int]]] = {}
     categorical: dict[str, tuple[list[CategoryCounts], list[int]]] = {}
-    for member in client.smembers(layout.partitions_key):
-        topic, _, partition = member.decode().rpartition(":")
-        for name, blob in client.hgetall(layout.keys(topic, int(partition))[1]).items():
-            if name.startswith(META_PREFIX.encode()) or parse_series(name.decode())[:2] != (model, version):
-                continue
-            feature = parse_series(name.decode())[2]
-            monitor = monitor_from_bytes(blob)
-            if isinstance(monitor, NumericMonitor):
-                stats, sketch, missing = numeric.setdefault(feature, (RunningStats(), QuantileSketch(monitor.sketch.k), [0]))
-                stats.merge(monitor.stats)
-                sketch.merge(monitor.sketch)
-                missing[0] += monitor.missing
-            elif isinstance(monitor, CategoricalMonitor):
-                parts, missing = categorical.setdefault(feature, ([], [0]))
-                parts.append(monitor.counts)
-                missing[0] += monitor.missing
+    for stored in StateReader(client, group_id).series(model):
+        if stored.key.version != version:
+            continue
+        feature = stored.key.feature
+        monitor = monitor_from_bytes(stored.blob)
+        if isinstance(monitor, NumericMonitor):
+            stats, sketch, missing = numeric.setdefault(feature, (RunningStats(), QuantileSketch(monitor.sketch.k), [0]))
+            stats.merge(monitor.stats)
+            sketch.merge(monitor.sketch)
+            missing[0] += monitor.missing
+        elif isinstance(monitor, CategoricalMonitor):
+            parts, missing = categorical.setdefault(feature, ([], [0]))
+            parts.append(monitor.counts)
+            missing[0] += monitor.missing
     if not numeric and not categorical:
         raise LookupError(f"no state of model {model!r} version {version!r} in group {group_id!r}")
     features = {name: profile_of(stats, sketch, missing=missing[0]) for name, (stats, sketch, missing) in numeric.items()}

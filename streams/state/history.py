@@ -9,7 +9,7 @@ Bounds: a partition's series are sampled at most once every ``STREAMDRIFT_HISTOR
 (the samples in between are folded into the next one: it covers every series changed since the
 last), and each stream keeps about the newest :data:`HISTORY_MAX_ENTRIES` entries
 (``XADD MAXLEN ~``): a day at the default 10 s for a model on one partition. Models on probation
-(see ``streams.admission``) have no history yet, so a flood of made-up names leaves no stream
+(see ``streams.pipeline.admission``) have no history yet, so a flood of made-up names leaves no stream
 behind. An entry costs
 ~30 bytes per series. Cost per checkpoint: one pipelined round trip, only when a sample is due.
 
@@ -31,8 +31,8 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 from redis.asyncio.cluster import RedisCluster
 
-from streams.checkpoint import parse_series
-from streams.processor import PartitionState
+from streams.state.keys import KeyLayout, parse_series
+from streams.state.partition import PartitionState
 
 log = logging.getLogger("streamdrift")
 
@@ -64,9 +64,8 @@ _DECODER = msgspec.msgpack.Decoder(list[Sample])
 
 
 def history_key(group_id: str, model: str) -> str:
-    """The model's stream; the group's hash tag keeps one checkpoint's entries in one slot,
-    so they go in one pipeline on Redis Cluster too."""
-    return f"sd:{{{group_id}}}:history:{model}"
+    """The model's drift-score stream (:meth:`streams.state.keys.KeyLayout.history_key`)."""
+    return KeyLayout(group_id).history_key(model)
 
 
 class HistoryRecorder:
