@@ -256,6 +256,7 @@ def worker(
     """
     settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, config=config)
     _detector_config(settings, from_flag=config is not None)  # a bad file is refused before any connection
+    _check_libraries()
     existing = check_kafka(settings)
     _preflight(settings)  # the broker's protocol and the worker's permissions (streams.kafka.preflight)
     check_redis(settings)
@@ -296,6 +297,16 @@ def _preflight(settings: Settings, timeout: float = 10.0) -> None:
         _fail(exc.message, exc.hint, exc.code)
     for line in lines:
         err.print(printable(scrub(line, _secrets)), soft_wrap=True, highlight=False)
+
+
+def _check_libraries() -> None:
+    """The worker relies on internals of faust-streaming and aiokafka (streams.kafka.compat)."""
+    from streams.kafka import compat
+
+    try:
+        compat.check()
+    except compat.IncompatibleLibrary as exc:
+        _fail(exc.problem, exc.remedy)
 
 
 def _detector_config(settings: Settings, from_flag: bool) -> None:
