@@ -2,7 +2,7 @@
 
 Run ``python -m bench.faults_report`` (extra arguments go to pytest, e.g. ``-k redis``). It runs
 ``tests/faults/test_faults.py`` with ``STREAMDRIFT_FAULT_REPORT`` set, so each test appends one
-JSON line of figures per fault, and prints them as the README's table:
+JSON line of figures per fault, and prints them as the table of docs/operations.md:
 
 * ``ready_s`` — for worker faults, seconds from the fault until the replacement worker's
   ``/readyz`` answered 200 (it joined the group and claimed its partitions);

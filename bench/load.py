@@ -1,11 +1,11 @@
 """The throughput benchmark's input: simulator-shaped prediction events, produced fast or paced.
 
-Events come from :func:`streams.simulate.generate` (the same JSON objects as ``streamdrift
+Events come from :func:`streams.dev.simulate.generate` (the same JSON objects as ``streamdrift
 simulate``: model, model_version, event_id, timestamp, features, prediction) for ``models``
 regression models of 20 numeric and 2 categorical features each (23 monitored series per
 model with the prediction; no labels). Model ``k`` is produced to partition ``k % partitions``
 (keyed by model name), so partitions carry nearly equal shares and each model's stream stays
-whole on one partition, as the README asks producers to key.
+whole on one partition, as docs/contracts.md asks producers to key.
 
 Single-event messages are cut from 100-event arrays: the simulator draws one message per model
 choice, which costs ~24 µs per event with 46 models and one event per message but ~5 µs in
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
-from streams.simulate import (
+from streams.dev.simulate import (
     CategoricalFeature,
     Drift,
     ModelSpec,

@@ -53,18 +53,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.load import NUMERIC, SERIES_PER_EVENT, bench_models, drift, messages, produce
-from streams.embedded import (
-    LOCAL_WORKER_ENV,
-    EmbeddedBroker,
-    EmbeddedRedis,
-    ManagedProcess,
-    Topics,
-    WorkerProcess,
-    create_topics,
-    free_port,
-    tansu_binary,
-)
-from streams.simulate import ModelSpec, SimMessage
+from streams.dev.embedded import LOCAL_WORKER_ENV, EmbeddedBroker, EmbeddedRedis, ManagedProcess, Topics, WorkerProcess, free_port, tansu_binary
+from streams.kafka.admin import create_topics
+from streams.dev.simulate import ModelSpec, SimMessage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -406,7 +397,7 @@ def start_broker(key: str, workdir: Path) -> Iterator[tuple[Broker, BrokerInfo]]
     # Apache Kafka comes from the test suite's server module, imported by its full name and only
     # for --broker kafka. bench/ is a dev tool run from a checkout (neither bench/ nor tests/ is
     # installed, and the worker imports neither), so tests/ is always beside it; the module needs
-    # nothing from pytest (streams.embedded and confluent-kafka only). One copy of the KRaft
+    # nothing from pytest (streams.dev.embedded and confluent-kafka only). One copy of the KRaft
     # set-up (jars via `make kafka-jars`, server.properties, readiness) keeps the bench on the
     # very broker the end-to-end tests run against; the default Tansu run does not touch tests/.
     from tests.servers.kafka_broker import KafkaBroker, kafka_version

@@ -16,7 +16,7 @@ Design:
 
 * **Keys:** each message is keyed by the model name (``model/<shard>`` with ``shards > 1``), so
   one model's events share a partition and the worker, which keeps its state per input
-  partition, sees the model's whole stream (README, Contracts and Operations). An envelope only
+  partition, sees the model's whole stream (docs/contracts.md and docs/operations.md). An envelope only
   ever holds events of one key. The partitioner is ``murmur2_random``: the same partition for a
   key as the Java and aiokafka producers' default.
 * **Sampling:** ``sample_rate`` < 1 keeps an event with an ``event_id`` iff a hash of the id

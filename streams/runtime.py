@@ -1,6 +1,6 @@
 """The worker's runtime: owned partitions' state, checkpoints, publishing, rebalance handling.
 
-Lifecycle of a partition (see README "State and exactly-once"):
+Lifecycle of a partition (see docs/state-and-exactly-once.md):
 
 1. assigned — ``on_rebalance_complete`` claims it in Redis (new epoch), loads its state and
    commits the checkpointed offset to Kafka *before* Faust seeks to the committed offsets, so

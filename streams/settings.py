@@ -1,7 +1,7 @@
 """One typed settings object for the whole worker, read from ``STREAMDRIFT_*`` variables.
 
 Every field maps to an environment variable named ``STREAMDRIFT_<FIELD>`` (upper case); the
-README's configuration table is the user-facing copy of this module.
+docs/configuration.md's settings table is the user-facing copy of this module.
 """
 
 from __future__ import annotations

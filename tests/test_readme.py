@@ -191,7 +191,7 @@ def test_quick_start_links_the_own_kafka_page_and_alerts_explain_the_evidence_no
 def test_the_architecture_page_names_code_that_exists():
     """docs/architecture.md follows an event through the code by name: every class, method,
     private function and constant it names in backticks is defined in streams/ or detectors/."""
-    source = "\n".join(p.read_text() for folder in ("streams", "detectors") for p in sorted((ROOT / folder).glob("*.py")))
+    source = "\n".join(p.read_text() for folder in ("streams", "detectors") for p in sorted((ROOT / folder).rglob("*.py")))
     text = re.sub(r"```.*?```", "", (DOCS / "architecture.md").read_text(), flags=re.S)
 
     def defined(name: str) -> bool:

@@ -135,7 +135,7 @@ def _invalid(lines: list[str]) -> None:
     """Bad configuration: exit code 2, like a usage error."""
     for line in lines:
         err.print(f"[bold red]error:[/bold red] {line}", soft_wrap=True)
-    err.print("[yellow]what to do:[/yellow] fix or unset it; README (Configuration) lists every STREAMDRIFT_* "
+    err.print("[yellow]what to do:[/yellow] fix or unset it; docs/configuration.md lists every STREAMDRIFT_* "
               "variable, `streamdrift COMMAND --help` every option", soft_wrap=True)
     raise typer.Exit(2)
 
@@ -252,7 +252,7 @@ def worker(
 ) -> None:
     """Run a drift-detection worker (a Faust worker in the consumer group).
 
-    All settings come from STREAMDRIFT_* environment variables (see README); options override them.
+    All settings come from STREAMDRIFT_* environment variables (docs/configuration.md); options override them.
     """
     settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, config=config)
     _detector_config(settings, from_flag=config is not None)  # a bad file is refused before any connection
@@ -316,7 +316,7 @@ def _detector_config(settings: Settings, from_flag: bool) -> None:
         load_config(settings.config)
     except SystemExit as exc:
         where = "--config / STREAMDRIFT_CONFIG" if from_flag else "STREAMDRIFT_CONFIG"
-        _fail(str(exc.code), f"fix the file named by {where} (README: Detector configuration)", code=2)
+        _fail(str(exc.code), f"fix the file named by {where} (docs/configuration.md: Detector configuration)", code=2)
 
 
 @app.command()
@@ -549,13 +549,13 @@ def baseline_upload(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the profile without storing it"),
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
-    """Store a baseline from precomputed statistics (counts, moments, quantiles, category counts; see README)."""
+    """Store a baseline from precomputed statistics (counts, moments, quantiles, category counts; see docs/baselines.md)."""
     from detectors import baseline_from_statistics
 
     try:
         baseline = baseline_from_statistics(source.read_bytes(), source=source.name)
     except ValueError as exc:
-        _fail(f"{source}: {exc}", "see the statistics document format in README (Reference baselines)")
+        _fail(f"{source}: {exc}", "see the statistics document format in docs/baselines.md")
     _store_baseline(None if dry_run else _baseline_store(redis_url), baseline)
 
 
