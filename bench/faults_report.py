@@ -43,7 +43,11 @@ def main(pytest_args: list[str]) -> int:
         env = {**os.environ, "STREAMDRIFT_FAULT_REPORT": str(results)}
         command = [sys.executable, "-m", "pytest", "-q", "tests/faults", *pytest_args]
         status = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
-        rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+        rows = (
+            [json.loads(line) for line in results.read_text().splitlines()]
+            if results.exists()
+            else []
+        )
     print(table(rows))
     return status
 

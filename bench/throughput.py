@@ -53,7 +53,16 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.load import NUMERIC, SERIES_PER_EVENT, bench_models, drift, messages, produce
-from streams.dev.embedded import LOCAL_WORKER_ENV, EmbeddedBroker, EmbeddedRedis, ManagedProcess, Topics, WorkerProcess, free_port, tansu_binary
+from streams.dev.embedded import (
+    LOCAL_WORKER_ENV,
+    EmbeddedBroker,
+    EmbeddedRedis,
+    ManagedProcess,
+    Topics,
+    WorkerProcess,
+    free_port,
+    tansu_binary,
+)
 from streams.kafka.admin import create_topics
 from streams.dev.simulate import ModelSpec, SimMessage
 

@@ -44,7 +44,10 @@ def prometheus_rule(groups: list[dict[str, Any]]) -> dict[str, Any]:
         "kind": "PrometheusRule",
         "metadata": {
             "name": "streamdrift",
-            "labels": {"app.kubernetes.io/name": "streamdrift", "app.kubernetes.io/component": "worker"},
+            "labels": {
+                "app.kubernetes.io/name": "streamdrift",
+                "app.kubernetes.io/component": "worker",
+            },
         },
         "spec": {"groups": groups},
     }
@@ -52,7 +55,9 @@ def prometheus_rule(groups: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render() -> str:
     groups = yaml.safe_load(RULES.read_text())["groups"]
-    body = yaml.dump(prometheus_rule(groups), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True)
+    body = yaml.dump(
+        prometheus_rule(groups), Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True
+    )
     return HEADER + body
 
 
@@ -60,7 +65,10 @@ def main() -> int:
     text = render()
     if "--check" in sys.argv[1:]:
         if TARGET.read_text() != text:
-            print(f"{TARGET} is out of date: run python deploy/sync-prometheusrule.py", file=sys.stderr)
+            print(
+                f"{TARGET} is out of date: run python deploy/sync-prometheusrule.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     TARGET.write_text(text)

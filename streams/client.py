@@ -205,7 +205,9 @@ class DriftClient:
         :param log_interval: least seconds between two warnings about drops or errors.
         """
         if not 1 <= envelope_size <= MAX_EVENTS_PER_MESSAGE:
-            raise ValueError(f"envelope_size must be 1..{MAX_EVENTS_PER_MESSAGE}, got {envelope_size}")
+            raise ValueError(
+                f"envelope_size must be 1..{MAX_EVENTS_PER_MESSAGE}, got {envelope_size}"
+            )
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be in [0, 1], got {sample_rate}")
         if linger < 0:
@@ -215,10 +217,16 @@ class DriftClient:
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
         if not 64 <= max_envelope_bytes <= MAX_MESSAGE_BYTES:
-            raise ValueError(f"max_envelope_bytes must be 64..{MAX_MESSAGE_BYTES}, got {max_envelope_bytes}")
+            raise ValueError(
+                f"max_envelope_bytes must be 64..{MAX_MESSAGE_BYTES}, got {max_envelope_bytes}"
+            )
         if not topic:
             raise ValueError("topic must not be empty")
-        settings: dict[str, Any] = {**_PRODUCER_DEFAULTS, "error_cb": self._on_error, "logger": _kafka_log}
+        settings: dict[str, Any] = {
+            **_PRODUCER_DEFAULTS,
+            "error_cb": self._on_error,
+            "logger": _kafka_log,
+        }
         if bootstrap_servers:
             settings["bootstrap.servers"] = bootstrap_servers.removeprefix("kafka://").strip()
         settings.update(config or {})
@@ -234,7 +242,9 @@ class DriftClient:
         self.max_envelope_bytes = max_envelope_bytes
         self._bootstrap = str(settings["bootstrap.servers"])
         self._log_interval = log_interval
-        shown = {k: v for k, v in settings.items() if k not in ("error_cb", "logger", "on_delivery")}
+        shown = {
+            k: v for k, v in settings.items() if k not in ("error_cb", "logger", "on_delivery")
+        }
         _log.debug("streamdrift client for topic %r: %s", topic, masked_config(shown))
         self._producer = Producer(settings)
 
@@ -242,8 +252,20 @@ class DriftClient:
         self._lock = threading.Lock()
         self._queue: deque[tuple[str, bytes]] = deque()
         self._counts = dict.fromkeys(
-            ("emitted", "sent", "delivery_failed", "dropped_sampled", "dropped_queue_full", "encoding_failed",
-             "dropped_closed", "pending", "messages_sent", "producer_queue_full", "kafka_errors"), 0
+            (
+                "emitted",
+                "sent",
+                "delivery_failed",
+                "dropped_sampled",
+                "dropped_queue_full",
+                "encoding_failed",
+                "dropped_closed",
+                "pending",
+                "messages_sent",
+                "producer_queue_full",
+                "kafka_errors",
+            ),
+            0,
         )
         self._last_error: str | None = None
         self._closed = False
@@ -253,7 +275,9 @@ class DriftClient:
 
         # Owned by the background thread only.
         self._envelopes: dict[str, _Envelope] = {}
-        self._blocked: deque[tuple[str, bytes, int]] = deque()  # (key, value, events) librdkafka refused
+        self._blocked: deque[tuple[str, bytes, int]] = (
+            deque()
+        )  # (key, value, events) librdkafka refused
         self._in_flight = 0  # events inside librdkafka
 
         self._tick = min(0.05, max(self.linger / 2, 0.005))
@@ -291,13 +315,21 @@ class DriftClient:
         queue, a broker outage or a value it cannot encode. ``extra`` fields are carried in the
         event (the worker ignores them). ``timestamp`` defaults to now."""
         if self.sample_rate < 1.0:
-            keep = random.random() < self.sample_rate if event_id is None else sampled(str(event_id), self.sample_rate)
+            keep = (
+                random.random() < self.sample_rate
+                if event_id is None
+                else sampled(str(event_id), self.sample_rate)
+            )
             if not keep:
                 return self._count_drop("dropped_sampled")
         try:
-            key, payload = self._encode(model, features, prediction, model_version, event_id, timestamp, extra)
+            key, payload = self._encode(
+                model, features, prediction, model_version, event_id, timestamp, extra
+            )
         except Exception as exc:  # the inference path must not crash because of monitoring
-            return self._count_drop("encoding_failed", f"encoding failed: {type(exc).__name__}: {exc}"[:300])
+            return self._count_drop(
+                "encoding_failed", f"encoding failed: {type(exc).__name__}: {exc}"[:300]
+            )
         with self._lock:
             counts = self._counts
             counts["emitted"] += 1
@@ -323,7 +355,13 @@ class DriftClient:
         return False
 
     def _encode(
-        self, model: Any, features: Any, prediction: Any, model_version: Any, event_id: Any, timestamp: Any,
+        self,
+        model: Any,
+        features: Any,
+        prediction: Any,
+        model_version: Any,
+        event_id: Any,
+        timestamp: Any,
         extra: dict[str, Any],
     ) -> tuple[str, bytes]:
         if type(model) is not str or not model:
@@ -349,10 +387,16 @@ class DriftClient:
             event.update(extra)
         payload = _encode(event)
         if len(payload) + 2 > self.max_envelope_bytes:
-            raise ValueError(f"event of {len(payload)} bytes exceeds max_envelope_bytes={self.max_envelope_bytes}")
+            raise ValueError(
+                f"event of {len(payload)} bytes exceeds max_envelope_bytes={self.max_envelope_bytes}"
+            )
         if self.shards == 1:
             return model, payload
-        shard = random.randrange(self.shards) if event_id is None else _hash64(str(event_id), b"sd-shard") % self.shards
+        shard = (
+            random.randrange(self.shards)
+            if event_id is None
+            else _hash64(str(event_id), b"sd-shard") % self.shards
+        )
         return f"{model}/{shard}", payload
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -443,7 +487,9 @@ class DriftClient:
         self._retry_blocked()
         for key, payload in items:
             self._add(key, payload, now)
-        for key in [k for k, e in self._envelopes.items() if draining or now - e.opened >= self.linger]:
+        for key in [
+            k for k, e in self._envelopes.items() if draining or now - e.opened >= self.linger
+        ]:
             self._send(key)
         self._producer.poll(0)
         with self._lock:
@@ -492,7 +538,9 @@ class DriftClient:
 
     def _produce(self, key: str, value: bytes, events: int, retry: bool = False) -> bool:
         try:
-            self._producer.produce(self.topic, value, key.encode(), on_delivery=self._delivered(events))
+            self._producer.produce(
+                self.topic, value, key.encode(), on_delivery=self._delivered(events)
+            )
         except BufferError:
             with self._lock:
                 self._counts["producer_queue_full"] += 1
@@ -509,7 +557,9 @@ class DriftClient:
     def _delivered(self, events: int):
         def callback(error: KafkaError | None, _message: Message) -> None:
             self._in_flight -= events
-            self._settle(events, error is None, None if error is None else f"delivery failed: {error.str()}")
+            self._settle(
+                events, error is None, None if error is None else f"delivery failed: {error.str()}"
+            )
 
         return callback
 
@@ -531,7 +581,9 @@ class DriftClient:
 
     def _finish(self) -> None:
         """After close's budget: count what was never produced, purge what librdkafka holds."""
-        unsent = sum(len(e.parts) for e in self._envelopes.values()) + sum(n for _, _, n in self._blocked)
+        unsent = sum(len(e.parts) for e in self._envelopes.values()) + sum(
+            n for _, _, n in self._blocked
+        )
         self._envelopes.clear()
         self._blocked.clear()
         with self._lock:
@@ -553,7 +605,12 @@ class DriftClient:
     def _drop_summary(self) -> tuple[int, ...]:
         with self._lock:
             c = self._counts
-            return (c["dropped_queue_full"], c["encoding_failed"], c["delivery_failed"], c["dropped_closed"])
+            return (
+                c["dropped_queue_full"],
+                c["encoding_failed"],
+                c["delivery_failed"],
+                c["dropped_closed"],
+            )
 
     def _warn_about_drops(self, before: tuple[int, ...]) -> tuple[int, ...]:
         """Log (from this thread, never the caller's) when events were lost since ``before``."""
@@ -563,7 +620,12 @@ class DriftClient:
             _log.warning(
                 "streamdrift client lost events on topic %r: %d queue full, %d encoding failed, "
                 "%d delivery failed, %d at close (last error: %s)",
-                self.topic, full, encoding, delivery, closed, self._last_error,
+                self.topic,
+                full,
+                encoding,
+                delivery,
+                closed,
+                self._last_error,
             )
         return now
 

@@ -42,11 +42,20 @@ class FalseAlarmCollector:
                 if d["rate"] is not None:
                     targets[name].append(d["rate"])
         evaluated = CounterMetricFamily(
-            "streamdrift_detector_evaluations", "Values or windows the owned detectors judged", labels=["detector"])
+            "streamdrift_detector_evaluations",
+            "Values or windows the owned detectors judged",
+            labels=["detector"],
+        )
         fired = CounterMetricFamily(
-            "streamdrift_detector_firings", "Detections of the owned detectors (suppressed ones included)", labels=["detector"])
+            "streamdrift_detector_firings",
+            "Detections of the owned detectors (suppressed ones included)",
+            labels=["detector"],
+        )
         target = GaugeMetricFamily(
-            "streamdrift_false_alarm_target_rate", "Mean configured false alarms per evaluation", labels=["detector"])
+            "streamdrift_false_alarm_target_rate",
+            "Mean configured false alarms per evaluation",
+            labels=["detector"],
+        )
         for name in sorted(evaluations):
             evaluated.add_metric([name], evaluations[name])
             fired.add_metric([name], firings[name])
@@ -65,9 +74,13 @@ class DriftScores:
 
     def __init__(self, gauge: Gauge) -> None:
         self.gauge = gauge
-        self.scores: dict[tuple[str, str], dict[tuple[str, int, str | None], float]] = defaultdict(dict)
+        self.scores: dict[tuple[str, str], dict[tuple[str, int, str | None], float]] = defaultdict(
+            dict
+        )
 
-    def set(self, owner: tuple[str, int, str | None], model: str, feature: str, score: float) -> None:
+    def set(
+        self, owner: tuple[str, int, str | None], model: str, feature: str, score: float
+    ) -> None:
         self.scores[(model, feature)][owner] = score
         self._expose((model, feature))
 
@@ -100,80 +113,125 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         r.register(FalseAlarmCollector(monitors))
-        self.events = Counter("streamdrift_events", "Valid events applied to state", ["topic"], registry=r)
+        self.events = Counter(
+            "streamdrift_events", "Valid events applied to state", ["topic"], registry=r
+        )
         self.duplicates = Counter(
-            "streamdrift_duplicate_records", "Kafka records skipped because their offset was already checkpointed",
-            ["topic"], registry=r,
+            "streamdrift_duplicate_records",
+            "Kafka records skipped because their offset was already checkpointed",
+            ["topic"],
+            registry=r,
         )
         self.dead_letters = Counter(
-            "streamdrift_dead_letters", "Events or messages sent to the dead-letter topic", ["reason"], registry=r
+            "streamdrift_dead_letters",
+            "Events or messages sent to the dead-letter topic",
+            ["reason"],
+            registry=r,
         )
         self.alerts = Counter(
-            "streamdrift_alerts", "Drift alerts published", ["model", "feature", "detector"], registry=r
+            "streamdrift_alerts",
+            "Drift alerts published",
+            ["model", "feature", "detector"],
+            registry=r,
         )
         self.resolved = Counter(
-            "streamdrift_alerts_resolved", "drift.resolved events published", ["model", "feature"], registry=r
+            "streamdrift_alerts_resolved",
+            "drift.resolved events published",
+            ["model", "feature"],
+            registry=r,
         )
         self.drift_score = Gauge(
             "streamdrift_drift_score",
             "Drift of the current data vs the reference: |EWMA mean - reference mean| in reference sigma "
             "(numeric, error rate); PSI of the last window (categorical); the largest of this worker's "
             "owned partitions and model versions",
-            ["model", "feature"], registry=r,
+            ["model", "feature"],
+            registry=r,
         )
         self.drift_scores = DriftScores(self.drift_score)
         self.lag = Gauge(
-            "streamdrift_consumer_lag_messages", "High watermark minus next offset to process",
-            ["topic", "partition"], registry=r,
+            "streamdrift_consumer_lag_messages",
+            "High watermark minus next offset to process",
+            ["topic", "partition"],
+            registry=r,
         )
         self.event_lag = Gauge(
-            "streamdrift_event_lag_seconds", "Wall clock minus the newest event timestamp of the last batch",
-            ["topic"], registry=r,
+            "streamdrift_event_lag_seconds",
+            "Wall clock minus the newest event timestamp of the last batch",
+            ["topic"],
+            registry=r,
         )
         self.checkpoint_age = Gauge(
-            "streamdrift_checkpoint_age_seconds", "Seconds since the last successful checkpoint", registry=r
+            "streamdrift_checkpoint_age_seconds",
+            "Seconds since the last successful checkpoint",
+            registry=r,
         )
         self.checkpoint_cpu = Counter(
             "streamdrift_checkpoint_cpu_seconds",
-            "CPU time of the worker's event-loop thread spent in checkpoints (serialising state included)", registry=r,
+            "CPU time of the worker's event-loop thread spent in checkpoints (serialising state included)",
+            registry=r,
         )
         self.checkpoint_duration = Histogram(
-            "streamdrift_checkpoint_duration_seconds", "Duration of one checkpoint round trip", registry=r,
+            "streamdrift_checkpoint_duration_seconds",
+            "Duration of one checkpoint round trip",
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
         self.checkpoints = Counter(
-            "streamdrift_checkpoints", "Partition checkpoints by result (ok, fenced, error)", ["result"], registry=r
+            "streamdrift_checkpoints",
+            "Partition checkpoints by result (ok, fenced, error)",
+            ["result"],
+            registry=r,
         )
-        self.partitions = Gauge("streamdrift_partitions_owned", "Partitions owned by this worker", ["topic"], registry=r)
+        self.partitions = Gauge(
+            "streamdrift_partitions_owned", "Partitions owned by this worker", ["topic"], registry=r
+        )
         self.joinable = Counter(
-            "streamdrift_predictions_joinable", "Predictions with an event_id, waiting for a label", ["model"], registry=r
+            "streamdrift_predictions_joinable",
+            "Predictions with an event_id, waiting for a label",
+            ["model"],
+            registry=r,
         )
-        self.joined = Counter("streamdrift_labels_joined", "Labels joined to their prediction", ["model"], registry=r)
+        self.joined = Counter(
+            "streamdrift_labels_joined", "Labels joined to their prediction", ["model"], registry=r
+        )
         self.join_lag = Histogram(
-            "streamdrift_label_join_lag_seconds", "Label timestamp minus its prediction's timestamp", registry=r,
+            "streamdrift_label_join_lag_seconds",
+            "Label timestamp minus its prediction's timestamp",
+            registry=r,
             buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
         )
         self.labels_pending = Gauge(
             "streamdrift_labels_pending", "Labels waiting for their prediction", registry=r
         )
         self.state_errors = Counter(
-            "streamdrift_state_errors", "Series restarted afresh: stored state unreadable, or the monitor failed on a batch", registry=r
+            "streamdrift_state_errors",
+            "Series restarted afresh: stored state unreadable, or the monitor failed on a batch",
+            registry=r,
         )
-        self.redis_up = Gauge("streamdrift_redis_up", "1 if the last Redis operation succeeded", registry=r)
+        self.redis_up = Gauge(
+            "streamdrift_redis_up", "1 if the last Redis operation succeeded", registry=r
+        )
         self.dead_letters_failed = Counter(
-            "streamdrift_dead_letters_failed", "Dead letters that could not be sent after retries (counted in dead_letters too)",
-            ["reason"], registry=r,
+            "streamdrift_dead_letters_failed",
+            "Dead letters that could not be sent after retries (counted in dead_letters too)",
+            ["reason"],
+            registry=r,
         )
         self.dead_letters_retried = Counter(
-            "streamdrift_dead_letter_retries", "Dead-letter sends tried again after the producer or broker refused them",
-            ["reason"], registry=r,
+            "streamdrift_dead_letter_retries",
+            "Dead-letter sends tried again after the producer or broker refused them",
+            ["reason"],
+            registry=r,
         )
         self.dead_letters_truncated = Counter(
-            "streamdrift_dead_letters_truncated", "Dead letters sent as a prefix of their payload (over STREAMDRIFT_DLQ_MAX_BYTES)",
+            "streamdrift_dead_letters_truncated",
+            "Dead letters sent as a prefix of their payload (over STREAMDRIFT_DLQ_MAX_BYTES)",
             registry=r,
         )
         self.models_evicted = Counter(
-            "streamdrift_models_evicted", "Models dropped with their state: idle, or on probation and evicted by a newcomer",
+            "streamdrift_models_evicted",
+            "Models dropped with their state: idle, or on probation and evicted by a newcomer",
             registry=r,
         )
         self._last_checkpoint = time.monotonic()
@@ -195,8 +253,12 @@ class Metrics:
         which rate() reads as a counter reset."""
         models = set(models)
         self.models_evicted.inc(len(models))
-        per_model = ((self.joinable, ("model",)), (self.joined, ("model",)),
-                     (self.alerts, ("model", "feature", "detector")), (self.resolved, ("model", "feature")))
+        per_model = (
+            (self.joinable, ("model",)),
+            (self.joined, ("model",)),
+            (self.alerts, ("model", "feature", "detector")),
+            (self.resolved, ("model", "feature")),
+        )
         for metric, names in per_model:
             for labels in [key for key in _label_sets(metric, names) if key[0] in models]:
                 with contextlib.suppress(KeyError):
@@ -209,4 +271,10 @@ class Metrics:
 def _label_sets(metric: Counter, names: tuple[str, ...]) -> list[tuple[str, ...]]:
     """The label values a metric has children for, read from its samples (the client library
     has no public listing of children)."""
-    return list({tuple(sample.labels[name] for name in names) for family in metric.collect() for sample in family.samples})
+    return list(
+        {
+            tuple(sample.labels[name] for name in names)
+            for family in metric.collect()
+            for sample in family.samples
+        }
+    )

@@ -40,7 +40,15 @@ from streams.pipeline.codec import Limits, Reason
 from streams.state.history import HistoryRecorder
 from streams.state.joins import JoinStore
 from streams.metrics import Metrics
-from streams.pipeline.processor import AdmissionLimits, Baselines, DeadLetter, LabelProcessor, Outcome, PredictionProcessor, Record
+from streams.pipeline.processor import (
+    AdmissionLimits,
+    Baselines,
+    DeadLetter,
+    LabelProcessor,
+    Outcome,
+    PredictionProcessor,
+    Record,
+)
 from streams.state.partition import PartitionState, restore_monitor
 from streams.settings import Settings
 
@@ -61,23 +69,37 @@ def limits_of(settings: Settings) -> Limits:
     return Limits(**{name: getattr(settings, name) for name in Limits.__dataclass_fields__})
 
 
-def prediction_processor(settings: Settings, config: dict[str, Any], baselines: Baselines | None = None) -> PredictionProcessor:
+def prediction_processor(
+    settings: Settings, config: dict[str, Any], baselines: Baselines | None = None
+) -> PredictionProcessor:
     """The worker's processor of predictions, as ``settings`` configure it."""
     admission = AdmissionLimits(
-        settings.max_models, settings.max_features_per_model, settings.max_versions_per_model,
-        parse_allowlist(settings.allowed_models), settings.max_new_series_per_message, settings.max_new_series_per_s,
-        settings.probation_events, settings.max_probation_models, settings.idle_evict_s,
+        settings.max_models,
+        settings.max_features_per_model,
+        settings.max_versions_per_model,
+        parse_allowlist(settings.allowed_models),
+        settings.max_new_series_per_message,
+        settings.max_new_series_per_s,
+        settings.probation_events,
+        settings.max_probation_models,
+        settings.idle_evict_s,
     )
     return PredictionProcessor(
-        config, limits_of(settings), admission, baselines,
-        MultivariateParams() if settings.multivariate else None, settings.multivariate_max_features,
+        config,
+        limits_of(settings),
+        admission,
+        baselines,
+        MultivariateParams() if settings.multivariate else None,
+        settings.multivariate_max_features,
     )
 
 
 class Publisher:
     """Where alerts and dead letters go; the Faust app provides the real one."""
 
-    async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         raise NotImplementedError
 
     async def flush(self) -> None:
@@ -123,7 +145,10 @@ def dead_letter_message(
     """
     headers = [
         ("streamdrift-reason", letter.reason.value.encode()),
-        ("streamdrift-detail", letter.detail.encode("utf-8", "backslashreplace")[:MAX_DETAIL_BYTES]),
+        (
+            "streamdrift-detail",
+            letter.detail.encode("utf-8", "backslashreplace")[:MAX_DETAIL_BYTES],
+        ),
         ("streamdrift-source-topic", topic.encode()),
         ("streamdrift-source-partition", str(partition).encode()),
         ("streamdrift-source-offset", str(letter.offset).encode()),
@@ -150,27 +175,43 @@ class Runtime:
         self.settings = settings
         self.publisher = publisher
         self.metrics = Metrics(self._monitors)
-        self.metrics.preset((settings.input_topic, settings.labels_topic), (reason.value for reason in Reason))
+        self.metrics.preset(
+            (settings.input_topic, settings.labels_topic), (reason.value for reason in Reason)
+        )
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.redis = settings.redis_client(socket_timeout=10, socket_connect_timeout=5)
         self.store = CheckpointStore(self.redis, settings.group_id, self.worker_id)
         self.join = JoinStore(self.redis, settings.group_id, settings.label_ttl_s)
-        self.history = HistoryRecorder(self.redis, settings.group_id, settings.history_interval_s, self.metrics.registry)
+        self.history = HistoryRecorder(
+            self.redis, settings.group_id, settings.history_interval_s, self.metrics.registry
+        )
         config = with_setting_defaults(config, settings)
         self.baselines = BaselineCatalog()
         joined = settings.label_join_models.strip()
-        self._join_models = None if joined == "*" else {m.strip() for m in joined.split(",") if m.strip()}
+        self._join_models = (
+            None if joined == "*" else {m.strip() for m in joined.split(",") if m.strip()}
+        )
         self._baselines_checked = -math.inf
         self.predictions = prediction_processor(settings, config, self.baselines)
         self.labels = LabelProcessor(
-            config, limits_of(settings), settings.label_ttl_s, settings.max_pending_labels, settings.max_versions_per_model,
-            max_pending_per_model=settings.max_pending_labels_per_model, max_models=settings.max_models,
-            allowed_models=parse_allowlist(settings.allowed_models), join_models=self._join_models,
+            config,
+            limits_of(settings),
+            settings.label_ttl_s,
+            settings.max_pending_labels,
+            settings.max_versions_per_model,
+            max_pending_per_model=settings.max_pending_labels_per_model,
+            max_models=settings.max_models,
+            allowed_models=parse_allowlist(settings.allowed_models),
+            join_models=self._join_models,
         )
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.saved_offsets: dict[tuple[str, int], int | None] = {}
-        self.outbox: dict[tuple[str, int], list[bytes]] = defaultdict(list)  # alerts not yet checkpointed
-        self.unpublished: dict[tuple[str, int], list[bytes]] = defaultdict(list)  # checkpointed, not yet sent
+        self.outbox: dict[tuple[str, int], list[bytes]] = defaultdict(
+            list
+        )  # alerts not yet checkpointed
+        self.unpublished: dict[tuple[str, int], list[bytes]] = defaultdict(
+            list
+        )  # checkpointed, not yet sent
         self._lost: set[tuple[str, int]] = set()  # partitions whose checkpoint Redis lost
         self.rebuilding: dict[tuple[str, int], _Rebuild] = {}
         self.lock = asyncio.Lock()
@@ -190,7 +231,12 @@ class Runtime:
                     records = await self._rebuilt_records((topic, partition), records)
                 if state is None:
                     # Buffered records of a partition revoked meanwhile: its new owner re-reads them.
-                    log.warning("dropping %d records of unowned partition %s[%d]", len(records), topic, partition)
+                    log.warning(
+                        "dropping %d records of unowned partition %s[%d]",
+                        len(records),
+                        topic,
+                        partition,
+                    )
                     continue
                 if topic == self.settings.input_topic:
                     outcome = self.predictions.process(state, records, now=now)
@@ -209,7 +255,9 @@ class Runtime:
             else:
                 await self._checkpoint_if_due()
 
-    async def _apply_labels(self, state: PartitionState, labels: list, outcome: Outcome, now: float) -> None:
+    async def _apply_labels(
+        self, state: PartitionState, labels: list, outcome: Outcome, now: float
+    ) -> None:
         waiting = state.pending + labels
         keys = self.labels.lookups(state, waiting, now)  # the labels due: new ones, backed-off ones
         found = await self._redis(lambda: self.join.get(keys, now))
@@ -235,9 +283,21 @@ class Runtime:
             m.forget_models(outcome.evicted_models)
         for finding in outcome.findings:
             alert = build_alert(s.group_id, state.topic, state.partition, finding)
-            entry = (finding.model, finding.feature, finding.detection.detector, finding.detection.event, encode_alert(alert))
+            entry = (
+                finding.model,
+                finding.feature,
+                finding.detection.detector,
+                finding.detection.event,
+                encode_alert(alert),
+            )
             self.outbox[(state.topic, state.partition)].append(msgspec.msgpack.encode(entry))
-            log.warning("drift %s: %s (%s, id %s)", finding.detection.event, alert["subject"], finding.detection.detector, alert["id"])
+            log.warning(
+                "drift %s: %s (%s, id %s)",
+                finding.detection.event,
+                alert["subject"],
+                finding.detection.detector,
+                alert["id"],
+            )
         for name in state.dirty | state.retired:
             model, version, feature = parse_series(name)
             monitor, owner = state.monitors.get(name), (state.topic, state.partition, version)
@@ -255,7 +315,9 @@ class Runtime:
         ``streamdrift_dead_letters_failed_total`` and given up.
         """
         m = self.metrics
-        payload, headers = dead_letter_message(state.topic, state.partition, letter, self.settings.dlq_max_bytes)
+        payload, headers = dead_letter_message(
+            state.topic, state.partition, letter, self.settings.dlq_max_bytes
+        )
         if len(payload) < len(letter.payload):
             m.dead_letters_truncated.inc()
         for attempt in range(DLQ_ATTEMPTS):
@@ -269,8 +331,14 @@ class Runtime:
             except Exception as exc:  # e.g. the producer refusing the size, or the broker down
                 if attempt + 1 == DLQ_ATTEMPTS:
                     m.dead_letters_failed.labels(letter.reason.value).inc()
-                    log.error("could not send a dead letter of %s[%d]@%d (%s): %s — counted and given up",
-                              state.topic, state.partition, letter.offset, letter.reason.value, _short(exc))
+                    log.error(
+                        "could not send a dead letter of %s[%d]@%d (%s): %s — counted and given up",
+                        state.topic,
+                        state.partition,
+                        letter.offset,
+                        letter.reason.value,
+                        _short(exc),
+                    )
                     break
                 m.dead_letters_retried.labels(letter.reason.value).inc()
                 await asyncio.sleep(0.05 * 4**attempt)
@@ -292,7 +360,9 @@ class Runtime:
                 log.exception("could not restore %r from its checkpoint: it starts afresh", name)
                 continue
             state.retired.discard(name)
-            log.warning("restored %r on %s[%d] from its last checkpoint", name, state.topic, state.partition)
+            log.warning(
+                "restored %r on %s[%d] from its last checkpoint", name, state.topic, state.partition
+            )
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -303,7 +373,9 @@ class Runtime:
         elif self._events_since_checkpoint >= s.checkpoint_every_events:
             await self.checkpoint()
 
-    async def checkpoint(self, only: Iterable[tuple[str, int]] | None = None, heartbeat: bool = False) -> None:
+    async def checkpoint(
+        self, only: Iterable[tuple[str, int]] | None = None, heartbeat: bool = False
+    ) -> None:
         """Flush dead letters, then write partitions atomically (caller holds the lock).
 
         Only changed partitions are written, unless ``heartbeat``: then every owned partition is,
@@ -319,7 +391,9 @@ class Runtime:
 
     async def _checkpoint(self, only: Iterable[tuple[str, int]] | None, heartbeat: bool) -> None:
         keys = list(self.states if only is None else only)
-        changed = [k for k in keys if k in self.states and (heartbeat or self._changed(self.states[k]))]
+        changed = [
+            k for k in keys if k in self.states and (heartbeat or self._changed(self.states[k]))
+        ]
         changed = [k for k in changed if self.states[k].next_offset is not None]
         self._last_checkpoint = time.monotonic()
         if not changed:
@@ -331,7 +405,15 @@ class Runtime:
             state = self.states[key]
             fields = state.checkpoint_fields()
             saves.append(
-                Save(state.topic, state.partition, state.epoch, state.next_offset, state.events_since_checkpoint, fields, self.outbox[key])
+                Save(
+                    state.topic,
+                    state.partition,
+                    state.epoch,
+                    state.next_offset,
+                    state.events_since_checkpoint,
+                    fields,
+                    self.outbox[key],
+                )
             )
         started = time.perf_counter()
         try:
@@ -341,7 +423,9 @@ class Runtime:
             return
         self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
         self.metrics.redis_up.set(1)
-        await self.history.record(self.states[k] for k, error in zip(changed, results) if error is None)  # before _settle clears dirty
+        await self.history.record(
+            self.states[k] for k, error in zip(changed, results) if error is None
+        )  # before _settle clears dirty
         all_ok = True
         for key, error in zip(changed, results):
             all_ok &= self._settle(key, error)
@@ -367,7 +451,9 @@ class Runtime:
     def _changed(self, state: PartitionState) -> bool:
         key = (state.topic, state.partition)
         saved = self.saved_offsets.get(key)
-        return state.next_offset is not None and bool(state.dirty or state.next_offset != saved or self.outbox.get(key))
+        return state.next_offset is not None and bool(
+            state.dirty or state.next_offset != saved or self.outbox.get(key)
+        )
 
     async def _publish_outbox(self) -> None:
         """Send checkpointed alerts, wait until Kafka has them, then drop them from the Redis outbox.
@@ -375,7 +461,11 @@ class Runtime:
         A crash in between re-sends them from the outbox on the next claim: the same bytes with
         the same id, which consumers de-duplicate.
         """
-        pending = {key: entries for key, entries in self.unpublished.items() if entries and key in self.states}
+        pending = {
+            key: entries
+            for key, entries in self.unpublished.items()
+            if entries and key in self.states
+        }
         if not pending:
             return
         for entries in pending.values():
@@ -385,14 +475,18 @@ class Runtime:
         await self.publisher.flush()
         for key, entries in pending.items():
             state = self.states[key]
-            error = await self._redis(lambda: self.store.trim_outbox(state.topic, state.partition, state.epoch, len(entries)))
+            error = await self._redis(
+                lambda: self.store.trim_outbox(
+                    state.topic, state.partition, state.epoch, len(entries)
+                )
+            )
             for entry in entries:
                 model, feature, detector, event = msgspec.msgpack.decode(entry)[:4]
                 if event == "resolved":
                     self.metrics.resolved.labels(model, feature).inc()
                 else:
                     self.metrics.alerts.labels(model, feature, detector).inc()
-            self.unpublished[key] = self.unpublished[key][len(entries):]
+            self.unpublished[key] = self.unpublished[key][len(entries) :]
             if isinstance(error, Fenced):
                 log.error("outbox of %s[%d] now belongs to another worker: %s", *key, error)
 
@@ -405,11 +499,18 @@ class Runtime:
             self.metrics.checkpoints.labels("ok").inc()
             return True
         if isinstance(error, Fenced):
-            log.error("partition %s[%d] was claimed by another worker (%s): dropping its state", *key, error)
+            log.error(
+                "partition %s[%d] was claimed by another worker (%s): dropping its state",
+                *key,
+                error,
+            )
             self.metrics.checkpoints.labels("fenced").inc()
             self._drop(key)
         elif isinstance(error, StateLost):
-            log.error("Redis lost the checkpoint of %s[%d]: re-claiming it and rewriting the full state", *key)
+            log.error(
+                "Redis lost the checkpoint of %s[%d]: re-claiming it and rewriting the full state",
+                *key,
+            )
             self.metrics.checkpoints.labels("lost").inc()
             self._lost.add(key)
         else:
@@ -432,7 +533,10 @@ class Runtime:
     async def refresh_baselines(self, force: bool = False) -> None:
         """Reload new or replaced baselines (every ``baseline_refresh_s``, or now if ``force``);
         series pick them up with their next values. Redis trouble only delays this."""
-        if not force and time.monotonic() - self._baselines_checked < self.settings.baseline_refresh_s:
+        if (
+            not force
+            and time.monotonic() - self._baselines_checked < self.settings.baseline_refresh_s
+        ):
             return
         self._baselines_checked = time.monotonic()
         try:
@@ -481,21 +585,34 @@ class Runtime:
         assigned = [key for key in assigned if key not in self.states]
         processed_before = await self.publisher.committed(assigned) if assigned else {}
         async with self.lock:
-            await self.refresh_baselines(force=self.baselines.revision is None)  # before the first event
+            await self.refresh_baselines(
+                force=self.baselines.revision is None
+            )  # before the first event
             commits: dict[tuple[str, int], int] = {}
             for key in assigned:
-                claim = await self._redis(lambda: self.store.claim(*key), give_up_after=CLAIM_RETRY_S)
+                claim = await self._redis(
+                    lambda: self.store.claim(*key), give_up_after=CLAIM_RETRY_S
+                )
                 if claim.offset is None and processed_before.get(key, 0) > 0:
                     claim.offset = await self._plan_rebuild(key, processed_before[key])
                 state = self.states[key] = PartitionState.from_claim(key[0], key[1], claim)
                 self.unpublished[key] = list(claim.outbox)  # alerts a crash left unconfirmed
                 for series in state.corrupt:
-                    log.error("unreadable state of %r in %s[%d]: starting that series afresh", series, *key)
+                    log.error(
+                        "unreadable state of %r in %s[%d]: starting that series afresh",
+                        series,
+                        *key,
+                    )
                     self.metrics.state_errors.inc()
                 self.saved_offsets[key] = claim.offset
                 if claim.offset is not None:
                     commits[key] = claim.offset
-                log.info("claimed %s[%d] epoch %d, resuming at offset %s", *key, claim.epoch, claim.offset)
+                log.info(
+                    "claimed %s[%d] epoch %d, resuming at offset %s",
+                    *key,
+                    claim.epoch,
+                    claim.offset,
+                )
             if commits:
                 await self.publisher.commit(commits)
             await self._publish_outbox()
@@ -505,7 +622,11 @@ class Runtime:
     def _monitors(self) -> list[Any]:
         """Every owned monitor, as a snapshot: /metrics reads it from another thread (the copy
         of each dict is one C call, so a batch running meanwhile cannot break the iteration)."""
-        return [monitor for state in list(self.states.values()) for monitor in list(state.monitors.values())]
+        return [
+            monitor
+            for state in list(self.states.values())
+            for monitor in list(state.monitors.values())
+        ]
 
     def committable(self, topic: str, partition: int) -> int | None:
         """The highest offset Kafka may record as consumed for a partition: its checkpoint's."""
@@ -514,8 +635,14 @@ class Runtime:
     def ownership(self) -> list[dict[str, Any]]:
         """Owned partitions with their epoch, next offset and unsaved work (for /status)."""
         return [
-            {"topic": t, "partition": p, "epoch": s.epoch, "next_offset": s.next_offset,
-             "series": len(s.monitors), "events_since_checkpoint": s.events_since_checkpoint}
+            {
+                "topic": t,
+                "partition": p,
+                "epoch": s.epoch,
+                "next_offset": s.next_offset,
+                "series": len(s.monitors),
+                "events_since_checkpoint": s.events_since_checkpoint,
+            }
             for (t, p), s in sorted(self.states.items())
         ]
 
@@ -525,11 +652,20 @@ class Runtime:
         self.metrics.checkpoints.labels("lost").inc()
         earliest = (await self.publisher.earliest([key])).get(key, committed)
         if earliest >= committed:
-            log.error("state of %s[%d] was lost and the records before offset %d are no longer "
-                      "retained: continuing from there with empty state", *key, committed)
+            log.error(
+                "state of %s[%d] was lost and the records before offset %d are no longer "
+                "retained: continuing from there with empty state",
+                *key,
+                committed,
+            )
             return None
-        log.error("state of %s[%d] was lost from Redis: rebuilding it from offset %d (the group had "
-                  "consumed up to %d)", *key, earliest, committed)
+        log.error(
+            "state of %s[%d] was lost from Redis: rebuilding it from offset %d (the group had "
+            "consumed up to %d)",
+            *key,
+            earliest,
+            committed,
+        )
         self.rebuilding[key] = _Rebuild(stale_from=committed, start=earliest)
         return earliest
 
@@ -572,7 +708,9 @@ class Runtime:
 
     # -- Redis availability -------------------------------------------------------------------
 
-    async def _redis(self, call: Callable[[], Awaitable[T]], give_up_after: float | None = None) -> T:
+    async def _redis(
+        self, call: Callable[[], Awaitable[T]], give_up_after: float | None = None
+    ) -> T:
         """Run a Redis call, retrying with backoff while Redis is unreachable (processing pauses)."""
         started, delay = time.monotonic(), 0.1
         while True:

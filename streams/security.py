@@ -29,8 +29,14 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
     if settings.kafka_ssl_certfile:
-        password = settings.kafka_ssl_key_password.get_secret_value() if settings.kafka_ssl_key_password else None
-        context.load_cert_chain(str(settings.kafka_ssl_certfile), str(settings.kafka_ssl_keyfile), password)
+        password = (
+            settings.kafka_ssl_key_password.get_secret_value()
+            if settings.kafka_ssl_key_password
+            else None
+        )
+        context.load_cert_chain(
+            str(settings.kafka_ssl_certfile), str(settings.kafka_ssl_keyfile), password
+        )
     return context
 
 
@@ -131,7 +137,9 @@ def confluent_config(settings: Settings) -> dict[str, Any]:
         "ssl.ca.location": settings.kafka_ssl_cafile,
         "ssl.certificate.location": settings.kafka_ssl_certfile,
         "ssl.key.location": settings.kafka_ssl_keyfile,
-        "ssl.key.password": settings.kafka_ssl_key_password.get_secret_value() if settings.kafka_ssl_key_password else None,
+        "ssl.key.password": settings.kafka_ssl_key_password.get_secret_value()
+        if settings.kafka_ssl_key_password
+        else None,
     }
     if settings.kafka_security_protocol.endswith("SSL"):
         config |= {key: str(value) for key, value in optional.items() if value is not None}
@@ -213,10 +221,16 @@ def bearer_ok(header: str | bytes | None, token: str) -> bool:
 # --- settings errors, one line each -----------------------------------------------------------
 
 _EXPECTED = {
-    "int_parsing": "a whole number", "int_type": "a whole number", "int_from_float": "a whole number",
-    "float_parsing": "a number", "float_type": "a number", "finite_number": "a finite number",
-    "bool_parsing": "true or false (or 1/0, yes/no, on/off)", "bool_type": "true or false",
-    "string_type": "text", "path_type": "a file path",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_parsing": "true or false (or 1/0, yes/no, on/off)",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "path_type": "a file path",
 }
 
 
@@ -224,7 +238,12 @@ def _expected(error: Mapping[str, Any]) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}"
-    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    bounds = {
+        "greater_than_equal": ">=",
+        "greater_than": ">",
+        "less_than_equal": "<=",
+        "less_than": "<",
+    }
     if kind in bounds:
         limit = next(iter(ctx.values()), "?")
         return f"expected a number {bounds[kind]} {limit}"
@@ -262,7 +281,12 @@ def settings_errors(exc: ValidationError, flags: Mapping[str, str] | None = None
             continue
         variable = f"STREAMDRIFT_{field.upper()}"
         value = _shown(field, error.get("input"))
-        where = f"{flags[field]} {value!r} ({variable})" if field in flags else f"{variable}={value}"
+        where = (
+            f"{flags[field]} {value!r} ({variable})" if field in flags else f"{variable}={value}"
+        )
         description = Settings.model_fields[field].description
-        lines.append(f"invalid setting {where}: {_expected(error)}" + (f" — {description}" if description else ""))
+        lines.append(
+            f"invalid setting {where}: {_expected(error)}"
+            + (f" — {description}" if description else "")
+        )
     return lines

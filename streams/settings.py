@@ -17,17 +17,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class Settings(BaseSettings):
     # hide_input_in_errors: a validation error must never echo a password or token it was given.
-    model_config = SettingsConfigDict(env_prefix="STREAMDRIFT_", extra="ignore", hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMDRIFT_", extra="ignore", hide_input_in_errors=True
+    )
 
     # --- connections -----------------------------------------------------------------------
-    kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers, host:port[,host:port]")
+    kafka_bootstrap: str = Field(
+        "localhost:9092", description="Kafka bootstrap servers, host:port[,host:port]"
+    )
     redis_url: SecretStr = Field(
         SecretStr("redis://localhost:6379/0"),
         description="Redis URL of the state store (redis:// or rediss:// for TLS; may hold user:password)",
     )
 
     redis_cluster: bool = Field(
-        False, description="Talk to a Redis Cluster (one checkpoint's keys share a hash tag: one slot)"
+        False,
+        description="Talk to a Redis Cluster (one checkpoint's keys share a hash tag: one slot)",
     )
 
     # --- Kafka security (every client: Faust/aiokafka and confluent-kafka) ------------------
@@ -39,37 +44,61 @@ class Settings(BaseSettings):
     )
     kafka_sasl_username: str | None = Field(None, description="SASL user name")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged)")
-    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA bundle that signs the brokers' certificates"
+    )
     kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mTLS")
     kafka_ssl_keyfile: Path | None = Field(None, description="Client private key for mTLS")
-    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of the client key (never logged)")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the client key (never logged)"
+    )
 
     # --- topics ----------------------------------------------------------------------------
     input_topic: str = Field("predictions", description="Prediction events in")
     labels_topic: str = Field("labels", description="Ground-truth labels in (joined by event_id)")
     alert_topic: str = Field("drift-alerts", description="CloudEvents drift alerts out")
-    dlq_topic: str = Field("predictions.dlq", description="Dead letters out (original bytes + reason headers)")
-    group_id: str = Field("streamdrift", description="Consumer group / Faust app id; also namespaces Redis keys")
+    dlq_topic: str = Field(
+        "predictions.dlq", description="Dead letters out (original bytes + reason headers)"
+    )
+    group_id: str = Field(
+        "streamdrift", description="Consumer group / Faust app id; also namespaces Redis keys"
+    )
 
     # --- metrics and health ----------------------------------------------------------------
     metrics_port: int = Field(9464, description="Port of /metrics, /healthz and /readyz")
     metrics_host: str = Field("0.0.0.0", description="Bind address of the metrics server")
     http_token: SecretStr | None = Field(
-        None, description="Bearer token required by /status (metrics and health stay open for probes)"
+        None,
+        description="Bearer token required by /status (metrics and health stay open for probes)",
     )
 
     # --- detector configuration ------------------------------------------------------------
-    config: Path | None = Field(None, description="Optional YAML with per-model / per-feature detector settings")
+    config: Path | None = Field(
+        None, description="Optional YAML with per-model / per-feature detector settings"
+    )
 
     # --- checkpointing ---------------------------------------------------------------------
-    checkpoint_every_events: int = Field(20_000, ge=1, description="Checkpoint after this many events")
+    checkpoint_every_events: int = Field(
+        20_000, ge=1, description="Checkpoint after this many events"
+    )
     checkpoint_interval_s: float = Field(2.0, gt=0, description="...or after this many seconds")
     history_interval_s: float = Field(
-        10.0, ge=0, description="Least seconds between two drift-score history samples of a partition (streamdrift report); 0: every checkpoint"
+        10.0,
+        ge=0,
+        description="Least seconds between two drift-score history samples of a partition (streamdrift report); 0: every checkpoint",
     )
-    batch_max_events: int = Field(2_000, ge=1, description="Events handled as one batch (a message is never split)")
-    batch_within_s: float = Field(0.05, gt=0, description="Longest wait for records in one poll of the consumer")
-    fetch_max_wait_ms: int = Field(100, ge=0, le=5000, description="Longest wait of a Kafka fetch for data (bounds event-to-alert latency on quiet partitions)")
+    batch_max_events: int = Field(
+        2_000, ge=1, description="Events handled as one batch (a message is never split)"
+    )
+    batch_within_s: float = Field(
+        0.05, gt=0, description="Longest wait for records in one poll of the consumer"
+    )
+    fetch_max_wait_ms: int = Field(
+        100,
+        ge=0,
+        le=5000,
+        description="Longest wait of a Kafka fetch for data (bounds event-to-alert latency on quiet partitions)",
+    )
 
     # --- consumer group timing (production-safe defaults; tests use seconds) ----------------
     session_timeout_s: float = Field(30.0, gt=0, description="Consumer group session timeout")
@@ -77,44 +106,123 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float = Field(30.0, gt=0, description="Consumer group rebalance timeout")
 
     # --- multivariate drift -----------------------------------------------------------------
-    multivariate: bool = Field(True, description="Run the PCA reconstruction-error monitor over each model version's numeric features")
-    multivariate_max_features: int = Field(50, ge=2, description="Most numeric features in one PCA monitor (the first ones by name)")
+    multivariate: bool = Field(
+        True,
+        description="Run the PCA reconstruction-error monitor over each model version's numeric features",
+    )
+    multivariate_max_features: int = Field(
+        50, ge=2, description="Most numeric features in one PCA monitor (the first ones by name)"
+    )
 
     # --- reference baselines ----------------------------------------------------------------
-    baseline_refresh_s: float = Field(10.0, gt=0, description="How often workers look for new or replaced baselines in Redis")
+    baseline_refresh_s: float = Field(
+        10.0, gt=0, description="How often workers look for new or replaced baselines in Redis"
+    )
 
     # --- labels join -----------------------------------------------------------------------
-    label_ttl_s: float = Field(86_400.0, gt=0, description="How long predictions wait for their label (and labels for their prediction)")
-    label_join_models: str = Field("*", description="Models whose predictions wait in Redis for their labels: * (all) or a comma-separated list (each costs ~100 B of Redis for the label TTL)")
-    max_pending_labels: int = Field(100_000, ge=0, description="Labels waiting for their prediction, per labels partition")
+    label_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="How long predictions wait for their label (and labels for their prediction)",
+    )
+    label_join_models: str = Field(
+        "*",
+        description="Models whose predictions wait in Redis for their labels: * (all) or a comma-separated list (each costs ~100 B of Redis for the label TTL)",
+    )
+    max_pending_labels: int = Field(
+        100_000, ge=0, description="Labels waiting for their prediction, per labels partition"
+    )
 
     # --- input limits (excess goes to the dead-letter topic with a reason) -----------------
-    max_message_bytes: int = Field(1_048_576, ge=1, description="Largest accepted Kafka message value")
-    max_events_per_message: int = Field(10_000, ge=1, description="Largest accepted JSON array of events")
+    max_message_bytes: int = Field(
+        1_048_576, ge=1, description="Largest accepted Kafka message value"
+    )
+    max_events_per_message: int = Field(
+        10_000, ge=1, description="Largest accepted JSON array of events"
+    )
     max_features_per_event: int = Field(500, ge=1, description="Most features in one event")
-    max_features_per_model: int = Field(2_000, ge=1, description="Most distinct features per model (per partition)")
+    max_features_per_model: int = Field(
+        2_000, ge=1, description="Most distinct features per model (per partition)"
+    )
     max_models: int = Field(1_000, ge=1, description="Most distinct models (per partition)")
-    max_versions_per_model: int = Field(3, ge=1, description="Versions of one model monitored side by side (per partition); the least recently seen beyond it is retired")
-    max_categories_per_feature: int = Field(200, ge=1, description="Most distinct categories per categorical feature")
+    max_versions_per_model: int = Field(
+        3,
+        ge=1,
+        description="Versions of one model monitored side by side (per partition); the least recently seen beyond it is retired",
+    )
+    max_categories_per_feature: int = Field(
+        200, ge=1, description="Most distinct categories per categorical feature"
+    )
     max_name_length: int = Field(128, ge=1, description="Longest model / feature name")
     max_category_length: int = Field(256, ge=1, description="Longest categorical value")
-    max_json_depth: int = Field(64, ge=2, description="Deepest JSON nesting accepted in a message the typed decoder refuses (deeper than ~900 levels is refused anywhere)")
-    max_event_id_length: int = Field(256, ge=1, description="Longest event_id (predictions and labels); an empty one is refused")
-    max_abs_value: float = Field(1e15, gt=0, description="Largest magnitude of a numeric feature, prediction or label; beyond it the event is dead-lettered (value_out_of_range)")
-    max_future_skew_s: float = Field(3600.0, ge=0, description="How far an event's timestamp may be ahead of its Kafka timestamp (timestamp_skew beyond)")
-    max_past_skew_s: float = Field(315_360_000.0, ge=0, description="How far an event's timestamp may be behind its Kafka timestamp (default 10 years: backfills pass)")
+    max_json_depth: int = Field(
+        64,
+        ge=2,
+        description="Deepest JSON nesting accepted in a message the typed decoder refuses (deeper than ~900 levels is refused anywhere)",
+    )
+    max_event_id_length: int = Field(
+        256, ge=1, description="Longest event_id (predictions and labels); an empty one is refused"
+    )
+    max_abs_value: float = Field(
+        1e15,
+        gt=0,
+        description="Largest magnitude of a numeric feature, prediction or label; beyond it the event is dead-lettered (value_out_of_range)",
+    )
+    max_future_skew_s: float = Field(
+        3600.0,
+        ge=0,
+        description="How far an event's timestamp may be ahead of its Kafka timestamp (timestamp_skew beyond)",
+    )
+    max_past_skew_s: float = Field(
+        315_360_000.0,
+        ge=0,
+        description="How far an event's timestamp may be behind its Kafka timestamp (default 10 years: backfills pass)",
+    )
 
     # --- admission (a flood of made-up names must not exhaust a worker) --------------------
-    allowed_models: str = Field("*", description="Models to monitor: * (any) or a comma-separated allowlist; others are dead-lettered (model_not_allowed)")
-    max_new_series_per_message: int = Field(1_000, ge=1, description="Most series one message may create; beyond it the events are dead-lettered (too_many_new_series)")
-    max_new_series_per_s: float = Field(1_000.0, gt=0, description="New series per second per partition (a token bucket on Kafka time, burst of one second's worth)")
-    probation_events: int = Field(100, ge=1, description="Events after which a new model is established; until then it is on probation and may be evicted by newer ones")
-    max_probation_models: int = Field(100, ge=1, description="Models on probation per partition; a new model beyond it evicts the least recently seen one on probation")
-    idle_evict_s: float = Field(7 * 86_400.0, gt=0, description="A model, version or series not seen for this long (Kafka time) is evicted with its state and metrics")
-    dlq_max_bytes: int = Field(900_000, ge=1024, description="Largest dead-letter value sent; a larger payload is sent truncated with its length and SHA-256 in headers")
-    max_pending_labels_per_model: int = Field(10_000, ge=0, description="Labels of one model waiting for their prediction, per labels partition")
+    allowed_models: str = Field(
+        "*",
+        description="Models to monitor: * (any) or a comma-separated allowlist; others are dead-lettered (model_not_allowed)",
+    )
+    max_new_series_per_message: int = Field(
+        1_000,
+        ge=1,
+        description="Most series one message may create; beyond it the events are dead-lettered (too_many_new_series)",
+    )
+    max_new_series_per_s: float = Field(
+        1_000.0,
+        gt=0,
+        description="New series per second per partition (a token bucket on Kafka time, burst of one second's worth)",
+    )
+    probation_events: int = Field(
+        100,
+        ge=1,
+        description="Events after which a new model is established; until then it is on probation and may be evicted by newer ones",
+    )
+    max_probation_models: int = Field(
+        100,
+        ge=1,
+        description="Models on probation per partition; a new model beyond it evicts the least recently seen one on probation",
+    )
+    idle_evict_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="A model, version or series not seen for this long (Kafka time) is evicted with its state and metrics",
+    )
+    dlq_max_bytes: int = Field(
+        900_000,
+        ge=1024,
+        description="Largest dead-letter value sent; a larger payload is sent truncated with its length and SHA-256 in headers",
+    )
+    max_pending_labels_per_model: int = Field(
+        10_000,
+        ge=0,
+        description="Labels of one model waiting for their prediction, per labels partition",
+    )
 
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level: debug, info, warning, error")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level: debug, info, warning, error"
+    )
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -135,8 +243,12 @@ class Settings(BaseSettings):
 
         try:
             parse_url(value.get_secret_value())
-        except ValueError as exc:  # its messages name the scheme / port / option, never the password
-            raise ValueError(f"must look like redis://[:password@]host:port/db or rediss://… (TLS) ({exc})") from None
+        except (
+            ValueError
+        ) as exc:  # its messages name the scheme / port / option, never the password
+            raise ValueError(
+                f"must look like redis://[:password@]host:port/db or rediss://… (TLS) ({exc})"
+            ) from None
         return value
 
     @field_validator("metrics_port")
@@ -149,7 +261,9 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value  # INFO works as well as info
+        return (
+            value.strip().lower() if isinstance(value, str) else value
+        )  # INFO works as well as info
 
     @field_validator("input_topic", "labels_topic", "alert_topic", "dlq_topic")
     @classmethod
@@ -167,14 +281,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _complete_security(self) -> Settings:
-        if self.kafka_security_protocol.startswith("SASL") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
             raise ValueError(
                 f"STREAMDRIFT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "STREAMDRIFT_KAFKA_SASL_USERNAME and STREAMDRIFT_KAFKA_SASL_PASSWORD"
             )
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
-            raise ValueError("mTLS needs both STREAMDRIFT_KAFKA_SSL_CERTFILE and STREAMDRIFT_KAFKA_SSL_KEYFILE")
-        if self.kafka_security_protocol.endswith("SSL"):  # else the files are not read: no reason to refuse
+            raise ValueError(
+                "mTLS needs both STREAMDRIFT_KAFKA_SSL_CERTFILE and STREAMDRIFT_KAFKA_SSL_KEYFILE"
+            )
+        if self.kafka_security_protocol.endswith(
+            "SSL"
+        ):  # else the files are not read: no reason to refuse
             for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
                 path = getattr(self, name)
                 if path is not None and not path.is_file():

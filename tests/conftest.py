@@ -32,7 +32,14 @@ from confluent_kafka import Message as KafkaMessage
 from servers.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
 
 from detectors import Detection, NumericMonitor
-from streams.dev.embedded import LOCAL_WORKER_ENV, EmbeddedBroker, EmbeddedRedis, Topics, WorkerProcess, free_port
+from streams.dev.embedded import (
+    LOCAL_WORKER_ENV,
+    EmbeddedBroker,
+    EmbeddedRedis,
+    Topics,
+    WorkerProcess,
+    free_port,
+)
 from streams.kafka.admin import create_topics
 from streams.runtime import Publisher
 
@@ -287,7 +294,9 @@ def produce(
                     topic,
                     value,
                     key=keys[index] if keys is not None else key,
-                    partition=_nth(partitions, index, -1 if partition is None else partition),  # -1: the partitioner's
+                    partition=_nth(
+                        partitions, index, -1 if partition is None else partition
+                    ),  # -1: the partitioner's
                     headers=_nth(headers_each, index, list(headers) if headers else None),
                     on_delivery=on_delivery(index),
                 )
@@ -440,7 +449,11 @@ CLI_TEST_PASSWORD = "hunter2"  # test_cli, test_operator_input; test_client's "h
 SETTINGS_TEST_PASSWORDS = ("pa55-word", "r3dis-pw", "k3y-pass")  # test_security, test_client
 
 TEST_SECRETS: tuple[str, ...] = (
-    REDIS_TEST_PASSWORD, HTTP_TEST_TOKEN, SASL_TEST_PASSWORD, CLI_TEST_PASSWORD, *SETTINGS_TEST_PASSWORDS,
+    REDIS_TEST_PASSWORD,
+    HTTP_TEST_TOKEN,
+    SASL_TEST_PASSWORD,
+    CLI_TEST_PASSWORD,
+    *SETTINGS_TEST_PASSWORDS,
 )
 
 
@@ -449,7 +462,11 @@ def secret_leaks(folder: Path, secrets: Sequence[str] = TEST_SECRETS) -> list[st
     leaks = []
     for path in sorted(folder.rglob("*.log")):
         text = path.read_bytes()
-        leaks += [f"{path.relative_to(folder)}: {secret!r}" for secret in secrets if secret.encode() in text]
+        leaks += [
+            f"{path.relative_to(folder)}: {secret!r}"
+            for secret in secrets
+            if secret.encode() in text
+        ]
     return leaks
 
 

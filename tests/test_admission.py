@@ -46,7 +46,9 @@ def test_a_feature_allowlist_monitors_only_its_features_and_the_prediction():
 
 
 def test_a_flood_of_new_models_churns_through_probation_and_never_evicts_an_established_one():
-    proc = processor(max_models=20, max_probation_models=5, probation_events=10, max_new_series_per_s=1e6)
+    proc = processor(
+        max_models=20, max_probation_models=5, probation_events=10, max_new_series_per_s=1e6
+    )
     state = PartitionState("in", 0, 1, None)
     proc.process(state, records([event("real")] * 10))  # established after 10 events
     assert "real" not in state.ledger.probation
@@ -73,9 +75,15 @@ def test_new_series_are_budgeted_per_message_and_per_second_of_kafka_time():
     wide = [event(f"m{i}", {f"f{j}": 1.0 for j in range(4)}) for i in range(5)]  # 4 new series each
     out = proc.process(state, [Record(0, 1_000.0, json.dumps(wide).encode())])
     assert out.events == 2 and reasons(out) == [Reason.TOO_MANY_NEW_SERIES] * 3  # 10 per message
-    more = proc.process(state, records([event(f"n{i}", {f"f{j}": 1.0 for j in range(4)}) for i in range(5)], 1, 1_000.0))
+    more = proc.process(
+        state,
+        records([event(f"n{i}", {f"f{j}": 1.0 for j in range(4)}) for i in range(5)], 1, 1_000.0),
+    )
     assert more.events == 3  # the bucket (20) had 12 left: three models of 4
-    later = proc.process(state, records([event(f"k{i}", {f"f{j}": 1.0 for j in range(4)}) for i in range(5)], 6, 1_001.0))
+    later = proc.process(
+        state,
+        records([event(f"k{i}", {f"f{j}": 1.0 for j in range(4)}) for i in range(5)], 6, 1_001.0),
+    )
     assert later.events == 5  # one second of Kafka time later the bucket is full again
 
 
@@ -91,17 +99,29 @@ def test_idle_models_and_series_are_evicted_with_their_state():
     proc, state = processor(idle_evict_s=600), PartitionState("in", 0, 1, None)
     proc.process(state, records([event("old", {"x": 1.0, "gone": 1.0}), event("busy")], at=1_000.0))
     proc.process(state, records([event("old", {"x": 1.0})], first=2, at=1_000.0 + 5 * MINUTE))
-    out = proc.process(state, records([event("busy"), event("old", {"x": 2.0})], first=3, at=1_000.0 + 12 * MINUTE))
-    assert series_name("old", None, "gone") in state.retired and series_name("old", None, "gone") not in state.monitors
+    out = proc.process(
+        state, records([event("busy"), event("old", {"x": 2.0})], first=3, at=1_000.0 + 12 * MINUTE)
+    )
+    assert (
+        series_name("old", None, "gone") in state.retired
+        and series_name("old", None, "gone") not in state.monitors
+    )
     assert state.features_by_model["old"] == {"x"}
     proc.process(state, records([event("busy")], first=5, at=1_000.0 + 21 * MINUTE))
     out = proc.process(state, records([event("busy")], first=6, at=1_000.0 + 30 * MINUTE))
-    assert out.evicted_models == ["old"] and "old" not in state.features_by_model and "busy" in state.features_by_model
+    assert (
+        out.evicted_models == ["old"]
+        and "old" not in state.features_by_model
+        and "busy" in state.features_by_model
+    )
     assert series_name("old", None, "x") in state.retired
 
 
 def test_the_admission_ledger_survives_a_checkpoint():
-    proc, state = processor(max_probation_models=2, probation_events=5), PartitionState("in", 0, 1, None)
+    proc, state = (
+        processor(max_probation_models=2, probation_events=5),
+        PartitionState("in", 0, 1, None),
+    )
     proc.process(state, records([event("a"), event("b"), event("a")]))
     fields = {name.encode(): blob for name, blob in state.checkpoint_fields().items() if blob}
     restored = PartitionState.from_claim("in", 0, Claim(2, state.next_offset, fields))

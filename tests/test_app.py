@@ -32,23 +32,29 @@ def test_the_kafka_fetch_wait_is_ours_not_faust_streamings_1500_ms():
 
 @pytest.mark.parametrize(("setting", "joined"), [("*", {"a", "b"}), ("b, c", {"b"}), ("", set())])
 def test_only_the_listed_models_predictions_wait_for_labels(setting, joined):
-    runtime = Runtime(Settings(redis_url="redis://127.0.0.1:9/0", label_join_models=setting), {}, Publisher())
+    runtime = Runtime(
+        Settings(redis_url="redis://127.0.0.1:9/0", label_join_models=setting), {}, Publisher()
+    )
     assert {model for model in ("a", "b") if runtime._joinable(model)} == joined
 
 
 # --- the intake: Faust's consumer without its per-event machinery ---------------------------
 
 
-def _records(topic: str, partition: int, values: list[bytes], first: int = 0) -> list[ConsumerRecord]:
+def _records(
+    topic: str, partition: int, values: list[bytes], first: int = 0
+) -> list[ConsumerRecord]:
     return [
-        ConsumerRecord(topic, partition, first + i, 1_700_000_000_000 + i, 0, None, v, None, 0, len(v), ())
+        ConsumerRecord(
+            topic, partition, first + i, 1_700_000_000_000 + i, 0, None, v, None, 0, len(v), ()
+        )
         for i, v in enumerate(values)
     ]
 
 
 def test_events_are_counted_without_decoding():
     assert events_in(b'{"model": "m", "features": {}}') == 1
-    assert events_in(b'[' + b",".join([b'{"model":"m","features":{}}'] * 100) + b"]") == 100
+    assert events_in(b"[" + b",".join([b'{"model":"m","features":{}}'] * 100) + b"]") == 100
     assert events_in(b"not json") == 1 and events_in(None) == 1
 
 
@@ -60,7 +66,9 @@ def test_a_fetch_is_split_into_batches_bounded_by_events_in_offset_order():
         TP("labels", 0): _records("labels", 0, [one] * 2),
     }
     got = list(batches(fetched, max_events=4))
-    assert [(topic, {p: [r.offset for r in rs] for p, rs in batch.items()}) for topic, batch in got] == [
+    assert [
+        (topic, {p: [r.offset for r in rs] for p, rs in batch.items()}) for topic, batch in got
+    ] == [
         ("in", {0: [10, 11, 12, 13]}),
         ("in", {0: [14], 1: [0]}),  # a message is never split: this batch holds 101 events
         ("in", {1: [1]}),
@@ -109,20 +117,26 @@ def test_the_intake_commits_only_checkpointed_offsets_that_moved():
 # --- /status: the bearer token check ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("header", "ok"), [
-    ("Bearer s3cret-t0ken", True),
-    (b"Bearer s3cret-t0ken", True),
-    ("Bearer s3cret-t0ken ", False),
-    ("bearer s3cret-t0ken", False),
-    ("Bearer wrong", False),
-    ("", False),
-    (None, False),
-    ("Bearer s3cret-tökèn", False),  # non-ASCII: hmac.compare_digest refuses such str (was a 500)
-    ("Bearer \udcff\udc80", False),  # undecodable header bytes, as aiohttp passes them on
-    ("Bearer \ud800", False),  # a lone surrogate
-    ("Bearer " + "x" * 100_000, False),
-    (b"Bearer \xff\xfe", False),
-])
+@pytest.mark.parametrize(
+    ("header", "ok"),
+    [
+        ("Bearer s3cret-t0ken", True),
+        (b"Bearer s3cret-t0ken", True),
+        ("Bearer s3cret-t0ken ", False),
+        ("bearer s3cret-t0ken", False),
+        ("Bearer wrong", False),
+        ("", False),
+        (None, False),
+        (
+            "Bearer s3cret-tökèn",
+            False,
+        ),  # non-ASCII: hmac.compare_digest refuses such str (was a 500)
+        ("Bearer \udcff\udc80", False),  # undecodable header bytes, as aiohttp passes them on
+        ("Bearer \ud800", False),  # a lone surrogate
+        ("Bearer " + "x" * 100_000, False),
+        (b"Bearer \xff\xfe", False),
+    ],
+)
 def test_the_bearer_check_takes_any_header_and_never_raises(header, ok):
     from streams.security import bearer_ok
 
@@ -137,10 +151,16 @@ def test_a_non_ascii_token_can_be_matched():
 
 def test_status_answers_401_to_any_wrong_header():
     """The view itself: a non-ASCII Authorization header gets a 401, not a 500."""
+
     async def statuses(headers: list[dict[str, str]]) -> list[int]:
         app, _ = create_app(Settings(kafka_bootstrap="127.0.0.1:9", http_token="s3cret-t0ken"))
         view = app.web.views["/status"]
         return [(await view.get(SimpleNamespace(headers=h))).status for h in headers]
 
-    wrong = [{"Authorization": "Bearer tökèn"}, {"Authorization": "Bearer \udcff"}, {}, {"Authorization": "Bearer x"}]
+    wrong = [
+        {"Authorization": "Bearer tökèn"},
+        {"Authorization": "Bearer \udcff"},
+        {},
+        {"Authorization": "Bearer x"},
+    ]
     assert asyncio.run(statuses(wrong)) == [401] * 4

@@ -44,7 +44,10 @@ def test_put_get_list_replace_and_delete(redis_client, model):
     stored = store.get(model, "v1")
     assert stored is not None and stored.revision == first and stored.features["x"].stats.count == 2
     assert store.get(model, "v9") is None
-    listed = [(r["version"], r["revision"], r["rows"], r["numeric"], r["categorical"]) for r in store.list(model)]
+    listed = [
+        (r["version"], r["revision"], r["rows"], r["numeric"], r["categorical"])
+        for r in store.list(model)
+    ]
     assert listed == [(None, second, 1, 1, 1), ("v1", first, 2, 1, 1)]  # no version sorts first
     replaced = store.put(build(model, "v1", [5.0, 6.0, 7.0]))
     assert replaced > second and store.get(model, "v1").rows == 3

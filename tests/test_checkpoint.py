@@ -78,7 +78,9 @@ def test_a_claim_increments_the_epoch_and_returns_the_stored_offset_and_fields(u
     async def body(r: aioredis.Redis) -> tuple[Claim, list, Claim, Claim]:
         store = CheckpointStore(r, group, "w1")
         first = await store.claim(TOPIC, 0)
-        saved = await store.save([Save(TOPIC, 0, first.epoch, 42, 10, {"m\x1fx": b"\x00\x01blob", "\x00meta": b"v"})])
+        saved = await store.save(
+            [Save(TOPIC, 0, first.epoch, 42, 10, {"m\x1fx": b"\x00\x01blob", "\x00meta": b"v"})]
+        )
         second = await CheckpointStore(r, group, "w2").claim(TOPIC, 0)
         third = await store.claim(TOPIC, 0)
         return first, saved, second, third
@@ -95,8 +97,12 @@ def test_an_empty_value_deletes_a_retired_series_in_the_same_atomic_step(url, gr
     async def body(r: aioredis.Redis) -> Claim:
         store = CheckpointStore(r, group, "w1")
         claim = await store.claim(TOPIC, 0)
-        await store.save([Save(TOPIC, 0, claim.epoch, 5, 5, {"m\x1fv1\x1fx": b"old", "m\x1fv2\x1fx": b"new"})])
-        await store.save([Save(TOPIC, 0, claim.epoch, 9, 4, {"m\x1fv1\x1fx": b"", "m\x1fv2\x1fx": b"newer"})])
+        await store.save(
+            [Save(TOPIC, 0, claim.epoch, 5, 5, {"m\x1fv1\x1fx": b"old", "m\x1fv2\x1fx": b"new"})]
+        )
+        await store.save(
+            [Save(TOPIC, 0, claim.epoch, 9, 4, {"m\x1fv1\x1fx": b"", "m\x1fv2\x1fx": b"newer"})]
+        )
         return await store.claim(TOPIC, 0)
 
     claim = run(url, body)
@@ -123,7 +129,12 @@ def test_save_writes_fields_and_offset_and_accumulates_events(url, group, redis_
 
     assert run(url, body) == [None, None]
     stored = ckpt_hash(redis_client, group)
-    assert (stored["offset"], stored["events"], stored["epoch"], stored["worker"]) == ("175", "135", "1", "w1")
+    assert (stored["offset"], stored["events"], stored["epoch"], stored["worker"]) == (
+        "175",
+        "135",
+        "1",
+        "w1",
+    )
     assert int(stored["updated_at"]) >= int(stored["claimed_at"])
     # Fields not in a later save keep their earlier value: saves carry only changed series.
     assert state_hash(redis_client, group) == {b"a": b"1", b"b": b"3", b"c": b"4"}
@@ -136,14 +147,21 @@ def test_a_save_with_a_stale_epoch_is_fenced_and_changes_nothing(url, group, red
         first = await zombie.save([Save(TOPIC, 0, old.epoch, 10, 10, {"x": b"zombie-1"})])
         new = await owner.claim(TOPIC, 0)
         assert new.epoch == old.epoch + 1
-        stale = await zombie.save([Save(TOPIC, 0, old.epoch, 20, 10, {"x": b"zombie-2", "y": b"zombie"})])
+        stale = await zombie.save(
+            [Save(TOPIC, 0, old.epoch, 20, 10, {"x": b"zombie-2", "y": b"zombie"})]
+        )
         return first, stale, await owner.save([Save(TOPIC, 0, new.epoch, 15, 5, {"x": b"owner"})])
 
     first, stale, owner = run(url, body)
     assert first == [None] and owner == [None]
     assert len(stale) == 1 and isinstance(stale[0], Fenced)
     stored = ckpt_hash(redis_client, group)
-    assert (stored["offset"], stored["events"], stored["worker"], stored["epoch"]) == ("15", "15", "owner", "2")
+    assert (stored["offset"], stored["events"], stored["worker"], stored["epoch"]) == (
+        "15",
+        "15",
+        "owner",
+        "2",
+    )
     assert state_hash(redis_client, group) == {b"x": b"owner"}
 
 
@@ -161,9 +179,13 @@ def test_a_fenced_save_leaves_the_new_owners_checkpoint_untouched(url, group, re
     assert state_hash(redis_client, group) == {}
 
 
-def test_a_save_to_a_partition_with_no_checkpoint_reports_lost_state_and_writes_nothing(url, group, redis_client):
+def test_a_save_to_a_partition_with_no_checkpoint_reports_lost_state_and_writes_nothing(
+    url, group, redis_client
+):
     # No claim at all: what a worker sees after Redis restarted without its data.
-    (result,) = run(url, lambda r: CheckpointStore(r, group, "w").save([Save(TOPIC, 3, 1, 5, 5, {"x": b"1"})]))
+    (result,) = run(
+        url, lambda r: CheckpointStore(r, group, "w").save([Save(TOPIC, 3, 1, 5, 5, {"x": b"1"})])
+    )
     assert isinstance(result, StateLost)
     assert ckpt_hash(redis_client, group, 3) == {} and state_hash(redis_client, group, 3) == {}
 
@@ -192,7 +214,10 @@ def test_one_fenced_partition_does_not_stop_the_others_of_the_same_call(url, gro
         claims = [await store.claim(TOPIC, p) for p in range(3)]
         await CheckpointStore(r, group, "w2").claim(TOPIC, 1)  # partition 1 moved on
         return await store.save(
-            [Save(TOPIC, p, claims[p].epoch, 10 + p, 1 + p, {"x": f"p{p}".encode()}) for p in range(3)]
+            [
+                Save(TOPIC, p, claims[p].epoch, 10 + p, 1 + p, {"x": f"p{p}".encode()})
+                for p in range(3)
+            ]
         )
 
     results = run(url, body)
@@ -203,7 +228,9 @@ def test_one_fenced_partition_does_not_stop_the_others_of_the_same_call(url, gro
         assert state_hash(redis_client, group, p) == {b"x": f"p{p}".encode()}
     assert "offset" not in ckpt_hash(redis_client, group, 1)
     assert state_hash(redis_client, group, 1) == {}
-    assert redis_client.smembers(KeyLayout(group).partitions_key) == {f"{TOPIC}:{p}".encode() for p in range(3)}
+    assert redis_client.smembers(KeyLayout(group).partitions_key) == {
+        f"{TOPIC}:{p}".encode() for p in range(3)
+    }
 
 
 def test_groups_do_not_share_checkpoints(url, group):
@@ -221,7 +248,11 @@ def test_groups_do_not_share_checkpoints(url, group):
 
 def events(offsets: range, **features: Any) -> list[Record]:
     return [
-        Record(o, 1000.0 + o, json.dumps({"model": "m", "features": {**features, "x": float(o)}}).encode())
+        Record(
+            o,
+            1000.0 + o,
+            json.dumps({"model": "m", "features": {**features, "x": float(o)}}).encode(),
+        )
         for o in offsets
     ]
 
@@ -235,11 +266,24 @@ def test_a_processor_state_survives_a_checkpoint_and_a_new_claim(url, group):
         state = PartitionState.from_claim(TOPIC, 0, claim)
         for batch in (range(0, 30), range(30, 50)):
             proc.process(state, events(batch, c="k", z=None))
-            saved = await store.save([Save(TOPIC, 0, state.epoch, state.next_offset, state.events_since_checkpoint, state.checkpoint_fields())])
+            saved = await store.save(
+                [
+                    Save(
+                        TOPIC,
+                        0,
+                        state.epoch,
+                        state.next_offset,
+                        state.events_since_checkpoint,
+                        state.checkpoint_fields(),
+                    )
+                ]
+            )
             assert saved == [None]
             state.mark_checkpointed()
         proc.process(state, events(range(50, 60)))  # applied but never checkpointed
-        restored = PartitionState.from_claim(TOPIC, 0, await CheckpointStore(r, group, "w2").claim(TOPIC, 0))
+        restored = PartitionState.from_claim(
+            TOPIC, 0, await CheckpointStore(r, group, "w2").claim(TOPIC, 0)
+        )
         return state, restored
 
     state, restored = run(url, body)
@@ -299,8 +343,12 @@ def test_join_of_nothing_asks_nothing(url, group, redis_client):
 def test_joins_from_the_processor_are_found_by_event_id(url, group):
     proc = PredictionProcessor({}, Limits(), AdmissionLimits())
     state = PartitionState(TOPIC, 0, 1, None)
-    bodies = [{"model": "m", "event_id": f"e{i}", "features": {}, "prediction": i / 10} for i in range(5)]
-    out = proc.process(state, [Record(i, 0.0, json.dumps(b).encode()) for i, b in enumerate(bodies)])
+    bodies = [
+        {"model": "m", "event_id": f"e{i}", "features": {}, "prediction": i / 10} for i in range(5)
+    ]
+    out = proc.process(
+        state, [Record(i, 0.0, json.dumps(b).encode()) for i, b in enumerate(bodies)]
+    )
 
     async def body(r: aioredis.Redis) -> dict:
         store = JoinStore(r, group, TTL)
@@ -327,19 +375,31 @@ def test_status_merges_a_series_over_two_partitions(url, group, redis_client):
             proc.process(state, events(range(n), c=f"v{partition}"))
             proc.process(
                 state,
-                [Record(n + i, 0.0, json.dumps({"model": "m", "features": {"x": None}}).encode()) for i in range(nulls)],
+                [
+                    Record(n + i, 0.0, json.dumps({"model": "m", "features": {"x": None}}).encode())
+                    for i in range(nulls)
+                ],
             )
             results += await store.save(
-                [Save(TOPIC, partition, state.epoch, state.next_offset, state.events_since_checkpoint, state.checkpoint_fields())]
+                [
+                    Save(
+                        TOPIC,
+                        partition,
+                        state.epoch,
+                        state.next_offset,
+                        state.events_since_checkpoint,
+                        state.checkpoint_fields(),
+                    )
+                ]
             )
         return results
 
     assert run(url, body) == [None, None]
     status = read_status(redis_client, group)
     assert status["group_id"] == group
-    assert [(p["partition"], p["offset"], p["events"], p["epoch"]) for p in status["partitions"]] == [
-        (0, 32, 32, 1), (1, 50, 50, 1)
-    ]
+    assert [
+        (p["partition"], p["offset"], p["events"], p["epoch"]) for p in status["partitions"]
+    ] == [(0, 32, 32, 1), (1, 50, 50, 1)]
     x = status["models"]["m"]["x"]
     assert (x["kind"], x["count"], x["missing"]) == ("numeric", 75, 7)
     assert [p["count"] for p in x["partitions"]] == [30, 45]
@@ -363,7 +423,9 @@ def test_alerts_enter_the_outbox_in_the_same_step_as_state_and_a_claim_returns_t
     async def body(client):
         store = CheckpointStore(client, group, "w1")
         first = await store.claim(TOPIC, 0)
-        (error,) = await store.save([Save(TOPIC, 0, first.epoch, 10, 10, {"f": b"1"}, [b"alert-1", b"alert-2"])])
+        (error,) = await store.save(
+            [Save(TOPIC, 0, first.epoch, 10, 10, {"f": b"1"}, [b"alert-1", b"alert-2"])]
+        )
         assert error is None
         return await store.claim(TOPIC, 0)  # e.g. a restart after a crash before publishing
 

@@ -18,7 +18,10 @@ BASELINE_COMMANDS = ["build", "upload", "freeze", "list", "show", "delete"]
 
 def streamdrift(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "streams", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", **env},
     )
 
@@ -33,13 +36,17 @@ def test_top_level_help_lists_every_command():
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_command_has_help(command):
     result = streamdrift(command, "--help")
-    assert result.returncode == 0 and "Usage" in result.stdout and len(result.stdout.splitlines()) > 5
+    assert (
+        result.returncode == 0 and "Usage" in result.stdout and len(result.stdout.splitlines()) > 5
+    )
 
 
 @pytest.mark.parametrize("command", BASELINE_COMMANDS)
 def test_each_baseline_command_has_help(command):
     result = streamdrift("baseline", command, "--help")
-    assert result.returncode == 0 and "Usage" in result.stdout and len(result.stdout.splitlines()) > 5
+    assert (
+        result.returncode == 0 and "Usage" in result.stdout and len(result.stdout.splitlines()) > 5
+    )
 
 
 def test_unreachable_redis_names_the_address_without_the_password():
@@ -61,11 +68,16 @@ def test_unreachable_broker_names_the_address_and_what_to_check():
 def test_invalid_setting_is_reported_not_a_traceback():
     result = streamdrift("status", STREAMDRIFT_METRICS_PORT="not-a-port")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "invalid setting STREAMDRIFT_METRICS_PORT=not-a-port: expected a whole number" in result.stderr
+    assert (
+        "invalid setting STREAMDRIFT_METRICS_PORT=not-a-port: expected a whole number"
+        in result.stderr
+    )
 
 
 def test_status_json_on_an_empty_group(redis_server):
-    result = streamdrift("status", "--json", "--redis-url", redis_server.url, "--group-id", "nobody-here")
+    result = streamdrift(
+        "status", "--json", "--redis-url", redis_server.url, "--group-id", "nobody-here"
+    )
     assert result.returncode == 0
     assert json.loads(result.stdout) == {"group_id": "nobody-here", "partitions": [], "models": {}}
 
@@ -73,16 +85,29 @@ def test_status_json_on_an_empty_group(redis_server):
 def test_baseline_build_list_show_and_delete(redis_server, tmp_path):
     model = f"cli-{uuid.uuid4().hex[:8]}"
     data = tmp_path / "train.jsonl"
-    data.write_text("\n".join(json.dumps({"model": model, "features": {"x": i / 10, "c": "ab"[i % 2]}, "prediction": 0.5})
-                              for i in range(300)))
+    data.write_text(
+        "\n".join(
+            json.dumps(
+                {"model": model, "features": {"x": i / 10, "c": "ab"[i % 2]}, "prediction": 0.5}
+            )
+            for i in range(300)
+        )
+    )
     redis = ("--redis-url", redis_server.url)
     built = streamdrift("baseline", "build", "-m", model, "-v", "v1", "--from", str(data), *redis)
     assert built.returncode == 0, built.stderr
     assert f"stored as {model}/v1 r" in built.stdout and "300 rows" in built.stdout
     listed = json.loads(streamdrift("baseline", "list", "--model", model, "--json", *redis).stdout)
-    assert [(r["version"], r["rows"], r["numeric"], r["categorical"]) for r in listed] == [("v1", 300, 2, 1)]
-    shown = json.loads(streamdrift("baseline", "show", "-m", model, "-v", "v1", "--json", *redis).stdout)
-    assert shown["features"]["x"]["count"] == 300 and shown["features"]["c"]["top"] == {"a": 150, "b": 150}
+    assert [(r["version"], r["rows"], r["numeric"], r["categorical"]) for r in listed] == [
+        ("v1", 300, 2, 1)
+    ]
+    shown = json.loads(
+        streamdrift("baseline", "show", "-m", model, "-v", "v1", "--json", *redis).stdout
+    )
+    assert shown["features"]["x"]["count"] == 300 and shown["features"]["c"]["top"] == {
+        "a": 150,
+        "b": 150,
+    }
     assert streamdrift("baseline", "delete", "-m", model, "-v", "v1", *redis).returncode == 0
     missing = streamdrift("baseline", "show", "-m", model, "-v", "v1", *redis)
     assert missing.returncode == 1 and "baseline list" in missing.stderr
@@ -101,10 +126,25 @@ def test_alert_lines_say_what_changed_for_numeric_and_categorical_features():
 
     base = {"id": "abc", "time": "t", "subject": "m/x"}
     evidence = {"topic": "in", "partition": 1, "from_offset": 5, "to_offset": 9}
-    numeric = {"kind": "feature", "detector": "cusum", "severity": "high", "effect_size": 1.2, "test": None,
-               "p_value": None, "reference": {"mean": 0.0}, "current": {"mean": 1.2}, "evidence": evidence}
-    categorical = {**numeric, "detector": "window", "test": "chi2", "p_value": 1e-9,
-                   "reference": {"count": 5000, "top": []}, "current": {"count": 500, "top": []}}
+    numeric = {
+        "kind": "feature",
+        "detector": "cusum",
+        "severity": "high",
+        "effect_size": 1.2,
+        "test": None,
+        "p_value": None,
+        "reference": {"mean": 0.0},
+        "current": {"mean": 1.2},
+        "evidence": evidence,
+    }
+    categorical = {
+        **numeric,
+        "detector": "window",
+        "test": "chi2",
+        "p_value": 1e-9,
+        "reference": {"count": 5000, "top": []},
+        "current": {"count": 500, "top": []},
+    }
     assert "reference mean 0 → current 1.2" in format_alert({**base, "data": numeric})
     assert "chi2 test p=1e-09" in format_alert({**base, "data": categorical})
 
@@ -142,13 +182,20 @@ def _flags(path: tuple[str, ...]) -> list[str]:
     for name in path:
         command = command.commands[name]
         ctx = command.make_context(name, [], parent=ctx, resilient_parsing=True)
-    return [opt for param in command.get_params(ctx) if getattr(param, "is_flag", False)
-            for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--")]
+    return [
+        opt
+        for param in command.get_params(ctx)
+        if getattr(param, "is_flag", False)
+        for opt in (*param.opts, *param.secondary_opts)
+        if opt.startswith("--")
+    ]
 
 
 def test_every_command_and_group_is_walked():
     paths = _command_paths()
-    assert {(), ("status",), ("alerts",), ("demo",), ("baseline",), ("baseline", "list")} <= set(paths)
+    assert {(), ("status",), ("alerts",), ("demo",), ("baseline",), ("baseline", "list")} <= set(
+        paths
+    )
     assert len(paths) >= 15
 
 
@@ -182,8 +229,19 @@ def test_json_is_a_flag_without_a_value():
 def test_every_boolean_option_is_a_flag():
     """A ``bool`` parameter anywhere in the CLI is declared as a flag (its help-column is blank)."""
     flags = {flag for path in _command_paths() for flag in _flags(path)}
-    assert {"--json", "--create-topics", "--no-create-topics", "--keep", "--dry-run", "--no-alerts", "--follow",
-            "--no-follow", "--from-beginning", "--no-from-beginning", "--version"} <= flags
+    assert {
+        "--json",
+        "--create-topics",
+        "--no-create-topics",
+        "--keep",
+        "--dry-run",
+        "--no-alerts",
+        "--follow",
+        "--no-follow",
+        "--from-beginning",
+        "--no-from-beginning",
+        "--version",
+    } <= flags
 
 
 def test_the_evidence_notation_is_explained_above_the_alert_lines():
@@ -195,7 +253,16 @@ def test_the_evidence_notation_is_explained_above_the_alert_lines():
     console.print(EVIDENCE_LEGEND)
     assert console.export_text().startswith("evidence: topic[partition] first..last offset")
     evidence = {"topic": "predictions", "partition": 2, "from_offset": 500, "to_offset": 15059}
-    data = {"kind": "feature", "detector": "cusum", "severity": "high", "effect_size": 1.2, "test": None,
-            "p_value": None, "reference": {"mean": 0.0}, "current": {"mean": 1.2}, "evidence": evidence}
+    data = {
+        "kind": "feature",
+        "detector": "cusum",
+        "severity": "high",
+        "effect_size": 1.2,
+        "test": None,
+        "p_value": None,
+        "reference": {"mean": 0.0},
+        "current": {"mean": 1.2},
+        "evidence": evidence,
+    }
     console.print(format_alert({"id": "abc", "time": "t", "subject": "m/x", "data": data}))
     assert "evidence predictions[2] 500..15059" in console.export_text()

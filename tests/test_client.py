@@ -38,8 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def accounted(stats: ClientStats) -> int:
     """Every emitted event is in exactly one of these."""
-    return (stats.sent + stats.delivery_failed + stats.dropped_sampled + stats.dropped_queue_full
-            + stats.encoding_failed + stats.dropped_closed + stats.pending)
+    return (
+        stats.sent
+        + stats.delivery_failed
+        + stats.dropped_sampled
+        + stats.dropped_queue_full
+        + stats.encoding_failed
+        + stats.dropped_closed
+        + stats.pending
+    )
 
 
 def wait_until(predicate, timeout: float = 10.0) -> None:
@@ -109,7 +116,9 @@ def fake(monkeypatch: pytest.MonkeyPatch):
     clients: list[DriftClient] = []
 
     def make(**options) -> DriftClient:
-        options.setdefault("linger", 60.0)  # envelopes leave when full or on flush, unless a test says otherwise
+        options.setdefault(
+            "linger", 60.0
+        )  # envelopes leave when full or on flush, unless a test says otherwise
         client = DriftClient("127.0.0.1:9", "t", **options)
         clients.append(client)
         return client
@@ -124,14 +133,29 @@ def fake(monkeypatch: pytest.MonkeyPatch):
 
 def test_defaults_are_the_workers_defaults():
     assert DEFAULT_TOPIC == Settings.model_fields["input_topic"].default
-    assert MAX_EVENTS_PER_MESSAGE == Limits().max_events_per_message == Settings.model_fields["max_events_per_message"].default
-    assert MAX_MESSAGE_BYTES == Limits().max_message_bytes == Settings.model_fields["max_message_bytes"].default
+    assert (
+        MAX_EVENTS_PER_MESSAGE
+        == Limits().max_events_per_message
+        == Settings.model_fields["max_events_per_message"].default
+    )
+    assert (
+        MAX_MESSAGE_BYTES
+        == Limits().max_message_bytes
+        == Settings.model_fields["max_message_bytes"].default
+    )
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"envelope_size": 0}, {"envelope_size": MAX_EVENTS_PER_MESSAGE + 1}, {"sample_rate": 1.5}, {"linger": -1},
-     {"max_queue": 0}, {"shards": 0}, {"max_envelope_bytes": MAX_MESSAGE_BYTES + 1}],
+    [
+        {"envelope_size": 0},
+        {"envelope_size": MAX_EVENTS_PER_MESSAGE + 1},
+        {"sample_rate": 1.5},
+        {"linger": -1},
+        {"max_queue": 0},
+        {"shards": 0},
+        {"max_envelope_bytes": MAX_MESSAGE_BYTES + 1},
+    ],
 )
 def test_bad_arguments_raise_at_construction(fake, options):
     with pytest.raises(ValueError):
@@ -141,8 +165,14 @@ def test_bad_arguments_raise_at_construction(fake, options):
 def test_envelopes_are_valid_input_messages_of_one_model_and_at_most_envelope_size(fake):
     client = fake(envelope_size=100)
     for i in range(1050):
-        assert client.emit(f"m{i % 3}", {"x": i * 0.5, "c": "DE", "z": None}, prediction=0.1, model_version="3",
-                           event_id=f"e{i}", tenant="acme")
+        assert client.emit(
+            f"m{i % 3}",
+            {"x": i * 0.5, "c": "DE", "z": None},
+            prediction=0.1,
+            model_version="3",
+            event_id=f"e{i}",
+            tenant="acme",
+        )
     assert client.flush(5.0) == 0
     messages = client._producer.messages
     seen = []
@@ -151,16 +181,28 @@ def test_envelopes_are_valid_input_messages_of_one_model_and_at_most_envelope_si
         events, rejections = decode_events(value, 0.0, Limits())
         assert rejections == [] and 1 <= len(events) <= 100
         assert {e.model for e in events} == {key.decode()}
-        assert all(e.model_version == "3" and e.prediction == 0.1 and e.timestamp > 0 for e in events)
+        assert all(
+            e.model_version == "3" and e.prediction == 0.1 and e.timestamp > 0 for e in events
+        )
         assert events_of(value)[0]["tenant"] == "acme"  # extra fields are carried
         seen += [e.event_id for e in events]
     assert sorted(seen) == sorted(f"e{i}" for i in range(1050))
     # a model's events keep their order across its envelopes
     for model in ("m0", "m1", "m2"):
-        ids = [int(e["event_id"][1:]) for _, key, value in messages if key == model.encode() for e in events_of(value)]
+        ids = [
+            int(e["event_id"][1:])
+            for _, key, value in messages
+            if key == model.encode()
+            for e in events_of(value)
+        ]
         assert ids == sorted(ids)
     stats = client.stats()
-    assert (stats.emitted, stats.sent, stats.pending, stats.messages_sent) == (1050, 1050, 0, len(messages))
+    assert (stats.emitted, stats.sent, stats.pending, stats.messages_sent) == (
+        1050,
+        1050,
+        0,
+        len(messages),
+    )
     assert len(messages) == 3 * 4  # 350 events per model: 100 + 100 + 100 + 50
 
 
@@ -185,15 +227,27 @@ def test_envelopes_stay_within_max_envelope_bytes(fake):
 
 def test_values_the_worker_reads_and_values_that_cannot_be_encoded(fake):
     client = fake()
-    assert client.emit("m", {"f32": np.float32(1.5), "i64": np.int64(3), "b": np.bool_(True), "d": Decimal("2.5"),
-                             "nan": math.nan}, prediction=np.float64(0.25), timestamp=1_763_719_200.5)
+    assert client.emit(
+        "m",
+        {
+            "f32": np.float32(1.5),
+            "i64": np.int64(3),
+            "b": np.bool_(True),
+            "d": Decimal("2.5"),
+            "nan": math.nan,
+        },
+        prediction=np.float64(0.25),
+        timestamp=1_763_719_200.5,
+    )
     bad = [
         dict(model="m", features={"x": object()}),
         dict(model="m", features={"x": np.zeros(3)}),  # an array is no scalar: not encoded as one
         dict(model="", features={}),
         dict(model=7, features={}),
         dict(model="m", features=[1, 2]),
-        dict(model="m", features={"x": 1}, timestamp=__import__("datetime").datetime(2026, 1, 1)),  # naive
+        dict(
+            model="m", features={"x": 1}, timestamp=__import__("datetime").datetime(2026, 1, 1)
+        ),  # naive
         dict(model="m", features={"big": "x" * (600 * 1024)}),  # bigger than max_envelope_bytes
     ]
     for kwargs in bad:
@@ -204,7 +258,11 @@ def test_values_the_worker_reads_and_values_that_cannot_be_encoded(fake):
     assert rejections == []
     (event,) = events
     assert event.numeric == {"f32": 1.5, "i64": 3.0, "d": 2.5, "prediction": 0.25}
-    assert event.categorical == {"b": "true"} and event.missing == ["nan"] and event.timestamp == 1_763_719_200.5
+    assert (
+        event.categorical == {"b": "true"}
+        and event.missing == ["nan"]
+        and event.timestamp == 1_763_719_200.5
+    )
     stats = client.stats()
     assert (stats.emitted, stats.sent, stats.encoding_failed) == (1 + len(bad), 1, len(bad))
     assert "encoding failed" in stats.last_error and accounted(stats) == stats.emitted
@@ -229,7 +287,9 @@ def test_sampling_by_event_id_is_deterministic_nested_and_at_the_rate():
         n, sd = len(ids), math.sqrt(len(ids) * rate * (1 - rate))
         assert abs(len(kept) - n * rate) < 5 * sd, (rate, len(kept))
         assert kept == [i for i in ids if sampled(i, rate)]  # same decision every time
-    assert set(i for i in ids if sampled(i, 0.1)) <= set(i for i in ids if sampled(i, 0.3))  # nested
+    assert set(i for i in ids if sampled(i, 0.1)) <= set(
+        i for i in ids if sampled(i, 0.3)
+    )  # nested
 
 
 def test_two_clients_sample_the_same_event_ids(fake):
@@ -239,7 +299,10 @@ def test_two_clients_sample_the_same_event_ids(fake):
         second.emit("m", {"x": 1.0}, event_id=f"e{i}")
     for client in (first, second):
         assert client.flush(5.0) == 0
-    ids = [[e["event_id"] for _, _, v in c._producer.messages for e in events_of(v)] for c in (first, second)]
+    ids = [
+        [e["event_id"] for _, _, v in c._producer.messages for e in events_of(v)]
+        for c in (first, second)
+    ]
     assert ids[0] == ids[1] == [f"e{i}" for i in range(4000) if sampled(f"e{i}", 0.25)]
     stats = first.stats()
     assert stats.dropped_sampled + stats.sent == stats.emitted == 4000
@@ -278,7 +341,9 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(fake):
     assert results[:1000] == [True] * 1000  # the first ones got in
     final = client.close(timeout=1.0)
     assert final.pending == 0 and final.sent == 0
-    assert final.delivery_failed + final.dropped_closed == 1000  # produced ones purged, the rest never produced
+    assert (
+        final.delivery_failed + final.dropped_closed == 1000
+    )  # produced ones purged, the rest never produced
     assert accounted(final) == final.emitted == 5000
 
 
@@ -348,24 +413,42 @@ def test_emit_from_many_threads_counts_exactly(fake):
 
 def test_secrets_are_never_logged_or_shown(fake, caplog):
     caplog.set_level(logging.DEBUG, logger="streams.client")
-    config = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc",
-              "sasl.password": "hunter2-secret", "ssl.key.password": "k3y-pass"}
+    config = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "svc",
+        "sasl.password": "hunter2-secret",
+        "ssl.key.password": "k3y-pass",
+    }
     client = fake(config=config)
     assert client._producer.config["sasl.password"] == "hunter2-secret"  # librdkafka gets it...
     shown = caplog.text + repr(client) + str(client.stats())
-    assert "svc" in caplog.text and "hunter2" not in shown and "k3y-pass" not in shown  # ...nobody sees it
+    assert (
+        "svc" in caplog.text and "hunter2" not in shown and "k3y-pass" not in shown
+    )  # ...nobody sees it
     assert masked_config(config)["sasl.password"] == "**********"
 
 
 def test_from_settings_uses_the_workers_kafka_settings(fake):
-    settings = Settings(kafka_bootstrap="kafka://k1:9093", kafka_security_protocol="SASL_PLAINTEXT",
-                        kafka_sasl_mechanism="SCRAM-SHA-256", kafka_sasl_username="svc", kafka_sasl_password="pw",
-                        input_topic="preds")
+    settings = Settings(
+        kafka_bootstrap="kafka://k1:9093",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="pw",
+        input_topic="preds",
+    )
     client = DriftClient.from_settings(settings, config={"linger.ms": 20}, linger=0.5)
     try:
         config = client._producer.config
-        assert config["bootstrap.servers"] == "k1:9093" and config["sasl.mechanism"] == "SCRAM-SHA-256"
-        assert (config["sasl.username"], config["sasl.password"], config["linger.ms"]) == ("svc", "pw", 20)
+        assert (
+            config["bootstrap.servers"] == "k1:9093" and config["sasl.mechanism"] == "SCRAM-SHA-256"
+        )
+        assert (config["sasl.username"], config["sasl.password"], config["linger.ms"]) == (
+            "svc",
+            "pw",
+            20,
+        )
         assert client.topic == "preds" and client.linger == 0.5
     finally:
         client.close(timeout=1.0)
@@ -381,24 +464,39 @@ def test_the_fastapi_example_compiles_and_its_handler_emits_one_event(fake):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)  # must not need fastapi at import time
     client = fake()
-    answer = example.predict(client, example.PredictRequest(features={"amount": 120.0, "country": "US"}, request_id="r1"))
+    answer = example.predict(
+        client, example.PredictRequest(features={"amount": 120.0, "country": "US"}, request_id="r1")
+    )
     assert answer["event_id"] == "r1" and 0 < answer["fraud_probability"] < 1
     client.flush(5.0)
     (event,) = events_of(client._producer.messages[0][2])
-    assert (event["model"], event["event_id"], event["prediction"]) == ("fraud", "r1", answer["fraud_probability"])
+    assert (event["model"], event["event_id"], event["prediction"]) == (
+        "fraud",
+        "r1",
+        answer["fraud_probability"],
+    )
 
 
 # --- against the embedded Tansu broker ----------------------------------------------------------
 
 
 @pytest.mark.timeout(60)
-def test_every_event_arrives_exactly_once_in_valid_envelopes(broker: EmbeddedBroker, topics: Topics):
+def test_every_event_arrives_exactly_once_in_valid_envelopes(
+    broker: EmbeddedBroker, topics: Topics
+):
     models = ["fraud", "pricing", "churn"]
     with DriftClient(broker.bootstrap, topics.input, envelope_size=50, linger=0.2) as client:
         for i in range(3000):
-            assert client.emit(models[i % 3], {"x": float(i), "c": "DE"}, prediction=0.5, event_id=f"e{i}")
+            assert client.emit(
+                models[i % 3], {"x": float(i), "c": "DE"}, prediction=0.5, event_id=f"e{i}"
+            )
     stats = client.stats()
-    assert (stats.sent, stats.pending, stats.delivery_failed, stats.dropped_queue_full) == (3000, 0, 0, 0)
+    assert (stats.sent, stats.pending, stats.delivery_failed, stats.dropped_queue_full) == (
+        3000,
+        0,
+        0,
+        0,
+    )
     messages = consume_all(broker.bootstrap, topics.input, expect_at_least=stats.messages_sent)
     assert len(messages) == stats.messages_sent
     ids, partitions = [], {}
@@ -409,19 +507,27 @@ def test_every_event_arrives_exactly_once_in_valid_envelopes(broker: EmbeddedBro
         partitions.setdefault(message.key, set()).add(message.partition)
         ids += [e.event_id for e in events]
     assert sorted(ids) == sorted(f"e{i}" for i in range(3000))  # each exactly once
-    assert all(len(p) == 1 for p in partitions.values()) and len(partitions) == 3  # one partition per model
+    assert (
+        all(len(p) == 1 for p in partitions.values()) and len(partitions) == 3
+    )  # one partition per model
 
 
 @pytest.mark.timeout(60)
-def test_a_burst_beyond_the_queue_is_dropped_and_counted_and_the_rest_delivered(broker: EmbeddedBroker, topics: Topics):
-    client = DriftClient(broker.bootstrap, topics.input, envelope_size=100, linger=0.05, max_queue=500)
+def test_a_burst_beyond_the_queue_is_dropped_and_counted_and_the_rest_delivered(
+    broker: EmbeddedBroker, topics: Topics
+):
+    client = DriftClient(
+        broker.bootstrap, topics.input, envelope_size=100, linger=0.05, max_queue=500
+    )
     slowest = 0.0
     for i in range(20_000):
         start = time.perf_counter()
         client.emit("m", {"x": float(i)}, event_id=f"e{i}")
         slowest = max(slowest, time.perf_counter() - start)
     stats = client.close(timeout=20.0)
-    assert slowest < 0.5  # never waits for the broker (each call is microseconds; generous for a busy machine)
+    assert (
+        slowest < 0.5
+    )  # never waits for the broker (each call is microseconds; generous for a busy machine)
     accepted = stats.emitted - stats.dropped_queue_full
     assert stats.dropped_queue_full > 0 and stats.sent == accepted and stats.pending == 0
     messages = consume_all(broker.bootstrap, topics.input, expect_at_least=stats.messages_sent)
@@ -430,10 +536,18 @@ def test_a_burst_beyond_the_queue_is_dropped_and_counted_and_the_rest_delivered(
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("message_timeout_ms, close_timeout", [(500, 3.0), (60_000, 1.0)])
-def test_broker_down_emit_returns_at_once_and_close_keeps_its_budget(message_timeout_ms, close_timeout):
+def test_broker_down_emit_returns_at_once_and_close_keeps_its_budget(
+    message_timeout_ms, close_timeout
+):
     port = free_port()  # nothing listens there
-    client = DriftClient(f"127.0.0.1:{port}", "t", envelope_size=20, linger=0.05, max_queue=300,
-                         config={"message.timeout.ms": message_timeout_ms})
+    client = DriftClient(
+        f"127.0.0.1:{port}",
+        "t",
+        envelope_size=20,
+        linger=0.05,
+        max_queue=300,
+        config={"message.timeout.ms": message_timeout_ms},
+    )
     slowest = 0.0
     for i in range(500):
         start = time.perf_counter()
@@ -443,6 +557,11 @@ def test_broker_down_emit_returns_at_once_and_close_keeps_its_budget(message_tim
     start = time.monotonic()
     stats = client.close(timeout=close_timeout)
     assert time.monotonic() - start < close_timeout + 0.25
-    assert stats.sent == 0 and stats.pending == 0 and stats.emitted == 500 and stats.dropped_queue_full > 0
+    assert (
+        stats.sent == 0
+        and stats.pending == 0
+        and stats.emitted == 500
+        and stats.dropped_queue_full > 0
+    )
     assert stats.delivery_failed + stats.dropped_closed == 500 - stats.dropped_queue_full
     assert accounted(stats) == 500 and stats.last_error

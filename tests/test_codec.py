@@ -9,10 +9,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.pipeline.codec import Limits, Reason, _deeper_by_tokens, decode_events, decode_labels, deeper_than
+from streams.pipeline.codec import (
+    Limits,
+    Reason,
+    _deeper_by_tokens,
+    decode_events,
+    decode_labels,
+    deeper_than,
+)
 
-LIMITS = Limits(max_message_bytes=10_000, max_events_per_message=5, max_features_per_event=3,
-                max_name_length=10, max_category_length=8)
+LIMITS = Limits(
+    max_message_bytes=10_000,
+    max_events_per_message=5,
+    max_features_per_event=3,
+    max_name_length=10,
+    max_category_length=8,
+)
 
 
 def one(value: bytes, limits: Limits = LIMITS):
@@ -21,8 +33,14 @@ def one(value: bytes, limits: Limits = LIMITS):
 
 
 def test_a_valid_event_splits_features_by_kind_and_monitors_the_prediction():
-    body = {"model": "fraud", "model_version": "3", "event_id": "e-1", "timestamp": 1763719200.25,
-            "features": {"amount": 12, "country": "DE", "age": None}, "prediction": 0.91}
+    body = {
+        "model": "fraud",
+        "model_version": "3",
+        "event_id": "e-1",
+        "timestamp": 1763719200.25,
+        "features": {"amount": 12, "country": "DE", "age": None},
+        "prediction": 0.91,
+    }
     (event,), rejected = one(json.dumps(body).encode())
     assert rejected == []
     assert event.numeric == {"amount": 12.0, "prediction": 0.91}
@@ -58,14 +76,23 @@ def test_timestamps_are_epoch_seconds_or_rfc3339(timestamp, expected):
         (b'{"model": "m", "features": [1]}', Reason.INVALID_FEATURES),
         (b'{"model": "m", "features": {"a": {}}}', Reason.INVALID_FEATURE_VALUE),
         (b'{"model": "m", "features": {"a": -1e400}}', Reason.NON_FINITE_VALUE),
-        (b'{"model": "m", "features": {"a": 1' + b"0" * 400 + b"}}", Reason.NON_FINITE_VALUE),  # an integer beyond float
+        (
+            b'{"model": "m", "features": {"a": 1' + b"0" * 400 + b"}}",
+            Reason.NON_FINITE_VALUE,
+        ),  # an integer beyond float
         (b'{"model": "m", "features": {"a": "longer than 8"}}', Reason.CATEGORY_TOO_LONG),
         (b'{"model": "m", "features": {"a": 1, "b": 2, "c": 3, "d": 4}}', Reason.TOO_MANY_FEATURES),
         (b'{"model": "m", "features": {"a name too long": 1}}', Reason.INVALID_FEATURE_NAME),
         (b'{"model": "m", "features": {}, "timestamp": "noon"}', Reason.INVALID_TIMESTAMP),
-        (b'{"model": "m", "features": {}, "timestamp": "2025-11-21T10:00:00"}', Reason.INVALID_TIMESTAMP),
+        (
+            b'{"model": "m", "features": {}, "timestamp": "2025-11-21T10:00:00"}',
+            Reason.INVALID_TIMESTAMP,
+        ),
         (b'{"model": "m", "features": {}, "prediction": [1]}', Reason.INVALID_PREDICTION),
-        (b'{"model": "m", "features": {"prediction": 1}, "prediction": 1}', Reason.INVALID_FEATURES),
+        (
+            b'{"model": "m", "features": {"prediction": 1}, "prediction": 1}',
+            Reason.INVALID_FEATURES,
+        ),
         (b'{"model": "m", "features": {}, "event_id": 5}', Reason.INVALID_EVENT_ID),
         (b"[" + b",".join([b'{"model": "m", "features": {}}'] * 6) + b"]", Reason.TOO_MANY_EVENTS),
         (b'{"model": "m", "features": {"a": "' + b"x" * 10_000 + b'"}}', Reason.OVERSIZE_MESSAGE),
@@ -95,14 +122,20 @@ def test_a_batch_failing_only_in_validation_keeps_its_valid_events():
 
 
 def test_an_integer_beyond_the_float_range_rejects_only_its_event():
-    value = b'[{"model": "a", "features": {"x": 1}}, {"model": "b", "features": {}, "prediction": 1' + b"0" * 400 + b"}]"
+    value = (
+        b'[{"model": "a", "features": {"x": 1}}, {"model": "b", "features": {}, "prediction": 1'
+        + b"0" * 400
+        + b"}]"
+    )
     events, rejections = decode_events(value, 0.0, LIMITS)
     assert [e.model for e in events] == ["a"]
     assert [(r.reason, r.index) for r in rejections] == [(Reason.NON_FINITE_VALUE, 1)]
 
 
 def test_labels_decode_and_bad_labels_are_rejected():
-    labels, rejections = decode_labels(b'[{"model": "m", "event_id": "e", "label": 0}, {"model": "m", "label": 1}]', 9.0, LIMITS)
+    labels, rejections = decode_labels(
+        b'[{"model": "m", "event_id": "e", "label": 0}, {"model": "m", "label": 1}]', 9.0, LIMITS
+    )
     assert [(l.event_id, l.label, l.timestamp) for l in labels] == [("e", 0.0, 9.0)]
     assert [(r.reason, r.index) for r in rejections] == [(Reason.INVALID_EVENT_ID, 1)]
 
@@ -132,8 +165,10 @@ def test_the_nesting_depth_check_agrees_with_the_decoded_structure(value, limit)
 
 
 def test_nesting_beyond_the_limit_or_the_decoder_is_a_too_deep_dead_letter_at_linear_cost():
-    for body in (b'{"model": "m", "features": {"x": ' + b"[" * 100 + b"]" * 100_000 + b"}}",
-                 b"[" * 100_000 + b"]" * 100_000):
+    for body in (
+        b'{"model": "m", "features": {"x": ' + b"[" * 100 + b"]" * 100_000 + b"}}",
+        b"[" * 100_000 + b"]" * 100_000,
+    ):
         events, rejections = decode_events(body, 1.0, Limits(max_message_bytes=1_000_000))
         assert events == [] and [r.reason for r in rejections] == [Reason.TOO_DEEP]
     # Deep but within the typed decoder's reach in an unknown field: the event is fine.

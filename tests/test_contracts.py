@@ -137,7 +137,9 @@ def _without(key: str) -> dict:
         pytest.param({**README_EVENT, "model": 7}, id="model-not-a-string"),
         pytest.param({**README_EVENT, "model": ""}, id="model-empty"),
         pytest.param({**README_EVENT, "model": "m" * 129}, id="model-too-long"),
-        pytest.param({**README_EVENT, "features": {"amount": {"value": 1}}}, id="feature-value-object"),
+        pytest.param(
+            {**README_EVENT, "features": {"amount": {"value": 1}}}, id="feature-value-object"
+        ),
         pytest.param({**README_EVENT, "features": {"amount": [1]}}, id="feature-value-array"),
         pytest.param({**README_EVENT, "features": {"f" * 129: 1}}, id="feature-name-too-long"),
         pytest.param({**README_EVENT, "features": [1, 2]}, id="features-not-an-object"),
@@ -147,7 +149,9 @@ def _without(key: str) -> dict:
         pytest.param({**README_EVENT, "event_id": 123}, id="event-id-number"),
         pytest.param({**README_EVENT, "timestamp": -1}, id="timestamp-negative"),
         pytest.param({**README_EVENT, "timestamp": "yesterday"}, id="timestamp-not-rfc3339"),
-        pytest.param({**README_EVENT, "timestamp": "2025-11-21T10:00:00"}, id="timestamp-without-offset"),
+        pytest.param(
+            {**README_EVENT, "timestamp": "2025-11-21T10:00:00"}, id="timestamp-without-offset"
+        ),
         pytest.param({**README_EVENT, "prediction": True}, id="prediction-boolean"),
         pytest.param({**README_EVENT, "prediction": None}, id="prediction-null"),
         pytest.param([README_EVENT], id="array-is-not-one-event"),
@@ -190,7 +194,10 @@ def test_alert_schema_rejects_contract_violations() -> None:
         {**example, "data": {**example["data"], "detector": "ks"}},
         {**example, "data": {**example["data"], "severity": "critical"}},
         {**example, "data": {**example["data"], "events_seen": 1.5}},
-        {**example, "data": {**example["data"], "evidence": {"topic": "predictions", "partition": 0}}},
+        {
+            **example,
+            "data": {**example["data"], "evidence": {"topic": "predictions", "partition": 0}},
+        },
         {**example, "data": {k: v for k, v in example["data"].items() if k != "effect_size"}},
     ]
     for alert in broken:
@@ -299,7 +306,9 @@ def _split(events: list[dict], model: str, at: int) -> tuple[list[dict], list[di
 
 
 def _column(events: list[dict], feature: str) -> np.ndarray:
-    return np.array([e["features"][feature] for e in events if e["features"][feature] is not None], float)
+    return np.array(
+        [e["features"][feature] for e in events if e["features"][feature] is not None], float
+    )
 
 
 def test_configured_features_shift_after_drift_at(drifted) -> None:
@@ -321,13 +330,18 @@ def test_configured_features_shift_after_drift_at(drifted) -> None:
             continue
         b, a = _split(events, model.name, DRIFT_AT)
         for feature in model.numeric:
-            assert abs(_column(a, feature.name).mean() - _column(b, feature.name).mean()) / feature.std < 0.15
+            assert (
+                abs(_column(a, feature.name).mean() - _column(b, feature.name).mean()) / feature.std
+                < 0.15
+            )
 
 
 def test_categorical_frequencies_change_after_drift_at(drifted) -> None:
     scenario, events, _ = drifted
     drift = scenario.drift
-    feature = next(f for f in scenario.model(drift.model).categorical if f.name == drift.categorical)
+    feature = next(
+        f for f in scenario.model(drift.model).categorical if f.name == drift.categorical
+    )
     before, after = _split(events, drift.model, DRIFT_AT)
     for window, weights in ((before, feature.weights), (after, drift.categorical_weights)):
         observed = [e["features"][feature.name] for e in window]

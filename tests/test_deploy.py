@@ -85,7 +85,9 @@ def tool(name: str) -> str:
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [str(a) for a in args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def load(path: Path) -> Any:
@@ -94,7 +96,9 @@ def load(path: Path) -> Any:
 
 def manifests() -> list[Path]:
     """Every Kubernetes manifest under deploy/kubernetes (kustomizations excluded)."""
-    files = sorted(p for p in K8S.rglob("*.y*ml") if p.name not in ("kustomization.yaml", "kustomization.yml"))
+    files = sorted(
+        p for p in K8S.rglob("*.y*ml") if p.name not in ("kustomization.yaml", "kustomization.yml")
+    )
     assert files, "no manifests found"
     return files
 
@@ -136,13 +140,26 @@ def _pinned(image: str) -> bool:
 
 def test_compose_stack() -> None:
     services = load(COMPOSE)["services"]
-    expected = {"kafka", "redis", "worker-1", "worker-2", "simulator", "prometheus", "alertmanager", "grafana"}
+    expected = {
+        "kafka",
+        "redis",
+        "worker-1",
+        "worker-2",
+        "simulator",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    }
     assert expected <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
-    assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    assert (
+        "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
+    )  # KRaft, no ZooKeeper
     for name, service in services.items():
         if "build" not in service:
-            assert _pinned(service["image"]), f"{name}: image {service['image']} is not pinned to a version"
+            assert _pinned(service["image"]), (
+                f"{name}: image {service['image']} is not pinned to a version"
+            )
     for name in ("worker-1", "worker-2"):
         worker = services[name]
         assert worker["build"] == "."
@@ -171,7 +188,7 @@ def _in_container(mounts: dict[str, Path], path: str) -> Path:
     """The repository file a container path points to, through the mounts."""
     for target, source in mounts.items():
         if path == target or path.startswith(target.rstrip("/") + "/"):
-            return source / path[len(target):].lstrip("/")
+            return source / path[len(target) :].lstrip("/")
     raise AssertionError(f"{path} is not mounted from the repository ({mounts})")
 
 
@@ -181,7 +198,9 @@ def test_compose_monitoring_stack() -> None:
     # Prometheus sends alerts to the Alertmanager service, which loads the shipped config
     config = load(PROMETHEUS)
     (alertmanagers,) = config["alerting"]["alertmanagers"]
-    assert [t for s in alertmanagers["static_configs"] for t in s["targets"]] == ["alertmanager:9093"]
+    assert [t for s in alertmanagers["static_configs"] for t in s["targets"]] == [
+        "alertmanager:9093"
+    ]
     alertmanager = services["alertmanager"]
     am_mounts = _mounts(alertmanager)
     (config_flag,) = [c for c in alertmanager["command"] if c.startswith("--config.file=")]
@@ -190,9 +209,14 @@ def test_compose_monitoring_stack() -> None:
     # Grafana: provisioning folder, the dashboards folder where the provider looks, the data source URL
     grafana = services["grafana"]
     mounts = _mounts(grafana)
-    assert _in_container(mounts, "/etc/grafana/provisioning").resolve() == (GRAFANA / "provisioning").resolve()
+    assert (
+        _in_container(mounts, "/etc/grafana/provisioning").resolve()
+        == (GRAFANA / "provisioning").resolve()
+    )
     (provider,) = load(GRAFANA_PROVIDER)["providers"]
-    assert _in_container(mounts, provider["options"]["path"]).resolve() == DASHBOARD.parent.resolve()
+    assert (
+        _in_container(mounts, provider["options"]["path"]).resolve() == DASHBOARD.parent.resolve()
+    )
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert _in_container(mounts, home).resolve() == DASHBOARD
     (datasource,) = load(GRAFANA_DATASOURCE)["datasources"]
@@ -203,11 +227,17 @@ def test_compose_monitoring_stack() -> None:
 
 
 def test_dockerfile() -> None:
-    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
-    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base) for base in bases), bases
+    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base) for base in bases), (
+        bases
+    )
     final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM "))]
-    final_stage = lines[lines.index(final):]
+    final_stage = lines[lines.index(final) :]
     users = [line.split()[1] for line in final_stage if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must not run as root"
     assert any("pip install" in line for line in lines)
@@ -233,7 +263,9 @@ def test_manifests_pass_kubernetes_validate_strict() -> None:
 
 def test_kubernetes_validate_can_fail(tmp_path: Path) -> None:
     deployment = load(BASE / "deployment.yaml")
-    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {"httpGet": {"path": "/healthz"}}
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {
+        "httpGet": {"path": "/healthz"}
+    }
     path = tmp_path / "deployment.yaml"
     path.write_text(yaml.safe_dump(deployment))
     result = run(tool("kubernetes-validate"), "--strict", path)
@@ -260,64 +292,72 @@ def _custom_resource(api_version: str, kind: str, metadata: dict, spec: dict) ->
     }
 
 
-SCALED_OBJECT_SCHEMA = _custom_resource("keda.sh/v1alpha1", "ScaledObject", {"type": "object", "required": ["name"]}, {
-    "type": "object",
-    "required": ["scaleTargetRef", "triggers"],
-    "additionalProperties": False,
-    "properties": {
-        "scaleTargetRef": {
-            "type": "object",
-            "required": ["name"],
-            "additionalProperties": False,
-            "properties": {k: {"type": "string"} for k in ("apiVersion", "kind", "name", "envSourceContainerName")},
-        },
-        "pollingInterval": _INT,
-        "cooldownPeriod": _INT,
-        "initialCooldownPeriod": _INT,
-        "idleReplicaCount": _INT,
-        "minReplicaCount": _INT,
-        "maxReplicaCount": _INT,
-        "advanced": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "restoreToOriginalReplicaCount": {"type": "boolean"},
-                "horizontalPodAutoscalerConfig": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"name": {"type": "string"}, "behavior": {"type": "object"}},
-                },
-                "scalingModifiers": {"type": "object"},
-            },
-        },
-        "fallback": {
-            "type": "object",
-            "required": ["failureThreshold", "replicas"],
-            "properties": {"failureThreshold": _INT, "replicas": _INT},
-        },
-        "triggers": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
+SCALED_OBJECT_SCHEMA = _custom_resource(
+    "keda.sh/v1alpha1",
+    "ScaledObject",
+    {"type": "object", "required": ["name"]},
+    {
+        "type": "object",
+        "required": ["scaleTargetRef", "triggers"],
+        "additionalProperties": False,
+        "properties": {
+            "scaleTargetRef": {
                 "type": "object",
-                "required": ["type", "metadata"],
+                "required": ["name"],
                 "additionalProperties": False,
                 "properties": {
-                    "type": {"type": "string"},
-                    "name": {"type": "string"},
-                    "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                    "useCachedMetrics": {"type": "boolean"},
-                    "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "authenticationRef": {
+                    k: {"type": "string"}
+                    for k in ("apiVersion", "kind", "name", "envSourceContainerName")
+                },
+            },
+            "pollingInterval": _INT,
+            "cooldownPeriod": _INT,
+            "initialCooldownPeriod": _INT,
+            "idleReplicaCount": _INT,
+            "minReplicaCount": _INT,
+            "maxReplicaCount": _INT,
+            "advanced": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "restoreToOriginalReplicaCount": {"type": "boolean"},
+                    "horizontalPodAutoscalerConfig": {
                         "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": {"type": "string"}, "kind": {"type": "string"}},
+                        "additionalProperties": False,
+                        "properties": {"name": {"type": "string"}, "behavior": {"type": "object"}},
+                    },
+                    "scalingModifiers": {"type": "object"},
+                },
+            },
+            "fallback": {
+                "type": "object",
+                "required": ["failureThreshold", "replicas"],
+                "properties": {"failureThreshold": _INT, "replicas": _INT},
+            },
+            "triggers": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["type", "metadata"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "type": {"type": "string"},
+                        "name": {"type": "string"},
+                        "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                        "useCachedMetrics": {"type": "boolean"},
+                        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "authenticationRef": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {"name": {"type": "string"}, "kind": {"type": "string"}},
+                        },
                     },
                 },
             },
         },
     },
-})
+)
 
 
 def test_custom_resources_have_their_schema_checks() -> None:
@@ -333,7 +373,10 @@ def test_keda_scaled_object() -> None:
     scaled = found[("ScaledObject", "streamdrift")]
     jsonschema.validate(scaled, SCALED_OBJECT_SCHEMA)
     spec = scaled["spec"]
-    assert (spec["scaleTargetRef"].get("kind", "Deployment"), spec["scaleTargetRef"]["name"]) in found
+    assert (
+        spec["scaleTargetRef"].get("kind", "Deployment"),
+        spec["scaleTargetRef"]["name"],
+    ) in found
     assert spec["maxReplicaCount"] == INPUT_PARTITIONS
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     (trigger,) = spec["triggers"]
@@ -343,7 +386,10 @@ def test_keda_scaled_object() -> None:
     assert trigger["metadata"]["topic"] == config["STREAMDRIFT_INPUT_TOPIC"] == "predictions"
     assert int(trigger["metadata"]["lagThreshold"]) > 0
     # and the check can fail
-    broken = {**scaled, "spec": {**spec, "triggers": [{**trigger, "metadata": {"lagThreshold": 10}}]}}
+    broken = {
+        **scaled,
+        "spec": {**spec, "triggers": [{**trigger, "metadata": {"lagThreshold": 10}}]},
+    }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, SCALED_OBJECT_SCHEMA)
 
@@ -364,12 +410,16 @@ def test_deployment_wiring() -> None:
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert pod["spec"]["securityContext"]["runAsUser"] != 0
     security = container["securityContext"]
-    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert (
+        security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    )
     assert security["capabilities"]["drop"] == ["ALL"]
     sources = [next(iter(source.items())) for source in container["envFrom"]]
     assert ("configMapRef", {"name": "streamdrift-config"}) in sources
     assert ("secretRef", {"name": "streamdrift-credentials"}) in sources
-    assert "STREAMDRIFT_REDIS_URL" not in found[("ConfigMap", "streamdrift-config")]["data"], "credentials go in the Secret"
+    assert "STREAMDRIFT_REDIS_URL" not in found[("ConfigMap", "streamdrift-config")]["data"], (
+        "credentials go in the Secret"
+    )
     # the writable paths are volumes (the root file system is read-only)
     mounted = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tmp", "/var/lib/streamdrift"} <= mounted
@@ -407,14 +457,20 @@ def test_kustomizations_resolve() -> None:
     assert "streamdrift-credentials" in secrets
     images = {i["name"] for i in overlay.get("images", [])}
     deployment = found[("Deployment", "streamdrift")]
-    assert {c["image"].split(":")[0] for c in deployment["spec"]["template"]["spec"]["containers"]} <= images
+    assert {
+        c["image"].split(":")[0] for c in deployment["spec"]["template"]["spec"]["containers"]
+    } <= images
 
     kubectl = shutil.which("kubectl")
     if kubectl:  # render and validate the whole overlay as it would be applied
         rendered = run(kubectl, "kustomize", OVERLAY)
         assert rendered.returncode == 0, rendered.stderr
         validated = subprocess.run(
-            [tool("kubernetes-validate"), "--strict", "-"], input=rendered.stdout, capture_output=True, text=True, check=False
+            [tool("kubernetes-validate"), "--strict", "-"],
+            input=rendered.stdout,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert validated.returncode == 0, validated.stdout + validated.stderr
 
@@ -426,9 +482,19 @@ def test_yamllint_strict() -> None:
     listed = run(tool("yamllint"), "--list-files", "-c", YAMLLINT_CONFIG, ".")
     assert listed.returncode == 0, listed.stderr
     files = {(ROOT / line).resolve() for line in listed.stdout.split()}
-    shipped = {COMPOSE, PROMETHEUS, RULES, RULE_TESTS, ALERTMANAGER, GRAFANA_DATASOURCE, GRAFANA_PROVIDER,
-               BASE / "deployment.yaml", BASE / "servicemonitor.yaml", BASE / "prometheusrule.yaml",
-               OVERLAY / "kustomization.yaml"}
+    shipped = {
+        COMPOSE,
+        PROMETHEUS,
+        RULES,
+        RULE_TESTS,
+        ALERTMANAGER,
+        GRAFANA_DATASOURCE,
+        GRAFANA_PROVIDER,
+        BASE / "deployment.yaml",
+        BASE / "servicemonitor.yaml",
+        BASE / "prometheusrule.yaml",
+        OVERLAY / "kustomization.yaml",
+    }
     assert shipped <= files, shipped - files
     result = run(tool("yamllint"), "--strict", "-f", "parsable", "-c", YAMLLINT_CONFIG, ".")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -461,8 +527,11 @@ _LABEL_SELECTOR = {
             "items": {
                 "type": "object",
                 "required": ["key", "operator"],
-                "properties": {"key": {"type": "string"}, "operator": {"type": "string"},
-                               "values": {"type": "array", "items": {"type": "string"}}},
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"type": "string"},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
             },
         },
     },
@@ -502,42 +571,47 @@ SERVICE_MONITOR_ENDPOINT = {
     },
 }
 _INT = {"type": "integer", "minimum": 0}
-SERVICE_MONITOR_SCHEMA = _custom_resource("monitoring.coreos.com/v1", "ServiceMonitor", _METADATA, {
-    "type": "object",
-    "required": ["selector", "endpoints"],
-    "additionalProperties": False,
-    "properties": {
-        "jobLabel": {"type": "string"},
-        "targetLabels": {"type": "array", "items": {"type": "string"}},
-        "podTargetLabels": {"type": "array", "items": {"type": "string"}},
-        "endpoints": {"type": "array", "minItems": 1, "items": SERVICE_MONITOR_ENDPOINT},
-        "selector": _LABEL_SELECTOR,
-        "selectorMechanism": {"enum": ["RelabelConfig", "RoleSelector"]},
-        "namespaceSelector": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "any": {"type": "boolean"},
-                "matchNames": {"type": "array", "items": {"type": "string"}},
+SERVICE_MONITOR_SCHEMA = _custom_resource(
+    "monitoring.coreos.com/v1",
+    "ServiceMonitor",
+    _METADATA,
+    {
+        "type": "object",
+        "required": ["selector", "endpoints"],
+        "additionalProperties": False,
+        "properties": {
+            "jobLabel": {"type": "string"},
+            "targetLabels": {"type": "array", "items": {"type": "string"}},
+            "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+            "endpoints": {"type": "array", "minItems": 1, "items": SERVICE_MONITOR_ENDPOINT},
+            "selector": _LABEL_SELECTOR,
+            "selectorMechanism": {"enum": ["RelabelConfig", "RoleSelector"]},
+            "namespaceSelector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "any": {"type": "boolean"},
+                    "matchNames": {"type": "array", "items": {"type": "string"}},
+                },
             },
+            "attachMetadata": _OBJECT,
+            "scrapeClass": {"type": "string"},
+            "scrapeProtocols": {"type": "array", "items": {"type": "string"}},
+            "fallbackScrapeProtocol": {"type": "string"},
+            "scrapeClassicHistograms": {"type": "boolean"},
+            "convertClassicHistogramsToNHCB": {"type": "boolean"},
+            "nativeHistogramBucketLimit": _INT,
+            "nativeHistogramMinBucketFactor": {"type": ["string", "integer"]},
+            "bodySizeLimit": {"type": "string"},
+            "sampleLimit": _INT,
+            "targetLimit": _INT,
+            "labelLimit": _INT,
+            "labelNameLengthLimit": _INT,
+            "labelValueLengthLimit": _INT,
+            "keepDroppedTargets": _INT,
         },
-        "attachMetadata": _OBJECT,
-        "scrapeClass": {"type": "string"},
-        "scrapeProtocols": {"type": "array", "items": {"type": "string"}},
-        "fallbackScrapeProtocol": {"type": "string"},
-        "scrapeClassicHistograms": {"type": "boolean"},
-        "convertClassicHistogramsToNHCB": {"type": "boolean"},
-        "nativeHistogramBucketLimit": _INT,
-        "nativeHistogramMinBucketFactor": {"type": ["string", "integer"]},
-        "bodySizeLimit": {"type": "string"},
-        "sampleLimit": _INT,
-        "targetLimit": _INT,
-        "labelLimit": _INT,
-        "labelNameLengthLimit": _INT,
-        "labelValueLengthLimit": _INT,
-        "keepDroppedTargets": _INT,
     },
-})
+)
 _RULE = {
     "type": "object",
     "required": ["expr"],
@@ -553,29 +627,36 @@ _RULE = {
         "annotations": _STRING_MAP,
     },
 }
-PROMETHEUS_RULE_SCHEMA = _custom_resource("monitoring.coreos.com/v1", "PrometheusRule", _METADATA, {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "groups": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "additionalProperties": False,
-                "properties": {
-                    "name": {"type": "string", "minLength": 1},
-                    "interval": _DURATION,
-                    "query_offset": _DURATION,
-                    "limit": {"type": "integer"},
-                    "labels": _STRING_MAP,
-                    "partial_response_strategy": {"enum": ["", "abort", "warn", "ABORT", "WARN"]},
-                    "rules": {"type": "array", "items": _RULE},
+PROMETHEUS_RULE_SCHEMA = _custom_resource(
+    "monitoring.coreos.com/v1",
+    "PrometheusRule",
+    _METADATA,
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "interval": _DURATION,
+                        "query_offset": _DURATION,
+                        "limit": {"type": "integer"},
+                        "labels": _STRING_MAP,
+                        "partial_response_strategy": {
+                            "enum": ["", "abort", "warn", "ABORT", "WARN"]
+                        },
+                        "rules": {"type": "array", "items": _RULE},
+                    },
                 },
             },
         },
     },
-})
+)
 CRD_SCHEMAS = {
     "ScaledObject": SCALED_OBJECT_SCHEMA,
     "ServiceMonitor": SERVICE_MONITOR_SCHEMA,
@@ -597,7 +678,9 @@ def test_service_monitor_scrapes_the_metrics_service_as_job_streamdrift() -> Non
     assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
     seconds = {k: int(endpoint[k].rstrip("s")) for k in ("interval", "scrapeTimeout")}
-    assert seconds["scrapeTimeout"] <= seconds["interval"], "Prometheus rejects a timeout above the interval"
+    assert seconds["scrapeTimeout"] <= seconds["interval"], (
+        "Prometheus rejects a timeout above the interval"
+    )
     # and the check can fail
     broken = copy.deepcopy(monitor)
     broken["spec"]["endpoints"][0]["intervall"] = "15s"
@@ -608,7 +691,9 @@ def test_service_monitor_scrapes_the_metrics_service_as_job_streamdrift() -> Non
 def test_prometheus_rule_wraps_exactly_the_rule_file() -> None:
     rule = objects()[("PrometheusRule", "streamdrift")]
     jsonschema.validate(rule, PROMETHEUS_RULE_SCHEMA)
-    assert rule["spec"]["groups"] == load(RULES)["groups"], "out of date: run python deploy/sync-prometheusrule.py"
+    assert rule["spec"]["groups"] == load(RULES)["groups"], (
+        "out of date: run python deploy/sync-prometheusrule.py"
+    )
     result = run(sys.executable, SYNC_PROMETHEUS_RULE, "--check")
     assert result.returncode == 0, result.stdout + result.stderr
     # and the check can fail
@@ -624,12 +709,16 @@ def test_prometheus_rule_wraps_exactly_the_rule_file() -> None:
 def _rules() -> tuple[dict[str, dict], dict[str, dict]]:
     """(alerting rules by alert name, recording rules by record name) of the shipped rule file."""
     rules = [rule for group in load(RULES)["groups"] for rule in group["rules"]]
-    return {r["alert"]: r for r in rules if "alert" in r}, {r["record"]: r for r in rules if "record" in r}
+    return {r["alert"]: r for r in rules if "alert" in r}, {
+        r["record"]: r for r in rules if "record" in r
+    }
 
 
 def test_prometheus_config_scrapes_the_compose_workers() -> None:
     config = load(PROMETHEUS)
-    assert RULES in {p.resolve() for pattern in config["rule_files"] for p in PROMETHEUS.parent.glob(pattern)}
+    assert RULES in {
+        p.resolve() for pattern in config["rule_files"] for p in PROMETHEUS.parent.glob(pattern)
+    }
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == JOB]
     targets = {t for static in job["static_configs"] for t in static["targets"]}
     workers = {name for name in load(COMPOSE)["services"] if name.startswith("worker-")}
@@ -650,7 +739,11 @@ def test_prometheus_rules() -> None:
         level, metric, operations = record.split(":")
         assert level.split("_")[0] == "job" and "job" in rule["expr"], record
         assert metric in rule["expr"] and operations, record
-    used = {name for rule in alerts.values() for name in re.findall(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", rule["expr"])}
+    used = {
+        name
+        for rule in alerts.values()
+        for name in re.findall(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", rule["expr"])
+    }
     assert used <= set(records), used - set(records)
     result = run(tool("promtool"), "check", "rules", RULES)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -666,8 +759,12 @@ def test_prometheus_rule_unit_tests() -> None:
     alert_tests = [t for case in tests["tests"] for t in case.get("alert_rule_test", [])]
     for name in alerts:
         expectations = [bool(t["exp_alerts"]) for t in alert_tests if t["alertname"] == name]
-        assert True in expectations and False in expectations, f"{name}: test it firing and not firing"
-    assert {t["expr"] for case in tests["tests"] for t in case.get("promql_expr_test", [])} >= set(records)
+        assert True in expectations and False in expectations, (
+            f"{name}: test it firing and not firing"
+        )
+    assert {t["expr"] for case in tests["tests"] for t in case.get("promql_expr_test", [])} >= set(
+        records
+    )
     result = run(tool("promtool"), "test", "rules", RULE_TESTS)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -677,7 +774,10 @@ def test_prometheus_rule_unit_tests() -> None:
     [
         # without its new-series operand the drift rule misses the first alert of every series
         ("StreamdriftDriftDetected", "increase(streamdrift_alerts_total[5m]) > 0"),
-        ("StreamdriftConsumerLagHigh", "job_topic:streamdrift_consumer_lag_messages:sum > 10000000"),
+        (
+            "StreamdriftConsumerLagHigh",
+            "job_topic:streamdrift_consumer_lag_messages:sum > 10000000",
+        ),
     ],
 )
 def test_prometheus_rule_unit_tests_can_fail(tmp_path: Path, alert: str, expr: str) -> None:
@@ -691,18 +791,31 @@ def test_prometheus_rule_unit_tests_can_fail(tmp_path: Path, alert: str, expr: s
     (tmp_path / "rules" / RULES.name).write_text(yaml.safe_dump(document))
     (tmp_path / "tests" / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
     result = run(tool("promtool"), "test", "rules", tmp_path / "tests" / RULE_TESTS.name)
-    assert result.returncode != 0 and f"alertname: {alert}" in result.stdout + result.stderr, result.stdout
+    assert result.returncode != 0 and f"alertname: {alert}" in result.stdout + result.stderr, (
+        result.stdout
+    )
 
 
 def _populated_metrics() -> str:
     """The worker's /metrics text with one child per metric (label values as the worker sets them)."""
     metrics = Metrics()
-    values = {"topic": "predictions", "partition": "0", "reason": "malformed_json", "model": "fraud",
-              "feature": "amount", "detector": "adwin", "result": "ok"}
+    values = {
+        "topic": "predictions",
+        "partition": "0",
+        "reason": "malformed_json",
+        "model": "fraud",
+        "feature": "amount",
+        "detector": "adwin",
+        "result": "ok",
+    }
     for metric in vars(metrics).values():
         if not isinstance(metric, Counter | Gauge | Histogram):
             continue
-        child = metric.labels(**{n: values.get(n, "x") for n in metric._labelnames}) if metric._labelnames else metric
+        child = (
+            metric.labels(**{n: values.get(n, "x") for n in metric._labelnames})
+            if metric._labelnames
+            else metric
+        )
         if isinstance(metric, Counter):
             child.inc()
         elif isinstance(metric, Gauge):
@@ -717,11 +830,17 @@ def test_worker_metrics_pass_promtool_check_metrics() -> None:
     live worker's /metrics and checks its label values are bounded)."""
     text = _populated_metrics()
     promtool = tool("promtool")
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # and the check can fail
-    bad = "# HELP sd_lag_milliseconds x\n# TYPE sd_lag_milliseconds counter\nsd_lag_milliseconds 1\n"
-    result = subprocess.run([promtool, "check", "metrics"], input=bad, capture_output=True, text=True, check=False)
+    bad = (
+        "# HELP sd_lag_milliseconds x\n# TYPE sd_lag_milliseconds counter\nsd_lag_milliseconds 1\n"
+    )
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=bad, capture_output=True, text=True, check=False
+    )
     assert result.returncode != 0 and "base unit" in result.stdout + result.stderr
 
 
@@ -735,14 +854,24 @@ def _exposed_names() -> set[str]:
 
 
 def _metric_names(expr: str) -> set[str]:
-    return set(re.findall(r"\bstreamdrift_[a-z_]+\b", re.sub(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", "", expr)))
+    return set(
+        re.findall(r"\bstreamdrift_[a-z_]+\b", re.sub(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", "", expr))
+    )
 
 
 def test_rules_and_dashboard_use_only_metrics_the_worker_exposes() -> None:
     exposed = _exposed_names()
     alerts, records = _rules()
-    used = {name for rule in [*alerts.values(), *records.values()] for name in _metric_names(rule["expr"])}
-    used |= {name for _, expr in _dashboard_exprs(json.loads(DASHBOARD.read_text())) for name in _metric_names(expr)}
+    used = {
+        name
+        for rule in [*alerts.values(), *records.values()]
+        for name in _metric_names(rule["expr"])
+    }
+    used |= {
+        name
+        for _, expr in _dashboard_exprs(json.loads(DASHBOARD.read_text()))
+        for name in _metric_names(expr)
+    }
     assert used, "no metric names found"
     assert used <= exposed, f"not exposed by the worker: {sorted(used - exposed)}"
 
@@ -757,11 +886,27 @@ def test_alertmanager_config_and_routes() -> None:
     # every shipped alert, with its rule's labels, reaches the intended receiver
     alerts, _ = _rules()
     for name, rule in alerts.items():
-        labels = {"alertname": name, **rule["labels"], "job": JOB, "model": "fraud", "feature": "amount"}
-        expected = "ml-team" if name == "StreamdriftDriftDetected" else (
-            "ops-pager" if rule["labels"]["severity"] == "critical" else "ops")
-        result = run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}",
-                     f"--verify.receivers={expected}", *(f"{k}={v}" for k, v in labels.items()))
+        labels = {
+            "alertname": name,
+            **rule["labels"],
+            "job": JOB,
+            "model": "fraud",
+            "feature": "amount",
+        }
+        expected = (
+            "ml-team"
+            if name == "StreamdriftDriftDetected"
+            else ("ops-pager" if rule["labels"]["severity"] == "critical" else "ops")
+        )
+        result = run(
+            amtool,
+            "config",
+            "routes",
+            "test",
+            f"--config.file={ALERTMANAGER}",
+            f"--verify.receivers={expected}",
+            *(f"{k}={v}" for k, v in labels.items()),
+        )
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
 
 
@@ -840,7 +985,10 @@ DASHBOARD_PROVIDERS_SCHEMA = {
                         "type": "object",
                         "required": ["path"],
                         "additionalProperties": False,
-                        "properties": {"path": {"type": "string"}, "foldersFromFilesStructure": {"type": "boolean"}},
+                        "properties": {
+                            "path": {"type": "string"},
+                            "foldersFromFilesStructure": {"type": "boolean"},
+                        },
                     },
                 },
             },
@@ -853,7 +1001,9 @@ GRAFANA_BUILTINS = ("__rate_interval", "__interval", "__range")
 def _dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     """(panel title, expr) of every query target, rows' nested panels included."""
     found = []
-    for panel in dashboard["panels"] + [p for row in dashboard["panels"] for p in row.get("panels", [])]:
+    for panel in dashboard["panels"] + [
+        p for row in dashboard["panels"] for p in row.get("panels", [])
+    ]:
         found += [(panel["title"], target["expr"]) for target in panel.get("targets", [])]
     return found
 
@@ -867,7 +1017,10 @@ def test_grafana_provisioning() -> None:
     # the dashboard's data source variable defaults to the provisioned one
     dashboard = json.loads(DASHBOARD.read_text())
     (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
-    assert variable["query"] == datasource["type"] and variable["current"]["value"] == datasource["uid"]
+    assert (
+        variable["query"] == datasource["type"]
+        and variable["current"]["value"] == datasource["uid"]
+    )
     # $__rate_interval assumes the scrape interval: keep them equal
     (job,) = [job for job in load(PROMETHEUS)["scrape_configs"] if job["job_name"] == JOB]
     assert datasource["jsonData"]["timeInterval"] == job["scrape_interval"]
@@ -881,7 +1034,9 @@ def test_grafana_provisioning() -> None:
 def test_grafana_dashboard_layout_and_coverage() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] == "streamdrift" and isinstance(dashboard["schemaVersion"], int)
-    assert "id" not in dashboard or dashboard["id"] is None, "provisioned dashboards carry no database id"
+    assert "id" not in dashboard or dashboard["id"] is None, (
+        "provisioned dashboards carry no database id"
+    )
     panels = dashboard["panels"] + [p for row in dashboard["panels"] for p in row.get("panels", [])]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
@@ -900,7 +1055,9 @@ def test_grafana_dashboard_layout_and_coverage() -> None:
         ref_ids = [t["refId"] for t in panel["targets"]]
         assert len(ref_ids) == len(set(ref_ids)), panel["title"]
         for target in panel["targets"]:
-            assert target["datasource"] == panel["datasource"] and target["expr"].strip(), panel["title"]
+            assert target["datasource"] == panel["datasource"] and target["expr"].strip(), panel[
+                "title"
+            ]
     # variables: every one used is defined (or a Grafana built-in)
     defined = {v["name"] for v in dashboard["templating"]["list"]} | set(GRAFANA_BUILTINS)
     texts = [expr for _, expr in _dashboard_exprs(dashboard)] + [
@@ -910,15 +1067,31 @@ def test_grafana_dashboard_layout_and_coverage() -> None:
     assert used <= defined, used - defined
     # what the issue asks the dashboard to show
     exprs = " ".join(expr for _, expr in _dashboard_exprs(dashboard))
-    for shown in ("streamdrift_events_total", "consumer_lag_messages", "drift_score", "streamdrift_alerts_total",
-                  "ALERTS", "streamdrift_dead_letters_total", "checkpoint_age_seconds"):
+    for shown in (
+        "streamdrift_events_total",
+        "consumer_lag_messages",
+        "drift_score",
+        "streamdrift_alerts_total",
+        "ALERTS",
+        "streamdrift_dead_letters_total",
+        "checkpoint_age_seconds",
+    ):
         assert shown in exprs, f"the dashboard shows no {shown}"
 
 
 def _dashboard_rules(dashboard: dict[str, Any]) -> dict[str, Any]:
     """Every dashboard query (variables filled in) as a recording rule, for promtool's PromQL parser."""
-    values = {"datasource": "prometheus", "__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
-    values |= {v["name"]: v.get("allValue") or ".*" for v in dashboard["templating"]["list"] if v["type"] == "query"}
+    values = {
+        "datasource": "prometheus",
+        "__rate_interval": "1m",
+        "__interval": "15s",
+        "__range": "1h",
+    }
+    values |= {
+        v["name"]: v.get("allValue") or ".*"
+        for v in dashboard["templating"]["list"]
+        if v["type"] == "query"
+    }
     rules = []
     for index, (_, expr) in enumerate(_dashboard_exprs(dashboard)):
         filled = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values[m.group(1) or m.group(2)], expr)

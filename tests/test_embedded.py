@@ -135,7 +135,9 @@ def test_redis_answers(redis_server: EmbeddedRedis, redis_client: redis.Redis) -
     assert redis_client.config_get("appendonly") == {"appendonly": "yes"}
 
 
-def test_redis_with_a_password_puts_it_in_its_url_and_refuses_anonymous_clients(tmp_path: Path) -> None:
+def test_redis_with_a_password_puts_it_in_its_url_and_refuses_anonymous_clients(
+    tmp_path: Path,
+) -> None:
     with EmbeddedRedis(workdir=tmp_path, password="p@ss word") as server:
         assert server.url == f"redis://:p%40ss%20word@127.0.0.1:{server.port}/0"
         assert redis.Redis.from_url(server.url).ping()

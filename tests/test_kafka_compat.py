@@ -31,22 +31,35 @@ def test_the_tested_ranges_are_the_pins_of_pyproject() -> None:
 @pytest.mark.parametrize(
     ("installed", "expected"),
     [
-        ({"faust-streaming": "0.16.0"}, "faust-streaming 0.16.0 is installed; streamdrift is tested with >=0.15.3,<0.16"),
-        ({"aiokafka": "0.12.0"}, "aiokafka 0.12.0 is installed; streamdrift is tested with >=0.13,<0.15"),
+        (
+            {"faust-streaming": "0.16.0"},
+            "faust-streaming 0.16.0 is installed; streamdrift is tested with >=0.15.3,<0.16",
+        ),
+        (
+            {"aiokafka": "0.12.0"},
+            "aiokafka 0.12.0 is installed; streamdrift is tested with >=0.13,<0.15",
+        ),
         ({"river": None}, "river is not installed"),
     ],
 )
-def test_a_version_outside_the_tested_range_is_named(installed: dict[str, str | None], expected: str) -> None:
+def test_a_version_outside_the_tested_range_is_named(
+    installed: dict[str, str | None], expected: str
+) -> None:
     versions = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "river": "0.26.1", **installed}
     (problem,) = compat.untested_versions(versions)
     assert problem.startswith(expected)
 
 
-def test_a_missing_internal_stops_the_check_whatever_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_internal_stops_the_check_whatever_the_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     gone = Internal("faust-streaming", "Consumer._commit", lambda: False)
     monkeypatch.setattr(compat, "INTERNALS", (gone, *INTERNALS[1:]))
     assert compat.missing_internals(compat.INTERNALS) == ["faust-streaming: Consumer._commit"]
-    with pytest.raises(IncompatibleLibrary, match=r"lack what the worker relies on \(faust-streaming: Consumer._commit\)"):
+    with pytest.raises(
+        IncompatibleLibrary,
+        match=r"lack what the worker relies on \(faust-streaming: Consumer._commit\)",
+    ):
         compat.check(allow_untested=True)
 
 
@@ -54,10 +67,14 @@ def test_an_internal_whose_probe_raises_counts_as_missing() -> None:
     def probe() -> bool:
         raise ImportError("no module named faust.transport.drivers.aiokafka")
 
-    assert compat.missing_internals((Internal("faust-streaming", "X", probe),)) == ["faust-streaming: X"]
+    assert compat.missing_internals((Internal("faust-streaming", "X", probe),)) == [
+        "faust-streaming: X"
+    ]
 
 
-def test_an_untested_version_is_a_warning_when_allowed(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_untested_version_is_a_warning_when_allowed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(compat, "_installed", lambda name: "0.99.0")
     with pytest.raises(IncompatibleLibrary, match="STREAMDRIFT_ALLOW_UNTESTED_LIBRARIES=1"):
         compat.check(allow_untested=False)
@@ -76,8 +93,21 @@ def test_the_worker_command_stops_with_one_line_on_an_untested_library(tmp_path:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMDRIFT_")}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")])
     result = subprocess.run(
-        [sys.executable, "-m", "streams", "worker", "--bootstrap", "127.0.0.1:9", "--redis-url", "redis://127.0.0.1:9/0"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "worker",
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--redis-url",
+            "redis://127.0.0.1:9/0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 1, result.stderr
     assert "aiokafka 0.99.0 is installed; streamdrift is tested with >=0.13,<0.15" in result.stderr

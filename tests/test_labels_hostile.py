@@ -31,14 +31,22 @@ PENDING = "\x00pending_labels"
 JOINED = "\x00joined_labels:"
 
 
-def label_records(labels: list[tuple[str, Any]], first_offset: int = 0, model: str = MODEL) -> list[Record]:
+def label_records(
+    labels: list[tuple[str, Any]], first_offset: int = 0, model: str = MODEL
+) -> list[Record]:
     return [
-        Record(first_offset + i, 1000.0 + first_offset + i, json.dumps({"model": model, "event_id": eid, "label": value}).encode())
+        Record(
+            first_offset + i,
+            1000.0 + first_offset + i,
+            json.dumps({"model": model, "event_id": eid, "label": value}).encode(),
+        )
         for i, (eid, value) in enumerate(labels)
     ]
 
 
-def stored(event_ids: list[str], prediction: float = 0.9, model: str = MODEL) -> dict[tuple[str, str], bytes]:
+def stored(
+    event_ids: list[str], prediction: float = 0.9, model: str = MODEL
+) -> dict[tuple[str, str], bytes]:
     """Predictions as the prediction processor packs them for the join store."""
     return {(model, eid): msgspec.msgpack.encode((prediction, None, 990.0)) for eid in event_ids}
 
@@ -52,13 +60,17 @@ def labels_processor(**options: Any) -> LabelProcessor:
     return LabelProcessor({}, Limits(), TTL, **options)
 
 
-def step(proc: LabelProcessor, state: PartitionState, raw: list[Record], predictions: dict, now: float) -> Outcome:
+def step(
+    proc: LabelProcessor, state: PartitionState, raw: list[Record], predictions: dict, now: float
+) -> Outcome:
     """What the runtime does: decode, then apply the pending labels plus the new ones, with the
     predictions of the keys due for a look-up only."""
     labels, out = proc.decode(state, raw, now)
     waiting = state.pending + labels
     asked = set(proc.lookups(state, waiting, now))
-    return proc.apply(state, waiting, {k: v for k, v in predictions.items() if k in asked}, now, out)
+    return proc.apply(
+        state, waiting, {k: v for k, v in predictions.items() if k in asked}, now, out
+    )
 
 
 def reasons(out: Outcome) -> list[tuple[Reason, int]]:
@@ -91,7 +103,10 @@ def test_a_record_whose_decoding_raises_is_dead_lettered_and_the_others_go_on(mo
     raw = label_records([("e0", 1), ("boom", 1), ("e2", 0)])
     out = step(proc, state, raw, stored(["e0", "e2"]), now=0.0)
     assert reasons(out) == [(Reason.INTERNAL_ERROR, 1)]
-    assert out.dead_letters[0].payload == raw[1].value and "RecursionError" in out.dead_letters[0].detail
+    assert (
+        out.dead_letters[0].payload == raw[1].value
+        and "RecursionError" in out.dead_letters[0].detail
+    )
     assert out.events == 2 and error_count(state) == 2
     assert state.next_offset == 3  # consumed: a replay does not meet it again
 
@@ -99,7 +114,9 @@ def test_a_record_whose_decoding_raises_is_dead_lettered_and_the_others_go_on(mo
 def test_a_label_message_nested_1000_levels_deep_is_dead_lettered_once():
     proc, state = labels_processor(), new_state()
     deep = Record(1, 1001.0, b"[" * 1000 + b"]" * 1000)
-    nested = Record(2, 1002.0, b'{"model": "m", "event_id": "e9", "label": ' + b"[" * 1000 + b"]" * 1000 + b"}")
+    nested = Record(
+        2, 1002.0, b'{"model": "m", "event_id": "e9", "label": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    )
     out = step(proc, state, [*label_records([("e0", 1)]), deep, nested], stored(["e0"]), now=0.0)
     assert [offset for _, offset in reasons(out)] == [1, 2]
     assert out.events == 1 and state.pending == []
@@ -118,8 +135,18 @@ def test_a_label_that_fails_is_dead_lettered_alone_and_counted_nowhere(monkeypat
     predictions = stored(["e0", "e1", "e3"])
     predictions[(MODEL, "e2")] = b"\xc1 not msgpack"  # a malformed stored prediction
     predictions[(MODEL, "e4")] = msgspec.msgpack.encode(("x", 5, "then"))  # wrong types
-    out = step(proc, state, label_records([("e0", 1), ("e1", 7), ("e2", 1), ("e3", 0), ("e4", 1)]), predictions, now=0.0)
-    assert reasons(out) == [(Reason.INTERNAL_ERROR, 1), (Reason.INTERNAL_ERROR, 2), (Reason.INTERNAL_ERROR, 4)]
+    out = step(
+        proc,
+        state,
+        label_records([("e0", 1), ("e1", 7), ("e2", 1), ("e3", 0), ("e4", 1)]),
+        predictions,
+        now=0.0,
+    )
+    assert reasons(out) == [
+        (Reason.INTERNAL_ERROR, 1),
+        (Reason.INTERNAL_ERROR, 2),
+        (Reason.INTERNAL_ERROR, 4),
+    ]
     assert out.events == 2 and error_count(state) == 2 and state.pending == []
     assert len(out.join_lags) == 2  # e1 failed after the look-up: neither joined nor counted
 
@@ -145,7 +172,10 @@ def test_labels_of_models_not_allowed_or_not_stored_for_joining_are_refused_at_o
 
 def test_an_array_message_refuses_only_its_labels_of_models_not_allowed():
     proc, state = labels_processor(allowed_models={"m"}), new_state()
-    body = [{"model": "m", "event_id": "a", "label": 1}, {"model": "x", "event_id": "b", "label": 1}]
+    body = [
+        {"model": "m", "event_id": "a", "label": 1},
+        {"model": "x", "event_id": "b", "label": 1},
+    ]
     labels, out = proc.decode(state, [Record(0, 1000.0, json.dumps(body).encode())], now=0.0)
     assert [label.event_id for label in labels] == ["a"]
     assert [(d.reason, d.index) for d in out.dead_letters] == [(Reason.MODEL_NOT_ALLOWED, 1)]
@@ -155,7 +185,10 @@ def test_an_array_message_refuses_only_its_labels_of_models_not_allowed():
 
 
 def test_pending_labels_are_bounded_per_model_and_in_distinct_models():
-    proc, state = labels_processor(max_pending=100, max_pending_per_model=2, max_models=2), new_state()
+    proc, state = (
+        labels_processor(max_pending=100, max_pending_per_model=2, max_models=2),
+        new_state(),
+    )
     raw = [
         *label_records([("a0", 1), ("a1", 1), ("a2", 1)], 0, model="a"),
         *label_records([("b0", 1)], 3, model="b"),
@@ -166,7 +199,13 @@ def test_pending_labels_are_bounded_per_model_and_in_distinct_models():
     assert "of the model" in out.dead_letters[0].detail and "models" in out.dead_letters[1].detail
     assert [p.event_id for p in state.pending] == ["a0", "a1", "b0"]
     # The older keep their place; once one is joined, a newcomer of its model fits again.
-    out = step(proc, state, label_records([("a3", 1), ("a4", 1)], 5, model="a"), stored(["a0"], model="a"), now=5.0)
+    out = step(
+        proc,
+        state,
+        label_records([("a3", 1), ("a4", 1)], 5, model="a"),
+        stored(["a0"], model="a"),
+        now=5.0,
+    )
     assert reasons(out) == [(Reason.LABEL_BUFFER_FULL, 6)]
     assert [p.event_id for p in state.pending] == ["a1", "b0", "a3"]
 
@@ -176,14 +215,19 @@ def test_pending_labels_are_bounded_per_model_and_in_distinct_models():
 
 def test_a_second_label_for_a_pending_or_joined_event_is_a_duplicate_counted_once():
     proc, state = labels_processor(), new_state()
-    out = step(proc, state, label_records([("e0", 1), ("e0", 1), ("late", 1)]), stored(["e0"]), now=0.0)
+    out = step(
+        proc, state, label_records([("e0", 1), ("e0", 1), ("late", 1)]), stored(["e0"]), now=0.0
+    )
     assert reasons(out) == [(Reason.DUPLICATE_LABEL, 1)] and out.events == 1
-    assert out.dead_letters[0].detail == "a label for this event_id is joined already"  # the first, in this batch
+    assert (
+        out.dead_letters[0].detail == "a label for this event_id is joined already"
+    )  # the first, in this batch
 
     out = step(proc, state, label_records([("late", 0), ("e0", 0)], 3), stored(["e0"]), now=10.0)
     assert reasons(out) == [(Reason.DUPLICATE_LABEL, 3), (Reason.DUPLICATE_LABEL, 4)]
     assert [d.detail for d in out.dead_letters] == [
-        "a label for this event_id is already pending", "a label for this event_id is joined already"
+        "a label for this event_id is already pending",
+        "a label for this event_id is joined already",
     ]
     out = step(proc, state, [], stored(["late"]), now=20.0)
     assert out.events == 1  # the pending "late" (label 1), not its copy
@@ -277,13 +321,17 @@ def test_a_prediction_partition_writes_no_label_fields():
 
 
 def label_fields(state: PartitionState) -> list[str]:
-    return [name for name in state.checkpoint_fields() if name == PENDING or name.startswith(JOINED)]
+    return [
+        name for name in state.checkpoint_fields() if name == PENDING or name.startswith(JOINED)
+    ]
 
 
 def test_pending_and_joined_labels_survive_a_checkpoint_and_judge_a_replay_the_same():
     proc, state = labels_processor(max_pending=40), new_state()  # chunks of 4 keys
     ids = [f"e{i}" for i in range(10)]
-    step(proc, state, label_records([(eid, 1) for eid in ids] + [("late", 1)]), stored(ids), now=0.0)
+    step(
+        proc, state, label_records([(eid, 1) for eid in ids] + [("late", 1)]), stored(ids), now=0.0
+    )
     back = restored(state)
     assert back.pending == state.pending and back.pending[0].due == 1.0
     assert sorted(back.joined.chunks) == [0, 1, 2] and back.joined.where == state.joined.where
@@ -293,7 +341,11 @@ def test_pending_and_joined_labels_survive_a_checkpoint_and_judge_a_replay_the_s
     later = label_records([("e3", 0), ("late", 1), ("new", 1)], 11)
     predictions = stored([*ids, "late"])
     first, replay = (step(proc, s, later, predictions, now=2.0) for s in (state, back))
-    assert reasons(first) == reasons(replay) == [(Reason.DUPLICATE_LABEL, 11), (Reason.DUPLICATE_LABEL, 12)]
+    assert (
+        reasons(first)
+        == reasons(replay)
+        == [(Reason.DUPLICATE_LABEL, 11), (Reason.DUPLICATE_LABEL, 12)]
+    )
     assert first.events == replay.events == 1  # the pending "late"
     assert back.pending == state.pending and back.joined.where == state.joined.where
     assert error_count(back) == error_count(state) == 11
@@ -310,11 +362,20 @@ def test_unreadable_label_fields_are_reported_and_rewritten():
 
 def test_a_lost_checkpoint_rewrites_every_label_field():
     proc, state = labels_processor(max_pending=40), new_state()
-    step(proc, state, label_records([(f"e{i}", 1) for i in range(6)] + [("late", 1)]), stored([f"e{i}" for i in range(6)]), now=0.0)
+    step(
+        proc,
+        state,
+        label_records([(f"e{i}", 1) for i in range(6)] + [("late", 1)]),
+        stored([f"e{i}" for i in range(6)]),
+        now=0.0,
+    )
     state.mark_checkpointed()
     state.unsave_labels()
     fields = state.checkpoint_fields()
-    assert PENDING in fields and sorted(n for n in fields if n.startswith(JOINED)) == [f"{JOINED}0", f"{JOINED}1"]
+    assert PENDING in fields and sorted(n for n in fields if n.startswith(JOINED)) == [
+        f"{JOINED}0",
+        f"{JOINED}1",
+    ]
 
 
 # --- through the runtime, with a real Redis ----------------------------------------------------
@@ -338,12 +399,19 @@ class _Clock:
         return getattr(time, name)
 
 
-def test_the_runtime_refuses_at_once_dedupes_and_backs_off_its_redis_look_ups(redis_server, monkeypatch):
+def test_the_runtime_refuses_at_once_dedupes_and_backs_off_its_redis_look_ups(
+    redis_server, monkeypatch
+):
     clock = _Clock(1_000_000.0)
     monkeypatch.setattr(runtime_module, "time", clock)
     settings = Settings(
-        redis_url=redis_server.url, group_id=f"test-labels-{uuid.uuid4().hex[:12]}", input_topic="preds",
-        labels_topic="labels", allowed_models="m,unjoined", label_join_models="m", label_ttl_s=TTL,
+        redis_url=redis_server.url,
+        group_id=f"test-labels-{uuid.uuid4().hex[:12]}",
+        input_topic="preds",
+        labels_topic="labels",
+        allowed_models="m,unjoined",
+        label_join_models="m",
+        label_ttl_s=TTL,
         checkpoint_interval_s=3600.0,
     )
     key = ("labels", 0)
@@ -361,7 +429,10 @@ def test_the_runtime_refuses_at_once_dedupes_and_backs_off_its_redis_look_ups(re
 
         runtime.join.get = get
         await runtime.on_assigned([key])
-        await runtime.join.put([(MODEL, f"e{i}", msgspec.msgpack.encode((0.9, "v1", clock.now))) for i in range(5)], clock.now)
+        await runtime.join.put(
+            [(MODEL, f"e{i}", msgspec.msgpack.encode((0.9, "v1", clock.now))) for i in range(5)],
+            clock.now,
+        )
         raw = [
             *label_records([(f"e{i}", 1) for i in range(5)] + [("e0", 1), ("late", 0)]),
             *label_records([("x", 1)], 7, model="stranger"),
@@ -370,8 +441,13 @@ def test_the_runtime_refuses_at_once_dedupes_and_backs_off_its_redis_look_ups(re
         await runtime.handle("labels", {0: raw})
         state = runtime.states[key]
         assert state.monitors[series_name(MODEL, "v1", "error_rate")].count == 5
-        assert [(h["streamdrift-reason"], int(h["streamdrift-source-offset"])) for _, _, _, h in map(_decoded, publisher.sent)] == [
-            ("model_not_allowed", 7), ("label_unmatched", 8), ("duplicate_label", 5)  # refused at once, then joined
+        assert [
+            (h["streamdrift-reason"], int(h["streamdrift-source-offset"]))
+            for _, _, _, h in map(_decoded, publisher.sent)
+        ] == [
+            ("model_not_allowed", 7),
+            ("label_unmatched", 8),
+            ("duplicate_label", 5),  # refused at once, then joined
         ]
         assert asked == [[(MODEL, f"e{i}") for i in range(5)] + [(MODEL, "late")]]
 
@@ -382,7 +458,9 @@ def test_the_runtime_refuses_at_once_dedupes_and_backs_off_its_redis_look_ups(re
         clock.now = 1_000_001.0
         await runtime.tick()
         assert asked[1:] == [[(MODEL, "late")]]
-        await runtime.join.put([(MODEL, "late", msgspec.msgpack.encode((0.9, "v1", clock.now)))], clock.now)
+        await runtime.join.put(
+            [(MODEL, "late", msgspec.msgpack.encode((0.9, "v1", clock.now)))], clock.now
+        )
         clock.now = 1_000_002.5  # due at +3 s
         await runtime.tick()
         assert len(asked) == 2
@@ -397,7 +475,9 @@ def test_the_runtime_refuses_at_once_dedupes_and_backs_off_its_redis_look_ups(re
         successor = Runtime(settings, {}, publisher)
         await successor.on_assigned([key])
         await successor.handle("labels", {0: label_records([("late", 0)], 9)})
-        assert [h["streamdrift-reason"] for _, _, _, h in map(_decoded, publisher.sent)] == ["duplicate_label"]
+        assert [h["streamdrift-reason"] for _, _, _, h in map(_decoded, publisher.sent)] == [
+            "duplicate_label"
+        ]
         assert successor.states[key].monitors[series_name(MODEL, "v1", "error_rate")].count == 6
         await successor.close()
 

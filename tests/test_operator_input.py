@@ -27,7 +27,10 @@ from streams.state.keys import KeyLayout
 from streams.ops.cli import baselines_table, format_alert, profile_table, status_tables
 
 #: Where every case points unless it says otherwise: nothing listens there.
-NOWHERE = {"STREAMDRIFT_KAFKA_BOOTSTRAP": "127.0.0.1:1", "STREAMDRIFT_REDIS_URL": "redis://127.0.0.1:1/0"}
+NOWHERE = {
+    "STREAMDRIFT_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+    "STREAMDRIFT_REDIS_URL": "redis://127.0.0.1:1/0",
+}
 MOST_LINES = 8  # a usage error is 5 (usage, hint, boxed message); ours are 2
 
 
@@ -46,37 +49,129 @@ def case(id: str, *args: str, names: str, code: int = 2, **env: str) -> Case:
 
 CASES = [
     # --- settings from the environment -------------------------------------------------------
-    case("metrics-port-not-a-number", "status", names="STREAMDRIFT_METRICS_PORT=abc", STREAMDRIFT_METRICS_PORT="abc"),
-    case("metrics-port-out-of-range", "worker", names="STREAMDRIFT_METRICS_PORT=70000",
-         STREAMDRIFT_METRICS_PORT="70000"),
-    case("metrics-port-negative", "config", names="STREAMDRIFT_METRICS_PORT", STREAMDRIFT_METRICS_PORT="-1"),
-    case("log-level-unknown", "worker", names="STREAMDRIFT_LOG_LEVEL", STREAMDRIFT_LOG_LEVEL="loud"),
-    case("checkpoint-every-negative", "worker", names="STREAMDRIFT_CHECKPOINT_EVERY_EVENTS",
-         STREAMDRIFT_CHECKPOINT_EVERY_EVENTS="-5"),
-    case("checkpoint-interval-zero", "simulate", names="STREAMDRIFT_CHECKPOINT_INTERVAL_S",
-         STREAMDRIFT_CHECKPOINT_INTERVAL_S="0"),
-    case("bool-not-a-bool", "config", names="STREAMDRIFT_MULTIVARIATE", STREAMDRIFT_MULTIVARIATE="maybe"),
-    case("security-protocol-unknown", "alerts", names="STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
-         STREAMDRIFT_KAFKA_SECURITY_PROTOCOL="TLS"),
-    case("sasl-without-user", "simulate", names="STREAMDRIFT_KAFKA_SASL_USERNAME",
-         STREAMDRIFT_KAFKA_SECURITY_PROTOCOL="SASL_SSL", STREAMDRIFT_KAFKA_SASL_PASSWORD=SASL_TEST_PASSWORD),
-    case("ssl-ca-file-missing", "alerts", names="STREAMDRIFT_KAFKA_SSL_CAFILE",
-         STREAMDRIFT_KAFKA_SECURITY_PROTOCOL="SSL", STREAMDRIFT_KAFKA_SSL_CAFILE="/nonexistent/ca.pem"),
-    case("redis-url-without-scheme", "baseline", "list", names="STREAMDRIFT_REDIS_URL",
-         STREAMDRIFT_REDIS_URL="localhost:6379"),
-    case("redis-url-port-with-password", "report", "-m", "m", "--no-alerts", names="STREAMDRIFT_REDIS_URL=redis://:***@",
-         STREAMDRIFT_REDIS_URL=f"redis://:{CLI_TEST_PASSWORD}@127.0.0.1:99999/0"),
-    case("redis-url-bad-option", "baseline", "freeze", "-m", "m", names="STREAMDRIFT_REDIS_URL",
-         STREAMDRIFT_REDIS_URL="redis://127.0.0.1:1/0?socket_timeout=soon"),
-    case("bootstrap-empty-env", "simulate", names="STREAMDRIFT_KAFKA_BOOTSTRAP", STREAMDRIFT_KAFKA_BOOTSTRAP=" "),
-    case("topic-name-with-space", "worker", names="STREAMDRIFT_INPUT_TOPIC", STREAMDRIFT_INPUT_TOPIC="my topic"),
+    case(
+        "metrics-port-not-a-number",
+        "status",
+        names="STREAMDRIFT_METRICS_PORT=abc",
+        STREAMDRIFT_METRICS_PORT="abc",
+    ),
+    case(
+        "metrics-port-out-of-range",
+        "worker",
+        names="STREAMDRIFT_METRICS_PORT=70000",
+        STREAMDRIFT_METRICS_PORT="70000",
+    ),
+    case(
+        "metrics-port-negative",
+        "config",
+        names="STREAMDRIFT_METRICS_PORT",
+        STREAMDRIFT_METRICS_PORT="-1",
+    ),
+    case(
+        "log-level-unknown", "worker", names="STREAMDRIFT_LOG_LEVEL", STREAMDRIFT_LOG_LEVEL="loud"
+    ),
+    case(
+        "checkpoint-every-negative",
+        "worker",
+        names="STREAMDRIFT_CHECKPOINT_EVERY_EVENTS",
+        STREAMDRIFT_CHECKPOINT_EVERY_EVENTS="-5",
+    ),
+    case(
+        "checkpoint-interval-zero",
+        "simulate",
+        names="STREAMDRIFT_CHECKPOINT_INTERVAL_S",
+        STREAMDRIFT_CHECKPOINT_INTERVAL_S="0",
+    ),
+    case(
+        "bool-not-a-bool",
+        "config",
+        names="STREAMDRIFT_MULTIVARIATE",
+        STREAMDRIFT_MULTIVARIATE="maybe",
+    ),
+    case(
+        "security-protocol-unknown",
+        "alerts",
+        names="STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
+        STREAMDRIFT_KAFKA_SECURITY_PROTOCOL="TLS",
+    ),
+    case(
+        "sasl-without-user",
+        "simulate",
+        names="STREAMDRIFT_KAFKA_SASL_USERNAME",
+        STREAMDRIFT_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+        STREAMDRIFT_KAFKA_SASL_PASSWORD=SASL_TEST_PASSWORD,
+    ),
+    case(
+        "ssl-ca-file-missing",
+        "alerts",
+        names="STREAMDRIFT_KAFKA_SSL_CAFILE",
+        STREAMDRIFT_KAFKA_SECURITY_PROTOCOL="SSL",
+        STREAMDRIFT_KAFKA_SSL_CAFILE="/nonexistent/ca.pem",
+    ),
+    case(
+        "redis-url-without-scheme",
+        "baseline",
+        "list",
+        names="STREAMDRIFT_REDIS_URL",
+        STREAMDRIFT_REDIS_URL="localhost:6379",
+    ),
+    case(
+        "redis-url-port-with-password",
+        "report",
+        "-m",
+        "m",
+        "--no-alerts",
+        names="STREAMDRIFT_REDIS_URL=redis://:***@",
+        STREAMDRIFT_REDIS_URL=f"redis://:{CLI_TEST_PASSWORD}@127.0.0.1:99999/0",
+    ),
+    case(
+        "redis-url-bad-option",
+        "baseline",
+        "freeze",
+        "-m",
+        "m",
+        names="STREAMDRIFT_REDIS_URL",
+        STREAMDRIFT_REDIS_URL="redis://127.0.0.1:1/0?socket_timeout=soon",
+    ),
+    case(
+        "bootstrap-empty-env",
+        "simulate",
+        names="STREAMDRIFT_KAFKA_BOOTSTRAP",
+        STREAMDRIFT_KAFKA_BOOTSTRAP=" ",
+    ),
+    case(
+        "topic-name-with-space",
+        "worker",
+        names="STREAMDRIFT_INPUT_TOPIC",
+        STREAMDRIFT_INPUT_TOPIC="my topic",
+    ),
     case("group-id-empty-env", "status", names="STREAMDRIFT_GROUP_ID", STREAMDRIFT_GROUP_ID=""),
-    case("secrets-dir-missing", "config", names="STREAMDRIFT_SECRETS_DIR", STREAMDRIFT_SECRETS_DIR="/nonexistent/s"),
-    case("detector-config-missing", "worker", names="STREAMDRIFT_CONFIG",
-         STREAMDRIFT_CONFIG="/nonexistent/detectors.yaml"),
-    case("demo-checks-the-environment-first", "demo", names="STREAMDRIFT_LOG_LEVEL", STREAMDRIFT_LOG_LEVEL="loud"),
+    case(
+        "secrets-dir-missing",
+        "config",
+        names="STREAMDRIFT_SECRETS_DIR",
+        STREAMDRIFT_SECRETS_DIR="/nonexistent/s",
+    ),
+    case(
+        "detector-config-missing",
+        "worker",
+        names="STREAMDRIFT_CONFIG",
+        STREAMDRIFT_CONFIG="/nonexistent/detectors.yaml",
+    ),
+    case(
+        "demo-checks-the-environment-first",
+        "demo",
+        names="STREAMDRIFT_LOG_LEVEL",
+        STREAMDRIFT_LOG_LEVEL="loud",
+    ),
     # --- options -------------------------------------------------------------------------------
-    case("redis-url-flag-without-scheme", "status", "--redis-url", "localhost:6379", names="--redis-url"),
+    case(
+        "redis-url-flag-without-scheme",
+        "status",
+        "--redis-url",
+        "localhost:6379",
+        names="--redis-url",
+    ),
     case("bootstrap-flag-empty", "alerts", "--bootstrap", "", names="--bootstrap"),
     case("bootstrap-flag-bad-port", "simulate", "-b", "127.0.0.1:notaport", names="--bootstrap"),
     case("group-id-flag-empty", "report", "-m", "m", "--group-id", "", names="--group-id"),
@@ -90,19 +185,71 @@ CASES = [
     case("max-alerts-zero", "alerts", "--max", "0", names="--max"),
     case("demo-duration-negative", "demo", "--duration", "-1", names="--duration"),
     case("demo-rate-not-a-number", "demo", "--rate", "abc", names="--rate"),
-    case("build-from-missing", "baseline", "build", "-m", "m", "--from", "/nonexistent/train.csv", names="--from"),
-    case("build-model-empty", "baseline", "build", "-m", "", "--from", "{train}", "--dry-run", names="--model"),
-    case("build-max-categories-zero", "baseline", "build", "-m", "m", "--from", "{train}", "--max-categories", "0",
-         names="--max-categories"),
+    case(
+        "build-from-missing",
+        "baseline",
+        "build",
+        "-m",
+        "m",
+        "--from",
+        "/nonexistent/train.csv",
+        names="--from",
+    ),
+    case(
+        "build-model-empty",
+        "baseline",
+        "build",
+        "-m",
+        "",
+        "--from",
+        "{train}",
+        "--dry-run",
+        names="--model",
+    ),
+    case(
+        "build-max-categories-zero",
+        "baseline",
+        "build",
+        "-m",
+        "m",
+        "--from",
+        "{train}",
+        "--max-categories",
+        "0",
+        names="--max-categories",
+    ),
     case("upload-from-directory", "baseline", "upload", "--from", "{folder}", names="--from"),
-    case("upload-not-statistics", "baseline", "upload", "--from", "{bad_json}", "--dry-run", names="stats.json",
-         code=1),
+    case(
+        "upload-not-statistics",
+        "baseline",
+        "upload",
+        "--from",
+        "{bad_json}",
+        "--dry-run",
+        names="stats.json",
+        code=1,
+    ),
     case("freeze-model-with-escape", "baseline", "freeze", "-m", "a\x1b[2Jb", names="--model"),
     case("show-version-empty", "baseline", "show", "-m", "m", "-v", "", names="--version"),
     case("delete-model-too-long", "baseline", "delete", "-m", "x" * 200, names="--model"),
-    case("list-redis-unreachable", "baseline", "list", "--redis-url", f"redis://:{CLI_TEST_PASSWORD}@127.0.0.1:1/0",
-         names="--redis-url", code=1),
-    case("report-out-directory-missing", "report", "-m", "m", "--out", "/nonexistent/r.html", names="--out"),
+    case(
+        "list-redis-unreachable",
+        "baseline",
+        "list",
+        "--redis-url",
+        f"redis://:{CLI_TEST_PASSWORD}@127.0.0.1:1/0",
+        names="--redis-url",
+        code=1,
+    ),
+    case(
+        "report-out-directory-missing",
+        "report",
+        "-m",
+        "m",
+        "--out",
+        "/nonexistent/r.html",
+        names="--out",
+    ),
     case("report-out-is-a-directory", "report", "-m", "m", "--out", "{folder}", names="--out"),
     case("report-model-empty", "report", "-m", "", names="--model"),
     case("unknown-option", "status", "--colour", names="--colour"),
@@ -118,7 +265,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "train": "\n".join(json.dumps({"features": {"x": i}}) for i in range(10)),
         "bad_json": "{not json",
     }
-    names = {"bad_yaml": "d.yaml", "bad_config": "c.yaml", "train": "train.jsonl", "bad_json": "stats.json"}
+    names = {
+        "bad_yaml": "d.yaml",
+        "bad_config": "c.yaml",
+        "train": "train.jsonl",
+        "bad_json": "stats.json",
+    }
     paths = {"folder": str(folder)}
     for key, text in made.items():
         (folder / names[key]).write_text(text)
@@ -126,9 +278,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return paths
 
 
-def streamdrift(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+def streamdrift(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "streams", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", **NOWHERE, **env},
     )
 
@@ -136,6 +293,7 @@ def streamdrift(args: list[str], env: dict[str, str], timeout: float = 60) -> su
 @pytest.fixture(scope="module")
 def results(files: dict[str, str]) -> dict[str, subprocess.CompletedProcess]:
     """Every case's outcome; four at a time (each is mostly interpreter start-up)."""
+
     def run(c: Case) -> subprocess.CompletedProcess:
         return streamdrift([arg.format(**files) for arg in c.args], c.env)
 
@@ -145,8 +303,16 @@ def results(files: dict[str, str]) -> dict[str, subprocess.CompletedProcess]:
 
 def test_there_are_cases_for_every_command():
     commands = {c.args[0] if c.args[0] != "baseline" else f"baseline {c.args[1]}" for c in CASES}
-    assert commands >= {"worker", "simulate", "status", "alerts", "config", "demo", "report",
-                        *(f"baseline {name}" for name in ("build", "upload", "freeze", "list", "show", "delete"))}
+    assert commands >= {
+        "worker",
+        "simulate",
+        "status",
+        "alerts",
+        "config",
+        "demo",
+        "report",
+        *(f"baseline {name}" for name in ("build", "upload", "freeze", "list", "show", "delete")),
+    }
     assert len(CASES) >= 25
 
 
@@ -164,17 +330,25 @@ def test_wrong_input_gets_a_short_message_naming_it(case: Case, results):
 
 def test_a_bad_setting_is_one_line_with_what_is_expected(results):
     lines = results["metrics-port-not-a-number"].stderr.splitlines()
-    assert lines[0].startswith("error: invalid setting STREAMDRIFT_METRICS_PORT=abc: expected a whole number")
+    assert lines[0].startswith(
+        "error: invalid setting STREAMDRIFT_METRICS_PORT=abc: expected a whole number"
+    )
     assert lines[1].startswith("what to do:") and len(lines) == 2
     level = results["log-level-unknown"].stderr
-    assert "invalid setting STREAMDRIFT_LOG_LEVEL=loud: expected one of 'debug', 'info', 'warning' or 'error'" in level
+    assert (
+        "invalid setting STREAMDRIFT_LOG_LEVEL=loud: expected one of 'debug', 'info', 'warning' or 'error'"
+        in level
+    )
     flag = results["redis-url-flag-without-scheme"].stderr
     assert "--redis-url 'localhost:6379' (STREAMDRIFT_REDIS_URL): must look like redis://" in flag
 
 
 def test_a_bad_detector_config_is_one_line_naming_the_problem(results, files):
     yaml_error = results["detector-config-bad-yaml"].stderr.splitlines()
-    assert len(yaml_error) == 2 and f"invalid YAML in STREAMDRIFT_CONFIG={files['bad_yaml']}" in yaml_error[0]
+    assert (
+        len(yaml_error) == 2
+        and f"invalid YAML in STREAMDRIFT_CONFIG={files['bad_yaml']}" in yaml_error[0]
+    )
     assert "at line 1" in yaml_error[0] or "at line 2" in yaml_error[0]
     assert "models.fraud.task" in results["detector-config-bad-key"].stderr
 
@@ -186,10 +360,14 @@ def test_the_log_level_is_case_insensitive():
 
 def test_config_masks_every_secret(tmp_path):
     (tmp_path / "streamdrift_kafka_ssl_key_password").write_text("k3y-pass")
-    env = {"STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "STREAMDRIFT_KAFKA_SASL_USERNAME": "svc",
-           "STREAMDRIFT_KAFKA_SASL_PASSWORD": SASL_TEST_PASSWORD, "STREAMDRIFT_HTTP_TOKEN": "status-t0ken-xyz",
-           "STREAMDRIFT_REDIS_URL": f"rediss://u:{CLI_TEST_PASSWORD}@127.0.0.1:1/0?password=r3dis-pw",
-           "STREAMDRIFT_SECRETS_DIR": str(tmp_path)}
+    env = {
+        "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "STREAMDRIFT_KAFKA_SASL_USERNAME": "svc",
+        "STREAMDRIFT_KAFKA_SASL_PASSWORD": SASL_TEST_PASSWORD,
+        "STREAMDRIFT_HTTP_TOKEN": "status-t0ken-xyz",
+        "STREAMDRIFT_REDIS_URL": f"rediss://u:{CLI_TEST_PASSWORD}@127.0.0.1:1/0?password=r3dis-pw",
+        "STREAMDRIFT_SECRETS_DIR": str(tmp_path),
+    }
     for args in (["config"], ["config", "--json"]):
         result = streamdrift(args, env)
         assert result.returncode == 0, result.stderr
@@ -201,14 +379,27 @@ def test_config_masks_every_secret(tmp_path):
 def test_a_connection_error_masks_the_password_wherever_it_is():
     url = f"redis://:{CLI_TEST_PASSWORD}@127.0.0.1:1/0?password={CLI_TEST_PASSWORD}"
     result = streamdrift(["status", "--redis-url", url], {})
-    assert result.returncode == 1 and "cannot reach Redis at redis://:***@127.0.0.1:1/0?password=***" in result.stderr
+    assert (
+        result.returncode == 1
+        and "cannot reach Redis at redis://:***@127.0.0.1:1/0?password=***" in result.stderr
+    )
     assert CLI_TEST_PASSWORD not in result.stdout + result.stderr
 
 
 # --- names printed literally ------------------------------------------------------------------
 
-HOSTILE = ["fraud[/bold]", "[link=x]click", "[red]x", "\x1b[31mred", "two\nlines", "cr\rover", "back\\",
-           ":warning:", "bidi\u202eevil", "long" * 100]
+HOSTILE = [
+    "fraud[/bold]",
+    "[link=x]click",
+    "[red]x",
+    "\x1b[31mred",
+    "two\nlines",
+    "cr\rover",
+    "back\\",
+    ":warning:",
+    "bidi\u202eevil",
+    "long" * 100,
+]
 
 
 def shown(name: str) -> str:
@@ -217,7 +408,9 @@ def shown(name: str) -> str:
 
 
 def render(*renderables: object) -> str:
-    console = Console(file=io.StringIO(), record=True, width=1000, emoji=False)  # as streams.ops.cli's
+    console = Console(
+        file=io.StringIO(), record=True, width=1000, emoji=False
+    )  # as streams.ops.cli's
     for renderable in renderables:
         console.print(renderable)
     return console.export_text()
@@ -225,10 +418,32 @@ def render(*renderables: object) -> str:
 
 @pytest.mark.parametrize("name", HOSTILE, ids=repr)
 def test_status_tables_print_hostile_names_literally(name):
-    report = {"group_id": name, "partitions": [{"topic": name, "partition": 0, "worker": name, "epoch": 1,
-                                                 "offset": 5, "events": 9, "updated_at": 0}],
-              "models": {name: {name: {"kind": "numeric", "count": 3, "missing": 0, "mean": 1.0, "std": 0.5,
-                                       "drift_score": 0.1}}}}
+    report = {
+        "group_id": name,
+        "partitions": [
+            {
+                "topic": name,
+                "partition": 0,
+                "worker": name,
+                "epoch": 1,
+                "offset": 5,
+                "events": 9,
+                "updated_at": 0,
+            }
+        ],
+        "models": {
+            name: {
+                name: {
+                    "kind": "numeric",
+                    "count": 3,
+                    "missing": 0,
+                    "mean": 1.0,
+                    "std": 0.5,
+                    "drift_score": 0.1,
+                }
+            }
+        },
+    }
     text = render(*status_tables(report, now_ms=1000.0))
     assert text.count(shown(name)) >= 4 and "\x1b" not in text and "\r" not in text
 
@@ -236,14 +451,29 @@ def test_status_tables_print_hostile_names_literally(name):
 @pytest.mark.parametrize("name", HOSTILE, ids=repr)
 def test_alert_lines_print_hostile_names_literally(name):
     evidence = {"topic": name, "partition": 0, "from_offset": 1, "to_offset": 2}
-    alert = {"id": name, "time": "t", "subject": f"{name}/{name}",
-             "data": {"kind": "feature", "detector": name, "severity": "high", "effect_size": 1.0, "test": name,
-                      "p_value": 0.01, "reference": {}, "current": {}, "evidence": evidence}}
+    alert = {
+        "id": name,
+        "time": "t",
+        "subject": f"{name}/{name}",
+        "data": {
+            "kind": "feature",
+            "detector": name,
+            "severity": "high",
+            "effect_size": 1.0,
+            "test": name,
+            "p_value": 0.01,
+            "reference": {},
+            "current": {},
+            "evidence": evidence,
+        },
+    }
     text = render(format_alert(alert))
     assert text.count(shown(name)) >= 5 and "\x1b" not in text
 
 
-@pytest.mark.parametrize("junk", [[1, 2], {"data": 3}, {"data": {"kind": "[/bold]"}}, "x"], ids=repr)
+@pytest.mark.parametrize(
+    "junk", [[1, 2], {"data": 3}, {"data": {"kind": "[/bold]"}}, "x"], ids=repr
+)
 def test_a_message_without_an_alerts_shape_is_shown_not_fatal(junk):
     assert "not an alert" in render(format_alert(junk))
 
@@ -253,8 +483,16 @@ def test_baseline_tables_print_hostile_names_literally(name):
     builder = BaselineBuilder(max_categories=10)
     builder.add_columns({name: [1.0, 2.0, 3.0], "c": [name, name, "b"]}, 3)
     baseline = builder.build(name, name, source=name)
-    row = {"model": name, "version": name, "revision": 1, "rows": 3, "numeric": 1, "categorical": 1,
-           "source": name, "created_at": 0}
+    row = {
+        "model": name,
+        "version": name,
+        "revision": 1,
+        "rows": 3,
+        "numeric": 1,
+        "categorical": 1,
+        "source": name,
+        "created_at": 0,
+    }
     text = render(profile_table(baseline), baselines_table([row]))
     assert text.count(shown(name)) >= 4 and "\x1b" not in text
 
@@ -264,19 +502,37 @@ def test_status_and_baseline_commands_print_hostile_names(redis_server, redis_cl
     group, model = f"hostile-{uuid.uuid4().hex[:8]}", f"fraud[/bold]{uuid.uuid4().hex[:6]}"
     layout = KeyLayout(group)
     redis_client.sadd(layout.partitions_key, "[red]topic:0")
-    redis_client.hset(layout.keys("[red]topic", 0)[0], mapping={"worker": "[link=x]w\x1b[2J", "epoch": 1, "offset": 3})
+    redis_client.hset(
+        layout.keys("[red]topic", 0)[0],
+        mapping={"worker": "[link=x]w\x1b[2J", "epoch": 1, "offset": 3},
+    )
     status = streamdrift(["status", "--redis-url", redis_server.url, "--group-id", group], {})
     assert status.returncode == 0, status.stderr
-    assert "[red]topic" in status.stdout and "[link=x]w\\x1b[2J" in status.stdout and "\x1b" not in status.stdout
+    assert (
+        "[red]topic" in status.stdout
+        and "[link=x]w\\x1b[2J" in status.stdout
+        and "\x1b" not in status.stdout
+    )
 
     data = tmp_path / "train.jsonl"
-    data.write_text("\n".join(json.dumps({"features": {"[red]x": i, "c": "\x1b[31m"}}) for i in range(20)))
+    data.write_text(
+        "\n".join(json.dumps({"features": {"[red]x": i, "c": "\x1b[31m"}}) for i in range(20))
+    )
     redis = ["--redis-url", redis_server.url]
-    built = streamdrift(["baseline", "build", "-m", model, "-v", "[link=v]", "--from", str(data), *redis], {})
+    built = streamdrift(
+        ["baseline", "build", "-m", model, "-v", "[link=v]", "--from", str(data), *redis], {}
+    )
     assert built.returncode == 0, built.stderr
-    assert f"stored as {model}/[link=v]" in built.stdout and "[red]x" in built.stdout and "\\x1b[31m" in built.stdout
+    assert (
+        f"stored as {model}/[link=v]" in built.stdout
+        and "[red]x" in built.stdout
+        and "\\x1b[31m" in built.stdout
+    )
     listed = streamdrift(["baseline", "list", "-m", model, *redis], {})
     assert listed.returncode == 0 and model in listed.stdout and "[link=v]" in listed.stdout
     shown_ = streamdrift(["baseline", "show", "-m", model, "-v", "[link=v]", *redis], {})
     assert shown_.returncode == 0 and "[red]x" in shown_.stdout and "\x1b" not in shown_.stdout
-    assert streamdrift(["baseline", "delete", "-m", model, "-v", "[link=v]", *redis], {}).returncode == 0
+    assert (
+        streamdrift(["baseline", "delete", "-m", model, "-v", "[link=v]", *redis], {}).returncode
+        == 0
+    )

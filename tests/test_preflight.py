@@ -50,24 +50,34 @@ TANSU_0_6 = {
     42: (0, 2), 44: (0, 1), 46: (0, 0), 50: (0, 0), 51: (0, 0), 60: (0, 1), 69: (0, 0), 71: (0, 0), 75: (0, 0),
 }  # fmt: skip
 
-SASL = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="sd-worker", kafka_sasl_password="pa55-word")
+SASL = Settings(
+    kafka_security_protocol="SASL_SSL",
+    kafka_sasl_username="sd-worker",
+    kafka_sasl_password="pa55-word",
+)
 
 
 def test_the_client_speaks_every_api_the_worker_needs_to_kafka_4_4_and_to_tansu():
     client = client_api_versions()
-    assert set(needed_apis(SASL)) <= set(client)  # every needed API is checked against aiokafka's versions
+    assert set(needed_apis(SASL)) <= set(
+        client
+    )  # every needed API is checked against aiokafka's versions
     assert missing_apis(KAFKA_4_4, client, needed_apis(SASL)) == []
     assert missing_apis(TANSU_0_6, client, needed_apis(SASL)) == []
 
 
 def test_a_broker_that_dropped_the_clients_versions_or_an_api_is_named():
     client = client_api_versions()
-    newer = KAFKA_4_4 | {1: (client[1][1] + 1, 30)}  # a future Kafka without the Fetch versions aiokafka speaks
+    newer = KAFKA_4_4 | {
+        1: (client[1][1] + 1, 30)
+    }  # a future Kafka without the Fetch versions aiokafka speaks
     without_join = {k: v for k, v in KAFKA_4_4.items() if k != 11}
     assert missing_apis(newer, client, needed_apis(SASL)) == [
         f"Fetch (API key 1): the broker answers v{client[1][1] + 1}-v30, the client speaks v{client[1][0]}-v{client[1][1]}"
     ]
-    assert missing_apis(without_join, client, needed_apis(SASL)) == ["JoinGroup (API key 11) is not offered by the broker"]
+    assert missing_apis(without_join, client, needed_apis(SASL)) == [
+        "JoinGroup (API key 11) is not offered by the broker"
+    ]
 
 
 def test_sasl_apis_are_needed_only_with_sasl():
@@ -83,11 +93,16 @@ def test_the_protocol_level_of_kafka_4_and_of_tansu():
     assert protocol_release(TANSU_0_6) == "2.8"  # DescribeCluster, old Fetch versions kept
     assert protocol_release({18: (0, 0)}) == "0.10"
     assert protocol_release({}) is None
-    assert protocol_summary(KAFKA_4_4) == "protocol of Apache Kafka 4.0 or later (77 APIs; Produce v0-v13, Fetch v4-v18)"
+    assert (
+        protocol_summary(KAFKA_4_4)
+        == "protocol of Apache Kafka 4.0 or later (77 APIs; Produce v0-v13, Fetch v4-v18)"
+    )
 
 
 def test_the_worker_needs_read_on_its_inputs_and_group_and_write_on_its_outputs_only():
-    settings = Settings(input_topic="in", labels_topic="lab", alert_topic="al", dlq_topic="dl", group_id="g")
+    settings = Settings(
+        input_topic="in", labels_topic="lab", alert_topic="al", dlq_topic="dl", group_id="g"
+    )
     assert [(p.resource, p.name, p.operation) for p in required_permissions(settings)] == [
         ("topic", "in", "READ"), ("topic", "lab", "READ"), ("topic", "al", "WRITE"), ("topic", "dl", "WRITE"),
         ("group", "g", "READ"),
@@ -95,7 +110,11 @@ def test_the_worker_needs_read_on_its_inputs_and_group_and_write_on_its_outputs_
 
 
 def test_missing_permissions_counts_only_what_the_broker_said():
-    need = required_permissions(Settings(input_topic="in", labels_topic="lab", alert_topic="al", dlq_topic="dl", group_id="g"))
+    need = required_permissions(
+        Settings(
+            input_topic="in", labels_topic="lab", alert_topic="al", dlq_topic="dl", group_id="g"
+        )
+    )
     granted = {
         ("topic", "in"): frozenset({"READ", "DESCRIBE"}),
         ("topic", "lab"): frozenset({"DESCRIBE"}),  # visible, not readable
@@ -103,7 +122,10 @@ def test_missing_permissions_counts_only_what_the_broker_said():
         ("topic", "dl"): None,  # the broker did not say (Tansu)
         ("group", "g"): frozenset(),  # refused to describe: no ACL at all
     }
-    assert [(p.name, p.operation) for p in missing_permissions(need, granted)] == [("lab", "READ"), ("g", "READ")]
+    assert [(p.name, p.operation) for p in missing_permissions(need, granted)] == [
+        ("lab", "READ"),
+        ("g", "READ"),
+    ]
     assert missing_permissions(need, {}) == []  # nothing answered: nothing missing
 
 
@@ -125,7 +147,9 @@ def test_the_error_names_each_permission_and_the_command_that_grants_it():
 def test_the_principal_in_hints(tmp_path):
     assert principal(SASL) == "User:sd-worker"
     assert principal(Settings()) == "User:ANONYMOUS"
-    missing_file = Settings.model_construct(kafka_security_protocol="SSL", kafka_ssl_certfile=tmp_path / "none.pem")
+    missing_file = Settings.model_construct(
+        kafka_security_protocol="SSL", kafka_ssl_certfile=tmp_path / "none.pem"
+    )
     assert principal(missing_file) == "User:<principal of STREAMDRIFT_KAFKA_SSL_CERTFILE>"
 
 
@@ -133,7 +157,9 @@ def test_the_principal_of_a_client_certificate_is_its_cn(tmp_path):
     from servers.kafka_tls import CertificateAuthority
 
     client = CertificateAuthority(tmp_path).issue("tls-worker")
-    settings = Settings.model_construct(kafka_security_protocol="SSL", kafka_ssl_certfile=client.cert)
+    settings = Settings.model_construct(
+        kafka_security_protocol="SSL", kafka_ssl_certfile=client.cert
+    )
     assert principal(settings) == "User:tls-worker"
 
 
@@ -147,10 +173,26 @@ def test_aiokafka_options_carry_the_login_and_the_tls_context():
 @pytest.mark.parametrize(
     ("ssl_error", "reason", "refused"),
     [
-        (True, "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed", True),
-        (False, "Receive failed: error:0A000412:SSL routines::ssl/tls alert bad certificate: SSL alert number 42", True),
-        (False, "Receive failed: error:0A00045C:SSL routines::tlsv13 alert certificate required", True),
-        (False, "Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms in state CONNECT)", False),
+        (
+            True,
+            "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed",
+            True,
+        ),
+        (
+            False,
+            "Receive failed: error:0A000412:SSL routines::ssl/tls alert bad certificate: SSL alert number 42",
+            True,
+        ),
+        (
+            False,
+            "Receive failed: error:0A00045C:SSL routines::tlsv13 alert certificate required",
+            True,
+        ),
+        (
+            False,
+            "Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms in state CONNECT)",
+            False,
+        ),
         (False, "Disconnected (after 5035ms in state UP)", False),
     ],
 )
@@ -160,11 +202,17 @@ def test_tls_refusals_are_told_apart_from_a_broker_that_is_down(ssl_error, reaso
 
 def test_each_tls_refusal_gets_its_own_hint(tmp_path):
     cert = tmp_path / "c.pem"
-    with_cert = Settings.model_construct(kafka_security_protocol="SSL", kafka_ssl_certfile=cert, kafka_ssl_keyfile=cert)
+    with_cert = Settings.model_construct(
+        kafka_security_protocol="SSL", kafka_ssl_certfile=cert, kafka_ssl_keyfile=cert
+    )
     without = Settings.model_construct(kafka_security_protocol="SSL", kafka_ssl_certfile=None)
     assert "STREAMDRIFT_KAFKA_SSL_CAFILE" in tls_hint("certificate verify failed", with_cert)
-    assert tls_hint("alert bad certificate", without).startswith("the brokers require a client certificate")
-    assert tls_hint("alert bad certificate", with_cert).startswith("the brokers refused the client certificate")
+    assert tls_hint("alert bad certificate", without).startswith(
+        "the brokers require a client certificate"
+    )
+    assert tls_hint("alert bad certificate", with_cert).startswith(
+        "the brokers refused the client certificate"
+    )
 
 
 # --- the I/O parts against stand-in admin clients (what confluent-kafka returns) --------------
@@ -187,7 +235,9 @@ def ops(*names: str) -> list[SimpleNamespace]:
 class Admin:
     """Answers describe_topics / describe_consumer_groups / list_consumer_group_offsets as told."""
 
-    def __init__(self, topics: dict[str, Future], groups: list[Future], offsets: Future | None = None) -> None:
+    def __init__(
+        self, topics: dict[str, Future], groups: list[Future], offsets: Future | None = None
+    ) -> None:
         self.topics, self.groups, self.offsets = topics, list(groups), offsets or Future(value=None)
 
     def describe_topics(self, collection, **_):
@@ -216,12 +266,16 @@ def test_topic_access_tells_denied_missing_unknown_and_operations_apart():
 def test_group_access_retries_a_loading_coordinator_and_falls_back_to_offsets():
     loading = Future(error=KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
     described = Future(SimpleNamespace(authorized_operations=ops("READ", "DESCRIBE")))
-    assert preflight.group_access(Admin({}, [loading, described]), "g", 5.0) == frozenset({"READ", "DESCRIBE"})
+    assert preflight.group_access(Admin({}, [loading, described]), "g", 5.0) == frozenset(
+        {"READ", "DESCRIBE"}
+    )
     denied = Future(error=KafkaError.GROUP_AUTHORIZATION_FAILED)
     assert preflight.group_access(Admin({}, [denied]), "g", 5.0) == frozenset()
     unsupported = Future(error=KafkaError.UNSUPPORTED_VERSION)
     assert preflight.group_access(Admin({}, [unsupported], offsets=denied), "g", 5.0) == frozenset()
-    assert preflight.group_access(Admin({}, [unsupported]), "g", 5.0) is None  # offsets listed: DESCRIBE, READ unknown
+    assert (
+        preflight.group_access(Admin({}, [unsupported]), "g", 5.0) is None
+    )  # offsets listed: DESCRIBE, READ unknown
 
 
 def test_check_permissions_raises_for_what_the_broker_refuses_and_reports_the_unchecked():
@@ -232,10 +286,15 @@ def test_check_permissions_raises_for_what_the_broker_refuses_and_reports_the_un
     group = Future(SimpleNamespace(authorized_operations=ops("READ", "DESCRIBE")))
     assert preflight.check_permissions(settings, Admin(everything, [group]), 1.0) == []
     hidden = everything | {"al": Future(error=KafkaError.TOPIC_AUTHORIZATION_FAILED)}
-    with pytest.raises(PreflightError, match=r"does not allow User:ANONYMOUS WRITE on topic 'al' \(STREAMDRIFT_ALERT_TOPIC\)$"):
+    with pytest.raises(
+        PreflightError,
+        match=r"does not allow User:ANONYMOUS WRITE on topic 'al' \(STREAMDRIFT_ALERT_TOPIC\)$",
+    ):
         preflight.check_permissions(settings, Admin(hidden, [group]), 1.0)
     unknown = {name: Future(SimpleNamespace(authorized_operations=None)) for name in everything}
-    unchecked = preflight.check_permissions(settings, Admin(unknown, [Future(error=KafkaError.UNSUPPORTED_VERSION)]), 1.0)
+    unchecked = preflight.check_permissions(
+        settings, Admin(unknown, [Future(error=KafkaError.UNSUPPORTED_VERSION)]), 1.0
+    )
     assert [(p.resource, p.name) for p in unchecked] == [("topic", "in"), ("topic", "lab"), ("topic", "al"),
                                                          ("topic", "dl"), ("group", "g")]  # fmt: skip
 
@@ -252,6 +311,12 @@ def test_on_tansu_the_check_passes_logs_the_protocol_and_creates_no_topic(broker
                         alert_topic=topics.alerts, dlq_topic=absent, group_id=topics.group_id)  # fmt: skip
     admin = admin_client(broker.bootstrap)
     lines = preflight.run(settings, admin, timeout=10.0)
-    assert lines[0].startswith(f"Kafka at {broker.bootstrap}: protocol of Apache Kafka 2.8 or later (")
-    assert lines[1].startswith("permissions not checked (the broker does not report authorized operations)")
-    assert absent not in admin.list_topics(timeout=10).topics  # describing a missing topic did not create it
+    assert lines[0].startswith(
+        f"Kafka at {broker.bootstrap}: protocol of Apache Kafka 2.8 or later ("
+    )
+    assert lines[1].startswith(
+        "permissions not checked (the broker does not report authorized operations)"
+    )
+    assert (
+        absent not in admin.list_topics(timeout=10).topics
+    )  # describing a missing topic did not create it

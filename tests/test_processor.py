@@ -18,7 +18,14 @@ from detectors import Baseline, BaselineBuilder, MultivariateParams, PCAReconstr
 from streams.state.checkpoint import Claim
 from streams.state.keys import series_name
 from streams.pipeline.codec import Limits, Reason
-from streams.pipeline.processor import AdmissionLimits, LabelProcessor, Outcome, PredictionProcessor, Record, label_error
+from streams.pipeline.processor import (
+    AdmissionLimits,
+    LabelProcessor,
+    Outcome,
+    PredictionProcessor,
+    Record,
+    label_error,
+)
 from streams.state.partition import PartitionState, PendingLabel
 
 MODEL = "m"
@@ -57,7 +64,9 @@ def processor(
     return PredictionProcessor(
         config=config or {},
         limits=Limits(),
-        admission=AdmissionLimits(max_models=max_models, max_features_per_model=max_features_per_model, **admission),
+        admission=AdmissionLimits(
+            max_models=max_models, max_features_per_model=max_features_per_model, **admission
+        ),
     )
 
 
@@ -102,7 +111,10 @@ def test_counts_per_series_equal_the_valid_events_and_missing_values_are_counted
         b"{not json",  # dead-lettered, counts nothing
         event({"amount": 12.5, "country": None, "age": 32}, prediction=0.3),
     ]
-    raw = [Record(o, 1000.0 + o, b if isinstance(b, bytes) else encode(b)) for o, b in enumerate(bodies)]
+    raw = [
+        Record(o, 1000.0 + o, b if isinstance(b, bytes) else encode(b))
+        for o, b in enumerate(bodies)
+    ]
     state = new_state()
     out = processor().process(state, raw)
 
@@ -130,7 +142,9 @@ def test_a_series_seen_only_as_null_is_remembered_and_counted_once_it_gets_a_val
     assert msgspec.msgpack.decode(fields["\x00unknown_missing"]) == {series("late"): 3}
     assert "late" in state.features_by_model[MODEL]
 
-    proc.process(state, records([event({"x": 2.0, "late": None}), event({"x": 3.0, "late": 7.0})], 3))
+    proc.process(
+        state, records([event({"x": 2.0, "late": None}), event({"x": 3.0, "late": 7.0})], 3)
+    )
     assert state.unknown_missing == {}
     assert counts(state)[series("late")] == (1, 4)  # 1 value, 3 + 1 earlier nulls
     assert msgspec.msgpack.decode(state.checkpoint_fields()["\x00unknown_missing"]) == {}
@@ -160,7 +174,9 @@ def test_a_restored_state_skips_what_its_checkpoint_already_holds():
     proc, state = processor(), new_state()
     proc.process(state, records([event({"x": 1.0})] * 5))
     restored = PartitionState.from_claim(
-        "in", 0, Claim(2, state.next_offset, {k.encode(): v for k, v in state.checkpoint_fields().items()})
+        "in",
+        0,
+        Claim(2, state.next_offset, {k.encode(): v for k, v in state.checkpoint_fields().items()}),
     )
     out = proc.process(restored, records([event({"x": 1.0})] * 7))  # Kafka redelivers 0..6
     assert (out.events, out.duplicates) == (2, 5)
@@ -171,11 +187,16 @@ def test_a_restored_state_skips_what_its_checkpoint_already_holds():
 
 
 def test_too_many_models_are_dead_lettered_without_a_trace():
-    proc, state = processor(max_models=2, probation_events=1), new_state()  # a and b are established at once
+    proc, state = (
+        processor(max_models=2, probation_events=1),
+        new_state(),
+    )  # a and b are established at once
     proc.process(state, records([event({"x": 1.0}, model="a"), event({"x": 1.0}, model="b")]))
     before = snapshot(state)
 
-    out = proc.process(state, records([event({"x": 1.0, "y": "k"}, model="c", model_version="9")], 2))
+    out = proc.process(
+        state, records([event({"x": 1.0, "y": "k"}, model="c", model_version="9")], 2)
+    )
     assert letters(out) == [(2, Reason.TOO_MANY_MODELS, None)]
     assert out.events == 0
     assert snapshot(state) == before
@@ -195,7 +216,9 @@ def test_too_many_features_for_a_model_across_batches_and_inside_one_batch():
 
     # Inside one batch: the first new feature fits, the next event's would be the 4th.
     # Null features count too: they are series of the model.
-    out = proc.process(state, records([event({"a": 2.0, "c": None}), event({"a": 3.0, "d": 5.0})], 2))
+    out = proc.process(
+        state, records([event({"a": 2.0, "c": None}), event({"a": 3.0, "d": 5.0})], 2)
+    )
     assert out.events == 1
     assert letters(out) == [(3, Reason.TOO_MANY_FEATURES_FOR_MODEL, None)]
     assert state.features_by_model[MODEL] == {"a", "b", "c"}
@@ -212,7 +235,10 @@ def test_too_many_categories_across_batches_and_several_new_ones_inside_one_batc
 
     # One batch brings 3 new categories: only the first fits (a, b + c = 3).
     out = proc.process(state, records([event({"c": v}) for v in ("c", "d", "c", "e", "a")], 2))
-    assert letters(out) == [(3, Reason.TOO_MANY_CATEGORIES, None), (5, Reason.TOO_MANY_CATEGORIES, None)]
+    assert letters(out) == [
+        (3, Reason.TOO_MANY_CATEGORIES, None),
+        (5, Reason.TOO_MANY_CATEGORIES, None),
+    ]
     assert out.events == 3
     monitor = state.monitors[series("c")]
     assert dict(monitor.counts.counts) == {"a": 2, "b": 1, "c": 2}
@@ -226,7 +252,9 @@ def test_too_many_categories_across_batches_and_several_new_ones_inside_one_batc
 
 def test_a_refused_event_with_a_bad_category_leaves_no_trace():
     proc, state = processor({"defaults": {"max_categories": 2}}), new_state()
-    proc.process(state, records([event({"x": 1.0, "c": "a", "d": "u"}), event({"c": "b", "d": "v"})]))
+    proc.process(
+        state, records([event({"x": 1.0, "c": "a", "d": "u"}), event({"c": "b", "d": "v"})])
+    )
     before = snapshot(state)
     # x and a known category are fine, the third category of d is not: nothing may change.
     out = proc.process(state, records([event({"x": 2.0, "c": "a", "d": "w", "new": 1.0})], 2))
@@ -259,8 +287,13 @@ def test_a_feature_changing_type_is_refused_across_batches_and_inside_one_batch(
     proc.process(state, records([event({"x": 1.0, "c": "k"})]))
     before = snapshot(state)
 
-    out = proc.process(state, records([event({"x": "one"}), event({"c": 2.0}), event({"x": 2.0, "c": "k"})], 1))
-    assert letters(out) == [(1, Reason.FEATURE_TYPE_CHANGED, None), (2, Reason.FEATURE_TYPE_CHANGED, None)]
+    out = proc.process(
+        state, records([event({"x": "one"}), event({"c": 2.0}), event({"x": 2.0, "c": "k"})], 1)
+    )
+    assert letters(out) == [
+        (1, Reason.FEATURE_TYPE_CHANGED, None),
+        (2, Reason.FEATURE_TYPE_CHANGED, None),
+    ]
     assert out.events == 1
     assert isinstance(state.monitors[series("x")], NumericMonitor)
     assert counts(state) == {series("x"): (2, 0), series("c"): (2, 0)}
@@ -268,10 +301,14 @@ def test_a_feature_changing_type_is_refused_across_batches_and_inside_one_batch(
 
     # Inside one batch, before any monitor exists: the first kind seen wins.
     fresh = new_state()
-    out = proc.process(fresh, records([event({"y": 1.0}), event({"y": "s", "z": 1.0}), event({"y": 2.0})]))
+    out = proc.process(
+        fresh, records([event({"y": 1.0}), event({"y": "s", "z": 1.0}), event({"y": 2.0})])
+    )
     assert letters(out) == [(1, Reason.FEATURE_TYPE_CHANGED, None)]
     assert counts(fresh) == {series("y"): (2, 0)}
-    assert "z" not in fresh.features_by_model[MODEL]  # the refused event's new feature left no trace
+    assert (
+        "z" not in fresh.features_by_model[MODEL]
+    )  # the refused event's new feature left no trace
 
     out = proc.process(fresh, records([event({"w": "s"}), event({"w": 1.0})], 3))
     assert letters(out) == [(4, Reason.FEATURE_TYPE_CHANGED, None)]
@@ -282,7 +319,9 @@ def test_an_event_with_one_invalid_value_changes_nothing():
     proc, state = processor(), new_state()
     proc.process(state, records([event({"x": 1.0})]))
     before = snapshot(state)
-    out = proc.process(state, records([event({"x": 2.0, "new": 3.0, "bad": {"nested": 1}}, model_version="7")], 1))
+    out = proc.process(
+        state, records([event({"x": 2.0, "new": 3.0, "bad": {"nested": 1}}, model_version="7")], 1)
+    )
     assert letters(out) == [(1, Reason.INVALID_FEATURE_VALUE, None)]
     assert out.events == 0 and out.joins == []
     assert snapshot(state) == before
@@ -295,13 +334,17 @@ IGNORING = {"models": {MODEL: {"ignore_features": ["user_id"]}}}
 
 def test_ignored_features_do_not_count_towards_the_feature_limit():
     proc, state = processor(IGNORING, max_features_per_model=1), new_state()
-    out = proc.process(state, records([event({"x": 1.0, "user_id": 5.0}), event({"x": 2.0, "user_id": None})]))
+    out = proc.process(
+        state, records([event({"x": 1.0, "user_id": 5.0}), event({"x": 2.0, "user_id": None})])
+    )
     assert out.events == 2 and out.dead_letters == []
     assert state.features_by_model[MODEL] == {"x"}
     assert counts(state)[series("x")] == (2, 0)
     # Without the ignore list the same events exceed the limit.
     other = new_state()
-    refused = processor({}, max_features_per_model=1).process(other, records([event({"x": 1.0, "user_id": 5.0})]))
+    refused = processor({}, max_features_per_model=1).process(
+        other, records([event({"x": 1.0, "user_id": 5.0})])
+    )
     assert letters(refused) == [(0, Reason.TOO_MANY_FEATURES_FOR_MODEL, None)]
 
 
@@ -309,7 +352,13 @@ def test_ignored_features_are_not_monitored():
     proc, state = processor(IGNORING), new_state()
     out = proc.process(
         state,
-        records([event({"x": 1.0, "user_id": 5.0}), event({"x": 1.0, "user_id": None}), event({"x": 1.0, "user_id": "u7"})]),
+        records(
+            [
+                event({"x": 1.0, "user_id": 5.0}),
+                event({"x": 1.0, "user_id": None}),
+                event({"x": 1.0, "user_id": "u7"}),
+            ]
+        ),
     )
     assert out.events == 3 and out.dead_letters == []
     assert set(state.monitors) == {series("x")}
@@ -359,8 +408,13 @@ def test_events_with_an_event_id_and_a_prediction_are_joined():
         event({"x": "bad"}, event_id="e4", prediction=0.1),  # refused: not joined
     ]
     out = proc.process(state, records(bodies))
-    joined = {(model, event_id): msgspec.msgpack.decode(packed) for model, event_id, packed in out.joins}
-    assert joined == {(MODEL, "e1"): [0.9, "v3", 1000.0], ("other", "e3"): ["cat", None, 1003.0]}  # + event time
+    joined = {
+        (model, event_id): msgspec.msgpack.decode(packed) for model, event_id, packed in out.joins
+    }
+    assert joined == {
+        (MODEL, "e1"): [0.9, "v3", 1000.0],
+        ("other", "e3"): ["cat", None, 1003.0],
+    }  # + event time
 
 
 # --- detection ---------------------------------------------------------------------------------
@@ -384,7 +438,9 @@ def drifting_stream(n: int, shifted: str | None, seed: int = 11) -> list[dict[st
     return bodies
 
 
-def feed(proc: PredictionProcessor, state: PartitionState, raw: list[Record], batch: int = 250) -> list:
+def feed(
+    proc: PredictionProcessor, state: PartitionState, raw: list[Record], batch: int = 250
+) -> list:
     findings = []
     for start in range(0, len(raw), batch):
         findings += proc.process(state, raw[start : start + batch]).findings
@@ -432,7 +488,9 @@ def comparable(findings: list) -> list[tuple]:
     ]
 
 
-def feed_slices(proc: PredictionProcessor, state: PartitionState, raw: list[Record], bounds: list[int]) -> list:
+def feed_slices(
+    proc: PredictionProcessor, state: PartitionState, raw: list[Record], bounds: list[int]
+) -> list:
     findings = []
     for start, stop in zip(bounds, bounds[1:]):
         findings += proc.process(state, raw[start:stop]).findings
@@ -454,7 +512,9 @@ def test_a_restored_state_continues_exactly_like_an_uninterrupted_one():
     # Same batch boundaries for the applied records in both runs; the restored run's first
     # batch starts with 100 records it had already applied (Kafka redelivers from its commit).
     uninterrupted = new_state()
-    expected = feed_slices(proc, uninterrupted, raw, [0, 250, 500, 750, 1000, 1100, 1250, 1500, 1750, 2000])
+    expected = feed_slices(
+        proc, uninterrupted, raw, [0, 250, 500, 750, 1000, 1100, 1250, 1500, 1750, 2000]
+    )
 
     state = new_state()
     stored: dict[bytes, bytes] = {}
@@ -464,10 +524,14 @@ def test_a_restored_state_continues_exactly_like_an_uninterrupted_one():
     checkpoint_into(stored, state)
     assert series("rare", version="v1").encode() in stored and b"\x00unknown_missing" in stored
 
-    restored = PartitionState.from_claim("in", 0, Claim(epoch=2, offset=state.next_offset, fields=stored))
+    restored = PartitionState.from_claim(
+        "in", 0, Claim(epoch=2, offset=state.next_offset, fields=stored)
+    )
     assert restored.epoch == 2 and restored.next_offset == 1100 and restored.corrupt == []
     assert counts(restored) == counts(state)
-    assert restored.unknown_missing == state.unknown_missing == {series("only_null", version="v1"): 1}
+    assert (
+        restored.unknown_missing == state.unknown_missing == {series("only_null", version="v1"): 1}
+    )
     assert restored.features_by_model == state.features_by_model
     assert restored.versions == {MODEL: ["v1"]}
     findings += feed_slices(proc, restored, raw, [1000, 1250, 1500, 1750, 2000])
@@ -477,7 +541,9 @@ def test_a_restored_state_continues_exactly_like_an_uninterrupted_one():
     assert comparable(findings) == comparable(expected)
     assert set(restored.monitors) == set(uninterrupted.monitors)
     for name, monitor in uninterrupted.monitors.items():
-        assert without_quantiles(restored.monitors[name].summary()) == without_quantiles(monitor.summary()), name
+        assert without_quantiles(restored.monitors[name].summary()) == without_quantiles(
+            monitor.summary()
+        ), name
 
 
 def test_a_restored_state_enforces_max_models_like_an_uninterrupted_one():
@@ -530,8 +596,12 @@ def test_a_corrupt_monitor_blob_is_reported_instead_of_raising():
 TTL = 60.0
 
 
-def label_records(labels: list[tuple[str, Any]], first_offset: int = 0, model: str = MODEL) -> list[Record]:
-    return records([{"model": model, "event_id": eid, "label": value} for eid, value in labels], first_offset)
+def label_records(
+    labels: list[tuple[str, Any]], first_offset: int = 0, model: str = MODEL
+) -> list[Record]:
+    return records(
+        [{"model": model, "event_id": eid, "label": value} for eid, value in labels], first_offset
+    )
 
 
 def apply_labels(
@@ -554,7 +624,10 @@ def predictions_for(bodies: list[dict[str, Any]]) -> dict[tuple[str, str], bytes
 
 def test_matched_labels_feed_the_error_monitor_and_unmatched_ones_wait():
     joined = predictions_for(
-        [event({}, event_id=f"e{i}", prediction=0.9 if i % 2 else 0.1, model_version="v2") for i in range(6)]
+        [
+            event({}, event_id=f"e{i}", prediction=0.9 if i % 2 else 0.1, model_version="v2")
+            for i in range(6)
+        ]
     )
     proc, state = LabelProcessor({}, Limits(), ttl_s=TTL, max_pending=100), new_state("labels")
     raw = label_records([(f"e{i}", 1) for i in range(6)] + [("later1", 1), ("later2", 0)])
@@ -566,11 +639,16 @@ def test_matched_labels_feed_the_error_monitor_and_unmatched_ones_wait():
     assert monitor.count == 6
     assert monitor.stats.mean == pytest.approx(0.5)  # e0, e2, e4 predicted 0.1 for label 1
     assert state.versions == {MODEL: ["v2"]}
-    assert [(p.event_id, p.label, p.offset) for p in state.pending] == [("later1", 1.0, 6), ("later2", 0.0, 7)]
+    assert [(p.event_id, p.label, p.offset) for p in state.pending] == [
+        ("later1", 1.0, 6),
+        ("later2", 0.0, 7),
+    ]
     assert "\x00pending_labels" in state.checkpoint_fields()
 
     # The prediction of one pending label arrives: it is applied on the next batch.
-    joined.update(predictions_for([event({}, event_id="later1", prediction=0.8, model_version="v2")]))
+    joined.update(
+        predictions_for([event({}, event_id="later1", prediction=0.8, model_version="v2")])
+    )
     out = apply_labels(proc, state, label_records([("e9", 0)], 8), joined, now=10.0)
     assert out.events == 1
     assert monitor.count == 7
@@ -602,7 +680,10 @@ def test_pending_labels_expire_after_the_ttl_into_dead_letters():
     assert out.events == 1
     assert [(d.reason, d.offset) for d in out.dead_letters] == [(Reason.LABEL_UNMATCHED, 0)]
     assert json.loads(out.dead_letters[0].payload) == {
-        "model": MODEL, "event_id": "lost", "label": 1.0, "timestamp": 1000.0
+        "model": MODEL,
+        "event_id": "lost",
+        "label": 1.0,
+        "timestamp": 1000.0,
     }
     assert state.pending == []
 
@@ -611,7 +692,8 @@ def test_pending_labels_beyond_max_pending_are_dead_lettered():
     proc, state = LabelProcessor({}, Limits(), ttl_s=TTL, max_pending=3), new_state("labels")
     out = apply_labels(proc, state, label_records([(f"u{i}", 1) for i in range(5)]), {}, now=0.0)
     assert [(d.reason, d.offset) for d in out.dead_letters] == [
-        (Reason.LABEL_BUFFER_FULL, 3), (Reason.LABEL_BUFFER_FULL, 4)
+        (Reason.LABEL_BUFFER_FULL, 3),
+        (Reason.LABEL_BUFFER_FULL, 4),
     ]
     assert [p.event_id for p in state.pending] == ["u0", "u1", "u2"]
     # Older pending labels keep their place; the newcomer overflows.
@@ -633,7 +715,9 @@ def test_labels_below_the_next_offset_are_duplicates():
 def test_a_mismatched_label_type_is_dead_lettered():
     unbounded = Limits(max_abs_value=float("inf"))  # the error itself overflows: |1e308 - -1e308|
     proc, state = LabelProcessor({}, unbounded, ttl_s=TTL, max_pending=100), new_state("labels")
-    joined = {(MODEL, "e0"): msgspec.msgpack.encode((1e308, None, 0.0))}  # as a worker of no bound packed it
+    joined = {
+        (MODEL, "e0"): msgspec.msgpack.encode((1e308, None, 0.0))
+    }  # as a worker of no bound packed it
     out = apply_labels(proc, state, label_records([("e0", -1e308)]), joined, now=0.0)
     assert [(d.reason, d.offset) for d in out.dead_letters] == [(Reason.INVALID_LABEL, 0)]
     assert out.events == 0 and series("error_rate") not in state.monitors
@@ -654,7 +738,12 @@ def test_an_error_rate_jump_from_10_to_40_percent_is_a_performance_finding():
     assert state.monitors[series("error_rate", version="v1")].count == n
     assert findings, "a 10% -> 40% error rate jump was not detected"
     first = findings[0]
-    assert (first.model, first.model_version, first.feature, first.kind) == (MODEL, "v1", "error_rate", "performance")
+    assert (first.model, first.model_version, first.feature, first.kind) == (
+        MODEL,
+        "v1",
+        "error_rate",
+        "performance",
+    )
     assert jump_at <= first.detection.position < jump_at + 300
     assert first.detection.reference["error_rate"] == pytest.approx(0.1, abs=0.05)
 
@@ -688,14 +777,18 @@ def test_label_error(prediction, label, task, expected):
 def test_the_model_task_from_the_config_decides_the_error():
     joined = predictions_for([event({}, event_id="e0", prediction=0.7)])
     for task, error in (("classification", 0.0), ("regression", 0.3)):
-        proc = LabelProcessor({"models": {MODEL: {"task": task}}}, Limits(), ttl_s=TTL, max_pending=10)
+        proc = LabelProcessor(
+            {"models": {MODEL: {"task": task}}}, Limits(), ttl_s=TTL, max_pending=10
+        )
         state = new_state("labels")
         apply_labels(proc, state, label_records([("e0", 1)]), joined, now=0.0)
         assert state.monitors[series("error_rate")].stats.mean == pytest.approx(error), task
 
 
 def test_a_boolean_prediction_matching_a_boolean_label_is_no_error():
-    joined = predictions_for([event({}, event_id="e0", prediction=True), event({}, event_id="e1", prediction=False)])
+    joined = predictions_for(
+        [event({}, event_id="e0", prediction=True), event({}, event_id="e1", prediction=False)]
+    )
     proc, state = LabelProcessor({}, Limits(), ttl_s=TTL, max_pending=10), new_state("labels")
     out = apply_labels(proc, state, label_records([("e0", True), ("e1", False)]), joined, now=0.0)
     assert out.events == 2
@@ -732,12 +825,18 @@ def test_a_version_with_a_stored_baseline_is_compared_with_it_from_its_first_eve
     baselines = {(MODEL, "v1"): baseline_of(rng.normal(size=20_000), "v1")}
     proc = PredictionProcessor({}, Limits(), AdmissionLimits(), baselines)
     state = new_state()
-    shifted = [event({"x": float(v)}, model_version=v_) for v in rng.normal(0.6, 1, 1_500) for v_ in ("v1", "v2")]
+    shifted = [
+        event({"x": float(v)}, model_version=v_)
+        for v in rng.normal(0.6, 1, 1_500)
+        for v_ in ("v1", "v2")
+    ]
     findings = []
     for start in range(0, len(shifted), 500):
         findings += proc.process(state, records(shifted[start : start + 500], start)).findings
     # v2 has no baseline: it takes the shifted data as its own reference and sees no change.
-    assert [(f.model_version, f.detection.event, f.reference_source) for f in findings] == [("v1", "detected", "m/v1 r1")]
+    assert [(f.model_version, f.detection.event, f.reference_source) for f in findings] == [
+        ("v1", "detected", "m/v1 r1")
+    ]
     monitors = {version: state.monitors[series("x", version=version)] for version in ("v1", "v2")}
     assert monitors["v1"].reference_source == "m/v1 r1" and monitors["v2"].reference_source is None
 
@@ -766,7 +865,10 @@ def test_a_correlation_flip_is_a_multivariate_finding_and_the_pca_state_restores
     common = rng.normal(size=n)
     rows = 0.9 * common[:, None] + np.sqrt(1 - 0.81) * rng.normal(size=(n, 6))
     rows[flip:, 3:] *= -1  # half the features now move against the others
-    bodies = [event({f"x{j}": float(v) for j, v in enumerate(row)}, prediction=0.5, model_version="v1") for row in rows]
+    bodies = [
+        event({f"x{j}": float(v) for j, v in enumerate(row)}, prediction=0.5, model_version="v1")
+        for row in rows
+    ]
     state, stored, findings = new_state(), {}, []
     for start in range(0, n, 500):
         findings += proc.process(state, records(bodies[start : start + 500], start)).findings
@@ -776,7 +878,9 @@ def test_a_correlation_flip_is_a_multivariate_finding_and_the_pca_state_restores
     pca = state.monitors[series("multivariate", version="v1")]
     assert isinstance(pca, PCAReconstructionMonitor) and pca.count == n
     assert pca.features == [f"x{j}" for j in range(6)]  # the prediction is not an input
-    assert [(f.feature, f.kind, f.detection.event) for f in findings] == [("multivariate", "multivariate", "detected")]
+    assert [(f.feature, f.kind, f.detection.event) for f in findings] == [
+        ("multivariate", "multivariate", "detected")
+    ]
     assert flip <= findings[0].detection.position < flip + 400
 
 
@@ -802,8 +906,13 @@ def test_a_monitor_that_raises_is_restarted_and_the_other_series_go_on():
 
 
 def test_event_time_windows_get_each_events_own_timestamp():
-    config = {"defaults": {"detectors": ["window"], "warmup_events": 50,
-                           "window": {"seconds": 10, "allowed_lateness_s": 2, "reference_events": 100}}}
+    config = {
+        "defaults": {
+            "detectors": ["window"],
+            "warmup_events": 50,
+            "window": {"seconds": 10, "allowed_lateness_s": 2, "reference_events": 100},
+        }
+    }
     proc, state = processor(config), new_state()
     bodies = [event({"x": float(i % 7)}, timestamp=5_000 + i * 0.1) for i in range(300)]
     bodies.append(event({"x": 1.0}, timestamp=5_000.0))  # 30 s late: its window closed long ago

@@ -24,34 +24,73 @@ from streams.pipeline.codec import Limits
 from streams.pipeline.processor import AdmissionLimits, PredictionProcessor, Record, _Batch
 from streams.state.partition import PartitionState
 
-LIMITS = Limits(max_message_bytes=1_500, max_events_per_message=4, max_features_per_event=5,
-                max_name_length=10, max_category_length=6)
+LIMITS = Limits(
+    max_message_bytes=1_500,
+    max_events_per_message=4,
+    max_features_per_event=5,
+    max_name_length=10,
+    max_category_length=6,
+)
 # Established from the first event (the columnar path takes only established models' events) ...
-ADMISSION = AdmissionLimits(max_models=2, max_features_per_model=6, max_versions_per_model=2, probation_events=1)
+ADMISSION = AdmissionLimits(
+    max_models=2, max_features_per_model=6, max_versions_per_model=2, probation_events=1
+)
 # ... or on probation for a few events, one at a time: newcomers evict each other mid-batch.
-PROBATION = AdmissionLimits(max_models=2, max_features_per_model=6, max_versions_per_model=2, probation_events=3,
-                            max_probation_models=1)
+PROBATION = AdmissionLimits(
+    max_models=2,
+    max_features_per_model=6,
+    max_versions_per_model=2,
+    probation_events=3,
+    max_probation_models=1,
+)
 # Small warm-ups and windows so that detectors, windows and the PCA monitor all run; kll_k above
 # the values any series gets keeps the sketches exact (KLL compaction is randomised), so monitors
 # compare byte for byte.
 CONFIG = {
     "defaults": {
-        "warmup_events": 4, "cooldown_events": 0, "max_categories": 4, "kll_k": 2_000,
+        "warmup_events": 4,
+        "cooldown_events": 0,
+        "max_categories": 4,
+        "kll_k": 2_000,
         "detectors": ["adwin", "page_hinkley", "cusum", "window"],
         "adwin": {"clock": 1, "grace_period": 2, "min_window_length": 1, "delta": 0.2},
         "page_hinkley": {"threshold": 1.0, "min_instances": 1},
         "window": {"events": 10, "reference_events": 10},
     },
     # Without window tests an episode ends with its cooldown, so model m alerts often.
-    "models": {"m": {"ignore_features": ["i"], "defaults": {"detectors": ["adwin", "page_hinkley", "cusum"]}}},
+    "models": {
+        "m": {
+            "ignore_features": ["i"],
+            "defaults": {"detectors": ["adwin", "page_hinkley", "cusum"]},
+        }
+    },
 }
 MULTIVARIATE = MultivariateParams(reference_events=4, calibration_events=4, events=3)
 
 VALID_NAMES = ["a", "b", "c", "d", "i", "prediction"]
 NAMES = [*VALID_NAMES, "longer_name", "bad\tname"]
-ODD_VALUES = ["u", "v", "w", "toolongvalue", 10**400, 1e6, -3, True, False, None]  # other kinds, new categories, refused
+ODD_VALUES = [
+    "u",
+    "v",
+    "w",
+    "toolongvalue",
+    10**400,
+    1e6,
+    -3,
+    True,
+    False,
+    None,
+]  # other kinds, new categories, refused
 TIMESTAMPS = [1.7e9, 0.0, -1.0, "2025-11-21T10:00:00Z", "yesterday", "2025-11-21T10:00:00"]
-JUNK = [b"{not json", b"[]", b"[1, 2]", b'{"model": "m"}', b'{"model": "n", "features": {"a": 1e999}}', b"x" * 1_600, None]
+JUNK = [
+    b"{not json",
+    b"[]",
+    b"[1, 2]",
+    b'{"model": "m"}',
+    b'{"model": "n", "features": {"a": 1e999}}',
+    b"x" * 1_600,
+    None,
+]
 
 
 class Stream:
@@ -70,7 +109,11 @@ class Stream:
         kinds = ["num", "num", "cat"]
         features = [(name, rng.choice(kinds)) for name in rng.sample(self.names, rng.randint(1, 6))]
         # A feature named prediction stands in for the prediction, and may not come with one.
-        prediction = None if "prediction" in dict(features) and rng.random() < 0.8 else rng.choice([None, *kinds])
+        prediction = (
+            None
+            if "prediction" in dict(features) and rng.random() < 0.8
+            else rng.choice([None, *kinds])
+        )
         return rng.choice(self.models), rng.choice([None, "1", "2", "3"]), features, prediction
 
     def value(self, kind: str) -> Any:
@@ -86,7 +129,10 @@ class Stream:
     def body(self) -> dict[str, Any]:
         rng = self.rng
         model, version, features, prediction = rng.choice(self.shapes)
-        body: dict[str, Any] = {"model": model, "features": {name: self.value(kind) for name, kind in features}}
+        body: dict[str, Any] = {
+            "model": model,
+            "features": {name: self.value(kind) for name, kind in features},
+        }
         if version is not None:
             body["model_version"] = version
         if prediction is not None:
@@ -103,7 +149,9 @@ class Stream:
         if rng.random() < 0.75:
             return json.dumps(self.body()).encode()
         if rng.random() < 1 - self.odd:
-            return json.dumps([self.body() for _ in range(rng.randint(1, LIMITS.max_events_per_message))]).encode()
+            return json.dumps(
+                [self.body() for _ in range(rng.randint(1, LIMITS.max_events_per_message))]
+            ).encode()
         if rng.random() < 0.5:
             return rng.choice(JUNK)
         return json.dumps([self.body() for _ in range(LIMITS.max_events_per_message + 1)]).encode()
@@ -114,7 +162,9 @@ def streams(draw: st.DrawFn) -> list[list[Record]]:
     """Batches of records (a long first one if steady); a batch may start before the last one
     ended (a redelivery)."""
     steady = draw(st.integers(0, 3)) > 0
-    rng = random.Random(draw(st.integers(0, 2**32)))  # hypothesis' own randoms favour 0.0: junk everywhere
+    rng = random.Random(
+        draw(st.integers(0, 2**32))
+    )  # hypothesis' own randoms favour 0.0: junk everywhere
     stream = Stream(rng, steady)
     batches, offset = [], 0
     for batch in range(rng.randint(2 if steady else 1, 5)):
@@ -123,7 +173,9 @@ def streams(draw: st.DrawFn) -> list[list[Record]]:
         offset -= rng.choice([0, 0, 0, 2])
         size = rng.randint(40, 80) if steady and not batch else rng.randint(1, 40)
         values = [stream.message() for _ in range(size)]
-        batches.append([Record(offset + i, 1000.0 + offset + i, value) for i, value in enumerate(values)])
+        batches.append(
+            [Record(offset + i, 1000.0 + offset + i, value) for i, value in enumerate(values)]
+        )
         offset += len(values)
     return batches
 
@@ -135,18 +187,29 @@ def snapshot(state: PartitionState) -> dict[str, Any]:
         "features": {model: sorted(names) for model, names in state.features_by_model.items()},
         "versions": list(state.versions.items()),
         "unknown_missing": list(state.unknown_missing.items()),
-        "dirty": sorted(state.dirty), "retired": sorted(state.retired),
+        "dirty": sorted(state.dirty),
+        "retired": sorted(state.retired),
         "offsets": (state.next_offset, state.events_since_checkpoint),
         "ledger": msgspec.msgpack.encode(state.ledger),
     }
 
 
-def processor(min_columnar_events: int = 8, admission: AdmissionLimits = ADMISSION) -> PredictionProcessor:
-    return PredictionProcessor(CONFIG, LIMITS, admission, multivariate=MULTIVARIATE, min_columnar_events=min_columnar_events)
+def processor(
+    min_columnar_events: int = 8, admission: AdmissionLimits = ADMISSION
+) -> PredictionProcessor:
+    return PredictionProcessor(
+        CONFIG,
+        LIMITS,
+        admission,
+        multivariate=MULTIVARIATE,
+        min_columnar_events=min_columnar_events,
+    )
 
 
 def compare(
-    batches: list[list[Record]], min_columnar_events: int = 1, admission: AdmissionLimits = ADMISSION
+    batches: list[list[Record]],
+    min_columnar_events: int = 1,
+    admission: AdmissionLimits = ADMISSION,
 ) -> tuple[int, int]:
     """Process ``batches`` both ways, checking outcomes and states after each; return the events
     that went column by column and the most findings of a batch."""
@@ -154,7 +217,9 @@ def compare(
     fast_state, reference_state = (PartitionState("in", 0, 1, None) for _ in range(2))
     columnar_events = findings = 0
     for records in batches:
-        with mock.patch.object(_Batch, "add_columns", autospec=True, side_effect=_Batch.add_columns) as columns:
+        with mock.patch.object(
+            _Batch, "add_columns", autospec=True, side_effect=_Batch.add_columns
+        ) as columns:
             out = fast.process(fast_state, records)
         columnar_events += sum(len(call.args[2]) for call in columns.call_args_list)
         expected = reference.process(reference_state, records, columnar=False)
@@ -172,22 +237,43 @@ def test_the_columnar_path_matches_the_per_event_path(batches, min_columnar_even
     event(f"most findings in a batch: {min(findings, 3)}")
 
 
-KNOWN = [{"model": "n", "features": {"a": 1.0, "b": 2.0, "c": "x"}}, {"model": "n", "features": {"d": 1.0, "e": 2.0, "f": "y"}}]
+KNOWN = [
+    {"model": "n", "features": {"a": 1.0, "b": 2.0, "c": "x"}},
+    {"model": "n", "features": {"d": 1.0, "e": 2.0, "f": "y"}},
+]
 
 
 @pytest.mark.parametrize(
     "later",
     [
-        pytest.param({"model": "n", "features": dict.fromkeys("abcdef", None)}, id="too many features of known names"),
-        pytest.param({"model": "n", "features": {"prediction": None}, "prediction": 1.0}, id="prediction twice"),
-        pytest.param({"model": "n", "features": {"a": 1.0, "g": None}}, id="a new name, null, one too many for the model"),
-        pytest.param([KNOWN[0], {"model": "n", "features": {"a": 1.0, "b": 2.0, "c": "new"}}, KNOWN[0]], id="a new category mid-array"),
-        pytest.param([KNOWN[0], {"model": "n", "features": {"a": "x", "b": 2.0, "c": "x"}}, KNOWN[0]], id="a type change mid-array"),
+        pytest.param(
+            {"model": "n", "features": dict.fromkeys("abcdef", None)},
+            id="too many features of known names",
+        ),
+        pytest.param(
+            {"model": "n", "features": {"prediction": None}, "prediction": 1.0},
+            id="prediction twice",
+        ),
+        pytest.param(
+            {"model": "n", "features": {"a": 1.0, "g": None}},
+            id="a new name, null, one too many for the model",
+        ),
+        pytest.param(
+            [KNOWN[0], {"model": "n", "features": {"a": 1.0, "b": 2.0, "c": "new"}}, KNOWN[0]],
+            id="a new category mid-array",
+        ),
+        pytest.param(
+            [KNOWN[0], {"model": "n", "features": {"a": "x", "b": 2.0, "c": "x"}}, KNOWN[0]],
+            id="a type change mid-array",
+        ),
     ],
 )
 def test_rare_refusals_of_known_shapes_match(later):
     first = [Record(i, 1000.0 + i, json.dumps(body).encode()) for i, body in enumerate(KNOWN * 3)]
-    second = [Record(6 + i, 1006.0 + i, json.dumps(body).encode()) for i, body in enumerate([KNOWN[1], later, KNOWN[0]])]
+    second = [
+        Record(6 + i, 1006.0 + i, json.dumps(body).encode())
+        for i, body in enumerate([KNOWN[1], later, KNOWN[0]])
+    ]
     assert compare([first, second])[0] > 0
 
 
@@ -196,11 +282,29 @@ def test_the_common_case_goes_column_by_column():
     proc, state = processor(), PartitionState("in", 0, 1, None)
 
     def batch(first: int) -> list[Record]:
-        features = [{"a": float(i % 7), "b": "xyz"[i % 3], "c": None if i % 4 else True, "d": None if first else i, "i": "id"}
-                    for i in range(first, first + 40)]  # d: all null in the second batch; i: ignored
-        bodies = [{"model": "m", "model_version": "1", "event_id": f"e{i}", "prediction": 0.5 + i % 3, "features": f}
-                  for i, f in enumerate(features, first)]
-        return [Record(i, 1000.0 + i, json.dumps(body).encode()) for i, body in enumerate(bodies, first)]
+        features = [
+            {
+                "a": float(i % 7),
+                "b": "xyz"[i % 3],
+                "c": None if i % 4 else True,
+                "d": None if first else i,
+                "i": "id",
+            }
+            for i in range(first, first + 40)
+        ]  # d: all null in the second batch; i: ignored
+        bodies = [
+            {
+                "model": "m",
+                "model_version": "1",
+                "event_id": f"e{i}",
+                "prediction": 0.5 + i % 3,
+                "features": f,
+            }
+            for i, f in enumerate(features, first)
+        ]
+        return [
+            Record(i, 1000.0 + i, json.dumps(body).encode()) for i, body in enumerate(bodies, first)
+        ]
 
     proc.process(state, batch(0))  # new names: one by one
     with mock.patch.object(PredictionProcessor, "_admit", autospec=True) as admit:

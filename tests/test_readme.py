@@ -40,12 +40,18 @@ def test_the_detector_config_example_is_valid_and_shows_the_real_defaults():
     validate_config(config)
     assert resolve(config, "fraud", "amount").page_hinkley.threshold == 80.0
     shown = resolve({"defaults": config["defaults"]}, "any", "feature")
-    assert shown == resolve({}, "any", "feature"), "docs/configuration.md's 'calibrated defaults' differ from the code"
+    assert shown == resolve({}, "any", "feature"), (
+        "docs/configuration.md's 'calibrated defaults' differ from the code"
+    )
 
 
 def test_the_readme_names_the_default_detectors_and_not_page_hinkley_as_one():
     intro = README.split("## Quick start", 1)[0]
-    assert DEFAULT_DETECTORS == ("adwin", "cusum", "window")  # if this changes, so must the README's intro
+    assert DEFAULT_DETECTORS == (
+        "adwin",
+        "cusum",
+        "window",
+    )  # if this changes, so must the README's intro
     assert "ADWIN" in intro and "CUSUM" in intro and "window" in intro
     assert "ADWIN, Page-Hinkley" not in intro and "ADWIN + Page-Hinkley" not in README
 
@@ -53,8 +59,11 @@ def test_the_readme_names_the_default_detectors_and_not_page_hinkley_as_one():
 @pytest.mark.parametrize("page", ["README.md", "docs/contracts.md", "docs/architecture.md"])
 def test_every_input_example_decodes_into_one_valid_event(page):
     text = (ROOT / page).read_text()
-    examples = [b for b in blocks("json", text) + blocks("", text) if '"features"' in b and '"model"' in b
-                and '"numeric"' not in b]
+    examples = [
+        b
+        for b in blocks("json", text) + blocks("", text)
+        if '"features"' in b and '"model"' in b and '"numeric"' not in b
+    ]
     assert examples, f"{page} shows no input event"
     for example in examples:
         events, rejections = decode_events(example.encode(), 0.0, Limits())
@@ -63,9 +72,20 @@ def test_every_input_example_decodes_into_one_valid_event(page):
 
 @pytest.mark.parametrize("page", ["README.md", "docs/contracts.md"])
 def test_the_alert_example_is_a_cloudevent_with_the_documented_fields(page):
-    alert = json.loads(next(b for b in blocks("json", (ROOT / page).read_text()) if '"specversion"' in b))
+    alert = json.loads(
+        next(b for b in blocks("json", (ROOT / page).read_text()) if '"specversion"' in b)
+    )
     assert alert["type"] == "io.streamdrift.drift.detected"
-    assert {"model", "feature", "detector", "statistic", "threshold", "severity", "events_seen", "evidence"} <= set(alert["data"])
+    assert {
+        "model",
+        "feature",
+        "detector",
+        "statistic",
+        "threshold",
+        "severity",
+        "events_seen",
+        "evidence",
+    } <= set(alert["data"])
 
 
 def test_every_setting_is_in_the_configuration_table_and_nothing_else():
@@ -75,7 +95,9 @@ def test_every_setting_is_in_the_configuration_table_and_nothing_else():
 
 
 def test_the_configuration_table_shows_the_real_defaults():
-    table = dict(re.findall(r"^\| `STREAMDRIFT_([A-Z_0-9]+)` \| `([^`]*)` \|", CONFIGURATION, flags=re.M))
+    table = dict(
+        re.findall(r"^\| `STREAMDRIFT_([A-Z_0-9]+)` \| `([^`]*)` \|", CONFIGURATION, flags=re.M)
+    )
     assert len(table) > 40
     for name, shown in table.items():
         default = Settings.model_fields[name.lower()].default
@@ -95,32 +117,53 @@ def test_every_metric_is_in_the_metrics_table_and_nothing_else():
 
     metrics = Metrics()
     HistoryRecorder(None, "g", 10.0, metrics.registry)  # type: ignore[arg-type]  # registers its counter
-    actual = {family.name + ("_total" if family.type == "counter" else "") for family in metrics.registry.collect()}
+    actual = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in metrics.registry.collect()
+    }
     assert isinstance(metrics.registry, CollectorRegistry) and "streamdrift_events_total" in actual
     table = section(OPERATIONS, "## Metrics")
     documented = set(re.findall(r"^\| `(streamdrift_[a-z_]+)` \|", table, flags=re.M))
-    assert documented == actual, f"undocumented: {sorted(actual - documented)}, not metrics: {sorted(documented - actual)}"
+    assert documented == actual, (
+        f"undocumented: {sorted(actual - documented)}, not metrics: {sorted(documented - actual)}"
+    )
 
 
 def test_every_dead_letter_reason_is_listed_in_the_contract():
     dead_letters = section(CONTRACTS, "## Dead-letter topic (`predictions.dlq`)")
-    listed = set(re.findall(r"`([a-z_]+)`", dead_letters.split("Reasons", 1)[1].split("An event with", 1)[0]))
-    listed -= {"reason", "streamdrift_dead_letters_total"}  # the metric and its label, named in the same sentence
+    listed = set(
+        re.findall(r"`([a-z_]+)`", dead_letters.split("Reasons", 1)[1].split("An event with", 1)[0])
+    )
+    listed -= {
+        "reason",
+        "streamdrift_dead_letters_total",
+    }  # the metric and its label, named in the same sentence
     assert listed == {reason.value for reason in Reason}
 
 
 def test_quick_start_has_the_two_commands_and_ci_runs_the_test_one():
     commands = re.findall(r"```\n(make [a-z]+)\n```", README)
     assert commands[:2] == ["make demo", "make test"]
-    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
-          if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))]
+    ci = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))
+    ]
     assert ci == ["make test"], "CI must run exactly the README's test command"
 
 
 def test_the_readme_stays_a_front_page():
     assert len(README.encode()) <= 15_500, "README.md is over ~15 KB: move the detail into docs/"
-    for page in ("architecture", "contracts", "configuration", "operations", "state-and-exactly-once",
-                 "performance", "detection-quality", "own-kafka"):
+    for page in (
+        "architecture",
+        "contracts",
+        "configuration",
+        "operations",
+        "state-and-exactly-once",
+        "performance",
+        "detection-quality",
+        "own-kafka",
+    ):
         assert f"(docs/{page}.md)" in README, f"the README does not link docs/{page}.md"
 
 
@@ -162,22 +205,40 @@ OWN_KAFKA = (DOCS / "own-kafka.md").read_text()
 def test_the_own_kafka_page_names_only_real_settings_with_valid_example_values():
     named = set(re.findall(r"STREAMDRIFT_[A-Z_0-9]+", OWN_KAFKA))
     actual = {f"STREAMDRIFT_{name.upper()}" for name in Settings.model_fields}
-    read_by_load = {"STREAMDRIFT_SECRETS_DIR"}  # Settings.load's secrets folder, not a setting itself
-    assert all(f'"{name}"' in (ROOT / "streams" / "settings.py").read_text() for name in read_by_load)
+    read_by_load = {
+        "STREAMDRIFT_SECRETS_DIR"
+    }  # Settings.load's secrets folder, not a setting itself
+    assert all(
+        f'"{name}"' in (ROOT / "streams" / "settings.py").read_text() for name in read_by_load
+    )
     assert named - read_by_load <= actual, f"not settings: {sorted(named - read_by_load - actual)}"
-    assert {"STREAMDRIFT_KAFKA_BOOTSTRAP", "STREAMDRIFT_REDIS_URL", "STREAMDRIFT_GROUP_ID", "STREAMDRIFT_INPUT_TOPIC",
-            "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL", "STREAMDRIFT_KAFKA_SASL_USERNAME"} <= named
+    assert {
+        "STREAMDRIFT_KAFKA_BOOTSTRAP",
+        "STREAMDRIFT_REDIS_URL",
+        "STREAMDRIFT_GROUP_ID",
+        "STREAMDRIFT_INPUT_TOPIC",
+        "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
+        "STREAMDRIFT_KAFKA_SASL_USERNAME",
+    } <= named
     # The exported example values are valid (the certificate files do not exist here).
     exports = dict(re.findall(r"^export STREAMDRIFT_([A-Z_0-9]+)=(\S+)", OWN_KAFKA, flags=re.M))
-    values = {name.lower(): value.strip("'") for name, value in exports.items() if not name.endswith("FILE")}
+    values = {
+        name.lower(): value.strip("'")
+        for name, value in exports.items()
+        if not name.endswith("FILE")
+    }
     settings = Settings(**values)
     assert settings.kafka_bootstrap == "broker1:9092,broker2:9092"
 
 
 @pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
 def test_the_docs_name_only_real_settings(page):
-    named = set(re.findall(r"STREAMDRIFT_[A-Z_0-9]*[A-Z0-9](?![A-Z_0-9]*\*)", (DOCS / page).read_text()))  # not STREAMDRIFT_KAFKA_*
-    actual = {f"STREAMDRIFT_{name.upper()}" for name in Settings.model_fields} | {"STREAMDRIFT_SECRETS_DIR"}
+    named = set(
+        re.findall(r"STREAMDRIFT_[A-Z_0-9]*[A-Z0-9](?![A-Z_0-9]*\*)", (DOCS / page).read_text())
+    )  # not STREAMDRIFT_KAFKA_*
+    actual = {f"STREAMDRIFT_{name.upper()}" for name in Settings.model_fields} | {
+        "STREAMDRIFT_SECRETS_DIR"
+    }
     assert named <= actual, f"not settings: {sorted(named - actual)}"
 
 
@@ -191,16 +252,31 @@ def test_quick_start_links_the_own_kafka_page_and_alerts_explain_the_evidence_no
 def test_the_architecture_page_names_code_that_exists():
     """docs/architecture.md follows an event through the code by name: every class, method,
     private function and constant it names in backticks is defined in streams/ or detectors/."""
-    source = "\n".join(p.read_text() for folder in ("streams", "detectors") for p in sorted((ROOT / folder).rglob("*.py")))
+    source = "\n".join(
+        p.read_text()
+        for folder in ("streams", "detectors")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+    )
     text = re.sub(r"```.*?```", "", (DOCS / "architecture.md").read_text(), flags=re.S)
 
     def defined(name: str) -> bool:
         if name.isupper():  # a constant, or a reply of the Lua scripts (FENCED, LOST)
             return re.search(rf"\b{name}\b", source) is not None
-        return re.search(rf"^\s*(?:async def|def|class) {name}\b|^\s*{name}\s*[:=]|self\.{name}\b", source, flags=re.M) is not None
+        return (
+            re.search(
+                rf"^\s*(?:async def|def|class) {name}\b|^\s*{name}\s*[:=]|self\.{name}\b",
+                source,
+                flags=re.M,
+            )
+            is not None
+        )
 
-    names = set(re.findall(r"`((?:[A-Z][A-Za-z]+|_[A-Za-z_]+|[A-Z][A-Z_]+)(?:\.[A-Za-z_]+)?)`", text))
-    names = {name for name in names if not name.startswith("STREAMDRIFT_")}  # settings: checked above
+    names = set(
+        re.findall(r"`((?:[A-Z][A-Za-z]+|_[A-Za-z_]+|[A-Z][A-Z_]+)(?:\.[A-Za-z_]+)?)`", text)
+    )
+    names = {
+        name for name in names if not name.startswith("STREAMDRIFT_")
+    }  # settings: checked above
     assert len(names) > 40
     missing = [name for name in sorted(names) if not all(defined(part) for part in name.split("."))]
     assert missing == [], f"docs/architecture.md names code that does not exist: {missing}"

@@ -48,9 +48,25 @@ def cluster_url(tmp_path_factory) -> str:
     ports = [_port_pair() for _ in range(3)]
     processes = [
         subprocess.Popen(
-            [server, "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", f"nodes-{p}.conf", "--dir", str(folder), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                server,
+                "--port",
+                str(p),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{p}.conf",
+                "--dir",
+                str(folder),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for p in ports
     ]
@@ -58,8 +74,18 @@ def cluster_url(tmp_path_factory) -> str:
         for p in ports:
             _wait(lambda p=p: redis.Redis(port=p).ping())
         subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         _wait(lambda: redis.Redis(port=ports[0]).cluster("info")["cluster_state"] == "ok")
         yield f"redis://127.0.0.1:{ports[0]}/0"
@@ -102,10 +128,16 @@ def test_checkpoints_of_many_partitions_land_on_several_nodes_and_stay_fenced(cl
     group = f"g-{uuid.uuid4().hex[:8]}"
 
     async def body(client):
-        owner, zombie = CheckpointStore(client, group, "owner"), CheckpointStore(client, group, "zombie")
+        owner, zombie = (
+            CheckpointStore(client, group, "owner"),
+            CheckpointStore(client, group, "zombie"),
+        )
         stale = {p: await zombie.claim(TOPIC, p) for p in range(8)}
         fresh = {p: await owner.claim(TOPIC, p) for p in range(8)}
-        saves = [Save(TOPIC, p, fresh[p].epoch, 10 + p, 10 + p, {"m\x1fx": b"state-%d" % p}, [b"alert"]) for p in range(8)]
+        saves = [
+            Save(TOPIC, p, fresh[p].epoch, 10 + p, 10 + p, {"m\x1fx": b"state-%d" % p}, [b"alert"])
+            for p in range(8)
+        ]
         assert await owner.save(saves) == [None] * 8
         fenced = await zombie.save([Save(TOPIC, 0, stale[0].epoch, 99, 99, {"m\x1fx": b"zombie"})])
         restored = await owner.claim(TOPIC, 3)
@@ -113,12 +145,18 @@ def test_checkpoints_of_many_partitions_land_on_several_nodes_and_stay_fenced(cl
 
     fenced, restored = run(cluster_url, body)
     assert isinstance(fenced[0], Fenced)
-    assert restored.offset == 13 and restored.fields == {b"m\x1fx": b"state-3"} and restored.outbox == [b"alert"]
+    assert (
+        restored.offset == 13
+        and restored.fields == {b"m\x1fx": b"state-3"}
+        and restored.outbox == [b"alert"]
+    )
     client = redis.RedisCluster.from_url(cluster_url)
     slots = {client.keyslot(KeyLayout(group).keys(TOPIC, p)[0]) for p in range(8)}
     nodes = {client.get_node_from_key(KeyLayout(group).keys(TOPIC, p)[0]).name for p in range(8)}
     assert len(slots) == 8 and len(nodes) > 1, "partitions should spread over the cluster's nodes"
-    assert client.hget(KeyLayout(group).keys(TOPIC, 0)[1], "m\x1fx") == b"state-0", "the zombie wrote nothing"
+    assert client.hget(KeyLayout(group).keys(TOPIC, 0)[1], "m\x1fx") == b"state-0", (
+        "the zombie wrote nothing"
+    )
 
 
 def test_label_join_works_on_the_cluster(cluster_url):
@@ -139,10 +177,23 @@ def test_a_worker_keeps_exact_counts_on_the_cluster(cluster_url, broker, topics,
 
     start_worker(redis_url=cluster_url, redis_cluster="true").wait_ready()
     models = [f"m{i % 4}" for i in range(4_000)]
-    produce(broker.bootstrap, topics.input, [b'{"model": "%s", "features": {"x": %d}}' % (m.encode(), i % 9) for i, m in enumerate(models)], keys=models)
+    produce(
+        broker.bootstrap,
+        topics.input,
+        [
+            b'{"model": "%s", "features": {"x": %d}}' % (m.encode(), i % 9)
+            for i, m in enumerate(models)
+        ],
+        keys=models,
+    )
     client = redis.RedisCluster.from_url(cluster_url)
 
     def counts():
-        return {model: series["x"]["count"] for model, series in read_status(client, topics.group_id)["models"].items()}
+        return {
+            model: series["x"]["count"]
+            for model, series in read_status(client, topics.group_id)["models"].items()
+        }
 
-    wait_for(lambda: counts() == {f"m{i}": 1_000 for i in range(4)}, 90, "exact counts on the cluster")
+    wait_for(
+        lambda: counts() == {f"m{i}": 1_000 for i in range(4)}, 90, "exact counts on the cluster"
+    )

@@ -17,8 +17,14 @@ from streams.settings import Settings
 
 
 def settings_for(redis_url: str, **overrides: object) -> Settings:
-    return Settings(redis_url=redis_url, group_id=f"test-guards-{uuid.uuid4().hex[:12]}", input_topic="preds",
-                    labels_topic="labels", checkpoint_interval_s=3600.0, **overrides)
+    return Settings(
+        redis_url=redis_url,
+        group_id=f"test-guards-{uuid.uuid4().hex[:12]}",
+        input_topic="preds",
+        labels_topic="labels",
+        checkpoint_interval_s=3600.0,
+        **overrides,
+    )
 
 
 def batch(first: int, n: int, model: str = "m", value: float = 1.0) -> list[Record]:
@@ -63,10 +69,20 @@ def test_evicted_models_leave_no_label_sets_in_metrics(redis_server):
         runtime = Runtime(settings, {}, RecordingPublisher())
         await runtime.on_assigned([("preds", 0)])
         for i in range(20):  # 20 made-up models with event ids: each a joinable-counter label set
-            value = json.dumps({"model": f"made-up-{i}", "event_id": f"e{i}", "prediction": 0.5,
-                                "features": {"x": 1.0}}).encode()
+            value = json.dumps(
+                {
+                    "model": f"made-up-{i}",
+                    "event_id": f"e{i}",
+                    "prediction": 0.5,
+                    "features": {"x": 1.0},
+                }
+            ).encode()
             await runtime.handle("preds", {0: [Record(i, 1_000.0 + i, value)]})
-        exposed = {sample.labels["model"] for family in runtime.metrics.joinable.collect() for sample in family.samples}
+        exposed = {
+            sample.labels["model"]
+            for family in runtime.metrics.joinable.collect()
+            for sample in family.samples
+        }
         assert exposed == {"made-up-18", "made-up-19"}  # the two still on probation
         assert runtime.metrics.registry.get_sample_value("streamdrift_models_evicted_total") == 18
         await runtime.close()

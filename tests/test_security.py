@@ -25,8 +25,12 @@ from streams.security import (
 )
 from streams.settings import Settings, redact_url
 
-SASL = dict(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
-            kafka_sasl_username="svc", kafka_sasl_password="pa55-word")
+SASL = dict(
+    kafka_security_protocol="SASL_SSL",
+    kafka_sasl_mechanism="SCRAM-SHA-512",
+    kafka_sasl_username="svc",
+    kafka_sasl_password="pa55-word",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +39,24 @@ def client_cert(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "client.pem", folder / "client.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=streamdrift-test",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=streamdrift-test",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -45,7 +64,10 @@ def client_cert(tmp_path_factory) -> tuple[Path, Path]:
 def test_plaintext_needs_no_credentials():
     settings = Settings(kafka_bootstrap="k:9092")
     assert faust_credentials(settings) is None
-    assert confluent_config(settings) == {"bootstrap.servers": "k:9092", "security.protocol": "PLAINTEXT"}
+    assert confluent_config(settings) == {
+        "bootstrap.servers": "k:9092",
+        "security.protocol": "PLAINTEXT",
+    }
 
 
 def test_sasl_ssl_gives_both_clients_the_same_mechanism_and_user(client_cert):
@@ -53,7 +75,11 @@ def test_sasl_ssl_gives_both_clients_the_same_mechanism_and_user(client_cert):
     settings = Settings(**SASL, kafka_ssl_cafile=cert)
     creds = faust_credentials(settings)
     assert isinstance(creds, SASLCredentials)
-    assert (creds.mechanism.value, creds.username, creds.password) == ("SCRAM-SHA-512", "svc", "pa55-word")
+    assert (creds.mechanism.value, creds.username, creds.password) == (
+        "SCRAM-SHA-512",
+        "svc",
+        "pa55-word",
+    )
     assert creds.protocol.value == "SASL_SSL" and isinstance(creds.ssl_context, ssl.SSLContext)
     config = confluent_config(settings)
     assert config["security.protocol"] == "SASL_SSL" and config["sasl.mechanism"] == "SCRAM-SHA-512"
@@ -62,7 +88,9 @@ def test_sasl_ssl_gives_both_clients_the_same_mechanism_and_user(client_cert):
 
 
 def test_sasl_plaintext_has_no_tls():
-    settings = Settings(**{**SASL, "kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_mechanism": "PLAIN"})
+    settings = Settings(
+        **{**SASL, "kafka_security_protocol": "SASL_PLAINTEXT", "kafka_sasl_mechanism": "PLAIN"}
+    )
     creds = faust_credentials(settings)
     assert creds.protocol.value == "SASL_PLAINTEXT" and creds.ssl_context is None
     assert "ssl.ca.location" not in confluent_config(settings)
@@ -70,7 +98,12 @@ def test_sasl_plaintext_has_no_tls():
 
 def test_mtls_loads_the_client_certificate(client_cert):
     cert, key = client_cert
-    settings = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=cert, kafka_ssl_certfile=cert, kafka_ssl_keyfile=key)
+    settings = Settings(
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=cert,
+        kafka_ssl_certfile=cert,
+        kafka_ssl_keyfile=key,
+    )
     assert isinstance(faust_credentials(settings), SSLCredentials)
     assert ssl_context(settings).verify_mode == ssl.CERT_REQUIRED
     config = confluent_config(settings)
@@ -79,8 +112,13 @@ def test_mtls_loads_the_client_certificate(client_cert):
 
 @pytest.mark.parametrize(
     ("settings", "message"),
-    [({"kafka_security_protocol": "SASL_SSL"}, "STREAMDRIFT_KAFKA_SASL_USERNAME"),
-     ({"kafka_security_protocol": "SSL", "kafka_ssl_certfile": "c.pem"}, "STREAMDRIFT_KAFKA_SSL_KEYFILE")],
+    [
+        ({"kafka_security_protocol": "SASL_SSL"}, "STREAMDRIFT_KAFKA_SASL_USERNAME"),
+        (
+            {"kafka_security_protocol": "SSL", "kafka_ssl_certfile": "c.pem"},
+            "STREAMDRIFT_KAFKA_SSL_KEYFILE",
+        ),
+    ],
 )
 def test_incomplete_security_settings_are_refused_with_what_to_set(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -106,10 +144,21 @@ def test_secrets_can_come_from_files(tmp_path, monkeypatch):
 
 
 def test_config_command_prints_settings_without_secrets():
-    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-           "STREAMDRIFT_KAFKA_SASL_USERNAME": "svc", "STREAMDRIFT_KAFKA_SASL_PASSWORD": "pa55-word",
-           "STREAMDRIFT_REDIS_URL": "redis://:r3dis-pw@cache:6379/0"}
-    result = subprocess.run([sys.executable, "-m", "streams", "config"], capture_output=True, text=True, env=env, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "200",
+        "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "STREAMDRIFT_KAFKA_SASL_USERNAME": "svc",
+        "STREAMDRIFT_KAFKA_SASL_PASSWORD": "pa55-word",
+        "STREAMDRIFT_REDIS_URL": "redis://:r3dis-pw@cache:6379/0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0
     assert "STREAMDRIFT_KAFKA_SASL_USERNAME" in result.stdout and "SASL_SSL" in result.stdout
     assert "pa55-word" not in result.stdout and "r3dis-pw" not in result.stdout
@@ -118,22 +167,35 @@ def test_config_command_prints_settings_without_secrets():
 # --- secrets in error messages and URLs ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("rediss://host:6380/0?ssl_keyfile=/x&password=s3cret", "rediss://host:6380/0?ssl_keyfile=/x&password=***"),
-    ("redis://:pw-only@h", "redis://:***@h"),
-    ("redis://user:pw@h:1/0?passwd=a&pwd=b&token=c&client_secret=d&api_key=e&ssl_certfile=/c.pem",
-     "redis://user:***@h:1/0?passwd=***&pwd=***&token=***&client_secret=***&api_key=***&ssl_certfile=/c.pem"),
-    ("redis://u:p@ss@h/0", "redis://u:***@h/0"),  # an unencoded @ in the password
-    ("redis://u:pw@h/0?x=a@b", "redis://u:***@b"),  # too odd to take apart exactly: hidden, not shown
-    ("redis://h/0?password", "redis://h/0?password"),
-    ("not a url", "not a url"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "rediss://host:6380/0?ssl_keyfile=/x&password=s3cret",
+            "rediss://host:6380/0?ssl_keyfile=/x&password=***",
+        ),
+        ("redis://:pw-only@h", "redis://:***@h"),
+        (
+            "redis://user:pw@h:1/0?passwd=a&pwd=b&token=c&client_secret=d&api_key=e&ssl_certfile=/c.pem",
+            "redis://user:***@h:1/0?passwd=***&pwd=***&token=***&client_secret=***&api_key=***&ssl_certfile=/c.pem",
+        ),
+        ("redis://u:p@ss@h/0", "redis://u:***@h/0"),  # an unencoded @ in the password
+        (
+            "redis://u:pw@h/0?x=a@b",
+            "redis://u:***@b",
+        ),  # too odd to take apart exactly: hidden, not shown
+        ("redis://h/0?password", "redis://h/0?password"),
+        ("not a url", "not a url"),
+        ("", ""),
+    ],
+)
 def test_redact_url_masks_passwords_and_secret_parameters(url, shown):
     assert redact_url(url) == shown
 
 
-@pytest.mark.parametrize("odd", [None, 42, b"redis://:x@h", "://", "@", "?&=", "redis://:@", "\x00\udcff"])
+@pytest.mark.parametrize(
+    "odd", [None, 42, b"redis://:x@h", "://", "@", "?&=", "redis://:@", "\x00\udcff"]
+)
 def test_redact_url_never_raises(odd):
     assert isinstance(redact_url(odd), str)
 
@@ -145,31 +207,51 @@ def _errors(**values: object) -> ValidationError:
 
 
 def test_validation_errors_never_echo_a_secret():
-    error = _errors(redis_url=f"redis://:{SASL_TEST_PASSWORD}@h:notaport/0", metrics_port="x",
-                    kafka_security_protocol="SASL_SSL", kafka_sasl_password=SASL_TEST_PASSWORD)
+    error = _errors(
+        redis_url=f"redis://:{SASL_TEST_PASSWORD}@h:notaport/0",
+        metrics_port="x",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_password=SASL_TEST_PASSWORD,
+    )
     lines = settings_errors(error)
-    assert SASL_TEST_PASSWORD not in str(error) + repr(error) + "".join(lines)  # hide_input_in_errors
-    assert lines[0].startswith("invalid setting STREAMDRIFT_REDIS_URL=redis://:***@h:notaport/0: must look like")
-    assert lines[1].startswith("invalid setting STREAMDRIFT_METRICS_PORT=x: expected a whole number")
+    assert SASL_TEST_PASSWORD not in str(error) + repr(error) + "".join(
+        lines
+    )  # hide_input_in_errors
+    assert lines[0].startswith(
+        "invalid setting STREAMDRIFT_REDIS_URL=redis://:***@h:notaport/0: must look like"
+    )
+    assert lines[1].startswith(
+        "invalid setting STREAMDRIFT_METRICS_PORT=x: expected a whole number"
+    )
 
 
 def test_a_rejected_secret_is_shown_as_stars():
-    (line,) = settings_errors(_errors(kafka_sasl_password=12345678))  # not text: refused, and not shown
-    assert line.startswith("invalid setting STREAMDRIFT_KAFKA_SASL_PASSWORD=***: expected") and "12345678" not in line
+    (line,) = settings_errors(
+        _errors(kafka_sasl_password=12345678)
+    )  # not text: refused, and not shown
+    assert (
+        line.startswith("invalid setting STREAMDRIFT_KAFKA_SASL_PASSWORD=***: expected")
+        and "12345678" not in line
+    )
 
 
 def test_settings_errors_name_the_flag_when_the_value_came_from_one():
     (line,) = settings_errors(_errors(kafka_bootstrap=""), {"kafka_bootstrap": "--bootstrap"})
-    assert line.startswith("invalid setting --bootstrap '' (STREAMDRIFT_KAFKA_BOOTSTRAP): expected host:port")
+    assert line.startswith(
+        "invalid setting --bootstrap '' (STREAMDRIFT_KAFKA_BOOTSTRAP): expected host:port"
+    )
 
 
-@pytest.mark.parametrize(("values", "variable"), [
-    ({"log_level": "LOUD"}, "STREAMDRIFT_LOG_LEVEL=loud"),
-    ({"metrics_port": 0}, "STREAMDRIFT_METRICS_PORT=0"),
-    ({"kafka_bootstrap": "h:99999"}, "STREAMDRIFT_KAFKA_BOOTSTRAP=h:99999"),
-    ({"input_topic": "a/b"}, "STREAMDRIFT_INPUT_TOPIC=a/b"),
-    ({"group_id": "g\x1b[2J"}, "STREAMDRIFT_GROUP_ID=g\\x1b[2J"),  # control characters escaped
-])
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [
+        ({"log_level": "LOUD"}, "STREAMDRIFT_LOG_LEVEL=loud"),
+        ({"metrics_port": 0}, "STREAMDRIFT_METRICS_PORT=0"),
+        ({"kafka_bootstrap": "h:99999"}, "STREAMDRIFT_KAFKA_BOOTSTRAP=h:99999"),
+        ({"input_topic": "a/b"}, "STREAMDRIFT_INPUT_TOPIC=a/b"),
+        ({"group_id": "g\x1b[2J"}, "STREAMDRIFT_GROUP_ID=g\\x1b[2J"),  # control characters escaped
+    ],
+)
 def test_each_bad_setting_is_one_line_naming_its_variable(values, variable):
     (line,) = settings_errors(_errors(**values))
     assert line.startswith(f"invalid setting {variable}: expected") and "\n" not in line
@@ -180,7 +262,11 @@ def test_the_log_level_takes_any_case():
 
 
 def test_secret_values_and_scrub():
-    settings = Settings(**SASL, redis_url="redis://admin:r3dis-pw@cache:6379/0?password=k3y-pass", http_token="t0ken")
+    settings = Settings(
+        **SASL,
+        redis_url="redis://admin:r3dis-pw@cache:6379/0?password=k3y-pass",
+        http_token="t0ken",
+    )
     secrets = secret_values(settings)
     assert {"pa55-word", "r3dis-pw", "t0ken", "k3y-pass"} <= set(secrets) and "admin" not in secrets
     assert scrub("login pa55-word refused by r3dis-pw", secrets) == "login *** refused by ***"
@@ -198,7 +284,9 @@ def test_printable_keeps_markup_and_control_characters_literal():
 
 
 def test_the_secret_scan_finds_a_leak_in_any_log(tmp_path):
-    planted = ["planted-" + "secret"]  # not a TEST_SECRET: this log stays under the session's basetemp
+    planted = [
+        "planted-" + "secret"
+    ]  # not a TEST_SECRET: this log stays under the session's basetemp
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "worker-0.log").write_text(f"connecting with {planted[0]}\n")
     (tmp_path / "clean.log").write_text("nothing to see\n")

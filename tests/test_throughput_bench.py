@@ -60,7 +60,9 @@ def test_a_tiny_run_reports_every_column(tmp_path, capsys):
     assert "≥1.7×(4)" in {t["target"] for t in run["targets"]["streamdrift-2"]}
     assert set(run["targets"]) == {"streamdrift-1", "streamdrift-2"}
     assert len(data["notes"]) == len(throughput.NOTES)
-    assert json.loads(out.read_text())["options"]["worker_settings"] == [["STREAMDRIFT_BATCH_MAX_EVENTS", "500"]]
+    assert json.loads(out.read_text())["options"]["worker_settings"] == [
+        ["STREAMDRIFT_BATCH_MAX_EVENTS", "500"]
+    ]
 
 
 def test_worker_settings_must_be_streamdrift_variables(capsys):

@@ -20,7 +20,14 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from streams.dev.embedded import LOCAL_WORKER_ENV, EmbeddedBroker, EmbeddedRedis, EmbeddedServerError, WorkerProcess, free_port
+from streams.dev.embedded import (
+    LOCAL_WORKER_ENV,
+    EmbeddedBroker,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    WorkerProcess,
+    free_port,
+)
 from streams.kafka.admin import create_topics
 from streams.ops.tail import tail_alerts
 
@@ -28,7 +35,9 @@ PROGRESS_EVERY_S = 10.0
 TOPICS = {"predictions": 4, "labels": 2, "drift-alerts": 1, "predictions.dlq": 1}
 
 
-def run_demo(console: Console, duration: float | None, rate: float, drift_at: int, keep: bool = False) -> None:
+def run_demo(
+    console: Console, duration: float | None, rate: float, drift_at: int, keep: bool = False
+) -> None:
     """Run the demo until ``duration`` seconds of simulation have passed, the worker exits or Ctrl-C.
 
     Every file (logs, Redis' data, the worker's data directory) lives in one temporary
@@ -44,13 +53,20 @@ def run_demo(console: Console, duration: float | None, rate: float, drift_at: in
         with ExitStack() as stack:
             with console.status("starting the embedded Kafka-compatible broker (Tansu)…"):
                 broker = EmbeddedBroker(workdir=workdir / "broker").start()
-                stack.callback(broker.stop, timeout=1)  # memory-only broker: nothing to lose by a fast stop
+                stack.callback(
+                    broker.stop, timeout=1
+                )  # memory-only broker: nothing to lose by a fast stop
             with console.status("starting redis-server…"):
                 redis = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis"))
             create_topics(broker.bootstrap, TOPICS)
-            console.print(f"[green]✓[/green] broker {broker.bootstrap}   redis {redis.url}   topics {', '.join(TOPICS)}")
-            console.print(f"[dim]  logs and data in {workdir} ({'kept: --keep' if keep else 'removed at the end'})[/dim]",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"[green]✓[/green] broker {broker.bootstrap}   redis {redis.url}   topics {', '.join(TOPICS)}"
+            )
+            console.print(
+                f"[dim]  logs and data in {workdir} ({'kept: --keep' if keep else 'removed at the end'})[/dim]",
+                highlight=False,
+                soft_wrap=True,
+            )
 
             port = free_port()
             env = {
@@ -69,9 +85,20 @@ def run_demo(console: Console, duration: float | None, rate: float, drift_at: in
                     worker.wait_ready(timeout=90)
                 except EmbeddedServerError as exc:
                     raise SystemExit(str(exc)) from None
-            console.print(f"[green]✓[/green] worker ready — metrics at [link]http://127.0.0.1:{port}/metrics[/link]")
+            console.print(
+                f"[green]✓[/green] worker ready — metrics at [link]http://127.0.0.1:{port}/metrics[/link]"
+            )
 
-            simulator_cmd = [sys.executable, "-m", "streams", "simulate", "--rate", str(rate), "--drift-at", str(drift_at)]
+            simulator_cmd = [
+                sys.executable,
+                "-m",
+                "streams",
+                "simulate",
+                "--rate",
+                str(rate),
+                "--drift-at",
+                str(drift_at),
+            ]
             if duration is not None:
                 simulator_cmd += ["--duration", str(duration)]
             simulator = _spawn(stack, simulator_cmd, env, workdir / "simulator.log")
@@ -87,7 +114,11 @@ def run_demo(console: Console, duration: float | None, rate: float, drift_at: in
                 _wait_for_ctrl_c(console, worker)
             console.print("[dim]stopping the worker, Redis and the broker…[/dim]")
         if keep:
-            console.print(f"Stopped. Logs and Redis' append-only file stay in {workdir}", highlight=False, soft_wrap=True)
+            console.print(
+                f"Stopped. Logs and Redis' append-only file stay in {workdir}",
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
             _next_hint(console)
     finally:
@@ -106,7 +137,8 @@ def _kept_hint(console: Console, workdir: Path, bootstrap: str, redis_url: str) 
         f"  streamdrift report --model fraud --out report.html {r} {b}\n"
         f"  streamdrift simulate {b} --duration 30    [dim]# more events for the worker[/dim]\n"
         f"Ctrl-C here stops them.",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -116,7 +148,9 @@ def _wait_for_ctrl_c(console: Console, worker: WorkerProcess) -> None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         return
-    console.print(f"[red]the worker exited with code {worker.returncode}; the end of its log:[/red]")
+    console.print(
+        f"[red]the worker exited with code {worker.returncode}; the end of its log:[/red]"
+    )
     console.print(worker.log_tail(), markup=False, highlight=False)
 
 
@@ -127,11 +161,14 @@ def _next_hint(console: Console) -> None:
         "  streamdrift demo --keep    [dim]# at the end, keeps the broker, Redis and the worker running and prints[/dim]\n"
         "                             [dim]# the status, alerts and report --model fraud commands to try on them[/dim]\n"
         "  docs/own-kafka.md          [dim]# (in the source repository) run a worker on your own Kafka and Redis[/dim]",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
-def _show_alerts(console: Console, bootstrap: str, worker: WorkerProcess, deadline: float | None, port: int) -> None:
+def _show_alerts(
+    console: Console, bootstrap: str, worker: WorkerProcess, deadline: float | None, port: int
+) -> None:
     from streams.ops.tail import EVIDENCE_LEGEND, format_alert
 
     next_report = time.monotonic() + PROGRESS_EVERY_S
@@ -153,7 +190,9 @@ def _show_alerts(console: Console, bootstrap: str, worker: WorkerProcess, deadli
     except KeyboardInterrupt:
         pass
     if worker.returncode not in (None, 0):
-        console.print(f"[red]the worker exited with code {worker.returncode}; the end of its log:[/red]")
+        console.print(
+            f"[red]the worker exited with code {worker.returncode}; the end of its log:[/red]"
+        )
         console.print(worker.log_tail(), markup=False, highlight=False)
     console.print(f"\n{count} alert(s). Stopping the simulator…")
 
@@ -168,7 +207,11 @@ def _processed(port: int) -> str:
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in ("streamdrift_events_total", "streamdrift_dead_letters_total", "streamdrift_alerts_total"):
+            if sample.name in (
+                "streamdrift_events_total",
+                "streamdrift_dead_letters_total",
+                "streamdrift_alerts_total",
+            ):
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
     return (
         f"{totals.get('streamdrift_events_total', 0):,.0f} events and labels processed, "

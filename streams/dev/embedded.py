@@ -550,9 +550,14 @@ class EmbeddedRedis(_EmbeddedServer):
         credentials = f":{quote(self._password, safe='')}@" if self._password else ""
         if self._tls is None:
             return f"redis://{credentials}{LOOPBACK}:{self.port}/0"
-        files = {"ssl_ca_certs": self._tls.ca_file, "ssl_certfile": self._tls.client_cert_file,
-                 "ssl_keyfile": self._tls.client_key_file}
-        query = urlencode({name: str(path) for name, path in files.items() if path is not None}, safe="/")
+        files = {
+            "ssl_ca_certs": self._tls.ca_file,
+            "ssl_certfile": self._tls.client_cert_file,
+            "ssl_keyfile": self._tls.client_key_file,
+        }
+        query = urlencode(
+            {name: str(path) for name, path in files.items() if path is not None}, safe="/"
+        )
         return f"rediss://{credentials}{LOOPBACK}:{self.port}/0?{query}"
 
     def restart(self, keep_data: bool = True, timeout: float = 30.0) -> Self:
@@ -594,7 +599,9 @@ class EmbeddedRedis(_EmbeddedServer):
         return dict(os.environ)
 
     def _ready(self, timeout: float) -> bool:
-        client = redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis.Redis.from_url(
+            self.url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         try:
             return bool(client.ping())
         except (redis.ConnectionError, redis.TimeoutError):  # includes BusyLoadingError

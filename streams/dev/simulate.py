@@ -132,7 +132,11 @@ def default_models() -> tuple[ModelSpec, ...]:
                 NumericFeature("age", 42.0, 12.0, missing_rate=0.05, decimals=0),
             ),
             categorical=(
-                CategoricalFeature("country", ("DE", "FR", "US", "GB", "NL", "ES"), (0.30, 0.20, 0.20, 0.15, 0.10, 0.05)),
+                CategoricalFeature(
+                    "country",
+                    ("DE", "FR", "US", "GB", "NL", "ES"),
+                    (0.30, 0.20, 0.20, 0.15, 0.10, 0.05),
+                ),
                 CategoricalFeature("card_present", (True, False), (0.6, 0.4)),
             ),
             share=0.5,
@@ -172,7 +176,11 @@ def default_models() -> tuple[ModelSpec, ...]:
                 NumericFeature("distance_center_km", 8.0, 4.0),
             ),
             categorical=(
-                CategoricalFeature("region", ("north", "south", "east", "west", "center"), (0.2, 0.2, 0.2, 0.25, 0.15)),
+                CategoricalFeature(
+                    "region",
+                    ("north", "south", "east", "west", "center"),
+                    (0.2, 0.2, 0.2, 0.25, 0.15),
+                ),
                 CategoricalFeature("has_garden", (True, False), (0.4, 0.6)),
             ),
             share=0.2,
@@ -211,7 +219,9 @@ class Scenario:
         for model in self.models:
             _check_model(model)
         if not (self.rate > 0 and math.isfinite(self.rate)):
-            raise ValueError(f"rate must be a positive number of events per second, got {self.rate}")
+            raise ValueError(
+                f"rate must be a positive number of events per second, got {self.rate}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.drift_at < 0 or self.label_delay_s < 0:
@@ -252,7 +262,9 @@ def _check_model(model: ModelSpec) -> None:
         raise ValueError(f"model {model.name!r}: share must be > 0 and error_rate in [0, 1]")
     for feature in model.numeric:
         if feature.std <= 0 or not 0 <= feature.missing_rate < 1:
-            raise ValueError(f"{model.name}.{feature.name}: std must be > 0 and missing_rate in [0, 1)")
+            raise ValueError(
+                f"{model.name}.{feature.name}: std must be > 0 and missing_rate in [0, 1)"
+            )
     for feature in model.categorical:
         _check_weights(f"{model.name}.{feature.name}", feature.categories, feature.weights)
         if not 0 <= feature.missing_rate < 1:
@@ -277,11 +289,19 @@ def _check_drift(drift: Drift, models: Mapping[str, ModelSpec]) -> None:
     if drift.categorical is not None:
         feature = next((f for f in target.categorical if f.name == drift.categorical), None)
         if feature is None:
-            raise ValueError(f"drift.categorical {drift.categorical!r} is not a categorical feature of {drift.model!r}")
-        _check_weights(f"drift.categorical_weights ({drift.categorical})", feature.categories, drift.categorical_weights)
+            raise ValueError(
+                f"drift.categorical {drift.categorical!r} is not a categorical feature of {drift.model!r}"
+            )
+        _check_weights(
+            f"drift.categorical_weights ({drift.categorical})",
+            feature.categories,
+            drift.categorical_weights,
+        )
     if drift.error_model is not None:
         if drift.error_model not in models or models[drift.error_model].task != "classification":
-            raise ValueError(f"drift.error_model {drift.error_model!r} is not a classification model of the scenario")
+            raise ValueError(
+                f"drift.error_model {drift.error_model!r} is not a classification model of the scenario"
+            )
         if not 0 <= drift.error_rate <= 1:
             raise ValueError("drift.error_rate must be in [0, 1]")
 
@@ -329,12 +349,16 @@ class _ModelPlan:
         if drift is not None and drift.error_model == spec.name:
             self.error_after = drift.error_rate
 
-    def draw(self, rng: np.random.Generator, index: np.ndarray, scenario: Scenario) -> tuple[list[bytes], list[bytes | None]]:
+    def draw(
+        self, rng: np.random.Generator, index: np.ndarray, scenario: Scenario
+    ) -> tuple[list[bytes], list[bytes | None]]:
         """Encoded events (and labels, ``None`` for regression) for the given event indices."""
         spec, n = self.spec, len(index)
         drift_index = scenario.drift_index
         drifted = index >= drift_index if drift_index is not None else np.zeros(n, dtype=bool)
-        x = rng.normal(self.means, self.stds, size=(n, len(self.means))) + np.outer(drifted, self.shift)
+        x = rng.normal(self.means, self.stds, size=(n, len(self.means))) + np.outer(
+            drifted, self.shift
+        )
         x_missing = rng.random(x.shape) < self.numeric_missing
         u = rng.random((n, len(spec.categorical)))
         c_missing = rng.random(u.shape) < self.categorical_missing
@@ -376,7 +400,9 @@ class _ModelPlan:
                         "model_version": spec.version,
                         "event_id": event_id,
                         "timestamp": timestamps[i],
-                        "features": dict(zip(names, [column[i] for column in columns], strict=True)),
+                        "features": dict(
+                            zip(names, [column[i] for column in columns], strict=True)
+                        ),
                         "prediction": predictions[i],
                     }
                 )
@@ -438,7 +464,9 @@ def generate(scenario: Scenario, max_events: int | None = None) -> Iterator[SimM
         for k, plan in enumerate(plans):
             positions = np.flatnonzero(event_owner == k)
             block_events, block_labels = plan.draw(rng, event_index[positions], scenario)
-            for position, event, label in zip(positions.tolist(), block_events, block_labels, strict=True):
+            for position, event, label in zip(
+                positions.tolist(), block_events, block_labels, strict=True
+            ):
                 events[position] = event
                 labels[position] = label
         for m, owner in enumerate(owners.tolist()):
@@ -448,7 +476,9 @@ def generate(scenario: Scenario, max_events: int | None = None) -> Iterator[SimM
                 return
             chunk = events[start : start + count]
             value = chunk[0] if batch == 1 else b"[" + b",".join(chunk) + b"]"
-            message_labels = tuple(label for label in labels[start : start + count] if label is not None)
+            message_labels = tuple(
+                label for label in labels[start : start + count] if label is not None
+            )
             yield SimMessage(plans[owner].key, value, message_labels, produced, count)
             produced += count
 
@@ -576,7 +606,9 @@ def run(
             produce(input_topic, message.key, message.value)
             stats.messages += 1
             stats.events += message.events
-            pending.extend((due + scenario.label_delay_s, message.key, label) for label in message.labels)
+            pending.extend(
+                (due + scenario.label_delay_s, message.key, label) for label in message.labels
+            )
         if pending:
             pump(pending[-1][0])
     except KeyboardInterrupt:

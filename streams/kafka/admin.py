@@ -22,7 +22,9 @@ class TopicAdminError(RuntimeError):
 def admin_client(bootstrap: str, config: Mapping[str, Any] | None = None) -> AdminClient:
     """An admin client (``config``: more librdkafka properties, e.g. security).
     Without auto-creation, a metadata request naming a missing topic cannot create it."""
-    return AdminClient({**(config or {}), "bootstrap.servers": bootstrap, "allow.auto.create.topics": False})
+    return AdminClient(
+        {**(config or {}), "bootstrap.servers": bootstrap, "allow.auto.create.topics": False}
+    )
 
 
 def create_topics(
@@ -75,9 +77,7 @@ def create_topics(
         try:
             listed = admin.list_topics(timeout=max(min(remaining, 5.0), 0.1)).topics
         except KafkaException as exc:
-            raise TopicAdminError(
-                f"Kafka at {bootstrap} did not answer metadata: {exc}"
-            ) from exc
+            raise TopicAdminError(f"Kafka at {bootstrap} did not answer metadata: {exc}") from exc
         counts = {
             name: len(listed[name].partitions)
             for name in topics

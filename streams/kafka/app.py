@@ -47,9 +47,13 @@ def load_config(path: Path | None) -> dict[str, Any]:
     except OSError as exc:
         raise SystemExit(f"cannot read STREAMDRIFT_CONFIG={path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise SystemExit(f"cannot read STREAMDRIFT_CONFIG={path}: not UTF-8 text ({exc.reason})") from None
+        raise SystemExit(
+            f"cannot read STREAMDRIFT_CONFIG={path}: not UTF-8 text ({exc.reason})"
+        ) from None
     except yaml.YAMLError as exc:
-        raise SystemExit(f"invalid YAML in STREAMDRIFT_CONFIG={path}: {_yaml_problem(exc)}") from None
+        raise SystemExit(
+            f"invalid YAML in STREAMDRIFT_CONFIG={path}: {_yaml_problem(exc)}"
+        ) from None
     try:
         validate_config(config)
     except ValueError as exc:
@@ -75,7 +79,9 @@ class FaustPublisher(Publisher):
             self._topics[name] = self.app.topic(name, key_serializer="raw", value_serializer="raw")
         return self._topics[name]
 
-    async def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
         await self._topic(topic).send(key=key, value=value, headers=headers)
 
     async def flush(self) -> None:
@@ -97,20 +103,30 @@ class FaustPublisher(Publisher):
         await self.app.consumer.seek(TP(topic, partition), offset)
 
 
-def committed_offsets(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+def committed_offsets(
+    settings: Settings, partitions: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
     """The group's committed offsets (confluent-kafka admin API; Faust exposes none)."""
     admin = AdminClient(confluent_config(settings))
-    request = ConsumerGroupTopicPartitions(settings.group_id, [TopicPartition(t, p) for t, p in partitions])
+    request = ConsumerGroupTopicPartitions(
+        settings.group_id, [TopicPartition(t, p) for t, p in partitions]
+    )
     (future,) = admin.list_consumer_group_offsets([request]).values()
     result = future.result(timeout=30)
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
-def earliest_offsets(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+def earliest_offsets(
+    settings: Settings, partitions: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
     """The first retained offset of each partition (confluent-kafka admin API)."""
     admin = AdminClient(confluent_config(settings))
-    futures = admin.list_offsets({TopicPartition(t, p): OffsetSpec.earliest() for t, p in partitions})
-    return {(tp.topic, tp.partition): future.result(timeout=30).offset for tp, future in futures.items()}
+    futures = admin.list_offsets(
+        {TopicPartition(t, p): OffsetSpec.earliest() for t, p in partitions}
+    )
+    return {
+        (tp.topic, tp.partition): future.result(timeout=30).offset for tp, future in futures.items()
+    }
 
 
 def _clamp_commits(app: faust.App, runtime: Runtime, ours: set[str]) -> None:
@@ -203,7 +219,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
 
     @app.on_rebalance_complete.connect
     async def on_rebalance_complete(_app: faust.App, **_: Any) -> None:
-        assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in ours]
+        assigned = [
+            (tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in ours
+        ]
         await runtime.on_assigned(assigned)
 
     @app.timer(interval=min(1.0, s.checkpoint_interval_s / 2))
@@ -228,7 +246,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     class Ready(View):
         async def get(self, request: Request) -> Response:
             ready = runtime.ready and app.rebalancing is False
-            return self.json({"ready": ready, "partitions": sorted(map(list, runtime.states))}, status=200 if ready else 503)
+            return self.json(
+                {"ready": ready, "partitions": sorted(map(list, runtime.states))},
+                status=200 if ready else 503,
+            )
 
     @app.page("/status")
     class Status(View):

@@ -88,14 +88,27 @@ def _set_in_init(module: str, cls: str, attribute: str) -> Callable[[], bool]:
 
 INTERNALS = (
     Internal("faust-streaming", "Consumer._commit", _faust_consumer_has("_commit")),
-    Internal("faust-streaming", "Consumer._wait_next_records", _faust_consumer_has("_wait_next_records")),
-    Internal("faust-streaming", "AIOKafkaConsumerThread._create_worker_consumer",
-             _faust_thread_has("_create_worker_consumer")),
-    Internal("faust-streaming", "App._fetcher", lambda: hasattr(__import__("faust").App, "_fetcher")),
-    Internal("aiokafka", "AIOKafkaConsumer._fetch_max_wait_ms",
-             _set_in_init("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_fetch_max_wait_ms")),
-    Internal("aiokafka", "AIOKafkaConsumer._max_poll_records",
-             _set_in_init("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_max_poll_records")),
+    Internal(
+        "faust-streaming", "Consumer._wait_next_records", _faust_consumer_has("_wait_next_records")
+    ),
+    Internal(
+        "faust-streaming",
+        "AIOKafkaConsumerThread._create_worker_consumer",
+        _faust_thread_has("_create_worker_consumer"),
+    ),
+    Internal(
+        "faust-streaming", "App._fetcher", lambda: hasattr(__import__("faust").App, "_fetcher")
+    ),
+    Internal(
+        "aiokafka",
+        "AIOKafkaConsumer._fetch_max_wait_ms",
+        _set_in_init("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_fetch_max_wait_ms"),
+    ),
+    Internal(
+        "aiokafka",
+        "AIOKafkaConsumer._max_poll_records",
+        _set_in_init("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_max_poll_records"),
+    ),
 )
 
 
@@ -108,7 +121,9 @@ def untested_versions(installed: dict[str, str | None] | None = None) -> list[st
         if got is None:
             problems.append(f"{name} is not installed (streamdrift needs >={low},<{high})")
         elif not Version(low) <= Version(got) < Version(high):
-            problems.append(f"{name} {got} is installed; streamdrift is tested with >={low},<{high}")
+            problems.append(
+                f"{name} {got} is installed; streamdrift is tested with >={low},<{high}"
+            )
     return problems
 
 
@@ -129,7 +144,11 @@ def check(allow_untested: bool | None = None) -> None:
     """Raise :class:`IncompatibleLibrary` (one line, with what to do) unless every library is of
     a tested version and has every internal the worker uses."""
     if allow_untested is None:
-        allow_untested = os.environ.get("STREAMDRIFT_ALLOW_UNTESTED_LIBRARIES", "") in ("1", "true", "yes")
+        allow_untested = os.environ.get("STREAMDRIFT_ALLOW_UNTESTED_LIBRARIES", "") in (
+            "1",
+            "true",
+            "yes",
+        )
     missing = missing_internals()
     if missing:
         raise IncompatibleLibrary(

@@ -50,7 +50,9 @@ def poll_records(max_events: int, events_per_record: float) -> int:
     return max(1, min(max_events, round(max_events / max(events_per_record, 1.0))))
 
 
-def batches(records: Mapping[TP, Sequence[Any]], max_events: int) -> Iterator[tuple[str, dict[int, list[Record]]]]:
+def batches(
+    records: Mapping[TP, Sequence[Any]], max_events: int
+) -> Iterator[tuple[str, dict[int, list[Record]]]]:
     """Split one ``getmany`` result (aiokafka records by partition, each in offset order) into
     ``(topic, records by partition)`` batches of about ``max_events`` events; a message is never
     split, so a batch holds at least one."""
@@ -103,10 +105,16 @@ class Intake(faust.Service):
         app, consumer = self.app, self.app.consumer
         while not self.should_stop:
             records, _ = await consumer._wait_next_records(self.wait_s)
-            generation = app.consumer_generation_id  # records come from the current one (as in Faust)
+            generation = (
+                app.consumer_generation_id
+            )  # records come from the current one (as in Faust)
             self._size_polls(records or {})
             for topic, batch in batches(records or {}, self.max_events):
-                if self.should_stop or not consumer.flow_active or app.consumer_generation_id != generation:
+                if (
+                    self.should_stop
+                    or not consumer.flow_active
+                    or app.consumer_generation_id != generation
+                ):
                     break  # a rebalance began: it ends by seeking back to the committed offsets
                 async with self._handling:
                     await self.runtime.handle(topic, batch)
@@ -119,7 +127,9 @@ class Intake(faust.Service):
         self._events_per_record += 0.3 * (sum(counts) / len(counts) - self._events_per_record)
         aiokafka_consumer = self.app.consumer._thread._consumer  # read by each getmany
         if aiokafka_consumer is not None:
-            aiokafka_consumer._max_poll_records = poll_records(self.max_events, self._events_per_record)
+            aiokafka_consumer._max_poll_records = poll_records(
+                self.max_events, self._events_per_record
+            )
 
     async def on_stop(self) -> None:
         """Let the batch in hand finish: cancelled halfway it could leave state applied but its
@@ -136,7 +146,8 @@ class Intake(faust.Service):
         due = {
             key: offset
             for key in runtime.states
-            if (offset := runtime.committable(*key)) is not None and self._committed.get(key) != offset
+            if (offset := runtime.committable(*key)) is not None
+            and self._committed.get(key) != offset
         }
         if not due:
             return
@@ -146,4 +157,6 @@ class Intake(faust.Service):
             log.warning("could not commit checkpointed offsets (will retry): %s", exc)
             return
         if committed:
-            self._committed = {key: o for key, o in {**self._committed, **due}.items() if key in runtime.states}
+            self._committed = {
+                key: o for key, o in {**self._committed, **due}.items() if key in runtime.states
+            }

@@ -88,7 +88,9 @@ _RELEASE_MARKERS: tuple[tuple[str, Callable[[Mapping[int, tuple[int, int]]], boo
 
 def needed_apis(settings: Settings) -> tuple[int, ...]:
     """API keys the worker needs with these settings (SASL adds the handshake and login)."""
-    return _WORKER_APIS + (_SASL_APIS if settings.kafka_security_protocol.startswith("SASL") else ())
+    return _WORKER_APIS + (
+        _SASL_APIS if settings.kafka_security_protocol.startswith("SASL") else ()
+    )
 
 
 def client_api_versions() -> dict[int, tuple[int, int]]:
@@ -121,7 +123,9 @@ def client_api_versions() -> dict[int, tuple[int, int]]:
 
 
 def missing_apis(
-    broker: Mapping[int, tuple[int, int]], client: Mapping[int, tuple[int, int]], needed: Iterable[int]
+    broker: Mapping[int, tuple[int, int]],
+    client: Mapping[int, tuple[int, int]],
+    needed: Iterable[int],
 ) -> list[str]:
     """One phrase per needed API the broker lacks or offers in no version the client speaks.
 
@@ -163,8 +167,14 @@ def protocol_summary(broker: Mapping[int, tuple[int, int]]) -> str:
     'protocol of Apache Kafka 4.0 or later (3 APIs; Produce v0-v13, Fetch v4-v18)'
     """
     release = protocol_release(broker)
-    level = f"protocol of Apache Kafka {release} or later" if release else "protocol older than Apache Kafka 0.10"
-    shown = ", ".join(f"{API_NAMES[k]} v{broker[k][0]}-v{broker[k][1]}" for k in (0, 1) if k in broker)
+    level = (
+        f"protocol of Apache Kafka {release} or later"
+        if release
+        else "protocol older than Apache Kafka 0.10"
+    )
+    shown = ", ".join(
+        f"{API_NAMES[k]} v{broker[k][0]}-v{broker[k][1]}" for k in (0, 1) if k in broker
+    )
     return f"{level} ({len(broker)} APIs{'; ' + shown if shown else ''})"
 
 
@@ -195,13 +205,19 @@ def tls_hint(reason: str, settings: Settings) -> str:
     "the brokers' certificate is not signed by a CA this client trusts"
     """
     if "verify failed" in reason or "unable to get local issuer" in reason:
-        return ("the brokers' certificate is not signed by a CA this client trusts: set STREAMDRIFT_KAFKA_SSL_CAFILE "
-                "to the CA bundle that signed them (and check the brokers' certificates name the bootstrap host)")
+        return (
+            "the brokers' certificate is not signed by a CA this client trusts: set STREAMDRIFT_KAFKA_SSL_CAFILE "
+            "to the CA bundle that signed them (and check the brokers' certificates name the bootstrap host)"
+        )
     if not settings.kafka_ssl_certfile:
-        return ("the brokers require a client certificate (mutual TLS): set STREAMDRIFT_KAFKA_SSL_CERTFILE and "
-                "STREAMDRIFT_KAFKA_SSL_KEYFILE to one signed by a CA in their truststore")
-    return ("the brokers refused the client certificate STREAMDRIFT_KAFKA_SSL_CERTFILE: use one signed by a CA in "
-            "their truststore (ssl.truststore.*), not expired, with its key in STREAMDRIFT_KAFKA_SSL_KEYFILE")
+        return (
+            "the brokers require a client certificate (mutual TLS): set STREAMDRIFT_KAFKA_SSL_CERTFILE and "
+            "STREAMDRIFT_KAFKA_SSL_KEYFILE to one signed by a CA in their truststore"
+        )
+    return (
+        "the brokers refused the client certificate STREAMDRIFT_KAFKA_SSL_CERTFILE: use one signed by a CA in "
+        "their truststore (ssl.truststore.*), not expired, with its key in STREAMDRIFT_KAFKA_SSL_KEYFILE"
+    )
 
 
 # --- authorization -------------------------------------------------------------------------
@@ -275,7 +291,7 @@ def permission_problem(missing: Sequence[Permission], who: str, bootstrap: str) 
     listed = "; ".join(map(str, missing))
     return PreflightError(
         f"Kafka at {bootstrap} does not allow {who} {listed}",
-        "grant it to the worker's principal (docs/own-kafka.md, \"ACLs the worker needs\"), e.g. "
+        'grant it to the worker\'s principal (docs/own-kafka.md, "ACLs the worker needs"), e.g. '
         + " ; ".join(grant_commands(missing, who, bootstrap)),
     )
 
@@ -296,7 +312,9 @@ def broker_api_versions(settings: Settings, timeout: float = 10.0) -> dict[int, 
 
     async def ask(host: str, port: int) -> dict[int, tuple[int, int]]:
         async with asyncio.timeout(timeout):
-            conn = await create_conn(host, port, request_timeout_ms=int(timeout * 1000), **aiokafka_options(settings))
+            conn = await create_conn(
+                host, port, request_timeout_ms=int(timeout * 1000), **aiokafka_options(settings)
+            )
             try:
                 response = await conn.send(ApiVersionRequest())
             finally:
@@ -323,7 +341,9 @@ def _operations(listed: Iterable[Any] | None) -> frozenset[str] | None:
     return names if "DESCRIBE" in names or "ALL" in names else None
 
 
-def topic_access(admin: Any, topics: Sequence[str], timeout: float) -> dict[str, frozenset[str] | None | str]:
+def topic_access(
+    admin: Any, topics: Sequence[str], timeout: float
+) -> dict[str, frozenset[str] | None | str]:
     """Per topic: its authorized operations (None: unknown), ``"denied"`` (Kafka refuses to
     describe it: no ACL allows the principal anything on it — or it does not exist), or
     ``"missing"`` (it does not exist). Unanswered: every topic None."""
@@ -331,7 +351,9 @@ def topic_access(admin: Any, topics: Sequence[str], timeout: float) -> dict[str,
 
     try:
         futures = admin.describe_topics(
-            TopicCollection(list(topics)), include_authorized_operations=True, request_timeout=timeout
+            TopicCollection(list(topics)),
+            include_authorized_operations=True,
+            request_timeout=timeout,
         )
     except (KafkaException, TypeError, ValueError, NotImplementedError):
         return dict.fromkeys(topics)
@@ -341,7 +363,10 @@ def topic_access(admin: Any, topics: Sequence[str], timeout: float) -> dict[str,
             access[name] = _operations(future.result(timeout=timeout).authorized_operations)
         except KafkaException as exc:
             code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
-            told = {KafkaError.TOPIC_AUTHORIZATION_FAILED: "denied", KafkaError.UNKNOWN_TOPIC_OR_PART: "missing"}
+            told = {
+                KafkaError.TOPIC_AUTHORIZATION_FAILED: "denied",
+                KafkaError.UNKNOWN_TOPIC_OR_PART: "missing",
+            }
             access[name] = told.get(code) if code is not None else None
         except Exception:  # an unanswered optional check (timeout, unsupported request)
             access[name] = None
@@ -384,7 +409,8 @@ def group_access(admin: Any, group: str, timeout: float) -> frozenset[str] | Non
         return described
     try:
         (future,) = admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=max(deadline - time.monotonic(), 1.0)
+            [ConsumerGroupTopicPartitions(group)],
+            request_timeout=max(deadline - time.monotonic(), 1.0),
         ).values()
         future.result(timeout=max(deadline - time.monotonic(), 1.0))
     except KafkaException as exc:
@@ -447,16 +473,25 @@ def check_permissions(settings: Settings, admin: Any, timeout: float) -> list[Pe
     missing = missing_permissions(required, granted)
     if missing:
         raise permission_problem(missing, principal(settings), settings.kafka_bootstrap)
-    return [p for p in required if granted.get((p.resource, p.name)) is None and topics.get(p.name) != "missing"]
+    return [
+        p
+        for p in required
+        if granted.get((p.resource, p.name)) is None and topics.get(p.name) != "missing"
+    ]
 
 
 def run(settings: Settings, admin: Any, timeout: float = 10.0) -> list[str]:
     """The whole pre-flight: lines to log, or :class:`PreflightError`."""
     versions = check_protocol(settings, timeout)
     cluster = cluster_summary(admin, timeout)
-    lines = [f"Kafka at {settings.kafka_bootstrap}: {protocol_summary(versions)}" + (f"; {cluster}" if cluster else "")]
+    lines = [
+        f"Kafka at {settings.kafka_bootstrap}: {protocol_summary(versions)}"
+        + (f"; {cluster}" if cluster else "")
+    ]
     unchecked = check_permissions(settings, admin, timeout)
     if unchecked:
-        lines.append(f"permissions not checked (the broker does not report authorized operations): "
-                     f"{', '.join(f'{p.operation} on {p.resource} {p.name!r}' for p in unchecked)}")
+        lines.append(
+            f"permissions not checked (the broker does not report authorized operations): "
+            f"{', '.join(f'{p.operation} on {p.resource} {p.name!r}' for p in unchecked)}"
+        )
     return lines

@@ -93,20 +93,28 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                 help="Show the version and exit"),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Show the version and exit"
+    ),
 ) -> None:
     # The options of `streamdrift` itself, before any command.
     pass
 
 
 #: Settings that a command-line option overrides, and the option (named in error messages).
-FLAGS = {"kafka_bootstrap": "--bootstrap", "redis_url": "--redis-url", "group_id": "--group-id", "config": "--config"}
+FLAGS = {
+    "kafka_bootstrap": "--bootstrap",
+    "redis_url": "--redis-url",
+    "group_id": "--group-id",
+    "config": "--config",
+}
 
 #: The secrets of the settings this command loaded: scrubbed from every error message.
 _secrets: list[str] = []
 
-BootstrapOpt = typer.Option(None, "--bootstrap", "-b", help="Kafka bootstrap servers (env STREAMDRIFT_KAFKA_BOOTSTRAP)")
+BootstrapOpt = typer.Option(
+    None, "--bootstrap", "-b", help="Kafka bootstrap servers (env STREAMDRIFT_KAFKA_BOOTSTRAP)"
+)
 RedisOpt = typer.Option(None, "--redis-url", help="Redis URL (env STREAMDRIFT_REDIS_URL)")
 
 
@@ -120,13 +128,19 @@ def _settings(**overrides: Any) -> Settings:
 def _load_settings(overrides: dict[str, Any], flags: dict[str, str]) -> Settings:
     secrets_dir = os.environ.get("STREAMDRIFT_SECRETS_DIR")
     if secrets_dir and not Path(secrets_dir).is_dir():
-        _invalid([f"invalid setting STREAMDRIFT_SECRETS_DIR={printable(secrets_dir)}: no such directory"])
+        _invalid(
+            [f"invalid setting STREAMDRIFT_SECRETS_DIR={printable(secrets_dir)}: no such directory"]
+        )
     try:
         settings = Settings.load(**overrides)
     except ValidationError as exc:
         _invalid([printable(line) for line in settings_errors(exc, flags)])
     except (SettingsError, ValueError) as exc:  # e.g. a secrets dir pydantic cannot read
-        _invalid([f"invalid configuration: {printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}"])
+        _invalid(
+            [
+                f"invalid configuration: {printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}"
+            ]
+        )
     _secrets[:] = secret_values(settings)
     return settings
 
@@ -135,8 +149,11 @@ def _invalid(lines: list[str]) -> None:
     """Bad configuration: exit code 2, like a usage error."""
     for line in lines:
         err.print(f"[bold red]error:[/bold red] {line}", soft_wrap=True)
-    err.print("[yellow]what to do:[/yellow] fix or unset it; docs/configuration.md lists every STREAMDRIFT_* "
-              "variable, `streamdrift COMMAND --help` every option", soft_wrap=True)
+    err.print(
+        "[yellow]what to do:[/yellow] fix or unset it; docs/configuration.md lists every STREAMDRIFT_* "
+        "variable, `streamdrift COMMAND --help` every option",
+        soft_wrap=True,
+    )
     raise typer.Exit(2)
 
 
@@ -162,7 +179,9 @@ def _positive(value: float | None) -> float | None:
 def _name(value: str | None) -> str | None:
     """Typer callback for --model / --version: as the events spell them (see STREAMDRIFT_MAX_NAME_LENGTH)."""
     if value is not None and (not value or not value.isprintable()):
-        raise typer.BadParameter(f"{visible(repr(value))} is not a model name: 1 or more printable characters")
+        raise typer.BadParameter(
+            f"{visible(repr(value))} is not a model name: 1 or more printable characters"
+        )
     return value
 
 
@@ -171,7 +190,9 @@ def _check_name_length(settings: Settings, **names: str | None) -> None:
         if value is not None and len(value) > settings.max_name_length:
             raise typer.BadParameter(
                 f"{len(value)} characters, longer than any monitored name (STREAMDRIFT_MAX_NAME_LENGTH="
-                f"{settings.max_name_length})", param_hint=f"'--{flag}'")
+                f"{settings.max_name_length})",
+                param_hint=f"'--{flag}'",
+            )
 
 
 def _kafka_admin(settings: Settings, timeout: float, errors: list[Any] | None = None) -> Any:
@@ -183,12 +204,22 @@ def _kafka_admin(settings: Settings, timeout: float, errors: list[Any] | None = 
 
     quiet = logging.getLogger("streamdrift.kafka-check")
     quiet.setLevel(logging.CRITICAL)
-    config = {**confluent_config(settings), "socket.timeout.ms": int(timeout * 1000), "logger": quiet,
-              "allow.auto.create.topics": False}
+    config = {
+        **confluent_config(settings),
+        "socket.timeout.ms": int(timeout * 1000),
+        "logger": quiet,
+        "allow.auto.create.topics": False,
+    }
     try:
         return AdminClient({**config, "error_cb": errors.append} if errors is not None else config)
-    except Exception as exc:  # librdkafka refuses its configuration (e.g. an unreadable key) at creation
-        _fail(f"cannot configure a Kafka client: {exc}", "check the STREAMDRIFT_KAFKA_* settings (`streamdrift config`)", code=2)
+    except (
+        Exception
+    ) as exc:  # librdkafka refuses its configuration (e.g. an unreadable key) at creation
+        _fail(
+            f"cannot configure a Kafka client: {exc}",
+            "check the STREAMDRIFT_KAFKA_* settings (`streamdrift config`)",
+            code=2,
+        )
 
 
 def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
@@ -204,19 +235,30 @@ def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return set(admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1))).topics)
+            return set(
+                admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1))).topics
+            )
         except Exception as exc:  # confluent-kafka raises KafkaException with a transport error
             admin.poll(0.1)  # serves error_cb: librdkafka's own reason, e.g. a refused login
-            refused = [error.str() for error in errors if error.code() == KafkaError._AUTHENTICATION]
+            refused = [
+                error.str() for error in errors if error.code() == KafkaError._AUTHENTICATION
+            ]
             if refused:
                 _fail(
                     f"Kafka at {bootstrap} refused the login ({refused[0]})",
                     "check STREAMDRIFT_KAFKA_SASL_USERNAME, STREAMDRIFT_KAFKA_SASL_PASSWORD and "
                     "STREAMDRIFT_KAFKA_SASL_MECHANISM, and that the user exists on the brokers",
                 )
-            handshake = [error.str() for error in errors if tls_refused(error.code() == KafkaError._SSL, error.str())]
+            handshake = [
+                error.str()
+                for error in errors
+                if tls_refused(error.code() == KafkaError._SSL, error.str())
+            ]
             if handshake:
-                _fail(f"TLS with Kafka at {bootstrap} failed ({handshake[0]})", tls_hint(handshake[0], settings))
+                _fail(
+                    f"TLS with Kafka at {bootstrap} failed ({handshake[0]})",
+                    tls_hint(handshake[0], settings),
+                )
             if time.monotonic() >= deadline:
                 _fail(
                     f"cannot reach Kafka at {bootstrap} ({exc})",
@@ -230,9 +272,14 @@ def check_redis(settings: Settings) -> None:
 
     try:
         settings.redis_client(asynchronous=False, socket_connect_timeout=5).ping()
-    except ValueError as exc:  # the settings validate the URL; this catches what redis-py adds later
-        _fail(f"STREAMDRIFT_REDIS_URL / --redis-url {settings.redis_url_redacted}: {exc}",
-              "it must look like redis://[:password@]host:port/db or rediss://… (TLS)", code=2)
+    except (
+        ValueError
+    ) as exc:  # the settings validate the URL; this catches what redis-py adds later
+        _fail(
+            f"STREAMDRIFT_REDIS_URL / --redis-url {settings.redis_url_redacted}: {exc}",
+            "it must look like redis://[:password@]host:port/db or rediss://… (TLS)",
+            code=2,
+        )
     except redis.RedisError as exc:
         _fail(
             f"cannot reach Redis at {settings.redis_url_redacted} ({exc})",
@@ -246,19 +293,29 @@ def check_redis(settings: Settings) -> None:
 def worker(
     bootstrap: Optional[str] = BootstrapOpt,
     redis_url: Optional[str] = RedisOpt,
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Detector config YAML (env STREAMDRIFT_CONFIG)"),
-    create_topics: bool = typer.Option(False, help="Create missing topics (for local use; production topics are managed)"),
-    partitions: int = typer.Option(8, min=1, help="Partitions for topics created with --create-topics"),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="Detector config YAML (env STREAMDRIFT_CONFIG)"
+    ),
+    create_topics: bool = typer.Option(
+        False, help="Create missing topics (for local use; production topics are managed)"
+    ),
+    partitions: int = typer.Option(
+        8, min=1, help="Partitions for topics created with --create-topics"
+    ),
 ) -> None:
     """Run a drift-detection worker (a Faust worker in the consumer group).
 
     All settings come from STREAMDRIFT_* environment variables (docs/configuration.md); options override them.
     """
     settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, config=config)
-    _detector_config(settings, from_flag=config is not None)  # a bad file is refused before any connection
+    _detector_config(
+        settings, from_flag=config is not None
+    )  # a bad file is refused before any connection
     _check_libraries()
     existing = check_kafka(settings)
-    _preflight(settings)  # the broker's protocol and the worker's permissions (streams.kafka.preflight)
+    _preflight(
+        settings
+    )  # the broker's protocol and the worker's permissions (streams.kafka.preflight)
     check_redis(settings)
     wanted = {settings.input_topic, settings.labels_topic, settings.alert_topic, settings.dlq_topic}
     missing = wanted - existing
@@ -267,13 +324,23 @@ def worker(
         from streams.kafka.admin import create_topics as create
 
         try:  # with the same security settings as every other client
-            create(settings.kafka_bootstrap, {name: partitions for name in missing}, config=confluent_config(settings))
+            create(
+                settings.kafka_bootstrap,
+                {name: partitions for name in missing},
+                config=confluent_config(settings),
+            )
         except TopicAdminError as exc:
             reason = str(exc).splitlines()[0].removesuffix(" Is a Kafka broker running there?")
-            _fail(reason, "create the topics with your usual tool (docs/own-kafka.md), or grant the worker's "
-                  "principal CREATE on them")
+            _fail(
+                reason,
+                "create the topics with your usual tool (docs/own-kafka.md), or grant the worker's "
+                "principal CREATE on them",
+            )
     elif missing:
-        _fail(f"topics {sorted(missing)} do not exist on {settings.kafka_bootstrap}", "create them, or pass --create-topics")
+        _fail(
+            f"topics {sorted(missing)} do not exist on {settings.kafka_bootstrap}",
+            "create them, or pass --create-topics",
+        )
 
     from faust.worker import Worker
 
@@ -316,21 +383,33 @@ def _detector_config(settings: Settings, from_flag: bool) -> None:
         load_config(settings.config)
     except SystemExit as exc:
         where = "--config / STREAMDRIFT_CONFIG" if from_flag else "STREAMDRIFT_CONFIG"
-        _fail(str(exc.code), f"fix the file named by {where} (docs/configuration.md: Detector configuration)", code=2)
+        _fail(
+            str(exc.code),
+            f"fix the file named by {where} (docs/configuration.md: Detector configuration)",
+            code=2,
+        )
 
 
 @app.command()
 def simulate(
     bootstrap: Optional[str] = BootstrapOpt,
     rate: float = typer.Option(2000.0, callback=_positive, help="Events per second"),
-    duration: Optional[float] = typer.Option(None, callback=_positive, help="Stop after this many seconds"),
+    duration: Optional[float] = typer.Option(
+        None, callback=_positive, help="Stop after this many seconds"
+    ),
     max_events: Optional[int] = typer.Option(None, min=1, help="Stop after this many events"),
-    drift_at: int = typer.Option(20_000, min=0, help="Event index at which the scheduled drift starts"),
-    batch_size: int = typer.Option(1, min=1, help="Events per Kafka message (1 = single-event messages)"),
+    drift_at: int = typer.Option(
+        20_000, min=0, help="Event index at which the scheduled drift starts"
+    ),
+    batch_size: int = typer.Option(
+        1, min=1, help="Events per Kafka message (1 = single-event messages)"
+    ),
     seed: int = typer.Option(7, min=0, help="Random seed (the stream is deterministic per seed)"),
 ) -> None:
     """Produce simulated prediction events (with a scheduled drift) and labels to Kafka."""
-    settings = _settings(kafka_bootstrap=bootstrap)  # before the heavy imports: a bad setting is told at once
+    settings = _settings(
+        kafka_bootstrap=bootstrap
+    )  # before the heavy imports: a bad setting is told at once
     from streams.dev.simulate import Scenario, run
 
     check_kafka(settings)
@@ -339,8 +418,13 @@ def simulate(
         err.print("[dim]no --duration/--max-events: producing until Ctrl-C[/dim]")
     security = {k: v for k, v in confluent_config(settings).items() if k != "bootstrap.servers"}
     counts = run(
-        settings.kafka_bootstrap, scenario, settings.input_topic, settings.labels_topic,
-        duration_s=duration, max_events=max_events, producer_config=security,
+        settings.kafka_bootstrap,
+        scenario,
+        settings.input_topic,
+        settings.labels_topic,
+        duration_s=duration,
+        max_events=max_events,
+        producer_config=security,
     )
     console.print(f"produced {printable(counts)}")
 
@@ -348,7 +432,9 @@ def simulate(
 @app.command()
 def status(
     redis_url: Optional[str] = RedisOpt,
-    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"),
+    group_id: Optional[str] = typer.Option(
+        None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
 ) -> None:
     """Show partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) state from Redis."""
@@ -374,30 +460,70 @@ def status_tables(report: dict[str, Any], now_ms: float) -> list[Table]:
     from whoever can write to Kafka.
     """
     table = Table(title=f"partitions of group {printable(repr(report['group_id']))}")
-    for column in ("topic", "partition", "worker", "epoch", "next offset", "events", "checkpoint age"):
+    for column in (
+        "topic",
+        "partition",
+        "worker",
+        "epoch",
+        "next offset",
+        "events",
+        "checkpoint age",
+    ):
         table.add_column(column)
     for p in report["partitions"]:
         updated = p.get("updated_at")
         age = f"{(now_ms - updated) / 1000:.1f}s" if isinstance(updated, (int, float)) else "never"
-        table.add_row(*map(printable, (p["topic"], p["partition"], p.get("worker", ""), p.get("epoch", ""),
-                                       p.get("offset", ""), p.get("events", 0), age)))
+        table.add_row(
+            *map(
+                printable,
+                (
+                    p["topic"],
+                    p["partition"],
+                    p.get("worker", ""),
+                    p.get("epoch", ""),
+                    p.get("offset", ""),
+                    p.get("events", 0),
+                    age,
+                ),
+            )
+        )
     features = Table(title="monitored series")
-    for column in ("model", "feature", "kind", "count", "missing", "mean", "std", "drift score", "episodes"):
+    for column in (
+        "model",
+        "feature",
+        "kind",
+        "count",
+        "missing",
+        "mean",
+        "std",
+        "drift score",
+        "episodes",
+    ):
         features.add_column(column)
     for model, series in report["models"].items():
         for feature, s in series.items():
             episodes = sum(p.get("episodes", 0) for p in s.get("partitions", []))
             names = map(printable, (model, feature, s["kind"], s["count"], s["missing"]))
-            features.add_row(*names, number_text(s.get("mean")), number_text(s.get("std")), number_text(s.get("drift_score")), str(episodes))
+            features.add_row(
+                *names,
+                number_text(s.get("mean")),
+                number_text(s.get("std")),
+                number_text(s.get("drift_score")),
+                str(episodes),
+            )
     return [table, features]
 
 
 @app.command()
 def alerts(
     bootstrap: Optional[str] = BootstrapOpt,
-    from_beginning: bool = typer.Option(True, help="Start at the oldest alert (else only new ones)"),
+    from_beginning: bool = typer.Option(
+        True, help="Start at the oldest alert (else only new ones)"
+    ),
     follow: bool = typer.Option(True, help="Keep waiting for new alerts"),
-    max_alerts: Optional[int] = typer.Option(None, "--max", min=1, help="Stop after this many alerts"),
+    max_alerts: Optional[int] = typer.Option(
+        None, "--max", min=1, help="Stop after this many alerts"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print each alert as one JSON line"),
 ) -> None:
     """Tail the alert topic."""
@@ -406,10 +532,18 @@ def alerts(
     settings = _settings(kafka_bootstrap=bootstrap)
     check_kafka(settings)
     try:
-        skipped = lambda where: err.print(f"[yellow]skipped a message that is not JSON:[/yellow] {printable(where)}")  # noqa: E731
+        skipped = lambda where: err.print(
+            f"[yellow]skipped a message that is not JSON:[/yellow] {printable(where)}"
+        )  # noqa: E731
         shown = 0
-        for alert in tail_alerts(confluent_config(settings), settings.alert_topic, from_beginning, follow, max_alerts,
-                                 on_unreadable=skipped):
+        for alert in tail_alerts(
+            confluent_config(settings),
+            settings.alert_topic,
+            from_beginning,
+            follow,
+            max_alerts,
+            on_unreadable=skipped,
+        ):
             if as_json:
                 sys.stdout.write(json.dumps(alert) + "\n")
                 sys.stdout.flush()
@@ -423,7 +557,9 @@ def alerts(
 
 
 @app.command("config")
-def show_config(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts")) -> None:
+def show_config(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
+) -> None:
     """Show the effective settings (environment, secrets dir, defaults) with secrets masked."""
     shown = masked(_settings())
     if as_json:
@@ -439,11 +575,17 @@ def show_config(as_json: bool = typer.Option(False, "--json", help="Print JSON f
 
 @app.command()
 def demo(
-    duration: Optional[float] = typer.Option(None, callback=_positive, help="Stop after this many seconds (default: until Ctrl-C)"),
+    duration: Optional[float] = typer.Option(
+        None, callback=_positive, help="Stop after this many seconds (default: until Ctrl-C)"
+    ),
     rate: float = typer.Option(2000.0, callback=_positive, help="Simulated events per second"),
     drift_at: int = typer.Option(30_000, min=0, help="Event index at which the drift starts"),
-    keep: bool = typer.Option(False, "--keep", help="Keep the broker and Redis running at the end (and the demo's "
-                              "temporary directory), to try `status`, `alerts` and `report` against them"),
+    keep: bool = typer.Option(
+        False,
+        "--keep",
+        help="Keep the broker and Redis running at the end (and the demo's "
+        "temporary directory), to try `status`, `alerts` and `report` against them",
+    ),
 ) -> None:
     """Start an embedded broker and Redis, a worker and a drifting simulator; show alerts live.
 
@@ -453,8 +595,14 @@ def demo(
 
     # The demo's worker inherits the environment, except the addresses the demo sets itself:
     # refuse a bad STREAMDRIFT_* now, not after starting the servers.
-    _load_settings({"kafka_bootstrap": "127.0.0.1:9092", "redis_url": "redis://127.0.0.1:6379/0",
-                    "metrics_port": 9464}, flags={})
+    _load_settings(
+        {
+            "kafka_bootstrap": "127.0.0.1:9092",
+            "redis_url": "redis://127.0.0.1:6379/0",
+            "metrics_port": 9464,
+        },
+        flags={},
+    )
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
     run_demo(console, duration=duration, rate=rate, drift_at=drift_at, keep=keep)
@@ -467,9 +615,16 @@ baseline_app = _Typer(
     no_args_is_help=True,
 )
 app.add_typer(baseline_app, name="baseline")
-ModelOpt = typer.Option(..., "--model", "-m", callback=_name, help="Model name, as in the events' `model`")
-VersionOpt = typer.Option(None, "--version", "-v", callback=_name,
-                          help="Model version, as in the events' `model_version` (omit: events without one)")
+ModelOpt = typer.Option(
+    ..., "--model", "-m", callback=_name, help="Model name, as in the events' `model`"
+)
+VersionOpt = typer.Option(
+    None,
+    "--version",
+    "-v",
+    callback=_name,
+    help="Model version, as in the events' `model_version` (omit: events without one)",
+)
 
 
 def _baseline_store(redis_url: str | None, **names: str | None) -> Any:
@@ -488,14 +643,24 @@ def _show_profile(baseline: Any) -> None:
 def profile_table(baseline: Any) -> Table:
     """A baseline feature by feature; names and categories (from training data) printed literally."""
     summary = baseline.summary()
-    title = f"baseline of {baseline.model} version {baseline.version or '(none)'}: {baseline.rows} rows"
+    title = (
+        f"baseline of {baseline.model} version {baseline.version or '(none)'}: {baseline.rows} rows"
+    )
     table = Table(title=printable(title))
     for column in ("feature", "kind", "count", "missing", "mean", "std", "p50 / top"):
         table.add_column(column)
     for name, f in summary["features"].items():
-        middle = number_text(f.get("p50")) if f["kind"] == "numeric" else ", ".join(map(str, list(f["top"])[:3]))
-        table.add_row(*map(printable, (name, f["kind"], f["count"], f["missing"])), number_text(f.get("mean")),
-                      number_text(f.get("std")), printable(middle))
+        middle = (
+            number_text(f.get("p50"))
+            if f["kind"] == "numeric"
+            else ", ".join(map(str, list(f["top"])[:3]))
+        )
+        table.add_row(
+            *map(printable, (name, f["kind"], f["count"], f["missing"])),
+            number_text(f.get("mean")),
+            number_text(f.get("std")),
+            printable(middle),
+        )
     return table
 
 
@@ -506,18 +671,35 @@ def _store_baseline(store: Any, baseline: Any) -> None:
         console.print("[yellow]--dry-run: not stored[/yellow]")
         return
     revision = store.put(baseline)
-    console.print(f"stored as [bold]{printable(baseline.model)}/{printable(baseline.version or '-')} r{revision}[/bold]; "
-                  f"workers use it within STREAMDRIFT_BASELINE_REFRESH_S")
+    console.print(
+        f"stored as [bold]{printable(baseline.model)}/{printable(baseline.version or '-')} r{revision}[/bold]; "
+        f"workers use it within STREAMDRIFT_BASELINE_REFRESH_S"
+    )
 
 
 @baseline_app.command("build")
 def baseline_build(
     model: str = ModelOpt,
     version: Optional[str] = VersionOpt,
-    source: Path = typer.Option(..., "--from", exists=True, dir_okay=False, help="Training data: .csv, .jsonl or .parquet"),
-    exclude: list[str] = typer.Option([], "--exclude", "-x", help="Columns that are not features (labels, ids); repeat or comma-separate"),
-    prediction: Optional[str] = typer.Option(None, "--prediction-column", help="Column holding the model's output (monitored as `prediction`)"),
-    max_categories: int = typer.Option(200, min=1, help="Most distinct values of a categorical feature (as STREAMDRIFT_MAX_CATEGORIES_PER_FEATURE)"),
+    source: Path = typer.Option(
+        ..., "--from", exists=True, dir_okay=False, help="Training data: .csv, .jsonl or .parquet"
+    ),
+    exclude: list[str] = typer.Option(
+        [],
+        "--exclude",
+        "-x",
+        help="Columns that are not features (labels, ids); repeat or comma-separate",
+    ),
+    prediction: Optional[str] = typer.Option(
+        None,
+        "--prediction-column",
+        help="Column holding the model's output (monitored as `prediction`)",
+    ),
+    max_categories: int = typer.Option(
+        200,
+        min=1,
+        help="Most distinct values of a categorical feature (as STREAMDRIFT_MAX_CATEGORIES_PER_FEATURE)",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the profile without storing it"),
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
@@ -528,14 +710,18 @@ def baseline_build(
     from streams.ops.datafiles import DataFileError, read_columns
 
     store = None if dry_run else _baseline_store(redis_url, model=model, version=version)
-    excluded = frozenset(name.strip() for item in exclude for name in item.split(",") if name.strip())
+    excluded = frozenset(
+        name.strip() for item in exclude for name in item.split(",") if name.strip()
+    )
     builder = BaselineBuilder(max_categories=max_categories)
     try:
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task(f"reading {printable(source.name)}", total=None)
             for rows, columns in read_columns(source, exclude=excluded, prediction=prediction):
                 builder.add_columns(columns, rows)
-                progress.update(task, description=f"reading {printable(source.name)}: {builder.rows:,} rows")
+                progress.update(
+                    task, description=f"reading {printable(source.name)}: {builder.rows:,} rows"
+                )
     except (DataFileError, ValueError) as exc:
         _fail(str(exc), "fix the file, or leave the column out with --exclude")
     if not builder.rows:
@@ -545,7 +731,9 @@ def baseline_build(
 
 @baseline_app.command("upload")
 def baseline_upload(
-    source: Path = typer.Option(..., "--from", exists=True, dir_okay=False, help="JSON document of precomputed statistics"),
+    source: Path = typer.Option(
+        ..., "--from", exists=True, dir_okay=False, help="JSON document of precomputed statistics"
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the profile without storing it"),
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
@@ -563,7 +751,9 @@ def baseline_upload(
 def baseline_freeze(
     model: str = ModelOpt,
     version: Optional[str] = VersionOpt,
-    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"),
+    group_id: Optional[str] = typer.Option(
+        None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"
+    ),
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
     """Store what the workers have seen of this model version so far as its baseline."""
@@ -572,15 +762,22 @@ def baseline_freeze(
     from streams.state.baselines import freeze_baseline
 
     try:
-        baseline = freeze_baseline(store.client, settings.group_id, model, version, source=f"stream:{settings.group_id}")
+        baseline = freeze_baseline(
+            store.client, settings.group_id, model, version, source=f"stream:{settings.group_id}"
+        )
     except LookupError as exc:
-        _fail(str(exc), "check --model/--version and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists what is monitored")
+        _fail(
+            str(exc),
+            "check --model/--version and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists what is monitored",
+        )
     _store_baseline(store, baseline)
 
 
 @baseline_app.command("list")
 def baseline_list(
-    model: Optional[str] = typer.Option(None, "--model", "-m", callback=_name, help="Only this model"),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", callback=_name, help="Only this model"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
     redis_url: Optional[str] = RedisOpt,
 ) -> None:
@@ -598,12 +795,34 @@ def baseline_list(
 def baselines_table(rows: list[dict[str, Any]]) -> Table:
     """``BaselineStore.list`` as printed; names and sources printed literally."""
     table = Table(title="baselines")
-    for column in ("model", "version", "revision", "rows", "numeric", "categorical", "source", "created"):
+    for column in (
+        "model",
+        "version",
+        "revision",
+        "rows",
+        "numeric",
+        "categorical",
+        "source",
+        "created",
+    ):
         table.add_column(column)
     for r in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["created_at"]))
-        table.add_row(*map(printable, (r["model"], r["version"] or "-", r["revision"], r["rows"], r["numeric"],
-                                       r["categorical"], r["source"], created)))
+        table.add_row(
+            *map(
+                printable,
+                (
+                    r["model"],
+                    r["version"] or "-",
+                    r["revision"],
+                    r["rows"],
+                    r["numeric"],
+                    r["categorical"],
+                    r["source"],
+                    created,
+                ),
+            )
+        )
     return table
 
 
@@ -618,7 +837,10 @@ def baseline_show(
     store = _baseline_store(redis_url, model=model, version=version)
     baseline = store.get(model, version)
     if baseline is None:
-        _fail(f"no baseline of {model} version {version or '(none)'}", "`streamdrift baseline list` shows what is stored")
+        _fail(
+            f"no baseline of {model} version {version or '(none)'}",
+            "`streamdrift baseline list` shows what is stored",
+        )
     if as_json:
         sys.stdout.write(json.dumps(baseline.summary(), indent=2) + "\n")
         return
@@ -627,22 +849,36 @@ def baseline_show(
 
 
 @baseline_app.command("delete")
-def baseline_delete(model: str = ModelOpt, version: Optional[str] = VersionOpt, redis_url: Optional[str] = RedisOpt) -> None:
+def baseline_delete(
+    model: str = ModelOpt, version: Optional[str] = VersionOpt, redis_url: Optional[str] = RedisOpt
+) -> None:
     """Delete a stored baseline (series already seeded with it keep their reference)."""
     if not _baseline_store(redis_url, model=model, version=version).delete(model, version):
-        _fail(f"no baseline of {model} version {version or '(none)'}", "`streamdrift baseline list` shows what is stored")
-    console.print(f"deleted the baseline of {printable(model)} version {printable(version or '(none)')}")
-
+        _fail(
+            f"no baseline of {model} version {version or '(none)'}",
+            "`streamdrift baseline list` shows what is stored",
+        )
+    console.print(
+        f"deleted the baseline of {printable(model)} version {printable(version or '(none)')}"
+    )
 
 
 @app.command()
 def report(
     model: str = ModelOpt,
-    out: Path = typer.Option(Path("report.html"), "--out", "-o", dir_okay=False, help="HTML file to write"),
-    group_id: Optional[str] = typer.Option(None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"),
+    out: Path = typer.Option(
+        Path("report.html"), "--out", "-o", dir_okay=False, help="HTML file to write"
+    ),
+    group_id: Optional[str] = typer.Option(
+        None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"
+    ),
     redis_url: Optional[str] = RedisOpt,
     bootstrap: Optional[str] = BootstrapOpt,
-    no_alerts: bool = typer.Option(False, "--no-alerts", help="Do not read the alert topic (e.g. Kafka is not reachable from here)"),
+    no_alerts: bool = typer.Option(
+        False,
+        "--no-alerts",
+        help="Do not read the alert topic (e.g. Kafka is not reachable from here)",
+    ),
 ) -> None:
     """Write a self-contained HTML report of a model: per feature, reference vs current
     distribution, drift score over time and alerts (static: opens offline, no server)."""
@@ -665,19 +901,30 @@ def report(
             err.print("[yellow]or:[/yellow] pass --no-alerts for a report without the alerts")
             raise
         try:
-            alerts = select_alerts(read_alerts(confluent_config(settings), settings.alert_topic), model)
+            alerts = select_alerts(
+                read_alerts(confluent_config(settings), settings.alert_topic), model
+            )
         except (RuntimeError, TimeoutError) as exc:
             _fail(str(exc), "check the broker and STREAMDRIFT_ALERT_TOPIC, or pass --no-alerts")
     if not (series or points or alerts):
-        _fail(f"nothing about model {model!r} in group {settings.group_id!r}",
-              "check --model and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists the monitored models")
+        _fail(
+            f"nothing about model {model!r} in group {settings.group_id!r}",
+            "check --model and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists the monitored models",
+        )
     try:
-        out.write_text(render_report(model, settings.group_id, series, points, alerts, time.time(), unreadable), encoding="utf-8")
+        out.write_text(
+            render_report(
+                model, settings.group_id, series, points, alerts, time.time(), unreadable
+            ),
+            encoding="utf-8",
+        )
     except OSError as exc:  # e.g. the disk filled up while the report was read
         _fail(f"cannot write {out}: {exc.strerror or exc}", "choose another --out")
     features = len({s.feature for s in series})
-    console.print(f"wrote {printable(out)}: {features} features, {len(points)} history samples, "
-                  f"{'alerts not read' if alerts is None else f'{len(alerts)} alerts'}")
+    console.print(
+        f"wrote {printable(out)}: {features} features, {len(points)} history samples, "
+        f"{'alerts not read' if alerts is None else f'{len(alerts)} alerts'}"
+    )
 
 
 def _check_writable(out: Path) -> None:
@@ -685,9 +932,13 @@ def _check_writable(out: Path) -> None:
     read (minutes of Redis and Kafka reads), not when it is written."""
     folder = out.parent
     if not folder.is_dir():
-        raise typer.BadParameter(f"directory {visible(folder)} does not exist", param_hint="'--out' / '-o'")
+        raise typer.BadParameter(
+            f"directory {visible(folder)} does not exist", param_hint="'--out' / '-o'"
+        )
     if not os.access(folder, os.W_OK):
-        raise typer.BadParameter(f"directory {visible(folder)} is not writable", param_hint="'--out' / '-o'")
+        raise typer.BadParameter(
+            f"directory {visible(folder)} is not writable", param_hint="'--out' / '-o'"
+        )
 
 
 def main() -> None:

@@ -39,7 +39,10 @@ class DataFileError(ValueError):
 
 
 def read_columns(
-    path: Path, batch_rows: int = 10_000, exclude: frozenset[str] = frozenset(), prediction: str | None = None
+    path: Path,
+    batch_rows: int = 10_000,
+    exclude: frozenset[str] = frozenset(),
+    prediction: str | None = None,
 ) -> Iterator[Batch]:
     """Batches of columns of ``path`` (by its extension), without the ``exclude`` columns;
     the ``prediction`` column, if named, is renamed ``prediction``."""
@@ -48,8 +51,14 @@ def read_columns(
     if suffix not in readers:
         raise DataFileError(f"{path}: unknown format {suffix!r}; use one of {', '.join(FORMATS)}")
     for rows, columns in readers[suffix](path, batch_rows):
-        yield rows, {("prediction" if name == prediction else name): values
-                     for name, values in columns.items() if name not in exclude}
+        yield (
+            rows,
+            {
+                ("prediction" if name == prediction else name): values
+                for name, values in columns.items()
+                if name not in exclude
+            },
+        )
 
 
 def _csv(path: Path, batch_rows: int) -> Iterator[Batch]:
@@ -62,7 +71,9 @@ def _csv(path: Path, batch_rows: int) -> Iterator[Batch]:
         batch: list[list[str]] = []
         for line, row in enumerate(reader, start=2):
             if len(row) != len(header):
-                raise DataFileError(f"{path}:{line}: {len(row)} cells, the header has {len(header)}")
+                raise DataFileError(
+                    f"{path}:{line}: {len(row)} cells, the header has {len(header)}"
+                )
             batch.append(row)
             if len(batch) == batch_rows:
                 yield len(batch), _typed(path, header, batch, numeric, line - len(batch) + 1)
@@ -71,7 +82,9 @@ def _csv(path: Path, batch_rows: int) -> Iterator[Batch]:
             yield len(batch), _typed(path, header, batch, numeric, line - len(batch) + 1)
 
 
-def _typed(path: Path, header: list[str], rows: list[list[str]], numeric: dict[str, bool], first_line: int) -> Columns:
+def _typed(
+    path: Path, header: list[str], rows: list[list[str]], numeric: dict[str, bool], first_line: int
+) -> Columns:
     columns: Columns = {}
     for i, name in enumerate(header):
         cells = [None if row[i].strip() in MISSING_TOKENS else row[i] for row in rows]
@@ -85,8 +98,12 @@ def _typed(path: Path, header: list[str], rows: list[list[str]], numeric: dict[s
             try:
                 columns[name] = [None if cell is None else float(cell) for cell in cells]
             except ValueError:
-                line = first_line + next(j for j, c in enumerate(cells) if c is not None and not _is_number(c))
-                raise DataFileError(f"{path}:{line}: column {name!r} is numeric but has a non-number") from None
+                line = first_line + next(
+                    j for j, c in enumerate(cells) if c is not None and not _is_number(c)
+                )
+                raise DataFileError(
+                    f"{path}:{line}: column {name!r} is numeric but has a non-number"
+                ) from None
         else:
             columns[name] = cells
     return columns
@@ -118,10 +135,15 @@ def _jsonl(path: Path, batch_rows: int) -> Iterator[Batch]:
                 raise DataFileError(f"{path}:{line}: each line must be a JSON object")
             if isinstance(row.get("features"), dict):  # a prediction event of the input contract
                 event = msgspec.convert(row, _Event)
-                row = {**event.features, **({"prediction": event.prediction} if event.prediction is not None else {})}
+                row = {
+                    **event.features,
+                    **({"prediction": event.prediction} if event.prediction is not None else {}),
+                }
             for name, value in row.items():
                 if isinstance(value, (dict, list)):
-                    raise DataFileError(f"{path}:{line}: {name!r} is nested; features are numbers or strings")
+                    raise DataFileError(
+                        f"{path}:{line}: {name!r} is nested; features are numbers or strings"
+                    )
             rows.append(row)
             if len(rows) == batch_rows:
                 yield len(rows), _columns(rows)
@@ -146,5 +168,8 @@ def _parquet(path: Path, batch_rows: int) -> Iterator[Batch]:
     try:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
             yield batch.num_rows, batch.to_pydict()
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
+    except (
+        OSError,
+        ValueError,
+    ) as exc:  # pyarrow's ArrowInvalid is a ValueError, ArrowIOError an OSError
         raise DataFileError(f"{path}: not a readable Parquet file: {exc}") from None

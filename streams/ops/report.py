@@ -83,7 +83,9 @@ class Series:
                 self.categories.setdefault(role, Counter()).update(counts)
 
 
-def _numeric_periods(monitor: NumericMonitor | ErrorMonitor) -> dict[str, tuple[RunningStats, QuantileSketch]]:
+def _numeric_periods(
+    monitor: NumericMonitor | ErrorMonitor,
+) -> dict[str, tuple[RunningStats, QuantileSketch]]:
     """The reference the window tests compare with (else the detectors'), the open window, and
     every value seen; only the non-empty ones."""
     windows = monitor.windows
@@ -143,7 +145,26 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [float(round(i * step, 12)) for i in range(first, math.floor(high / step + 1e-9) + 1)]
 
 
-TIME_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+TIME_STEPS_S = (
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    10800,
+    21600,
+    43200,
+    86400,
+)
 
 
 def time_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -164,8 +185,14 @@ def _fmt(value: float | None) -> str:
 class _Canvas:
     """Data coordinates mapped onto an SVG of fixed size, with axes and tick labels."""
 
-    def __init__(self, x: tuple[float, float], y: tuple[float, float], width: int = 560,
-                 height: int = 230, left: int = 56) -> None:
+    def __init__(
+        self,
+        x: tuple[float, float],
+        y: tuple[float, float],
+        width: int = 560,
+        height: int = 230,
+        left: int = 56,
+    ) -> None:
         self.x0, self.x1 = x if x[1] > x[0] else (x[0] - 0.5, x[0] + 0.5)
         self.y0, self.y1 = y if y[1] > y[0] else (y[0] - 0.5, y[0] + 0.5)
         self.width, self.height, self.left, self.top, self.bottom = width, height, left, 10, 34
@@ -179,65 +206,114 @@ class _Canvas:
         span = self.height - self.top - self.bottom
         return round(self.height - self.bottom - (value - self.y0) / (self.y1 - self.y0) * span, 1)
 
-    def axes(self, x_ticks: Sequence[tuple[float, str]], y_ticks: Sequence[tuple[float, str]], x_label: str) -> None:
+    def axes(
+        self,
+        x_ticks: Sequence[tuple[float, str]],
+        y_ticks: Sequence[tuple[float, str]],
+        x_label: str,
+    ) -> None:
         bottom, right = self.height - self.bottom, self.width - 12
-        self.parts.append(f'<rect class="plot" x="{self.left}" y="{self.top}" width="{right - self.left}" height="{bottom - self.top}"/>')
+        self.parts.append(
+            f'<rect class="plot" x="{self.left}" y="{self.top}" width="{right - self.left}" height="{bottom - self.top}"/>'
+        )
         for value, label in y_ticks:
             y = self.py(value)
-            self.parts.append(f'<line class="grid" x1="{self.left}" x2="{right}" y1="{y}" y2="{y}"/>'
-                              f'<text class="tick" x="{self.left - 4}" y="{y + 3}" text-anchor="end">{escape(label)}</text>')
+            self.parts.append(
+                f'<line class="grid" x1="{self.left}" x2="{right}" y1="{y}" y2="{y}"/>'
+                f'<text class="tick" x="{self.left - 4}" y="{y + 3}" text-anchor="end">{escape(label)}</text>'
+            )
         for value, label in x_ticks:
-            self.parts.append(f'<text class="tick" x="{self.px(value)}" y="{bottom + 13}" text-anchor="middle">{escape(label)}</text>')
-        self.parts.append(f'<text class="axis" x="{(self.left + right) / 2}" y="{self.height - 4}" text-anchor="middle">{escape(x_label)}</text>')
+            self.parts.append(
+                f'<text class="tick" x="{self.px(value)}" y="{bottom + 13}" text-anchor="middle">{escape(label)}</text>'
+            )
+        self.parts.append(
+            f'<text class="axis" x="{(self.left + right) / 2}" y="{self.height - 4}" text-anchor="middle">{escape(x_label)}</text>'
+        )
 
-    def line(self, points: Sequence[tuple[float, float]], color: str, dashed: bool = False, title: str = "") -> None:
+    def line(
+        self,
+        points: Sequence[tuple[float, float]],
+        color: str,
+        dashed: bool = False,
+        title: str = "",
+    ) -> None:
         if len(points) == 1:
-            (x, y), = points
-            self.parts.append(f'<circle cx="{self.px(x)}" cy="{self.py(y)}" r="3" fill="{color}"><title>{escape(title)}</title></circle>')
+            ((x, y),) = points
+            self.parts.append(
+                f'<circle cx="{self.px(x)}" cy="{self.py(y)}" r="3" fill="{color}"><title>{escape(title)}</title></circle>'
+            )
             return
         path = " ".join(f"{self.px(x)},{self.py(y)}" for x, y in points)
         dash = ' stroke-dasharray="5 3"' if dashed else ""
-        self.parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{path}">'
-                          f'<title>{escape(title)}</title></polyline>')
+        self.parts.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{path}">'
+            f"<title>{escape(title)}</title></polyline>"
+        )
 
     def svg(self, label: str) -> str:
-        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{self.height}" '
-                f'viewBox="0 0 {self.width} {self.height}" role="img" aria-label="{escape(label)}">'
-                + "".join(self.parts) + "</svg>")
+        return (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" height="{self.height}" '
+            f'viewBox="0 0 {self.width} {self.height}" role="img" aria-label="{escape(label)}">'
+            + "".join(self.parts)
+            + "</svg>"
+        )
 
 
 def cdf_svg(series: Series) -> str:
     """CDFs of the numeric periods, drawn through the p01..p99 of each sketch."""
-    curves = {role: sketch.quantiles(CDF_RANKS.tolist()) for role, (_, sketch) in series.numeric.items()}
+    curves = {
+        role: sketch.quantiles(CDF_RANKS.tolist()) for role, (_, sketch) in series.numeric.items()
+    }
     low = min(values[0] for values in curves.values())
     high = max(values[-1] for values in curves.values())
     canvas = _Canvas((low, high), (0.0, 1.0))
-    canvas.axes([(t, _fmt(t)) for t in nice_ticks(low, high)], [(t, f"{t:.0%}") for t in nice_ticks(0.0, 1.0)], "value")
+    canvas.axes(
+        [(t, _fmt(t)) for t in nice_ticks(low, high)],
+        [(t, f"{t:.0%}") for t in nice_ticks(0.0, 1.0)],
+        "value",
+    )
     for role, values in curves.items():
-        canvas.line(list(zip(values, CDF_RANKS.tolist())), COLORS[role], dashed=role == ALL, title=role)
+        canvas.line(
+            list(zip(values, CDF_RANKS.tolist())), COLORS[role], dashed=role == ALL, title=role
+        )
     return canvas.svg(f"distribution of {series.feature}")
 
 
 def shares_svg(series: Series) -> str:
     """Horizontal bars: each top category's share in each period."""
-    shares = {role: {value: n / counts.total() for value, n in counts.items()} for role, counts in series.categories.items()}
+    shares = {
+        role: {value: n / counts.total() for value, n in counts.items()}
+        for role, counts in series.categories.items()
+    }
     first = shares.get(REFERENCE) or shares[ALL]
-    top = sorted({v for s in shares.values() for v in s}, key=lambda v: (-first.get(v, 0.0), v))[:TOP_CATEGORIES]
+    top = sorted({v for s in shares.values() for v in s}, key=lambda v: (-first.get(v, 0.0), v))[
+        :TOP_CATEGORIES
+    ]
     bar, roles = 9, list(shares)
     row = bar * len(roles) + 8
-    canvas = _Canvas((0.0, max(max(s.get(v, 0.0) for v in top) for s in shares.values())), (0.0, 1.0),
-                     height=row * len(top) + 44, left=150)
-    canvas.axes([(t, f"{t:.0%}") for t in nice_ticks(canvas.x0, canvas.x1, 4)], [], "share of values")
+    canvas = _Canvas(
+        (0.0, max(max(s.get(v, 0.0) for v in top) for s in shares.values())),
+        (0.0, 1.0),
+        height=row * len(top) + 44,
+        left=150,
+    )
+    canvas.axes(
+        [(t, f"{t:.0%}") for t in nice_ticks(canvas.x0, canvas.x1, 4)], [], "share of values"
+    )
     for index, value in enumerate(top):
         y = canvas.top + 4 + index * row
         label = value if len(value) <= 22 else value[:21] + "…"
-        canvas.parts.append(f'<text class="tick" x="{canvas.left - 4}" y="{y + row / 2}" text-anchor="end">'
-                            f'{escape(label)}<title>{escape(value)}</title></text>')
+        canvas.parts.append(
+            f'<text class="tick" x="{canvas.left - 4}" y="{y + row / 2}" text-anchor="end">'
+            f"{escape(label)}<title>{escape(value)}</title></text>"
+        )
         for j, role in enumerate(roles):
             share = shares[role].get(value, 0.0)
             width = round(canvas.px(share) - canvas.left, 1)
-            canvas.parts.append(f'<rect x="{canvas.left}" y="{y + j * bar}" width="{width}" height="{bar - 1}" fill="{COLORS[role]}">'
-                                f'<title>{escape(value)} · {escape(role)}: {share:.1%}</title></rect>')
+            canvas.parts.append(
+                f'<rect x="{canvas.left}" y="{y + j * bar}" width="{width}" height="{bar - 1}" fill="{COLORS[role]}">'
+                f"<title>{escape(value)} · {escape(role)}: {share:.1%}</title></rect>"
+            )
     return canvas.svg(f"category shares of {series.feature}")
 
 
@@ -248,7 +324,9 @@ class _Marker:
     text: str
 
 
-def _score_lines(points: Sequence[Point]) -> tuple[dict[str | None, list[tuple[float, float]]], dict[str | None, list[tuple[float, bool]]]]:
+def _score_lines(
+    points: Sequence[Point],
+) -> tuple[dict[str | None, list[tuple[float, float]]], dict[str | None, list[tuple[float, bool]]]]:
     """Per version: the score over time (the largest of its partitions' latest samples, as
     ``streamdrift status`` merges them) and whether an episode was open."""
     latest: dict[str | None, dict[str, tuple[float, bool]]] = defaultdict(dict)
@@ -263,7 +341,12 @@ def _score_lines(points: Sequence[Point]) -> tuple[dict[str | None, list[tuple[f
     return scores, opened
 
 
-def history_svg(feature: str, points: Sequence[Point], markers: Sequence[_Marker], versions: Sequence[str | None]) -> str:
+def history_svg(
+    feature: str,
+    points: Sequence[Point],
+    markers: Sequence[_Marker],
+    versions: Sequence[str | None],
+) -> str:
     """The drift score over time, one line per version; open episodes shaded, alerts marked."""
     scores, opened = _score_lines(points)
     times = [t for line in scores.values() for t, _ in line] + [m.at for m in markers]
@@ -271,14 +354,23 @@ def history_svg(feature: str, points: Sequence[Point], markers: Sequence[_Marker
     canvas = _Canvas((min(times), max(times)), (0.0, top * 1.1 or 1.0))
     x_ticks = [(t, _clock(t, canvas.x1 - canvas.x0)) for t in time_ticks(canvas.x0, canvas.x1)]
     canvas.axes(x_ticks, [(t, _fmt(t)) for t in nice_ticks(canvas.y0, canvas.y1, 4)], "time (UTC)")
-    spans = [(s, e) for line in opened.values() for (s, was_open), (e, _) in zip(line, line[1:]) if was_open]
+    spans = [
+        (s, e)
+        for line in opened.values()
+        for (s, was_open), (e, _) in zip(line, line[1:])
+        if was_open
+    ]
     for start, end in spans:
-        canvas.parts.append(f'<rect class="open" x="{canvas.px(start)}" y="{canvas.top}" width="{round(canvas.px(end) - canvas.px(start), 1)}" '
-                            f'height="{canvas.height - canvas.top - canvas.bottom}"/>')
+        canvas.parts.append(
+            f'<rect class="open" x="{canvas.px(start)}" y="{canvas.top}" width="{round(canvas.px(end) - canvas.px(start), 1)}" '
+            f'height="{canvas.height - canvas.top - canvas.bottom}"/>'
+        )
     for marker in markers:
         x, color = canvas.px(marker.at), "#d62728" if marker.detected else "#2ca02c"
-        canvas.parts.append(f'<line x1="{x}" x2="{x}" y1="{canvas.top}" y2="{canvas.height - canvas.bottom}" stroke="{color}" '
-                            f'stroke-width="2" stroke-dasharray="4 2"><title>{escape(marker.text)}</title></line>')
+        canvas.parts.append(
+            f'<line x1="{x}" x2="{x}" y1="{canvas.top}" y2="{canvas.height - canvas.bottom}" stroke="{color}" '
+            f'stroke-width="2" stroke-dasharray="4 2"><title>{escape(marker.text)}</title></line>'
+        )
     for version, line in scores.items():
         canvas.line(line, _version_color(versions, version), title=f"version {_version(version)}")
     return canvas.svg(f"drift score of {feature} over time")
@@ -286,7 +378,9 @@ def history_svg(feature: str, points: Sequence[Point], markers: Sequence[_Marker
 
 def _clock(at: float, span: float) -> str:
     moment = datetime.fromtimestamp(at, timezone.utc)
-    return moment.strftime("%H:%M:%S" if span < 600 else "%H:%M" if span < 86_400 else "%m-%d %H:%M")
+    return moment.strftime(
+        "%H:%M:%S" if span < 600 else "%H:%M" if span < 86_400 else "%m-%d %H:%M"
+    )
 
 
 def _version(version: str | None) -> str:
@@ -315,13 +409,23 @@ svg .axis{font-size:11px;fill:#333} svg .open{fill:#d62728;fill-opacity:0.08}
 
 
 def render_report(
-    model: str, group_id: str, series: Sequence[Series], points: Sequence[Point],
-    alerts: Sequence[dict[str, Any]] | None, generated_at: float, unreadable: Sequence[str] = (),
+    model: str,
+    group_id: str,
+    series: Sequence[Series],
+    points: Sequence[Point],
+    alerts: Sequence[dict[str, Any]] | None,
+    generated_at: float,
+    unreadable: Sequence[str] = (),
 ) -> str:
     """The HTML page (``alerts`` None: the alert topic was not read)."""
-    features = sorted({s.feature for s in series} | {p.sample.feature for p in points}
-                      | {a["data"]["feature"] for a in alerts or ()})
-    versions = sorted({s.version for s in series} | {p.sample.version for p in points}, key=lambda v: v or "")
+    features = sorted(
+        {s.feature for s in series}
+        | {p.sample.feature for p in points}
+        | {a["data"]["feature"] for a in alerts or ()}
+    )
+    versions = sorted(
+        {s.version for s in series} | {p.sample.version for p in points}, key=lambda v: v or ""
+    )
     by_feature: dict[str, list[Series]] = defaultdict(list)
     for s in series:
         by_feature[s.feature].append(s)
@@ -334,13 +438,17 @@ def render_report(
 
     def urgency(feature: str) -> tuple[bool, int, float, str]:
         mine = by_feature[feature]
-        return (not any(s.episode_open for s in mine), -len(feature_alerts[feature]),
-                -max((s.drift_score for s in mine), default=0.0), feature)
+        return (
+            not any(s.episode_open for s in mine),
+            -len(feature_alerts[feature]),
+            -max((s.drift_score for s in mine), default=0.0),
+            feature,
+        )
 
     ordered = sorted(features, key=urgency)
     anchors = {feature: f"feature-{i}" for i, feature in enumerate(ordered)}
     times = [p.at for p in points] + [_epoch(a["time"]) for a in alerts or ()]
-    span = (f"{_utc(min(times))} – {_utc(max(times))}" if times else "no history yet")
+    span = f"{_utc(min(times))} – {_utc(max(times))}" if times else "no history yet"
     parts = [
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>',
         f"<title>streamdrift report: {escape(model)}</title><style>{_CSS}</style></head><body>",
@@ -353,35 +461,61 @@ def render_report(
         _legend(),
     ]
     if alerts is None:
-        parts.append('<p class="note">Alerts not read (--no-alerts): only open episodes are shaded.</p>')
+        parts.append(
+            '<p class="note">Alerts not read (--no-alerts): only open episodes are shaded.</p>'
+        )
     if unreadable:
-        parts.append(f'<p class="note">State that could not be read: {escape(", ".join(sorted(set(unreadable))))}.</p>')
+        parts.append(
+            f'<p class="note">State that could not be read: {escape(", ".join(sorted(set(unreadable))))}.</p>'
+        )
     parts.append(_overview(ordered, anchors, by_feature, feature_alerts))
     for feature in ordered:
-        parts.append(_feature_section(feature, anchors[feature], by_feature[feature], history[feature],
-                                      feature_alerts[feature], versions, alerts is not None))
+        parts.append(
+            _feature_section(
+                feature,
+                anchors[feature],
+                by_feature[feature],
+                history[feature],
+                feature_alerts[feature],
+                versions,
+                alerts is not None,
+            )
+        )
     parts.append("</body></html>\n")
     return "".join(parts)
 
 
 def _legend() -> str:
-    swatches = "".join(f'<span class="swatch" style="background:{color}"></span>{escape(role)}' for role, color in COLORS.items())
-    return (f'<p class="meta">Distributions:{swatches} (dashed). Drift score: one line per version; '
-            'red dashed lines mark alerts, green ones resolutions (at their event time), shading an open episode.</p>')
+    swatches = "".join(
+        f'<span class="swatch" style="background:{color}"></span>{escape(role)}'
+        for role, color in COLORS.items()
+    )
+    return (
+        f'<p class="meta">Distributions:{swatches} (dashed). Drift score: one line per version; '
+        "red dashed lines mark alerts, green ones resolutions (at their event time), shading an open episode.</p>"
+    )
 
 
 def _reference_text(series: Sequence[Series]) -> str:
     by_version: dict[str | None, set[str]] = defaultdict(set)
     for s in series:
-        by_version[s.version] |= {source or "warm-up (the stream's first values)" for source in s.reference_sources}
+        by_version[s.version] |= {
+            source or "warm-up (the stream's first values)" for source in s.reference_sources
+        }
     if not by_version:
         return "–"
-    return " · ".join(f"version {escape(_version(v))}: {escape(', '.join(sorted(sources)))}"
-                      for v, sources in sorted(by_version.items(), key=lambda item: item[0] or ""))
+    return " · ".join(
+        f"version {escape(_version(v))}: {escape(', '.join(sorted(sources)))}"
+        for v, sources in sorted(by_version.items(), key=lambda item: item[0] or "")
+    )
 
 
-def _overview(ordered: Sequence[str], anchors: dict[str, str], by_feature: dict[str, list[Series]],
-              feature_alerts: dict[str, list[dict[str, Any]]]) -> str:
+def _overview(
+    ordered: Sequence[str],
+    anchors: dict[str, str],
+    by_feature: dict[str, list[Series]],
+    feature_alerts: dict[str, list[dict[str, Any]]],
+) -> str:
     rows = []
     for feature in ordered:
         mine = by_feature[feature]
@@ -394,28 +528,59 @@ def _overview(ordered: Sequence[str], anchors: dict[str, str], by_feature: dict[
             f'<td class="num">{_fmt(score)}</td><td class="num">{sum(s.episodes for s in mine)}</td>'
             f'<td>{is_open}</td><td class="num">{len(feature_alerts[feature])}</td></tr>'
         )
-    head = "".join(f"<th>{h}</th>" for h in ("feature", "kind", "values", "missing", "drift score", "episodes", "episode", "alerts"))
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "feature",
+            "kind",
+            "values",
+            "missing",
+            "drift score",
+            "episodes",
+            "episode",
+            "alerts",
+        )
+    )
     return f"<h2>Features</h2><table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _feature_section(feature: str, anchor: str, mine: Sequence[Series], points: Sequence[Point],
-                     alerts: Sequence[dict[str, Any]], versions: Sequence[str | None], alerts_read: bool) -> str:
+def _feature_section(
+    feature: str,
+    anchor: str,
+    mine: Sequence[Series],
+    points: Sequence[Point],
+    alerts: Sequence[dict[str, Any]],
+    versions: Sequence[str | None],
+    alerts_read: bool,
+) -> str:
     parts = [f'<h2 id="{anchor}">{escape(feature)}</h2>']
     for s in mine:
         state = ' · <span class="open-tag">episode open</span>' if s.episode_open else ""
         sources = ", ".join(sorted(source or "warm-up" for source in s.reference_sources))
-        parts.append(f"<h3>version {escape(_version(s.version))} · {escape(s.kind)} · {s.count} values, "
-                     f"{s.missing} missing · drift score {_fmt(s.drift_score)} · reference {escape(sources)}{state}</h3>")
+        parts.append(
+            f"<h3>version {escape(_version(s.version))} · {escape(s.kind)} · {s.count} values, "
+            f"{s.missing} missing · drift score {_fmt(s.drift_score)} · reference {escape(sources)}{state}</h3>"
+        )
         parts.append(_distribution(s))
-    markers = [_Marker(_epoch(a["time"]), a["data"].get("event", "detected") != "resolved",
-                       f"{a['data'].get('event', 'detected')} · {a['data']['detector']} · version "
-                       f"{_version(a['data'].get('model_version'))} · {a['time']}") for a in alerts]
+    markers = [
+        _Marker(
+            _epoch(a["time"]),
+            a["data"].get("event", "detected") != "resolved",
+            f"{a['data'].get('event', 'detected')} · {a['data']['detector']} · version "
+            f"{_version(a['data'].get('model_version'))} · {a['time']}",
+        )
+        for a in alerts
+    ]
     if points or markers:
         units = SCORE_UNITS.get(mine[0].kind, "drift score") if mine else "drift score"
-        parts.append(f'<h3>drift score over time ({escape(units)})</h3><div class="plot-box">'
-                     f"{history_svg(feature, points, markers, versions)}</div>")
+        parts.append(
+            f'<h3>drift score over time ({escape(units)})</h3><div class="plot-box">'
+            f"{history_svg(feature, points, markers, versions)}</div>"
+        )
     else:
-        parts.append('<p class="note">No drift-score history yet (sampled every STREAMDRIFT_HISTORY_INTERVAL_S).</p>')
+        parts.append(
+            '<p class="note">No drift-score history yet (sampled every STREAMDRIFT_HISTORY_INTERVAL_S).</p>'
+        )
     if alerts:
         parts.append(_alerts_table(alerts))
     elif alerts_read:
@@ -428,33 +593,60 @@ def _distribution(s: Series) -> str:
         rows = "".join(
             f"<tr><td>{escape(role)}</td><td class='num'>{stats.count}</td><td class='num'>{_fmt(stats.mean)}</td>"
             f"<td class='num'>{_fmt(stats.std)}</td>"
-            + "".join(f"<td class='num'>{_fmt(q)}</td>" for q in sketch.quantiles([0.05, 0.5, 0.95]))
+            + "".join(
+                f"<td class='num'>{_fmt(q)}</td>" for q in sketch.quantiles([0.05, 0.5, 0.95])
+            )
             + "</tr>"
             for role, (stats, sketch) in s.numeric.items()
         )
         head = "".join(f"<th>{h}</th>" for h in ("", "values", "mean", "std", "p05", "p50", "p95"))
         return f'<div class="plots"><div class="plot-box">{cdf_svg(s)}</div><table><tr>{head}</tr>{rows}</table></div>'
     if s.categories:
-        rows = "".join(f"<tr><td>{escape(role)}</td><td class='num'>{counts.total()}</td><td class='num'>{len(counts)}</td></tr>"
-                       for role, counts in s.categories.items())
+        rows = "".join(
+            f"<tr><td>{escape(role)}</td><td class='num'>{counts.total()}</td><td class='num'>{len(counts)}</td></tr>"
+            for role, counts in s.categories.items()
+        )
         head = "".join(f"<th>{h}</th>" for h in ("", "values", "distinct"))
         return f'<div class="plots"><div class="plot-box">{shares_svg(s)}</div><table><tr>{head}</tr>{rows}</table></div>'
     return '<p class="note">No distribution to show (a multivariate monitor, or no values yet).</p>'
 
 
 def _alerts_table(alerts: Sequence[dict[str, Any]]) -> str:
-    columns = ("time", "event", "version", "detector", "test", "severity", "effect", "p-value", "evidence", "id")
+    columns = (
+        "time",
+        "event",
+        "version",
+        "detector",
+        "test",
+        "severity",
+        "effect",
+        "p-value",
+        "evidence",
+        "id",
+    )
     head = "".join(f"<th>{h}</th>" for h in columns)
     rows = []
     for alert in alerts:
         d = alert["data"]
         evidence = d.get("evidence") or {}
         where = f"{evidence.get('topic')}[{evidence.get('partition')}] {evidence.get('from_offset')}..{evidence.get('to_offset')}"
-        cells = (_utc(_epoch(alert["time"])), d.get("event", "detected"), _version(d.get("model_version")), d.get("detector"),
-                 d.get("test") or "–", d.get("severity"), _fmt(d.get("effect_size")), _fmt(d.get("p_value")), where)
+        cells = (
+            _utc(_epoch(alert["time"])),
+            d.get("event", "detected"),
+            _version(d.get("model_version")),
+            d.get("detector"),
+            d.get("test") or "–",
+            d.get("severity"),
+            _fmt(d.get("effect_size")),
+            _fmt(d.get("p_value")),
+            where,
+        )
         full_id = str(alert.get("id"))
-        rows.append("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in cells)
-                    + f'<td title="{escape(full_id)}">{escape(full_id[:12])}…</td></tr>')
+        rows.append(
+            "<tr>"
+            + "".join(f"<td>{escape(str(cell))}</td>" for cell in cells)
+            + f'<td title="{escape(full_id)}">{escape(full_id[:12])}…</td></tr>'
+        )
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 

@@ -28,7 +28,9 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
     unreadable: dict[tuple[str, str], str] = {}
     versions: dict[tuple[str, str], set[str]] = defaultdict(set)
     for topic, partition in reader.partitions():
-        partitions.append({"topic": topic, "partition": partition, **_typed(reader.checkpoint(topic, partition))})
+        partitions.append(
+            {"topic": topic, "partition": partition, **_typed(reader.checkpoint(topic, partition))}
+        )
         for text, blob in reader.fields(topic, partition).items():
             if text == UNKNOWN_MISSING:
                 for key, count in msgspec.msgpack.decode(blob).items():
@@ -49,18 +51,29 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
         if all(isinstance(m, PCAReconstructionMonitor) for m in monitors):  # one PCA per partition
             summaries = [m.summary() for m in monitors]
             models[model][feature] = {
-                "kind": summaries[0]["kind"], "count": sum(s["count"] for s in summaries),
-                "missing": sum(s["missing"] for s in summaries), "episodes": sum(s["episodes"] for s in summaries),
-                "drift_score": max(s["drift_score"] for s in summaries), "partitions": summaries,
+                "kind": summaries[0]["kind"],
+                "count": sum(s["count"] for s in summaries),
+                "missing": sum(s["missing"] for s in summaries),
+                "episodes": sum(s["episodes"] for s in summaries),
+                "drift_score": max(s["drift_score"] for s in summaries),
+                "partitions": summaries,
                 "versions": sorted(versions[(model, feature)]),
             }
         elif len(kinds) == 1:
-            models[model][feature] = {**merge_summaries(monitors), "versions": sorted(versions[(model, feature)])}
+            models[model][feature] = {
+                **merge_summaries(monitors),
+                "versions": sorted(versions[(model, feature)]),
+            }
         else:  # the same name was numeric in one partition and categorical in another
             for kind in sorted(kinds):
-                models[model][f"{feature} ({kind})"] = merge_summaries([m for m in monitors if m.kind == kind])
+                models[model][f"{feature} ({kind})"] = merge_summaries(
+                    [m for m in monitors if m.kind == kind]
+                )
     for (model, feature), error in sorted(unreadable.items()):
-        models[model].setdefault(f"{feature} (unreadable)", {"kind": "unreadable", "count": 0, "missing": 0, "error": error})
+        models[model].setdefault(
+            f"{feature} (unreadable)",
+            {"kind": "unreadable", "count": 0, "missing": 0, "error": error},
+        )
     for (model, feature), count in sorted(only_missing.items()):
         if feature in models[model]:
             models[model][feature]["missing"] += count

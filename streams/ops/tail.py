@@ -14,8 +14,13 @@ from streams.security import printable
 
 
 def tail_alerts(
-    client_config: dict[str, Any], topic: str, from_beginning: bool = True, follow: bool = True,
-    max_alerts: int | None = None, idle_timeout: float = 5.0, until: Callable[[], bool] | None = None,
+    client_config: dict[str, Any],
+    topic: str,
+    from_beginning: bool = True,
+    follow: bool = True,
+    max_alerts: int | None = None,
+    idle_timeout: float = 5.0,
+    until: Callable[[], bool] | None = None,
     on_unreadable: Callable[[str], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield alerts as dicts; without ``follow``, stop after ``idle_timeout`` seconds of silence.
@@ -29,13 +34,17 @@ def tail_alerts(
     yet is subscribed to, and silence counts only once it is assigned. Commits nothing, so
     tailing never disturbs anyone.
     """
-    consumer = Consumer({
-        **client_config,
-        "group.id": f"streamdrift-tail-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "enable.auto.commit": False,
-    })
-    assigned = _assign_or_subscribe(consumer, topic, OFFSET_BEGINNING if from_beginning else OFFSET_END)
+    consumer = Consumer(
+        {
+            **client_config,
+            "group.id": f"streamdrift-tail-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": False,
+        }
+    )
+    assigned = _assign_or_subscribe(
+        consumer, topic, OFFSET_BEGINNING if from_beginning else OFFSET_END
+    )
     seen, idle = 0, 0.0
     try:
         while (max_alerts is None or seen < max_alerts) and not (until and until()):
@@ -84,7 +93,9 @@ def _assign_or_subscribe(consumer: Consumer, topic: str, offset: int) -> _Assign
     return assigned
 
 
-def read_alerts(client_config: dict[str, Any], topic: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+def read_alerts(
+    client_config: dict[str, Any], topic: str, timeout: float = 60.0
+) -> list[dict[str, Any]]:
     """Every alert the topic holds now (``streamdrift report``), each partition in order.
 
     Partitions are assigned directly and read up to their end: no consumer group to join (a
@@ -92,13 +103,15 @@ def read_alerts(client_config: dict[str, Any], topic: str, timeout: float = 60.0
     the topic is exhausted instead of after a guessed silence. ``TimeoutError`` if that takes
     longer than ``timeout`` seconds; an absent topic has no alerts.
     """
-    consumer = Consumer({
-        **client_config,
-        "group.id": f"streamdrift-read-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "fetch.wait.max.ms": 100,  # an empty partition answers (with its end) this soon
-    })
+    consumer = Consumer(
+        {
+            **client_config,
+            "group.id": f"streamdrift-read-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 100,  # an empty partition answers (with its end) this soon
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -134,8 +147,10 @@ def _decode(value: bytes | None) -> dict[str, Any] | None:
 
 
 #: Printed once above the alert lines: how to read their ``evidence predictions[2] 500..15059``.
-EVIDENCE_LEGEND = ("[dim]evidence: topic\\[partition] first..last offset of the input records the detection "
-                   "summarises (the last one completed it)[/dim]")
+EVIDENCE_LEGEND = (
+    "[dim]evidence: topic\\[partition] first..last offset of the input records the detection "
+    "summarises (the last one completed it)[/dim]"
+)
 
 
 def format_alert(alert: Any) -> str:

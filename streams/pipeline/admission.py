@@ -60,7 +60,11 @@ def parse_allowlist(value: str) -> frozenset[str] | None:
     (True, ['churn', 'fraud'])
     """
     value = value.strip()
-    return None if value == "*" else frozenset(name.strip() for name in value.split(",") if name.strip())
+    return (
+        None
+        if value == "*"
+        else frozenset(name.strip() for name in value.split(",") if name.strip())
+    )
 
 
 class Ledger(msgspec.Struct):
@@ -75,9 +79,13 @@ class Ledger(msgspec.Struct):
     swept: int = 0  # minute of the last idle sweep
     seen: dict[str, int] = {}  # model -> minute last seen
     series_seen: dict[str, int] = {}  # series -> minute last seen
-    probation: dict[str, int] = {}  # model on probation -> events so far (least recently seen first)
+    probation: dict[
+        str, int
+    ] = {}  # model on probation -> events so far (least recently seen first)
 
-    def advance(self, kafka_time: float, now: float | None, limits: AdmissionLimits, future_skew_s: float) -> bool:
+    def advance(
+        self, kafka_time: float, now: float | None, limits: AdmissionLimits, future_skew_s: float
+    ) -> bool:
         """Move the clock to a batch's newest Kafka time (never beyond ``now`` plus the skew: one
         record stamped in 2100 must not make every model look idle) and refill the bucket;
         whether an idle sweep is due."""
@@ -86,7 +94,10 @@ class Ledger(msgspec.Struct):
         if self.tokens < 0:
             self.tokens = limits.bucket_size
         elif kafka_time > self.clock:
-            self.tokens = min(limits.bucket_size, self.tokens + (kafka_time - self.clock) * limits.max_new_series_per_s)
+            self.tokens = min(
+                limits.bucket_size,
+                self.tokens + (kafka_time - self.clock) * limits.max_new_series_per_s,
+            )
         self.clock = max(self.clock, kafka_time)
         return self.minute > self.swept
 

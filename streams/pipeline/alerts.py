@@ -24,9 +24,22 @@ SPEC_VERSION = "1.0"
 
 def alert_id(group_id: str, topic: str, partition: int, finding: Finding) -> str:
     d = finding.detection
-    model = finding.model if finding.model_version is None else f"{finding.model}\x1f{finding.model_version}"
+    model = (
+        finding.model
+        if finding.model_version is None
+        else f"{finding.model}\x1f{finding.model_version}"
+    )
     identity = "\x1f".join(
-        (group_id, model, finding.feature, d.detector, topic, str(partition), str(d.position), d.event)
+        (
+            group_id,
+            model,
+            finding.feature,
+            d.detector,
+            topic,
+            str(partition),
+            str(d.position),
+            d.event,
+        )
     )
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
@@ -40,7 +53,9 @@ def build_alert(group_id: str, topic: str, partition: int, finding: Finding) -> 
         "source": f"streamdrift://{group_id}",
         "type": TYPES[d.event],
         "subject": f"{finding.model}/{finding.feature}",
-        "time": datetime.fromtimestamp(finding.time, timezone.utc).isoformat().replace("+00:00", "Z"),
+        "time": datetime.fromtimestamp(finding.time, timezone.utc)
+        .isoformat()
+        .replace("+00:00", "Z"),
         "datacontenttype": "application/json",
         "data": {
             "model": finding.model,
@@ -56,7 +71,12 @@ def build_alert(group_id: str, topic: str, partition: int, finding: Finding) -> 
             "reference": d.reference,
             "reference_source": finding.reference_source,
             "current": d.current,
-            "evidence": {"topic": topic, "partition": partition, "from_offset": d.evidence_from, "to_offset": d.position},
+            "evidence": {
+                "topic": topic,
+                "partition": partition,
+                "from_offset": d.evidence_from,
+                "to_offset": d.position,
+            },
             "event": d.event,
             "test": d.test,
             "p_value": d.p_value,
@@ -76,4 +96,3 @@ _ENCODER = msgspec.json.Encoder(enc_hook=_numpy_scalars)
 
 def encode_alert(alert: dict[str, Any]) -> bytes:
     return _ENCODER.encode(alert)
-

@@ -148,7 +148,9 @@ class Invalid(Exception):
         self.detail = detail
 
 
-def decode_events(value: bytes | None, kafka_ts: float, limits: Limits) -> tuple[list[Event], list[Rejection]]:
+def decode_events(
+    value: bytes | None, kafka_ts: float, limits: Limits
+) -> tuple[list[Event], list[Rejection]]:
     """Decode one input message into valid events and rejections.
 
     >>> events, rejected = decode_events(b'{"model": "m", "features": {"x": 1, "c": "DE", "z": null}}', 1.0, Limits())
@@ -161,7 +163,9 @@ def decode_events(value: bytes | None, kafka_ts: float, limits: Limits) -> tuple
     return _decode(value, kafka_ts, limits, _EVENTS, _validate_event, _diagnose_event)
 
 
-def decode_labels(value: bytes | None, kafka_ts: float, limits: Limits) -> tuple[list[Label], list[Rejection]]:
+def decode_labels(
+    value: bytes | None, kafka_ts: float, limits: Limits
+) -> tuple[list[Label], list[Rejection]]:
     """Decode one labels message (an object or an array of objects).
 
     >>> labels, _ = decode_labels(b'{"model": "m", "event_id": "e1", "label": true}', 5.0, Limits())
@@ -236,7 +240,13 @@ _TOO_DEEP_FOR_DECODER = "JSON nested deeper than the decoder's recursion limit"
 def _decode_slowly(value, kafka_ts, limits, validate, diagnose):
     """Re-decode generically to name the reason; salvage the valid elements of an array."""
     if deeper_than(value, limits.max_json_depth):
-        return [], [Rejection(Reason.TOO_DEEP, f"JSON nested deeper than max_json_depth={limits.max_json_depth}", value)]
+        return [], [
+            Rejection(
+                Reason.TOO_DEEP,
+                f"JSON nested deeper than max_json_depth={limits.max_json_depth}",
+                value,
+            )
+        ]
     try:
         raw = _GENERIC.decode(value)
     except RecursionError:
@@ -257,7 +267,9 @@ def _decode_slowly(value, kafka_ts, limits, validate, diagnose):
                 continue
             except Invalid as exc:
                 reason, detail = exc.reason, exc.detail
-            except msgspec.ValidationError as exc:  # what the diagnosis cannot see: an integer beyond the float range
+            except (
+                msgspec.ValidationError
+            ) as exc:  # what the diagnosis cannot see: an integer beyond the float range
                 reason, detail = _refused(exc), str(exc)
         bad.append(Rejection(reason, detail, payload, index))
     return good, bad
@@ -309,7 +321,9 @@ def deeper_than(value: bytes, limit: int) -> bool:
     if b"\\" in value:
         return _deeper_by_tokens(value, limit)
     codes = np.frombuffer(value, dtype=np.uint8)
-    in_string = np.cumsum(codes == _QUOTE) % 2 == 1  # a closing quote itself reads as inside: no bracket
+    in_string = (
+        np.cumsum(codes == _QUOTE) % 2 == 1
+    )  # a closing quote itself reads as inside: no bracket
     steps = np.zeros(len(codes), dtype=np.int32)
     steps[(codes == _OPEN_ARRAY) | (codes == _OPEN_OBJECT)] = 1
     steps[(codes == _CLOSE_ARRAY) | (codes == _CLOSE_OBJECT)] = -1
@@ -344,7 +358,9 @@ def _deeper_by_tokens(value: bytes, limit: int) -> bool:
 def _validate_event(raw: RawEvent, kafka_ts: float, limits: Limits, index: int | None) -> Event:
     _check_name(raw.model, "model", Reason.INVALID_MODEL, limits)
     if len(raw.features) > limits.max_features_per_event:
-        detail = f"{len(raw.features)} features > max_features_per_event={limits.max_features_per_event}"
+        detail = (
+            f"{len(raw.features)} features > max_features_per_event={limits.max_features_per_event}"
+        )
         raise Invalid(Reason.TOO_MANY_FEATURES, detail)
     numeric: dict[str, float] = {}
     categorical: dict[str, str] = {}
@@ -354,8 +370,19 @@ def _validate_event(raw: RawEvent, kafka_ts: float, limits: Limits, index: int |
         _classify(name, value, numeric, categorical, missing, limits, Reason.INVALID_FEATURE_VALUE)
     if raw.prediction is not None:
         if PREDICTION in raw.features:
-            raise Invalid(Reason.INVALID_FEATURES, "feature name 'prediction' is reserved for the event's prediction")
-        _classify(PREDICTION, raw.prediction, numeric, categorical, missing, limits, Reason.INVALID_PREDICTION)
+            raise Invalid(
+                Reason.INVALID_FEATURES,
+                "feature name 'prediction' is reserved for the event's prediction",
+            )
+        _classify(
+            PREDICTION,
+            raw.prediction,
+            numeric,
+            categorical,
+            missing,
+            limits,
+            Reason.INVALID_PREDICTION,
+        )
     prediction = numeric.get(PREDICTION, categorical.get(PREDICTION))
     check_ids(raw.model_version, raw.event_id, limits)
     return Event(
@@ -395,14 +422,18 @@ def check_ids(model_version: str | None, event_id: str | None, limits: Limits) -
 
 def _check_event_id(event_id: str, limits: Limits) -> None:
     if not event_id or len(event_id) > limits.max_event_id_length:
-        raise Invalid(Reason.INVALID_EVENT_ID, f"event_id must be 1..{limits.max_event_id_length} characters")
+        raise Invalid(
+            Reason.INVALID_EVENT_ID, f"event_id must be 1..{limits.max_event_id_length} characters"
+        )
 
 
 def _check_number(name: str, value: float, limits: Limits) -> None:
     if not math.isfinite(value):
         raise Invalid(Reason.NON_FINITE_VALUE, f"{name!r} is not finite")
     if abs(value) > limits.max_abs_value:
-        raise Invalid(Reason.VALUE_OUT_OF_RANGE, f"{name!r} beyond max_abs_value={limits.max_abs_value:g}")
+        raise Invalid(
+            Reason.VALUE_OUT_OF_RANGE, f"{name!r} beyond max_abs_value={limits.max_abs_value:g}"
+        )
 
 
 def _classify(name, value, numeric, categorical, missing, limits, reason) -> None:
@@ -415,7 +446,9 @@ def _classify(name, value, numeric, categorical, missing, limits, reason) -> Non
         numeric[name] = value
     elif isinstance(value, str):
         if len(value) > limits.max_category_length:
-            raise Invalid(Reason.CATEGORY_TOO_LONG, f"{name!r} value longer than {limits.max_category_length}")
+            raise Invalid(
+                Reason.CATEGORY_TOO_LONG, f"{name!r} value longer than {limits.max_category_length}"
+            )
         categorical[name] = value
     else:  # unreachable through the typed decoder; kept as a guard for direct callers
         raise Invalid(reason, f"{name!r} has unsupported type {type(value).__name__}")
@@ -442,7 +475,9 @@ def names_pass(model: str, names: Sequence[str], with_prediction: bool, limits: 
     return True
 
 
-def classify_column(values: Sequence[Scalar], limits: Limits) -> np.ndarray | list[str | None] | None:
+def classify_column(
+    values: Sequence[Scalar], limits: Limits
+) -> np.ndarray | list[str | None] | None:
     """One feature's typed values from many events, classified at once as ``_classify`` does
     each: a float array (NaN: null) for numbers, a list of categories (None: null; booleans
     "true"/"false") for strings and booleans, a list of None if all are null; None if the
@@ -452,10 +487,16 @@ def classify_column(values: Sequence[Scalar], limits: Limits) -> np.ndarray | li
         return list(values)
     if types <= _NUMBERS:  # finite: the typed decoder refuses numbers beyond the float range
         column = np.array(values, dtype=np.float64)
-        return None if np.any(np.abs(column) > limits.max_abs_value) else column  # NaN (null) compares False
+        return (
+            None if np.any(np.abs(column) > limits.max_abs_value) else column
+        )  # NaN (null) compares False
     if not types <= _CATEGORIES:
         return None
-    categories = [("true" if v else "false") if v.__class__ is bool else v for v in values] if bool in types else list(values)
+    categories = (
+        [("true" if v else "false") if v.__class__ is bool else v for v in values]
+        if bool in types
+        else list(values)
+    )
     present = set(categories)
     present.discard(None)
     return categories if max(map(len, present)) <= limits.max_category_length else None
@@ -501,7 +542,9 @@ def _rfc3339(value: str) -> float:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise Invalid(Reason.INVALID_TIMESTAMP, "timestamp must be epoch seconds or RFC 3339") from None
+        raise Invalid(
+            Reason.INVALID_TIMESTAMP, "timestamp must be epoch seconds or RFC 3339"
+        ) from None
     if parsed.tzinfo is None:
         raise Invalid(Reason.INVALID_TIMESTAMP, "RFC 3339 timestamp needs a UTC offset")
     try:
@@ -526,14 +569,25 @@ def _diagnose_event(item: Any, limits: Limits) -> tuple[Reason | None, str]:
         return Reason.MISSING_FEATURES, "required field 'features' is missing"
     features = item["features"]
     if not isinstance(features, dict):
-        return Reason.INVALID_FEATURES, f"'features' must be an object, got {type(features).__name__}"
+        return (
+            Reason.INVALID_FEATURES,
+            f"'features' must be an object, got {type(features).__name__}",
+        )
     for name, value in features.items():
         if not isinstance(value, _SCALARS):
-            return Reason.INVALID_FEATURE_VALUE, f"feature {name!r} must be a number, string, boolean or null"
-    for field, reason in (("model_version", Reason.INVALID_MODEL_VERSION), ("event_id", Reason.INVALID_EVENT_ID)):
+            return (
+                Reason.INVALID_FEATURE_VALUE,
+                f"feature {name!r} must be a number, string, boolean or null",
+            )
+    for field, reason in (
+        ("model_version", Reason.INVALID_MODEL_VERSION),
+        ("event_id", Reason.INVALID_EVENT_ID),
+    ):
         if item.get(field) is not None and not isinstance(item[field], str):
             return reason, f"{field!r} must be a string"
-    if not isinstance(item.get("timestamp"), (int, float, str, type(None))) or isinstance(item.get("timestamp"), bool):
+    if not isinstance(item.get("timestamp"), (int, float, str, type(None))) or isinstance(
+        item.get("timestamp"), bool
+    ):
         return Reason.INVALID_TIMESTAMP, "timestamp must be epoch seconds or RFC 3339"
     if not isinstance(item.get("prediction"), _SCALARS):
         return Reason.INVALID_PREDICTION, "prediction must be a number, string or boolean"
@@ -549,6 +603,8 @@ def _diagnose_label(item: Any, limits: Limits) -> tuple[Reason | None, str]:
         return Reason.INVALID_EVENT_ID, "'event_id' must be a string"
     if not isinstance(item.get("label"), (int, float, str, bool)):
         return Reason.INVALID_LABEL, "'label' must be a number, string or boolean"
-    if not isinstance(item.get("timestamp"), (int, float, str, type(None))) or isinstance(item.get("timestamp"), bool):
+    if not isinstance(item.get("timestamp"), (int, float, str, type(None))) or isinstance(
+        item.get("timestamp"), bool
+    ):
         return Reason.INVALID_TIMESTAMP, "timestamp must be epoch seconds or RFC 3339"
     return None, ""

@@ -63,6 +63,7 @@ from streams.pipeline.codec import (
 
 log = logging.getLogger("streamdrift")
 
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One Kafka message of the partition being processed."""
@@ -102,9 +103,15 @@ class Outcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     joins: list[tuple[str, str, bytes]] = field(default_factory=list)  # (model, event_id, packed)
     max_event_time: float | None = None
-    join_lags: list[tuple[str, float]] = field(default_factory=list)  # (model, label time − prediction time)
-    failed_series: list[str] = field(default_factory=list)  # monitors that raised and were restarted
-    evicted_models: list[str] = field(default_factory=list)  # models dropped (idle, or for a newcomer)
+    join_lags: list[tuple[str, float]] = field(
+        default_factory=list
+    )  # (model, label time − prediction time)
+    failed_series: list[str] = field(
+        default_factory=list
+    )  # monitors that raised and were restarted
+    evicted_models: list[str] = field(
+        default_factory=list
+    )  # models dropped (idle, or for a newcomer)
 
 
 Baselines = Mapping[tuple[str, str | None], Baseline]
@@ -187,7 +194,11 @@ class PredictionProcessor:
         self._unusable: set[tuple[str, str]] = set()  # (series, baseline) already reported unusable
 
     def process(
-        self, state: PartitionState, records: Sequence[Record], columnar: bool = True, now: float | None = None
+        self,
+        state: PartitionState,
+        records: Sequence[Record],
+        columnar: bool = True,
+        now: float | None = None,
     ) -> Outcome:
         """Apply ``records`` (one partition's, in offset order) to ``state``.
 
@@ -215,8 +226,14 @@ class PredictionProcessor:
             try:
                 left = self._take_columns(state, records, fresh, batch, out)
             except Exception:  # never expected; the per-event path guards each record
-                log.exception("columnar path failed on %s[%d]: taking the batch event by event", state.topic, state.partition)
-                batch = _Batch(self.multivariate is not None, self.limits.max_events_per_message + 1)
+                log.exception(
+                    "columnar path failed on %s[%d]: taking the batch event by event",
+                    state.topic,
+                    state.partition,
+                )
+                batch = _Batch(
+                    self.multivariate is not None, self.limits.max_events_per_message + 1
+                )
                 out.events, out.max_event_time = 0, None
         if left is None:
             left = [(position, record, None) for position, record in fresh]
@@ -224,15 +241,27 @@ class PredictionProcessor:
             try:
                 self._accept(state, record, position, items, batch, out)
             except Exception as exc:  # a bug must not turn one message into a crash loop
-                log.exception("unexpected error on %s[%d]@%d", state.topic, state.partition, record.offset)
-                out.dead_letters.append(DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, _describe(exc), record.offset))
+                log.exception(
+                    "unexpected error on %s[%d]@%d", state.topic, state.partition, record.offset
+                )
+                out.dead_letters.append(
+                    DeadLetter(
+                        record.value or b"", Reason.INTERNAL_ERROR, _describe(exc), record.offset
+                    )
+                )
         batch.close(state, out)
         self._touch_models(state, batch)
         state.events_since_checkpoint += out.events
         out.findings = self._apply(state, batch, {r.offset: r.timestamp for r in records}, out)
         return out
 
-    def _advance_clock(self, state: PartitionState, fresh: list[tuple[int, Record]], now: float | None, out: Outcome) -> None:
+    def _advance_clock(
+        self,
+        state: PartitionState,
+        fresh: list[tuple[int, Record]],
+        now: float | None,
+        out: Outcome,
+    ) -> None:
         """Move the admission clock and evict what has been idle too long (once a minute)."""
         latest = max(record.timestamp for _, record in fresh)
         if state.ledger.advance(latest, now, self.admission, self.limits.max_future_skew_s):
@@ -242,7 +271,13 @@ class PredictionProcessor:
             state.evict_series([name for name in series if parse_series(name)[0] not in models])
             out.evicted_models += models
             if models or series:
-                log.info("evicted %d idle models and %d idle series on %s[%d]", len(models), len(series), state.topic, state.partition)
+                log.info(
+                    "evicted %d idle models and %d idle series on %s[%d]",
+                    len(models),
+                    len(series),
+                    state.topic,
+                    state.partition,
+                )
             state.ledger_dirty = True
 
     def _touch_models(self, state: PartitionState, batch: _Batch) -> None:
@@ -250,7 +285,12 @@ class PredictionProcessor:
             state.ledger_dirty |= state.ledger.touch_model(model, count, self.admission)
 
     def _accept(
-        self, state: PartitionState, record: Record, position: int, items: list[_Item] | None, batch: _Batch,
+        self,
+        state: PartitionState,
+        record: Record,
+        position: int,
+        items: list[_Item] | None,
+        batch: _Batch,
         out: Outcome,
     ) -> None:
         """The per-event path for one record: its whole message (``items`` None), or the typed
@@ -259,24 +299,47 @@ class PredictionProcessor:
             if items is None:
                 events, rejections = decode_events(record.value, record.timestamp, self.limits)
             else:
-                events, rejections = validate_events(record.value or b"", items, record.timestamp, self.limits)
+                events, rejections = validate_events(
+                    record.value or b"", items, record.timestamp, self.limits
+                )
         except Exception as exc:
             log.exception("could not decode %s[%d]@%d", state.topic, state.partition, record.offset)
-            out.dead_letters.append(DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, _describe(exc), record.offset))
+            out.dead_letters.append(
+                DeadLetter(
+                    record.value or b"", Reason.INTERNAL_ERROR, _describe(exc), record.offset
+                )
+            )
             return
         for rejection in rejections:
-            out.dead_letters.append(DeadLetter(rejection.payload, rejection.reason, rejection.detail, record.offset, rejection.index))
+            out.dead_letters.append(
+                DeadLetter(
+                    rejection.payload,
+                    rejection.reason,
+                    rejection.detail,
+                    record.offset,
+                    rejection.index,
+                )
+            )
         elements = Elements(record.value)
         budget = _Budget(self.admission.max_new_series_per_message)
         for event in events:
             try:
                 refused = self._admit(state, event, batch, budget)
             except Exception as exc:
-                log.exception("could not admit an event of %s[%d]@%d", state.topic, state.partition, record.offset)
+                log.exception(
+                    "could not admit an event of %s[%d]@%d",
+                    state.topic,
+                    state.partition,
+                    record.offset,
+                )
                 refused = Reason.INTERNAL_ERROR, _describe(exc)
             if refused:
                 reason, detail = refused
-                out.dead_letters.append(DeadLetter(_payload(elements, event.index), reason, detail, record.offset, event.index))
+                out.dead_letters.append(
+                    DeadLetter(
+                        _payload(elements, event.index), reason, detail, record.offset, event.index
+                    )
+                )
                 continue
             batch.add(event, record.offset, batch.seq(position, event.index))
             out.events += 1
@@ -285,7 +348,11 @@ class PredictionProcessor:
     # -- the columnar path: per shape of event, not per event
 
     def _take_columns(
-        self, state: PartitionState, records: Sequence[Record], fresh: list[tuple[int, Record]], batch: _Batch,
+        self,
+        state: PartitionState,
+        records: Sequence[Record],
+        fresh: list[tuple[int, Record]],
+        batch: _Batch,
         out: Outcome,
     ) -> list[tuple[int, Record, list[_Item] | None]]:
         """Take the events that admission would neither refuse nor change anything for, column by
@@ -307,36 +374,68 @@ class PredictionProcessor:
                 continue
             for item in items:
                 index, raw = item
-                key = (raw.model, raw.model_version, tuple(raw.features), raw.prediction is not None)
+                key = (
+                    raw.model,
+                    raw.model_version,
+                    tuple(raw.features),
+                    raw.prediction is not None,
+                )
                 group = groups.get(key)
                 if group is None:
                     group = groups[key] = ([], [])
                 group[0].append(batch.seq(position, index))
                 group[1].append(item)
         offsets = np.fromiter((r.offset for r in records), dtype=np.int64, count=len(records))
-        kafka_times = np.fromiter((r.timestamp for r in records), dtype=np.float64, count=len(records))
+        kafka_times = np.fromiter(
+            (r.timestamp for r in records), dtype=np.float64, count=len(records)
+        )
         for key, (seqs, items) in groups.items():
-            shape = self._plan(state, key, seqs, items) if len(items) >= self.min_columnar_events else None
-            rest = zip(seqs, items) if shape is None else self._take_shape(shape, batch, out, offsets, kafka_times)
+            shape = (
+                self._plan(state, key, seqs, items)
+                if len(items) >= self.min_columnar_events
+                else None
+            )
+            rest = (
+                zip(seqs, items)
+                if shape is None
+                else self._take_shape(shape, batch, out, offsets, kafka_times)
+            )
             for seq, item in rest:
                 left[seq // batch.stride].append(item)
         return [
-            (position, records[position], sorted(left[position], key=_index_of) if position in left else None)
+            (
+                position,
+                records[position],
+                sorted(left[position], key=_index_of) if position in left else None,
+            )
             for position in sorted([*whole, *left])
         ]
 
-    def _plan(self, state: PartitionState, key: _Key, seqs: list[int], items: list[_Item]) -> _Shape | None:
+    def _plan(
+        self, state: PartitionState, key: _Key, seqs: list[int], items: list[_Item]
+    ) -> _Shape | None:
         """The shape of these events, with what each column's series expects; None if they need
         the per-event path (a new model or name, invalid names)."""
         model, version, features, with_prediction = key
         known = state.features_by_model.get(model)
-        if known is None or model in state.ledger.probation or not names_pass(model, features, with_prediction, self.limits):
+        if (
+            known is None
+            or model in state.ledger.probation
+            or not names_pass(model, features, with_prediction, self.limits)
+        ):
             return None  # a model on probation may be evicted within the batch: event by event
         try:
             check_ids(version, None, self.limits)
         except Invalid:
             return None
-        shape = _Shape(model, version, (*features, PREDICTION) if with_prediction else features, with_prediction, seqs, items)
+        shape = _Shape(
+            model,
+            version,
+            (*features, PREDICTION) if with_prediction else features,
+            with_prediction,
+            seqs,
+            items,
+        )
         ignored = self._ignored(model)
         for name in shape.names:
             if name in ignored:
@@ -347,7 +446,9 @@ class PredictionProcessor:
                 series = series_name(model, version, name)
                 monitor = state.monitors.get(series)
                 if monitor is None and series not in state.unknown_missing:
-                    return None  # a new series (a known name under a new version): admission counts it
+                    return (
+                        None  # a new series (a known name under a new version): admission counts it
+                    )
                 if isinstance(monitor, NumericMonitor):
                     shape.expect.append((NumericMonitor, ()))
                 elif isinstance(monitor, CategoricalMonitor):
@@ -357,7 +458,12 @@ class PredictionProcessor:
         return shape
 
     def _take_shape(
-        self, shape: _Shape, batch: _Batch, out: Outcome, offsets: np.ndarray, kafka_times: np.ndarray
+        self,
+        shape: _Shape,
+        batch: _Batch,
+        out: Outcome,
+        offsets: np.ndarray,
+        kafka_times: np.ndarray,
     ) -> list[tuple[int, _Item]]:
         """Add a shape's events to the batch columnwise; return the (seq, item) left for the
         per-event path: the events holding a value that needs it (all, if that leaves none or the
@@ -370,7 +476,9 @@ class PredictionProcessor:
             misfits = self._misfits(shape, shape.items, kafka_times[positions])
             kept = [i for i in range(len(shape.items)) if i not in misfits]
             if 0 < len(kept) < len(shape.items):
-                columns = self._columns(shape, [shape.items[i] for i in kept], kafka_times[positions[kept]])
+                columns = self._columns(
+                    shape, [shape.items[i] for i in kept], kafka_times[positions[kept]]
+                )
             if columns is None:
                 return list(zip(shape.seqs, shape.items))
             left = [(shape.seqs[i], shape.items[i]) for i in sorted(misfits)]
@@ -394,7 +502,11 @@ class PredictionProcessor:
             if column is None:
                 return None
             values.append(column)
-        if any(raw.event_id is not None and not 0 < len(raw.event_id) <= self.limits.max_event_id_length for raw in raws):
+        if any(
+            raw.event_id is not None
+            and not 0 < len(raw.event_id) <= self.limits.max_event_id_length
+            for raw in raws
+        ):
             return None
         times = _event_times([raw.timestamp for raw in raws], kafka_times, self.limits)
         return None if times is None else (values, times)
@@ -407,7 +519,9 @@ class PredictionProcessor:
         for raw_column, expect in zip(_raw_columns(shape, raws), shape.expect):
             if self._column(raw_column, expect) is not None:
                 continue
-            fits: dict[Any, bool] = {}  # per category, or per type for the rest (every typed number is finite)
+            fits: dict[
+                Any, bool
+            ] = {}  # per category, or per type for the rest (every typed number is finite)
             for i, value in enumerate(raw_column):
                 key = (value.__class__, value) if isinstance(value, str | bool) else value.__class__
                 fit = fits.get(key)
@@ -416,11 +530,17 @@ class PredictionProcessor:
                 if not fit:
                     misfits.add(i)
         limit = self.limits.max_event_id_length
-        misfits.update(i for i, raw in enumerate(raws) if raw.event_id is not None and not 0 < len(raw.event_id) <= limit)
+        misfits.update(
+            i
+            for i, raw in enumerate(raws)
+            if raw.event_id is not None and not 0 < len(raw.event_id) <= limit
+        )
         stamps = [raw.timestamp for raw in raws]
         if _event_times(stamps, kafka_times, self.limits) is None:
             misfits.update(
-                i for i, stamp in enumerate(stamps) if _event_times([stamp], kafka_times[i : i + 1], self.limits) is None
+                i
+                for i, stamp in enumerate(stamps)
+                if _event_times([stamp], kafka_times[i : i + 1], self.limits) is None
             )
         return misfits
 
@@ -432,7 +552,9 @@ class PredictionProcessor:
 
     # -- admission: every check happens before any state changes, so a refused event leaves no trace
 
-    def _admit(self, state: PartitionState, event: Event, batch: _Batch, budget: _Budget) -> tuple[Reason, str] | None:
+    def _admit(
+        self, state: PartitionState, event: Event, batch: _Batch, budget: _Budget
+    ) -> tuple[Reason, str] | None:
         self._drop_ignored(event)
         admission = self.admission
         known = state.features_by_model.get(event.model)
@@ -440,31 +562,53 @@ class PredictionProcessor:
             if admission.allowed_models is not None and event.model not in admission.allowed_models:
                 return Reason.MODEL_NOT_ALLOWED, "model not in STREAMDRIFT_ALLOWED_MODELS"
             if not self._room_for_a_model(state, batch):
-                return Reason.TOO_MANY_MODELS, f"more than max_models={admission.max_models} models, none on probation"
+                return (
+                    Reason.TOO_MANY_MODELS,
+                    f"more than max_models={admission.max_models} models, none on probation",
+                )
         names = (*event.numeric, *event.categorical, *event.missing)
         new = [n for n in names if known is None or n not in known]
         if new and len(known or ()) + len(new) > admission.max_features_per_model:
             limit = admission.max_features_per_model
-            return Reason.TOO_MANY_FEATURES_FOR_MODEL, f"model {event.model!r} would exceed max_features_per_model={limit}"
+            return (
+                Reason.TOO_MANY_FEATURES_FOR_MODEL,
+                f"model {event.model!r} would exceed max_features_per_model={limit}",
+            )
         # New series: new names, and known names under a version not seen with them yet.
-        created = sum(1 for name in names if _is_new(series_name(event.model, event.model_version, name), state, batch))
+        created = sum(
+            1
+            for name in names
+            if _is_new(series_name(event.model, event.model_version, name), state, batch)
+        )
         if created and (created > budget.left or created > state.ledger.tokens):
             return Reason.TOO_MANY_NEW_SERIES, (
                 f"{created} new series: over max_new_series_per_message={admission.max_new_series_per_message} "
-                f"or max_new_series_per_s={admission.max_new_series_per_s:g} on this partition")
-        for kinds, kind in ((event.numeric, NumericMonitor), (event.categorical, CategoricalMonitor)):
+                f"or max_new_series_per_s={admission.max_new_series_per_s:g} on this partition"
+            )
+        for kinds, kind in (
+            (event.numeric, NumericMonitor),
+            (event.categorical, CategoricalMonitor),
+        ):
             for name in kinds:
                 series = series_name(event.model, event.model_version, name)
                 existing = state.monitors.get(series)
-                if (existing is not None and not isinstance(existing, kind)) or batch.kind_clash(series, kind):
-                    return Reason.FEATURE_TYPE_CHANGED, f"feature {name!r} changed type (numeric vs categorical)"
+                if (existing is not None and not isinstance(existing, kind)) or batch.kind_clash(
+                    series, kind
+                ):
+                    return (
+                        Reason.FEATURE_TYPE_CHANGED,
+                        f"feature {name!r} changed type (numeric vs categorical)",
+                    )
         new_categories = []
         for name, value in event.categorical.items():
             series = series_name(event.model, event.model_version, name)
             limit = self.params(event.model, name).max_categories
             fits, is_new = batch.category_fits(series, value, state.monitors.get(series), limit)
             if not fits:
-                return Reason.TOO_MANY_CATEGORIES, f"feature {name!r} exceeds max_categories={limit}"
+                return (
+                    Reason.TOO_MANY_CATEGORIES,
+                    f"feature {name!r} exceeds max_categories={limit}",
+                )
             if is_new:
                 new_categories.append((series, value))
         # Admitted: only now does the event take room (a refused event must leave no trace).
@@ -508,19 +652,29 @@ class PredictionProcessor:
 
     def _ignored(self, model: str) -> _Dropped:
         ignored = self._ignored_by_model.get(model)
-        if ignored is None:  # the configuration is fixed for the worker's life: resolve once per model
-            if len(self._ignored_by_model) >= MAX_CACHED:  # made-up model names must not grow it for good
+        if (
+            ignored is None
+        ):  # the configuration is fixed for the worker's life: resolve once per model
+            if (
+                len(self._ignored_by_model) >= MAX_CACHED
+            ):  # made-up model names must not grow it for good
                 self._ignored_by_model.clear()
-            ignored = _Dropped(ignored_features(self.config, model), allowed_features(self.config, model))
+            ignored = _Dropped(
+                ignored_features(self.config, model), allowed_features(self.config, model)
+            )
             self._ignored_by_model[model] = ignored
         return ignored
 
     # -- state update and decision -------------------------------------------------------------
 
-    def _apply(self, state: PartitionState, batch: _Batch, times: dict[int, float], out: Outcome) -> list[Finding]:
+    def _apply(
+        self, state: PartitionState, batch: _Batch, times: dict[int, float], out: Outcome
+    ) -> list[Finding]:
         findings: list[Finding] = []
         ledger = state.ledger
-        for series, values in sorted(batch.series.items(), key=_first):  # as the per-event path met them
+        for series, values in sorted(
+            batch.series.items(), key=_first
+        ):  # as the per-event path met them
             state.ledger_dirty |= ledger.touch_series(series)
             kind = _kind_of(state.monitors.get(series)) or batch.kinds.get(series)
             state.dirty.add(series)
@@ -530,14 +684,21 @@ class PredictionProcessor:
             with _bulkhead(state, series, out):
                 findings += self._apply_values(state, series, kind, values, times)
         for (model, version), rows in sorted(batch.rows.items(), key=_first):
-            state.ledger_dirty |= ledger.touch_series(series_name(model, version, MULTIVARIATE_SERIES))
+            state.ledger_dirty |= ledger.touch_series(
+                series_name(model, version, MULTIVARIATE_SERIES)
+            )
             with _bulkhead(state, series_name(model, version, MULTIVARIATE_SERIES), out):
                 findings += self._apply_rows(state, model, version, rows, times)
         state.retire_versions(self.admission.max_versions_per_model)
         return findings
 
     def _apply_values(
-        self, state: PartitionState, series: str, kind: type, values: _Values, times: dict[int, float]
+        self,
+        state: PartitionState,
+        series: str,
+        kind: type,
+        values: _Values,
+        times: dict[int, float],
     ) -> list[Finding]:
         monitor = self._monitor(state, series, kind)
         self._follow_baseline(series, monitor)
@@ -546,14 +707,21 @@ class PredictionProcessor:
         return _findings(series, monitor, monitor.update(column, positions, at), times)
 
     def _apply_rows(
-        self, state: PartitionState, model: str, version: str | None, rows: _Rows, times: dict[int, float]
+        self,
+        state: PartitionState,
+        model: str,
+        version: str | None,
+        rows: _Rows,
+        times: dict[int, float],
     ) -> list[Finding]:
         """Feed a (model, version)'s numeric rows to its PCA monitor (created on its first rows
         with at least two numeric features)."""
         series = series_name(model, version, MULTIVARIATE_SERIES)
         monitor = state.monitors.get(series)
         if monitor is None:
-            names = sorted(name for name in rows.names() if name != PREDICTION)[: self.max_multivariate_features]
+            names = sorted(name for name in rows.names() if name != PREDICTION)[
+                : self.max_multivariate_features
+            ]
             if len(names) < 2:
                 return []
             monitor = state.monitors[series] = PCAReconstructionMonitor(names, self.multivariate)
@@ -576,7 +744,11 @@ class PredictionProcessor:
         """Seed the series with its version's stored baseline if it has one it does not use yet."""
         model, version, feature = parse_series(series)
         baseline = self.baselines.get((model, version))
-        if baseline is None or monitor.reference_source == baseline.label or (series, baseline.label) in self._unusable:
+        if (
+            baseline is None
+            or monitor.reference_source == baseline.label
+            or (series, baseline.label) in self._unusable
+        ):
             return
         profile = baseline.features.get(feature)
         if profile is None:  # not in the training data: the series warms up on the stream
@@ -590,7 +762,11 @@ class PredictionProcessor:
 
 
 def _is_new(series: str, state: PartitionState, batch: _Batch) -> bool:
-    return series not in state.monitors and series not in state.unknown_missing and series not in batch.series
+    return (
+        series not in state.monitors
+        and series not in state.unknown_missing
+        and series not in batch.series
+    )
 
 
 @dataclass(slots=True)
@@ -621,20 +797,36 @@ def _bulkhead(state: PartitionState, series: str, out: Outcome) -> Iterator[None
     try:
         yield
     except Exception:
-        log.exception("monitor of %r on %s[%d] failed: restarting that series", series, state.topic, state.partition)
+        log.exception(
+            "monitor of %r on %s[%d] failed: restarting that series",
+            series,
+            state.topic,
+            state.partition,
+        )
         state.monitors.pop(series, None)
         state.retired.add(series)  # its stored state goes too: the next values start it afresh
         state.dirty.discard(series)
         out.failed_series.append(series)
 
 
-def _findings(series: str, monitor: Monitor, detections: list[Detection], times: dict[int, float]) -> list[Finding]:
+def _findings(
+    series: str, monitor: Monitor, detections: list[Detection], times: dict[int, float]
+) -> list[Finding]:
     model, version, feature = parse_series(series)
     if isinstance(monitor, PCAReconstructionMonitor):
         kind = "multivariate"
     else:
-        kind = "performance" if isinstance(monitor, ErrorMonitor) else "prediction" if feature == "prediction" else "feature"
-    return [Finding(model, version, feature, kind, d, times[d.position], monitor.reference_source) for d in detections]
+        kind = (
+            "performance"
+            if isinstance(monitor, ErrorMonitor)
+            else "prediction"
+            if feature == "prediction"
+            else "feature"
+        )
+    return [
+        Finding(model, version, feature, kind, d, times[d.position], monitor.reference_source)
+        for d in detections
+    ]
 
 
 def _kind_of(monitor: Monitor | None) -> type | None:
@@ -642,7 +834,9 @@ def _kind_of(monitor: Monitor | None) -> type | None:
 
 
 _Item = tuple[int | None, RawEvent]  # a typed event and its position in its message's array
-_Key = tuple[str, str | None, tuple[str, ...], bool]  # model, version, feature names, has a prediction
+_Key = tuple[
+    str, str | None, tuple[str, ...], bool
+]  # model, version, feature names, has a prediction
 _Chunk = tuple[np.ndarray, Any, np.ndarray, np.ndarray]  # seqs, values, offsets, event times
 
 
@@ -661,7 +855,9 @@ class _Shape:
     with_prediction: bool
     seqs: list[int]
     items: list[_Item]
-    expect: list[tuple[type | None, Container[str]]] = field(default_factory=list)  # per name: kind (None: nulls only), known categories
+    expect: list[tuple[type | None, Container[str]]] = field(
+        default_factory=list
+    )  # per name: kind (None: nulls only), known categories
 
 
 def _raw_columns(shape: _Shape, raws: list[RawEvent]) -> list[Sequence[Any]]:
@@ -672,12 +868,17 @@ def _raw_columns(shape: _Shape, raws: list[RawEvent]) -> list[Sequence[Any]]:
     return columns
 
 
-def _event_times(stamps: list[float | str | None], kafka_times: np.ndarray, limits: Limits) -> np.ndarray | None:
+def _event_times(
+    stamps: list[float | str | None], kafka_times: np.ndarray, limits: Limits
+) -> np.ndarray | None:
     """Event times as the codec reads them; None if one is invalid."""
     if stamps.count(None) == len(stamps):
         return kafka_times
     try:
-        return np.array([event_time(t, k, limits) for t, k in zip(stamps, kafka_times.tolist())], dtype=np.float64)
+        return np.array(
+            [event_time(t, k, limits) for t, k in zip(stamps, kafka_times.tolist())],
+            dtype=np.float64,
+        )
     except Invalid:
         return None
 
@@ -699,6 +900,7 @@ def _fits(column: np.ndarray | list[str | None], kind: type | None, known: Conta
 def _ranks(values: list[np.ndarray | list[str | None]]) -> list[int]:
     """Where each column's value in the first event would come in the per-event path's order
     of series (numbers, categories, nulls; each in feature order)."""
+
     def group(column: np.ndarray | list[str | None]) -> int:
         if isinstance(column, np.ndarray):
             return 0 if not math.isnan(column[0]) else 2
@@ -729,13 +931,19 @@ class _Values:
     def merged(self, numeric: bool) -> tuple[np.ndarray | list[str | None], np.ndarray, np.ndarray]:
         """Values (floats with NaN for missing, or a list with None), offsets and event times, in
         stream order."""
-        parts = [*self.chunks, (self.seqs, self.values, self.offsets, self.times)] if self.seqs else self.chunks
+        parts = (
+            [*self.chunks, (self.seqs, self.values, self.offsets, self.times)]
+            if self.seqs
+            else self.chunks
+        )
         column = [np.asarray(v, dtype=np.float64) if numeric else list(v) for _, v, _, _ in parts]
         offsets = [np.asarray(o, dtype=np.int64) for _, _, o, _ in parts]
         times = [np.asarray(t, dtype=np.float64) for _, _, _, t in parts]
         if len(parts) == 1:
             return column[0], offsets[0], times[0]
-        order = np.argsort(np.concatenate([np.asarray(s, dtype=np.int64) for s, _, _, _ in parts]), kind="stable")
+        order = np.argsort(
+            np.concatenate([np.asarray(s, dtype=np.int64) for s, _, _, _ in parts]), kind="stable"
+        )
         if numeric:
             merged: np.ndarray | list[str | None] = np.concatenate(column)[order]
         else:
@@ -752,13 +960,17 @@ class _Rows:
     seqs: list[int] = field(default_factory=list)
     rows: list[dict[str, float]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
-    chunks: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarray]] = field(default_factory=list)  # seqs, names, matrix, offsets
+    chunks: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarray]] = field(
+        default_factory=list
+    )  # seqs, names, matrix, offsets
 
     def names(self) -> set[str]:
         """The features with a value in some row."""
         named = {name for row in self.rows for name in row}
         for _, names, matrix, _ in self.chunks:
-            named.update(name for name, present in zip(names, ~np.isnan(matrix).all(axis=0)) if present)
+            named.update(
+                name for name, present in zip(names, ~np.isnan(matrix).all(axis=0)) if present
+            )
         return named
 
     def merged(self, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -778,11 +990,19 @@ class _Rows:
                     j = column.get(name)
                     if j is not None:
                         block[i, j] = value
-            parts.append((np.asarray(self.seqs, dtype=np.int64), block, np.asarray(self.offsets, dtype=np.int64)))
+            parts.append(
+                (
+                    np.asarray(self.seqs, dtype=np.int64),
+                    block,
+                    np.asarray(self.offsets, dtype=np.int64),
+                )
+            )
         if len(parts) == 1:
             return parts[0][1], parts[0][2]
         order = np.argsort(np.concatenate([seqs for seqs, _, _ in parts]), kind="stable")
-        return np.concatenate([block for _, block, _ in parts])[order], np.concatenate([o for _, _, o in parts])[order]
+        return np.concatenate([block for _, block, _ in parts])[order], np.concatenate(
+            [o for _, _, o in parts]
+        )[order]
 
 
 def _first(item: tuple[Any, _Values | _Rows]) -> Any:
@@ -809,12 +1029,20 @@ class _Batch:
         self._new_categories: dict[str, set[str]] = defaultdict(set)
         self._collect_rows = rows
         self.rows: dict[tuple[str, str | None], _Rows] = {}
-        self._versions: list[tuple[int, str, str | None]] = []  # (seq, model, version) to replay in order
-        self._joins: list[tuple[str, str, bytes]] = []  # (model, event_id, packed) and the seq of each
+        self._versions: list[
+            tuple[int, str, str | None]
+        ] = []  # (seq, model, version) to replay in order
+        self._joins: list[
+            tuple[str, str, bytes]
+        ] = []  # (model, event_id, packed) and the seq of each
         self._join_seqs: list[int] = []
         self.model_events: dict[str, int] = defaultdict(int)  # admitted events per model
-        self.evicted: set[str] = set()  # models evicted during the batch (their values dropped with them)
-        self._series_of: dict[str, set[str]] = defaultdict(set)  # per model: its series in ``series``
+        self.evicted: set[str] = (
+            set()
+        )  # models evicted during the batch (their values dropped with them)
+        self._series_of: dict[str, set[str]] = defaultdict(
+            set
+        )  # per model: its series in ``series``
 
     def seq(self, position: int, index: int | None) -> int:
         return position * self.stride + (index or 0)
@@ -827,23 +1055,37 @@ class _Batch:
             rows.rows.append(event.numeric)
             rows.offsets.append(offset)
         rank = 0
-        for features, kind in ((event.numeric, NumericMonitor), (event.categorical, CategoricalMonitor)):
+        for features, kind in (
+            (event.numeric, NumericMonitor),
+            (event.categorical, CategoricalMonitor),
+        ):
             for name, value in features.items():
                 series = series_name(model, version, name)
                 self._append(series, (seq, rank), value, offset, event.timestamp)
                 self.kinds[series] = kind
                 rank += 1
         for name in event.missing:
-            self._append(series_name(model, version, name), (seq, rank), None, offset, event.timestamp)
+            self._append(
+                series_name(model, version, name), (seq, rank), None, offset, event.timestamp
+            )
             rank += 1
         self._versions.append((seq, model, version))
-        self.model_events[model] = self.model_events.pop(model, 0) + 1  # last seen last: probation's LRU order
+        self.model_events[model] = (
+            self.model_events.pop(model, 0) + 1
+        )  # last seen last: probation's LRU order
         if event.event_id is not None and event.prediction is not None:
             packed = msgspec.msgpack.encode((event.prediction, version, event.timestamp))
             self._joins.append((model, event.event_id, packed))
             self._join_seqs.append(seq)
 
-    def _append(self, series: str, first: tuple[int, int], value: float | str | None, offset: int, time: float) -> None:
+    def _append(
+        self,
+        series: str,
+        first: tuple[int, int],
+        value: float | str | None,
+        offset: int,
+        time: float,
+    ) -> None:
         values = self._values(series, first)
         values.seqs.append(first[0])
         values.values.append(value)
@@ -870,23 +1112,43 @@ class _Batch:
         return rows
 
     def add_columns(
-        self, shape: _Shape, seqs: np.ndarray, offsets: np.ndarray, times: np.ndarray,
+        self,
+        shape: _Shape,
+        seqs: np.ndarray,
+        offsets: np.ndarray,
+        times: np.ndarray,
         values: list[np.ndarray | list[str | None]],
     ) -> None:
         """Add a shape's events at once (see ``PredictionProcessor._take_columns``)."""
         model, version, first = shape.model, shape.version, int(seqs[0])
-        monitored = [(name, column, rank) for name, (kind, _), column, rank in zip(shape.names, shape.expect, values, _ranks(values))
-                     if kind is not _Ignored]
+        monitored = [
+            (name, column, rank)
+            for name, (kind, _), column, rank in zip(
+                shape.names, shape.expect, values, _ranks(values)
+            )
+            if kind is not _Ignored
+        ]
         for name, column, rank in monitored:
-            self._values(series_name(model, version, name), (first, rank)).chunks.append((seqs, column, offsets, times))
-        numeric = [(name, column) for name, column, _ in monitored if isinstance(column, np.ndarray)]
+            self._values(series_name(model, version, name), (first, rank)).chunks.append(
+                (seqs, column, offsets, times)
+            )
+        numeric = [
+            (name, column) for name, column, _ in monitored if isinstance(column, np.ndarray)
+        ]
         if self._collect_rows and numeric:
             matrix = np.column_stack([column for _, column in numeric])
-            in_rows = ~np.isnan(matrix).all(axis=1)  # the per-event path's rows: events with a number
+            in_rows = ~np.isnan(matrix).all(
+                axis=1
+            )  # the per-event path's rows: events with a number
             if in_rows.any():
                 row_seqs = seqs[in_rows]
-                self._rows(model, version, int(row_seqs[0])).chunks.append((row_seqs, [name for name, _ in numeric], matrix[in_rows], offsets[in_rows]))
-        self._versions += [(first, model, version), (int(seqs[-1]), model, version)]  # all that replay needs
+                self._rows(model, version, int(row_seqs[0])).chunks.append(
+                    (row_seqs, [name for name, _ in numeric], matrix[in_rows], offsets[in_rows])
+                )
+        self._versions += [
+            (first, model, version),
+            (int(seqs[-1]), model, version),
+        ]  # all that replay needs
         self.model_events[model] += len(seqs)
         self._add_joins(shape, seqs, times)
 
@@ -911,7 +1173,9 @@ class _Batch:
         for _, model, version in sorted(self._versions, key=itemgetter(0)):
             state.saw_version(model, version)
         out.evicted_models += sorted(self.evicted)
-        out.joins = [self._joins[i] for i in sorted(range(len(self._joins)), key=self._join_seqs.__getitem__)]
+        out.joins = [
+            self._joins[i] for i in sorted(range(len(self._joins)), key=self._join_seqs.__getitem__)
+        ]
 
     def drop_model(self, model: str) -> None:
         """Forget what the batch holds of a model evicted mid-batch: its values go with its state
@@ -997,13 +1261,17 @@ class LabelProcessor:
         self.ttl_s = ttl_s
         self.max_pending = max_pending
         self.max_versions = max_versions
-        self.max_pending_per_model = max_pending if max_pending_per_model is None else max_pending_per_model
+        self.max_pending_per_model = (
+            max_pending if max_pending_per_model is None else max_pending_per_model
+        )
         self.max_models = max_models  # None: no bound besides max_pending
         self.allowed_models = allowed_models  # None: any
         self.join_models = join_models  # None: every model's predictions wait for labels
         self.joined_chunk = max(1, min(JOINED_CHUNK, max_pending // 10))
 
-    def decode(self, state: PartitionState, records: Iterable[Record], now: float) -> tuple[list[PendingLabel], Outcome]:
+    def decode(
+        self, state: PartitionState, records: Iterable[Record], now: float
+    ) -> tuple[list[PendingLabel], Outcome]:
         """Decode new label messages; the caller looks up their predictions, then calls ``apply``."""
         out = Outcome()
         labels: list[PendingLabel] = []
@@ -1014,8 +1282,12 @@ class LabelProcessor:
             try:
                 decoded, letters = self._decode(record, now)
             except Exception as exc:  # a bug or a hostile message must not turn into a crash loop
-                log.exception("unexpected error on %s[%d]@%d", state.topic, state.partition, record.offset)
-                out.dead_letters.append(DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, repr(exc), record.offset))
+                log.exception(
+                    "unexpected error on %s[%d]@%d", state.topic, state.partition, record.offset
+                )
+                out.dead_letters.append(
+                    DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, repr(exc), record.offset)
+                )
                 continue
             labels += decoded
             out.dead_letters += letters
@@ -1023,7 +1295,9 @@ class LabelProcessor:
 
     def _decode(self, record: Record, now: float) -> tuple[list[PendingLabel], list[DeadLetter]]:
         decoded, rejections = decode_labels(record.value, record.timestamp, self.limits)
-        letters = [DeadLetter(r.payload, r.reason, r.detail, record.offset, r.index) for r in rejections]
+        letters = [
+            DeadLetter(r.payload, r.reason, r.detail, record.offset, r.index) for r in rejections
+        ]
         labels = []
         for label in decoded:
             pending = _pending(label, record.offset, now)
@@ -1038,10 +1312,15 @@ class LabelProcessor:
         if self.allowed_models is not None and model not in self.allowed_models:
             return Reason.MODEL_NOT_ALLOWED, "model not in STREAMDRIFT_ALLOWED_MODELS"
         if self.join_models is not None and model not in self.join_models:
-            return Reason.LABEL_UNMATCHED, "the model's predictions are not stored for joining (STREAMDRIFT_LABEL_JOIN_MODELS)"
+            return (
+                Reason.LABEL_UNMATCHED,
+                "the model's predictions are not stored for joining (STREAMDRIFT_LABEL_JOIN_MODELS)",
+            )
         return None
 
-    def lookups(self, state: PartitionState, labels: Iterable[PendingLabel], now: float) -> list[tuple[str, str]]:
+    def lookups(
+        self, state: PartitionState, labels: Iterable[PendingLabel], now: float
+    ) -> list[tuple[str, str]]:
         """The (model, event_id) keys to look up now: those of the labels due, once each, none
         joined already."""
         keys: dict[tuple[str, str], None] = {}
@@ -1076,13 +1355,20 @@ class LabelProcessor:
             try:
                 self._join(state, label, predictions, now, seen, errors, waiting, out)
             except Exception as exc:  # one label must not stop the others
-                log.exception("unexpected error on a label of %s[%d]@%d", state.topic, state.partition, label.offset)
+                log.exception(
+                    "unexpected error on a label of %s[%d]@%d",
+                    state.topic,
+                    state.partition,
+                    label.offset,
+                )
                 out.dead_letters.append(_label_letter(label, Reason.INTERNAL_ERROR, repr(exc)))
         kept = self._keep(waiting, now, out)
         if len(kept) != len(state.pending) or any(map(is_not, kept, state.pending)):
             state.pending_dirty = True
         state.pending = kept
-        state.labels_due = min((min(label.due, label.arrived + self.ttl_s) for label in kept), default=math.inf)
+        state.labels_due = min(
+            (min(label.due, label.arrived + self.ttl_s) for label in kept), default=math.inf
+        )
         state.joined.forget(now, self.ttl_s, self.max_pending)
         state.events_since_checkpoint += out.events
         times = {label.offset: label.timestamp for label in labels}
@@ -1090,9 +1376,13 @@ class LabelProcessor:
             with _bulkhead(state, series, out):
                 monitor = state.monitors.get(series)
                 if monitor is None:
-                    monitor = state.monitors[series] = ErrorMonitor(self.params(parse_series(series)[0], ERROR_SERIES))
+                    monitor = state.monitors[series] = ErrorMonitor(
+                        self.params(parse_series(series)[0], ERROR_SERIES)
+                    )
                 state.dirty.add(series)
-                detections = monitor.update(np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64))
+                detections = monitor.update(
+                    np.asarray(values, dtype=np.float64), np.asarray(offsets, dtype=np.int64)
+                )
                 out.findings += _findings(series, monitor, detections, times)
         state.retire_versions(self.max_versions)
         return out
@@ -1113,13 +1403,21 @@ class LabelProcessor:
         key = (label.model, label.event_id)
         if key in seen or key in state.joined:
             where = "joined already" if key in state.joined else "already pending"
-            out.dead_letters.append(_label_letter(label, Reason.DUPLICATE_LABEL, f"a label for this event_id is {where}"))
+            out.dead_letters.append(
+                _label_letter(
+                    label, Reason.DUPLICATE_LABEL, f"a label for this event_id is {where}"
+                )
+            )
             return
         seen.add(key)
         packed = predictions.get(key)
         if packed is None:
             if label.due <= now:  # looked up in vain: back off
-                label.retry_s = min(2 * label.retry_s, self.max_retry_s) if label.retry_s > 0 else self.first_retry_s
+                label.retry_s = (
+                    min(2 * label.retry_s, self.max_retry_s)
+                    if label.retry_s > 0
+                    else self.first_retry_s
+                )
                 label.due = now + label.retry_s
             waiting.append(label)
             return
@@ -1128,9 +1426,15 @@ class LabelProcessor:
         error = label_error(prediction, label.label, model_task(self.config, label.model))
         out.join_lags.append((label.model, lag))
         if error is None:
-            out.dead_letters.append(_label_letter(label, Reason.INVALID_LABEL, "label and prediction types do not match"))
+            out.dead_letters.append(
+                _label_letter(
+                    label, Reason.INVALID_LABEL, "label and prediction types do not match"
+                )
+            )
             return
-        values, offsets = errors.setdefault(series_name(label.model, version, ERROR_SERIES), ([], []))
+        values, offsets = errors.setdefault(
+            series_name(label.model, version, ERROR_SERIES), ([], [])
+        )
         values.append(error)
         offsets.append(label.offset)
         state.saw_version(label.model, version)
@@ -1146,11 +1450,20 @@ class LabelProcessor:
             if now - label.arrived > self.ttl_s:
                 reason, detail = Reason.LABEL_UNMATCHED, f"no prediction within {self.ttl_s:g}s"
             elif len(kept) >= self.max_pending:
-                reason, detail = Reason.LABEL_BUFFER_FULL, f"more than {self.max_pending} pending labels"
+                reason, detail = (
+                    Reason.LABEL_BUFFER_FULL,
+                    f"more than {self.max_pending} pending labels",
+                )
             elif count >= self.max_pending_per_model:
-                reason, detail = Reason.LABEL_BUFFER_FULL, f"more than {self.max_pending_per_model} pending labels of the model"
+                reason, detail = (
+                    Reason.LABEL_BUFFER_FULL,
+                    f"more than {self.max_pending_per_model} pending labels of the model",
+                )
             elif count == 0 and self.max_models is not None and len(per_model) >= self.max_models:
-                reason, detail = Reason.LABEL_BUFFER_FULL, f"pending labels of more than {self.max_models} models"
+                reason, detail = (
+                    Reason.LABEL_BUFFER_FULL,
+                    f"pending labels of more than {self.max_models} models",
+                )
             else:
                 kept.append(label)
                 per_model[label.model] = count + 1
@@ -1159,7 +1472,9 @@ class LabelProcessor:
         return kept
 
 
-_PACKED = msgspec.msgpack.Decoder(tuple[float | str | bool, str | None, float])  # a stored prediction
+_PACKED = msgspec.msgpack.Decoder(
+    tuple[float | str | bool, str | None, float]
+)  # a stored prediction
 
 
 def label_error(prediction: float | str, label: float | str, task: str = "auto") -> float | None:
@@ -1199,6 +1514,13 @@ def _pending(label: Label, offset: int, now: float) -> PendingLabel:
     return PendingLabel(label.model, label.event_id, label.label, label.timestamp, offset, now)
 
 
-def _label_letter(label: PendingLabel, reason: Reason, detail: str, index: int | None = None) -> DeadLetter:
-    body = {"model": label.model, "event_id": label.event_id, "label": label.label, "timestamp": label.timestamp}
+def _label_letter(
+    label: PendingLabel, reason: Reason, detail: str, index: int | None = None
+) -> DeadLetter:
+    body = {
+        "model": label.model,
+        "event_id": label.event_id,
+        "label": label.label,
+        "timestamp": label.timestamp,
+    }
     return DeadLetter(msgspec.json.encode(body), reason, detail, label.offset, index)

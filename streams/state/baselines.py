@@ -27,7 +27,15 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from detectors import Baseline, CategoricalMonitor, CategoryCounts, NumericMonitor, QuantileSketch, RunningStats, monitor_from_bytes
+from detectors import (
+    Baseline,
+    CategoricalMonitor,
+    CategoryCounts,
+    NumericMonitor,
+    QuantileSketch,
+    RunningStats,
+    monitor_from_bytes,
+)
 from detectors.baseline import profile_of
 from streams.state.keys import (
     BASELINES_TAG,
@@ -59,11 +67,18 @@ return revision
 
 def _meta(baseline: Baseline) -> str:
     kinds = [profile.kind for profile in baseline.features.values()]
-    return json.dumps({
-        "model": baseline.model, "version": baseline.version, "rows": baseline.rows,
-        "numeric": kinds.count("numeric"), "categorical": kinds.count("categorical"),
-        "source": baseline.source, "created_at": baseline.created_at,
-    }, separators=(",", ":"))
+    return json.dumps(
+        {
+            "model": baseline.model,
+            "version": baseline.version,
+            "rows": baseline.rows,
+            "numeric": kinds.count("numeric"),
+            "categorical": kinds.count("categorical"),
+            "source": baseline.source,
+            "created_at": baseline.created_at,
+        },
+        separators=(",", ":"),
+    )
 
 
 class BaselineStore:
@@ -77,7 +92,12 @@ class BaselineStore:
         """Store ``baseline`` (replacing that of the same model and version); its revision."""
         keys = [REVISION, INDEX, META, baseline_blob_key(baseline.model, baseline.version)]
         data = msgspec.structs.replace(baseline, revision=0).to_bytes()
-        return int(self._put(keys=keys, args=[baseline_field(baseline.model, baseline.version), data, _meta(baseline)]))
+        return int(
+            self._put(
+                keys=keys,
+                args=[baseline_field(baseline.model, baseline.version), data, _meta(baseline)],
+            )
+        )
 
     def delete(self, model: str, version: str | None) -> bool:
         keys = [REVISION, INDEX, META, baseline_blob_key(model, version)]
@@ -95,10 +115,13 @@ class BaselineStore:
         revisions = self.client.hgetall(INDEX)
         rows = [
             {**json.loads(raw), "revision": int(revisions[field])}
-            for field, raw in self.client.hgetall(META).items() if field in revisions
+            for field, raw in self.client.hgetall(META).items()
+            if field in revisions
         ]
-        return sorted((r for r in rows if model is None or r["model"] == model),
-                      key=lambda r: (r["model"], r["version"] or ""))
+        return sorted(
+            (r for r in rows if model is None or r["model"] == model),
+            key=lambda r: (r["model"], r["version"] or ""),
+        )
 
 
 class BaselineCatalog(dict[tuple[str, str | None], Baseline]):
@@ -115,7 +138,10 @@ class BaselineCatalog(dict[tuple[str, str | None], Baseline]):
         revision = int(raw) if raw is not None else 0
         if revision == self.revision:
             return []
-        index = {parse_baseline_field(f.decode()): int(r) for f, r in (await client.hgetall(INDEX)).items()}
+        index = {
+            parse_baseline_field(f.decode()): int(r)
+            for f, r in (await client.hgetall(INDEX)).items()
+        }
         changed = [key for key, r in index.items() if key not in self or self[key].revision != r]
         for key in [k for k in self if k not in index]:
             del self[key]
@@ -134,7 +160,9 @@ class BaselineCatalog(dict[tuple[str, str | None], Baseline]):
         return loaded
 
 
-def freeze_baseline(client: redis.Redis, group_id: str, model: str, version: str | None, source: str) -> Baseline:
+def freeze_baseline(
+    client: redis.Redis, group_id: str, model: str, version: str | None, source: str
+) -> Baseline:
     """A baseline of everything the group's workers have seen of ``model`` at ``version`` so
     far (every partition's series merged): "this version's traffic until now is the reference".
 
@@ -148,7 +176,9 @@ def freeze_baseline(client: redis.Redis, group_id: str, model: str, version: str
         feature = stored.key.feature
         monitor = monitor_from_bytes(stored.blob)
         if isinstance(monitor, NumericMonitor):
-            stats, sketch, missing = numeric.setdefault(feature, (RunningStats(), QuantileSketch(monitor.sketch.k), [0]))
+            stats, sketch, missing = numeric.setdefault(
+                feature, (RunningStats(), QuantileSketch(monitor.sketch.k), [0])
+            )
             stats.merge(monitor.stats)
             sketch.merge(monitor.sketch)
             missing[0] += monitor.missing
@@ -158,7 +188,10 @@ def freeze_baseline(client: redis.Redis, group_id: str, model: str, version: str
             missing[0] += monitor.missing
     if not numeric and not categorical:
         raise LookupError(f"no state of model {model!r} version {version!r} in group {group_id!r}")
-    features = {name: profile_of(stats, sketch, missing=missing[0]) for name, (stats, sketch, missing) in numeric.items()}
+    features = {
+        name: profile_of(stats, sketch, missing=missing[0])
+        for name, (stats, sketch, missing) in numeric.items()
+    }
     for name, (parts, missing) in categorical.items():
         merged = CategoryCounts(sum(part.max_categories for part in parts))
         for part in parts:

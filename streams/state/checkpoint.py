@@ -38,7 +38,9 @@ end
 # KEYS: ckpt, state, outbox
 # ARGV: epoch, next_offset, now_ms, worker, events_delta, n_alerts, alert..., field, value, ...
 # (an empty value deletes the field)
-_CHECKPOINT = _FENCE + """
+_CHECKPOINT = (
+    _FENCE
+    + """
 local stored = tonumber(redis.call('HGET', KEYS[1], 'offset') or '-1')
 if tonumber(ARGV[2]) < stored then
   return redis.error_reply('REGRESSION offset ' .. ARGV[2] .. ' < stored ' .. stored)
@@ -58,12 +60,16 @@ redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'updated_at', ARGV[3], 'worker', 
 redis.call('HINCRBY', KEYS[1], 'events', ARGV[5])
 return 1
 """
+)
 
 # KEYS: ckpt, outbox; ARGV: epoch, number of published entries to drop from the head
-_TRIM_OUTBOX = _FENCE + """
+_TRIM_OUTBOX = (
+    _FENCE
+    + """
 redis.call('LTRIM', KEYS[2], tonumber(ARGV[2]), -1)
 return 1
 """
+)
 
 
 class Fenced(Exception):
@@ -119,7 +125,8 @@ class CheckpointStore(KeyLayout):
         calls = [self._checkpoint_call(s, now) for s in saves]
         if isinstance(self.redis, RedisCluster):
             results = await asyncio.gather(
-                *(self._checkpoint(keys=keys, args=args) for keys, args in calls), return_exceptions=True
+                *(self._checkpoint(keys=keys, args=args) for keys, args in calls),
+                return_exceptions=True,
             )
         else:
             pipe = self.redis.pipeline(transaction=False)
@@ -129,13 +136,22 @@ class CheckpointStore(KeyLayout):
         return [_as_error(r) for r in results]
 
     def _checkpoint_call(self, s: Save, now: int) -> tuple[list[str], list[bytes | str | int]]:
-        args: list[bytes | str | int] = [s.epoch, s.next_offset, now, self.worker_id, s.events, len(s.alerts)]
+        args: list[bytes | str | int] = [
+            s.epoch,
+            s.next_offset,
+            now,
+            self.worker_id,
+            s.events,
+            len(s.alerts),
+        ]
         args += s.alerts
         for name, blob in s.fields.items():
             args += [name, blob]
         return [*self.keys(s.topic, s.partition), self.outbox_key(s.topic, s.partition)], args
 
-    async def trim_outbox(self, topic: str, partition: int, epoch: int, published: int) -> Exception | None:
+    async def trim_outbox(
+        self, topic: str, partition: int, epoch: int, published: int
+    ) -> Exception | None:
         """Drop the first ``published`` outbox entries (fenced: only the owner may)."""
         keys = [self.keys(topic, partition)[0], self.outbox_key(topic, partition)]
         try:
@@ -153,7 +169,9 @@ class Save:
     next_offset: int
     events: int  # events applied since the previous checkpoint
     fields: dict[str, bytes]
-    alerts: list[bytes] = field(default_factory=list)  # outbox entries produced since the previous checkpoint
+    alerts: list[bytes] = field(
+        default_factory=list
+    )  # outbox entries produced since the previous checkpoint
 
 
 def _as_error(result: object) -> Exception | None:

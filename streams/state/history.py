@@ -72,15 +72,20 @@ class HistoryRecorder:
     """Appends the drift scores of a worker's checkpointed series to the history streams."""
 
     def __init__(
-        self, client: aioredis.Redis | RedisCluster, group_id: str, interval_s: float,
-        registry: CollectorRegistry, max_entries: int = HISTORY_MAX_ENTRIES,
+        self,
+        client: aioredis.Redis | RedisCluster,
+        group_id: str,
+        interval_s: float,
+        registry: CollectorRegistry,
+        max_entries: int = HISTORY_MAX_ENTRIES,
     ) -> None:
         self.redis = client
         self.group_id = group_id
         self.interval_s = interval_s
         self.max_entries = max_entries
         self.errors = Counter(
-            "streamdrift_history_errors", "Drift-score history writes that failed (the checkpoint did not)",
+            "streamdrift_history_errors",
+            "Drift-score history writes that failed (the checkpoint did not)",
             registry=registry,
         )
         self._changed: dict[tuple[str, int], set[str]] = defaultdict(set)  # series not sampled yet
@@ -95,18 +100,28 @@ class HistoryRecorder:
                 return
             pipe = self.redis.pipeline(transaction=False)
             for model, fields in entries:
-                pipe.xadd(history_key(self.group_id, model), fields, maxlen=self.max_entries, approximate=True)
+                pipe.xadd(
+                    history_key(self.group_id, model),
+                    fields,
+                    maxlen=self.max_entries,
+                    approximate=True,
+                )
             await pipe.execute()
         except Exception as exc:  # noqa: BLE001 — history must never break the checkpoint
             self.errors.inc()
             log.warning("could not append drift-score history (the checkpoint is saved): %s", exc)
 
-    def _due_entries(self, states: Iterable[PartitionState], now: float) -> list[tuple[str, dict[str, bytes]]]:
+    def _due_entries(
+        self, states: Iterable[PartitionState], now: float
+    ) -> list[tuple[str, dict[str, bytes]]]:
         entries = []
         for state in states:
             key = (state.topic, state.partition)
             self._changed[key] |= state.dirty
-            if now - self._sampled_at.get(key, -float("inf")) < self.interval_s or not self._changed[key]:
+            if (
+                now - self._sampled_at.get(key, -float("inf")) < self.interval_s
+                or not self._changed[key]
+            ):
                 continue
             self._sampled_at[key] = now
             by_model: dict[str, list[Sample]] = defaultdict(list)
@@ -115,13 +130,23 @@ class HistoryRecorder:
                 if monitor is None:  # retired since
                     continue
                 model, version, feature = parse_series(name)
-                if model in state.ledger.probation:  # a made-up name must not leave a Redis key behind
+                if (
+                    model in state.ledger.probation
+                ):  # a made-up name must not leave a Redis key behind
                     continue
-                sample = Sample(version, feature, float(monitor.drift_score()), monitor.count, monitor.lifecycle.is_open)
+                sample = Sample(
+                    version,
+                    feature,
+                    float(monitor.drift_score()),
+                    monitor.count,
+                    monitor.lifecycle.is_open,
+                )
                 by_model[model].append(sample)
             partition = f"{state.topic}:{state.partition}".encode()
-            entries += [(model, {"partition": partition, "samples": _ENCODER.encode(samples)})
-                        for model, samples in by_model.items()]
+            entries += [
+                (model, {"partition": partition, "samples": _ENCODER.encode(samples)})
+                for model, samples in by_model.items()
+            ]
         return entries
 
 

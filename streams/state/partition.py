@@ -94,7 +94,9 @@ class PartitionState:
             name = raw_name.decode()
             if name == _VERSIONS:
                 state.versions = {
-                    model: versions if isinstance(versions, list) else [versions]  # before 0.2: the last one
+                    model: versions
+                    if isinstance(versions, list)
+                    else [versions]  # before 0.2: the last one
                     for model, versions in msgspec.msgpack.decode(blob).items()
                 }
             elif name == UNKNOWN_MISSING:
@@ -110,8 +112,8 @@ class PartitionState:
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     state.corrupt.append(name)
                     state.pending_dirty = True  # overwritten at the next checkpoint
-            elif name.startswith(_JOINED) and name[len(_JOINED):].isdigit():
-                joined[int(name[len(_JOINED):])] = blob
+            elif name.startswith(_JOINED) and name[len(_JOINED) :].isdigit():
+                joined[int(name[len(_JOINED) :])] = blob
             else:
                 try:
                     state.monitors[name] = restore_monitor(name, blob)
@@ -129,8 +131,12 @@ class PartitionState:
         """Serialized fields changed since the last checkpoint (partition meta always included;
         pending and recently joined labels when they changed)."""
         # A retired series that came back since is written, not deleted.
-        fields = {name: b"" for name in self.retired if name not in self.monitors}  # the script deletes these
-        fields.update({name: self.monitors[name].to_bytes() for name in self.dirty if name in self.monitors})
+        fields = {
+            name: b"" for name in self.retired if name not in self.monitors
+        }  # the script deletes these
+        fields.update(
+            {name: self.monitors[name].to_bytes() for name in self.dirty if name in self.monitors}
+        )
         fields[_VERSIONS] = msgspec.msgpack.encode(self.versions)
         fields[UNKNOWN_MISSING] = msgspec.msgpack.encode(self.unknown_missing)
         if self.ledger_dirty:
@@ -168,7 +174,11 @@ class PartitionState:
             versions.append(version)
 
     def series_of(self, model: str) -> list[str]:
-        return [name for name in (*self.monitors, *self.unknown_missing) if parse_series(name)[0] == model]
+        return [
+            name
+            for name in (*self.monitors, *self.unknown_missing)
+            if parse_series(name)[0] == model
+        ]
 
     def evict_model(self, model: str) -> None:
         """Drop a model with every series and version of it (its stored state goes at the next
@@ -189,7 +199,9 @@ class PartitionState:
                 self.features_by_model[model] = {feature for _, _, feature in remaining}
             if model in self.versions:
                 used = {version for _, version, _ in remaining}
-                self.versions[model] = [version for version in self.versions[model] if version in used]
+                self.versions[model] = [
+                    version for version in self.versions[model] if version in used
+                ]
         for name in names:
             self.ledger.series_seen.pop(name, None)
         self.ledger_dirty = True
@@ -206,13 +218,24 @@ class PartitionState:
         for model, versions in self.versions.items():
             while len(versions) > keep:
                 old = versions.pop(0)
-                names = [n for n in (*self.monitors, *self.unknown_missing) if parse_series(n)[:2] == (model, old)]
+                names = [
+                    n
+                    for n in (*self.monitors, *self.unknown_missing)
+                    if parse_series(n)[:2] == (model, old)
+                ]
                 for name in names:
                     self.monitors.pop(name, None)
                     self.unknown_missing.pop(name, None)
                     self.dirty.discard(name)
                 self.retired.update(names)
-                log.info("retired %d series of %s version %s on %s[%d]", len(names), model, old, self.topic, self.partition)
+                log.info(
+                    "retired %d series of %s version %s on %s[%d]",
+                    len(names),
+                    model,
+                    old,
+                    self.topic,
+                    self.partition,
+                )
 
 
 JOINED_CHUNK = 1_000  # most keys in one checkpoint field of the recently joined keys
@@ -239,7 +262,9 @@ class RecentJoins:
         self.where: dict[tuple[str, str], int] = {}  # key -> number of its chunk
         self.changed: set[int] = set()  # chunks to write at the next checkpoint
         self.forgotten: set[int] = set()  # chunks to delete at the next checkpoint
-        self.newest = -1  # number of the newest chunk (numbers only grow: their order is the chunks')
+        self.newest = (
+            -1
+        )  # number of the newest chunk (numbers only grow: their order is the chunks')
 
     def __contains__(self, key: object) -> bool:
         return key in self.where

@@ -34,7 +34,9 @@ class StateReader:
 
     def partitions(self) -> list[tuple[str, int]]:
         """``(topic, partition)`` of every checkpointed partition, sorted."""
-        members = (m.decode().rpartition(":") for m in self.client.smembers(self.layout.partitions_key))
+        members = (
+            m.decode().rpartition(":") for m in self.client.smembers(self.layout.partitions_key)
+        )
         return sorted((topic, int(partition)) for topic, _, partition in members)
 
     def checkpoint(self, topic: str, partition: int) -> dict[str, str]:

@@ -33,13 +33,17 @@ def test_builder_matches_numpy_and_counts_missing_and_categories():
     x = rng.normal(3, 2, 10_000)
     builder = BaselineBuilder()
     for part in np.array_split(x, 7):  # batches merge into the same moments
-        builder.add_columns({"x": [*part.tolist(), None], "c": ["a"] * (len(part) - 1) + ["b", None]})
+        builder.add_columns(
+            {"x": [*part.tolist(), None], "c": ["a"] * (len(part) - 1) + ["b", None]}
+        )
     baseline = builder.build("m", None, source="unit")
     profile = baseline.features["x"]
     assert profile.stats.count == 10_000 and profile.missing == 7
     assert profile.stats.mean == pytest.approx(x.mean(), rel=1e-12)
     assert RunningStats.from_state(profile.stats).variance == pytest.approx(x.var(ddof=1), rel=1e-9)
-    assert QuantileSketch.from_bytes(profile.sketch).quantiles([0.5])[0] == pytest.approx(3, abs=0.1)
+    assert QuantileSketch.from_bytes(profile.sketch).quantiles([0.5])[0] == pytest.approx(
+        3, abs=0.1
+    )
     categories = baseline.features["c"]
     assert categories.counts.counts == {"a": 10_000 - 7, "b": 7} and categories.missing == 7
     assert baseline.rows == 10_007 and Baseline.from_bytes(baseline.to_bytes()) == baseline
@@ -131,9 +135,17 @@ def test_uploaded_statistics_give_a_reference_close_to_the_data():
     ranks = np.linspace(0, 1, 101)
     quantiles = scipy_stats.norm.ppf(np.clip(ranks, 1e-4, 1 - 1e-4))
     document = {
-        "model": "m", "version": "v2",
-        "numeric": {"x": {"count": 100_000, "mean": 0.0, "std": 1.0, "missing": 10,
-                          "quantiles": {str(r): q for r, q in zip(ranks, quantiles)}}},
+        "model": "m",
+        "version": "v2",
+        "numeric": {
+            "x": {
+                "count": 100_000,
+                "mean": 0.0,
+                "std": 1.0,
+                "missing": 10,
+                "quantiles": {str(r): q for r, q in zip(ranks, quantiles)},
+            }
+        },
         "categorical": {"c": {"counts": {"a": 3, "b": 1}}},
     }
     baseline = baseline_from_statistics(json.dumps(document).encode(), source="stats.json")
@@ -146,7 +158,10 @@ def test_uploaded_statistics_give_a_reference_close_to_the_data():
     shifted.seed(baseline.features["x"], baseline.label)
     assert [d.event for d in feed(shifted, rng.normal(1, 1, 2_000))] == ["detected"]
     with pytest.raises(ValueError, match="ranks 0 and 1"):
-        bad = {"model": "m", "numeric": {"x": {"count": 5, "mean": 0, "std": 1, "quantiles": {"0.5": 0}}}}
+        bad = {
+            "model": "m",
+            "numeric": {"x": {"count": 5, "mean": 0, "std": 1, "quantiles": {"0.5": 0}}},
+        }
         baseline_from_statistics(json.dumps(bad).encode(), source="bad")
 
 

@@ -94,9 +94,11 @@ def test_update_many_reports_each_detection_with_its_statistic(make):
     expected = [(i, one_by_one.statistic) for i, x in enumerate(values) if one_by_one.update(x)]
     assert len(expected) >= 3 and len({s for _, s in expected}) == len(expected)
     detector = make()
-    assert detector.update_many(values[:5_000]) + [
-        (i + 5_000, s) for i, s in detector.update_many(values[5_000:])
-    ] == expected
+    assert (
+        detector.update_many(values[:5_000])
+        + [(i + 5_000, s) for i, s in detector.update_many(values[5_000:])]
+        == expected
+    )
 
 
 def run_with_restores(detector, values, restore_at):
@@ -143,13 +145,28 @@ def test_river_state_is_what_the_wrappers_save():
     """A river upgrade adding state the wrappers do not save must fail here, not silently."""
     ph = drift.PageHinkley()
     assert set(vars(ph)) == {
-        "_drift_detected", "min_instances", "delta", "threshold", "alpha", "mode", "_x_mean",
-        "_sum_increase", "_sum_decrease", "_min_increase", "_max_decrease", "_test_drift",
+        "_drift_detected",
+        "min_instances",
+        "delta",
+        "threshold",
+        "alpha",
+        "mode",
+        "_x_mean",
+        "_sum_increase",
+        "_sum_decrease",
+        "_min_increase",
+        "_max_decrease",
+        "_test_drift",
     }
     assert set(vars(ph._x_mean)) == {"n", "_mean"}
     adwin = drift.ADWIN()
     assert set(vars(adwin)) == {
-        "_drift_detected", "delta", "clock", "max_buckets", "min_window_length", "grace_period",
+        "_drift_detected",
+        "delta",
+        "clock",
+        "max_buckets",
+        "min_window_length",
+        "grace_period",
         "_helper",
     }
 

@@ -60,47 +60,77 @@ def test_ignore_features_and_task():
 
 
 ERRORS = [
-    ({"default": {}},
-     "invalid config at top level: unknown key 'default'; valid keys are: defaults, models"),
-    ({"defaults": {"warmup": 5}},
-     "invalid config at defaults: unknown key 'warmup'; valid keys are: warmup_events, "),
-    ({"defaults": {"adwin": {"delat": 0.1}}},
-     "invalid config at defaults.adwin: unknown key 'delat'; valid keys are: delta, clock"),
-    ({"defaults": {"warmup_events": "500"}},
-     "invalid config at defaults.warmup_events: expected an integer, got '500'"),
-    ({"defaults": {"warmup_events": 5.0}},
-     "invalid config at defaults.warmup_events: expected an integer, got 5.0"),
-    ({"defaults": {"cooldown_events": True}},
-     "invalid config at defaults.cooldown_events: expected an integer, got True"),
-    ({"defaults": {"page_hinkley": {"threshold": True}}},
-     "invalid config at defaults.page_hinkley.threshold: expected a number, got True"),
-    ({"defaults": {"page_hinkley": {"threshold": -5}}},
-     "invalid config at defaults.page_hinkley: threshold must be > 0, got -5.0"),
-    ({"defaults": {"adwin": {"delta": 2}}},
-     "invalid config at defaults.adwin: delta must be in (0, 1), got 2.0"),
-    ({"defaults": {"detectors": ["adwin", "kswin"]}},
-     "invalid config at defaults: detectors must be distinct names among adwin, page_hinkley, cusum, "
-     "window, got ['adwin', 'kswin']"),
-    ({"defaults": {"detectors": "adwin"}},
-     "invalid config at defaults.detectors: expected a list of strings, got 'adwin'"),
-    ({"defaults": {"adwin": 0.1}},
-     "invalid config at defaults.adwin: expected a mapping, got 0.1"),
-    ({"models": {"fraud": {"feature": {}}}},
-     "invalid config at models.fraud: unknown key 'feature'; "
-     "valid keys are: task, ignore_features, allow_features, defaults, features"),
-    ({"models": {"fraud": {"task": "ranking"}}},
-     "invalid config at models.fraud.task: "
-     "expected one of auto, classification, regression, got 'ranking'"),
-    ({"models": {"fraud": {"ignore_features": "user_id"}}},
-     "invalid config at models.fraud.ignore_features: "
-     "expected a list of feature names, got 'user_id'"),
-    ({"models": {"fraud": {"allow_features": ["amount", 3]}}},
-     "invalid config at models.fraud.allow_features: "
-     "expected a list of feature names, got ['amount', 3]"),
-    ({"models": {"fraud": {"features": {"amount": {"ewma_alpha": 0}}}}},
-     "invalid config at models.fraud.features.amount: ewma_alpha must be in (0, 1], got 0.0"),
-    ({"models": ["fraud"]},
-     "invalid config at models: expected a mapping, got ['fraud']"),
+    (
+        {"default": {}},
+        "invalid config at top level: unknown key 'default'; valid keys are: defaults, models",
+    ),
+    (
+        {"defaults": {"warmup": 5}},
+        "invalid config at defaults: unknown key 'warmup'; valid keys are: warmup_events, ",
+    ),
+    (
+        {"defaults": {"adwin": {"delat": 0.1}}},
+        "invalid config at defaults.adwin: unknown key 'delat'; valid keys are: delta, clock",
+    ),
+    (
+        {"defaults": {"warmup_events": "500"}},
+        "invalid config at defaults.warmup_events: expected an integer, got '500'",
+    ),
+    (
+        {"defaults": {"warmup_events": 5.0}},
+        "invalid config at defaults.warmup_events: expected an integer, got 5.0",
+    ),
+    (
+        {"defaults": {"cooldown_events": True}},
+        "invalid config at defaults.cooldown_events: expected an integer, got True",
+    ),
+    (
+        {"defaults": {"page_hinkley": {"threshold": True}}},
+        "invalid config at defaults.page_hinkley.threshold: expected a number, got True",
+    ),
+    (
+        {"defaults": {"page_hinkley": {"threshold": -5}}},
+        "invalid config at defaults.page_hinkley: threshold must be > 0, got -5.0",
+    ),
+    (
+        {"defaults": {"adwin": {"delta": 2}}},
+        "invalid config at defaults.adwin: delta must be in (0, 1), got 2.0",
+    ),
+    (
+        {"defaults": {"detectors": ["adwin", "kswin"]}},
+        "invalid config at defaults: detectors must be distinct names among adwin, page_hinkley, cusum, "
+        "window, got ['adwin', 'kswin']",
+    ),
+    (
+        {"defaults": {"detectors": "adwin"}},
+        "invalid config at defaults.detectors: expected a list of strings, got 'adwin'",
+    ),
+    ({"defaults": {"adwin": 0.1}}, "invalid config at defaults.adwin: expected a mapping, got 0.1"),
+    (
+        {"models": {"fraud": {"feature": {}}}},
+        "invalid config at models.fraud: unknown key 'feature'; "
+        "valid keys are: task, ignore_features, allow_features, defaults, features",
+    ),
+    (
+        {"models": {"fraud": {"task": "ranking"}}},
+        "invalid config at models.fraud.task: "
+        "expected one of auto, classification, regression, got 'ranking'",
+    ),
+    (
+        {"models": {"fraud": {"ignore_features": "user_id"}}},
+        "invalid config at models.fraud.ignore_features: "
+        "expected a list of feature names, got 'user_id'",
+    ),
+    (
+        {"models": {"fraud": {"allow_features": ["amount", 3]}}},
+        "invalid config at models.fraud.allow_features: "
+        "expected a list of feature names, got ['amount', 3]",
+    ),
+    (
+        {"models": {"fraud": {"features": {"amount": {"ewma_alpha": 0}}}}},
+        "invalid config at models.fraud.features.amount: ewma_alpha must be in (0, 1], got 0.0",
+    ),
+    ({"models": ["fraud"]}, "invalid config at models: expected a mapping, got ['fraud']"),
 ]
 
 
@@ -156,14 +186,18 @@ def _uncached_resolve(config, model, feature):
     section = (config.get("models") or {}).get(model) or {}
     params = _uncached_from_mapping(MonitorParams, config.get("defaults"))
     params = _uncached_from_mapping(MonitorParams, section.get("defaults"), params)
-    return _uncached_from_mapping(MonitorParams, (section.get("features") or {}).get(feature), params)
+    return _uncached_from_mapping(
+        MonitorParams, (section.get("features") or {}).get(feature), params
+    )
 
 
 @pytest.mark.parametrize("model", ["fraud", "churn", "unknown"])
 @pytest.mark.parametrize("feature", ["amount", "age", "user_id", "x" * 200])
 def test_cached_resolve_equals_resolving_from_scratch(model, feature):
     assert resolve(CONFIG, model, feature) == _uncached_resolve(CONFIG, model, feature)
-    assert resolve(copy.deepcopy(CONFIG), model, feature) == _uncached_resolve(CONFIG, model, feature)
+    assert resolve(copy.deepcopy(CONFIG), model, feature) == _uncached_resolve(
+        CONFIG, model, feature
+    )
 
 
 def test_resolve_sees_a_config_edited_in_place():
@@ -181,8 +215,12 @@ def test_resolve_sees_a_config_edited_in_place():
 
 
 def test_allow_features_is_an_optional_set_per_model():
-    config = {"models": {"fraud": {"allow_features": ["amount", "age"], "ignore_features": ["age"]},
-                         "churn": {"allow_features": []}}}
+    config = {
+        "models": {
+            "fraud": {"allow_features": ["amount", "age"], "ignore_features": ["age"]},
+            "churn": {"allow_features": []},
+        }
+    }
     validate_config(config)
     assert allowed_features(config, "fraud") == frozenset({"amount", "age"})
     assert ignored_features(config, "fraud") == frozenset({"age"})  # the caller drops both lists

@@ -108,7 +108,7 @@ def test_items_read_from_the_serialisation_match_the_sketch_iterator(k, n):
     sketch = QuantileSketch(k)
     values = np.round(rng.normal(size=n), 2)  # rounded: ties across levels
     for start in range(0, n, 1000):  # several updates: compactions between them
-        sketch.update_many(values[start:start + 1000])
+        sketch.update_many(values[start : start + 1000])
     pairs = sorted(sketch._sketch)  # the library's own view, ties ordered by weight
     items, weights = sketch.items()
     assert items.tolist() == [value for value, _ in pairs]

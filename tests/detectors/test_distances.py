@@ -84,8 +84,10 @@ def test_an_exact_window_leaves_only_the_reference_error():
 def binned(reference, window, bins=10):
     """Counts of both samples in right-closed bins at the reference's deciles, counted by numpy."""
     cuts = NumericWindows.cuts_of(reference, bins)
-    return [np.bincount(np.digitize(x, cuts, right=True), minlength=len(cuts) + 1)
-            for x in (reference, window)]
+    return [
+        np.bincount(np.digitize(x, cuts, right=True), minlength=len(cuts) + 1)
+        for x in (reference, window)
+    ]
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -139,8 +141,12 @@ def test_categorical_histogram_pools_rare_categories_like_a_crosstab():
     histogram = periods[0].histogram(periods[1]).pooled()
     # r1 and r2 are expected to hold fewer than 5 values: pooled; "new" holds 20%: kept apart.
     assert histogram.labels == ["a", "b", "c", "d", "(new)", "(other)"]
-    table = np.array([[values.count(c) for c in ["a", "b", "c", "d", "new", "r1", "r2"]]
-                      for values in (reference, window)])
+    table = np.array(
+        [
+            [values.count(c) for c in ["a", "b", "c", "d", "new", "r1", "r2"]]
+            for values in (reference, window)
+        ]
+    )
     table = np.column_stack([table[:, :5], table[:, 5:].sum(axis=1)])
     assert np.array_equal(table, [histogram.reference, histogram.current])
     expected = stats.chi2_contingency(table, correction=False)
@@ -153,8 +159,9 @@ def test_missing_rate_test_is_fishers_exact_test():
     for table in ((50, 5_000, 25, 500), (0, 5_000, 2, 500), (400, 5_000, 40, 500)):
         ref_missing, ref_events, missing, events = table
         z, p_value = missing_rate_test(*table)
-        expected = stats.fisher_exact([[ref_missing, ref_events - ref_missing],
-                                       [missing, events - missing]])
+        expected = stats.fisher_exact(
+            [[ref_missing, ref_events - ref_missing], [missing, events - missing]]
+        )
         assert p_value == pytest.approx(expected.pvalue)
         pooled = (ref_missing + missing) / (ref_events + events)
         spread = np.sqrt(pooled * (1 - pooled) * (1 / ref_events + 1 / events))
@@ -168,5 +175,7 @@ def test_missing_rate_test_is_fishers_exact_test():
 def test_ks_significance_by_critical_value_agrees_with_the_p_value(level, n, m):
     critical = ks_critical_value(level, n, m)
     rng = np.random.default_rng(n + m)
-    for statistic in np.concatenate([rng.uniform(0, 1, 300), critical * (1 + np.array([-1e-6, 1e-6]))]):
+    for statistic in np.concatenate(
+        [rng.uniform(0, 1, 300), critical * (1 + np.array([-1e-6, 1e-6]))]
+    ):
         assert ks_significant(statistic, n, m, level) == (ks_p_value(statistic, n, m) < level)

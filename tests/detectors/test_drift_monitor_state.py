@@ -56,8 +56,16 @@ def comparable_state(monitor):
 def without_quantiles(detections):
     """Two runs build their reference sketches with different random compactions."""
     return [
-        (d.detector, d.statistic, d.position, d.evidence_from, d.events_seen, d.effect_size,
-         {k: v for k, v in d.reference.items() if k != "quantiles"}, d.current)
+        (
+            d.detector,
+            d.statistic,
+            d.position,
+            d.evidence_from,
+            d.events_seen,
+            d.effect_size,
+            {k: v for k, v in d.reference.items() if k != "quantiles"},
+            d.current,
+        )
         for d in detections
     ]
 

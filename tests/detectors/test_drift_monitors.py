@@ -22,7 +22,12 @@ def test_shift_in_one_feature_gives_one_detection_for_it_only(feed):
     monitors = {name: NumericMonitor() for name in features}
     detections = {name: feed(monitors[name], values) for name, values in features.items()}
     assert {name: len(found) for name, found in detections.items()} == {
-        "f0": 0, "f1": 0, "f2": 0, "f3": 1, "f4": 0, "f5": 0,
+        "f0": 0,
+        "f1": 0,
+        "f2": 0,
+        "f3": 1,
+        "f4": 0,
+        "f5": 0,
     }
     (detection,) = detections["f3"]
     assert change <= detection.position < change + 200
@@ -124,7 +129,8 @@ def test_clipping_keeps_one_outlier_from_firing(feed):
     unclipped = feed(NumericMonitor(MonitorParams(clip_sigma=float("inf"))), values)
     # The window tests are not fooled (one value moves no p-value) and resolve the episode.
     assert [(d.detector, d.position, d.event) for d in unclipped] == [
-        ("cusum", 6_000, "detected"), ("window", 7_499, "resolved")
+        ("cusum", 6_000, "detected"),
+        ("window", 7_499, "resolved"),
     ]
 
 
@@ -210,8 +216,9 @@ def test_merge_summaries_of_partitions(feed):
 
 
 def test_merge_categorical_and_errors():
-    left, right = CategoricalMonitor(MonitorParams(max_categories=2)), CategoricalMonitor(
-        MonitorParams(max_categories=2)
+    left, right = (
+        CategoricalMonitor(MonitorParams(max_categories=2)),
+        CategoricalMonitor(MonitorParams(max_categories=2)),
     )
     left.update(["a", "b", "a"], [0, 1, 2])
     right.update(["c", "a"], [0, 1])

@@ -5,7 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from detectors import CategoricalMonitor, MonitorParams, NumericMonitor, WindowParams, monitor_from_bytes
+from detectors import (
+    CategoricalMonitor,
+    MonitorParams,
+    NumericMonitor,
+    WindowParams,
+    monitor_from_bytes,
+)
 from detectors.windows import NumericWindows
 
 SIZE, LATENESS = 10.0, 3.0
@@ -43,7 +49,9 @@ def feed(win, values, times, batch):
     found = []
     for i in range(0, len(values), batch):
         sl = slice(i, i + batch)
-        found += win.update(values[sl], np.zeros(len(values[sl]), bool), np.arange(len(values))[sl], times[sl])
+        found += win.update(
+            values[sl], np.zeros(len(values[sl]), bool), np.arange(len(values))[sl], times[sl]
+        )
     return found
 
 
@@ -62,11 +70,17 @@ def test_enough_allowed_lateness_takes_every_event():
     win = windows(lateness=4.0)
     found = feed(win, values, times, 500)
     assert win.late == 0
-    assert sum(e.current["count"] for e in found) + sum(p.events for p, _, _ in win.open.values()) == 11_000
+    assert (
+        sum(e.current["count"] for e in found) + sum(p.events for p, _, _ in win.open.values())
+        == 11_000
+    )
 
 
 def test_state_round_trips_with_open_windows():
-    params = MonitorParams(detectors=("window",), window=WindowParams(seconds=SIZE, allowed_lateness_s=LATENESS, reference_events=1_000))
+    params = MonitorParams(
+        detectors=("window",),
+        window=WindowParams(seconds=SIZE, allowed_lateness_s=LATENESS, reference_events=1_000),
+    )
     values, times = stream(seed=1)
     values[8_000:] += 1.0  # event time ~1080 s
     whole = NumericMonitor(params)
@@ -74,7 +88,10 @@ def test_state_round_trips_with_open_windows():
     first = NumericMonitor(params)
     found = first.update(values[:5_000], np.arange(5_000), times[:5_000])
     restored = monitor_from_bytes(first.to_bytes())
-    assert restored.windows.open.keys() == first.windows.open.keys() and restored.windows.late == first.windows.late
+    assert (
+        restored.windows.open.keys() == first.windows.open.keys()
+        and restored.windows.late == first.windows.late
+    )
     found += restored.update(values[5_000:], np.arange(5_000, len(values)), times[5_000:])
     assert [(d.event, d.position) for d in found] == expected and expected[0][0] == "detected"
     assert restored.summary()["windows"]["late"] == whole.windows.late
@@ -84,7 +101,9 @@ def test_categorical_monitors_use_event_time_too_and_times_are_required():
     params = MonitorParams(window=WindowParams(seconds=SIZE, reference_events=100))
     monitor = CategoricalMonitor(params)
     monitor.update(["a", "b"] * 100, range(200), 1_000 + np.arange(200) * 0.1)
-    assert monitor.windows.evaluated == 0 and len(monitor.windows.open) == 1  # [1010, 1020) still open
+    assert (
+        monitor.windows.evaluated == 0 and len(monitor.windows.open) == 1
+    )  # [1010, 1020) still open
     monitor.update(["a"], [200], [1_030.0])
     assert monitor.windows.evaluated == 1
     with pytest.raises(ValueError, match="need the events' times"):

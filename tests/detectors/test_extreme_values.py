@@ -42,12 +42,15 @@ finite = st.one_of(
 value_or_missing = st.one_of(finite, st.just(math.nan))
 batches = st.lists(st.lists(value_or_missing, max_size=60), min_size=1, max_size=8)
 SMALL = dict(
-    warmup_events=20, error_warmup_events=20, cooldown_events=30,
+    warmup_events=20,
+    error_warmup_events=20,
+    cooldown_events=30,
     window=WindowParams(events=20, reference_events=20),
 )
 ALL_DETECTORS = ("adwin", "page_hinkley", "cusum", "window")
-settings.register_profile("extremes", deadline=None, max_examples=60,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "extremes", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def non_finite(value, path="state"):
@@ -55,15 +58,30 @@ def non_finite(value, path="state"):
     if isinstance(value, float):
         return [] if math.isfinite(value) else [path]
     if isinstance(value, dict):  # (the configuration may say clip_sigma: .inf)
-        return [p for key, item in value.items() if key != "params" for p in non_finite(item, f"{path}.{key}")]
+        return [
+            p
+            for key, item in value.items()
+            if key != "params"
+            for p in non_finite(item, f"{path}.{key}")
+        ]
     if isinstance(value, list | tuple):
         return [p for i, item in enumerate(value) for p in non_finite(item, f"{path}[{i}]")]
     return []
 
 
 def check_detection(detection):
-    fields = {name: getattr(detection, name) for name in (
-        "statistic", "threshold", "effect_size", "reference", "current", "p_value", "details")}
+    fields = {
+        name: getattr(detection, name)
+        for name in (
+            "statistic",
+            "threshold",
+            "effect_size",
+            "reference",
+            "current",
+            "p_value",
+            "details",
+        )
+    }
     assert non_finite(fields, "detection") == []
 
 
@@ -123,7 +141,9 @@ def test_running_stats_stay_finite_and_merge_like_one_pass(values, parts):
         part.update_many(chunk)
         merged.merge(part)
     for stats in (whole, merged):
-        assert all(math.isfinite(x) for x in (stats.mean, stats.variance, stats.std, stats.min, stats.max))
+        assert all(
+            math.isfinite(x) for x in (stats.mean, stats.variance, stats.std, stats.min, stats.max)
+        )
         assert stats.min <= stats.mean <= stats.max
         assert RunningStats.from_state(stats.to_state()).to_state() == stats.to_state()
     assert merged.std == pytest.approx(whole.std, rel=1e-6, abs=1e-300)
@@ -155,12 +175,20 @@ def test_sketches_and_their_distances_take_any_finite_value(reference, window):
 
 
 @settings(settings.get_profile("extremes"))
-@given(st.lists(st.one_of(st.floats(-LARGE, LARGE), st.sampled_from([LARGE, -LARGE, TINY])), max_size=400))
+@given(
+    st.lists(
+        st.one_of(st.floats(-LARGE, LARGE), st.sampled_from([LARGE, -LARGE, TINY])), max_size=400
+    )
+)
 def test_change_detectors_take_anything_the_monitors_feed_them(values):
     """The monitors bound what they feed the detectors to +-LARGE (standardised values clipped,
     absolute errors clipped); within that, every detector stays finite and restorable."""
     reference = np.random.default_rng(1).normal(size=200)
-    for detector in (Adwin(), PageHinkley(), Cusum.calibrated(MonitorParams().cusum, reference, np.ones(200), 1e-6)):
+    for detector in (
+        Adwin(),
+        PageHinkley(),
+        Cusum.calibrated(MonitorParams().cusum, reference, np.ones(200), 1e-6),
+    ):
         for i, statistic in detector.update_many(np.array(values)):
             assert math.isfinite(statistic)
         state = detector.to_state()
@@ -170,10 +198,17 @@ def test_change_detectors_take_anything_the_monitors_feed_them(values):
 
 
 @settings(settings.get_profile("extremes"))
-@given(st.lists(st.lists(st.one_of(finite, st.just(math.nan)), min_size=3, max_size=3), min_size=1, max_size=120))
+@given(
+    st.lists(
+        st.lists(st.one_of(finite, st.just(math.nan)), min_size=3, max_size=3),
+        min_size=1,
+        max_size=120,
+    )
+)
 def test_pca_monitor_takes_any_finite_value(rows):
-    params = MultivariateParams(reference_events=20, calibration_events=20, events=10,
-                                target_false_alarm_interval=1e4)
+    params = MultivariateParams(
+        reference_events=20, calibration_events=20, events=10, target_false_alarm_interval=1e4
+    )
     rng = np.random.default_rng(2)
     for fitted_first in (True, False):
         monitor = PCAReconstructionMonitor(["a", "b", "c"], params)
@@ -189,22 +224,33 @@ def test_pca_monitor_takes_any_finite_value(rows):
 
 # -- a genuine change after the extremes is still detected --------------------------------
 
+
 def shifted_after(extremes, seed=0, shift=3.0):
     """2,000 N(0, 1), the extremes, 2,000 more, then 1,000 of N(shift, 1)."""
     rng = np.random.default_rng(seed)
-    return np.concatenate([rng.normal(size=2_000), extremes, rng.normal(size=2_000),
-                           rng.normal(shift, 1.0, 1_000)])
+    return np.concatenate(
+        [rng.normal(size=2_000), extremes, rng.normal(size=2_000), rng.normal(shift, 1.0, 1_000)]
+    )
 
 
-@pytest.mark.parametrize("extremes", [[FLOAT_MAX], [-FLOAT_MAX], [FLOAT_MAX, -FLOAT_MAX, TINY, 1e300]])
-@pytest.mark.parametrize("detectors", [("adwin", "cusum", "window"), ("adwin",), ("page_hinkley",), ("cusum",), ("window",)])
+@pytest.mark.parametrize(
+    "extremes", [[FLOAT_MAX], [-FLOAT_MAX], [FLOAT_MAX, -FLOAT_MAX, TINY, 1e300]]
+)
+@pytest.mark.parametrize(
+    "detectors",
+    [("adwin", "cusum", "window"), ("adwin",), ("page_hinkley",), ("cusum",), ("window",)],
+)
 def test_a_mean_shift_after_extreme_values_is_detected(extremes, detectors):
     values = shifted_after(extremes)
     shift_at = 4_000 + len(extremes)
-    monitor = NumericMonitor(MonitorParams(detectors=detectors, window=WindowParams(reference_events=1_000)))
+    monitor = NumericMonitor(
+        MonitorParams(detectors=detectors, window=WindowParams(reference_events=1_000))
+    )
     found = []
     for start in range(0, len(values), 250):
-        found += monitor.update(values[start:start + 250], np.arange(start, min(start + 250, len(values))))
+        found += monitor.update(
+            values[start : start + 250], np.arange(start, min(start + 250, len(values)))
+        )
         monitor = check_monitor(monitor)
     assert [d.event for d in found if d.position < shift_at] == []  # the extremes alone: no alert
     assert any(shift_at <= d.position < shift_at + 600 for d in found)
@@ -212,8 +258,9 @@ def test_a_mean_shift_after_extreme_values_is_detected(extremes, detectors):
 
 def test_an_error_stream_still_sees_a_rise_after_an_extreme_error():
     rng = np.random.default_rng(4)
-    errors = np.concatenate([rng.random(2_000) < 0.1, [True], rng.random(2_000) < 0.1,
-                             rng.random(2_000) < 0.3]).astype(float)
+    errors = np.concatenate(
+        [rng.random(2_000) < 0.1, [True], rng.random(2_000) < 0.1, rng.random(2_000) < 0.3]
+    ).astype(float)
     errors[2_000] = FLOAT_MAX  # an absolute error of a hostile prediction
     monitor = ErrorMonitor(MonitorParams(cooldown_events=500))
     found = monitor.update(errors, np.arange(len(errors)))
@@ -222,7 +269,9 @@ def test_an_error_stream_still_sees_a_rise_after_an_extreme_error():
 
 
 def test_a_constant_stream_then_an_extreme_then_a_shift():
-    values = np.concatenate([np.full(2_000, 5.0), [FLOAT_MAX], np.full(2_000, 5.0), np.full(500, 6.0)])
+    values = np.concatenate(
+        [np.full(2_000, 5.0), [FLOAT_MAX], np.full(2_000, 5.0), np.full(500, 6.0)]
+    )
     monitor = NumericMonitor()
     found = monitor.update(values, np.arange(len(values)))
     check_monitor(monitor)
@@ -234,15 +283,23 @@ def test_a_correlation_change_after_an_extreme_row_is_detected():
 
     def rows(n, sign=1.0):
         shared = rng.normal(size=(n, 1))
-        return (np.sqrt(0.9) * shared + np.sqrt(0.1) * rng.normal(size=(n, 4))) * [1.0, 1.0, 1.0, sign]
+        return (np.sqrt(0.9) * shared + np.sqrt(0.1) * rng.normal(size=(n, 4))) * [
+            1.0,
+            1.0,
+            1.0,
+            sign,
+        ]
 
-    stream = np.vstack([rows(11_000), [[FLOAT_MAX, -FLOAT_MAX, TINY, 1e300]], rows(1_000), rows(2_000, -1.0)])
+    stream = np.vstack(
+        [rows(11_000), [[FLOAT_MAX, -FLOAT_MAX, TINY, 1e300]], rows(1_000), rows(2_000, -1.0)]
+    )
     monitor = PCAReconstructionMonitor(["a", "b", "c", "d"])
     found = monitor.update(stream, np.arange(len(stream)))
     assert found[0].event == "detected" and 12_001 <= found[0].position < 12_600
 
 
 # -- the previous implementation on ordinary values ---------------------------------------
+
 
 class PreviousRunningStats:
     """RunningStats before the float-range guards (the reference: ordinary values must give
@@ -257,7 +314,13 @@ class PreviousRunningStats:
         mean = float(np.add.reduce(values)) / len(values)
         deviations = values - mean
         m2 = float(np.add.reduce(deviations * deviations))
-        self._combine(len(values), mean, m2, float(np.minimum.reduce(values)), float(np.maximum.reduce(values)))
+        self._combine(
+            len(values),
+            mean,
+            m2,
+            float(np.minimum.reduce(values)),
+            float(np.maximum.reduce(values)),
+        )
 
     def merge(self, other):
         if other.count:
@@ -292,7 +355,12 @@ ordinary = st.one_of(st.floats(-1e6, 1e6), st.floats(-1e90, 1e90), st.floats(-1e
 @settings(deadline=None, max_examples=200)
 @given(st.lists(st.lists(ordinary, max_size=50), min_size=1, max_size=10))
 def test_ordinary_values_give_the_previous_moments_bit_for_bit(chunks):
-    new, old, new_merged, old_merged = RunningStats(), PreviousRunningStats(), RunningStats(), PreviousRunningStats()
+    new, old, new_merged, old_merged = (
+        RunningStats(),
+        PreviousRunningStats(),
+        RunningStats(),
+        PreviousRunningStats(),
+    )
     for chunk in chunks:
         values = np.array(chunk, dtype=np.float64)
         new.update_many(values)
@@ -303,7 +371,14 @@ def test_ordinary_values_give_the_previous_moments_bit_for_bit(chunks):
         new_merged.merge(part_new)
         old_merged.merge(part_old)
     for a, b in ((new, old), (new_merged, old_merged)):
-        assert (a.count, a.mean, a.m2, a.min, a.max, a.m2_exponent) == (b.count, b.mean, b.m2, b.min, b.max, 0)
+        assert (a.count, a.mean, a.m2, a.min, a.max, a.m2_exponent) == (
+            b.count,
+            b.mean,
+            b.m2,
+            b.min,
+            b.max,
+            0,
+        )
 
 
 @settings(deadline=None, max_examples=100)
@@ -327,12 +402,14 @@ def test_ordinary_streams_give_the_previous_detections(seed, batch):
     values[rng.random(len(values)) < 0.02] = np.nan
     params = MonitorParams(detectors=ALL_DETECTORS, window=WindowParams(reference_events=1_000))
     monitor, previous = NumericMonitor(params), NumericMonitor(params)
-    previous._standardise = lambda v, within_stats=True: (v - previous.reference.mean) / previous._scale
+    previous._standardise = lambda v, within_stats=True: (
+        (v - previous.reference.mean) / previous._scale
+    )
     found, expected = [], []
     for start in range(0, len(values), batch):
         positions = np.arange(start, min(start + batch, len(values)))
-        found += monitor.update(values[start:start + batch], positions)
-        expected += previous.update(values[start:start + batch], positions)
+        found += monitor.update(values[start : start + batch], positions)
+        expected += previous.update(values[start : start + batch], positions)
     key = [(d.detector, d.position, d.statistic, d.effect_size) for d in found]
     assert key == [(d.detector, d.position, d.statistic, d.effect_size) for d in expected]
     assert monitor._ewma_mean == previous._ewma_mean and monitor._ewma_sq == previous._ewma_sq
@@ -344,9 +421,11 @@ SIZE = 10.0
 
 
 def time_params(**window):
-    return MonitorParams(detectors=("window",), warmup_events=100,
-                         window=WindowParams(seconds=2.0, allowed_lateness_s=1.0, reference_events=1_000,
-                                             **window))
+    return MonitorParams(
+        detectors=("window",),
+        warmup_events=100,
+        window=WindowParams(seconds=2.0, allowed_lateness_s=1.0, reference_events=1_000, **window),
+    )
 
 
 def timed_stream(seed=0, n=9_000, shift_at=6_000):
@@ -392,11 +471,15 @@ def test_a_genuine_jump_of_the_stream_is_followed_after_a_few_events():
 
 
 def test_categorical_windows_ignore_an_outlier_too():
-    monitor = CategoricalMonitor(MonitorParams(window=WindowParams(seconds=SIZE, reference_events=100)))
+    monitor = CategoricalMonitor(
+        MonitorParams(window=WindowParams(seconds=SIZE, reference_events=100))
+    )
     times = 1_000 + np.arange(400) * 0.1
     times[250] = 1e18
     monitor.update(["a", "b"] * 200, range(400), times)
-    assert monitor.windows.early == 1 and monitor.windows.late == 0 and monitor.windows.evaluated == 2
+    assert (
+        monitor.windows.early == 1 and monitor.windows.late == 0 and monitor.windows.evaluated == 2
+    )
     check_monitor(monitor)
 
 
@@ -416,16 +499,25 @@ def reference_fronts(front, recent, reference, times, k, horizon):
 
 @settings(deadline=None, max_examples=300)
 @given(
-    st.lists(st.one_of(st.floats(0, 100), st.sampled_from([1e18, -1e18, 5e3])), min_size=1, max_size=40),
-    st.lists(st.floats(0, 100), max_size=3), st.integers(0, 3), st.sampled_from([1, 2, 3, 5]),
+    st.lists(
+        st.one_of(st.floats(0, 100), st.sampled_from([1e18, -1e18, 5e3])), min_size=1, max_size=40
+    ),
+    st.lists(st.floats(0, 100), max_size=3),
+    st.integers(0, 3),
+    st.sampled_from([1, 2, 3, 5]),
     st.one_of(st.just(-math.inf), st.floats(0, 100)),
 )
 def test_the_vectorised_watermark_follows_its_definition(times, recent, reference, k, front):
-    windows = NumericWindows(WindowParams(seconds=SIZE, allowed_lateness_s=1.0, watermark_events=k),
-                             1e-6, np.array([0.0]))
+    windows = NumericWindows(
+        WindowParams(seconds=SIZE, allowed_lateness_s=1.0, watermark_events=k),
+        1e-6,
+        np.array([0.0]),
+    )
     windows.max_time, windows.recent = front, recent[-k:]
     windows.recent_reference = min(reference, len(windows.recent))
-    expected = reference_fronts(front, windows.recent, windows.recent_reference, times, k, windows.horizon)
+    expected = reference_fronts(
+        front, windows.recent, windows.recent_reference, times, k, windows.horizon
+    )
     running, early = windows._fronts(np.array(times))
     assert (running.tolist(), early.tolist(), windows.recent, windows.recent_reference) == expected
 

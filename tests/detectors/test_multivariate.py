@@ -45,11 +45,13 @@ def feed(monitor, rows, start=0, batch=1_000):
 
 def flip_stream(rng, missing=0.0):
     """20k stationary rows (reference, calibration, 20 windows), 5k flipped, 5k back."""
-    return np.vstack([
-        correlated(rng, 20_000, missing=missing),
-        correlated(rng, 5_000, flip=True, missing=missing),
-        correlated(rng, 5_000, missing=missing),
-    ])
+    return np.vstack(
+        [
+            correlated(rng, 20_000, missing=missing),
+            correlated(rng, 5_000, flip=True, missing=missing),
+            correlated(rng, 5_000, missing=missing),
+        ]
+    )
 
 
 def imputed(rows):
@@ -92,12 +94,15 @@ def test_a_stored_profile_restores_the_same_moments():
         np.testing.assert_array_equal(getattr(restored, name), getattr(moments, name))
 
 
-@pytest.mark.parametrize("broken", [
-    {"count": b"\x00" * 8},  # not d x d
-    {"rows": 10},  # fewer rows than the pair counts
-    {"comoment": np.full((D, D), -1.0).tobytes()},  # negative sums of squares
-    {"mean": np.full((D, D), np.nan).tobytes()},
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"count": b"\x00" * 8},  # not d x d
+        {"rows": 10},  # fewer rows than the pair counts
+        {"comoment": np.full((D, D), -1.0).tobytes()},  # negative sums of squares
+        {"mean": np.full((D, D), np.nan).tobytes()},
+    ],
+)
 def test_an_inconsistent_profile_is_refused(broken):
     profile = CoMoments.of_rows(correlated(np.random.default_rng(3), 100)).profile(FEATURES)
     with pytest.raises(ValueError):

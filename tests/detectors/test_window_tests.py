@@ -182,7 +182,8 @@ def test_huge_windows_do_not_alert_on_a_trivial_shift():
     assert ks.p_value < 1e-6 and ks.effect_size < params.wasserstein_floor
     floorless = NumericWindows(
         WindowParams(events=50_000, reference_events=100_000, wasserstein_floor=0.0, psi_floor=0.0),
-        alpha=1e-6, cuts=cuts,
+        alpha=1e-6,
+        cuts=cuts,
     )
     found = floorless.update(values, np.zeros(len(values), bool), np.arange(len(values)))
     assert found[-1].drifted

@@ -64,8 +64,15 @@ def send(
     offset). ``message.max.bytes`` is raised to 4 MB so messages beyond the worker's 1 MiB limit
     reach the broker; keys, partitions and headers may vary per message."""
     return produce(
-        bootstrap, topic, values, key=None if keys is not None else key, keys=keys, partitions=partitions,
-        headers_each=headers, max_message_bytes=4_000_000, timeout=timeout,
+        bootstrap,
+        topic,
+        values,
+        key=None if keys is not None else key,
+        keys=keys,
+        partitions=partitions,
+        headers_each=headers,
+        max_message_bytes=4_000_000,
+        timeout=timeout,
     )
 
 
@@ -87,7 +94,9 @@ def processed(client: redis.Redis, topics: Topics, topic: str, ends: dict[int, i
     return True
 
 
-def soft_wait(predicate: Callable[[], bool], timeout: float, worker: WorkerProcess, interval: float = 0.25) -> bool:
+def soft_wait(
+    predicate: Callable[[], bool], timeout: float, worker: WorkerProcess, interval: float = 0.25
+) -> bool:
     """Poll ``predicate`` until it holds (True) or ``timeout`` s pass or the worker is gone
     (False); a probe that fails (worker busy) counts as "not yet"."""
     deadline = time.monotonic() + timeout
@@ -101,7 +110,9 @@ def soft_wait(predicate: Callable[[], bool], timeout: float, worker: WorkerProce
     return False
 
 
-def counts(client: redis.Redis, topics: Topics, unreadable: list[str] | None = None) -> dict[tuple[str, str], int]:
+def counts(
+    client: redis.Redis, topics: Topics, unreadable: list[str] | None = None
+) -> dict[tuple[str, str], int]:
     """(model, feature) -> events counted, summed over partitions and versions, from the state
     checkpointed in Redis. A series whose state cannot be restored is listed in ``unreadable``
     (``streamdrift status`` would show it as such) instead of failing the read."""
@@ -128,7 +139,7 @@ def samples(text: str, name: str) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith((name + "{", name + " ")):
             head, _, value = line.rpartition(" ")
-            found[head[len(name):]] = float(value)
+            found[head[len(name) :]] = float(value)
     return found
 
 
@@ -145,7 +156,9 @@ def sent_dead_letters(worker: WorkerProcess) -> int:
 
 
 def events_total(worker: WorkerProcess, topic: str) -> float:
-    return samples(worker.metrics_text(timeout=10), "streamdrift_events_total").get(f'{{topic="{topic}"}}', 0.0)
+    return samples(worker.metrics_text(timeout=10), "streamdrift_events_total").get(
+        f'{{topic="{topic}"}}', 0.0
+    )
 
 
 def rss_mb(pid: int) -> float:
@@ -166,7 +179,10 @@ def worker_health(worker: WorkerProcess, pid: int) -> list[str]:
     log = worker.log_path.read_text(errors="replace")
     if "Traceback" in log:
         start = log.index("Traceback")
-        problems.append("worker log holds a traceback (an unexpected exception):\n" + log[max(0, start - 300):start + 3_000])
+        problems.append(
+            "worker log holds a traceback (an unexpected exception):\n"
+            + log[max(0, start - 300) : start + 3_000]
+        )
     return problems
 
 
@@ -181,9 +197,13 @@ def quiet_failures(worker: WorkerProcess) -> list[str]:
     state_errors = sum(samples(page, "streamdrift_state_errors_total").values())
     problems = []
     if failed:
-        problems.append(f"streamdrift_dead_letters_failed_total = {failed:g}: dead letters given up")
+        problems.append(
+            f"streamdrift_dead_letters_failed_total = {failed:g}: dead letters given up"
+        )
     if state_errors:
-        problems.append(f"streamdrift_state_errors_total = {state_errors:g}: monitors raised on hostile values")
+        problems.append(
+            f"streamdrift_state_errors_total = {state_errors:g}: monitors raised on hostile values"
+        )
     return problems
 
 
@@ -224,7 +244,9 @@ class Hostile:
     messages: list[bytes | None]
     letters: dict[str, int] = field(default_factory=dict)
     counted: dict[tuple[str, str], int] = field(default_factory=dict)
-    alternatives: list[tuple[dict[str, int], dict[tuple[str, str], int]]] = field(default_factory=list)
+    alternatives: list[tuple[dict[str, int], dict[tuple[str, str], int]]] = field(
+        default_factory=list
+    )
     valid_m: int = 0
     indexes: set[int] | None = None
     truncated: bool = False
@@ -273,7 +295,9 @@ def deep_in_extra_field(depth: int) -> bytes:
 
 
 def deep_in_features(depth: int) -> bytes:
-    return with_raw(m_event(f"deep-feat-{depth}") | {"features": {"f00": "DEEP"}}, "DEEP", nest(depth))
+    return with_raw(
+        m_event(f"deep-feat-{depth}") | {"features": {"f00": "DEEP"}}, "DEEP", nest(depth)
+    )
 
 
 @input_kind
@@ -326,7 +350,9 @@ def model_version_of_1_mb() -> Hostile:
 
 @input_kind
 def model_version_with_unit_separator_and_newlines() -> Hostile:
-    return Hostile([m_bytes("mv-ctrl", model_version="v1\x1f\nline2\r\n")], {"invalid_model_version": 1})
+    return Hostile(
+        [m_bytes("mv-ctrl", model_version="v1\x1f\nline2\r\n")], {"invalid_model_version": 1}
+    )
 
 
 @input_kind
@@ -352,13 +378,21 @@ def event_id_not_a_string() -> Hostile:
 @input_kind
 def json_array_of_5000_invalid_events() -> Hostile:
     events = [{"model": MODEL, "event_id": f"no-features-{i}"} for i in range(5_000)]
-    return Hostile([json.dumps(events).encode()], {"missing_features": 5_000}, indexes=set(range(5_000)))
+    return Hostile(
+        [json.dumps(events).encode()], {"missing_features": 5_000}, indexes=set(range(5_000))
+    )
 
 
 @input_kind
 def json_array_of_two_valid_events_around_an_invalid_one() -> Hostile:
-    items = [m_event("mixed-0", event_id="mixed-0"), {"model": MODEL, "features": {"f00": {"x": 1}}}, m_event("mixed-2", event_id="mixed-2")]
-    return Hostile([json.dumps(items).encode()], {"invalid_feature_value": 1}, valid_m=2, indexes={1})
+    items = [
+        m_event("mixed-0", event_id="mixed-0"),
+        {"model": MODEL, "features": {"f00": {"x": 1}}},
+        m_event("mixed-2", event_id="mixed-2"),
+    ]
+    return Hostile(
+        [json.dumps(items).encode()], {"invalid_feature_value": 1}, valid_m=2, indexes={1}
+    )
 
 
 @input_kind
@@ -391,7 +425,9 @@ def prediction_1e16_beyond_max_abs_value() -> Hostile:
 @input_kind
 def integer_2_pow_1000_as_integer_text() -> Hostile:
     # ~1.07e301: inside the float range, far beyond max_abs_value
-    value = with_raw(m_event("pow1000") | {"features": {"f00": "BIG"}}, "BIG", str(2**1000).encode())
+    value = with_raw(
+        m_event("pow1000") | {"features": {"f00": "BIG"}}, "BIG", str(2**1000).encode()
+    )
     return Hostile([value], {"value_out_of_range": 1})
 
 
@@ -408,18 +444,25 @@ def float_literal_1e400_beyond_the_float_range() -> Hostile:
 
 @input_kind
 def integer_2_pow_1100_beyond_the_float_range() -> Hostile:
-    value = with_raw(m_event("pow1100") | {"features": {"f00": "BIG"}}, "BIG", str(2**1100).encode())
+    value = with_raw(
+        m_event("pow1100") | {"features": {"f00": "BIG"}}, "BIG", str(2**1100).encode()
+    )
     return Hostile([value], {"non_finite_value": 1}, alternatives=BEYOND_FLOAT_RANGE)
 
 
 @input_kind
 def negative_zero_is_a_valid_number() -> Hostile:
-    return Hostile([b'{"model": "edge-negzero", "features": {"x": -0.0}}'], counted={("edge-negzero", "x"): 1})
+    return Hostile(
+        [b'{"model": "edge-negzero", "features": {"x": -0.0}}'], counted={("edge-negzero", "x"): 1}
+    )
 
 
 @input_kind
 def smallest_subnormal_5e_324_is_a_valid_number() -> Hostile:
-    return Hostile([b'{"model": "edge-subnormal", "features": {"x": 5e-324}}'], counted={("edge-subnormal", "x"): 1})
+    return Hostile(
+        [b'{"model": "edge-subnormal", "features": {"x": 5e-324}}'],
+        counted={("edge-subnormal", "x"): 1},
+    )
 
 
 @input_kind
@@ -445,7 +488,10 @@ def timestamp_two_hours_in_the_future() -> Hostile:
 
 @input_kind
 def timestamp_text_of_10000_characters() -> Hostile:
-    return Hostile([m_bytes("ts-long", timestamp="2026-01-01T00:00:00" + "0" * 10_000 + "+00:00")], {"invalid_timestamp": 1})
+    return Hostile(
+        [m_bytes("ts-long", timestamp="2026-01-01T00:00:00" + "0" * 10_000 + "+00:00")],
+        {"invalid_timestamp": 1},
+    )
 
 
 @input_kind
@@ -455,17 +501,25 @@ def timestamp_in_1970_beyond_max_past_skew() -> Hostile:
 
 @input_kind
 def nan_literal() -> Hostile:
-    return Hostile([with_raw(m_event("nan") | {"features": {"f00": "X"}}, "X", b"NaN")], {"malformed_json": 1})
+    return Hostile(
+        [with_raw(m_event("nan") | {"features": {"f00": "X"}}, "X", b"NaN")], {"malformed_json": 1}
+    )
 
 
 @input_kind
 def infinity_literal() -> Hostile:
-    return Hostile([with_raw(m_event("inf") | {"features": {"f00": "X"}}, "X", b"-Infinity")], {"malformed_json": 1})
+    return Hostile(
+        [with_raw(m_event("inf") | {"features": {"f00": "X"}}, "X", b"-Infinity")],
+        {"malformed_json": 1},
+    )
 
 
 @input_kind
 def invalid_utf8_in_a_value() -> Hostile:
-    return Hostile([with_raw(m_event("utf8-value"), "hostile-utf8-value", b'"\xff\xfe\xc3\x28"')], {"malformed_json": 1})
+    return Hostile(
+        [with_raw(m_event("utf8-value"), "hostile-utf8-value", b'"\xff\xfe\xc3\x28"')],
+        {"malformed_json": 1},
+    )
 
 
 @input_kind
@@ -501,7 +555,9 @@ def feature_name_of_10000_characters() -> Hostile:
 @input_kind
 def rich_markup_in_names_is_a_valid_name() -> Hostile:
     value = b'{"model": "fraud[/bold]", "features": {"[red]amount[/]": 1.5, "[link=x]c": "[/]"}}'
-    return Hostile([value], counted={("fraud[/bold]", "[red]amount[/]"): 1, ("fraud[/bold]", "[link=x]c"): 1})
+    return Hostile(
+        [value], counted={("fraud[/bold]", "[red]amount[/]"): 1, ("fraud[/bold]", "[link=x]c"): 1}
+    )
 
 
 @input_kind
@@ -519,7 +575,10 @@ def feature_switching_type_numeric_to_categorical() -> Hostile:
 
 @input_kind
 def flood_of_300_categories_in_one_feature() -> Hostile:
-    values = [json.dumps({"model": "cats", "features": {"c": f"category-{i:03d}"}}).encode() for i in range(300)]
+    values = [
+        json.dumps({"model": "cats", "features": {"c": f"category-{i:03d}"}}).encode()
+        for i in range(300)
+    ]
     return Hostile(values, {"too_many_categories": 100}, counted={("cats", "c"): 200})
 
 
@@ -545,7 +604,9 @@ def json_null() -> Hostile:
 
 @input_kind
 def json_empty_array_holds_no_event() -> Hostile:
-    return Hostile([b"[]"])  # valid by contract: an envelope of no events; nothing to count or refuse
+    return Hostile(
+        [b"[]"]
+    )  # valid by contract: an envelope of no events; nothing to count or refuse
 
 
 @input_kind
@@ -578,7 +639,9 @@ def duplicate_keys_in_json_objects() -> Hostile:
     # RFC 8259 leaves duplicate names undefined: refused as malformed, or the event counted once
     # (never twice, never half-applied).
     value = b'{"model": "dupkeys", "model": "dupkeys", "features": {"a": 1.0, "a": 2.0, "b": "x"}, "features": {"a": 3.0}}'
-    return Hostile([value], counted={("dupkeys", "a"): 1}, alternatives=[({"malformed_json": 1}, {})])
+    return Hostile(
+        [value], counted={("dupkeys", "a"): 1}, alternatives=[({"malformed_json": 1}, {})]
+    )
 
 
 # --- hostile labels (predictions of the main model m-1000.. exist: a wrongly accepted label joins)
@@ -625,7 +688,9 @@ def label_missing_label() -> Hostile:
 
 @label_kind
 def label_for_a_made_up_model() -> Hostile:
-    value = json.dumps({"model": f"made-up-{uuid.uuid4().hex[:6]}", "event_id": "m-1001", "label": 1}).encode()
+    value = json.dumps(
+        {"model": f"made-up-{uuid.uuid4().hex[:6]}", "event_id": "m-1001", "label": 1}
+    ).encode()
     return Hostile([value], {"label_unmatched": 1})  # after STREAMDRIFT_LABEL_TTL_S
 
 
@@ -647,7 +712,9 @@ def label_value_1e16() -> Hostile:
 
 @label_kind
 def label_nested_1000_levels() -> Hostile:
-    return Hostile([with_raw(json.loads(label("m-1003", "DEEP")), "DEEP", nest(1_000))], {"too_deep": 1})
+    return Hostile(
+        [with_raw(json.loads(label("m-1003", "DEEP")), "DEEP", nest(1_000))], {"too_deep": 1}
+    )
 
 
 @label_kind
@@ -677,7 +744,9 @@ def label_tombstone() -> Hostile:
 
 @label_kind
 def label_of_1_05_mb() -> Hostile:
-    return Hostile([label("m-1009", 1, padding="p" * 1_100_000)], {"oversize_message": 1}, truncated=True)
+    return Hostile(
+        [label("m-1009", 1, padding="p" * 1_100_000)], {"oversize_message": 1}, truncated=True
+    )
 
 
 @label_kind
@@ -688,7 +757,10 @@ def label_timestamp_two_hours_in_the_future() -> Hostile:
 
 @label_kind
 def label_null_byte_in_the_model_name() -> Hostile:
-    return Hostile([json.dumps({"model": "m\x00", "event_id": "m-1005", "label": 1}).encode()], {"invalid_model": 1})
+    return Hostile(
+        [json.dumps({"model": "m\x00", "event_id": "m-1005", "label": 1}).encode()],
+        {"invalid_model": 1},
+    )
 
 
 # --- checking dead letters against the kinds -------------------------------------------------
@@ -704,22 +776,26 @@ class Placed:
     positions: list[tuple[int, int]]
 
 
-def interleave(valid: list[bytes], kinds: list[Hostile], topic: str, role: str) -> tuple[list[bytes | None], list[Placed], list[int]]:
+def interleave(
+    valid: list[bytes], kinds: list[Hostile], topic: str, role: str
+) -> tuple[list[bytes | None], list[Placed], list[int]]:
     """Valid messages with each kind's messages between chunks of them; returns the values, the
     kinds (positions still to fill) and, per kind, its first index in the values."""
     values: list[bytes | None] = []
     placed, starts = [], []
     chunk = max(1, len(valid) // (len(kinds) + 1))
     for number, hostile in enumerate(kinds):
-        values += valid[number * chunk:(number + 1) * chunk]
+        values += valid[number * chunk : (number + 1) * chunk]
         starts.append(len(values))
         placed.append(Placed(hostile, topic, role, []))
         values += hostile.messages
-    values += valid[len(kinds) * chunk:]
+    values += valid[len(kinds) * chunk :]
     return values, placed, starts
 
 
-def check_kinds(placed: list[Placed], letters: list[Message], found: dict[tuple[str, str], int]) -> list[str]:
+def check_kinds(
+    placed: list[Placed], letters: list[Message], found: dict[tuple[str, str], int]
+) -> list[str]:
     """Every kind's dead letters (reasons, batch indexes, headers, payloads) and counts; and no
     dead letter for any other (valid) message."""
     problems = []
@@ -756,7 +832,11 @@ def check_kinds(placed: list[Placed], letters: list[Message], found: dict[tuple[
             counted_ok = all(found.get(series, 0) == n for series, n in want_counted.items())
             # a series of another outcome must then stay absent (e.g. refused: nothing counted)
             others = {s for _, c in outcomes for s in c} - set(want_counted)
-            if reasons == Counter(want_letters) and counted_ok and all(found.get(s, 0) == 0 for s in others):
+            if (
+                reasons == Counter(want_letters)
+                and counted_ok
+                and all(found.get(s, 0) == 0 for s in others)
+            ):
                 matched = True
                 break
         if not matched:
@@ -766,7 +846,8 @@ def check_kinds(placed: list[Placed], letters: list[Message], found: dict[tuple[
                 f"[{item.role}] {hostile.name}: expected dead letters {dict(hostile.letters)}"
                 + (f" and counts {hostile.counted}" if hostile.counted else "")
                 + (f" (or {hostile.alternatives})" if hostile.alternatives else "")
-                + f"; got dead letters {dict(reasons)}" + (f" and counts {got_counts}" if got_counts else "")
+                + f"; got dead letters {dict(reasons)}"
+                + (f" and counts {got_counts}" if got_counts else "")
                 + (f"; details {details}" if details else "")
             )
         problems += check_letters(item, mine)
@@ -780,22 +861,42 @@ def check_letters(item: Placed, mine: list[Message]) -> list[str]:
     if hostile.indexes is not None and mine:
         got = {int(m.header("streamdrift-batch-index") or b"-1") for m in mine}
         if got != hostile.indexes or len(mine) != len(hostile.indexes):
-            problems.append(f"{name}: batch indexes {sorted(got)[:10]}... ({len(mine)} letters), expected {sorted(hostile.indexes)[:10]}...")
+            problems.append(
+                f"{name}: batch indexes {sorted(got)[:10]}... ({len(mine)} letters), expected {sorted(hostile.indexes)[:10]}..."
+            )
     for letter in mine[:50]:
-        missing = [h for h in ("streamdrift-reason", "streamdrift-detail", "streamdrift-source-topic",
-                               "streamdrift-source-partition", "streamdrift-source-offset") if letter.header(h) is None]
+        missing = [
+            h
+            for h in (
+                "streamdrift-reason",
+                "streamdrift-detail",
+                "streamdrift-source-topic",
+                "streamdrift-source-partition",
+                "streamdrift-source-offset",
+            )
+            if letter.header(h) is None
+        ]
         if missing:
             problems.append(f"{name}: dead letter lacks headers {missing}")
         if len(letter.header("streamdrift-detail") or b"") > 1024:
-            problems.append(f"{name}: streamdrift-detail of {len(letter.header('streamdrift-detail') or b'')} bytes > 1 KiB")
+            problems.append(
+                f"{name}: streamdrift-detail of {len(letter.header('streamdrift-detail') or b'')} bytes > 1 KiB"
+            )
         spoofable = Counter(k for k, _ in letter.headers if k.startswith("streamdrift-"))
         if any(n > 1 for n in spoofable.values()):
             problems.append(f"{name}: repeated streamdrift-* headers {dict(spoofable)}")
         value = letter.value or b""
         if len(value) > DLQ_MAX_BYTES:
-            problems.append(f"{name}: dead letter of {len(value)} bytes > STREAMDRIFT_DLQ_MAX_BYTES={DLQ_MAX_BYTES}")
-    whole = [m for m in mine if m.header("streamdrift-batch-index") is None
-             and m.header("streamdrift-reason") not in (b"label_unmatched", b"duplicate_label", b"label_buffer_full")]
+            problems.append(
+                f"{name}: dead letter of {len(value)} bytes > STREAMDRIFT_DLQ_MAX_BYTES={DLQ_MAX_BYTES}"
+            )
+    whole = [
+        m
+        for m in mine
+        if m.header("streamdrift-batch-index") is None
+        and m.header("streamdrift-reason")
+        not in (b"label_unmatched", b"duplicate_label", b"label_buffer_full")
+    ]
     originals = {offset: hostile.messages[i] for i, (_, offset) in enumerate(item.positions)}
     for letter in whole[:50]:
         original = originals.get(int(letter.header("streamdrift-source-offset") or b"-1"))
@@ -812,18 +913,24 @@ def check_letters(item: Placed, mine: list[Message]) -> list[str]:
             if wrong:
                 problems.append(f"{name}: truncation headers {wrong}, expected {expect}")
             if value != original[:DLQ_MAX_BYTES]:
-                problems.append(f"{name}: a truncated dead letter is the first {DLQ_MAX_BYTES} bytes of the "
-                                f"original ({len(original)} bytes); got {len(value)} bytes")
+                problems.append(
+                    f"{name}: a truncated dead letter is the first {DLQ_MAX_BYTES} bytes of the "
+                    f"original ({len(original)} bytes); got {len(value)} bytes"
+                )
         elif value != original:
-            problems.append(f"{name}: dead letter is not the original bytes ({len(value)} vs {len(original)} bytes: "
-                            f"{value[:60]!r} vs {original[:60]!r})")
+            problems.append(
+                f"{name}: dead letter is not the original bytes ({len(value)} vs {len(original)} bytes: "
+                f"{value[:60]!r} vs {original[:60]!r})"
+            )
     return problems
 
 
 # --- 1. forty-odd hostile kinds among valid events ----------------------------------------------
 
 
-def valid_events(n: int, *, start: int = 0, seed: int = 0, shift: dict[str, float] | None = None) -> list[dict[str, Any]]:
+def valid_events(
+    n: int, *, start: int = 0, seed: int = 0, shift: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     """Events of model m: 20 N(0, 1) features (``shift``: σ added to some), a uniform prediction."""
     rng = np.random.default_rng(seed)
     values = rng.normal(size=(n, len(FEATURES)))
@@ -831,8 +938,12 @@ def valid_events(n: int, *, start: int = 0, seed: int = 0, shift: dict[str, floa
         values[:, FEATURES.index(name)] += sigmas
     predictions = rng.uniform(size=n)
     return [
-        {"model": MODEL, "event_id": f"m-{start + i}", "features": dict(zip(FEATURES, row.tolist())),
-         "prediction": float(p)}
+        {
+            "model": MODEL,
+            "event_id": f"m-{start + i}",
+            "features": dict(zip(FEATURES, row.tolist())),
+            "prediction": float(p),
+        }
         for i, (row, p) in enumerate(zip(values, predictions))
     ]
 
@@ -840,7 +951,9 @@ def valid_events(n: int, *, start: int = 0, seed: int = 0, shift: dict[str, floa
 LABEL_TTL_S = 20  # unmatched labels are dead-lettered this long after they arrive
 
 
-def test_forty_hostile_kinds_interleaved_with_valid_events(broker, topics, start_worker, redis_client):
+def test_forty_hostile_kinds_interleaved_with_valid_events(
+    broker, topics, start_worker, redis_client
+):
     input_kinds = [fn() for fn in INPUT_KINDS]
     label_kinds = [fn() for fn in LABEL_KINDS]
     for fn, hostile in zip(INPUT_KINDS + LABEL_KINDS, input_kinds + label_kinds):
@@ -854,55 +967,86 @@ def test_forty_hostile_kinds_interleaved_with_valid_events(broker, topics, start
 
     # Phase 1: 3,000 valid events of m with every hostile input kind between them, one partition.
     before = valid_events(3_000, seed=11)
-    values, placed, starts = interleave([json.dumps(e).encode() for e in before], input_kinds, topics.input, INPUT)
+    values, placed, starts = interleave(
+        [json.dumps(e).encode() for e in before], input_kinds, topics.input, INPUT
+    )
     positions = send(broker.bootstrap, topics.input, values, key=MODEL)
     for item, first in zip(placed, starts):
-        item.positions = positions[first:first + len(item.hostile.messages)]
+        item.positions = positions[first : first + len(item.hostile.messages)]
     valid_m = len(before) + sum(h.valid_m for h in input_kinds)
-    if not soft_wait(lambda: processed(redis_client, topics, topics.input, ends_of(positions)), 120, worker):
-        problems.append(f"phase 1 (input with poison) not checkpointed within 120 s; worker running: {worker.running}")
+    if not soft_wait(
+        lambda: processed(redis_client, topics, topics.input, ends_of(positions)), 120, worker
+    ):
+        problems.append(
+            f"phase 1 (input with poison) not checkpointed within 120 s; worker running: {worker.running}"
+        )
 
     # Labels: 300 valid labels (m-0..m-299) with every hostile label kind between them.
     rng = np.random.default_rng(12)
     valid_labels = []
     for event in before[:300]:
-        truth = int(event["prediction"] >= 0.5) ^ int(rng.uniform() < 0.1)  # a steady 10 % error rate
+        truth = int(event["prediction"] >= 0.5) ^ int(
+            rng.uniform() < 0.1
+        )  # a steady 10 % error rate
         valid_labels.append(label(event["event_id"], truth))
-    label_values, label_placed, label_starts = interleave(valid_labels, label_kinds, topics.labels, LABELS)
+    label_values, label_placed, label_starts = interleave(
+        valid_labels, label_kinds, topics.labels, LABELS
+    )
     label_positions = send(broker.bootstrap, topics.labels, label_values, key=MODEL)
     for item, first in zip(label_placed, label_starts):
-        item.positions = label_positions[first:first + len(item.hostile.messages)]
+        item.positions = label_positions[first : first + len(item.hostile.messages)]
     labelled = 300 + 1  # + m-1000, the first of its 1,000 duplicates
-    if not soft_wait(lambda: processed(redis_client, topics, topics.labels, ends_of(label_positions)), 60, worker):
+    if not soft_wait(
+        lambda: processed(redis_client, topics, topics.labels, ends_of(label_positions)), 60, worker
+    ):
         problems.append(f"labels not checkpointed within 60 s; worker running: {worker.running}")
 
     # Phase 2, after all the poison: f05 of m shifts by +2σ.
     after = valid_events(4_000, start=3_000, seed=13, shift={"f05": 2.0})
-    drift_positions = send(broker.bootstrap, topics.input, [json.dumps(e).encode() for e in after], key=MODEL)
+    drift_positions = send(
+        broker.bootstrap, topics.input, [json.dumps(e).encode() for e in after], key=MODEL
+    )
     drift_from = drift_positions[0][1]
     valid_m += len(after)
-    if not soft_wait(lambda: processed(redis_client, topics, topics.input, ends_of(drift_positions)), 90, worker):
-        problems.append(f"phase 2 (drift) not checkpointed within 90 s; worker running: {worker.running}")
+    if not soft_wait(
+        lambda: processed(redis_client, topics, topics.input, ends_of(drift_positions)), 90, worker
+    ):
+        problems.append(
+            f"phase 2 (drift) not checkpointed within 90 s; worker running: {worker.running}"
+        )
 
     # Every expected dead letter, the unmatched label included (after its TTL).
     everything = input_kinds + label_kinds
-    least = sum(min(sum(letters.values()) for letters, _ in [(h.letters, h.counted), *h.alternatives]) for h in everything)
+    least = sum(
+        min(sum(letters.values()) for letters, _ in [(h.letters, h.counted), *h.alternatives])
+        for h in everything
+    )
     soft_wait(lambda: dead_letters_total(worker) >= least, LABEL_TTL_S + 40, worker, interval=1.0)
     time.sleep(2)  # anything extra would show up
-    letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=sent_dead_letters(worker), timeout=60)
+    letters = consume_all(
+        broker.bootstrap, topics.dlq, expect_at_least=sent_dead_letters(worker), timeout=60
+    )
     unreadable: list[str] = []
     found = counts(redis_client, topics, unreadable)
     problems += [f"state in Redis that cannot be restored: {u}" for u in unreadable]
     problems += check_kinds(placed + label_placed, letters, found)
 
     # Every valid event of m counted exactly: the 20 features, the prediction, the PCA monitor.
-    wrong = {f: c for (model, f), c in found.items() if model == MODEL and f != "error_rate" and c != valid_m}
+    wrong = {
+        f: c
+        for (model, f), c in found.items()
+        if model == MODEL and f != "error_rate" and c != valid_m
+    }
     missing = [f for f in [*FEATURES, "prediction"] if (MODEL, f) not in found]
     if wrong or missing:
-        problems.append(f"model m: every series must count the {valid_m} valid events; wrong {wrong}, missing {missing}")
+        problems.append(
+            f"model m: every series must count the {valid_m} valid events; wrong {wrong}, missing {missing}"
+        )
     if found.get((MODEL, "error_rate")) != labelled:
-        problems.append(f"model m: error_rate counts {found.get((MODEL, 'error_rate'))} joined labels, expected "
-                        f"{labelled} (one per distinct labelled event: duplicates must not join)")
+        problems.append(
+            f"model m: error_rate counts {found.get((MODEL, 'error_rate'))} joined labels, expected "
+            f"{labelled} (one per distinct labelled event: duplicates must not join)"
+        )
 
     # The drift after the poison: one alert for m/f05, none before it, none for another feature.
     time.sleep(2)
@@ -910,11 +1054,19 @@ def test_forty_hostile_kinds_interleaved_with_valid_events(broker, topics, start
     by_feature = Counter(a["subject"] for a in alerts if a["data"]["kind"] != "multivariate")
     if by_feature != Counter({f"{MODEL}/f05": 1}):
         problems.append(f"alerts: expected exactly one, for {MODEL}/f05; got {dict(by_feature)}")
-    early = [a["subject"] for a in alerts if a["data"]["evidence"]["topic"] == topics.input
-             and a["data"]["evidence"]["to_offset"] < drift_from]
+    early = [
+        a["subject"]
+        for a in alerts
+        if a["data"]["evidence"]["topic"] == topics.input
+        and a["data"]["evidence"]["to_offset"] < drift_from
+    ]
     if early:
         problems.append(f"alerts raised before the drift (by the poison?): {early}")
-    multivariate = [a["subject"] for a in alerts if a["data"]["kind"] == "multivariate" and a["data"]["model"] != MODEL]
+    multivariate = [
+        a["subject"]
+        for a in alerts
+        if a["data"]["kind"] == "multivariate" and a["data"]["model"] != MODEL
+    ]
     if multivariate:
         problems.append(f"multivariate alerts on models other than m: {multivariate}")
 
@@ -937,12 +1089,21 @@ METRICS_MAX_BYTES = 2_000_000
 
 
 def flood_event(i: int, salt: str) -> bytes:
-    return json.dumps({"model": f"made-up-{salt}-{i:05d}", "event_id": f"flood-{i}",
-                       "features": {"a": (i % 97) / 10.0, "b": float(i % 13), "c": f"k{i % 7}"}}).encode()
+    return json.dumps(
+        {
+            "model": f"made-up-{salt}-{i:05d}",
+            "event_id": f"flood-{i}",
+            "features": {"a": (i % 97) / 10.0, "b": float(i % 13), "c": f"k{i % 7}"},
+        }
+    ).encode()
 
 
-def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_model(broker, topics, start_worker, redis_client):
-    worker = start_worker(max_models=FLOOD_MAX_MODELS, max_probation_models=FLOOD_MAX_PROBATION).wait_ready()
+def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_model(
+    broker, topics, start_worker, redis_client
+):
+    worker = start_worker(
+        max_models=FLOOD_MAX_MODELS, max_probation_models=FLOOD_MAX_PROBATION
+    ).wait_ready()
     pid = worker.pid
     assert pid is not None
     problems: list[str] = []
@@ -963,13 +1124,25 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
         # 50,000 single-event messages, every one a new model name, over every partition.
         salt = uuid.uuid4().hex[:6]
         flood = [flood_event(i, salt) for i in range(FLOOD)]
-        flood_positions = send(broker.bootstrap, topics.input, flood, key=None,
-                               partitions=[i % PARTITIONS for i in range(FLOOD)])
+        flood_positions = send(
+            broker.bootstrap,
+            topics.input,
+            flood,
+            key=None,
+            partitions=[i % PARTITIONS for i in range(FLOOD)],
+        )
 
         def flood_settled() -> bool:
             return events_total(worker, topics.input) + dead_letters_total(worker) >= FLOOD
 
-        if not soft_wait(lambda: processed(redis_client, topics, topics.input, ends_of(flood_positions)) and flood_settled(), 120, worker):
+        if not soft_wait(
+            lambda: (
+                processed(redis_client, topics, topics.input, ends_of(flood_positions))
+                and flood_settled()
+            ),
+            120,
+            worker,
+        ):
             problems.append(f"flood not processed within 120 s; worker running: {worker.running}")
         counted_flood = events_total(worker, topics.input) if worker.running else 0.0
 
@@ -979,12 +1152,28 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
         rng = np.random.default_rng(21)
         rows = rng.normal(size=(6_000, len(FEATURES)))
         rows[3_000:, FEATURES.index("f03")] += 2.0
-        stream = [json.dumps({"model": legit, "event_id": f"l-{i}", "features": dict(zip(FEATURES, row.tolist()))}).encode()
-                  for i, row in enumerate(rows)]
-        legit_positions = send(broker.bootstrap, topics.input, stream, key=legit, partitions=[0] * len(stream))
+        stream = [
+            json.dumps(
+                {
+                    "model": legit,
+                    "event_id": f"l-{i}",
+                    "features": dict(zip(FEATURES, row.tolist())),
+                }
+            ).encode()
+            for i, row in enumerate(rows)
+        ]
+        legit_positions = send(
+            broker.bootstrap, topics.input, stream, key=legit, partitions=[0] * len(stream)
+        )
         shift_from = legit_positions[3_000][1]
-        if not soft_wait(lambda: processed(redis_client, topics, topics.input, ends_of(legit_positions)), 90, worker):
-            problems.append(f"legitimate model not checkpointed within 90 s; worker running: {worker.running}")
+        if not soft_wait(
+            lambda: processed(redis_client, topics, topics.input, ends_of(legit_positions)),
+            90,
+            worker,
+        ):
+            problems.append(
+                f"legitimate model not checkpointed within 90 s; worker running: {worker.running}"
+            )
     finally:
         stop.set()
         sampler.join(timeout=5)
@@ -994,14 +1183,21 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
     problems += [f"state in Redis that cannot be restored: {u}" for u in unreadable[:20]]
     legit_counts = {f: found.get((legit, f)) for f in FEATURES}
     if any(c != len(stream) for c in legit_counts.values()):
-        problems.append(f"legitimate model locked out or miscounted: counts {legit_counts}, expected {len(stream)} each")
+        problems.append(
+            f"legitimate model locked out or miscounted: counts {legit_counts}, expected {len(stream)} each"
+        )
 
     # Every flood event counted or dead-lettered (an admission reason), nothing else.
-    letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=sent_dead_letters(worker), timeout=60)
+    letters = consume_all(
+        broker.bootstrap, topics.dlq, expect_at_least=sent_dead_letters(worker), timeout=60
+    )
     flood_offsets = set(flood_positions)
     flood_letters, other_letters = [], Counter()
     for m in letters:
-        source = (int(m.header("streamdrift-source-partition") or b"-1"), int(m.header("streamdrift-source-offset") or b"-1"))
+        source = (
+            int(m.header("streamdrift-source-partition") or b"-1"),
+            int(m.header("streamdrift-source-offset") or b"-1"),
+        )
         if source in flood_offsets:
             flood_letters.append(m)
         else:
@@ -1010,12 +1206,18 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
         problems.append(f"dead letters for the legitimate model's events: {dict(other_letters)}")
     reasons = Counter((m.header("streamdrift-reason") or b"").decode() for m in flood_letters)
     if not set(reasons) <= ADMISSION_REASONS:
-        problems.append(f"flood events dead-lettered for other than admission reasons: {dict(reasons)}")
+        problems.append(
+            f"flood events dead-lettered for other than admission reasons: {dict(reasons)}"
+        )
     if counted_flood + len(flood_letters) != FLOOD:
-        problems.append(f"flood: {counted_flood:.0f} counted + {len(flood_letters)} dead-lettered != {FLOOD} "
-                        f"(reasons {dict(reasons)})")
+        problems.append(
+            f"flood: {counted_flood:.0f} counted + {len(flood_letters)} dead-lettered != {FLOOD} "
+            f"(reasons {dict(reasons)})"
+        )
     if len(flood_letters) == 0:
-        problems.append(f"flood: none of {FLOOD} made-up models refused: admission bounds not applied")
+        problems.append(
+            f"flood: none of {FLOOD} made-up models refused: admission bounds not applied"
+        )
 
     # The legitimate model's shift is alerted, once; the flood raises nothing.
     time.sleep(2)
@@ -1023,7 +1225,11 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
     subjects = Counter(a["subject"] for a in alerts if a["data"]["kind"] != "multivariate")
     if subjects != Counter({f"{legit}/f03": 1}):
         problems.append(f"alerts: expected exactly one, for {legit}/f03; got {dict(subjects)}")
-    late = [a for a in alerts if a["subject"] == f"{legit}/f03" and a["data"]["evidence"]["to_offset"] < shift_from]
+    late = [
+        a
+        for a in alerts
+        if a["subject"] == f"{legit}/f03" and a["data"]["evidence"]["to_offset"] < shift_from
+    ]
     if late:
         problems.append(f"the {legit}/f03 alert precedes its shift: {late[0]['data']['evidence']}")
 
@@ -1032,7 +1238,9 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
         problems.append(f"worker RSS peaked at {max(peak):.0f} MB > {RSS_BOUND_MB} MB")
     if worker.running:
         page = worker.metrics_text(timeout=30)
-        model_lines = [line for line in page.splitlines() if 'model="' in line and not line.startswith("#")]
+        model_lines = [
+            line for line in page.splitlines() if 'model="' in line and not line.startswith("#")
+        ]
         models = {re.search(r'model="((?:[^"\\]|\\.)*)"', line).group(1) for line in model_lines}
         # Flood models never leave probation (1 event < probation_events): at most the probation
         # slots of each partition hold them, plus the one established (legitimate) model.
@@ -1040,15 +1248,21 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
         # Per model: a drift score per series (at most 20 features + the PCA monitor + the
         # error rate), joinable/joined counters, alert counters: 32 samples is generous.
         line_bound = model_bound * 32
-        print(f"flood: {counted_flood:.0f} counted, dead letters {dict(reasons)}; "
-              f"peak worker RSS {max(peak):.0f} MB; /metrics {len(page.encode())} bytes, "
-              f"{len(models)} models, {len(model_lines)} samples with a model label")
+        print(
+            f"flood: {counted_flood:.0f} counted, dead letters {dict(reasons)}; "
+            f"peak worker RSS {max(peak):.0f} MB; /metrics {len(page.encode())} bytes, "
+            f"{len(models)} models, {len(model_lines)} samples with a model label"
+        )
         if len(page.encode()) > METRICS_MAX_BYTES:
             problems.append(f"/metrics is {len(page.encode())} bytes > {METRICS_MAX_BYTES}")
         if len(models) > model_bound:
-            problems.append(f"/metrics names {len(models)} models > {model_bound} (probation slots + the legitimate one)")
+            problems.append(
+                f"/metrics names {len(models)} models > {model_bound} (probation slots + the legitimate one)"
+            )
         if len(model_lines) > line_bound:
-            problems.append(f"/metrics has {len(model_lines)} samples with a model label > {line_bound}")
+            problems.append(
+                f"/metrics has {len(model_lines)} samples with a model label > {line_bound}"
+            )
     problems += worker_health(worker, pid)
     problems += quiet_failures(worker)
     assert not problems, f"{len(problems)} problems:\n- " + "\n- ".join(problems)
@@ -1063,7 +1277,14 @@ def test_hostile_producer_keys_and_headers(broker, topics, start_worker, redis_c
     worker = start_worker().wait_ready()
     pid = worker.pid
     assert pid is not None
-    odd_keys: list[bytes | str | None] = [b"k" * 500_000, b"", None, b"\x00\xff\xfe\x00", "ключ-🔑", b"\n" * 1_000]
+    odd_keys: list[bytes | str | None] = [
+        b"k" * 500_000,
+        b"",
+        None,
+        b"\x00\xff\xfe\x00",
+        "ключ-🔑",
+        b"\n" * 1_000,
+    ]
     odd_headers: list[list[tuple[str, bytes | None]] | None] = [
         [(f"h{i}", b"v" * 10) for i in range(300)],
         [("empty", b""), ("none", None), ("binary", b"\x00\xff" * 1_000)],
@@ -1073,29 +1294,50 @@ def test_hostile_producer_keys_and_headers(broker, topics, start_worker, redis_c
         None,
     ]
     n = 600
-    values = [json.dumps({"model": "keyed", "features": {"x": float(i % 10), "y": f"c{i % 3}"}}).encode() for i in range(n)]
+    values = [
+        json.dumps({"model": "keyed", "features": {"x": float(i % 10), "y": f"c{i % 3}"}}).encode()
+        for i in range(n)
+    ]
     bad = b'{"model": 42, "features": {}}'  # invalid_model, with spoofed dead-letter headers
-    positions = send(broker.bootstrap, topics.input, [*values, bad],
-                     keys=[odd_keys[i % len(odd_keys)] for i in range(n)] + [b"spoof"],
-                     headers=[odd_headers[i % len(odd_headers)] for i in range(n)]
-                     + [[("streamdrift-reason", b"spoofed"), ("streamdrift-source-offset", b"-7")]])
+    positions = send(
+        broker.bootstrap,
+        topics.input,
+        [*values, bad],
+        keys=[odd_keys[i % len(odd_keys)] for i in range(n)] + [b"spoof"],
+        headers=[odd_headers[i % len(odd_headers)] for i in range(n)]
+        + [[("streamdrift-reason", b"spoofed"), ("streamdrift-source-offset", b"-7")]],
+    )
     problems: list[str] = []
-    if not soft_wait(lambda: processed(redis_client, topics, topics.input, ends_of(positions)), 60, worker):
+    if not soft_wait(
+        lambda: processed(redis_client, topics, topics.input, ends_of(positions)), 60, worker
+    ):
         problems.append(f"not checkpointed within 60 s; worker running: {worker.running}")
     unreadable: list[str] = []
     found = counts(redis_client, topics, unreadable)
     problems += [f"state in Redis that cannot be restored: {u}" for u in unreadable[:20]]
     if (found.get(("keyed", "x")), found.get(("keyed", "y"))) != (n, n):
-        problems.append(f"keyed: counts x={found.get(('keyed', 'x'))} y={found.get(('keyed', 'y'))}, expected {n} each")
+        problems.append(
+            f"keyed: counts x={found.get(('keyed', 'x'))} y={found.get(('keyed', 'y'))}, expected {n} each"
+        )
     letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=1, timeout=30)
     if len(letters) != 1:
-        problems.append(f"expected one dead letter (the invalid_model message), got {len(letters)}: "
-                        f"{[m.header('streamdrift-reason') for m in letters[:5]]}")
+        problems.append(
+            f"expected one dead letter (the invalid_model message), got {len(letters)}: "
+            f"{[m.header('streamdrift-reason') for m in letters[:5]]}"
+        )
     for letter in letters[:1]:
-        own = {k: [v for key, v in letter.headers if key == k] for k in ("streamdrift-reason", "streamdrift-source-offset")}
-        want = {"streamdrift-reason": [b"invalid_model"], "streamdrift-source-offset": [str(positions[-1][1]).encode()]}
+        own = {
+            k: [v for key, v in letter.headers if key == k]
+            for k in ("streamdrift-reason", "streamdrift-source-offset")
+        }
+        want = {
+            "streamdrift-reason": [b"invalid_model"],
+            "streamdrift-source-offset": [str(positions[-1][1]).encode()],
+        }
         if own != want:
-            problems.append(f"dead-letter headers {own}, expected exactly {want} (input headers must not pass for them)")
+            problems.append(
+                f"dead-letter headers {own}, expected exactly {want} (input headers must not pass for them)"
+            )
     problems += worker_health(worker, pid)
     problems += quiet_failures(worker)
     assert not problems, f"{len(problems)} problems:\n- " + "\n- ".join(problems)

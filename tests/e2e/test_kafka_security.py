@@ -81,7 +81,9 @@ class Secured:
             "STREAMDRIFT_KAFKA_SSL_CAFILE": str(self.ca.cert),
         }
 
-    def mtls_env(self, certificate: Certificate | None = None, key: Path | None = None) -> dict[str, str]:
+    def mtls_env(
+        self, certificate: Certificate | None = None, key: Path | None = None
+    ) -> dict[str, str]:
         certificate = certificate or self.client
         return {
             "STREAMDRIFT_KAFKA_BOOTSTRAP": self.broker.ssl_bootstrap,
@@ -96,9 +98,14 @@ class Secured:
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     """One secured single-node Kafka for this module, with its CA and client certificates."""
     pki = tmp_path_factory.mktemp("kafka-pki")
-    ca, other_ca = CertificateAuthority(pki / "ca", "ca"), CertificateAuthority(pki / "other", "other-ca")
+    ca, other_ca = (
+        CertificateAuthority(pki / "ca", "ca"),
+        CertificateAuthority(pki / "other", "other-ca"),
+    )
     server = ca.issue("broker", server=True)
-    security = KafkaSecurity(keystore=server.keystore, truststore=ca.cert, scram_users={SCRAM_USER: SCRAM_PASSWORD})
+    security = KafkaSecurity(
+        keystore=server.keystore, truststore=ca.cert, scram_users={SCRAM_USER: SCRAM_PASSWORD}
+    )
     broker = KafkaBroker(workdir=tmp_path_factory.mktemp("kafka-secured"), security=security)
     try:
         broker.start()
@@ -117,9 +124,16 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 def topics(secured: Secured, request: pytest.FixtureRequest) -> Topics:
     """This test's four topics and group (created as the super user; no ACL yet)."""
     base = unique_name(request)
-    names = Topics(input=f"{base}.input", labels=f"{base}.labels", alerts=f"{base}.alerts", dlq=f"{base}.dlq",
-                   group_id=f"sd-{base}")
-    create_topics(secured.broker.bootstrap, {getattr(names, role): n for role, n in TOPIC_PARTITIONS.items()})
+    names = Topics(
+        input=f"{base}.input",
+        labels=f"{base}.labels",
+        alerts=f"{base}.alerts",
+        dlq=f"{base}.dlq",
+        group_id=f"sd-{base}",
+    )
+    create_topics(
+        secured.broker.bootstrap, {getattr(names, role): n for role, n in TOPIC_PARTITIONS.items()}
+    )
     return names
 
 
@@ -134,7 +148,9 @@ def minimal_acls(topics: Topics) -> dict[str, tuple[ResourceType, str, AclOperat
     }
 
 
-def grant(broker: KafkaBroker, user: str, acls: list[tuple[ResourceType, str, AclOperation]]) -> None:
+def grant(
+    broker: KafkaBroker, user: str, acls: list[tuple[ResourceType, str, AclOperation]]
+) -> None:
     """Create ALLOW ACLs for ``User:<user>`` (as the super user) and wait until the broker applies them."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     bindings = [AclBinding(kind, name, ResourcePatternType.LITERAL, f"User:{user}", "*", operation,
@@ -143,7 +159,11 @@ def grant(broker: KafkaBroker, user: str, acls: list[tuple[ResourceType, str, Ac
         future.result(timeout=30)
     everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{user}", None,
                                   AclOperation.ANY, AclPermissionType.ANY)  # fmt: skip
-    wait_for(lambda: set(bindings) <= set(admin.describe_acls(everything).result(timeout=10)), 10, "the ACLs applied")
+    wait_for(
+        lambda: set(bindings) <= set(admin.describe_acls(everything).result(timeout=10)),
+        10,
+        "the ACLs applied",
+    )
 
 
 @pytest.fixture
@@ -160,7 +180,9 @@ def start(secured: Secured, topics: Topics, redis_server: EmbeddedRedis, tmp_pat
             **inherited, "PYTHONUNBUFFERED": "1", "STREAMDRIFT_REDIS_URL": redis_server.url, **topics.env(),
             "STREAMDRIFT_METRICS_PORT": str(free_port()), **WORKER_TEST_ENV, **kafka_env,
         }  # fmt: skip
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(workers)}.log", command=[*WORKER_COMMAND, *args])
+        worker = WorkerProcess(
+            env, tmp_path / f"worker-{len(workers)}.log", command=[*WORKER_COMMAND, *args]
+        )
         workers.append(worker)
         return worker.start()
 
@@ -182,21 +204,36 @@ def stream(n: int, shift_at: int) -> list[bytes]:
 EVENTS, SHIFT_AT = 4_000, 2_000
 
 
-def check_the_worker_works(secured: Secured, topics: Topics, worker: WorkerProcess, redis_url: str) -> None:
+def check_the_worker_works(
+    secured: Secured, topics: Topics, worker: WorkerProcess, redis_url: str
+) -> None:
     """Events in, every one checkpointed once, one drift alert and one dead letter out."""
     worker.wait_ready(timeout=90)
     bootstrap = secured.broker.bootstrap  # the harness produces and reads as the super user
     produce(bootstrap, topics.input, [*stream(EVENTS, SHIFT_AT)[:SHIFT_AT], b"{not json",
                                       *stream(EVENTS, SHIFT_AT)[SHIFT_AT:]], key="m")  # fmt: skip
-    produce(bootstrap, topics.labels, [json.dumps({"model": "m", "event_id": "e1", "label": 1}).encode()], key="m")
+    produce(
+        bootstrap,
+        topics.labels,
+        [json.dumps({"model": "m", "event_id": "e1", "label": 1}).encode()],
+        key="m",
+    )
     with redis.Redis.from_url(redis_url) as client:
+
         def count() -> int | None:
-            return read_status(client, topics.group_id)["models"].get("m", {}).get("x", {}).get("count")
+            return (
+                read_status(client, topics.group_id)["models"]
+                .get("m", {})
+                .get("x", {})
+                .get("count")
+            )
 
         wait_for(lambda: count() == EVENTS, 90, f"{EVENTS} events checkpointed")
         letters = consume_all(bootstrap, topics.dlq, expect_at_least=1)
         assert [m.value for m in letters] == [b"{not json"]
-        found = [json.loads(m.value) for m in consume_all(bootstrap, topics.alerts, expect_at_least=1)]
+        found = [
+            json.loads(m.value) for m in consume_all(bootstrap, topics.alerts, expect_at_least=1)
+        ]
         assert {a["subject"] for a in found} == {"m/x"}, found
         assert all(a["data"]["evidence"]["to_offset"] >= SHIFT_AT for a in found)
         time.sleep(1.5)  # nothing counted twice in a later checkpoint
@@ -204,7 +241,9 @@ def check_the_worker_works(secured: Secured, topics: Topics, worker: WorkerProce
     assert worker.running
     log = worker.log_path.read_text()
     listener = worker.env["STREAMDRIFT_KAFKA_BOOTSTRAP"]
-    assert f"Kafka at {listener}: protocol of Apache Kafka 4.0 or later" in log  # the start-up check's line
+    assert (
+        f"Kafka at {listener}: protocol of Apache Kafka 4.0 or later" in log
+    )  # the start-up check's line
     assert "not checked" not in log  # Kafka told every permission
     assert "Traceback" not in log and "ERROR" not in log
 
@@ -227,19 +266,29 @@ def test_a_worker_with_a_client_certificate_and_an_encrypted_key_works_over_mutu
     assert secret_leaks(tmp_path, SECRETS) == []
 
 
-def test_create_topics_uses_the_secured_client_settings(secured, start, redis_server, tmp_path, request):
+def test_create_topics_uses_the_secured_client_settings(
+    secured, start, redis_server, tmp_path, request
+):
     """``worker --create-topics`` creates missing topics over the worker's own SASL_SSL login
     (it used to connect without the security settings): CREATE on the four names is enough."""
     base = unique_name(request)
     fresh = Topics(input=f"{base}.input", labels=f"{base}.labels", alerts=f"{base}.alerts", dlq=f"{base}.dlq",
                    group_id=f"sd-{base}")  # fmt: skip
     acls = list(minimal_acls(fresh).values())
-    creates = [(ResourceType.TOPIC, name, AclOperation.CREATE) for name in (fresh.input, fresh.labels, fresh.alerts, fresh.dlq)]
+    creates = [
+        (ResourceType.TOPIC, name, AclOperation.CREATE)
+        for name in (fresh.input, fresh.labels, fresh.alerts, fresh.dlq)
+    ]
     grant(secured.broker, SCRAM_USER, acls + creates)
     worker = start(secured.sasl_env(), "--create-topics", "--partitions", "2", topics=fresh)
     check_the_worker_works(secured, fresh, worker, redis_server.url)
-    listed = AdminClient({"bootstrap.servers": secured.broker.bootstrap}).list_topics(timeout=10).topics
-    assert {name: len(listed[name].partitions) for name in (fresh.input, fresh.dlq)} == {fresh.input: 2, fresh.dlq: 2}
+    listed = (
+        AdminClient({"bootstrap.servers": secured.broker.bootstrap}).list_topics(timeout=10).topics
+    )
+    assert {name: len(listed[name].partitions) for name in (fresh.input, fresh.dlq)} == {
+        fresh.input: 2,
+        fresh.dlq: 2,
+    }
     assert secret_leaks(tmp_path, SECRETS) == []
 
 
@@ -253,7 +302,10 @@ def test_create_topics_without_create_permission_says_so(secured, start, tmp_pat
     output = worker.log_path.read_text()
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert worker.returncode == 1 and len(errors) == 1, output
-    assert "failed: Authorization failed" in errors[0] and "grant the worker's principal CREATE" in output
+    assert (
+        "failed: Authorization failed" in errors[0]
+        and "grant the worker's principal CREATE" in output
+    )
 
 
 REFUSALS = {
@@ -277,7 +329,9 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("case", REFUSALS)
-def test_a_refused_login_or_handshake_ends_the_worker_at_once_with_one_clear_line(secured, topics, start, tmp_path, case):
+def test_a_refused_login_or_handshake_ends_the_worker_at_once_with_one_clear_line(
+    secured, topics, start, tmp_path, case
+):
     grant(secured.broker, SCRAM_USER, list(minimal_acls(topics).values()))
     grant(secured.broker, TLS_USER, list(minimal_acls(topics).values()))
     environment, error, reason, hint = REFUSALS[case]
@@ -294,8 +348,12 @@ def test_a_refused_login_or_handshake_ends_the_worker_at_once_with_one_clear_lin
     assert secret_leaks(tmp_path, SECRETS) == []
 
 
-@pytest.mark.parametrize("lacking", ["group READ", "input READ", "alerts WRITE", "labels READ", "dlq WRITE"])
-def test_each_missing_acl_ends_the_worker_naming_the_permission_and_the_grant(secured, topics, start, tmp_path, lacking):
+@pytest.mark.parametrize(
+    "lacking", ["group READ", "input READ", "alerts WRITE", "labels READ", "dlq WRITE"]
+)
+def test_each_missing_acl_ends_the_worker_naming_the_permission_and_the_grant(
+    secured, topics, start, tmp_path, lacking
+):
     acls = minimal_acls(topics)
     kind, name, operation = acls.pop(lacking)
     grant(secured.broker, SCRAM_USER, list(acls.values()))
@@ -306,10 +364,14 @@ def test_each_missing_acl_ends_the_worker_naming_the_permission_and_the_grant(se
     resource = "group" if kind == ResourceType.GROUP else "topic"
     assert worker.returncode == 1, output
     assert len(errors) == 1, output
-    assert errors[0].endswith(f"does not allow User:{SCRAM_USER} {operation.name} on {resource} {name!r} "
-                              f"(STREAMDRIFT_{lacking.split()[0].replace('alerts', 'alert').upper()}"
-                              f"{'_ID' if resource == 'group' else '_TOPIC'})"), errors
-    grant_command = (f"--add --allow-principal User:{SCRAM_USER} --operation {operation.name.capitalize()} "
-                     f"--{resource} {name}")
+    assert errors[0].endswith(
+        f"does not allow User:{SCRAM_USER} {operation.name} on {resource} {name!r} "
+        f"(STREAMDRIFT_{lacking.split()[0].replace('alerts', 'alert').upper()}"
+        f"{'_ID' if resource == 'group' else '_TOPIC'})"
+    ), errors
+    grant_command = (
+        f"--add --allow-principal User:{SCRAM_USER} --operation {operation.name.capitalize()} "
+        f"--{resource} {name}"
+    )
     assert grant_command in output and "Traceback" not in output
     assert secret_leaks(tmp_path, SECRETS) == []

@@ -129,10 +129,14 @@ class MonitoringServer(ManagedProcess):
                 time.sleep(0.1)
             if self.running:
                 self.kill()
-                raise EmbeddedServerError(f"{self.name} not ready within {timeout:g} s.\n{self._log_report()}")
+                raise EmbeddedServerError(
+                    f"{self.name} not ready within {timeout:g} s.\n{self._log_report()}"
+                )
             if "address already in use" not in self._log_since_spawn():
                 break
-        raise EmbeddedServerError(f"{self.name} exited with status {self.returncode}.\n{self._log_report()}")
+        raise EmbeddedServerError(
+            f"{self.name} exited with status {self.returncode}.\n{self._log_report()}"
+        )
 
 
 class Prometheus(MonitoringServer):
@@ -142,12 +146,16 @@ class Prometheus(MonitoringServer):
         try:
             answer = http_json(url)
         except urllib.error.HTTPError as exc:
-            raise AssertionError(f"query {expr!r} failed: {exc.read().decode(errors='replace')}") from exc
+            raise AssertionError(
+                f"query {expr!r} failed: {exc.read().decode(errors='replace')}"
+            ) from exc
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
 
     def label_values(self, label: str, match: str) -> list[str]:
-        url = f"{self.url}/api/v1/label/{label}/values?" + urllib.parse.urlencode({"match[]": match})
+        url = f"{self.url}/api/v1/label/{label}/values?" + urllib.parse.urlencode(
+            {"match[]": match}
+        )
         return http_json(url)["data"]
 
     def alerts(self) -> list[dict[str, Any]]:
@@ -174,7 +182,9 @@ class Webhook:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, name="webhook", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="webhook", daemon=True
+        )
         self.thread.start()
 
     def close(self) -> None:
@@ -214,17 +224,26 @@ def short_for_rules() -> dict[str, Any]:
         for rule in group["rules"]:
             if "for" in rule:
                 rule["for"] = INTERVAL
-    strip = [[{k: v for k, v in r.items() if k != "for"} for r in g["rules"]] for g in shipped["groups"]]
-    assert strip == [[{k: v for k, v in r.items() if k != "for"} for r in g["rules"]] for g in variant["groups"]]
+    strip = [
+        [{k: v for k, v in r.items() if k != "for"} for r in g["rules"]] for g in shipped["groups"]
+    ]
+    assert strip == [
+        [{k: v for k, v in r.items() if k != "for"} for r in g["rules"]] for g in variant["groups"]
+    ]
     return variant
 
 
 def prometheus_config(worker_port: int, alertmanager_port: int, rules: Path) -> dict[str, Any]:
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "streamdrift"]
-    job.update(scrape_interval=INTERVAL, scrape_timeout=INTERVAL,
-               static_configs=[{"targets": [f"127.0.0.1:{worker_port}"]}])
-    config["global"].update(scrape_interval=INTERVAL, scrape_timeout=INTERVAL, evaluation_interval=INTERVAL)
+    job.update(
+        scrape_interval=INTERVAL,
+        scrape_timeout=INTERVAL,
+        static_configs=[{"targets": [f"127.0.0.1:{worker_port}"]}],
+    )
+    config["global"].update(
+        scrape_interval=INTERVAL, scrape_timeout=INTERVAL, evaluation_interval=INTERVAL
+    )
     config["scrape_configs"] = [job]
     config["rule_files"] = [str(rules)]
     (alertmanagers,) = config["alerting"]["alertmanagers"]
@@ -244,14 +263,18 @@ def alertmanager_config(webhook_port: int) -> dict[str, Any]:
 
     fast(config["route"], root=True)
     for receiver in config["receivers"]:
-        assert set(receiver) <= {"name", "webhook_configs"}, f"{receiver['name']}: only webhooks can be tested here"
+        assert set(receiver) <= {"name", "webhook_configs"}, (
+            f"{receiver['name']}: only webhooks can be tested here"
+        )
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = f"http://127.0.0.1:{webhook_port}/{receiver['name']}"
     return config
 
 
 def check(*command: str | Path) -> None:
-    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [str(c) for c in command], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
 
 
@@ -300,9 +323,13 @@ def resolve_variables(dashboard: dict[str, Any], prometheus: Prometheus) -> dict
         assert values, f"variable {var['name']}: {query!r} found no values"
         current = var["current"]["value"]
         if current in ("$__all", ["$__all"]):
-            variables[var["name"]] = var.get("allValue") or "(" + "|".join(map(re.escape, values)) + ")"
+            variables[var["name"]] = (
+                var.get("allValue") or "(" + "|".join(map(re.escape, values)) + ")"
+            )
         else:
-            assert current in values, f"variable {var['name']}: default {current!r} not among {values}"
+            assert current in values, (
+                f"variable {var['name']}: default {current!r} not among {values}"
+            )
             variables[var["name"]] = current
     return variables
 
@@ -312,7 +339,10 @@ def resolve_variables(dashboard: dict[str, Any], prometheus: Prometheus) -> dict
 
 def unbounded_labels(text: str, topics: Topics) -> list[str]:
     """Label values of the worker's metrics outside their bounded sets."""
-    input_topics = {topics.input: TOPIC_PARTITIONS["input"], topics.labels: TOPIC_PARTITIONS["labels"]}
+    input_topics = {
+        topics.input: TOPIC_PARTITIONS["input"],
+        topics.labels: TOPIC_PARTITIONS["labels"],
+    }
     allowed: dict[str, set[str]] = {
         "topic": set(input_topics),
         "partition": {str(p) for p in range(max(input_topics.values()))},
@@ -320,7 +350,8 @@ def unbounded_labels(text: str, topics: Topics) -> list[str]:
         "detector": set(DETECTOR_NAMES) | {PCA_KIND},
         "result": {"ok", "fenced", "lost", "error"},
         "model": {MODEL},  # bounded by max_models; here: the models produced
-        "feature": set(FEATURES) | {"prediction", ERROR_SERIES, MULTIVARIATE_SERIES},  # bounded by max_features_per_model
+        "feature": set(FEATURES)
+        | {"prediction", ERROR_SERIES, MULTIVARIATE_SERIES},  # bounded by max_features_per_model
     }
     problems = []
     for family in text_string_to_metric_families(text):
@@ -343,20 +374,32 @@ def stream(n: int, shift_at: int, seed: int = 7) -> list[bytes]:
     values[shift_at:, FEATURES.index(DRIFTING)] += 2.0
     now = time.time()
     return [
-        json.dumps({"model": MODEL, "event_id": f"e{i}", "timestamp": now,
-                    "features": dict(zip(FEATURES, row.tolist()))}).encode()
+        json.dumps(
+            {
+                "model": MODEL,
+                "event_id": f"e{i}",
+                "timestamp": now,
+                "features": dict(zip(FEATURES, row.tolist())),
+            }
+        ).encode()
         for i, row in enumerate(values)
     ]
 
 
 def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmanager(
-    broker, topics: Topics, start_worker: Callable[..., WorkerProcess], tmp_path: Path,
-    webhook: Webhook, monitoring_servers: list[MonitoringServer],
+    broker,
+    topics: Topics,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+    webhook: Webhook,
+    monitoring_servers: list[MonitoringServer],
 ) -> None:
     promtool = require_tool("promtool")
     amtool = require_tool("amtool")
     prometheus_bin = require_tool("prometheus")
-    alertmanager_bin = require_tool("prometheus-alertmanager", "alertmanager")  # Debian's name first
+    alertmanager_bin = require_tool(
+        "prometheus-alertmanager", "alertmanager"
+    )  # Debian's name first
 
     worker = start_worker()
 
@@ -365,11 +408,18 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
     am_config.write_text(yaml.safe_dump(alertmanager_config(webhook.port)))
     check(amtool, "check-config", am_config)
     (tmp_path / "alertmanager-data").mkdir()
-    alertmanager = MonitoringServer("alertmanager", lambda port: [
-        alertmanager_bin, f"--config.file={am_config}", f"--storage.path={tmp_path / 'alertmanager-data'}",
-        f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url=http://127.0.0.1:{port}/",
-        "--cluster.listen-address=",  # no clustering: nothing listens beyond the loopback web port
-    ], tmp_path)
+    alertmanager = MonitoringServer(
+        "alertmanager",
+        lambda port: [
+            alertmanager_bin,
+            f"--config.file={am_config}",
+            f"--storage.path={tmp_path / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}/",
+            "--cluster.listen-address=",  # no clustering: nothing listens beyond the loopback web port
+        ],
+        tmp_path,
+    )
     monitoring_servers.append(alertmanager)
     alertmanager.start()
 
@@ -378,28 +428,56 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
     rules = tmp_path / "streamdrift.rules.yml"
     rules.write_text(yaml.safe_dump(short_for_rules()))
     prom_config = tmp_path / "prometheus.yml"
-    prom_config.write_text(yaml.safe_dump(prometheus_config(worker.metrics_port, alertmanager.port, rules)))
+    prom_config.write_text(
+        yaml.safe_dump(prometheus_config(worker.metrics_port, alertmanager.port, rules))
+    )
     check(promtool, "check", "config", prom_config)  # also checks the rule file
-    prometheus = Prometheus("prometheus", lambda port: [
-        prometheus_bin, f"--config.file={prom_config}", f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
-        f"--web.listen-address=127.0.0.1:{port}", f"--web.external-url=http://127.0.0.1:{port}/",
-    ], tmp_path)
+    prometheus = Prometheus(
+        "prometheus",
+        lambda port: [
+            prometheus_bin,
+            f"--config.file={prom_config}",
+            f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.external-url=http://127.0.0.1:{port}/",
+        ],
+        tmp_path,
+    )
     monitoring_servers.append(prometheus)
     prometheus.start()
-    wait_for(lambda: prometheus.query('up{job="streamdrift"} == 1'), 20, "Prometheus scraping the worker")
+    wait_for(
+        lambda: prometheus.query('up{job="streamdrift"} == 1'), 20, "Prometheus scraping the worker"
+    )
 
     # the drift, and a few dead letters for the dashboard's dead-letter panel
-    produce(broker.bootstrap, topics.input, [b"{not json"] * 3 + stream(6_000, shift_at=3_000), key=MODEL)
+    produce(
+        broker.bootstrap,
+        topics.input,
+        [b"{not json"] * 3 + stream(6_000, shift_at=3_000),
+        key=MODEL,
+    )
 
     try:
         firing = wait_for(
-            lambda: [a for a in prometheus.alerts() if a["labels"]["alertname"] == DRIFT_ALERT and a["state"] == "firing"],
-            60, f"{DRIFT_ALERT} firing in Prometheus",
+            lambda: [
+                a
+                for a in prometheus.alerts()
+                if a["labels"]["alertname"] == DRIFT_ALERT and a["state"] == "firing"
+            ],
+            60,
+            f"{DRIFT_ALERT} firing in Prometheus",
         )
     except AssertionError as exc:
-        seen = {q: prometheus.query(q) for q in ("streamdrift_events_total", "streamdrift_alerts_total", "up")}
-        raise AssertionError(f"{exc}\nPrometheus has: {seen}\nworker log:\n{worker.log_tail(60)}") from None
-    assert {(a["labels"]["model"], a["labels"]["feature"]) for a in firing} == {(MODEL, DRIFTING)}, firing
+        seen = {
+            q: prometheus.query(q)
+            for q in ("streamdrift_events_total", "streamdrift_alerts_total", "up")
+        }
+        raise AssertionError(
+            f"{exc}\nPrometheus has: {seen}\nworker log:\n{worker.log_tail(60)}"
+        ) from None
+    assert {(a["labels"]["model"], a["labels"]["feature"]) for a in firing} == {
+        (MODEL, DRIFTING)
+    }, firing
     labels = firing[0]["labels"]
     assert labels["job"] == "streamdrift" and labels["severity"] == "warning"
     assert labels["detector"] in DETECTOR_NAMES
@@ -407,7 +485,9 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
 
     def delivered() -> list[tuple[str, dict[str, Any]]]:
         return [
-            (path, alert) for path, payload in list(webhook.received) for alert in payload["alerts"]
+            (path, alert)
+            for path, payload in list(webhook.received)
+            for alert in payload["alerts"]
             if alert["labels"]["alertname"] == DRIFT_ALERT and alert["status"] == "firing"
         ]
 
@@ -418,7 +498,12 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
     assert alert["annotations"]["summary"] == f"Drift detected on {MODEL}/{DRIFTING}"
 
     # every recording rule and every dashboard query returns data from this Prometheus
-    records = [r["record"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "record" in r]
+    records = [
+        r["record"]
+        for g in yaml.safe_load(RULES.read_text())["groups"]
+        for r in g["rules"]
+        if "record" in r
+    ]
     dashboard = json.loads(DASHBOARD.read_text())
     variables = resolve_variables(dashboard, prometheus)
     assert variables["job"] == "streamdrift"
@@ -439,7 +524,9 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
 
     # the worker's metrics pass promtool's lint, with bounded label values
     text = worker.metrics_text()
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     for family in text_string_to_metric_families(text):
         assert family.name.startswith("streamdrift_"), family.name

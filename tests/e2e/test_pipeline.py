@@ -27,18 +27,31 @@ from streams.ops.status import read_status
 pytestmark = pytest.mark.e2e
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
-ALERT_SCHEMA = json.loads((Path(__file__).parents[2] / "streams" / "schemas" / "drift-alert.schema.json").read_text())
+ALERT_SCHEMA = json.loads(
+    (Path(__file__).parents[2] / "streams" / "schemas" / "drift-alert.schema.json").read_text()
+)
 
 
-def events(n: int, *, model: str = "m", seed: int = 0, shift: dict[str, float] | None = None,
-           shift_at: int = 0, start: int = 0) -> list[dict[str, Any]]:
+def events(
+    n: int,
+    *,
+    model: str = "m",
+    seed: int = 0,
+    shift: dict[str, float] | None = None,
+    shift_at: int = 0,
+    start: int = 0,
+) -> list[dict[str, Any]]:
     """``n`` events of 20 N(0, 1) features; features in ``shift`` move by that many σ from ``shift_at``."""
     rng = np.random.default_rng(seed)
     values = rng.normal(size=(n, len(FEATURES)))
     for name, sigmas in (shift or {}).items():
         values[shift_at:, FEATURES.index(name)] += sigmas
     return [
-        {"model": model, "event_id": f"{model}-{start + i}", "features": dict(zip(FEATURES, row.tolist()))}
+        {
+            "model": model,
+            "event_id": f"{model}-{start + i}",
+            "features": dict(zip(FEATURES, row.tolist())),
+        }
         for i, row in enumerate(values)
     ]
 
@@ -46,7 +59,7 @@ def events(n: int, *, model: str = "m", seed: int = 0, shift: dict[str, float] |
 def encode(items: list[dict[str, Any]], batch: int = 1) -> list[bytes]:
     if batch == 1:
         return [json.dumps(e).encode() for e in items]
-    return [json.dumps(items[i:i + batch]).encode() for i in range(0, len(items), batch)]
+    return [json.dumps(items[i : i + batch]).encode() for i in range(0, len(items), batch)]
 
 
 def counts(client: redis.Redis, topics: Topics) -> dict[tuple[str, str], int]:
@@ -64,7 +77,11 @@ def test_abrupt_shift_alerts_once_for_that_feature_only(broker, topics, start_wo
     worker = start_worker().wait_ready()
     stream = events(20_000, seed=1, shift={"f07": 1.5}, shift_at=10_000)
     produce(broker.bootstrap, topics.input, encode(stream), key="m")
-    wait_for(lambda: counts(redis_client, topics).get(("m", "f00")) == 20_000, 120, "20,000 events checkpointed")
+    wait_for(
+        lambda: counts(redis_client, topics).get(("m", "f00")) == 20_000,
+        120,
+        "20,000 events checkpointed",
+    )
     found = alerts(broker, topics)
     assert [a["subject"] for a in found] == ["m/f07"], found
     alert = found[0]
@@ -72,17 +89,25 @@ def test_abrupt_shift_alerts_once_for_that_feature_only(broker, topics, start_wo
     assert alert["specversion"] == "1.0" and alert["type"] == "io.streamdrift.drift.detected"
     data = alert["data"]
     assert data["feature"] == "f07" and data["model"] == "m"
-    assert 10_000 <= data["evidence"]["to_offset"] < 11_000, data["evidence"]  # detected soon after the shift
+    assert 10_000 <= data["evidence"]["to_offset"] < 11_000, data[
+        "evidence"
+    ]  # detected soon after the shift
     assert data["current"]["mean"] - data["reference"]["mean"] > 0.5
     assert worker.running
 
 
 @pytest.mark.brokers("tansu", "kafka")
-def test_stationary_stream_of_100k_events_raises_no_alert(broker, topics, start_worker, redis_client):
+def test_stationary_stream_of_100k_events_raises_no_alert(
+    broker, topics, start_worker, redis_client
+):
     start_worker().wait_ready()
     stream = events(100_000, seed=2)
     produce(broker.bootstrap, topics.input, encode(stream, batch=50), key="m")
-    wait_for(lambda: counts(redis_client, topics).get(("m", "f19")) == 100_000, 240, "100,000 events checkpointed")
+    wait_for(
+        lambda: counts(redis_client, topics).get(("m", "f19")) == 100_000,
+        240,
+        "100,000 events checkpointed",
+    )
     assert alerts(broker, topics) == []
     assert all(count == 100_000 for count in counts(redis_client, topics).values())
 
@@ -97,21 +122,41 @@ BAD_MESSAGES: list[tuple[bytes, str]] = [
     (b'{"model": "m", "features": {"a": 1e999}}', "non_finite_value"),
     (b'{"model": "m", "features": {"a": NaN}}', "malformed_json"),
     (b'"just a string"', "not_an_object"),
-    (json.dumps({"model": "m", "features": {f"x{i}": i for i in range(600)}}).encode(), "too_many_features"),
+    (
+        json.dumps({"model": "m", "features": {f"x{i}": i for i in range(600)}}).encode(),
+        "too_many_features",
+    ),
     (json.dumps({"model": "m", "features": {"f00": "x" * 150_000}}).encode(), "oversize_message"),
     (b'{"model": "m", "features": {"f00": "text"}}', "feature_type_changed"),
 ]
 
 
 @pytest.mark.brokers("tansu", "kafka")
-def test_bad_input_goes_to_the_dead_letter_topic_and_valid_events_continue(broker, topics, start_worker, redis_client):
+def test_bad_input_goes_to_the_dead_letter_topic_and_valid_events_continue(
+    broker, topics, start_worker, redis_client
+):
     worker = start_worker(max_message_bytes=100_000).wait_ready()
     good = events(3_000, seed=3)
-    bad_batch = json.dumps([good[0] | {"event_id": "ok-1"}, {"model": "m", "features": {"f00": {}}}, good[1] | {"event_id": "ok-2"}]).encode()
-    values = encode(good[:1_500]) + [value for value, _ in BAD_MESSAGES] + [bad_batch] + encode(good[1_500:])
+    bad_batch = json.dumps(
+        [
+            good[0] | {"event_id": "ok-1"},
+            {"model": "m", "features": {"f00": {}}},
+            good[1] | {"event_id": "ok-2"},
+        ]
+    ).encode()
+    values = (
+        encode(good[:1_500])
+        + [value for value, _ in BAD_MESSAGES]
+        + [bad_batch]
+        + encode(good[1_500:])
+    )
     produce(broker.bootstrap, topics.input, values, key="m")
     valid = 3_000 + 2
-    wait_for(lambda: counts(redis_client, topics).get(("m", "f00")) == valid, 120, f"{valid} valid events checkpointed")
+    wait_for(
+        lambda: counts(redis_client, topics).get(("m", "f00")) == valid,
+        120,
+        f"{valid} valid events checkpointed",
+    )
 
     letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=len(BAD_MESSAGES) + 1)
     assert len(letters) == len(BAD_MESSAGES) + 1
@@ -122,7 +167,10 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_valid_events_continue(broke
         assert letter.header("streamdrift-source-topic") == topics.input.encode()
         assert letter.header("streamdrift-source-offset") is not None
     element = [m for m in letters if m.header("streamdrift-batch-index") == b"1"]
-    assert len(element) == 1 and json.loads(element[0].value) == {"model": "m", "features": {"f00": {}}}
+    assert len(element) == 1 and json.loads(element[0].value) == {
+        "model": "m",
+        "features": {"f00": {}},
+    }
     assert element[0].header("streamdrift-reason") == b"invalid_feature_value"
 
     metrics = worker.metrics_text()
@@ -131,7 +179,9 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_valid_events_continue(broke
 
 
 @pytest.mark.brokers("tansu", "kafka")
-def test_kill_9_and_restart_count_every_valid_event_exactly_once(broker, topics, start_worker, redis_client):
+def test_kill_9_and_restart_count_every_valid_event_exactly_once(
+    broker, topics, start_worker, redis_client
+):
     worker = start_worker(checkpoint_every_events=2_000).wait_ready()
     total = 40_000
     stream = [e | {"model": f"m{i % 3}"} for i, e in enumerate(events(total, seed=4))]
@@ -139,7 +189,9 @@ def test_kill_9_and_restart_count_every_valid_event_exactly_once(broker, topics,
     produce(broker.bootstrap, topics.input, encode(stream), keys=[e["model"] for e in stream])
 
     def processed() -> int:
-        return sum(c for (model, feature), c in counts(redis_client, topics).items() if feature == "f00")
+        return sum(
+            c for (model, feature), c in counts(redis_client, topics).items() if feature == "f00"
+        )
 
     wait_for(lambda: processed() >= 8_000, 120, "a first part checkpointed")
     worker.kill()  # SIGKILL mid-stream: no final checkpoint, no LeaveGroup
@@ -154,7 +206,9 @@ def test_kill_9_and_restart_count_every_valid_event_exactly_once(broker, topics,
 
 
 @pytest.mark.brokers("tansu", "kafka")
-def test_error_rate_jump_raises_a_performance_drift_alert(broker, topics, start_worker, redis_client):
+def test_error_rate_jump_raises_a_performance_drift_alert(
+    broker, topics, start_worker, redis_client
+):
     start_worker().wait_ready()
     rng = np.random.default_rng(5)
     n, jump = 8_000, 4_000
@@ -163,14 +217,26 @@ def test_error_rate_jump_raises_a_performance_drift_alert(broker, topics, start_
     wrong = rng.uniform(size=n) < error_rate
     labels = np.where(wrong, predictions < 0.5, predictions >= 0.5).astype(int)
     stream = [
-        {"model": "clf", "event_id": f"e{i}", "features": {"x": float(rng.normal())}, "prediction": float(predictions[i])}
+        {
+            "model": "clf",
+            "event_id": f"e{i}",
+            "features": {"x": float(rng.normal())},
+            "prediction": float(predictions[i]),
+        }
         for i in range(n)
     ]
     produce(broker.bootstrap, topics.input, encode(stream), key="clf")
-    wait_for(lambda: counts(redis_client, topics).get(("clf", "x")) == n, 120, "predictions checkpointed")
-    label_values = [json.dumps({"model": "clf", "event_id": f"e{i}", "label": int(labels[i])}).encode() for i in range(n)]
+    wait_for(
+        lambda: counts(redis_client, topics).get(("clf", "x")) == n, 120, "predictions checkpointed"
+    )
+    label_values = [
+        json.dumps({"model": "clf", "event_id": f"e{i}", "label": int(labels[i])}).encode()
+        for i in range(n)
+    ]
     produce(broker.bootstrap, topics.labels, label_values, key="clf")
-    wait_for(lambda: counts(redis_client, topics).get(("clf", "error_rate")) == n, 120, "labels joined")
+    wait_for(
+        lambda: counts(redis_client, topics).get(("clf", "error_rate")) == n, 120, "labels joined"
+    )
     found = [a for a in alerts(broker, topics) if a["data"]["kind"] == "performance"]
     assert [a["subject"] for a in found] == ["clf/error_rate"], found
     evidence = found[0]["data"]["evidence"]
@@ -179,7 +245,9 @@ def test_error_rate_jump_raises_a_performance_drift_alert(broker, topics, start_
     assert reference["error_rate"] < 0.2 < current["error_rate"], (reference, current)
 
 
-def test_a_variance_change_is_caught_by_the_reference_window_tests(broker, topics, start_worker, redis_client, tmp_path):
+def test_a_variance_change_is_caught_by_the_reference_window_tests(
+    broker, topics, start_worker, redis_client, tmp_path
+):
     """The mean stays put, the spread grows 2.5x: ADWIN on the mean is blind, the window tests
     compare each window's distribution with the reference and alert once. (With the defaults,
     the CUSUM bank and the multivariate monitor see it too.)"""
@@ -191,7 +259,11 @@ def test_a_variance_change_is_caught_by_the_reference_window_tests(broker, topic
     for event in stream[9_000:]:
         event["features"]["f05"] = float(rng.normal(0.0, 2.5))
     produce(broker.bootstrap, topics.input, encode(stream), key="m")
-    wait_for(lambda: counts(redis_client, topics).get(("m", "f00")) == 16_000, 120, "16,000 events checkpointed")
+    wait_for(
+        lambda: counts(redis_client, topics).get(("m", "f00")) == 16_000,
+        120,
+        "16,000 events checkpointed",
+    )
     found = alerts(broker, topics)
     assert [(a["subject"], a["data"]["detector"]) for a in found] == [("m/f05", "window")], found
     data = found[0]["data"]
@@ -210,13 +282,35 @@ def test_a_stored_baseline_is_the_reference_of_its_model_version_from_the_first_
     rng = np.random.default_rng(8)
     training = tmp_path / "train.csv"
     training.write_text(
-        "\n".join([",".join([*FEATURES, "label"])]
-                  + [",".join(f"{v:.6f}" for v in row) + ",1" for row in rng.normal(size=(20_000, len(FEATURES)))])
+        "\n".join(
+            [",".join([*FEATURES, "label"])]
+            + [
+                ",".join(f"{v:.6f}" for v in row) + ",1"
+                for row in rng.normal(size=(20_000, len(FEATURES)))
+            ]
+        )
     )
     env = {**os.environ, "STREAMDRIFT_REDIS_URL": redis_server.url}
     built = subprocess.run(
-        [sys.executable, "-m", "streams.ops.cli", "baseline", "build", "-m", model, "-v", "v7", "--from", str(training), "-x", "label"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "streams.ops.cli",
+            "baseline",
+            "build",
+            "-m",
+            model,
+            "-v",
+            "v7",
+            "--from",
+            str(training),
+            "-x",
+            "label",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert built.returncode == 0, built.stderr
     revision = BaselineStore(redis_client).get(model, "v7").revision
@@ -228,12 +322,20 @@ def test_a_stored_baseline_is_the_reference_of_its_model_version_from_the_first_
     stream = []
     for version, seed in (("v7", 81), ("v8", 82)):
         for event in events(6_000, model=model, seed=seed, shift={"f03": 0.5}):
-            stream.append({**event, "model_version": version, "event_id": f"{version}-{event['event_id']}"})
+            stream.append(
+                {**event, "model_version": version, "event_id": f"{version}-{event['event_id']}"}
+            )
     produce(broker.bootstrap, topics.input, encode(stream, batch=20), key=model)
-    wait_for(lambda: counts(redis_client, topics).get((model, "f00")) == 12_000, 120, "12,000 events checkpointed")
+    wait_for(
+        lambda: counts(redis_client, topics).get((model, "f00")) == 12_000,
+        120,
+        "12,000 events checkpointed",
+    )
 
     found = alerts(broker, topics)
-    assert [(a["subject"], a["data"]["model_version"]) for a in found] == [(f"{model}/f03", "v7")], found
+    assert [(a["subject"], a["data"]["model_version"]) for a in found] == [
+        (f"{model}/f03", "v7")
+    ], found
     data = found[0]["data"]
     jsonschema.validate(found[0], ALERT_SCHEMA)
     assert data["reference_source"] == f"{model}/v7 r{revision}"

@@ -37,13 +37,26 @@ def drifting_events(n: int, shift_at: int, seed: int = 5) -> list[bytes]:
     values = rng.normal(size=(n, len(FEATURES)))
     values[shift_at:, 0] += 1.5
     channels = rng.choice(CHANNELS, p=[0.6, 0.3, 0.1], size=n)
-    return [json.dumps({"model": "fraud", "model_version": "3", "event_id": f"e-{i}",
-                        "features": {**dict(zip(FEATURES, row.tolist())), "channel": str(channel)}}).encode()
-            for i, (row, channel) in enumerate(zip(values, channels))]
+    return [
+        json.dumps(
+            {
+                "model": "fraud",
+                "model_version": "3",
+                "event_id": f"e-{i}",
+                "features": {**dict(zip(FEATURES, row.tolist())), "channel": str(channel)},
+            }
+        ).encode()
+        for i, (row, channel) in enumerate(zip(values, channels))
+    ]
 
 
 def checkpointed(client: redis.Redis, topics: Topics) -> int:
-    return read_status(client, topics.group_id)["models"].get("fraud", {}).get("amount", {}).get("count", 0)
+    return (
+        read_status(client, topics.group_id)["models"]
+        .get("fraud", {})
+        .get("amount", {})
+        .get("count", 0)
+    )
 
 
 def png_pixels(path: Path) -> np.ndarray:
@@ -53,8 +66,10 @@ def png_pixels(path: Path) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     position, chunks = 8, []
     while position < len(data):
-        (length,) = struct.unpack(">I", data[position:position + 4])
-        chunks.append((data[position + 4:position + 8], data[position + 8:position + 8 + length]))
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        chunks.append(
+            (data[position + 4 : position + 8], data[position + 8 : position + 8 + length])
+        )
         position += 12 + length
     header = next(body for kind, body in chunks if kind == b"IHDR")
     compressed = b"".join(body for kind, body in chunks if kind == b"IDAT")
@@ -77,7 +92,11 @@ def _unfilter(kind: int, line: np.ndarray, previous: np.ndarray, bpp: int) -> np
     if kind == 0:
         return line.copy()
     if kind == 1:  # each byte adds the one bpp before it: a running sum per channel
-        return (np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.int64) % 256).astype(np.uint8).ravel()
+        return (
+            (np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.int64) % 256)
+            .astype(np.uint8)
+            .ravel()
+        )
     if kind == 2:
         return line + previous
     out, up = bytearray(len(line)), previous.tolist()
@@ -98,35 +117,67 @@ def chromium(*args: str) -> subprocess.CompletedProcess:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "headless Chromium is required: `make system-deps` (Debian package chromium)"
     return subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-         "--enable-logging=stderr", "--v=0", *args],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
-def test_the_report_of_a_drifting_stream_renders_with_its_plots(broker, topics, start_worker, redis_client, redis_server, tmp_path):
+def test_the_report_of_a_drifting_stream_renders_with_its_plots(
+    broker, topics, start_worker, redis_client, redis_server, tmp_path
+):
     start_worker(history_interval_s=0, checkpoint_every_events=1_000).wait_ready()
     stream = drifting_events(12_000, shift_at=6_000)
     for chunk in range(0, len(stream), 3_000):  # a few seconds apart: the history spans time
-        produce(broker.bootstrap, topics.input, stream[chunk:chunk + 3_000], key="fraud")
+        produce(broker.bootstrap, topics.input, stream[chunk : chunk + 3_000], key="fraud")
         time.sleep(1.5)
-    wait_for(lambda: checkpointed(redis_client, topics) == 12_000, 120, "12,000 events checkpointed")
-    found = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts, expect_at_least=1, timeout=60)]
+    wait_for(
+        lambda: checkpointed(redis_client, topics) == 12_000, 120, "12,000 events checkpointed"
+    )
+    found = [
+        json.loads(m.value)
+        for m in consume_all(broker.bootstrap, topics.alerts, expect_at_least=1, timeout=60)
+    ]
     assert "fraud/amount" in {a["subject"] for a in found}, found
 
     out = tmp_path / "report.html"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMDRIFT_")}, **topics.env(),
-           "STREAMDRIFT_KAFKA_BOOTSTRAP": broker.bootstrap, "STREAMDRIFT_REDIS_URL": redis_server.url}
-    result = subprocess.run([sys.executable, "-m", "streams", "report", "--model", "fraud", "--out", str(out)],
-                            capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("STREAMDRIFT_")},
+        **topics.env(),
+        "STREAMDRIFT_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "STREAMDRIFT_REDIS_URL": redis_server.url,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "report", "--model", "fraud", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr
     html = out.read_text()
-    plots = 2 * 4 + 1  # per feature a distribution and a drift score; the multivariate monitor's score
+    plots = (
+        2 * 4 + 1
+    )  # per feature a distribution and a drift score; the multivariate monitor's score
     assert html.count("<svg") == plots
     assert "fraud/amount" not in html and "io.streamdrift" not in html  # alerts shown, not dumped
     assert '<h2 id="feature-0">amount</h2>' in html, "the drifted feature comes first"
-    amount = html[html.index('id="feature-0"'):html.index('id="feature-1"')]
-    assert "<td>detected</td><td>3</td>" in amount and 'stroke-dasharray="4 2"' in amount  # table and marker
+    amount = html[html.index('id="feature-0"') : html.index('id="feature-1"')]
+    assert (
+        "<td>detected</td><td>3</td>" in amount and 'stroke-dasharray="4 2"' in amount
+    )  # table and marker
 
     screenshot = tmp_path / "report.png"
     shot = chromium(f"--screenshot={screenshot}", "--window-size=1200,2000", out.as_uri())
@@ -138,6 +189,8 @@ def test_the_report_of_a_drifting_stream_renders_with_its_plots(broker, topics, 
     pixels = png_pixels(screenshot)[..., :3].astype(np.int16)
     assert pixels.shape[:2] == (2000, 1200)
     ink = (pixels.min(axis=2) < 200).mean()
-    red = ((pixels[..., 0] > 170) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)).sum()  # latest window, alert markers
+    red = (
+        (pixels[..., 0] > 170) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
+    ).sum()  # latest window, alert markers
     blue = ((pixels[..., 2] > 150) & (pixels[..., 0] < 80)).sum()  # the reference curves
     assert ink > 0.01 and red > 200 and blue > 200, (ink, red, blue)

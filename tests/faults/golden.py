@@ -59,8 +59,14 @@ def stream(n: int, seed: int = 0) -> tuple[list[bytes], list[str]]:
     shift = np.array([m == "fraud" for m in models]) & (np.arange(n) >= n // 2)
     values[shift, 3] += 2.0
     bodies = [
-        json.dumps({"model": m, "event_id": f"{m}-{i}", "features": dict(zip(FEATURES, row.tolist())),
-                    "prediction": float(abs(row[0]) % 1)}).encode()
+        json.dumps(
+            {
+                "model": m,
+                "event_id": f"{m}-{i}",
+                "features": dict(zip(FEATURES, row.tolist())),
+                "prediction": float(abs(row[0]) % 1),
+            }
+        ).encode()
         for i, (m, row) in enumerate(zip(models, values))
     ]
     return bodies, models
@@ -79,8 +85,10 @@ class Golden:
         for partition, records in by_partition.items():
             state = self.states[partition] = PartitionState(topics.input, partition, 1, None)
             for start in range(0, len(records), 1000):
-                outcome = processor.process(state, records[start:start + 1000])
-                self.alert_ids |= {alert_id(topics.group_id, topics.input, partition, f) for f in outcome.findings}
+                outcome = processor.process(state, records[start : start + 1000])
+                self.alert_ids |= {
+                    alert_id(topics.group_id, topics.input, partition, f) for f in outcome.findings
+                }
 
 
 def deterministic(summary: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +98,11 @@ def deterministic(summary: dict[str, Any]) -> dict[str, Any]:
     the golden replay, and merging moments batch-wise changes the last bits.
     """
     keep = ("kind", "count", "missing", "mean", "std", "min", "max", "episodes")
-    detectors = {name: d for name, d in summary.get("detectors", {}).items() if name in ("adwin", "page_hinkley", "cusum")}
+    detectors = {
+        name: d
+        for name, d in summary.get("detectors", {}).items()
+        if name in ("adwin", "page_hinkley", "cusum")
+    }
     flat = {k: summary.get(k) for k in keep}
     for name, state in detectors.items():
         flat |= {f"{name}.{k}": v for k, v in state.items()}
@@ -103,7 +115,9 @@ def _rounded(value: Any) -> Any:
     return [_rounded(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def stored(client: redis.Redis, topics: Topics, partition: int) -> tuple[int | None, dict[str, dict[str, Any]]]:
+def stored(
+    client: redis.Redis, topics: Topics, partition: int
+) -> tuple[int | None, dict[str, dict[str, Any]]]:
     ckpt, state = KeyLayout(topics.group_id).keys(topics.input, partition)
     offset = client.hget(ckpt, "offset")
     series = {
@@ -117,7 +131,9 @@ def stored(client: redis.Redis, topics: Topics, partition: int) -> tuple[int | N
 def assert_state_matches(client: redis.Redis, topics: Topics, golden: Golden) -> None:
     for partition, state in golden.states.items():
         offset, series = stored(client, topics, partition)
-        assert offset == state.next_offset, f"partition {partition}: checkpointed offset {offset} != {state.next_offset}"
+        assert offset == state.next_offset, (
+            f"partition {partition}: checkpointed offset {offset} != {state.next_offset}"
+        )
         want = {name: deterministic(m.summary()) for name, m in state.monitors.items()}
         assert series.keys() == want.keys()
         for name in want:
@@ -126,10 +142,14 @@ def assert_state_matches(client: redis.Redis, topics: Topics, golden: Golden) ->
 
 def assert_alerts_match(broker, topics: Topics, golden: Golden) -> None:
     copies: dict[str, set[bytes]] = defaultdict(set)
-    for m in consume_all(broker.bootstrap, topics.alerts, expect_at_least=len(golden.alert_ids), timeout=60):
+    for m in consume_all(
+        broker.bootstrap, topics.alerts, expect_at_least=len(golden.alert_ids), timeout=60
+    ):
         copies[json.loads(m.value)["id"]].add(m.value)
     assert set(copies) == golden.alert_ids, "alerts differ from the golden replay's"
-    assert all(len(bodies) == 1 for bodies in copies.values()), "an id was published with different bodies"
+    assert all(len(bodies) == 1 for bodies in copies.values()), (
+        "an id was published with different bodies"
+    )
 
 
 Ends = dict[int, int]  # partition -> next offset past its last record
@@ -143,15 +163,23 @@ def ends_of(delivered: list[tuple[int, int]]) -> Ends:
     return ends
 
 
-def checkpointed_offsets(client: redis.Redis, topics: Topics, partitions: Iterable[int]) -> dict[int, int | None]:
+def checkpointed_offsets(
+    client: redis.Redis, topics: Topics, partitions: Iterable[int]
+) -> dict[int, int | None]:
     layout = KeyLayout(topics.group_id)
     offsets = {p: client.hget(layout.keys(topics.input, p)[0], "offset") for p in partitions}
     return {p: int(offset) if offset else None for p, offset in offsets.items()}
 
 
 def wait_until_caught_up(
-    client: redis.Redis, topics: Topics, ends: Ends, timeout: float = RECOVERY_S, *, fault: str | None = None,
-    since: float | None = None, **figures: float,
+    client: redis.Redis,
+    topics: Topics,
+    ends: Ends,
+    timeout: float = RECOVERY_S,
+    *,
+    fault: str | None = None,
+    since: float | None = None,
+    **figures: float,
 ) -> None:
     """Wait until every partition's checkpoint covers its last record (I5).
 
@@ -170,7 +198,13 @@ def wait_until_caught_up(
         if offsets == ends:
             if fault is not None:
                 backlog = sum(ends[p] - (first[p] or 0) for p in ends)
-                report(fault, resumed_s=resumed, caught_up_s=time.monotonic() - since, backlog=backlog, **figures)
+                report(
+                    fault,
+                    resumed_s=resumed,
+                    caught_up_s=time.monotonic() - since,
+                    backlog=backlog,
+                    **figures,
+                )
             return
         time.sleep(0.1)
     raise AssertionError(f"not caught up within {timeout} s")
@@ -180,7 +214,9 @@ def report(fault: str, **figures: float) -> None:
     """Append one line of recovery figures to ``STREAMDRIFT_FAULT_REPORT`` (if set)."""
     if REPORT:
         with open(REPORT, "a") as out:
-            out.write(json.dumps({"fault": fault, **{k: round(v, 2) for k, v in figures.items()}}) + "\n")
+            out.write(
+                json.dumps({"fault": fault, **{k: round(v, 2) for k, v in figures.items()}}) + "\n"
+            )
 
 
 def assert_exact(broker, client: redis.Redis, topics: Topics, ends: Ends) -> None:
@@ -191,7 +227,12 @@ def assert_exact(broker, client: redis.Redis, topics: Topics, ends: Ends) -> Non
 
 
 def assert_recovered_exactly(
-    broker, client: redis.Redis, topics: Topics, ends: Ends, timeout: float = RECOVERY_S, **recovery: Any
+    broker,
+    client: redis.Redis,
+    topics: Topics,
+    ends: Ends,
+    timeout: float = RECOVERY_S,
+    **recovery: Any,
 ) -> None:
     """I5 then I1-I3. ``recovery``: the fault's name and figures for :func:`wait_until_caught_up`."""
     wait_until_caught_up(client, topics, ends, timeout, **recovery)
@@ -205,11 +246,22 @@ def produce_stream(broker, topics: Topics, n: int, seed: int = 0) -> Ends:
     return ends_of(produce(broker.bootstrap, topics.input, bodies, keys=models))
 
 
-def produce_slowly(broker, topics: Topics, bodies: list[bytes], models: list[str], seconds: float,
-                    delivered: list[tuple[int, int]]) -> None:
+def produce_slowly(
+    broker,
+    topics: Topics,
+    bodies: list[bytes],
+    models: list[str],
+    seconds: float,
+    delivered: list[tuple[int, int]],
+) -> None:
     """Produce ``bodies`` (keyed by model) in half-second chunks over ``seconds``; append each
     record's (partition, offset) to ``delivered``. Run in a thread to keep a load on."""
     chunk = max(1, len(bodies) // int(seconds * 2))
     for start in range(0, len(bodies), chunk):
-        delivered += produce(broker.bootstrap, topics.input, bodies[start:start + chunk], keys=models[start:start + chunk])
+        delivered += produce(
+            broker.bootstrap,
+            topics.input,
+            bodies[start : start + chunk],
+            keys=models[start : start + chunk],
+        )
         time.sleep(0.5)

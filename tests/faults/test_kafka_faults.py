@@ -57,10 +57,14 @@ def whole_cluster_after(broker: KafkaCluster, topics: Topics) -> Iterator[None]:
 
 
 def partitions_of(cluster: KafkaCluster, topic: str) -> dict[int, Any]:
-    return dict(admin_client(cluster.bootstrap).list_topics(topic, timeout=10).topics[topic].partitions)
+    return dict(
+        admin_client(cluster.bootstrap).list_topics(topic, timeout=10).topics[topic].partitions
+    )
 
 
-def wait_in_sync(cluster: KafkaCluster, topics: Iterable[str], timeout: float = RECOVERY_S) -> float:
+def wait_in_sync(
+    cluster: KafkaCluster, topics: Iterable[str], timeout: float = RECOVERY_S
+) -> float:
     """Seconds until every partition of ``topics`` has a leader and all its replicas in sync."""
     began = time.monotonic()
     while True:
@@ -88,21 +92,32 @@ def busiest_leader(cluster: KafkaCluster, topic: str) -> tuple[int, list[int]]:
 def group_coordinator(cluster: KafkaCluster, group: str) -> tuple[int, ConsumerGroupState]:
     """The ``node.id`` of the group's coordinator and the group's state."""
     admin = admin_client(cluster.bootstrap)  # referenced until the answer: its futures die with it
-    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result(
+        timeout=15
+    )
     return int(description.coordinator.id), description.state
 
 
 def log_ends(cluster: KafkaCluster, topic: str, partitions: Iterable[int]) -> dict[int, int]:
     """Each partition's log end offset (high watermark) now."""
-    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "streamdrift-tests-watermarks"})
+    consumer = Consumer(
+        {"bootstrap.servers": cluster.bootstrap, "group.id": "streamdrift-tests-watermarks"}
+    )
     try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
     finally:
         consumer.close()
 
 
 def seconds_until_past(
-    client: redis.Redis, topics: Topics, ends: dict[int, int], since: float, timeout: float = RECOVERY_S
+    client: redis.Redis,
+    topics: Topics,
+    ends: dict[int, int],
+    since: float,
+    timeout: float = RECOVERY_S,
 ) -> float:
     """Seconds from ``since`` until the checkpoint of every partition of ``ends`` has gone past its
     offset there: the worker processed records written after that moment (e.g. after a fault).
@@ -116,18 +131,24 @@ def seconds_until_past(
         behind = sorted(p for p, end in ends.items() if (offsets[p] or 0) <= end)
         if not behind:
             return time.monotonic() - since
-        assert time.monotonic() < deadline, f"partitions {behind} did not process past {ends} within {timeout} s"
+        assert time.monotonic() < deadline, (
+            f"partitions {behind} did not process past {ends} within {timeout} s"
+        )
         time.sleep(0.05)
 
 
 class Load:
     """The fault tests' stream produced in the background over ``seconds`` (acks=all)."""
 
-    def __init__(self, broker: KafkaCluster, topics: Topics, n: int, seconds: float, seed: int) -> None:
+    def __init__(
+        self, broker: KafkaCluster, topics: Topics, n: int, seconds: float, seed: int
+    ) -> None:
         bodies, models = stream(n, seed)
         self.delivered: list[tuple[int, int]] = []
         self._thread = threading.Thread(
-            target=produce_slowly, args=(broker, topics, bodies, models, seconds, self.delivered), daemon=True
+            target=produce_slowly,
+            args=(broker, topics, bodies, models, seconds, self.delivered),
+            daemon=True,
         )
         self._thread.start()
 
@@ -141,7 +162,9 @@ class Load:
 
 
 @pytest.mark.brokers("kafka3")
-def test_the_leader_of_the_consumed_partitions_killed_mid_stream(broker, topics, start_worker, redis_client):
+def test_the_leader_of_the_consumed_partitions_killed_mid_stream(
+    broker, topics, start_worker, redis_client
+):
     worker = start_worker().wait_ready()
     load = Load(broker, topics, 40_000, seconds=20, seed=21)
     time.sleep(5)  # the worker is busy with the stream
@@ -149,18 +172,27 @@ def test_the_leader_of_the_consumed_partitions_killed_mid_stream(broker, topics,
     written = log_ends(broker, topics.input, led)
     since = time.monotonic()
     broker.kill(leader)  # kill -9: no controlled shutdown, no leadership handed over
-    resumed = seconds_until_past(redis_client, topics, written, since)  # records from the new leaders
+    resumed = seconds_until_past(
+        redis_client, topics, written, since
+    )  # records from the new leaders
     ends = load.ends()  # the producer rode through the failover too
-    broker.node(leader).start().wait_ready()  # back with its log directory; catches up from the others
+    broker.node(
+        leader
+    ).start().wait_ready()  # back with its log directory; catches up from the others
     wait_until_caught_up(redis_client, topics, ends)
-    report(f"Kafka 3 nodes: kill -9 of the leader of {len(led)} of 4 input partitions",
-           resumed_s=resumed, caught_up_s=time.monotonic() - since)
+    report(
+        f"Kafka 3 nodes: kill -9 of the leader of {len(led)} of 4 input partitions",
+        resumed_s=resumed,
+        caught_up_s=time.monotonic() - since,
+    )
     assert_exact(broker, redis_client, topics, ends)
     assert worker.running, "a leader change is the client's business, not a reason to exit"
 
 
 @pytest.mark.brokers("kafka3")
-def test_a_rolling_restart_of_all_three_brokers_under_load(broker, topics, start_worker, redis_client):
+def test_a_rolling_restart_of_all_three_brokers_under_load(
+    broker, topics, start_worker, redis_client
+):
     worker = start_worker().wait_ready()
     load = Load(broker, topics, 40_000, seconds=30, seed=22)
     time.sleep(3)
@@ -173,14 +205,19 @@ def test_a_rolling_restart_of_all_three_brokers_under_load(broker, topics, start
         per_node.append(time.monotonic() - began)
     ends = load.ends()
     wait_until_caught_up(redis_client, topics, ends)
-    report("Kafka 3 nodes: rolling restart under load (per node: restart + replicas in sync)",
-           ready_s=max(per_node), caught_up_s=time.monotonic() - since)
+    report(
+        "Kafka 3 nodes: rolling restart under load (per node: restart + replicas in sync)",
+        ready_s=max(per_node),
+        caught_up_s=time.monotonic() - since,
+    )
     assert_exact(broker, redis_client, topics, ends)
     assert worker.running
 
 
 @pytest.mark.brokers("kafka3")
-def test_the_group_coordinator_killed_during_a_rebalance(broker, topics, start_worker, redis_client):
+def test_the_group_coordinator_killed_during_a_rebalance(
+    broker, topics, start_worker, redis_client
+):
     start_worker().wait_ready()
     load = Load(broker, topics, 40_000, seconds=25, seed=23)
     time.sleep(3)
@@ -188,22 +225,30 @@ def test_the_group_coordinator_killed_during_a_rebalance(broker, topics, start_w
     deadline = time.monotonic() + RECOVERY_S
     while True:  # strike while the group is re-forming
         coordinator, state = group_coordinator(broker, topics.group_id)
-        if state in (ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING):
+        if state in (
+            ConsumerGroupState.PREPARING_REBALANCING,
+            ConsumerGroupState.COMPLETING_REBALANCING,
+        ):
             break
         assert time.monotonic() < deadline, f"the group never began rebalancing (state {state})"
         time.sleep(0.02)
     written = log_ends(broker, topics.input, INPUT_PARTITIONS)
     since = time.monotonic()
     broker.kill(coordinator)
-    resumed = seconds_until_past(redis_client, topics, written, since)  # every partition owned again
+    resumed = seconds_until_past(
+        redis_client, topics, written, since
+    )  # every partition owned again
     second.wait_ready(timeout=RECOVERY_S)
     new_coordinator, _ = group_coordinator(broker, topics.group_id)
     assert new_coordinator != coordinator
     ends = load.ends()
     broker.node(coordinator).start().wait_ready()
     wait_until_caught_up(redis_client, topics, ends)
-    report("Kafka 3 nodes: group coordinator kill -9 during a rebalance (2 workers)",
-           resumed_s=resumed, caught_up_s=time.monotonic() - since)
+    report(
+        "Kafka 3 nodes: group coordinator kill -9 during a rebalance (2 workers)",
+        resumed_s=resumed,
+        caught_up_s=time.monotonic() - since,
+    )
     assert_exact(broker, redis_client, topics, ends)
 
 
@@ -217,7 +262,9 @@ def committed(bootstrap: str, group: str, topic: str, partitions: Iterable[int])
     try:
         while True:
             try:
-                found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+                found = consumer.committed(
+                    [TopicPartition(topic, p) for p in partitions], timeout=30
+                )
                 return {tp.partition: tp.offset for tp in found}
             except KafkaException as exc:
                 if exc.args[0].code() not in COORDINATOR_MOVING or time.monotonic() > deadline:
@@ -228,7 +275,10 @@ def committed(bootstrap: str, group: str, topic: str, partitions: Iterable[int])
 
 
 def records(bootstrap: str, topic: str, at_least: int) -> list[tuple[bytes | None, bytes | None]]:
-    return [(m.key, m.value) for m in consume_all(bootstrap, topic, expect_at_least=at_least, timeout=60)]
+    return [
+        (m.key, m.value)
+        for m in consume_all(bootstrap, topic, expect_at_least=at_least, timeout=60)
+    ]
 
 
 @pytest.mark.brokers("kafka")
@@ -238,11 +288,19 @@ def test_a_broker_killed_and_restarted_on_its_log_directory_keeps_offsets_alerts
     worker = start_worker().wait_ready()
     bodies, models = stream(20_000, seed=24)  # fraud's f3 shifts halfway: alerts
     poison = [b"{not json", json.dumps({"model": "fraud", "features": {"f0": "NaN?"}}).encode()]
-    first = ends_of(produce(broker.bootstrap, topics.input, [*bodies[:10_000], *poison, *bodies[10_000:]],
-                           keys=[*models[:10_000], "fraud", "fraud", *models[10_000:]]))
+    first = ends_of(
+        produce(
+            broker.bootstrap,
+            topics.input,
+            [*bodies[:10_000], *poison, *bodies[10_000:]],
+            keys=[*models[:10_000], "fraud", "fraud", *models[10_000:]],
+        )
+    )
     wait_until_caught_up(redis_client, topics, first)
     deadline = time.monotonic() + RECOVERY_S
-    while committed(broker.bootstrap, topics.group_id, topics.input, first) != first:  # Kafka has them too
+    while (
+        committed(broker.bootstrap, topics.group_id, topics.input, first) != first
+    ):  # Kafka has them too
         assert time.monotonic() < deadline, "the worker never committed its offsets to Kafka"
         time.sleep(0.5)
     alerts = records(broker.bootstrap, topics.alerts, 1)
@@ -262,7 +320,11 @@ def test_a_broker_killed_and_restarted_on_its_log_directory_keeps_offsets_alerts
     ends = ends_of(produce(broker.bootstrap, topics.input, more, keys=more_models))
     ends = {p: max(first.get(p, 0), ends.get(p, 0)) for p in {*first, *ends}}
     wait_until_caught_up(redis_client, topics, ends)
-    report("Kafka 1 node: kill -9 and restart on its log directory (worker running)",
-           ready_s=restarted, caught_up_s=time.monotonic() - since, backlog=10_000)
+    report(
+        "Kafka 1 node: kill -9 and restart on its log directory (worker running)",
+        ready_s=restarted,
+        caught_up_s=time.monotonic() - since,
+        backlog=10_000,
+    )
     assert_exact(broker, redis_client, topics, ends)  # nothing replayed twice after the restart
     assert worker.running

@@ -298,11 +298,10 @@ class KafkaNode(ManagedProcess):
         security = self._cluster.security
         secured = security.listeners(self.sasl_ssl_port, self.ssl_port) if security else {}
         advertised = ",".join(
-            f"{name}://{LOOPBACK}:{port}" for name, port in {"PLAINTEXT": self.port, **secured}.items()
+            f"{name}://{LOOPBACK}:{port}"
+            for name, port in {"PLAINTEXT": self.port, **secured}.items()
         )
-        protocols = ",".join(
-            f"{name}:{name}" for name in ("PLAINTEXT", *secured)
-        )
+        protocols = ",".join(f"{name}:{name}" for name in ("PLAINTEXT", *secured))
         return {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
@@ -396,7 +395,9 @@ class KafkaNode(ManagedProcess):
         return self.start().wait_ready(timeout)
 
     def _ports(self) -> list[int]:
-        return [p for p in (self.port, self.controller_port, self.sasl_ssl_port, self.ssl_port) if p]
+        return [
+            p for p in (self.port, self.controller_port, self.sasl_ssl_port, self.ssl_port) if p
+        ]
 
     def send_signal(self, sig: signal.Signals) -> None:
         """Signal the node's process group (no-op once it has exited)."""
@@ -521,7 +522,9 @@ class KafkaCluster:
 
     def _secured_bootstrap(self, listener: str) -> str:
         if self.security is None or not getattr(self.security, listener):
-            raise EmbeddedServerError(f"{self.name} has no {listener} listener (see KafkaSecurity).")
+            raise EmbeddedServerError(
+                f"{self.name} has no {listener} listener (see KafkaSecurity)."
+            )
         self.bootstrap  # noqa: B018 - raises before start()
         attribute = "sasl_ssl_bootstrap" if listener == "sasl_ssl" else "ssl_bootstrap"
         return ",".join(getattr(node, attribute) for node in self.nodes)
@@ -666,7 +669,9 @@ class KafkaCluster:
 
         (On a three-node cluster with ``min.insync.replicas=2`` an ``acks=all`` write to an
         unreplicated topic fails: hence the cluster default here.)"""
-        create_topics(self.bootstrap, topics, replication_factor=replication_factor, timeout=timeout)
+        create_topics(
+            self.bootstrap, topics, replication_factor=replication_factor, timeout=timeout
+        )
 
     def leader(self, topic: str, partition: int = 0, timeout: float = 10.0) -> int:
         """``node.id`` of the current leader of one partition (per the cluster's metadata)."""
