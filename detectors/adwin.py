@@ -138,3 +138,12 @@ class Adwin(ChangeDetector):
         detector._restore_common(state)
         detector._adwin._drift_detected = state.drift_detected
         return detector
+
+    @classmethod
+    def afresh(cls, state: AdwinState) -> Adwin:
+        """A detector with the parameters of ``state`` starting afresh, as after a detection,
+        with its detection count and last statistic: for a window river cannot take back (one
+        written by another river release)."""
+        detector = cls(state.params)
+        detector.n_detections, detector.statistic = state.n_detections, state.statistic
+        return detector

@@ -15,6 +15,8 @@ into a dict) overrides them in three layers, later ones winning key by key:
         defaults: {cooldown_events: 10000}
         features:
           amount: {page_hinkley: {threshold: 80}}
+        multivariate: {events: 1000}   # the model's PCA monitor, over the top-level section
+    multivariate: {reference_events: 5000}
 
 >>> config = {
 ...     "defaults": {"page_hinkley": {"threshold": 60}},
@@ -46,6 +48,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
+from detectors.budget import window_alpha
+
 __all__ = [
     "DEFAULT_DETECTORS",
     "DETECTOR_NAMES",
@@ -54,12 +58,14 @@ __all__ = [
     "AdwinParams",
     "CusumParams",
     "MonitorParams",
+    "MultivariateParams",
     "PageHinkleyParams",
     "WindowParams",
     "allowed_features",
     "ignored_features",
     "is_ignored",
     "model_task",
+    "multivariate_params",
     "resolve",
     "validate_config",
 ]
@@ -69,8 +75,8 @@ DEFAULT_DETECTORS = ("adwin", "cusum", "window")  # the CUSUM bank supersedes Pa
 TASKS = ("auto", "classification", "regression")
 SCOPES = ("feature", "model")
 
-_TOP_KEYS = ("defaults", "models")
-_MODEL_KEYS = ("task", "ignore_features", "allow_features", "defaults", "features")
+_TOP_KEYS = ("defaults", "models", "multivariate")
+_MODEL_KEYS = ("task", "ignore_features", "allow_features", "defaults", "features", "multivariate")
 # resolve() caches each model's defaults by the content of the sections they come from; the
 # cache is cleared when it holds this many (a config has a handful of models).
 _MODEL_DEFAULTS_CACHE_SIZE = 1024
@@ -464,6 +470,67 @@ class MonitorParams(_FromMapping):
         _require(self.model_features >= 1, "model_features", ">= 1", self.model_features)
 
 
+@dataclass(frozen=True)
+class MultivariateParams(_FromMapping):
+    """Parameters of :class:`~detectors.multivariate.PCAReconstructionMonitor`, set by the
+    ``multivariate`` sections of the configuration (see :func:`multivariate_params`).
+
+    reference_events
+        Rows whose moments the PCA is fitted on (unless a stored profile is supplied).
+    calibration_events
+        Rows after the fit that give the reference mean and std of the reconstruction error.
+    events
+        Window size in rows; a window is tested when it closes.
+    variance
+        Share of the reference variance the kept components must exceed (NannyML: 0.65).
+    effect_floor
+        Smallest relative increase of the window's mean error over the reference's that alerts.
+    clip_sigma
+        Standardised values are clipped to +-clip_sigma before the projection (``inf``: never).
+    target_false_alarm_interval
+        Rows between false alarms the test is calibrated for: ``alpha = events / interval``.
+    cooldown_events, resolve_windows
+        The alert lifecycle (:mod:`detectors.lifecycle`), in rows and in quiet windows.
+    """
+
+    reference_events: int = 5000
+    calibration_events: int = 5000
+    events: int = 500
+    variance: float = 0.65
+    effect_floor: float = 0.1
+    clip_sigma: float = 4.0
+    target_false_alarm_interval: float = 1e6
+    cooldown_events: int = 5000
+    resolve_windows: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.reference_events >= 2, "reference_events", ">= 2", self.reference_events)
+        _require(
+            self.calibration_events >= 2, "calibration_events", ">= 2", self.calibration_events
+        )
+        _require(self.events >= 2, "events", ">= 2", self.events)
+        _require(0 < self.variance < 1, "variance", "in (0, 1)", self.variance)
+        _require(self.effect_floor >= 0, "effect_floor", ">= 0", self.effect_floor)
+        _require(self.clip_sigma > 0, "clip_sigma", "> 0 (.inf: no clipping)", self.clip_sigma)
+        _require(
+            self.target_false_alarm_interval >= self.events,
+            "target_false_alarm_interval",
+            f">= events ({self.events})",
+            self.target_false_alarm_interval,
+        )
+        _require(self.cooldown_events >= 0, "cooldown_events", ">= 0", self.cooldown_events)
+        _require(self.resolve_windows >= 1, "resolve_windows", ">= 1", self.resolve_windows)
+
+    @property
+    def alpha(self) -> float:
+        """Significance level of each window's test (see :mod:`detectors.budget`).
+
+        >>> MultivariateParams().alpha
+        0.0005
+        """
+        return window_alpha(1.0 / self.target_false_alarm_interval, self.events, tests=1)
+
+
 def validate_config(config: Mapping[str, Any] | None) -> None:
     """Check the whole config section at start-up; raise ``ValueError`` naming the bad key.
 
@@ -474,8 +541,10 @@ def validate_config(config: Mapping[str, Any] | None) -> None:
     """
     config = _top(config)
     MonitorParams.from_mapping(config.get("defaults"), where="defaults")  # even without models
+    MultivariateParams.from_mapping(config.get("multivariate"), where="multivariate")
     for model in _as_mapping(config.get("models"), "models"):
         model_task(config, model)
+        multivariate_params(config, model)
         _ignored(config, model)
         _allowed(config, model)
         model_defaults = _model_defaults(config, model)
@@ -493,6 +562,34 @@ def resolve(config: Mapping[str, Any] | None, model: str, feature: str) -> Monit
     """
     config = _top(config)
     return _feature_params(config, model, feature, _model_defaults(config, model))
+
+
+def multivariate_params(
+    config: Mapping[str, Any] | None, model: str, base: MultivariateParams | None = None
+) -> MultivariateParams:
+    """Parameters of ``model``'s multivariate (PCA) monitor, later layers winning key by key:
+    ``base`` (default: the built-in defaults), the top-level ``multivariate`` section,
+    ``models.<model>.multivariate``.
+
+    >>> config = {"multivariate": {"events": 1000, "variance": 0.8},
+    ...           "models": {"fraud": {"multivariate": {"events": 2000}}}}
+    >>> params = multivariate_params(config, "fraud")
+    >>> params.events, params.variance, params.reference_events
+    (2000, 0.8, 5000)
+    >>> multivariate_params(config, "churn").events
+    1000
+    >>> multivariate_params({"multivariate": {"window": 500}}, "fraud")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid config at multivariate: unknown key 'window'; valid keys are: ...
+    """
+    config = _top(config)
+    params = MultivariateParams.from_mapping(
+        config.get("multivariate"), base=base, where="multivariate"
+    )
+    return MultivariateParams.from_mapping(
+        _model(config, model).get("multivariate"), base=params, where=f"models.{model}.multivariate"
+    )
 
 
 def is_ignored(config: Mapping[str, Any] | None, model: str, feature: str) -> bool:

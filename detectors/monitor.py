@@ -11,11 +11,13 @@ suppressed, and the window tests resolve the episode when the series is back nea
 reference (``event="resolved"``).
 
 Missing values are NaN (numeric) or None (categorical) in the values passed to ``update``, which
-keeps them in stream order for the missing-rate test; :meth:`Monitor.update_missing` adds
+keeps them in stream order for the missing-rate test; :meth:`UnivariateMonitor.update_missing` adds
 missing values at the current point instead.
 
-Monitors serialise to msgpack with a format version (no pickle: the state store must not be
-able to run code in the worker) and restore with :func:`monitor_from_bytes`.
+Monitors serialise to msgpack (no pickle: the state store must not be able to run code in the
+worker) in an envelope with the format version, the monitor's kind and the versions of river
+and numpy that wrote it, and restore with :func:`monitor_from_bytes`, whatever their kind (the
+multivariate monitor's included), leniently for states of another river release.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import dataclasses
 import math
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Self
+from importlib.metadata import version as _version_of
+from typing import Annotated, Any, ClassVar, NamedTuple, Self
 
 import msgspec
 import numpy as np
@@ -55,12 +58,14 @@ from detectors.windows import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "LIBRARIES",
     "CategoricalMonitor",
     "Detection",
     "ErrorMonitor",
     "Monitor",
     "NumericMonitor",
     "StateError",
+    "UnivariateMonitor",
     "merge_summaries",
     "monitor_from_bytes",
     "severity",
@@ -71,6 +76,18 @@ FORMAT_VERSION = 3
 # times and early count, None for PH's and the CUSUM bank's infinite starting points), which
 # default sensibly.
 READABLE_VERSIONS = (2, 3)
+
+
+class Libraries(NamedTuple):
+    """Versions of the libraries whose layouts a stored state depends on: river's detector
+    states (ADWIN's window is river's own serialisation, Page-Hinkley's its attributes) and
+    numpy's (the arrays stored as bytes)."""
+
+    river: str
+    numpy: str
+
+
+LIBRARIES = Libraries(_version_of("river"), np.__version__)  # recorded in every state written
 QUANTILES = {
     "p01": 0.01,
     "p05": 0.05,
@@ -84,6 +101,9 @@ DETECTION_QUANTILES = {key: QUANTILES[key] for key in ("p05", "p50", "p95")}
 TOP_CATEGORIES = 10
 EXACT_WARMUP = 4_096  # warm-ups up to this many values calibrate deterministically (~32 KB)
 WINDOW = "window"
+
+# Every concrete monitor class by its kind (registered by Monitor.__init_subclass__).
+_MONITOR_BY_KIND: dict[str, type[Monitor]] = {}
 
 # The detectors a monitor can run: those whose states _StreamState can hold.
 _Detector = Adwin | PageHinkley | Cusum
@@ -128,12 +148,23 @@ class _CategoricalState(msgspec.Struct, frozen=True, tag="categorical"):
 class _Envelope(msgspec.Struct, frozen=True):
     version: int
     monitor: _NumericState | _ErrorState | _CategoricalState
+    # Added within format 3, optional both ways: states written before have none (None), and a
+    # reader from before ignores them. ``kind`` is the monitor's (the state's tag says it too);
+    # ``river`` and ``numpy`` the versions that wrote the state (see LIBRARIES).
+    kind: str | None = None
+    river: str | None = None
+    numpy: str | None = None
 
 
 class _Header(msgspec.Struct):
-    """Read first, so a state of another version is reported as such, not as corrupt."""
+    """Read first, so a state of another version is reported as such, not as corrupt, and a
+    state is restored by the monitor class of its kind (None: a state from before the envelope
+    named it; its layout and version tell)."""
 
     version: int
+    kind: str | None = None
+    # Univariate states wrap the monitor's own in this field; the multivariate one's does not.
+    monitor: msgspec.Raw = msgspec.Raw()
 
 
 class StateError(ValueError):
@@ -200,20 +231,111 @@ class Detection:
 
 
 class Monitor(abc.ABC):
-    """What every monitor offers: counts, window tests and the alert lifecycle, a JSON-able
-    summary and byte serialisation."""
+    """What every monitor offers, the univariate ones (:class:`UnivariateMonitor`) and the
+    multivariate one (:class:`~detectors.multivariate.PCAReconstructionMonitor`): ``update``
+    returning :class:`Detection` objects, counts, the alert lifecycle, a drift score, a JSON-able
+    summary (and one merged over partitions: :func:`merge_summaries`), and byte serialisation
+    (:meth:`to_bytes`, restored by :func:`monitor_from_bytes` whatever the kind, or by
+    :meth:`from_bytes` of the kind expected).
+
+    A monitor restored from bytes says what the state was written with in :attr:`restored_from`
+    (format version, river's and numpy's versions; None where the state did not record them),
+    and in :attr:`rewarmed` which change detectors it had to start afresh because their state,
+    written by another river release, could not be restored (see :func:`monitor_from_bytes`).
+    """
 
     kind: ClassVar[str]
+    # Format versions of this kind's states written before the envelope named the kind (their
+    # kind is told by the version; see monitor_from_bytes).
+    untagged_versions: ClassVar[tuple[int, ...]] = ()
+    lifecycle: Lifecycle
+
+    def __init__(self) -> None:
+        self.missing = 0
+        # Where the reference came from: None while it is the stream's own warm-up, else the
+        # label of the stored baseline it was seeded with.
+        self.reference_source: str | None = None
+        self.restored_from: dict[str, int | str | None] = {}  # empty: not restored from bytes
+        self.rewarmed: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:  # a concrete kind: its states name it
+            _MONITOR_BY_KIND[cls.kind] = cls
+
+    @property
+    @abc.abstractmethod
+    def count(self) -> int:
+        """Values (rows, for the multivariate monitor) seen, not counting missing ones."""
+
+    @property
+    def episodes(self) -> int:
+        return self.lifecycle.episodes
+
+    @property
+    def suppressed(self) -> int:
+        return self.lifecycle.suppressed
+
+    @abc.abstractmethod
+    def update(
+        self, values: Any, positions: Any, times: NDArray[np.float64] | None = None
+    ) -> list[Detection]:
+        """Add ``values`` in stream order, tagged by ``positions`` (e.g. Kafka offsets), with
+        their event times if known; return the lifecycle changes."""
+
+    @abc.abstractmethod
+    def drift_score(self) -> float:
+        """The monitor's current drift score (0.0 before it can tell)."""
+
+    @abc.abstractmethod
+    def false_alarms(self) -> dict[str, Any]:
+        """Configured false-alarm rates next to the counts to measure them, per detector."""
+
+    @abc.abstractmethod
+    def summary(self) -> dict[str, Any]:
+        """JSON-able status of the monitor."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _merged_summary(cls, monitors: Sequence[Self]) -> dict[str, Any]: ...
+
+    def to_bytes(self) -> bytes:
+        """The state as msgpack: an envelope with the format version, the kind and the versions
+        of river and numpy, around the kind's own state."""
+        return _ENCODER.encode(self._to_envelope())
+
+    @abc.abstractmethod
+    def _to_envelope(self) -> msgspec.Struct: ...
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Restore a monitor of this class saved with :meth:`to_bytes`; :class:`StateError` if
+        impossible (or if the state is of another kind)."""
+        monitor = monitor_from_bytes(data)
+        if not isinstance(monitor, cls):
+            raise StateError(f"the state is a {monitor.kind} monitor's, not a {cls.__name__}")
+        return monitor
+
+    @classmethod
+    @abc.abstractmethod
+    def _read(cls, data: bytes, version: int) -> Monitor:
+        """Restore a state of this kind and format ``version`` (its header already read);
+        :class:`StateError` if impossible."""
+
+
+class UnivariateMonitor(Monitor):
+    """What the monitors of one stream of values share (a feature, the prediction, the error
+    stream): parameters from the detector configuration, missing values, the window tests and
+    their lifecycle, baselines (:meth:`seed`), and the envelope of :data:`FORMAT_VERSION`."""
+
     state_type: ClassVar[type[msgspec.Struct]]
+    untagged_versions = READABLE_VERSIONS
 
     def __init__(self, params: MonitorParams | None = None) -> None:
+        super().__init__()
         self.params = params or MonitorParams()
-        self.missing = 0
         self.lifecycle = self._new_lifecycle()
         self.windows: Windows[Any] | None = None
-        # Where the reference came from: None while it is the stream's own warm-up, else the
-        # label of the stored baseline it was seeded with (see :meth:`seed`).
-        self.reference_source: str | None = None
 
     def _new_lifecycle(self) -> Lifecycle:
         return Lifecycle(
@@ -227,19 +349,6 @@ class Monitor(abc.ABC):
         open against the old reference ends without a ``resolved``), and the counts and
         summaries of the values seen so far stay. ``ValueError`` if the profile is of another
         kind or empty."""
-
-    @property
-    @abc.abstractmethod
-    def count(self) -> int:
-        """Values seen, not counting missing ones."""
-
-    @property
-    def episodes(self) -> int:
-        return self.lifecycle.episodes
-
-    @property
-    def suppressed(self) -> int:
-        return self.lifecycle.suppressed
 
     @property
     def windowed(self) -> bool:
@@ -348,19 +457,37 @@ class Monitor(abc.ABC):
             "episode_open": lifecycle.is_open,
         }
 
-    @abc.abstractmethod
-    def summary(self) -> dict[str, Any]:
-        """JSON-able status of the monitor."""
-
-    def to_bytes(self) -> bytes:
-        return _ENCODER.encode(_Envelope(FORMAT_VERSION, self._to_state()))
+    def _to_envelope(self) -> _Envelope:
+        return _Envelope(FORMAT_VERSION, self._to_state(), self.kind, *LIBRARIES)
 
     @abc.abstractmethod
     def _to_state(self) -> Any: ...
 
     @classmethod
     @abc.abstractmethod
-    def _from_state(cls, state: Any) -> Self: ...
+    def _from_state(cls, state: Any, river_changed: bool = False) -> Self:
+        """The monitor of ``state``; ``river_changed``: the state was written by another river
+        release (or one not recorded), whose detector states may be restored afresh."""
+
+    @classmethod
+    def _read(cls, data: bytes, version: int) -> Monitor:
+        if version not in READABLE_VERSIONS:
+            raise _version_error("monitor", version, READABLE_VERSIONS)
+        try:
+            envelope = _DECODER.decode(data)
+            kind = _MONITOR_BY_STATE[type(envelope.monitor)]
+            if envelope.kind is not None and envelope.kind != kind.kind:
+                raise ValueError(f"the envelope says {envelope.kind!r}, the state {kind.kind!r}")
+            monitor = kind._from_state(envelope.monitor, envelope.river != LIBRARIES.river)
+        except Exception as exc:
+            # Anything at all: a state that cannot be restored must not stop the worker.
+            raise StateError(f"corrupt monitor state ({exc})") from None
+        monitor.restored_from = {
+            "format": version,
+            "river": envelope.river,
+            "numpy": envelope.numpy,
+        }
+        return monitor
 
     def _restore(self, state: LifecycleState, windows: Windows[Any] | None, expected: bool) -> None:
         """Restore the lifecycle and the window tests, which the parameters say to ``expect``."""
@@ -371,12 +498,8 @@ class Monitor(abc.ABC):
         )
         self.windows = windows
 
-    @classmethod
-    @abc.abstractmethod
-    def _merged_summary(cls, monitors: Sequence[Self]) -> dict[str, Any]: ...
 
-
-class _StreamMonitor(Monitor):
+class _StreamMonitor(UnivariateMonitor):
     """A numeric stream with a frozen reference, change detectors and episode logic."""
 
     state_type: ClassVar[type[_StreamState]]
@@ -719,7 +842,7 @@ class _StreamMonitor(Monitor):
         )
 
     @classmethod
-    def _from_state(cls, state: _StreamState) -> Self:
+    def _from_state(cls, state: _StreamState, river_changed: bool = False) -> Self:
         monitor = cls(state.params)
         names = list(monitor.detectors)
         stored = [_DETECTOR_BY_STATE[type(s)].name for s in state.detectors.values()]
@@ -730,8 +853,15 @@ class _StreamMonitor(Monitor):
         monitor.sketch = QuantileSketch.from_bytes(state.sketch)
         monitor.reference = RunningStats.from_state(state.reference)
         monitor.reference_sketch = QuantileSketch.from_bytes(state.reference_sketch)
-        monitor.detectors = {name: _detector_from_state(s) for name, s in state.detectors.items()}
         monitor._evidence_from = dict(state.evidence_from)
+        monitor.detectors = {}
+        rewarmed = []
+        for name, saved in state.detectors.items():
+            monitor.detectors[name], afresh = _detector_from_state(saved, river_changed)
+            if afresh:
+                rewarmed.append(name)
+                monitor._evidence_from[name] = None  # it starts with the next value
+        monitor.rewarmed = tuple(rewarmed)
         if not (math.isfinite(state.ewma_mean) and math.isfinite(state.ewma_sq)):
             raise ValueError("the EWMA is not finite")
         # States written before the standardised values were bounded may exceed the bound.
@@ -848,7 +978,7 @@ class ErrorMonitor(_StreamMonitor):
         return np.clip(values, -LARGE, LARGE)
 
 
-class CategoricalMonitor(Monitor):
+class CategoricalMonitor(UnivariateMonitor):
     """Drift monitor of one categorical feature, its counts bounded to ``params.max_categories``
     values. With ``window`` among the detectors (the default), the window tests compare windows
     with the first ``window.reference_events`` values; ``drift_score`` is the last window's PSI.
@@ -989,7 +1119,7 @@ class CategoricalMonitor(Monitor):
         )
 
     @classmethod
-    def _from_state(cls, state: _CategoricalState) -> Self:
+    def _from_state(cls, state: _CategoricalState, river_changed: bool = False) -> Self:
         monitor = cls(state.params)
         monitor.missing = state.missing
         monitor.counts = CategoryCounts.from_state(state.counts)
@@ -1002,13 +1132,34 @@ class CategoricalMonitor(Monitor):
         return monitor
 
 
-def _detector_from_state(state: AdwinState | PageHinkleyState | CusumState) -> _Detector:
-    """The detector of a stored state (of the tagged union in :class:`_StreamState`)."""
-    if isinstance(state, AdwinState):
-        return Adwin.from_state(state)
-    if isinstance(state, PageHinkleyState):
-        return PageHinkley.from_state(state)
-    return Cusum.from_state(state)
+def _detector_from_state(
+    state: AdwinState | PageHinkleyState | CusumState, river_changed: bool = False
+) -> tuple[_Detector, bool]:
+    """The detector of a stored state (of the tagged union in :class:`_StreamState`), and
+    whether it had to start afresh.
+
+    ``river_changed``: the state was written by another river release, or by one not recorded.
+    Then a river-backed detector must also give its state back unchanged (river's layout as
+    this code knows it), and if river cannot take the state at all (any error) or the check
+    fails, it starts afresh with its stored parameters, as after a detection. Otherwise any
+    failure propagates (the state is corrupt). The CUSUM bank is streamdrift's own.
+    """
+    if isinstance(state, CusumState):
+        return Cusum.from_state(state), False
+    try:
+        detector: Adwin | PageHinkley = (
+            Adwin.from_state(state)
+            if isinstance(state, AdwinState)
+            else PageHinkley.from_state(state)
+        )
+        if river_changed and detector.to_state() != state:
+            raise ValueError(f"river's {detector.name} does not give its stored state back")
+    except Exception:
+        if not river_changed:
+            raise
+        afresh = Adwin.afresh(state) if isinstance(state, AdwinState) else PageHinkley.afresh(state)
+        return afresh, True
+    return detector, False
 
 
 def _window_detection(
@@ -1055,31 +1206,59 @@ def merge_summaries(monitors: Sequence[Monitor]) -> dict[str, Any]:
     return type(monitors[0])._merged_summary(monitors)
 
 
+def _read_header(data: bytes, what: str) -> _Header:
+    try:
+        return _HEADER_DECODER.decode(data)
+    except msgspec.MsgspecError as exc:
+        raise StateError(f"not a streamdrift {what} state ({exc})") from None
+
+
+def _version_error(what: str, version: int, readable: tuple[int, ...]) -> StateError:
+    versions = " or ".join(str(v) for v in readable)
+    return StateError(
+        f"{what} state has format version {version} but this streamdrift reads version "
+        f"{versions}; discard the state to rebuild the monitor from new events"
+    )
+
+
 def check_state_version(data: bytes, expected: int | tuple[int, ...], what: str) -> None:
     """:class:`StateError` unless ``data`` is a stored state of format version ``expected``
     (or one of them; read first, so a state of another version is reported as such, not as
     corrupt)."""
     readable = expected if isinstance(expected, tuple) else (expected,)
-    try:
-        version = _HEADER_DECODER.decode(data).version
-    except msgspec.MsgspecError as exc:
-        raise StateError(f"not a streamdrift {what} state ({exc})") from None
+    version = _read_header(data, what).version
     if version not in readable:
-        versions = " or ".join(str(v) for v in readable)
-        raise StateError(
-            f"{what} state has format version {version} but this streamdrift reads version "
-            f"{versions}; discard the state to rebuild the monitor from new events"
-        )
+        raise _version_error(what, version, readable)
 
 
 def monitor_from_bytes(data: bytes) -> Monitor:
-    """Restore a monitor saved with :meth:`Monitor.to_bytes`; :class:`StateError` if impossible."""
-    check_state_version(data, READABLE_VERSIONS, "monitor")
-    try:
-        state = _DECODER.decode(data).monitor
-        return _MONITOR_BY_STATE[type(state)]._from_state(state)
-    except (msgspec.MsgspecError, ValueError) as exc:
-        raise StateError(f"corrupt monitor state ({exc})") from None
+    """Restore a monitor of any kind saved with :meth:`Monitor.to_bytes`; :class:`StateError`
+    if impossible.
+
+    The envelope's ``kind`` picks the monitor class (states written before it had one are told
+    by their layout and format version: univariate states, 2 or 3, wrap theirs in a ``monitor``
+    field; the multivariate one's, 1, does not). States of another river
+    release than the one installed, or of one not recorded (written before the envelope
+    recorded it), are restored leniently: a river-backed detector (ADWIN, Page-Hinkley) whose
+    state river cannot take back (any error, or a layout check failing) restarts afresh with its
+    stored parameters, as after a detection, and the rest of the monitor — reference, sketches,
+    window tests, lifecycle, the CUSUM bank — is kept; :attr:`Monitor.rewarmed` names those
+    detectors. With the same river release such a failure is corruption: :class:`StateError`.
+    """
+    header = _read_header(data, "monitor")
+    if header.kind is None and not len(header.monitor):
+        untagged = (c for c in _MONITOR_BY_KIND.values() if header.version in c.untagged_versions)
+        kind: type[Monitor] = next(untagged, NumericMonitor)
+    elif header.kind is None:
+        kind = NumericMonitor  # any univariate class reads the three kinds
+    elif header.kind in _MONITOR_BY_KIND:
+        kind = _MONITOR_BY_KIND[header.kind]
+    else:
+        raise StateError(
+            f"monitor state of unknown kind {header.kind!r}; discard the state to rebuild the "
+            "monitor from new events"
+        )
+    return kind._read(data, header.version)
 
 
 def _ewma(mean: float, sq: float, alpha: float, values: NDArray[np.float64]) -> tuple[float, float]:
@@ -1119,7 +1298,7 @@ def _categories(counts: CategoryCounts) -> dict[str, Any]:
     }
 
 
-_MONITOR_BY_STATE: dict[type, type[Monitor]] = {
+_MONITOR_BY_STATE: dict[type, type[UnivariateMonitor]] = {
     cls.state_type: cls for cls in (NumericMonitor, ErrorMonitor, CategoricalMonitor)
 }
 _ENCODER = msgspec.msgpack.Encoder()

@@ -71,10 +71,9 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from detectors.budget import window_alpha
-from detectors.config import _FromMapping, _require
+from detectors.config import MultivariateParams
 from detectors.lifecycle import Lifecycle, LifecycleState
-from detectors.monitor import Detection, StateError, check_state_version
+from detectors.monitor import LIBRARIES, Detection, Monitor, StateError, check_state_version
 from detectors.stats import FLOAT_MAX, LARGE, RunningStats, RunningStatsState, saturate
 from detectors.windows import severity
 
@@ -96,66 +95,6 @@ ERROR_SEVERITY_CUTS = ((0.5, "high"), (0.25, "medium"))
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 _FLOAT = np.dtype("<f8")
 _INT = np.dtype("<i8")
-
-
-@dataclass(frozen=True)
-class MultivariateParams(_FromMapping):
-    """Parameters of :class:`PCAReconstructionMonitor`.
-
-    reference_events
-        Rows whose moments the PCA is fitted on (unless a stored profile is supplied).
-    calibration_events
-        Rows after the fit that give the reference mean and std of the reconstruction error.
-    events
-        Window size in rows; a window is tested when it closes.
-    variance
-        Share of the reference variance the kept components must exceed (NannyML: 0.65).
-    effect_floor
-        Smallest relative increase of the window's mean error over the reference's that alerts.
-    clip_sigma
-        Standardised values are clipped to +-clip_sigma before the projection (``inf``: never).
-    target_false_alarm_interval
-        Rows between false alarms the test is calibrated for: ``alpha = events / interval``.
-    cooldown_events, resolve_windows
-        The alert lifecycle (:mod:`detectors.lifecycle`), in rows and in quiet windows.
-    """
-
-    reference_events: int = 5000
-    calibration_events: int = 5000
-    events: int = 500
-    variance: float = 0.65
-    effect_floor: float = 0.1
-    clip_sigma: float = 4.0
-    target_false_alarm_interval: float = 1e6
-    cooldown_events: int = 5000
-    resolve_windows: int = 3
-
-    def __post_init__(self) -> None:
-        _require(self.reference_events >= 2, "reference_events", ">= 2", self.reference_events)
-        _require(
-            self.calibration_events >= 2, "calibration_events", ">= 2", self.calibration_events
-        )
-        _require(self.events >= 2, "events", ">= 2", self.events)
-        _require(0 < self.variance < 1, "variance", "in (0, 1)", self.variance)
-        _require(self.effect_floor >= 0, "effect_floor", ">= 0", self.effect_floor)
-        _require(self.clip_sigma > 0, "clip_sigma", "> 0 (.inf: no clipping)", self.clip_sigma)
-        _require(
-            self.target_false_alarm_interval >= self.events,
-            "target_false_alarm_interval",
-            f">= events ({self.events})",
-            self.target_false_alarm_interval,
-        )
-        _require(self.cooldown_events >= 0, "cooldown_events", ">= 0", self.cooldown_events)
-        _require(self.resolve_windows >= 1, "resolve_windows", ">= 1", self.resolve_windows)
-
-    @property
-    def alpha(self) -> float:
-        """Significance level of each window's test (see :mod:`detectors.budget`).
-
-        >>> MultivariateParams().alpha
-        0.0005
-        """
-        return window_alpha(1.0 / self.target_false_alarm_interval, self.events, tests=1)
 
 
 class MultivariateProfile(msgspec.Struct, frozen=True):
@@ -471,6 +410,10 @@ class _Test:
 
 
 class _MultivariateState(msgspec.Struct, frozen=True):
+    """The monitor's state and its envelope in one: ``version`` (:data:`STATE_VERSION`) first,
+    ``kind``, ``river`` and ``numpy`` last (as in :mod:`detectors.monitor`'s envelope; states
+    written before them have none, and were told from the others by their version)."""
+
     version: int
     params: MultivariateParams
     reference: MultivariateProfile
@@ -484,9 +427,12 @@ class _MultivariateState(msgspec.Struct, frozen=True):
     drifted: _Count
     score: float
     lifecycle: LifecycleState
+    kind: str | None = None
+    river: str | None = None
+    numpy: str | None = None
 
 
-class PCAReconstructionMonitor:
+class PCAReconstructionMonitor(Monitor):
     """Multivariate drift monitor of a model's numeric features (see the module docstring).
 
     Rows go through three phases: the reference (skipped with :meth:`from_profile`), the
@@ -507,16 +453,17 @@ class PCAReconstructionMonitor:
     """
 
     kind = KIND
+    untagged_versions = (STATE_VERSION,)
 
     def __init__(self, features: Sequence[str], params: MultivariateParams | None = None) -> None:
         if len(features) < 2 or len(set(features)) != len(features):
             raise ValueError("a multivariate monitor needs at least two distinct feature names")
+        super().__init__()
         self.features = list(features)
         self.params = params or MultivariateParams()
         self.reference = CoMoments(len(features))
         self.pca: PCAReconstruction | None = None
-        self.rows = 0  # rows seen
-        self.missing = 0  # missing values seen
+        self.rows = 0  # rows seen (self.missing: missing values seen)
         self.calibration = _ErrorPeriod(len(features))
         self.window = _ErrorPeriod(len(features))
         self.window_from: int | None = None  # tag of the open window's first row
@@ -524,8 +471,6 @@ class PCAReconstructionMonitor:
         self.drifted = 0  # windows in which both gates passed
         self.score = 0.0  # relative increase of the last window's mean error
         self.lifecycle = Lifecycle(self.params.cooldown_events, self.params.resolve_windows, True)
-        # Like the other monitors': the reference is fitted on the stream's own first rows.
-        self.reference_source: str | None = None
 
     @classmethod
     def from_profile(
@@ -550,10 +495,14 @@ class PCAReconstructionMonitor:
         return self.calibration.rows >= self.params.calibration_events
 
     def update(
-        self, rows: NDArray[np.float64], positions: NDArray[np.integer[Any]]
+        self,
+        rows: NDArray[np.float64],
+        positions: NDArray[np.integer[Any]],
+        times: NDArray[np.float64] | None = None,
     ) -> list[Detection]:
         """Add ``rows`` (n x d, features in the order given, NaN missing) in stream order,
-        tagged by ``positions`` (e.g. Kafka offsets).
+        tagged by ``positions`` (e.g. Kafka offsets). ``times`` is taken for the monitors'
+        common interface and not used: the windows count rows.
 
         Returns the lifecycle changes: the detection that opens an episode and its resolution.
         """
@@ -755,31 +704,46 @@ class PCAReconstructionMonitor:
             "false_alarms": self.false_alarms(),
         }
 
-    def to_bytes(self) -> bytes:
-        return _ENCODER.encode(
-            _MultivariateState(
-                version=STATE_VERSION,
-                params=self.params,
-                reference=self.profile(),
-                fitted=self.pca is not None,
-                rows=self.rows,
-                missing=self.missing,
-                calibration=self.calibration.to_state(),
-                window=self.window.to_state(),
-                window_from=self.window_from,
-                evaluated=self.evaluated,
-                drifted=self.drifted,
-                score=self.score,
-                lifecycle=self.lifecycle.to_state(),
-            )
+    @classmethod
+    def _merged_summary(cls, monitors: Sequence[Self]) -> dict[str, Any]:
+        # Each partition fits its own PCA on its own rows: their numbers do not merge.
+        summaries = [monitor.summary() for monitor in monitors]
+        return {
+            "kind": cls.kind,
+            "count": sum(summary["count"] for summary in summaries),
+            "missing": sum(summary["missing"] for summary in summaries),
+            "episodes": sum(summary["episodes"] for summary in summaries),
+            "drift_score": max(summary["drift_score"] for summary in summaries),
+            "partitions": summaries,
+        }
+
+    def _to_envelope(self) -> _MultivariateState:
+        return _MultivariateState(
+            version=STATE_VERSION,
+            params=self.params,
+            reference=self.profile(),
+            fitted=self.pca is not None,
+            rows=self.rows,
+            missing=self.missing,
+            calibration=self.calibration.to_state(),
+            window=self.window.to_state(),
+            window_from=self.window_from,
+            evaluated=self.evaluated,
+            drifted=self.drifted,
+            score=self.score,
+            lifecycle=self.lifecycle.to_state(),
+            kind=self.kind,
+            river=LIBRARIES.river,
+            numpy=LIBRARIES.numpy,
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Restore a monitor saved with :meth:`to_bytes`; :class:`StateError` if impossible."""
+    def _read(cls, data: bytes, version: int) -> Self:
         check_state_version(data, STATE_VERSION, "multivariate")
         try:
             state = _DECODER.decode(data)
+            if state.kind not in (None, KIND):
+                raise ValueError(f"the envelope says {state.kind!r}, not {KIND!r}")
             monitor = cls(state.reference.features, state.params)
             d = len(monitor.features)
             monitor.reference = CoMoments.from_profile(state.reference)
@@ -797,8 +761,10 @@ class PCAReconstructionMonitor:
                 monitor.params.resolve_windows,
                 True,
             )
-        except (msgspec.MsgspecError, ValueError) as exc:
+        except Exception as exc:
+            # Anything at all: a state that cannot be restored must not stop the worker.
             raise StateError(f"corrupt multivariate state ({exc})") from None
+        monitor.restored_from = {"format": version, "river": state.river, "numpy": state.numpy}
         return monitor
 
 

@@ -96,6 +96,12 @@ class PageHinkley(ChangeDetector):
     def from_state(cls, state: PageHinkleyState) -> PageHinkley:
         detector = cls(state.params)
         ph = detector._ph
+        # The state is river's attributes: if a river release renamed one, setting it would
+        # go unnoticed (a new attribute river never reads).
+        absent = [name for name in _RIVER_ATTRIBUTES if not hasattr(ph, name)]
+        absent += [f"_x_mean.{name}" for name in ("n", "_mean") if not hasattr(ph._x_mean, name)]
+        if absent:
+            raise ValueError(f"river's PageHinkley has no {', '.join(absent)}: its layout changed")
         ph._x_mean.n, ph._x_mean._mean = state.mean_n, state.mean
         ph._sum_increase, ph._sum_decrease = state.sum_increase, state.sum_decrease
         values = (
@@ -113,3 +119,23 @@ class PageHinkley(ChangeDetector):
         ph._drift_detected = state.drift_detected
         detector._restore_common(state)
         return detector
+
+    @classmethod
+    def afresh(cls, state: PageHinkleyState) -> PageHinkley:
+        """A detector with the parameters of ``state`` (a calibrated threshold included)
+        starting afresh, as after a detection, with its detection count and last statistic:
+        for a state river cannot take back (one written by another river release)."""
+        detector = cls(state.params)
+        detector.n_detections, detector.statistic = state.n_detections, state.statistic
+        return detector
+
+
+# river's attributes that a state sets (river.drift.PageHinkley's layout as of river 0.26).
+_RIVER_ATTRIBUTES = (
+    "_x_mean",
+    "_sum_increase",
+    "_sum_decrease",
+    "_min_increase",
+    "_max_decrease",
+    "_drift_detected",
+)
