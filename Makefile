@@ -19,10 +19,11 @@ demo: $(STAMP)  ## run the embedded demo: broker, Redis, worker, drifting simula
 test: $(STAMP) system-deps kafka-jars  ## run the whole test suite (unit, contracts, deploy checks, end-to-end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# ruff (lint and format) and mypy (strict), set up in pyproject.toml, on the folders that pass them
-# so far; tests/test_style.py runs the same on LINT_PATHS, so a folder joins both by being added here.
-LINT_PATHS := detectors
-lint: $(STAMP)  ## ruff check, ruff format --check and mypy (strict) on LINT_PATHS (detectors/ so far)
+# ruff (lint and format) and mypy, set up in pyproject.toml (mypy: strict for detectors/, relaxed
+# for streams/ and bench/, tests/ excluded but for tests/servers/), on every folder with Python code;
+# tests/test_style.py (part of `make test`) runs the same on LINT_PATHS.
+LINT_PATHS := detectors streams bench tests deploy
+lint: $(STAMP)  ## ruff check, ruff format --check and mypy on LINT_PATHS (all Python code)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy $(LINT_PATHS)

@@ -28,8 +28,11 @@ __all__ = [
 
 
 class Column(Protocol):
-    name: str
-    description: str
+    # Read-only: the columns are frozen dataclasses.
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
 
     def alarms(self, series: Series) -> np.ndarray | None:
         """Sorted indices of the values at which the column alarmed; None if not applicable."""
@@ -60,7 +63,7 @@ class StreamdriftColumn:
         found: list[int] = []
         for start in range(0, len(series.values), self.batch):
             chunk = slice(start, start + self.batch)
-            values = series.values[chunk]
+            values: np.ndarray | list[str] = series.values[chunk]
             if series.kind == "categorical":
                 values = [str(v) for v in values]
             found += [d.position for d in monitor.update(values, positions[chunk]) if _opens(d)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
@@ -56,7 +57,8 @@ _RAW_EVENTS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def bench_models(count: int) -> tuple[ModelSpec, ...]:
-    """``count`` regression models ``m00``, ``m01``… with features ``f00``…``f19``, country, channel."""
+    """``count`` regression models ``m00``, ``m01``… with features ``f00``…``f19``, country,
+    channel."""
     return tuple(
         ModelSpec(
             name=f"m{k:02d}",
@@ -166,14 +168,18 @@ def produce(
         def record(error: KafkaError | None, message: Message) -> None:
             on_delivery(error, message)
             if error is None:
-                done.marks[key] = (message.partition(), message.offset(), message.timestamp()[1])
+                # a delivered message has its partition and offset
+                done.marks[key] = cast(
+                    "tuple[int, int, int]",
+                    (message.partition(), message.offset(), message.timestamp()[1]),
+                )
 
         return record
 
     started = time.monotonic()
     for message in stream:
         if paced:
-            ahead = started + done.events / rate - time.monotonic()
+            ahead = started + done.events / cast(float, rate) - time.monotonic()
             if ahead > 0.001:
                 producer.poll(0)
                 time.sleep(ahead)

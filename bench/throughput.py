@@ -42,7 +42,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 import numpy as np
@@ -63,8 +63,8 @@ from streams.dev.embedded import (
     free_port,
     tansu_binary,
 )
-from streams.kafka.admin import create_topics
 from streams.dev.simulate import ModelSpec, SimMessage
+from streams.kafka.admin import create_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,8 @@ COLUMNS = (
     Column(
         "river",
         "(2) hand-written river",
-        "poll() loop + json.loads + river ADWIN and PageHinkley (defaults) per numeric feature and prediction",
+        "poll() loop + json.loads + river ADWIN and PageHinkley (defaults) per numeric feature "
+        "and prediction",
     ),
     Column(
         "faust",
@@ -131,8 +132,8 @@ input topic, summed over workers; each scrape costs the worker ~15 ms CPU at 1,0
 events/s is the increase between the first probe after every worker owns its partitions and the
 last probe before all events were applied, divided by the time between them (runs with a window
 under {min_window:g} s are timed from the first worker's readiness to the last probe, and their
-Redis counts include the workers' start). A column still running after --max-seconds is stopped and reported on the events it
-handled (complete: false).
+Redis counts include the workers' start). A column still running after --max-seconds is stopped
+and reported on the events it handled (complete: false).
 
 feature-updates/s: values fed to detectors per second. streamdrift: events/s x {series} (20
 numeric, 2 categorical features and the prediction each update a monitor); river: events/s x 21
@@ -326,17 +327,19 @@ def read_records(
         while len(finished) < len(start):
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"reading {topic} from {start}: partitions {sorted(finished)} done in {timeout:g} s"
+                    f"reading {topic} from {start}: partitions {sorted(finished)} done in "
+                    f"{timeout:g} s"
                 )
             for record in consumer.consume(1000, timeout=0.1):
-                partition = record.partition()
+                partition = cast(int, record.partition())  # a consumed record has one
                 error = record.error()
                 if error is not None and error.code() == KafkaError._PARTITION_EOF:
                     finished.add(partition)
                     continue
                 if error is not None:
                     raise RuntimeError(f"reading {topic}: {error}")
-                records.append((partition, record.offset(), record.timestamp()[1], record.value()))
+                offset, value = cast(int, record.offset()), cast(bytes, record.value())
+                records.append((partition, offset, record.timestamp()[1], value))
     finally:
         consumer.close()
     return records
@@ -488,7 +491,8 @@ class Bench:
         command = [
             sys.executable, "-m", "bench.peers", column.key,
             "--bootstrap", self.broker.bootstrap, "--topic", topic, "--group", group,
-            "--events", str(self.o.events), "--max-seconds", str(self.o.max_seconds), "--result", str(result_path),
+            "--events", str(self.o.events), "--max-seconds", str(self.o.max_seconds),
+            "--result", str(result_path),
         ]  # fmt: skip
         peer = PeerProcess(command, self.workdir / f"{group}.log").start()
         try:
@@ -578,7 +582,8 @@ class Bench:
                     waiting.remove(worker)
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"{len(waiting)} worker(s) not ready after {STARTUP_S:g} s:\n{waiting[0].log_tail()}"
+                    f"{len(waiting)} worker(s) not ready after {STARTUP_S:g} s:\n"
+                    f"{waiting[0].log_tail()}"
                 )
             time.sleep(0.1)
 
@@ -692,8 +697,8 @@ class Bench:
         with self._group(column, topic) as group:
             self._wait_applied(group.workers, topic, warmup)
             self.say(
-                f"  latency: {len(stream):,} messages at {rate:,.0f} events/s (half the measured rate), "
-                f"{len(drifting)} drifting models"
+                f"  latency: {len(stream):,} messages at {rate:,.0f} events/s (half the measured "
+                f"rate), {len(drifting)} drifting models"
             )
             sent = produce(
                 self.broker.bootstrap,
@@ -808,7 +813,8 @@ def run(
                         result = bench.run_peer(column, batch, topic)
                     results[column.key] = result
                     bench.say(
-                        f"  {result.events_per_s:,.0f} events/s{'' if result.complete else ' (stopped early)'}"
+                        f"  {result.events_per_s:,.0f} events/s"
+                        f"{'' if result.complete else ' (stopped early)'}"
                     )
                 runs.append((batch, results))
         failed = False

@@ -16,8 +16,8 @@ Design:
 
 * **Keys:** each message is keyed by the model name (``model/<shard>`` with ``shards > 1``), so
   one model's events share a partition and the worker, which keeps its state per input
-  partition, sees the model's whole stream (docs/contracts.md and docs/operations.md). An envelope only
-  ever holds events of one key. The partitioner is ``murmur2_random``: the same partition for a
+  partition, sees the model's whole stream (docs/contracts.md and docs/operations.md). An envelope
+  only ever holds events of one key. The partitioner is ``murmur2_random``: the same partition for a
   key as the Java and aiokafka producers' default.
 * **Sampling:** ``sample_rate`` < 1 keeps an event with an ``event_id`` iff a hash of the id
   falls below the rate (:func:`sampled`: the same decision in every process, so a labels
@@ -65,7 +65,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 if TYPE_CHECKING:
     from streams.settings import Settings
 
-__all__ = ["DriftClient", "ClientStats", "sampled", "DEFAULT_TOPIC", "MAX_EVENTS_PER_MESSAGE"]
+__all__ = ["DEFAULT_TOPIC", "MAX_EVENTS_PER_MESSAGE", "ClientStats", "DriftClient", "sampled"]
 
 _log = logging.getLogger("streams.client")
 
@@ -275,9 +275,8 @@ class DriftClient:
 
         # Owned by the background thread only.
         self._envelopes: dict[str, _Envelope] = {}
-        self._blocked: deque[tuple[str, bytes, int]] = (
-            deque()
-        )  # (key, value, events) librdkafka refused
+        # (key, value, events) librdkafka refused
+        self._blocked: deque[tuple[str, bytes, int]] = deque()
         self._in_flight = 0  # events inside librdkafka
 
         self._tick = min(0.05, max(self.linger / 2, 0.005))
@@ -388,7 +387,8 @@ class DriftClient:
         payload = _encode(event)
         if len(payload) + 2 > self.max_envelope_bytes:
             raise ValueError(
-                f"event of {len(payload)} bytes exceeds max_envelope_bytes={self.max_envelope_bytes}"
+                f"event of {len(payload)} bytes exceeds "
+                f"max_envelope_bytes={self.max_envelope_bytes}"
             )
         if self.shards == 1:
             return model, payload
@@ -453,7 +453,10 @@ class DriftClient:
         self.close()
 
     def __repr__(self) -> str:  # never the config: it may hold secrets
-        return f"DriftClient(bootstrap={self._bootstrap!r}, topic={self.topic!r}, closed={getattr(self, '_closed', False)})"
+        return (
+            f"DriftClient(bootstrap={self._bootstrap!r}, topic={self.topic!r}, "
+            f"closed={getattr(self, '_closed', False)})"
+        )
 
     # --- the background thread ----------------------------------------------------------
 
@@ -476,7 +479,8 @@ class DriftClient:
 
     def _step(self) -> bool:
         """One round: take the queue, send full / lingered envelopes, serve deliveries.
-        True when the client is closed and either everything is acknowledged or its budget is over."""
+        True when the client is closed and either everything is acknowledged or its budget is
+        over."""
         self._wake.wait(self._tick)
         self._wake.clear()
         with self._lock:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -142,9 +143,9 @@ class Metrics:
         )
         self.drift_score = Gauge(
             "streamdrift_drift_score",
-            "Drift of the current data vs the reference: |EWMA mean - reference mean| in reference sigma "
-            "(numeric, error rate); PSI of the last window (categorical); the largest of this worker's "
-            "owned partitions and model versions",
+            "Drift of the current data vs the reference: |EWMA mean - reference mean| in "
+            "reference sigma (numeric, error rate); PSI of the last window (categorical); the "
+            "largest of this worker's owned partitions and model versions",
             ["model", "feature"],
             registry=r,
         )
@@ -168,7 +169,8 @@ class Metrics:
         )
         self.checkpoint_cpu = Counter(
             "streamdrift_checkpoint_cpu_seconds",
-            "CPU time of the worker's event-loop thread spent in checkpoints (serialising state included)",
+            "CPU time of the worker's event-loop thread spent in checkpoints (serialising state "
+            "included)",
             registry=r,
         )
         self.checkpoint_duration = Histogram(

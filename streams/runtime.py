@@ -24,24 +24,20 @@ import os
 import socket
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import msgspec
 from redis.exceptions import RedisError
 
 from detectors import MultivariateParams
-from streams.pipeline.admission import parse_allowlist
-from streams.pipeline.alerts import build_alert, encode_alert
-from streams.state.baselines import BaselineCatalog
-from streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost
-from streams.state.keys import parse_series
-from streams.pipeline.codec import Limits, Reason
-from streams.state.history import HistoryRecorder
-from streams.state.joins import JoinStore
 from streams.metrics import Metrics
+from streams.pipeline.admission import AdmissionLimits, parse_allowlist
+from streams.pipeline.alerts import build_alert, encode_alert
+from streams.pipeline.codec import Limits, Reason
 from streams.pipeline.processor import (
-    AdmissionLimits,
     Baselines,
     DeadLetter,
     LabelProcessor,
@@ -49,8 +45,13 @@ from streams.pipeline.processor import (
     PredictionProcessor,
     Record,
 )
-from streams.state.partition import PartitionState, restore_monitor
 from streams.settings import Settings
+from streams.state.baselines import BaselineCatalog
+from streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost
+from streams.state.history import HistoryRecorder
+from streams.state.joins import JoinStore
+from streams.state.keys import parse_series
+from streams.state.partition import PartitionState, restore_monitor
 
 log = logging.getLogger("streamdrift")
 T = TypeVar("T")
@@ -139,8 +140,10 @@ def dead_letter_message(
     larger, with ``streamdrift-truncated``, ``-original-length`` and ``-original-sha256``), the
     reason, a bounded detail and the source coordinates.
 
-    >>> value, headers = dead_letter_message("in", 3, DeadLetter(b"x" * 10, Reason.OVERSIZE_MESSAGE, "big", 7), 4)
-    >>> value, dict(headers)["streamdrift-original-length"], dict(headers)["streamdrift-source-offset"]
+    >>> letter = DeadLetter(b"x" * 10, Reason.OVERSIZE_MESSAGE, "big", 7)
+    >>> value, headers = dead_letter_message("in", 3, letter, 4)
+    >>> headers = dict(headers)
+    >>> value, headers["streamdrift-original-length"], headers["streamdrift-source-offset"]
     (b'xxxx', b'10', b'7')
     """
     headers = [
@@ -206,12 +209,10 @@ class Runtime:
         )
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.saved_offsets: dict[tuple[str, int], int | None] = {}
-        self.outbox: dict[tuple[str, int], list[bytes]] = defaultdict(
-            list
-        )  # alerts not yet checkpointed
-        self.unpublished: dict[tuple[str, int], list[bytes]] = defaultdict(
-            list
-        )  # checkpointed, not yet sent
+        # alerts not yet checkpointed
+        self.outbox: dict[tuple[str, int], list[bytes]] = defaultdict(list)
+        # checkpointed, not yet sent
+        self.unpublished: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         self._lost: set[tuple[str, int]] = set()  # partitions whose checkpoint Redis lost
         self.rebuilding: dict[tuple[str, int], _Rebuild] = {}
         self.lock = asyncio.Lock()
@@ -230,7 +231,8 @@ class Runtime:
                 if (topic, partition) in self.rebuilding:
                     records = await self._rebuilt_records((topic, partition), records)
                 if state is None:
-                    # Buffered records of a partition revoked meanwhile: its new owner re-reads them.
+                    # Buffered records of a partition revoked meanwhile: its new owner re-reads
+                    # them.
                     log.warning(
                         "dropping %d records of unowned partition %s[%d]",
                         len(records),
@@ -241,7 +243,7 @@ class Runtime:
                 if topic == self.settings.input_topic:
                     outcome = self.predictions.process(state, records, now=now)
                     joins = [j for j in outcome.joins if self._joinable(j[0])]
-                    await self._redis(lambda: self.join.put(joins, now))
+                    await self._redis(partial(self.join.put, joins, now))
                 else:
                     labels, outcome = self.labels.decode(state, records, now)
                     await self._apply_labels(state, labels, outcome, now)
@@ -409,7 +411,7 @@ class Runtime:
                     state.topic,
                     state.partition,
                     state.epoch,
-                    state.next_offset,
+                    state.next_offset,  # type: ignore[arg-type]  # not None: filtered above
                     state.events_since_checkpoint,
                     fields,
                     self.outbox[key],
@@ -423,11 +425,12 @@ class Runtime:
             return
         self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
         self.metrics.redis_up.set(1)
+        # before _settle clears dirty
         await self.history.record(
-            self.states[k] for k, error in zip(changed, results) if error is None
-        )  # before _settle clears dirty
+            self.states[k] for k, error in zip(changed, results, strict=True) if error is None
+        )
         all_ok = True
-        for key, error in zip(changed, results):
+        for key, error in zip(changed, results, strict=True):
             all_ok &= self._settle(key, error)
         if all_ok:
             self._events_since_checkpoint = 0
@@ -439,7 +442,7 @@ class Runtime:
         """Our memory still holds the complete state of a partition whose checkpoint Redis lost:
         claim it again and mark everything dirty, so the next checkpoint rewrites all of it."""
         for key in [k for k in self._lost if k in self.states]:
-            claim = await self._redis(lambda: self.store.claim(*key))
+            claim = await self._redis(partial(self.store.claim, *key))
             state = self.states[key]
             state.epoch = claim.epoch
             state.dirty |= set(state.monitors)
@@ -456,7 +459,8 @@ class Runtime:
         )
 
     async def _publish_outbox(self) -> None:
-        """Send checkpointed alerts, wait until Kafka has them, then drop them from the Redis outbox.
+        """Send checkpointed alerts, wait until Kafka has them, then drop them from the Redis
+        outbox.
 
         A crash in between re-sends them from the outbox on the next claim: the same bytes with
         the same id, which consumers de-duplicate.
@@ -475,11 +479,14 @@ class Runtime:
         await self.publisher.flush()
         for key, entries in pending.items():
             state = self.states[key]
-            error = await self._redis(
-                lambda: self.store.trim_outbox(
-                    state.topic, state.partition, state.epoch, len(entries)
+
+            # Bound to this partition; the epoch is read at each try, as the owner's may change.
+            async def trim(state: PartitionState = state, published: int = len(entries)) -> Any:
+                return await self.store.trim_outbox(
+                    state.topic, state.partition, state.epoch, published
                 )
-            )
+
+            error = await self._redis(trim)
             for entry in entries:
                 model, feature, detector, event = msgspec.msgpack.decode(entry)[:4]
                 if event == "resolved":
@@ -527,7 +534,8 @@ class Runtime:
             log.exception("periodic work failed (will retry on the next tick)")
 
     def _joinable(self, model: str) -> bool:
-        """Whether the model's predictions wait in Redis for their labels (STREAMDRIFT_LABEL_JOIN_MODELS)."""
+        """Whether the model's predictions wait in Redis for their labels
+        (STREAMDRIFT_LABEL_JOIN_MODELS)."""
         return self._join_models is None or model in self._join_models
 
     async def refresh_baselines(self, force: bool = False) -> None:
@@ -581,17 +589,17 @@ class Runtime:
             self._update_ownership_gauges()
 
     async def on_assigned(self, assigned: Iterable[tuple[str, int]]) -> None:
-        """Claim newly assigned partitions, load their state and commit their checkpointed offsets."""
+        """Claim newly assigned partitions, load their state and commit their checkpointed
+        offsets."""
         assigned = [key for key in assigned if key not in self.states]
         processed_before = await self.publisher.committed(assigned) if assigned else {}
         async with self.lock:
-            await self.refresh_baselines(
-                force=self.baselines.revision is None
-            )  # before the first event
+            # before the first event
+            await self.refresh_baselines(force=self.baselines.revision is None)
             commits: dict[tuple[str, int], int] = {}
             for key in assigned:
                 claim = await self._redis(
-                    lambda: self.store.claim(*key), give_up_after=CLAIM_RETRY_S
+                    partial(self.store.claim, *key), give_up_after=CLAIM_RETRY_S
                 )
                 if claim.offset is None and processed_before.get(key, 0) > 0:
                     claim.offset = await self._plan_rebuild(key, processed_before[key])
@@ -711,7 +719,8 @@ class Runtime:
     async def _redis(
         self, call: Callable[[], Awaitable[T]], give_up_after: float | None = None
     ) -> T:
-        """Run a Redis call, retrying with backoff while Redis is unreachable (processing pauses)."""
+        """Run a Redis call, retrying with backoff while Redis is unreachable (processing
+        pauses)."""
         started, delay = time.monotonic(), 0.1
         while True:
             try:

@@ -87,14 +87,21 @@ def principal(settings: Settings) -> str:
     ``ssl.principal.mapping.rules`` usually make of it; without rules it is the whole subject);
     else ``User:ANONYMOUS``.
 
-    >>> principal(Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_username="sd", kafka_sasl_password="x"))
+    >>> principal(
+    ...     Settings(
+    ...         kafka_security_protocol="SASL_SSL",
+    ...         kafka_sasl_username="sd",
+    ...         kafka_sasl_password="x",
+    ...     )
+    ... )
     'User:sd'
     """
     protocol = settings.kafka_security_protocol
     if protocol.startswith("SASL"):
         return f"User:{settings.kafka_sasl_username}"
     if protocol == "SSL" and settings.kafka_ssl_certfile:
-        return f"User:{certificate_cn(settings.kafka_ssl_certfile) or '<principal of STREAMDRIFT_KAFKA_SSL_CERTFILE>'}"
+        cn = certificate_cn(settings.kafka_ssl_certfile)
+        return f"User:{cn or '<principal of STREAMDRIFT_KAFKA_SSL_CERTFILE>'}"
     return "User:ANONYMOUS"
 
 

@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr = Field(
         SecretStr("redis://localhost:6379/0"),
-        description="Redis URL of the state store (redis:// or rediss:// for TLS; may hold user:password)",
+        description=(
+            "Redis URL of the state store (redis:// or rediss:// for TLS; may hold user:password)"
+        ),
     )
 
     redis_cluster: bool = Field(
@@ -85,7 +87,10 @@ class Settings(BaseSettings):
     history_interval_s: float = Field(
         10.0,
         ge=0,
-        description="Least seconds between two drift-score history samples of a partition (streamdrift report); 0: every checkpoint",
+        description=(
+            "Least seconds between two drift-score history samples of a partition (streamdrift "
+            "report); 0: every checkpoint"
+        ),
     )
     batch_max_events: int = Field(
         2_000, ge=1, description="Events handled as one batch (a message is never split)"
@@ -97,7 +102,10 @@ class Settings(BaseSettings):
         100,
         ge=0,
         le=5000,
-        description="Longest wait of a Kafka fetch for data (bounds event-to-alert latency on quiet partitions)",
+        description=(
+            "Longest wait of a Kafka fetch for data (bounds event-to-alert latency on quiet "
+            "partitions)"
+        ),
     )
 
     # --- consumer group timing (production-safe defaults; tests use seconds) ----------------
@@ -108,7 +116,9 @@ class Settings(BaseSettings):
     # --- multivariate drift -----------------------------------------------------------------
     multivariate: bool = Field(
         True,
-        description="Run the PCA reconstruction-error monitor over each model version's numeric features",
+        description=(
+            "Run the PCA reconstruction-error monitor over each model version's numeric features"
+        ),
     )
     multivariate_max_features: int = Field(
         50, ge=2, description="Most numeric features in one PCA monitor (the first ones by name)"
@@ -127,7 +137,8 @@ class Settings(BaseSettings):
     )
     label_join_models: str = Field(
         "*",
-        description="Models whose predictions wait in Redis for their labels: * (all) or a comma-separated list (each costs ~100 B of Redis for the label TTL)",
+        description="Models whose predictions wait in Redis for their labels: * (all) or a "
+        "comma-separated list (each costs ~100 B of Redis for the label TTL)",
     )
     max_pending_labels: int = Field(
         100_000, ge=0, description="Labels waiting for their prediction, per labels partition"
@@ -148,7 +159,10 @@ class Settings(BaseSettings):
     max_versions_per_model: int = Field(
         3,
         ge=1,
-        description="Versions of one model monitored side by side (per partition); the least recently seen beyond it is retired",
+        description=(
+            "Versions of one model monitored side by side (per partition); the least recently "
+            "seen beyond it is retired"
+        ),
     )
     max_categories_per_feature: int = Field(
         200, ge=1, description="Most distinct categories per categorical feature"
@@ -158,7 +172,10 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(
         64,
         ge=2,
-        description="Deepest JSON nesting accepted in a message the typed decoder refuses (deeper than ~900 levels is refused anywhere)",
+        description=(
+            "Deepest JSON nesting accepted in a message the typed decoder refuses (deeper than "
+            "~900 levels is refused anywhere)"
+        ),
     )
     max_event_id_length: int = Field(
         256, ge=1, description="Longest event_id (predictions and labels); an empty one is refused"
@@ -166,53 +183,81 @@ class Settings(BaseSettings):
     max_abs_value: float = Field(
         1e15,
         gt=0,
-        description="Largest magnitude of a numeric feature, prediction or label; beyond it the event is dead-lettered (value_out_of_range)",
+        description=(
+            "Largest magnitude of a numeric feature, prediction or label; beyond it the event is "
+            "dead-lettered (value_out_of_range)"
+        ),
     )
     max_future_skew_s: float = Field(
         3600.0,
         ge=0,
-        description="How far an event's timestamp may be ahead of its Kafka timestamp (timestamp_skew beyond)",
+        description=(
+            "How far an event's timestamp may be ahead of its Kafka timestamp (timestamp_skew "
+            "beyond)"
+        ),
     )
     max_past_skew_s: float = Field(
         315_360_000.0,
         ge=0,
-        description="How far an event's timestamp may be behind its Kafka timestamp (default 10 years: backfills pass)",
+        description=(
+            "How far an event's timestamp may be behind its Kafka timestamp (default 10 years: "
+            "backfills pass)"
+        ),
     )
 
     # --- admission (a flood of made-up names must not exhaust a worker) --------------------
     allowed_models: str = Field(
         "*",
-        description="Models to monitor: * (any) or a comma-separated allowlist; others are dead-lettered (model_not_allowed)",
+        description=(
+            "Models to monitor: * (any) or a comma-separated allowlist; others are dead-lettered "
+            "(model_not_allowed)"
+        ),
     )
     max_new_series_per_message: int = Field(
         1_000,
         ge=1,
-        description="Most series one message may create; beyond it the events are dead-lettered (too_many_new_series)",
+        description="Most series one message may create; beyond it the events are dead-lettered "
+        "(too_many_new_series)",
     )
     max_new_series_per_s: float = Field(
         1_000.0,
         gt=0,
-        description="New series per second per partition (a token bucket on Kafka time, burst of one second's worth)",
+        description=(
+            "New series per second per partition (a token bucket on Kafka time, burst of one "
+            "second's worth)"
+        ),
     )
     probation_events: int = Field(
         100,
         ge=1,
-        description="Events after which a new model is established; until then it is on probation and may be evicted by newer ones",
+        description=(
+            "Events after which a new model is established; until then it is on probation and may "
+            "be evicted by newer ones"
+        ),
     )
     max_probation_models: int = Field(
         100,
         ge=1,
-        description="Models on probation per partition; a new model beyond it evicts the least recently seen one on probation",
+        description=(
+            "Models on probation per partition; a new model beyond it evicts the least recently "
+            "seen one on probation"
+        ),
     )
     idle_evict_s: float = Field(
         7 * 86_400.0,
         gt=0,
-        description="A model, version or series not seen for this long (Kafka time) is evicted with its state and metrics",
+        description=(
+            "A model, version or series not seen for this long (Kafka time) is evicted with its "
+            "state and metrics"
+        ),
     )
     dlq_max_bytes: int = Field(
         900_000,
         ge=1024,
-        description="Largest dead-letter value sent; a larger payload is sent truncated with its length and SHA-256 in headers",
+        description=(
+            "Largest dead-letter value sent; a larger payload is sent truncated with its length "
+            "and SHA-256 in headers"
+        ),
     )
     max_pending_labels_per_model: int = Field(
         10_000,
@@ -261,9 +306,8 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
-        return (
-            value.strip().lower() if isinstance(value, str) else value
-        )  # INFO works as well as info
+        # INFO works as well as info
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("input_topic", "labels_topic", "alert_topic", "dlq_topic")
     @classmethod
@@ -305,7 +349,8 @@ class Settings(BaseSettings):
     def load(cls, **overrides: object) -> Settings:
         """Settings from the environment, plus one file per secret in ``STREAMDRIFT_SECRETS_DIR``
         (e.g. a Kubernetes Secret volume with a file ``streamdrift_kafka_sasl_password``)."""
-        return cls(_secrets_dir=os.environ.get("STREAMDRIFT_SECRETS_DIR"), **overrides)
+        # _secrets_dir is a BaseSettings init argument, not a field; the overrides are fields.
+        return cls(_secrets_dir=os.environ.get("STREAMDRIFT_SECRETS_DIR"), **overrides)  # type: ignore[call-arg, arg-type]
 
     def redis_client(self, asynchronous: bool = True, **options: object):
         """A client for the state store: standalone Redis or Redis Cluster, per the settings."""

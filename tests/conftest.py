@@ -1,8 +1,9 @@
 """Shared fixtures: one real broker and one real Redis per test session, workers as subprocesses.
 
 Fixtures: ``broker`` / ``redis_server`` (session; ``broker`` is Tansu, or Apache Kafka — one node
-or a three-node cluster — for tests marked ``brokers``: see that section), ``topics`` (unique topics + group id per test),
-``redis_client``, ``start_worker`` (factory of :class:`WorkerProcess`).
+or a three-node cluster — for tests marked ``brokers``: see that section), ``topics``
+(unique topics + group id per test), ``redis_client``, ``start_worker`` (factory of
+:class:`WorkerProcess`).
 Helpers for end-to-end tests: ``from conftest import produce, consume_all, Message, WorkerProcess``.
 
 Isolation comes from names, not from wiping shared servers: every test gets its own topics and
@@ -113,8 +114,8 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     try:
         server.start()
         KAFKA_TIMINGS.append(
-            f"Apache Kafka {kafka_version()} single node: storage formatted in {server.format_seconds:.1f} s, "
-            f"ready {server.start_seconds:.1f} s after start()"
+            f"Apache Kafka {kafka_version()} single node: storage formatted in "
+            f"{server.format_seconds:.1f} s, ready {server.start_seconds:.1f} s after start()"
         )
         yield server
     finally:
@@ -431,7 +432,8 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def metric(worker: WorkerProcess, sample: str) -> float:
-    """The value of one sample (``name{labels}`` exactly as exposed) of a worker's /metrics, or 0."""
+    """The value of one sample (``name{labels}`` exactly as exposed) of a worker's /metrics, or
+    0."""
     for line in worker.metrics_text(timeout=30).splitlines():
         if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])

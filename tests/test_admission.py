@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 from streams.pipeline.admission import MINUTE, AdmissionLimits
+from streams.pipeline.codec import Limits, Reason
+from streams.pipeline.processor import PredictionProcessor, Record
 from streams.state.checkpoint import Claim
 from streams.state.keys import series_name
-from streams.pipeline.codec import Limits, Reason
 from streams.state.partition import PartitionState
-from streams.pipeline.processor import PredictionProcessor, Record
 
 
 def records(bodies: list[Any], first: int = 0, at: float = 1_000.0) -> list[Record]:

@@ -17,13 +17,13 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from streams.state.keys import SEP, KeyLayout
-from streams.state.checkpoint import CheckpointStore, Claim, Fenced, Save, StateLost
-from streams.pipeline.codec import Limits
-from streams.state.joins import BUCKETS_PER_TTL, JoinStore
-from streams.pipeline.processor import AdmissionLimits, PredictionProcessor, Record
-from streams.state.partition import PartitionState
 from streams.ops.status import read_status
+from streams.pipeline.codec import Limits
+from streams.pipeline.processor import AdmissionLimits, PredictionProcessor, Record
+from streams.state.checkpoint import CheckpointStore, Claim, Fenced, Save, StateLost
+from streams.state.joins import BUCKETS_PER_TTL, JoinStore
+from streams.state.keys import SEP, KeyLayout
+from streams.state.partition import PartitionState
 
 T = TypeVar("T")
 TOPIC = "preds"
@@ -416,7 +416,7 @@ def test_status_of_an_unknown_group_is_empty(redis_client, group):
     assert read_status(redis_client, group) == {"group_id": group, "partitions": [], "models": {}}
 
 
-# --- the alert outbox ------------------------------------------------------------------------------
+# --- the alert outbox -----------------------------------------------------------------------------
 
 
 def test_alerts_enter_the_outbox_in_the_same_step_as_state_and_a_claim_returns_them(url, group):

@@ -158,7 +158,8 @@ def test_version_prints_the_installed_version():
 
 
 def _command_paths() -> list[tuple[str, ...]]:
-    """Every command and group of the CLI, as the words that name it (``()``: streamdrift itself)."""
+    """Every command and group of the CLI, as the words that name it (``()``: streamdrift
+    itself)."""
     import typer
 
     from streams.ops.cli import app

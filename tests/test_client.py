@@ -12,6 +12,7 @@ import threading
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import ClassVar
 
 import msgspec
 import numpy as np
@@ -29,8 +30,8 @@ from streams.client import (
     masked_config,
     sampled,
 )
-from streams.pipeline.codec import Limits, decode_events
 from streams.dev.embedded import EmbeddedBroker, free_port
+from streams.pipeline.codec import Limits, decode_events
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ class FakeProducer:
     """Records produced messages; acknowledges them on poll unless ``acknowledge`` is off;
     raises BufferError for the next ``refuse`` produce calls."""
 
-    instances: list[FakeProducer] = []
+    instances: ClassVar[list[FakeProducer]] = []
 
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -116,9 +117,8 @@ def fake(monkeypatch: pytest.MonkeyPatch):
     clients: list[DriftClient] = []
 
     def make(**options) -> DriftClient:
-        options.setdefault(
-            "linger", 60.0
-        )  # envelopes leave when full or on flush, unless a test says otherwise
+        # envelopes leave when full or on flush, unless a test says otherwise
+        options.setdefault("linger", 60.0)
         client = DriftClient("127.0.0.1:9", "t", **options)
         clients.append(client)
         return client
@@ -287,9 +287,8 @@ def test_sampling_by_event_id_is_deterministic_nested_and_at_the_rate():
         n, sd = len(ids), math.sqrt(len(ids) * rate * (1 - rate))
         assert abs(len(kept) - n * rate) < 5 * sd, (rate, len(kept))
         assert kept == [i for i in ids if sampled(i, rate)]  # same decision every time
-    assert set(i for i in ids if sampled(i, 0.1)) <= set(
-        i for i in ids if sampled(i, 0.3)
-    )  # nested
+    # nested
+    assert set(i for i in ids if sampled(i, 0.1)) <= set(i for i in ids if sampled(i, 0.3))
 
 
 def test_two_clients_sample_the_same_event_ids(fake):
@@ -341,9 +340,8 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(fake):
     assert results[:1000] == [True] * 1000  # the first ones got in
     final = client.close(timeout=1.0)
     assert final.pending == 0 and final.sent == 0
-    assert (
-        final.delivery_failed + final.dropped_closed == 1000
-    )  # produced ones purged, the rest never produced
+    # produced ones purged, the rest never produced
+    assert final.delivery_failed + final.dropped_closed == 1000
     assert accounted(final) == final.emitted == 5000
 
 
@@ -366,7 +364,7 @@ def test_a_message_librdkafka_refuses_is_counted_as_failed(fake):
         raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
 
     client._producer.produce = refuse
-    for i in range(12):
+    for _ in range(12):
         client.emit("m", {"x": 1.0})
     assert client.flush(5.0) == 0
     stats = client.stats()
@@ -423,9 +421,8 @@ def test_secrets_are_never_logged_or_shown(fake, caplog):
     client = fake(config=config)
     assert client._producer.config["sasl.password"] == "hunter2-secret"  # librdkafka gets it...
     shown = caplog.text + repr(client) + str(client.stats())
-    assert (
-        "svc" in caplog.text and "hunter2" not in shown and "k3y-pass" not in shown
-    )  # ...nobody sees it
+    # ...nobody sees it
+    assert "svc" in caplog.text and "hunter2" not in shown and "k3y-pass" not in shown
     assert masked_config(config)["sasl.password"] == "**********"
 
 
@@ -507,9 +504,8 @@ def test_every_event_arrives_exactly_once_in_valid_envelopes(
         partitions.setdefault(message.key, set()).add(message.partition)
         ids += [e.event_id for e in events]
     assert sorted(ids) == sorted(f"e{i}" for i in range(3000))  # each exactly once
-    assert (
-        all(len(p) == 1 for p in partitions.values()) and len(partitions) == 3
-    )  # one partition per model
+    # one partition per model
+    assert all(len(p) == 1 for p in partitions.values()) and len(partitions) == 3
 
 
 @pytest.mark.timeout(60)
@@ -525,9 +521,8 @@ def test_a_burst_beyond_the_queue_is_dropped_and_counted_and_the_rest_delivered(
         client.emit("m", {"x": float(i)}, event_id=f"e{i}")
         slowest = max(slowest, time.perf_counter() - start)
     stats = client.close(timeout=20.0)
-    assert (
-        slowest < 0.5
-    )  # never waits for the broker (each call is microseconds; generous for a busy machine)
+    # never waits for the broker (each call is microseconds; generous for a busy machine)
+    assert slowest < 0.5
     accepted = stats.emitted - stats.dropped_queue_full
     assert stats.dropped_queue_full > 0 and stats.sent == accepted and stats.pending == 0
     messages = consume_all(broker.bootstrap, topics.input, expect_at_least=stats.messages_sent)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -104,7 +103,10 @@ def test_each_kind_of_bad_message_is_rejected_whole_with_its_reason(value, reaso
 
 
 def test_in_a_batch_only_the_bad_events_are_rejected_and_each_keeps_its_own_bytes():
-    value = b'[{"model": "a", "features": {"x": 1}}, {"model": 1, "features": {}}, 7, {"model": "b", "features": {}}]'
+    value = (
+        b'[{"model": "a", "features": {"x": 1}}, {"model": 1, "features": {}}, 7, {"model": "b", '
+        b'"features": {}}]'
+    )
     events, rejections = decode_events(value, 0.0, LIMITS)
     assert [e.model for e in events] == ["a", "b"] and [e.index for e in events] == [0, 3]
     assert [(r.reason, r.index, r.payload) for r in rejections] == [
@@ -114,7 +116,10 @@ def test_in_a_batch_only_the_bad_events_are_rejected_and_each_keeps_its_own_byte
 
 
 def test_a_batch_failing_only_in_validation_keeps_its_valid_events():
-    value = b'[{"model": "a", "features": {"x": 1}}, {"model": "b", "features": {"x": "too long a value"}}]'
+    value = (
+        b'[{"model": "a", "features": {"x": 1}}, {"model": "b", "features": {"x": "too long a '
+        b'value"}}]'
+    )
     events, rejections = decode_events(value, 0.0, LIMITS)
     assert [e.model for e in events] == ["a"]
     assert [(r.reason, r.index) for r in rejections] == [(Reason.CATEGORY_TOO_LONG, 1)]
@@ -136,7 +141,7 @@ def test_labels_decode_and_bad_labels_are_rejected():
     labels, rejections = decode_labels(
         b'[{"model": "m", "event_id": "e", "label": 0}, {"model": "m", "label": 1}]', 9.0, LIMITS
     )
-    assert [(l.event_id, l.label, l.timestamp) for l in labels] == [("e", 0.0, 9.0)]
+    assert [(label.event_id, label.label, label.timestamp) for label in labels] == [("e", 0.0, 9.0)]
     assert [(r.reason, r.index) for r in rejections] == [(Reason.INVALID_EVENT_ID, 1)]
 
 
@@ -158,7 +163,8 @@ def _depth(value: object) -> int:
 @settings(max_examples=500, deadline=None)
 @given(_JSON, st.integers(0, 8))
 def test_the_nesting_depth_check_agrees_with_the_decoded_structure(value, limit):
-    """Brackets and escaped quotes inside strings never count (both the vectorised and the token scan)."""
+    """Brackets and escaped quotes inside strings never count (both the vectorised and the token
+    scan)."""
     raw = json.dumps(value).encode()
     assert deeper_than(raw, limit) == (_depth(value) > limit)
     assert _deeper_by_tokens(raw, limit) == (_depth(value) > limit)

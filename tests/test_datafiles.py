@@ -56,7 +56,7 @@ def test_jsonl_reads_flat_rows_and_prediction_events(tmp_path):
     assert baseline.features["flag"].counts.counts == {"true": 1}  # absent elsewhere: not missing
     assert baseline.features["prediction"].counts.counts == {"yes": 1}
     (tmp_path / "nested.jsonl").write_text('{"x": {"a": 1}}\n')
-    with pytest.raises(DataFileError, match="nested.jsonl:1: 'x' is nested"):
+    with pytest.raises(DataFileError, match=r"nested.jsonl:1: 'x' is nested"):
         build(tmp_path / "nested.jsonl")
 
 

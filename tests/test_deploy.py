@@ -56,7 +56,8 @@ YAMLLINT_CONFIG = ROOT / ".yamllint.yaml"
 INPUT_PARTITIONS = 8
 WORKER_LABELS = {"app.kubernetes.io/name": "streamdrift", "app.kubernetes.io/component": "worker"}
 CRD_API_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
-JOB = "streamdrift"  # the scrape job the alert rules select (compose job_name, ServiceMonitor jobLabel)
+# the scrape job the alert rules select (compose job_name, ServiceMonitor jobLabel)
+JOB = "streamdrift"
 EXPECTED_ALERTS = {
     "StreamdriftDriftDetected": "increase(streamdrift_alerts_total[5m]) > 0",
     "StreamdriftWorkerDown": f'up{{job="{JOB}"}} == 0',
@@ -78,7 +79,8 @@ def tool(name: str) -> str:
     found = shutil.which(name)
     if name in INSTALL_HINT:
         assert found, (
-            f"{name} is required ({INSTALL_HINT[name]}): `make test` installs it, or `make system-deps` as root"
+            f"{name} is required ({INSTALL_HINT[name]}): `make test` installs it, or `make "
+            "system-deps` as root"
         )
     assert found, f"{name} is not installed: pip install -e '.[test]'"
     return found
@@ -152,9 +154,8 @@ def test_compose_stack() -> None:
     }
     assert expected <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
-    assert (
-        "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
-    )  # KRaft, no ZooKeeper
+    # KRaft, no ZooKeeper
+    assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     for name, service in services.items():
         if "build" not in service:
             assert _pinned(service["image"]), (
@@ -193,7 +194,8 @@ def _in_container(mounts: dict[str, Path], path: str) -> Path:
 
 
 def test_compose_monitoring_stack() -> None:
-    """Prometheus -> Alertmanager -> Grafana wiring: every path and address points at a real file or service."""
+    """Prometheus -> Alertmanager -> Grafana wiring: every path and address points at a real file or
+    service."""
     services = load(COMPOSE)["services"]
     # Prometheus sends alerts to the Alertmanager service, which loads the shipped config
     config = load(PROMETHEUS)
@@ -206,7 +208,8 @@ def test_compose_monitoring_stack() -> None:
     (config_flag,) = [c for c in alertmanager["command"] if c.startswith("--config.file=")]
     assert _in_container(am_mounts, config_flag.split("=", 1)[1]).resolve() == ALERTMANAGER
     assert "127.0.0.1:9093:9093" in alertmanager["ports"]
-    # Grafana: provisioning folder, the dashboards folder where the provider looks, the data source URL
+    # Grafana: provisioning folder, the dashboards folder where the provider looks, the data source
+    # URL
     grafana = services["grafana"]
     mounts = _mounts(grafana)
     assert (
@@ -514,7 +517,9 @@ def test_yamllint_can_fail(tmp_path: Path) -> None:
 # field names of the spec levels we use, their types and the CRDs' duration pattern.
 _DURATION = {
     "type": "string",
-    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+    "pattern": (
+        r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+    ),
 }
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _LABEL_SELECTOR = {
@@ -751,8 +756,8 @@ def test_prometheus_rules() -> None:
 
 
 def test_prometheus_rule_unit_tests() -> None:
-    """`promtool test rules` on deploy/prometheus/tests: every alert fires and stays quiet as intended,
-    every recording rule computes the expected samples."""
+    """`promtool test rules` on deploy/prometheus/tests: every alert fires and stays quiet as
+    intended, every recording rule computes the expected samples."""
     tests = load(RULE_TESTS)
     assert [(RULE_TESTS.parent / f).resolve() for f in tests["rule_files"]] == [RULES]
     alerts, records = _rules()
@@ -797,7 +802,8 @@ def test_prometheus_rule_unit_tests_can_fail(tmp_path: Path, alert: str, expr: s
 
 
 def _populated_metrics() -> str:
-    """The worker's /metrics text with one child per metric (label values as the worker sets them)."""
+    """The worker's /metrics text with one child per metric (label values as the worker sets
+    them)."""
     metrics = Metrics()
     values = {
         "topic": "predictions",
@@ -1080,7 +1086,8 @@ def test_grafana_dashboard_layout_and_coverage() -> None:
 
 
 def _dashboard_rules(dashboard: dict[str, Any]) -> dict[str, Any]:
-    """Every dashboard query (variables filled in) as a recording rule, for promtool's PromQL parser."""
+    """Every dashboard query (variables filled in) as a recording rule, for promtool's PromQL
+    parser."""
     values = {
         "datasource": "prometheus",
         "__rate_interval": "1m",
@@ -1100,7 +1107,8 @@ def _dashboard_rules(dashboard: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_grafana_dashboard_queries_parse(tmp_path: Path) -> None:
-    """promtool parses every query; tests/e2e/test_monitoring.py runs them against a real Prometheus."""
+    """promtool parses every query; tests/e2e/test_monitoring.py runs them against a real
+    Prometheus."""
     dashboard = json.loads(DASHBOARD.read_text())
     path = tmp_path / "dashboard.rules.yml"
     rules = _dashboard_rules(dashboard)

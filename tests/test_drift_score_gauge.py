@@ -10,10 +10,10 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
 from streams.metrics import DriftScores
-from streams.state.partition import PartitionState
 from streams.pipeline.processor import Record
 from streams.runtime import Publisher, Runtime
 from streams.settings import Settings
+from streams.state.partition import PartitionState
 
 TOPIC = "predictions"
 
@@ -86,9 +86,8 @@ def test_the_runtime_exposes_the_max_over_partitions_and_versions_and_forgets_wh
         await publish(runtime, drifting, events(rng, 2_000, shift=3.0, version="1"))
         high = sample(registry)
         assert high is not None and high > 1.0
-        await publish(
-            runtime, calm, events(rng, 2_000, shift=0.0, version="1")
-        )  # written last, smaller
+        # written last, smaller
+        await publish(runtime, calm, events(rng, 2_000, shift=0.0, version="1"))
         assert sample(registry) == high
 
         await publish(
@@ -102,9 +101,8 @@ def test_the_runtime_exposes_the_max_over_partitions_and_versions_and_forgets_wh
         calm_score = max(
             m.drift_score() for m in (*drifting.monitors.values(), *calm.monitors.values())
         )
-        assert (
-            sample(registry) == calm_score < high
-        )  # version 1 retired on partition 0: its score is gone
+        # version 1 retired on partition 0: its score is gone
+        assert sample(registry) == calm_score < high
 
         runtime._drop((TOPIC, 0))
         assert sample(registry) == calm.monitors["m\x1f1\x1fx"].drift_score()

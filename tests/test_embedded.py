@@ -42,7 +42,7 @@ def test_create_topics_is_idempotent_and_checks_partitions(
     listed = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=5).topics
     assert {name: len(listed[name].partitions) for name in wanted} == wanted
     name = next(iter(wanted))
-    with pytest.raises(TopicAdminError, match="already exists .* with 1 partitions, not 2"):
+    with pytest.raises(TopicAdminError, match=r"already exists .* with 1 partitions, not 2"):
         create_topics(broker.bootstrap, {name: 2})
 
 

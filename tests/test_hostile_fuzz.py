@@ -44,12 +44,12 @@ from hypothesis import strategies as st
 import streams.pipeline.processor as processor_module
 from detectors import CategoricalMonitor
 from streams.pipeline import codec
-from streams.state.keys import parse_series
 from streams.pipeline.codec import Reason
 from streams.pipeline.processor import DeadLetter, Outcome, Record
-from streams.state.partition import PartitionState
 from streams.runtime import Runtime, prediction_processor, with_setting_defaults
 from streams.settings import Settings
+from streams.state.keys import parse_series
+from streams.state.partition import PartitionState
 
 TOPIC = "predictions"
 LABELS_TOPIC = "labels"
@@ -408,9 +408,8 @@ class Built:
     array: bool  # a JSON array as built: per-element accounting applies (unless rejected whole)
     n: int  # events the message holds: the array's length, else 1
     whole_ok: bool  # may legitimately be rejected as a whole (one dead letter, index None)
-    tags: dict[int | None, str] = field(
-        default_factory=dict
-    )  # position -> tag of the tagged events
+    # position -> tag of the tagged events
+    tags: dict[int | None, str] = field(default_factory=dict)
     elements: dict[int, bytes] = field(default_factory=dict)  # position -> the element's bytes
 
 
@@ -526,7 +525,8 @@ def steady(draw) -> Spec:
 
 @st.composite
 def many_invalid(draw) -> Spec:
-    """An array of many events, most of them invalid (sometimes more than max_events_per_message)."""
+    """An array of many events, most of them invalid (sometimes more than
+    max_events_per_message)."""
     count = draw(st.sampled_from([50, 199, 200, 201, 500]))
     kinds = [
         Element(((b'"model"', Frag(b"7")), (b'"features"', Frag(b"{}")))),
@@ -652,7 +652,8 @@ def check_accounting(batch: Batch, outcome: Outcome, columnar: bool) -> None:
     for letter in outcome.dead_letters:
         letters[letter.offset].append(letter)
     assert set(letters) <= set(batch.built), (
-        f"{where}: dead letters of unknown/duplicate offsets {sorted(set(letters) - set(batch.built))}"
+        f"{where}: dead letters of unknown/duplicate offsets "
+        f"{sorted(set(letters) - set(batch.built))}"
     )
     joined = Counter(event_id for _, event_id, _ in outcome.joins)
     twice = [tag for tag, count in joined.items() if count > 1]
@@ -667,7 +668,8 @@ def check_accounting(batch: Batch, outcome: Outcome, columnar: bool) -> None:
         size = len(built.value or b"")
         for d in mine:
             assert len(d.payload) <= max(size, 0), (
-                f"{where}: offset {offset}: dead letter of {len(d.payload)} bytes > message of {size}"
+                f"{where}: offset {offset}: dead letter of {len(d.payload)} bytes > message of "
+                f"{size}"
             )
         whole = [d for d in mine if d.index is None]
         if whole:
@@ -675,7 +677,8 @@ def check_accounting(batch: Batch, outcome: Outcome, columnar: bool) -> None:
                 f"{where}: offset {offset}: rejected whole and per event: {describe(mine)}"
             )
             assert not built.array or built.whole_ok, (
-                f"{where}: offset {offset}: an array of {built.n} ordinary events rejected as a whole: {describe(mine)}"
+                f"{where}: offset {offset}: an array of {built.n} ordinary events rejected as a "
+                f"whole: {describe(mine)}"
             )
             assert whole[0].payload == (built.value or b""), (
                 f"{where}: offset {offset}: whole-message dead letter is not the message"
@@ -686,7 +689,8 @@ def check_accounting(batch: Batch, outcome: Outcome, columnar: bool) -> None:
             )
             continue
         assert built.array or not mine, (
-            f"{where}: offset {offset}: a single-event message got indexed dead letters {describe(mine)}"
+            f"{where}: offset {offset}: a single-event message got indexed dead letters "
+            f"{describe(mine)}"
         )
         assert all(0 <= i < built.n for i in keys), (
             f"{where}: offset {offset}: indices {keys} outside 0..{built.n - 1}"
@@ -694,8 +698,8 @@ def check_accounting(batch: Batch, outcome: Outcome, columnar: bool) -> None:
         expected += built.n - len(mine)
         for index, tag in built.tags.items():
             assert (tag in joined) != (index in keys), (
-                f"{where}: offset {offset} event {index}: joined={tag in joined}, dead-lettered={index in keys} "
-                f"(exactly one expected) {describe(mine)}"
+                f"{where}: offset {offset} event {index}: joined={tag in joined}, "
+                f"dead-lettered={index in keys} (exactly one expected) {describe(mine)}"
             )
         for d in mine:
             if d.index is not None and d.index in built.elements:
@@ -707,8 +711,8 @@ def check_accounting(batch: Batch, outcome: Outcome, columnar: bool) -> None:
                     f"{where}: offset {offset} event {d.index}: payload is not the element"
                 )
     assert outcome.events == expected, (
-        f"{where}: outcome.events={outcome.events}, but built events minus dead letters = {expected} "
-        f"(letters {describe(outcome.dead_letters)[:20]})"
+        f"{where}: outcome.events={outcome.events}, but built events minus dead letters = "
+        f"{expected} (letters {describe(outcome.dead_letters)[:20]})"
     )
 
 
@@ -717,7 +721,7 @@ def check_accounting(batch: Batch, outcome: Outcome, columnar: bool) -> None:
 def test_every_event_of_every_fresh_record_is_accounted_for_once(batch_list):
     for columnar in (True, False):
         _, outcomes = run(batch_list, columnar)
-        for batch, outcome in zip(batch_list, outcomes):
+        for batch, outcome in zip(batch_list, outcomes, strict=True):
             check_accounting(batch, outcome, columnar)
 
 
@@ -728,7 +732,7 @@ def test_admitted_events_satisfy_the_input_limits(batch_list):
     s = FUZZ
     for columnar in (True, False):
         _, outcomes = run(batch_list, columnar)
-        for batch, outcome in zip(batch_list, outcomes):
+        for batch, outcome in zip(batch_list, outcomes, strict=True):
             kafka = {
                 tag: T0 + offset for offset, b in batch.built.items() for tag in b.tags.values()
             }
@@ -764,7 +768,7 @@ def test_admitted_events_satisfy_the_input_limits(batch_list):
 @given(batches())
 def test_the_columnar_and_per_event_paths_agree_on_hostile_input(batch_list):
     (_, fast), (_, slow) = run(batch_list, True), run(batch_list, False)
-    for a, b in zip(fast, slow):
+    for a, b in zip(fast, slow, strict=True):
         assert (a.events, a.duplicates) == (b.events, b.duplicates)
         assert sorted((d.offset, d.index or -1, d.reason.value) for d in a.dead_letters) == sorted(
             (d.offset, d.index or -1, d.reason.value) for d in b.dead_letters
@@ -772,7 +776,7 @@ def test_the_columnar_and_per_event_paths_agree_on_hostile_input(batch_list):
         assert a.joins == b.joins
 
 
-# --- 3. linear cost ---------------------------------------------------------------------------------
+# --- 3. linear cost -------------------------------------------------------------------------------
 
 
 class CountingDecoder:
@@ -845,13 +849,15 @@ def test_a_message_of_many_invalid_events_is_decoded_a_constant_number_of_times(
         outcome = proc.process(state, [Record(0, T0, value)], columnar=columnar)
     whole = sum(1 for size in decoded_sizes if size >= len(value))
     note(
-        f"{len(decoded_sizes)} decodes, {sum(decoded_sizes)} bytes for a message of {len(value)} bytes, {whole} of it whole"
+        f"{len(decoded_sizes)} decodes, {sum(decoded_sizes)} bytes for a message of {len(value)} "
+        f"bytes, {whole} of it whole"
     )
     assert whole <= 4, (
         f"the whole message ({count} events, {len(value)} bytes) was decoded {whole} times"
     )
     assert sum(decoded_sizes) <= 8 * len(value) + 1_000, (
-        f"{sum(decoded_sizes)} bytes decoded for a message of {len(value)} bytes ({count} events): not linear"
+        f"{sum(decoded_sizes)} bytes decoded for a message of {len(value)} bytes ({count} "
+        "events): not linear"
     )
     assert all(len(d.payload) <= len(value) for d in outcome.dead_letters)
     assert outcome.events + len(outcome.dead_letters) == count
@@ -968,7 +974,8 @@ def check_bounds(state: PartitionState, s: Settings, where: str) -> None:
     )
     flood = models - set(ESTABLISHED)
     assert len(flood) <= s.max_probation_models, (
-        f"{where}: {len(flood)} made-up models held > max_probation_models={s.max_probation_models}: {sorted(flood)[:8]}"
+        f"{where}: {len(flood)} made-up models held > "
+        f"max_probation_models={s.max_probation_models}: {sorted(flood)[:8]}"
     )
     assert set(ESTABLISHED) <= models, (
         f"{where}: the flood evicted established models: {set(ESTABLISHED) - models}"
@@ -983,8 +990,8 @@ def check_bounds(state: PartitionState, s: Settings, where: str) -> None:
             f"{where}: series {name!r} of no admitted model/feature"
         )
         assert version in state.versions.get(model, []), (
-            f"{where}: series {name!r} parses to version {version!r}, not one of {state.versions.get(model)} "
-            "(a model_version with \\x1f corrupts series names)"
+            f"{where}: series {name!r} parses to version {version!r}, not one of "
+            f"{state.versions.get(model)} (a model_version with \\x1f corrupts series names)"
         )
     for model, names in state.features_by_model.items():
         assert len(names) <= s.max_features_per_model, (
@@ -1077,15 +1084,16 @@ def test_a_flood_of_made_up_names_keeps_the_partition_state_bounded(flood, per_b
         new = series_of(state) - before
         created += len(new)
         assert len(new) <= s.max_new_series_per_message * len(chunk), (
-            f"{len(chunk)} messages created {len(new)} series > max_new_series_per_message={s.max_new_series_per_message} each"
+            f"{len(chunk)} messages created {len(new)} series > "
+            f"max_new_series_per_message={s.max_new_series_per_message} each"
         )
         check_bounds(state, s, f"after offset {offset - 1}")
-    burst = max(
-        s.max_new_series_per_s, s.max_new_series_per_message
-    )  # one second's worth, at least one message's
+    # one second's worth, at least one message's
+    burst = max(s.max_new_series_per_s, s.max_new_series_per_message)
     budget = s.max_new_series_per_s * (clock - start) + burst
     assert created <= budget, (
-        f"{created} series created in {clock - start:.2f} s of Kafka time > rate budget {budget:.0f}"
+        f"{created} series created in {clock - start:.2f} s of Kafka time > rate budget "
+        f"{budget:.0f}"
     )
     after = proc.process(
         state,
@@ -1222,7 +1230,8 @@ def test_hostile_labels_never_raise_and_every_label_is_accounted_for(batches_):
                 )
                 continue
             assert per_offset[offset] + len(mine) == b.n, (
-                f"offset {offset}: {per_offset[offset]} labels + {len(mine)} dead letters != {b.n} built {describe(mine)}"
+                f"offset {offset}: {per_offset[offset]} labels + {len(mine)} dead letters != "
+                f"{b.n} built {describe(mine)}"
             )
         for label in labels:
             assert 0 < len(label.model) <= s.max_name_length and label.model.isprintable()
@@ -1249,7 +1258,8 @@ def check_pending(state: PartitionState, s: Settings) -> None:
     per_model = Counter(label.model for label in state.pending)
     over = {m: c for m, c in per_model.items() if c > s.max_pending_labels_per_model}
     assert not over, (
-        f"pending labels per model over max_pending_labels_per_model={s.max_pending_labels_per_model}: {over}"
+        "pending labels per model over "
+        f"max_pending_labels_per_model={s.max_pending_labels_per_model}: {over}"
     )
 
 
@@ -1299,7 +1309,7 @@ def test_a_label_flood_keeps_pending_labels_bounded_and_joins_a_duplicate_once(
     assert joined == 1, f"the duplicated label with a prediction was joined {joined} times"
 
 
-# --- 6. the runtime's dead-letter publishing ----------------------------------------------------------
+# --- 6. the runtime's dead-letter publishing ------------------------------------------------------
 
 
 def runtime_settings(redis_url: str, **overrides: Any) -> Settings:
@@ -1515,7 +1525,8 @@ def test_a_flaky_dead_letter_send_is_retried_until_sent_once(redis_server):
 
 
 def test_a_label_redelivered_in_a_later_batch_is_not_joined_again(redis_server):
-    """Duplicates of an event_id are joined at most once, across batches too (runtime + Redis join store)."""
+    """Duplicates of an event_id are joined at most once, across batches too (runtime + Redis join
+    store)."""
     s = runtime_settings(redis_server.url)
     publisher = RecordingPublisher()
     label = json.dumps({"model": "m", "event_id": "e1", "label": 1.0}).encode()

@@ -17,13 +17,13 @@ from conftest import RecordingPublisher
 
 import streams.pipeline.processor as processor_module
 import streams.runtime as runtime_module
-from streams.state.checkpoint import Claim
-from streams.state.keys import series_name
 from streams.pipeline.codec import Limits, Reason
 from streams.pipeline.processor import LabelProcessor, Outcome, Record
-from streams.state.partition import PartitionState, PendingLabel
 from streams.runtime import Runtime
 from streams.settings import Settings
+from streams.state.checkpoint import Claim
+from streams.state.keys import series_name
+from streams.state.partition import PartitionState, PendingLabel
 
 MODEL = "m"
 TTL = 600.0
@@ -219,9 +219,8 @@ def test_a_second_label_for_a_pending_or_joined_event_is_a_duplicate_counted_onc
         proc, state, label_records([("e0", 1), ("e0", 1), ("late", 1)]), stored(["e0"]), now=0.0
     )
     assert reasons(out) == [(Reason.DUPLICATE_LABEL, 1)] and out.events == 1
-    assert (
-        out.dead_letters[0].detail == "a label for this event_id is joined already"
-    )  # the first, in this batch
+    # the first, in this batch
+    assert out.dead_letters[0].detail == "a label for this event_id is joined already"
 
     out = step(proc, state, label_records([("late", 0), ("e0", 0)], 3), stored(["e0"]), now=10.0)
     assert reasons(out) == [(Reason.DUPLICATE_LABEL, 3), (Reason.DUPLICATE_LABEL, 4)]

@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_license_is_declared_as_pep_639_and_shipped():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert (
-        project["project"]["license"] == "Apache-2.0"
-    )  # a string: no setuptools deprecation warning
+    # a string: no setuptools deprecation warning
+    assert project["project"]["license"] == "Apache-2.0"
     assert project["project"]["license-files"] == ["LICENSE"]
     requires = project["build-system"]["requires"]
     assert "setuptools>=77" in requires, "PEP 639 license fields need setuptools 77"
@@ -85,9 +84,8 @@ def test_the_demo_leaves_nothing_behind_and_says_what_to_try_next(tmp_path):
     process, cwd, tmp = _demo(tmp_path)
     output, _ = process.communicate(timeout=240)
     assert process.returncode == 0, output
-    assert list(cwd.iterdir()) == [], (
-        "the demo left files in the working directory"
-    )  # e.g. streamdrift-data/
+    # e.g. streamdrift-data/
+    assert list(cwd.iterdir()) == [], "the demo left files in the working directory"
     assert not _workdir(output).exists() and list(tmp.iterdir()) == []
     assert "streamdrift demo --keep" in output and "status, alerts and report" in output
     assert "docs/own-kafka.md" in output and (ROOT / "docs" / "own-kafka.md").is_file()

@@ -16,15 +16,14 @@ import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
+from conftest import CLI_TEST_PASSWORD, SASL_TEST_PASSWORD, TEST_SECRETS
 from rich.console import Console
 
-from conftest import CLI_TEST_PASSWORD, SASL_TEST_PASSWORD, TEST_SECRETS
 from detectors import BaselineBuilder
-from streams.state.keys import KeyLayout
 from streams.ops.cli import baselines_table, format_alert, profile_table, status_tables
+from streams.state.keys import KeyLayout
 
 #: Where every case points unless it says otherwise: nothing listens there.
 NOWHERE = {
@@ -298,7 +297,7 @@ def results(files: dict[str, str]) -> dict[str, subprocess.CompletedProcess]:
         return streamdrift([arg.format(**files) for arg in c.args], c.env)
 
     with ThreadPoolExecutor(4) as pool:
-        return dict(zip((c.id for c in CASES), pool.map(run, CASES)))
+        return dict(zip((c.id for c in CASES), pool.map(run, CASES), strict=True))
 
 
 def test_there_are_cases_for_every_command():
@@ -336,8 +335,8 @@ def test_a_bad_setting_is_one_line_with_what_is_expected(results):
     assert lines[1].startswith("what to do:") and len(lines) == 2
     level = results["log-level-unknown"].stderr
     assert (
-        "invalid setting STREAMDRIFT_LOG_LEVEL=loud: expected one of 'debug', 'info', 'warning' or 'error'"
-        in level
+        "invalid setting STREAMDRIFT_LOG_LEVEL=loud: expected one of 'debug', 'info', 'warning' "
+        "or 'error'" in level
     )
     flag = results["redis-url-flag-without-scheme"].stderr
     assert "--redis-url 'localhost:6379' (STREAMDRIFT_REDIS_URL): must look like redis://" in flag
@@ -408,9 +407,8 @@ def shown(name: str) -> str:
 
 
 def render(*renderables: object) -> str:
-    console = Console(
-        file=io.StringIO(), record=True, width=1000, emoji=False
-    )  # as streams.ops.cli's
+    # as streams.ops.cli's
+    console = Console(file=io.StringIO(), record=True, width=1000, emoji=False)
     for renderable in renderables:
         console.print(renderable)
     return console.export_text()

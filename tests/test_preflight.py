@@ -32,22 +32,24 @@ from streams.settings import Settings
 
 #: ApiVersions as Apache Kafka 4.4.0 answers it (measured on the test broker; key: (min, max)).
 KAFKA_4_4 = {
-    0: (0, 13), 1: (4, 18), 2: (1, 11), 3: (0, 13), 8: (2, 10), 9: (1, 10), 10: (0, 6), 11: (0, 9), 12: (0, 4),
-    13: (0, 5), 14: (0, 5), 15: (0, 6), 16: (0, 5), 17: (0, 1), 18: (0, 5), 19: (2, 7), 20: (1, 6), 21: (0, 2),
-    22: (0, 5), 23: (2, 4), 24: (0, 5), 25: (0, 4), 26: (0, 5), 27: (1, 2), 28: (0, 6), 29: (1, 3), 30: (1, 3),
-    31: (1, 3), 32: (1, 4), 33: (0, 2), 34: (1, 2), 35: (1, 5), 36: (0, 2), 37: (0, 3), 38: (1, 3), 39: (1, 2),
-    40: (1, 2), 41: (1, 3), 42: (0, 3), 43: (0, 2), 44: (0, 1), 45: (0, 1), 46: (0, 0), 47: (0, 0), 48: (0, 1),
-    49: (0, 1), 50: (0, 0), 51: (0, 0), 55: (0, 2), 57: (0, 2), 60: (0, 2), 61: (0, 0), 64: (0, 0), 65: (0, 0),
-    66: (0, 2), 68: (0, 1), 69: (0, 1), 74: (0, 1), 75: (0, 0), 76: (1, 1), 77: (1, 1), 78: (1, 2), 79: (1, 2),
-    80: (0, 1), 81: (0, 0), 83: (0, 0), 84: (0, 0), 85: (0, 1), 86: (0, 0), 87: (0, 1), 88: (0, 1), 89: (0, 1),
+    0: (0, 13), 1: (4, 18), 2: (1, 11), 3: (0, 13), 8: (2, 10), 9: (1, 10), 10: (0, 6), 11: (0, 9),
+    12: (0, 4), 13: (0, 5), 14: (0, 5), 15: (0, 6), 16: (0, 5), 17: (0, 1), 18: (0, 5), 19: (2, 7),
+    20: (1, 6), 21: (0, 2), 22: (0, 5), 23: (2, 4), 24: (0, 5), 25: (0, 4), 26: (0, 5), 27: (1, 2),
+    28: (0, 6), 29: (1, 3), 30: (1, 3), 31: (1, 3), 32: (1, 4), 33: (0, 2), 34: (1, 2), 35: (1, 5),
+    36: (0, 2), 37: (0, 3), 38: (1, 3), 39: (1, 2), 40: (1, 2), 41: (1, 3), 42: (0, 3), 43: (0, 2),
+    44: (0, 1), 45: (0, 1), 46: (0, 0), 47: (0, 0), 48: (0, 1), 49: (0, 1), 50: (0, 0), 51: (0, 0),
+    55: (0, 2), 57: (0, 2), 60: (0, 2), 61: (0, 0), 64: (0, 0), 65: (0, 0), 66: (0, 2), 68: (0, 1),
+    69: (0, 1), 74: (0, 1), 75: (0, 0), 76: (1, 1), 77: (1, 1), 78: (1, 2), 79: (1, 2), 80: (0, 1),
+    81: (0, 0), 83: (0, 0), 84: (0, 0), 85: (0, 1), 86: (0, 0), 87: (0, 1), 88: (0, 1), 89: (0, 1),
     90: (0, 1), 91: (0, 0), 92: (0, 0), 93: (0, 0), 94: (0, 0),
 }  # fmt: skip
 #: ApiVersions as Tansu 0.6.0 answers it (measured; the embedded development broker).
 TANSU_0_6 = {
-    0: (0, 11), 1: (0, 17), 2: (0, 9), 3: (0, 12), 8: (0, 9), 9: (0, 9), 10: (0, 6), 11: (0, 9), 12: (0, 4),
-    13: (0, 5), 14: (0, 5), 15: (0, 5), 16: (0, 5), 17: (0, 1), 18: (0, 4), 19: (0, 7), 20: (0, 6), 21: (0, 2),
-    22: (0, 5), 24: (0, 5), 25: (0, 4), 26: (0, 4), 28: (0, 4), 29: (0, 3), 30: (0, 3), 32: (0, 4), 36: (0, 2),
-    42: (0, 2), 44: (0, 1), 46: (0, 0), 50: (0, 0), 51: (0, 0), 60: (0, 1), 69: (0, 0), 71: (0, 0), 75: (0, 0),
+    0: (0, 11), 1: (0, 17), 2: (0, 9), 3: (0, 12), 8: (0, 9), 9: (0, 9), 10: (0, 6), 11: (0, 9),
+    12: (0, 4), 13: (0, 5), 14: (0, 5), 15: (0, 5), 16: (0, 5), 17: (0, 1), 18: (0, 4), 19: (0, 7),
+    20: (0, 6), 21: (0, 2), 22: (0, 5), 24: (0, 5), 25: (0, 4), 26: (0, 4), 28: (0, 4), 29: (0, 3),
+    30: (0, 3), 32: (0, 4), 36: (0, 2), 42: (0, 2), 44: (0, 1), 46: (0, 0), 50: (0, 0), 51: (0, 0),
+    60: (0, 1), 69: (0, 0), 71: (0, 0), 75: (0, 0),
 }  # fmt: skip
 
 SASL = Settings(
@@ -59,21 +61,20 @@ SASL = Settings(
 
 def test_the_client_speaks_every_api_the_worker_needs_to_kafka_4_4_and_to_tansu():
     client = client_api_versions()
-    assert set(needed_apis(SASL)) <= set(
-        client
-    )  # every needed API is checked against aiokafka's versions
+    # every needed API is checked against aiokafka's versions
+    assert set(needed_apis(SASL)) <= set(client)
     assert missing_apis(KAFKA_4_4, client, needed_apis(SASL)) == []
     assert missing_apis(TANSU_0_6, client, needed_apis(SASL)) == []
 
 
 def test_a_broker_that_dropped_the_clients_versions_or_an_api_is_named():
     client = client_api_versions()
-    newer = KAFKA_4_4 | {
-        1: (client[1][1] + 1, 30)
-    }  # a future Kafka without the Fetch versions aiokafka speaks
+    # a future Kafka without the Fetch versions aiokafka speaks
+    newer = KAFKA_4_4 | {1: (client[1][1] + 1, 30)}
     without_join = {k: v for k, v in KAFKA_4_4.items() if k != 11}
     assert missing_apis(newer, client, needed_apis(SASL)) == [
-        f"Fetch (API key 1): the broker answers v{client[1][1] + 1}-v30, the client speaks v{client[1][0]}-v{client[1][1]}"
+        f"Fetch (API key 1): the broker answers v{client[1][1] + 1}-v30, the client speaks "
+        f"v{client[1][0]}-v{client[1][1]}"
     ]
     assert missing_apis(without_join, client, needed_apis(SASL)) == [
         "JoinGroup (API key 11) is not offered by the broker"
@@ -104,7 +105,8 @@ def test_the_worker_needs_read_on_its_inputs_and_group_and_write_on_its_outputs_
         input_topic="in", labels_topic="lab", alert_topic="al", dlq_topic="dl", group_id="g"
     )
     assert [(p.resource, p.name, p.operation) for p in required_permissions(settings)] == [
-        ("topic", "in", "READ"), ("topic", "lab", "READ"), ("topic", "al", "WRITE"), ("topic", "dl", "WRITE"),
+        ("topic", "in", "READ"), ("topic", "lab", "READ"),
+        ("topic", "al", "WRITE"), ("topic", "dl", "WRITE"),
         ("group", "g", "READ"),
     ]  # fmt: skip
 
@@ -134,11 +136,12 @@ def test_the_error_names_each_permission_and_the_command_that_grants_it():
                Permission("group", "streamdrift", "READ", "STREAMDRIFT_GROUP_ID")]  # fmt: skip
     problem = permission_problem(missing, "User:sd", "k1:9093")
     assert problem.message == (
-        "Kafka at k1:9093 does not allow User:sd READ on topic 'predictions' (STREAMDRIFT_INPUT_TOPIC); "
-        "READ on group 'streamdrift' (STREAMDRIFT_GROUP_ID)"
+        "Kafka at k1:9093 does not allow User:sd READ on topic 'predictions' "
+        "(STREAMDRIFT_INPUT_TOPIC); READ on group 'streamdrift' (STREAMDRIFT_GROUP_ID)"
     )
     assert grant_commands(missing, "User:sd", "k1:9093")[1] == (
-        "kafka-acls.sh --bootstrap-server k1:9093 --add --allow-principal User:sd --operation Read --group streamdrift"
+        "kafka-acls.sh --bootstrap-server k1:9093 --add --allow-principal User:sd --operation "
+        "Read --group streamdrift"
     )
     assert all(command in problem.hint for command in grant_commands(missing, "User:sd", "k1:9093"))
     assert "\n" not in problem.message + problem.hint and problem.code == 1
@@ -166,8 +169,11 @@ def test_the_principal_of_a_client_certificate_is_its_cn(tmp_path):
 def test_aiokafka_options_carry_the_login_and_the_tls_context():
     options = aiokafka_options(SASL)
     assert options["security_protocol"] == "SASL_SSL" and options["ssl_context"] is not None
-    assert (options["sasl_mechanism"], options["sasl_plain_username"], options["sasl_plain_password"]) == (
-        "PLAIN", "sd-worker", "pa55-word")  # fmt: skip
+    assert (
+        options["sasl_mechanism"],
+        options["sasl_plain_username"],
+        options["sasl_plain_password"],
+    ) == ("PLAIN", "sd-worker", "pa55-word")
 
 
 @pytest.mark.parametrize(
@@ -180,7 +186,8 @@ def test_aiokafka_options_carry_the_login_and_the_tls_context():
         ),
         (
             False,
-            "Receive failed: error:0A000412:SSL routines::ssl/tls alert bad certificate: SSL alert number 42",
+            "Receive failed: error:0A000412:SSL routines::ssl/tls alert bad certificate: SSL "
+            "alert number 42",
             True,
         ),
         (
@@ -190,7 +197,8 @@ def test_aiokafka_options_carry_the_login_and_the_tls_context():
         ),
         (
             False,
-            "Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms in state CONNECT)",
+            "Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms in state "
+            "CONNECT)",
             False,
         ),
         (False, "Disconnected (after 5035ms in state UP)", False),
@@ -256,7 +264,8 @@ def test_topic_access_tells_denied_missing_unknown_and_operations_apart():
         "b": Future(error=KafkaError.TOPIC_AUTHORIZATION_FAILED),
         "c": Future(error=KafkaError.UNKNOWN_TOPIC_OR_PART),
         "d": Future(SimpleNamespace(authorized_operations=None)),  # not reported
-        "e": Future(SimpleNamespace(authorized_operations=[])),  # a broker that leaves the field empty
+        # a broker that leaves the field empty
+        "e": Future(SimpleNamespace(authorized_operations=[])),
     }, [])  # fmt: skip
     assert preflight.topic_access(admin, list("abcde"), 1.0) == {
         "a": frozenset({"READ", "DESCRIBE"}), "b": "denied", "c": "missing", "d": None, "e": None,
@@ -273,16 +282,23 @@ def test_group_access_retries_a_loading_coordinator_and_falls_back_to_offsets():
     assert preflight.group_access(Admin({}, [denied]), "g", 5.0) == frozenset()
     unsupported = Future(error=KafkaError.UNSUPPORTED_VERSION)
     assert preflight.group_access(Admin({}, [unsupported], offsets=denied), "g", 5.0) == frozenset()
-    assert (
-        preflight.group_access(Admin({}, [unsupported]), "g", 5.0) is None
-    )  # offsets listed: DESCRIBE, READ unknown
+    # offsets listed: DESCRIBE, READ unknown
+    assert preflight.group_access(Admin({}, [unsupported]), "g", 5.0) is None
 
 
 def test_check_permissions_raises_for_what_the_broker_refuses_and_reports_the_unchecked():
-    settings = Settings(input_topic="in", labels_topic="lab", alert_topic="al", dlq_topic="dl", group_id="g",
-                        kafka_bootstrap="k:9092")  # fmt: skip
-    everything = {name: Future(SimpleNamespace(authorized_operations=ops("READ", "WRITE", "DESCRIBE")))
-                  for name in ("in", "lab", "al", "dl")}  # fmt: skip
+    settings = Settings(
+        input_topic="in",
+        labels_topic="lab",
+        alert_topic="al",
+        dlq_topic="dl",
+        group_id="g",
+        kafka_bootstrap="k:9092",
+    )
+    everything = {
+        name: Future(SimpleNamespace(authorized_operations=ops("READ", "WRITE", "DESCRIBE")))
+        for name in ("in", "lab", "al", "dl")
+    }
     group = Future(SimpleNamespace(authorized_operations=ops("READ", "DESCRIBE")))
     assert preflight.check_permissions(settings, Admin(everything, [group]), 1.0) == []
     hidden = everything | {"al": Future(error=KafkaError.TOPIC_AUTHORIZATION_FAILED)}
@@ -295,8 +311,13 @@ def test_check_permissions_raises_for_what_the_broker_refuses_and_reports_the_un
     unchecked = preflight.check_permissions(
         settings, Admin(unknown, [Future(error=KafkaError.UNSUPPORTED_VERSION)]), 1.0
     )
-    assert [(p.resource, p.name) for p in unchecked] == [("topic", "in"), ("topic", "lab"), ("topic", "al"),
-                                                         ("topic", "dl"), ("group", "g")]  # fmt: skip
+    assert [(p.resource, p.name) for p in unchecked] == [
+        ("topic", "in"),
+        ("topic", "lab"),
+        ("topic", "al"),
+        ("topic", "dl"),
+        ("group", "g"),
+    ]
 
 
 # --- on Tansu, the embedded development broker ------------------------------------------------
@@ -307,8 +328,14 @@ def test_on_tansu_the_check_passes_logs_the_protocol_and_creates_no_topic(broker
     from streams.kafka.admin import admin_client
 
     absent = f"{topics.dlq}-absent"
-    settings = Settings(kafka_bootstrap=broker.bootstrap, input_topic=topics.input, labels_topic=topics.labels,
-                        alert_topic=topics.alerts, dlq_topic=absent, group_id=topics.group_id)  # fmt: skip
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        input_topic=topics.input,
+        labels_topic=topics.labels,
+        alert_topic=topics.alerts,
+        dlq_topic=absent,
+        group_id=topics.group_id,
+    )
     admin = admin_client(broker.bootstrap)
     lines = preflight.run(settings, admin, timeout=10.0)
     assert lines[0].startswith(
@@ -317,6 +344,5 @@ def test_on_tansu_the_check_passes_logs_the_protocol_and_creates_no_topic(broker
     assert lines[1].startswith(
         "permissions not checked (the broker does not report authorized operations)"
     )
-    assert (
-        absent not in admin.list_topics(timeout=10).topics
-    )  # describing a missing topic did not create it
+    # describing a missing topic did not create it
+    assert absent not in admin.list_topics(timeout=10).topics

@@ -7,16 +7,22 @@ Records go in as Kafka would hand them over (offset, timestamp, raw bytes); the 
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
 
-from detectors import CategoricalMonitor, ErrorMonitor, NumericMonitor
-from detectors import Baseline, BaselineBuilder, MultivariateParams, PCAReconstructionMonitor
-from streams.state.checkpoint import Claim
-from streams.state.keys import series_name
+from detectors import (
+    Baseline,
+    BaselineBuilder,
+    CategoricalMonitor,
+    ErrorMonitor,
+    MultivariateParams,
+    NumericMonitor,
+    PCAReconstructionMonitor,
+)
 from streams.pipeline.codec import Limits, Reason
 from streams.pipeline.processor import (
     AdmissionLimits,
@@ -26,6 +32,8 @@ from streams.pipeline.processor import (
     Record,
     label_error,
 )
+from streams.state.checkpoint import Claim
+from streams.state.keys import series_name
 from streams.state.partition import PartitionState, PendingLabel
 
 MODEL = "m"
@@ -187,10 +195,11 @@ def test_a_restored_state_skips_what_its_checkpoint_already_holds():
 
 
 def test_too_many_models_are_dead_lettered_without_a_trace():
+    # a and b are established at once
     proc, state = (
         processor(max_models=2, probation_events=1),
         new_state(),
-    )  # a and b are established at once
+    )
     proc.process(state, records([event({"x": 1.0}, model="a"), event({"x": 1.0}, model="b")]))
     before = snapshot(state)
 
@@ -306,9 +315,8 @@ def test_a_feature_changing_type_is_refused_across_batches_and_inside_one_batch(
     )
     assert letters(out) == [(1, Reason.FEATURE_TYPE_CHANGED, None)]
     assert counts(fresh) == {series("y"): (2, 0)}
-    assert (
-        "z" not in fresh.features_by_model[MODEL]
-    )  # the refused event's new feature left no trace
+    # the refused event's new feature left no trace
+    assert "z" not in fresh.features_by_model[MODEL]
 
     out = proc.process(fresh, records([event({"w": "s"}), event({"w": 1.0})], 3))
     assert letters(out) == [(4, Reason.FEATURE_TYPE_CHANGED, None)]
@@ -411,10 +419,11 @@ def test_events_with_an_event_id_and_a_prediction_are_joined():
     joined = {
         (model, event_id): msgspec.msgpack.decode(packed) for model, event_id, packed in out.joins
     }
+    # + event time
     assert joined == {
         (MODEL, "e1"): [0.9, "v3", 1000.0],
         ("other", "e3"): ["cat", None, 1003.0],
-    }  # + event time
+    }
 
 
 # --- detection ---------------------------------------------------------------------------------
@@ -492,7 +501,7 @@ def feed_slices(
     proc: PredictionProcessor, state: PartitionState, raw: list[Record], bounds: list[int]
 ) -> list:
     findings = []
-    for start, stop in zip(bounds, bounds[1:]):
+    for start, stop in pairwise(bounds):
         findings += proc.process(state, raw[start:stop]).findings
     return findings
 
@@ -715,9 +724,8 @@ def test_labels_below_the_next_offset_are_duplicates():
 def test_a_mismatched_label_type_is_dead_lettered():
     unbounded = Limits(max_abs_value=float("inf"))  # the error itself overflows: |1e308 - -1e308|
     proc, state = LabelProcessor({}, unbounded, ttl_s=TTL, max_pending=100), new_state("labels")
-    joined = {
-        (MODEL, "e0"): msgspec.msgpack.encode((1e308, None, 0.0))
-    }  # as a worker of no bound packed it
+    # as a worker of no bound packed it
+    joined = {(MODEL, "e0"): msgspec.msgpack.encode((1e308, None, 0.0))}
     out = apply_labels(proc, state, label_records([("e0", -1e308)]), joined, now=0.0)
     assert [(d.reason, d.offset) for d in out.dead_letters] == [(Reason.INVALID_LABEL, 0)]
     assert out.events == 0 and series("error_rate") not in state.monitors

@@ -69,6 +69,7 @@ MULTIVARIATE = MultivariateParams(reference_events=4, calibration_events=4, even
 
 VALID_NAMES = ["a", "b", "c", "d", "i", "prediction"]
 NAMES = [*VALID_NAMES, "longer_name", "bad\tname"]
+# other kinds, new categories, refused
 ODD_VALUES = [
     "u",
     "v",
@@ -80,7 +81,7 @@ ODD_VALUES = [
     True,
     False,
     None,
-]  # other kinds, new categories, refused
+]
 TIMESTAMPS = [1.7e9, 0.0, -1.0, "2025-11-21T10:00:00Z", "yesterday", "2025-11-21T10:00:00"]
 JUNK = [
     b"{not json",
@@ -162,9 +163,8 @@ def streams(draw: st.DrawFn) -> list[list[Record]]:
     """Batches of records (a long first one if steady); a batch may start before the last one
     ended (a redelivery)."""
     steady = draw(st.integers(0, 3)) > 0
-    rng = random.Random(
-        draw(st.integers(0, 2**32))
-    )  # hypothesis' own randoms favour 0.0: junk everywhere
+    # hypothesis' own randoms favour 0.0: junk everywhere
+    rng = random.Random(draw(st.integers(0, 2**32)))
     stream = Stream(rng, steady)
     batches, offset = [], 0
     for batch in range(rng.randint(2 if steady else 1, 5)):
@@ -282,6 +282,7 @@ def test_the_common_case_goes_column_by_column():
     proc, state = processor(), PartitionState("in", 0, 1, None)
 
     def batch(first: int) -> list[Record]:
+        # d: all null in the second batch; i: ignored
         features = [
             {
                 "a": float(i % 7),
@@ -291,7 +292,7 @@ def test_the_common_case_goes_column_by_column():
                 "i": "id",
             }
             for i in range(first, first + 40)
-        ]  # d: all null in the second batch; i: ignored
+        ]
         bodies = [
             {
                 "model": "m",

@@ -78,7 +78,7 @@ def test_quantile_counts_misses_as_infinitely_late():
     assert quantile([10, 20, math.inf], 0.5) == 20
     assert quantile([10, math.inf, math.inf], 0.5) == math.inf
     assert quantile([1] * 9 + [math.inf], 0.9) == math.inf  # the 9th decile sits on the miss
-    assert quantile(list(range(1, 11)) + [math.inf], 0.9) == 10
+    assert quantile([*range(1, 11), math.inf], 0.9) == 10
 
 
 def test_summarise():
@@ -215,7 +215,9 @@ def test_streamdrift_column_feeds_each_kind_to_its_monitor():
 
 def test_scenarios_are_seeded_and_labelled():
     first, again, other = (SCENARIOS["abrupt-1"].generate(s, QUICK)[0] for s in (3, 3, 4))
-    assert all(np.array_equal(a.values, b.values) for a, b in zip(first.series, again.series))
+    assert all(
+        np.array_equal(a.values, b.values) for a, b in zip(first.series, again.series, strict=True)
+    )
     assert not np.array_equal(first.series[0].values, other.series[0].values)
     [name] = first.affected
     shifted = {s.name: s.values for s in first.series}[name]

@@ -12,8 +12,8 @@ import yaml
 
 from detectors import resolve, validate_config
 from detectors.config import DEFAULT_DETECTORS
-from streams.pipeline.codec import Limits, Reason, decode_events
 from streams.metrics import Metrics
+from streams.pipeline.codec import Limits, Reason, decode_events
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,11 +47,12 @@ def test_the_detector_config_example_is_valid_and_shows_the_real_defaults():
 
 def test_the_readme_names_the_default_detectors_and_not_page_hinkley_as_one():
     intro = README.split("## Quick start", 1)[0]
+    # if this changes, so must the README's intro
     assert DEFAULT_DETECTORS == (
         "adwin",
         "cusum",
         "window",
-    )  # if this changes, so must the README's intro
+    )
     assert "ADWIN" in intro and "CUSUM" in intro and "window" in intro
     assert "ADWIN, Page-Hinkley" not in intro and "ADWIN + Page-Hinkley" not in README
 
@@ -134,10 +135,11 @@ def test_every_dead_letter_reason_is_listed_in_the_contract():
     listed = set(
         re.findall(r"`([a-z_]+)`", dead_letters.split("Reasons", 1)[1].split("An event with", 1)[0])
     )
+    # the metric and its label, named in the same sentence
     listed -= {
         "reason",
         "streamdrift_dead_letters_total",
-    }  # the metric and its label, named in the same sentence
+    }
     assert listed == {reason.value for reason in Reason}
 
 
@@ -192,9 +194,9 @@ def test_every_relative_link_points_at_an_existing_file_and_heading(page):
             continue  # http(s), mailto
         path, _, anchor = target.partition("#")
         resolved = (page.parent / path).resolve() if path else page
-        if not resolved.exists():
-            broken.append(target)
-        elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved.read_text()):
+        if not resolved.exists() or (
+            anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved.read_text())
+        ):
             broken.append(target)
     assert broken == [], f"{page.name}: broken links {broken}"
 
@@ -205,9 +207,8 @@ OWN_KAFKA = (DOCS / "own-kafka.md").read_text()
 def test_the_own_kafka_page_names_only_real_settings_with_valid_example_values():
     named = set(re.findall(r"STREAMDRIFT_[A-Z_0-9]+", OWN_KAFKA))
     actual = {f"STREAMDRIFT_{name.upper()}" for name in Settings.model_fields}
-    read_by_load = {
-        "STREAMDRIFT_SECRETS_DIR"
-    }  # Settings.load's secrets folder, not a setting itself
+    # Settings.load's secrets folder, not a setting itself
+    read_by_load = {"STREAMDRIFT_SECRETS_DIR"}
     assert all(
         f'"{name}"' in (ROOT / "streams" / "settings.py").read_text() for name in read_by_load
     )
@@ -233,9 +234,10 @@ def test_the_own_kafka_page_names_only_real_settings_with_valid_example_values()
 
 @pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
 def test_the_docs_name_only_real_settings(page):
+    # not STREAMDRIFT_KAFKA_*
     named = set(
         re.findall(r"STREAMDRIFT_[A-Z_0-9]*[A-Z0-9](?![A-Z_0-9]*\*)", (DOCS / page).read_text())
-    )  # not STREAMDRIFT_KAFKA_*
+    )
     actual = {f"STREAMDRIFT_{name.upper()}" for name in Settings.model_fields} | {
         "STREAMDRIFT_SECRETS_DIR"
     }
@@ -274,9 +276,8 @@ def test_the_architecture_page_names_code_that_exists():
     names = set(
         re.findall(r"`((?:[A-Z][A-Za-z]+|_[A-Za-z_]+|[A-Z][A-Z_]+)(?:\.[A-Za-z_]+)?)`", text)
     )
-    names = {
-        name for name in names if not name.startswith("STREAMDRIFT_")
-    }  # settings: checked above
+    # settings: checked above
+    names = {name for name in names if not name.startswith("STREAMDRIFT_")}
     assert len(names) > 40
     missing = [name for name in sorted(names) if not all(defined(part) for part in name.split("."))]
     assert missing == [], f"docs/architecture.md names code that does not exist: {missing}"

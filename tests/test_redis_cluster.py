@@ -1,4 +1,5 @@
-"""The state store on a real three-node Redis Cluster started from redis-server binaries on loopback.
+"""The state store on a real three-node Redis Cluster started from redis-server binaries on
+loopback.
 
 Every key of one checkpoint shares the partition's hash tag, so the fenced scripts run on one
 node; partitions spread over the nodes.
@@ -16,11 +17,11 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
-from streams.state.checkpoint import CheckpointStore, Fenced, Save
-from streams.state.keys import KeyLayout
 from streams.dev.embedded import free_port, redis_server_binary
-from streams.state.joins import JoinStore
 from streams.settings import Settings
+from streams.state.checkpoint import CheckpointStore, Fenced, Save
+from streams.state.joins import JoinStore
+from streams.state.keys import KeyLayout
 
 TOPIC = "preds"
 
@@ -173,6 +174,7 @@ def test_label_join_works_on_the_cluster(cluster_url):
 @pytest.mark.e2e
 def test_a_worker_keeps_exact_counts_on_the_cluster(cluster_url, broker, topics, start_worker):
     from conftest import produce, wait_for
+
     from streams.ops.status import read_status
 
     start_worker(redis_url=cluster_url, redis_cluster="true").wait_ready()

@@ -21,11 +21,11 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from detectors import CategoricalMonitor, NumericMonitor
-from streams.state.keys import KeyLayout, series_name
 from streams.dev.embedded import free_port
-from streams.state.history import HistoryRecorder, Point, Sample, history_key, read_history
-from streams.state.partition import PartitionState
 from streams.ops.report import Series, load_series, render_report, select_alerts
+from streams.state.history import HistoryRecorder, Point, Sample, history_key, read_history
+from streams.state.keys import KeyLayout, series_name
+from streams.state.partition import PartitionState
 
 EVIL = '<script>alert("x")</script> & co'
 T0 = 1_763_719_200.0
@@ -96,9 +96,8 @@ SVG = "{http://www.w3.org/2000/svg}svg"
 def test_the_page_is_well_formed_with_one_svg_per_plot_and_names_escaped():
     html = synthetic_report([alert(EVIL, "2025-11-21T10:02:10Z")])
     root = parse(html)
-    assert (
-        "<script" not in html and "group<1>" not in html
-    )  # escaped everywhere, attributes included
+    # escaped everywhere, attributes included
+    assert "<script" not in html and "group<1>" not in html
     assert root.find("head/title").text == f"streamdrift report: {EVIL}"
     headings = [h.text for h in root.iter("h2")]
     assert headings == ["Features", EVIL, "channel"]  # the feature with an alert first
@@ -200,10 +199,11 @@ def test_history_samples_a_partition_at_most_once_per_interval_without_losing_se
     only_a.monitors[b] = first.monitors[b]  # b exists but did not change
     record(redis_server.url, group, [[first], [only_a], [only_b]], interval_s=3600)
     points = read_history(redis.Redis.from_url(redis_server.url), group, "m")
+    # the first checkpoint only; later ones wait
     assert [p.sample.feature for p in points] == [
         "a",
         "b",
-    ]  # the first checkpoint only; later ones wait
+    ]
 
 
 def test_a_history_write_that_fails_is_counted_and_never_raised(group):

@@ -10,10 +10,10 @@ import uuid
 from conftest import RecordingPublisher
 
 from detectors import NumericMonitor
-from streams.state.keys import series_name
 from streams.pipeline.processor import Record
 from streams.runtime import Runtime
 from streams.settings import Settings
+from streams.state.keys import series_name
 
 
 def settings_for(redis_url: str, **overrides: object) -> Settings:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import SASL_TEST_PASSWORD, secret_leaks
 from faust.auth import SASLCredentials, SSLCredentials
-
 from pydantic import ValidationError
 
-from conftest import SASL_TEST_PASSWORD, secret_leaks
 from streams.security import (
     confluent_config,
     faust_credentials,
@@ -214,9 +214,8 @@ def test_validation_errors_never_echo_a_secret():
         kafka_sasl_password=SASL_TEST_PASSWORD,
     )
     lines = settings_errors(error)
-    assert SASL_TEST_PASSWORD not in str(error) + repr(error) + "".join(
-        lines
-    )  # hide_input_in_errors
+    # hide_input_in_errors
+    assert SASL_TEST_PASSWORD not in str(error) + repr(error) + "".join(lines)
     assert lines[0].startswith(
         "invalid setting STREAMDRIFT_REDIS_URL=redis://:***@h:notaport/0: must look like"
     )
@@ -226,9 +225,8 @@ def test_validation_errors_never_echo_a_secret():
 
 
 def test_a_rejected_secret_is_shown_as_stars():
-    (line,) = settings_errors(
-        _errors(kafka_sasl_password=12345678)
-    )  # not text: refused, and not shown
+    # not text: refused, and not shown
+    (line,) = settings_errors(_errors(kafka_sasl_password=12345678))
     assert (
         line.startswith("invalid setting STREAMDRIFT_KAFKA_SASL_PASSWORD=***: expected")
         and "12345678" not in line
@@ -275,7 +273,7 @@ def test_secret_values_and_scrub():
 def test_printable_keeps_markup_and_control_characters_literal():
     from rich.console import Console
 
-    console = Console(record=True, width=200, file=open("/dev/null", "w"))
+    console = Console(record=True, width=200, file=io.StringIO())
     console.print(printable("fraud[/bold] [link=x]y\x1b[31m\r\n"))
     assert console.export_text().strip() == "fraud[/bold] [link=x]y\\x1b[31m\\r\\n"
 
@@ -284,9 +282,8 @@ def test_printable_keeps_markup_and_control_characters_literal():
 
 
 def test_the_secret_scan_finds_a_leak_in_any_log(tmp_path):
-    planted = [
-        "planted-" + "secret"
-    ]  # not a TEST_SECRET: this log stays under the session's basetemp
+    # not a TEST_SECRET: this log stays under the session's basetemp
+    planted = ["planted-" + "secret"]
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "worker-0.log").write_text(f"connecting with {planted[0]}\n")
     (tmp_path / "clean.log").write_text("nothing to see\n")

@@ -6,8 +6,8 @@ import json
 import time
 
 import pytest
-
 from conftest import produce
+
 from streams.ops.tail import tail_alerts
 
 pytestmark = pytest.mark.e2e

@@ -38,7 +38,8 @@ TOPICS = {"predictions": 4, "labels": 2, "drift-alerts": 1, "predictions.dlq": 1
 def run_demo(
     console: Console, duration: float | None, rate: float, drift_at: int, keep: bool = False
 ) -> None:
-    """Run the demo until ``duration`` seconds of simulation have passed, the worker exits or Ctrl-C.
+    """Run the demo until ``duration`` seconds of simulation have passed, the worker exits or
+    Ctrl-C.
 
     Every file (logs, Redis' data, the worker's data directory) lives in one temporary
     directory, removed at the end: nothing is left in the working directory. With ``keep``,
@@ -53,17 +54,18 @@ def run_demo(
         with ExitStack() as stack:
             with console.status("starting the embedded Kafka-compatible broker (Tansu)…"):
                 broker = EmbeddedBroker(workdir=workdir / "broker").start()
-                stack.callback(
-                    broker.stop, timeout=1
-                )  # memory-only broker: nothing to lose by a fast stop
+                # memory-only broker: nothing to lose by a fast stop
+                stack.callback(broker.stop, timeout=1)
             with console.status("starting redis-server…"):
                 redis = stack.enter_context(EmbeddedRedis(workdir=workdir / "redis"))
             create_topics(broker.bootstrap, TOPICS)
             console.print(
-                f"[green]✓[/green] broker {broker.bootstrap}   redis {redis.url}   topics {', '.join(TOPICS)}"
+                f"[green]✓[/green] broker {broker.bootstrap}   redis {redis.url}   topics "
+                f"{', '.join(TOPICS)}"
             )
             console.print(
-                f"[dim]  logs and data in {workdir} ({'kept: --keep' if keep else 'removed at the end'})[/dim]",
+                f"[dim]  logs and data in {workdir} "
+                f"({'kept: --keep' if keep else 'removed at the end'})[/dim]",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -103,8 +105,8 @@ def run_demo(
                 simulator_cmd += ["--duration", str(duration)]
             simulator = _spawn(stack, simulator_cmd, env, workdir / "simulator.log")
             console.print(
-                f"[green]✓[/green] simulator producing {rate:g} events/s; drift starts at event {drift_at:,} "
-                f"(~{drift_at / rate:.0f} s). Waiting for alerts — Ctrl-C to stop.\n"
+                f"[green]✓[/green] simulator producing {rate:g} events/s; drift starts at event "
+                f"{drift_at:,} (~{drift_at / rate:.0f} s). Waiting for alerts — Ctrl-C to stop.\n"
             )
             deadline = None if duration is None else time.monotonic() + duration
             _show_alerts(console, broker.bootstrap, worker, deadline, port)
@@ -157,10 +159,11 @@ def _wait_for_ctrl_c(console: Console, worker: WorkerProcess) -> None:
 def _next_hint(console: Console) -> None:
     """What to try next when everything has stopped."""
     console.print(
-        "\nStopped; the broker, Redis and the demo's files are gone. Next:\n"
-        "  streamdrift demo --keep    [dim]# at the end, keeps the broker, Redis and the worker running and prints[/dim]\n"
-        "                             [dim]# the status, alerts and report --model fraud commands to try on them[/dim]\n"
-        "  docs/own-kafka.md          [dim]# (in the source repository) run a worker on your own Kafka and Redis[/dim]",
+        "\nStopped; the broker, Redis and the demo's files are gone. Next:\n  streamdrift demo "
+        "--keep    [dim]# at the end, keeps the broker, Redis and the worker running and "
+        "prints[/dim]\n                             [dim]# the status, alerts and report --model "
+        "fraud commands to try on them[/dim]\n  docs/own-kafka.md          [dim]# (in the source "
+        "repository) run a worker on your own Kafka and Redis[/dim]",
         highlight=False,
         soft_wrap=True,
     )

@@ -19,8 +19,8 @@ that *names* an unknown topic with ``allow_auto_topic_creation`` set creates it 
 librdkafka sets that flag by default for producers and admin clients, so producing to an unknown
 topic, or ``AdminClient.list_topics(topic=...)``, silently creates a 4-partition topic. Consumers
 (librdkafka's consumer default is ``allow.auto.create.topics=false``) and plain "all topics"
-metadata requests create nothing. :func:`streams.kafka.admin.create_topics` therefore creates topics explicitly and
-polls only all-topics metadata.
+metadata requests create nothing. :func:`streams.kafka.admin.create_topics` therefore creates topics
+explicitly and polls only all-topics metadata.
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ class ManagedProcess(abc.ABC):
                 cwd=cwd,
                 start_new_session=True,
                 # Only one prepared libc call runs between fork and exec: no locks are taken.
-                preexec_fn=_kill_with_parent(os.getpid()),  # noqa: PLW1509
+                preexec_fn=_kill_with_parent(os.getpid()),
             )
 
     def _signal(self, sig: signal.Signals) -> None:
@@ -577,9 +577,12 @@ class EmbeddedRedis(_EmbeddedServer):
             options = ["--port", str(self.port)]
         else:
             options = [
-                "--port", "0", "--tls-port", str(self.port),
-                "--tls-cert-file", str(self._tls.cert_file), "--tls-key-file", str(self._tls.key_file),
-                "--tls-ca-cert-file", str(self._tls.ca_file), "--tls-auth-clients", self._tls.auth_clients,
+                "--port", "0",
+                "--tls-port", str(self.port),
+                "--tls-cert-file", str(self._tls.cert_file),
+                "--tls-key-file", str(self._tls.key_file),
+                "--tls-ca-cert-file", str(self._tls.ca_file),
+                "--tls-auth-clients", self._tls.auth_clients,
             ]  # fmt: skip
         if self._password:
             options += ["--requirepass", self._password]

@@ -115,7 +115,8 @@ class Drift:
 
 
 def default_models() -> tuple[ModelSpec, ...]:
-    """Three models: ``fraud`` and ``churn`` (classification, probability), ``pricing`` (regression)."""
+    """Three models: ``fraud`` and ``churn`` (classification, probability), ``pricing``
+    (regression)."""
     return (
         ModelSpec(
             name="fraud",
@@ -204,7 +205,8 @@ class Scenario:
     drift: Drift | None = field(default_factory=Drift)
     """What changes at the drift point; ``None`` for traffic without drift."""
     batch_size: int = 1
-    """Events per Kafka message: 1 sends single-event objects, more sends JSON arrays of one model."""
+    """Events per Kafka message: 1 sends single-event objects, more sends JSON arrays of one
+    model."""
     label_delay_s: float = 1.0
     """How long after its prediction a label is emitted (and timestamped)."""
     start_time: float = DEFAULT_START_TIME
@@ -265,10 +267,11 @@ def _check_model(model: ModelSpec) -> None:
             raise ValueError(
                 f"{model.name}.{feature.name}: std must be > 0 and missing_rate in [0, 1)"
             )
-    for feature in model.categorical:
-        _check_weights(f"{model.name}.{feature.name}", feature.categories, feature.weights)
-        if not 0 <= feature.missing_rate < 1:
-            raise ValueError(f"{model.name}.{feature.name}: missing_rate must be in [0, 1)")
+    for categorical in model.categorical:
+        what = f"{model.name}.{categorical.name}"
+        _check_weights(what, categorical.categories, categorical.weights)
+        if not 0 <= categorical.missing_rate < 1:
+            raise ValueError(f"{what}: missing_rate must be in [0, 1)")
 
 
 def _check_weights(what: str, categories: tuple[Category, ...], weights: tuple[float, ...]) -> None:
@@ -290,7 +293,8 @@ def _check_drift(drift: Drift, models: Mapping[str, ModelSpec]) -> None:
         feature = next((f for f in target.categorical if f.name == drift.categorical), None)
         if feature is None:
             raise ValueError(
-                f"drift.categorical {drift.categorical!r} is not a categorical feature of {drift.model!r}"
+                f"drift.categorical {drift.categorical!r} is not a categorical feature of "
+                f"{drift.model!r}"
             )
         _check_weights(
             f"drift.categorical_weights ({drift.categorical})",
@@ -300,7 +304,8 @@ def _check_drift(drift: Drift, models: Mapping[str, ModelSpec]) -> None:
     if drift.error_model is not None:
         if drift.error_model not in models or models[drift.error_model].task != "classification":
             raise ValueError(
-                f"drift.error_model {drift.error_model!r} is not a classification model of the scenario"
+                f"drift.error_model {drift.error_model!r} is not a classification model of the "
+                "scenario"
             )
         if not 0 <= drift.error_rate <= 1:
             raise ValueError("drift.error_rate must be in [0, 1]")
@@ -343,8 +348,8 @@ class _ModelPlan:
             for j, feature in enumerate(spec.numeric):
                 if feature.name in drift.shifted:
                     self.shift[j] = drift.shift_sigmas * feature.std
-            for j, feature in enumerate(spec.categorical):
-                if feature.name == drift.categorical:
+            for j, categorical in enumerate(spec.categorical):
+                if categorical.name == drift.categorical:
                     self.cdf_after[j] = _cdf(drift.categorical_weights)
         if drift is not None and drift.error_model == spec.name:
             self.error_after = drift.error_rate
@@ -554,7 +559,8 @@ def run(
         producer.list_topics(timeout=connect_timeout_s)
     except KafkaException as exc:
         raise BrokerUnavailableError(
-            f"cannot reach Kafka at {bootstrap!r} within {connect_timeout_s:g} s: {exc.args[0].str()}"
+            f"cannot reach Kafka at {bootstrap!r} within {connect_timeout_s:g} s: "
+            f"{exc.args[0].str()}"
         ) from None
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:

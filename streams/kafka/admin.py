@@ -11,7 +11,6 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-
 _POLL_S = 0.05
 
 

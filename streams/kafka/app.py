@@ -16,7 +16,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import yaml
@@ -89,7 +89,9 @@ class FaustPublisher(Publisher):
 
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         # Faust seeks to the committed offsets right after on_rebalance_complete returns.
-        committed = await self.app.consumer._commit({TP(t, p): o for (t, p), o in offsets.items()})
+        # Faust's internal _commit: see streams.kafka.compat
+        consumer = cast(Any, self.app.consumer)
+        committed = await consumer._commit({TP(t, p): o for (t, p), o in offsets.items()})
         if not committed:
             raise RuntimeError(f"could not commit checkpointed offsets {offsets}")
 
@@ -138,7 +140,7 @@ def _clamp_commits(app: faust.App, runtime: Runtime, ours: set[str]) -> None:
     at or before the state's next offset and skips what the state already holds: no rewind (and
     no race with fetches already in flight) is ever needed to resume exactly.
     """
-    consumer = app.consumer
+    consumer = cast(Any, app.consumer)  # Faust's internal _commit: see streams.kafka.compat
     commit = consumer._commit
 
     async def clamped(offsets):
@@ -157,7 +159,7 @@ def _fetch_wait(app: faust.App, wait_ms: int) -> None:
     partition is held up to 1.5 s, which then is the floor of event-to-alert latency (measured:
     p99 1.5 s at half load; 200 ms with 50 ms). The consumer is created when its thread starts,
     so setting the wait on the thread's factory here takes effect."""
-    thread = app.consumer._thread
+    thread = cast(Any, app.consumer)._thread  # Faust's internal: see streams.kafka.compat
     create = thread._create_worker_consumer
 
     def with_wait(transport: Any) -> Any:
@@ -207,17 +209,19 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     _fetch_wait(app, s.fetch_max_wait_ms)
 
     intake = Intake(app, runtime, s.batch_max_events, s.batch_within_s)
-    app._fetcher = intake  # Faust starts and stops its Fetcher; this one replaces it
+    # Faust starts and stops its Fetcher; this one (a Service too) replaces it
+    app._fetcher = intake  # type: ignore[assignment]
     for topic in (s.input_topic, s.labels_topic):
         # Subscribed without an agent; acks off: Faust tracks no offsets of these topics (the
         # intake commits checkpoints) and so does not report their partitions as stuck.
         app.topics.add(app.topic(topic, key_serializer="raw", value_serializer="raw", acks=False))
 
-    @app.on_partitions_revoked.connect
+    # Faust awaits coroutine receivers; BaseSignal.connect's type names only plain functions.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(_app: faust.App, revoked: set[TP], **_: Any) -> None:
         await runtime.on_revoked((tp.topic, tp.partition) for tp in revoked if tp.topic in ours)
 
-    @app.on_rebalance_complete.connect
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def on_rebalance_complete(_app: faust.App, **_: Any) -> None:
         assigned = [
             (tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic in ours

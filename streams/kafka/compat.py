@@ -159,8 +159,8 @@ def check(allow_untested: bool | None = None) -> None:
     if untested and not allow_untested:
         raise IncompatibleLibrary(
             "; ".join(untested),
-            f"install the tested versions ({_pins()}), or set STREAMDRIFT_ALLOW_UNTESTED_LIBRARIES=1 "
-            "to run anyway",
+            f"install the tested versions ({_pins()}), or set "
+            "STREAMDRIFT_ALLOW_UNTESTED_LIBRARIES=1 to run anyway",
         )
     for line in untested:
         log.warning("untested library version: %s", line)

@@ -3,14 +3,15 @@
 Faust's own Fetcher turns every Kafka record into a ``Message`` and an ``Event``, schedules
 four asyncio tasks per record (``Service.wait_first`` in ``Consumer._drain_messages``), queues
 it for a stream and acks it: ~70–116 µs of CPU per record, a ceiling of ~10–13k records/s
-per worker whatever the agent does. :class:`Intake` takes the Fetcher's place in the app (Faust starts
-it after each rebalance's recovery and stops it on shutdown, as its own) and hands the records
-of each ``getmany`` to :meth:`Runtime.handle` in batches, untouched: per record it builds one
-:class:`Record` and counts the events. Each ``getmany`` asks for about
-``STREAMDRIFT_BATCH_MAX_EVENTS`` events' worth of records (aiokafka bounds polls by records). Faust still owns the consumer: group membership,
-rebalances, pausing, seeking to the committed offsets, the aiokafka fetcher and its
-prefetch buffer (bounded by ``consumer_max_fetch_size`` per partition), which is the only
-buffer: nothing is fetched while a batch is handled beyond what aiokafka prefetches.
+per worker whatever the agent does. :class:`Intake` takes the Fetcher's place in the app (Faust
+starts it after each rebalance's recovery and stops it on shutdown, as its own) and hands the
+records of each ``getmany`` to :meth:`Runtime.handle` in batches, untouched: per record it builds
+one :class:`Record` and counts the events. Each ``getmany`` asks for about
+``STREAMDRIFT_BATCH_MAX_EVENTS`` events' worth of records (aiokafka bounds polls by records). Faust
+still owns the consumer: group membership, rebalances, pausing, seeking to the committed offsets,
+the aiokafka fetcher and its prefetch buffer (bounded by ``consumer_max_fetch_size`` per
+partition), which is the only buffer: nothing is fetched while a batch is handled beyond what
+aiokafka prefetches.
 
 Offsets are committed from the checkpoints (:meth:`Intake.commit`), not from acks: Faust
 never sees an event of our topics, so it has nothing to commit for them.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
@@ -102,12 +103,12 @@ class Intake(faust.Service):
 
     @faust.Service.task
     async def _drain(self) -> None:
-        app, consumer = self.app, self.app.consumer
+        # Faust's Consumer: its internals are not on ConsumerT (streams.kafka.compat checks them).
+        app, consumer = self.app, cast(Any, self.app.consumer)
         while not self.should_stop:
             records, _ = await consumer._wait_next_records(self.wait_s)
-            generation = (
-                app.consumer_generation_id
-            )  # records come from the current one (as in Faust)
+            # records come from the current one (as in Faust)
+            generation = app.consumer_generation_id
             self._size_polls(records or {})
             for topic, batch in batches(records or {}, self.max_events):
                 if (
@@ -125,7 +126,7 @@ class Intake(faust.Service):
         if not counts:
             return
         self._events_per_record += 0.3 * (sum(counts) / len(counts) - self._events_per_record)
-        aiokafka_consumer = self.app.consumer._thread._consumer  # read by each getmany
+        aiokafka_consumer = cast(Any, self.app.consumer)._thread._consumer  # read by each getmany
         if aiokafka_consumer is not None:
             aiokafka_consumer._max_poll_records = poll_records(
                 self.max_events, self._events_per_record
@@ -152,7 +153,8 @@ class Intake(faust.Service):
         if not due:
             return
         try:
-            committed = await self.app.consumer._commit({TP(t, p): o for (t, p), o in due.items()})
+            consumer = cast(Any, self.app.consumer)  # Faust's internal _commit: see compat
+            committed = await consumer._commit({TP(t, p): o for (t, p), o in due.items()})
         except Exception as exc:  # the consumer logs and handles its own errors; we retry
             log.warning("could not commit checkpointed offsets (will retry): %s", exc)
             return

@@ -116,9 +116,10 @@ def client_api_versions() -> dict[int, tuple[int, int]]:
     for module in (admin, commit, coordination, fetch, group, metadata, offset, produce):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Request) and value is not Request:
-                numbers = [c.API_VERSION for c in getattr(value, "_CLASSES", ())]
-                if numbers and value.API_KEY in API_NAMES:
-                    versions[value.API_KEY] = (min(numbers), max(numbers))
+                request: Any = value  # an aiokafka request class (untyped): API_KEY, _CLASSES
+                numbers = [c.API_VERSION for c in getattr(request, "_CLASSES", ())]
+                if numbers and request.API_KEY in API_NAMES:
+                    versions[request.API_KEY] = (min(numbers), max(numbers))
     return versions
 
 
@@ -145,7 +146,8 @@ def missing_apis(
         (b_low, b_high), (c_low, c_high) = broker[key], client[key]
         if b_high < c_low or c_high < b_low:
             problems.append(
-                f"{name} (API key {key}): the broker answers v{b_low}-v{b_high}, the client speaks v{c_low}-v{c_high}"
+                f"{name} (API key {key}): the broker answers v{b_low}-v{b_high}, the client "
+                f"speaks v{c_low}-v{c_high}"
             )
     return problems
 
@@ -190,7 +192,9 @@ def tls_refused(ssl_error: bool, reason: str) -> bool:
     """Whether a client error is a failed TLS handshake (not a broker that is down): an SSL
     error, or a transport error carrying a TLS alert.
 
-    >>> tls_refused(False, "Receive failed: error:0A000412:SSL routines::ssl/tls alert bad certificate")
+    >>> tls_refused(
+    ...     False, "Receive failed: error:0A000412:SSL routines::ssl/tls alert bad certificate"
+    ... )
     True
     >>> tls_refused(False, "Connect to ipv4#127.0.0.1:9092 failed: Connection refused")
     False
@@ -206,17 +210,20 @@ def tls_hint(reason: str, settings: Settings) -> str:
     """
     if "verify failed" in reason or "unable to get local issuer" in reason:
         return (
-            "the brokers' certificate is not signed by a CA this client trusts: set STREAMDRIFT_KAFKA_SSL_CAFILE "
-            "to the CA bundle that signed them (and check the brokers' certificates name the bootstrap host)"
+            "the brokers' certificate is not signed by a CA this client trusts: set "
+            "STREAMDRIFT_KAFKA_SSL_CAFILE to the CA bundle that signed them (and check the "
+            "brokers' certificates name the bootstrap host)"
         )
     if not settings.kafka_ssl_certfile:
         return (
-            "the brokers require a client certificate (mutual TLS): set STREAMDRIFT_KAFKA_SSL_CERTFILE and "
-            "STREAMDRIFT_KAFKA_SSL_KEYFILE to one signed by a CA in their truststore"
+            "the brokers require a client certificate (mutual TLS): set "
+            "STREAMDRIFT_KAFKA_SSL_CERTFILE and STREAMDRIFT_KAFKA_SSL_KEYFILE to one signed by a "
+            "CA in their truststore"
         )
     return (
-        "the brokers refused the client certificate STREAMDRIFT_KAFKA_SSL_CERTFILE: use one signed by a CA in "
-        "their truststore (ssl.truststore.*), not expired, with its key in STREAMDRIFT_KAFKA_SSL_KEYFILE"
+        "the brokers refused the client certificate STREAMDRIFT_KAFKA_SSL_CERTFILE: use one "
+        "signed by a CA in their truststore (ssl.truststore.*), not expired, with its key in "
+        "STREAMDRIFT_KAFKA_SSL_KEYFILE"
     )
 
 
@@ -262,7 +269,8 @@ def missing_permissions(
     ``ALL`` grants everything.
 
     >>> need = [Permission("topic", "in", "READ", "X"), Permission("group", "g", "READ", "Y")]
-    >>> [str(p) for p in missing_permissions(need, {("topic", "in"): frozenset({"DESCRIBE"}), ("group", "g"): None})]
+    >>> granted = {("topic", "in"): frozenset({"DESCRIBE"}), ("group", "g"): None}
+    >>> [str(p) for p in missing_permissions(need, granted)]
     ["READ on topic 'in' (X)"]
     """
     missing = []
@@ -276,8 +284,10 @@ def missing_permissions(
 def grant_commands(missing: Sequence[Permission], who: str, bootstrap: str) -> list[str]:
     """``kafka-acls.sh`` commands granting ``missing`` to the principal ``who``.
 
-    >>> grant_commands([Permission("group", "sd", "READ", "STREAMDRIFT_GROUP_ID")], "User:w", "k:9092")
-    ['kafka-acls.sh --bootstrap-server k:9092 --add --allow-principal User:w --operation Read --group sd']
+    >>> missing = [Permission("group", "sd", "READ", "STREAMDRIFT_GROUP_ID")]
+    >>> grant_commands(missing, "User:w", "k:9092")  # doctest: +NORMALIZE_WHITESPACE
+    ['kafka-acls.sh --bootstrap-server k:9092 --add --allow-principal User:w --operation Read
+    --group sd']
     """
     return [
         f"kafka-acls.sh --bootstrap-server {bootstrap} --add --allow-principal {who} "
@@ -343,7 +353,7 @@ def _operations(listed: Iterable[Any] | None) -> frozenset[str] | None:
 
 def topic_access(
     admin: Any, topics: Sequence[str], timeout: float
-) -> dict[str, frozenset[str] | None | str]:
+) -> dict[str, frozenset[str] | str | None]:
     """Per topic: its authorized operations (None: unknown), ``"denied"`` (Kafka refuses to
     describe it: no ACL allows the principal anything on it — or it does not exist), or
     ``"missing"`` (it does not exist). Unanswered: every topic None."""
@@ -357,7 +367,7 @@ def topic_access(
         )
     except (KafkaException, TypeError, ValueError, NotImplementedError):
         return dict.fromkeys(topics)
-    access: dict[str, frozenset[str] | None | str] = {}
+    access: dict[str, frozenset[str] | str | None] = {}
     for name, future in futures.items():
         try:
             access[name] = _operations(future.result(timeout=timeout).authorized_operations)
@@ -430,29 +440,34 @@ def cluster_summary(admin: Any, timeout: float) -> str | None:
         return None
     controller = getattr(cluster.controller, "id", None)
     return (
-        f"cluster {cluster.cluster_id}, {len(cluster.nodes)} broker{'s' if len(cluster.nodes) != 1 else ''}"
+        f"cluster {cluster.cluster_id}, {len(cluster.nodes)} "
+        f"broker{'s' if len(cluster.nodes) != 1 else ''}"
         + (f", controller {controller}" if controller is not None and controller >= 0 else "")
     )
 
 
 def check_protocol(settings: Settings, timeout: float) -> dict[int, tuple[int, int]]:
-    """The broker's API versions; raises :class:`PreflightError` if the worker cannot speak to it."""
+    """The broker's API versions; raises :class:`PreflightError` if the worker cannot speak to
+    it."""
     bootstrap = settings.kafka_bootstrap
     try:
         versions = broker_api_versions(settings, timeout)
-    except Exception as exc:  # noqa: BLE001 - any failure of the worker's own client is fatal
+    except Exception as exc:  # any failure of the worker's own client is fatal
         reason = str(exc) or type(exc).__name__
         raise PreflightError(
             f"the worker's Kafka client (aiokafka) cannot connect to {bootstrap}: {reason}",
-            "the settings work for librdkafka but not for aiokafka: check STREAMDRIFT_KAFKA_SECURITY_PROTOCOL, "
-            "STREAMDRIFT_KAFKA_SSL_CAFILE / _CERTFILE / _KEYFILE (PEM files) and the SASL settings",
+            "the settings work for librdkafka but not for aiokafka: check "
+            "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL, STREAMDRIFT_KAFKA_SSL_CAFILE / _CERTFILE / "
+            "_KEYFILE (PEM files) and the SASL settings",
         ) from exc
     problems = missing_apis(versions, client_api_versions(), needed_apis(settings))
     if problems:
         raise PreflightError(
-            f"Kafka at {bootstrap} cannot serve the worker: {'; '.join(problems)} ({protocol_summary(versions)})",
-            "streamdrift needs Apache Kafka 2.8 or later (4.x tested) or a broker with the same APIs; "
-            "upgrade the brokers, or the client (pip install -U streamdrift) if the broker is newer",
+            f"Kafka at {bootstrap} cannot serve the worker: {'; '.join(problems)} "
+            f"({protocol_summary(versions)})",
+            "streamdrift needs Apache Kafka 2.8 or later (4.x tested) or a broker with the same "
+            "APIs; upgrade the brokers, or the client (pip install -U streamdrift) if the broker "
+            "is newer",
         )
     return versions
 

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -138,7 +138,8 @@ def _load_settings(overrides: dict[str, Any], flags: dict[str, str]) -> Settings
     except (SettingsError, ValueError) as exc:  # e.g. a secrets dir pydantic cannot read
         _invalid(
             [
-                f"invalid configuration: {printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}"
+                "invalid configuration: "
+                f"{printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}"
             ]
         )
     _secrets[:] = secret_values(settings)
@@ -150,8 +151,8 @@ def _invalid(lines: list[str]) -> None:
     for line in lines:
         err.print(f"[bold red]error:[/bold red] {line}", soft_wrap=True)
     err.print(
-        "[yellow]what to do:[/yellow] fix or unset it; docs/configuration.md lists every STREAMDRIFT_* "
-        "variable, `streamdrift COMMAND --help` every option",
+        "[yellow]what to do:[/yellow] fix or unset it; docs/configuration.md lists every "
+        "STREAMDRIFT_* variable, `streamdrift COMMAND --help` every option",
         soft_wrap=True,
     )
     raise typer.Exit(2)
@@ -177,7 +178,8 @@ def _positive(value: float | None) -> float | None:
 
 
 def _name(value: str | None) -> str | None:
-    """Typer callback for --model / --version: as the events spell them (see STREAMDRIFT_MAX_NAME_LENGTH)."""
+    """Typer callback for --model / --version: as the events spell them (see
+    STREAMDRIFT_MAX_NAME_LENGTH)."""
     if value is not None and (not value or not value.isprintable()):
         raise typer.BadParameter(
             f"{visible(repr(value))} is not a model name: 1 or more printable characters"
@@ -189,8 +191,8 @@ def _check_name_length(settings: Settings, **names: str | None) -> None:
     for flag, value in names.items():
         if value is not None and len(value) > settings.max_name_length:
             raise typer.BadParameter(
-                f"{len(value)} characters, longer than any monitored name (STREAMDRIFT_MAX_NAME_LENGTH="
-                f"{settings.max_name_length})",
+                f"{len(value)} characters, longer than any monitored name "
+                f"(STREAMDRIFT_MAX_NAME_LENGTH={settings.max_name_length})",
                 param_hint=f"'--{flag}'",
             )
 
@@ -204,14 +206,17 @@ def _kafka_admin(settings: Settings, timeout: float, errors: list[Any] | None = 
 
     quiet = logging.getLogger("streamdrift.kafka-check")
     quiet.setLevel(logging.CRITICAL)
-    config = {
+    config: dict[str, Any] = {
         **confluent_config(settings),
         "socket.timeout.ms": int(timeout * 1000),
         "logger": quiet,
         "allow.auto.create.topics": False,
     }
     try:
-        return AdminClient({**config, "error_cb": errors.append} if errors is not None else config)
+        # confluent-kafka's stub types config values as scalars; callbacks (error_cb) are valid
+        return AdminClient(
+            {**config, "error_cb": errors.append} if errors is not None else config  # type: ignore[dict-item]
+        )
     except (
         Exception
     ) as exc:  # librdkafka refuses its configuration (e.g. an unreadable key) at creation
@@ -262,8 +267,9 @@ def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
             if time.monotonic() >= deadline:
                 _fail(
                     f"cannot reach Kafka at {bootstrap} ({exc})",
-                    "check STREAMDRIFT_KAFKA_BOOTSTRAP (or --bootstrap), that the broker is running, that "
-                    "its advertised listener is reachable from here, and STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
+                    "check STREAMDRIFT_KAFKA_BOOTSTRAP (or --bootstrap), that the broker is "
+                    "running, that its advertised listener is reachable from here, and "
+                    "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
                 )
 
 
@@ -283,17 +289,17 @@ def check_redis(settings: Settings) -> None:
     except redis.RedisError as exc:
         _fail(
             f"cannot reach Redis at {settings.redis_url_redacted} ({exc})",
-            "check STREAMDRIFT_REDIS_URL (or --redis-url), that Redis is running and the password is right; "
-            "for rediss:// (TLS), that ssl_ca_certs= names the CA that signed Redis' certificate "
-            "(and ssl_certfile= / ssl_keyfile= if Redis requires client certificates)",
+            "check STREAMDRIFT_REDIS_URL (or --redis-url), that Redis is running and the password "
+            "is right; for rediss:// (TLS), that ssl_ca_certs= names the CA that signed Redis' "
+            "certificate (and ssl_certfile= / ssl_keyfile= if Redis requires client certificates)",
         )
 
 
 @app.command()
 def worker(
-    bootstrap: Optional[str] = BootstrapOpt,
-    redis_url: Optional[str] = RedisOpt,
-    config: Optional[Path] = typer.Option(
+    bootstrap: str | None = BootstrapOpt,
+    redis_url: str | None = RedisOpt,
+    config: Path | None = typer.Option(
         None, "--config", "-c", help="Detector config YAML (env STREAMDRIFT_CONFIG)"
     ),
     create_topics: bool = typer.Option(
@@ -306,16 +312,14 @@ def worker(
     """Run a drift-detection worker (a Faust worker in the consumer group).
 
     All settings come from STREAMDRIFT_* environment variables (docs/configuration.md); options override them.
-    """
+    """  # noqa: E501
     settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, config=config)
-    _detector_config(
-        settings, from_flag=config is not None
-    )  # a bad file is refused before any connection
+    # a bad file is refused before any connection
+    _detector_config(settings, from_flag=config is not None)
     _check_libraries()
     existing = check_kafka(settings)
-    _preflight(
-        settings
-    )  # the broker's protocol and the worker's permissions (streams.kafka.preflight)
+    # the broker's protocol and the worker's permissions (streams.kafka.preflight)
+    _preflight(settings)
     check_redis(settings)
     wanted = {settings.input_topic, settings.labels_topic, settings.alert_topic, settings.dlq_topic}
     missing = wanted - existing
@@ -392,12 +396,12 @@ def _detector_config(settings: Settings, from_flag: bool) -> None:
 
 @app.command()
 def simulate(
-    bootstrap: Optional[str] = BootstrapOpt,
+    bootstrap: str | None = BootstrapOpt,
     rate: float = typer.Option(2000.0, callback=_positive, help="Events per second"),
-    duration: Optional[float] = typer.Option(
+    duration: float | None = typer.Option(
         None, callback=_positive, help="Stop after this many seconds"
     ),
-    max_events: Optional[int] = typer.Option(None, min=1, help="Stop after this many events"),
+    max_events: int | None = typer.Option(None, min=1, help="Stop after this many events"),
     drift_at: int = typer.Option(
         20_000, min=0, help="Event index at which the scheduled drift starts"
     ),
@@ -407,9 +411,8 @@ def simulate(
     seed: int = typer.Option(7, min=0, help="Random seed (the stream is deterministic per seed)"),
 ) -> None:
     """Produce simulated prediction events (with a scheduled drift) and labels to Kafka."""
-    settings = _settings(
-        kafka_bootstrap=bootstrap
-    )  # before the heavy imports: a bad setting is told at once
+    # before the heavy imports: a bad setting is told at once
+    settings = _settings(kafka_bootstrap=bootstrap)
     from streams.dev.simulate import Scenario, run
 
     check_kafka(settings)
@@ -431,13 +434,13 @@ def simulate(
 
 @app.command()
 def status(
-    redis_url: Optional[str] = RedisOpt,
-    group_id: Optional[str] = typer.Option(
+    redis_url: str | None = RedisOpt,
+    group_id: str | None = typer.Option(
         None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
 ) -> None:
-    """Show partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) state from Redis."""
+    """Show partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) state from Redis."""  # noqa: E501
     settings = _settings(redis_url=redis_url, group_id=group_id)  # before the heavy imports
     from streams.ops.status import read_status
 
@@ -516,14 +519,12 @@ def status_tables(report: dict[str, Any], now_ms: float) -> list[Table]:
 
 @app.command()
 def alerts(
-    bootstrap: Optional[str] = BootstrapOpt,
+    bootstrap: str | None = BootstrapOpt,
     from_beginning: bool = typer.Option(
         True, help="Start at the oldest alert (else only new ones)"
     ),
     follow: bool = typer.Option(True, help="Keep waiting for new alerts"),
-    max_alerts: Optional[int] = typer.Option(
-        None, "--max", min=1, help="Stop after this many alerts"
-    ),
+    max_alerts: int | None = typer.Option(None, "--max", min=1, help="Stop after this many alerts"),
     as_json: bool = typer.Option(False, "--json", help="Print each alert as one JSON line"),
 ) -> None:
     """Tail the alert topic."""
@@ -532,9 +533,10 @@ def alerts(
     settings = _settings(kafka_bootstrap=bootstrap)
     check_kafka(settings)
     try:
-        skipped = lambda where: err.print(
-            f"[yellow]skipped a message that is not JSON:[/yellow] {printable(where)}"
-        )  # noqa: E731
+
+        def skipped(where: str) -> None:
+            err.print(f"[yellow]skipped a message that is not JSON:[/yellow] {printable(where)}")
+
         shown = 0
         for alert in tail_alerts(
             confluent_config(settings),
@@ -575,7 +577,7 @@ def show_config(
 
 @app.command()
 def demo(
-    duration: Optional[float] = typer.Option(
+    duration: float | None = typer.Option(
         None, callback=_positive, help="Stop after this many seconds (default: until Ctrl-C)"
     ),
     rate: float = typer.Option(2000.0, callback=_positive, help="Simulated events per second"),
@@ -611,7 +613,8 @@ def demo(
 # -- reference baselines ---------------------------------------------------------------------
 
 baseline_app = _Typer(
-    help="Reference baselines per model version, stored in Redis and used by every worker automatically.",
+    help="Reference baselines per model version, stored in Redis and used by every worker "
+    "automatically.",
     no_args_is_help=True,
 )
 app.add_typer(baseline_app, name="baseline")
@@ -641,7 +644,8 @@ def _show_profile(baseline: Any) -> None:
 
 
 def profile_table(baseline: Any) -> Table:
-    """A baseline feature by feature; names and categories (from training data) printed literally."""
+    """A baseline feature by feature; names and categories (from training data) printed
+    literally."""
     summary = baseline.summary()
     title = (
         f"baseline of {baseline.model} version {baseline.version or '(none)'}: {baseline.rows} rows"
@@ -672,15 +676,15 @@ def _store_baseline(store: Any, baseline: Any) -> None:
         return
     revision = store.put(baseline)
     console.print(
-        f"stored as [bold]{printable(baseline.model)}/{printable(baseline.version or '-')} r{revision}[/bold]; "
-        f"workers use it within STREAMDRIFT_BASELINE_REFRESH_S"
+        f"stored as [bold]{printable(baseline.model)}/{printable(baseline.version or '-')} "
+        f"r{revision}[/bold]; workers use it within STREAMDRIFT_BASELINE_REFRESH_S"
     )
 
 
 @baseline_app.command("build")
 def baseline_build(
     model: str = ModelOpt,
-    version: Optional[str] = VersionOpt,
+    version: str | None = VersionOpt,
     source: Path = typer.Option(
         ..., "--from", exists=True, dir_okay=False, help="Training data: .csv, .jsonl or .parquet"
     ),
@@ -690,7 +694,7 @@ def baseline_build(
         "-x",
         help="Columns that are not features (labels, ids); repeat or comma-separate",
     ),
-    prediction: Optional[str] = typer.Option(
+    prediction: str | None = typer.Option(
         None,
         "--prediction-column",
         help="Column holding the model's output (monitored as `prediction`)",
@@ -698,12 +702,13 @@ def baseline_build(
     max_categories: int = typer.Option(
         200,
         min=1,
-        help="Most distinct values of a categorical feature (as STREAMDRIFT_MAX_CATEGORIES_PER_FEATURE)",
+        help="Most distinct values of a categorical feature (as "
+        "STREAMDRIFT_MAX_CATEGORIES_PER_FEATURE)",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the profile without storing it"),
-    redis_url: Optional[str] = RedisOpt,
+    redis_url: str | None = RedisOpt,
 ) -> None:
-    """Build a baseline from training data (sketches and counts per feature, never raw rows) and store it."""
+    """Build a baseline from training data (sketches and counts per feature, never raw rows) and store it."""  # noqa: E501
     from rich.progress import Progress
 
     from detectors import BaselineBuilder
@@ -735,9 +740,9 @@ def baseline_upload(
         ..., "--from", exists=True, dir_okay=False, help="JSON document of precomputed statistics"
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the profile without storing it"),
-    redis_url: Optional[str] = RedisOpt,
+    redis_url: str | None = RedisOpt,
 ) -> None:
-    """Store a baseline from precomputed statistics (counts, moments, quantiles, category counts; see docs/baselines.md)."""
+    """Store a baseline from precomputed statistics (counts, moments, quantiles, category counts; see docs/baselines.md)."""  # noqa: E501
     from detectors import baseline_from_statistics
 
     try:
@@ -750,11 +755,11 @@ def baseline_upload(
 @baseline_app.command("freeze")
 def baseline_freeze(
     model: str = ModelOpt,
-    version: Optional[str] = VersionOpt,
-    group_id: Optional[str] = typer.Option(
+    version: str | None = VersionOpt,
+    group_id: str | None = typer.Option(
         None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"
     ),
-    redis_url: Optional[str] = RedisOpt,
+    redis_url: str | None = RedisOpt,
 ) -> None:
     """Store what the workers have seen of this model version so far as its baseline."""
     settings = _settings(redis_url=redis_url, group_id=group_id)
@@ -768,18 +773,17 @@ def baseline_freeze(
     except LookupError as exc:
         _fail(
             str(exc),
-            "check --model/--version and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists what is monitored",
+            "check --model/--version and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` "
+            "lists what is monitored",
         )
     _store_baseline(store, baseline)
 
 
 @baseline_app.command("list")
 def baseline_list(
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", callback=_name, help="Only this model"
-    ),
+    model: str | None = typer.Option(None, "--model", "-m", callback=_name, help="Only this model"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
-    redis_url: Optional[str] = RedisOpt,
+    redis_url: str | None = RedisOpt,
 ) -> None:
     """List stored baselines (model, version, revision, rows, features, source)."""
     rows = _baseline_store(redis_url, model=model).list(model)
@@ -829,9 +833,9 @@ def baselines_table(rows: list[dict[str, Any]]) -> Table:
 @baseline_app.command("show")
 def baseline_show(
     model: str = ModelOpt,
-    version: Optional[str] = VersionOpt,
+    version: str | None = VersionOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
-    redis_url: Optional[str] = RedisOpt,
+    redis_url: str | None = RedisOpt,
 ) -> None:
     """Show one stored baseline, feature by feature."""
     store = _baseline_store(redis_url, model=model, version=version)
@@ -850,7 +854,7 @@ def baseline_show(
 
 @baseline_app.command("delete")
 def baseline_delete(
-    model: str = ModelOpt, version: Optional[str] = VersionOpt, redis_url: Optional[str] = RedisOpt
+    model: str = ModelOpt, version: str | None = VersionOpt, redis_url: str | None = RedisOpt
 ) -> None:
     """Delete a stored baseline (series already seeded with it keep their reference)."""
     if not _baseline_store(redis_url, model=model, version=version).delete(model, version):
@@ -869,11 +873,11 @@ def report(
     out: Path = typer.Option(
         Path("report.html"), "--out", "-o", dir_okay=False, help="HTML file to write"
     ),
-    group_id: Optional[str] = typer.Option(
+    group_id: str | None = typer.Option(
         None, help="Consumer group / app id (env STREAMDRIFT_GROUP_ID)"
     ),
-    redis_url: Optional[str] = RedisOpt,
-    bootstrap: Optional[str] = BootstrapOpt,
+    redis_url: str | None = RedisOpt,
+    bootstrap: str | None = BootstrapOpt,
     no_alerts: bool = typer.Option(
         False,
         "--no-alerts",
@@ -909,7 +913,8 @@ def report(
     if not (series or points or alerts):
         _fail(
             f"nothing about model {model!r} in group {settings.group_id!r}",
-            "check --model and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists the monitored models",
+            "check --model and --group-id (STREAMDRIFT_GROUP_ID); `streamdrift status` lists the "
+            "monitored models",
         )
     try:
         out.write_text(

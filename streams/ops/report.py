@@ -16,8 +16,9 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,9 @@ from detectors import (
     RunningStats,
     StateError,
 )
-from streams.state.reader import StateReader
 from streams.state.history import Point
 from streams.state.partition import restore_monitor
+from streams.state.reader import StateReader
 
 REFERENCE, WINDOW, ALL = "reference", "latest window", "all values"
 COLORS = {REFERENCE: "#1f77b4", WINDOW: "#d62728", ALL: "#7f7f7f"}
@@ -214,20 +215,24 @@ class _Canvas:
     ) -> None:
         bottom, right = self.height - self.bottom, self.width - 12
         self.parts.append(
-            f'<rect class="plot" x="{self.left}" y="{self.top}" width="{right - self.left}" height="{bottom - self.top}"/>'
+            f'<rect class="plot" x="{self.left}" y="{self.top}" width="{right - self.left}" '
+            f'height="{bottom - self.top}"/>'
         )
         for value, label in y_ticks:
             y = self.py(value)
             self.parts.append(
-                f'<line class="grid" x1="{self.left}" x2="{right}" y1="{y}" y2="{y}"/>'
-                f'<text class="tick" x="{self.left - 4}" y="{y + 3}" text-anchor="end">{escape(label)}</text>'
+                f'<line class="grid" x1="{self.left}" x2="{right}" y1="{y}" y2="{y}"/><text '
+                f'class="tick" x="{self.left - 4}" y="{y + 3}" '
+                f'text-anchor="end">{escape(label)}</text>'
             )
         for value, label in x_ticks:
             self.parts.append(
-                f'<text class="tick" x="{self.px(value)}" y="{bottom + 13}" text-anchor="middle">{escape(label)}</text>'
+                f'<text class="tick" x="{self.px(value)}" y="{bottom + 13}" '
+                f'text-anchor="middle">{escape(label)}</text>'
             )
         self.parts.append(
-            f'<text class="axis" x="{(self.left + right) / 2}" y="{self.height - 4}" text-anchor="middle">{escape(x_label)}</text>'
+            f'<text class="axis" x="{(self.left + right) / 2}" y="{self.height - 4}" '
+            f'text-anchor="middle">{escape(x_label)}</text>'
         )
 
     def line(
@@ -240,7 +245,8 @@ class _Canvas:
         if len(points) == 1:
             ((x, y),) = points
             self.parts.append(
-                f'<circle cx="{self.px(x)}" cy="{self.py(y)}" r="3" fill="{color}"><title>{escape(title)}</title></circle>'
+                f'<circle cx="{self.px(x)}" cy="{self.py(y)}" r="3" '
+                f'fill="{color}"><title>{escape(title)}</title></circle>'
             )
             return
         path = " ".join(f"{self.px(x)},{self.py(y)}" for x, y in points)
@@ -274,7 +280,10 @@ def cdf_svg(series: Series) -> str:
     )
     for role, values in curves.items():
         canvas.line(
-            list(zip(values, CDF_RANKS.tolist())), COLORS[role], dashed=role == ALL, title=role
+            list(zip(values, CDF_RANKS.tolist(), strict=True)),
+            COLORS[role],
+            dashed=role == ALL,
+            title=role,
         )
     return canvas.svg(f"distribution of {series.feature}")
 
@@ -311,7 +320,8 @@ def shares_svg(series: Series) -> str:
             share = shares[role].get(value, 0.0)
             width = round(canvas.px(share) - canvas.left, 1)
             canvas.parts.append(
-                f'<rect x="{canvas.left}" y="{y + j * bar}" width="{width}" height="{bar - 1}" fill="{COLORS[role]}">'
+                f'<rect x="{canvas.left}" y="{y + j * bar}" width="{width}" height="{bar - 1}" '
+                f'fill="{COLORS[role]}">'
                 f"<title>{escape(value)} · {escape(role)}: {share:.1%}</title></rect>"
             )
     return canvas.svg(f"category shares of {series.feature}")
@@ -355,21 +365,20 @@ def history_svg(
     x_ticks = [(t, _clock(t, canvas.x1 - canvas.x0)) for t in time_ticks(canvas.x0, canvas.x1)]
     canvas.axes(x_ticks, [(t, _fmt(t)) for t in nice_ticks(canvas.y0, canvas.y1, 4)], "time (UTC)")
     spans = [
-        (s, e)
-        for line in opened.values()
-        for (s, was_open), (e, _) in zip(line, line[1:])
-        if was_open
+        (s, e) for line in opened.values() for (s, was_open), (e, _) in pairwise(line) if was_open
     ]
     for start, end in spans:
         canvas.parts.append(
-            f'<rect class="open" x="{canvas.px(start)}" y="{canvas.top}" width="{round(canvas.px(end) - canvas.px(start), 1)}" '
+            f'<rect class="open" x="{canvas.px(start)}" y="{canvas.top}" '
+            f'width="{round(canvas.px(end) - canvas.px(start), 1)}" '
             f'height="{canvas.height - canvas.top - canvas.bottom}"/>'
         )
     for marker in markers:
         x, color = canvas.px(marker.at), "#d62728" if marker.detected else "#2ca02c"
         canvas.parts.append(
-            f'<line x1="{x}" x2="{x}" y1="{canvas.top}" y2="{canvas.height - canvas.bottom}" stroke="{color}" '
-            f'stroke-width="2" stroke-dasharray="4 2"><title>{escape(marker.text)}</title></line>'
+            f'<line x1="{x}" x2="{x}" y1="{canvas.top}" y2="{canvas.height - canvas.bottom}" '
+            f'stroke="{color}" stroke-width="2" stroke-dasharray="4 '
+            f'2"><title>{escape(marker.text)}</title></line>'
         )
     for version, line in scores.items():
         canvas.line(line, _version_color(versions, version), title=f"version {_version(version)}")
@@ -377,7 +386,7 @@ def history_svg(
 
 
 def _clock(at: float, span: float) -> str:
-    moment = datetime.fromtimestamp(at, timezone.utc)
+    moment = datetime.fromtimestamp(at, UTC)
     return moment.strftime(
         "%H:%M:%S" if span < 600 else "%H:%M" if span < 86_400 else "%m-%d %H:%M"
     )
@@ -395,10 +404,13 @@ def _version_color(versions: Sequence[str | None], version: str | None) -> str:
 # -- the page ---------------------------------------------------------------------------------
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;margin:24px;max-width:1180px}
-h1{font-size:22px;margin:0 0 6px} h2{font-size:18px;margin:28px 0 6px;border-top:1px solid #ddd;padding-top:14px}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;margin:24px;
+max-width:1180px}
+h1{font-size:22px;margin:0 0 6px}
+h2{font-size:18px;margin:28px 0 6px;border-top:1px solid #ddd;padding-top:14px}
 h3{font-size:14px;margin:10px 0 4px;color:#444} .meta{color:#555} .meta b{color:#222}
-table{border-collapse:collapse;margin:6px 0 10px;font-size:13px} th,td{border-bottom:1px solid #e4e4e4;padding:3px 8px;text-align:left}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
+th,td{border-bottom:1px solid #e4e4e4;padding:3px 8px;text-align:left}
 th{background:#f6f6f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .plots{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start} .plot-box{flex:0 0 auto}
 .open-tag{color:#b00;font-weight:600} .note{color:#777;font-style:italic}
@@ -466,7 +478,8 @@ def render_report(
         )
     if unreadable:
         parts.append(
-            f'<p class="note">State that could not be read: {escape(", ".join(sorted(set(unreadable))))}.</p>'
+            '<p class="note">State that could not be read: '
+            f"{escape(', '.join(sorted(set(unreadable))))}.</p>"
         )
     parts.append(_overview(ordered, anchors, by_feature, feature_alerts))
     for feature in ordered:
@@ -492,7 +505,8 @@ def _legend() -> str:
     )
     return (
         f'<p class="meta">Distributions:{swatches} (dashed). Drift score: one line per version; '
-        "red dashed lines mark alerts, green ones resolutions (at their event time), shading an open episode.</p>"
+        "red dashed lines mark alerts, green ones resolutions (at their event time), shading an "
+        "open episode.</p>"
     )
 
 
@@ -523,10 +537,13 @@ def _overview(
         is_open = '<span class="open-tag">open</span>' if any(s.episode_open for s in mine) else ""
         score = max((s.drift_score for s in mine), default=None)
         rows.append(
-            f'<tr><td><a href="#{anchors[feature]}">{escape(feature)}</a></td><td>{escape(kinds)}</td>'
-            f'<td class="num">{sum(s.count for s in mine)}</td><td class="num">{sum(s.missing for s in mine)}</td>'
-            f'<td class="num">{_fmt(score)}</td><td class="num">{sum(s.episodes for s in mine)}</td>'
-            f'<td>{is_open}</td><td class="num">{len(feature_alerts[feature])}</td></tr>'
+            "<tr><td><a "
+            f'href="#{anchors[feature]}">{escape(feature)}</a></td><td>{escape(kinds)}</td><td '
+            f'class="num">{sum(s.count for s in mine)}</td><td '
+            f'class="num">{sum(s.missing for s in mine)}</td><td '
+            f'class="num">{_fmt(score)}</td><td '
+            f'class="num">{sum(s.episodes for s in mine)}</td><td>{is_open}</td><td '
+            f'class="num">{len(feature_alerts[feature])}</td></tr>'
         )
     head = "".join(
         f"<th>{h}</th>"
@@ -559,7 +576,8 @@ def _feature_section(
         sources = ", ".join(sorted(source or "warm-up" for source in s.reference_sources))
         parts.append(
             f"<h3>version {escape(_version(s.version))} · {escape(s.kind)} · {s.count} values, "
-            f"{s.missing} missing · drift score {_fmt(s.drift_score)} · reference {escape(sources)}{state}</h3>"
+            f"{s.missing} missing · drift score {_fmt(s.drift_score)} · reference "
+            f"{escape(sources)}{state}</h3>"
         )
         parts.append(_distribution(s))
     markers = [
@@ -579,7 +597,8 @@ def _feature_section(
         )
     else:
         parts.append(
-            '<p class="note">No drift-score history yet (sampled every STREAMDRIFT_HISTORY_INTERVAL_S).</p>'
+            '<p class="note">No drift-score history yet (sampled every '
+            "STREAMDRIFT_HISTORY_INTERVAL_S).</p>"
         )
     if alerts:
         parts.append(_alerts_table(alerts))
@@ -591,8 +610,8 @@ def _feature_section(
 def _distribution(s: Series) -> str:
     if s.numeric:
         rows = "".join(
-            f"<tr><td>{escape(role)}</td><td class='num'>{stats.count}</td><td class='num'>{_fmt(stats.mean)}</td>"
-            f"<td class='num'>{_fmt(stats.std)}</td>"
+            f"<tr><td>{escape(role)}</td><td class='num'>{stats.count}</td><td "
+            f"class='num'>{_fmt(stats.mean)}</td><td class='num'>{_fmt(stats.std)}</td>"
             + "".join(
                 f"<td class='num'>{_fmt(q)}</td>" for q in sketch.quantiles([0.05, 0.5, 0.95])
             )
@@ -600,14 +619,21 @@ def _distribution(s: Series) -> str:
             for role, (stats, sketch) in s.numeric.items()
         )
         head = "".join(f"<th>{h}</th>" for h in ("", "values", "mean", "std", "p05", "p50", "p95"))
-        return f'<div class="plots"><div class="plot-box">{cdf_svg(s)}</div><table><tr>{head}</tr>{rows}</table></div>'
+        return (
+            '<div class="plots"><div '
+            f'class="plot-box">{cdf_svg(s)}</div><table><tr>{head}</tr>{rows}</table></div>'
+        )
     if s.categories:
         rows = "".join(
-            f"<tr><td>{escape(role)}</td><td class='num'>{counts.total()}</td><td class='num'>{len(counts)}</td></tr>"
+            f"<tr><td>{escape(role)}</td><td class='num'>{counts.total()}</td><td "
+            f"class='num'>{len(counts)}</td></tr>"
             for role, counts in s.categories.items()
         )
         head = "".join(f"<th>{h}</th>" for h in ("", "values", "distinct"))
-        return f'<div class="plots"><div class="plot-box">{shares_svg(s)}</div><table><tr>{head}</tr>{rows}</table></div>'
+        return (
+            '<div class="plots"><div '
+            f'class="plot-box">{shares_svg(s)}</div><table><tr>{head}</tr>{rows}</table></div>'
+        )
     return '<p class="note">No distribution to show (a multivariate monitor, or no values yet).</p>'
 
 
@@ -629,7 +655,10 @@ def _alerts_table(alerts: Sequence[dict[str, Any]]) -> str:
     for alert in alerts:
         d = alert["data"]
         evidence = d.get("evidence") or {}
-        where = f"{evidence.get('topic')}[{evidence.get('partition')}] {evidence.get('from_offset')}..{evidence.get('to_offset')}"
+        where = (
+            f"{evidence.get('topic')}[{evidence.get('partition')}] "
+            f"{evidence.get('from_offset')}..{evidence.get('to_offset')}"
+        )
         cells = (
             _utc(_epoch(alert["time"])),
             d.get("event", "detected"),
@@ -655,7 +684,7 @@ def _epoch(rfc3339: str) -> float:
 
 
 def _utc(at: float) -> str:
-    return datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def select_alerts(alerts: Iterable[dict[str, Any]], model: str) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
@@ -55,10 +56,11 @@ def tail_alerts(
                     return
                 continue
             idle = 0.0
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
+            error = message.error()
+            if error:
+                if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise RuntimeError(f"reading {topic}: {message.error()}")
+                raise RuntimeError(f"reading {topic}: {error}")
             alert = _decode(message.value())
             if alert is None:
                 if on_unreadable:
@@ -124,14 +126,15 @@ def read_alerts(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic}: not at its end after {timeout:g} s")
             for message in consumer.consume(1000, timeout=0.1):
-                if message.error() is None:
+                error = message.error()
+                if error is None:
                     alert = _decode(message.value())
                     if alert is not None:  # not an alert: nothing to report about it
                         alerts.append(alert)
-                elif message.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(message.partition())
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(cast(int, message.partition()))  # a consumed message has one
                 else:
-                    raise RuntimeError(f"reading {topic}: {message.error()}")
+                    raise RuntimeError(f"reading {topic}: {error}")
         return alerts
     finally:
         consumer.close()
@@ -172,15 +175,19 @@ def _alert_line(alert: dict[str, Any]) -> str:
     what = "error rate" if d["kind"] == "performance" else "mean"
     key = "error_rate" if d["kind"] == "performance" else "mean"
     if d["reference"].get(key) is not None:
-        change = f"reference {what} {number_text(d['reference'].get(key))} → current {number_text(d['current'].get(key))}"
+        change = (
+            f"reference {what} {number_text(d['reference'].get(key))} → current "
+            f"{number_text(d['current'].get(key))}"
+        )
     else:  # categorical or multivariate: the window test's own numbers say it
         change = f"{p(d['test'])} test p={number_text(d['p_value'])}"
     e = d["evidence"]
     return (
         f"[bold red]DRIFT[/bold red] {p(alert['time'])} [bold]{p(alert['subject'])}[/bold] "
-        f"({p(d['kind'])}, {p(d['detector'])}, severity {p(d['severity'])}) effect {float(d['effect_size']):.2f}, "
-        f"{change}; evidence {p(e['topic'])}\\[{p(e['partition'])}] "
-        f"{p(e['from_offset'])}..{p(e['to_offset'])}  [dim]id {p(alert['id'])}[/dim]"
+        f"({p(d['kind'])}, {p(d['detector'])}, severity {p(d['severity'])}) effect "
+        f"{float(d['effect_size']):.2f}, {change}; evidence "
+        f"{p(e['topic'])}\\[{p(e['partition'])}] {p(e['from_offset'])}..{p(e['to_offset'])}  "
+        f"[dim]id {p(alert['id'])}[/dim]"
     )
 
 

@@ -1,8 +1,8 @@
 """Admission that a flood of made-up names cannot exhaust: allowlist, new-series budget,
 probation for new models, eviction of idle models, versions and series.
 
-Pure bookkeeping per partition (no I/O); ``streams.pipeline.processor`` asks it before an event takes
-room and applies its evictions. Its clock is the partition's Kafka time (the newest record
+Pure bookkeeping per partition (no I/O); ``streams.pipeline.processor`` asks it before an event
+takes room and applies its evictions. Its clock is the partition's Kafka time (the newest record
 timestamp, never ahead of the worker's clock by more than the future skew), so a replay after a
 crash admits and evicts exactly what the first run did.
 

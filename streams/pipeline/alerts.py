@@ -8,7 +8,7 @@ yields the same id, and consumers de-duplicate by id.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -45,7 +45,8 @@ def alert_id(group_id: str, topic: str, partition: int, finding: Finding) -> str
 
 
 def build_alert(group_id: str, topic: str, partition: int, finding: Finding) -> dict[str, Any]:
-    """The CloudEvent of a finding; built only from the finding, so a replay yields the same bytes."""
+    """The CloudEvent of a finding; built only from the finding, so a replay yields the same
+    bytes."""
     d = finding.detection
     return {
         "specversion": SPEC_VERSION,
@@ -53,9 +54,7 @@ def build_alert(group_id: str, topic: str, partition: int, finding: Finding) -> 
         "source": f"streamdrift://{group_id}",
         "type": TYPES[d.event],
         "subject": f"{finding.model}/{finding.feature}",
-        "time": datetime.fromtimestamp(finding.time, timezone.utc)
-        .isoformat()
-        .replace("+00:00", "Z"),
+        "time": datetime.fromtimestamp(finding.time, UTC).isoformat().replace("+00:00", "Z"),
         "datacontenttype": "application/json",
         "data": {
             "model": finding.model,

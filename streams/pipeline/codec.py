@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Sequence, Union
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -58,7 +59,7 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-Scalar = Union[float, str, bool, None]
+Scalar = float | str | bool | None
 
 
 class RawEvent(msgspec.Struct, gc=False):
@@ -70,21 +71,21 @@ class RawEvent(msgspec.Struct, gc=False):
 
     model: str
     features: dict[str, Scalar]
-    model_version: Union[str, None] = None
-    event_id: Union[str, None] = None
-    timestamp: Union[float, str, None] = None
+    model_version: str | None = None
+    event_id: str | None = None
+    timestamp: float | str | None = None
     prediction: Scalar = None
 
 
 class _RawLabel(msgspec.Struct):
     model: str
     event_id: str
-    label: Union[float, str, bool]
-    timestamp: Union[float, str, None] = None
+    label: float | str | bool
+    timestamp: float | str | None = None
 
 
-_EVENTS = msgspec.json.Decoder(Union[RawEvent, list[RawEvent]])
-_LABELS = msgspec.json.Decoder(Union[_RawLabel, list[_RawLabel]])
+_EVENTS = msgspec.json.Decoder(RawEvent | list[RawEvent])
+_LABELS = msgspec.json.Decoder(_RawLabel | list[_RawLabel])
 _GENERIC = msgspec.json.Decoder()
 _ENCODE = msgspec.json.Encoder().encode
 
@@ -153,10 +154,14 @@ def decode_events(
 ) -> tuple[list[Event], list[Rejection]]:
     """Decode one input message into valid events and rejections.
 
-    >>> events, rejected = decode_events(b'{"model": "m", "features": {"x": 1, "c": "DE", "z": null}}', 1.0, Limits())
+    >>> events, rejected = decode_events(
+    ...     b'{"model": "m", "features": {"x": 1, "c": "DE", "z": null}}', 1.0, Limits()
+    ... )
     >>> events[0].numeric, events[0].categorical, events[0].missing, rejected
     ({'x': 1.0}, {'c': 'DE'}, ['z'], [])
-    >>> events, rejected = decode_events(b'[{"model": "m", "features": {}}, {"model": 7, "features": {}}]', 1.0, Limits())
+    >>> events, rejected = decode_events(
+    ...     b'[{"model": "m", "features": {}}, {"model": 7, "features": {}}]', 1.0, Limits()
+    ... )
     >>> len(events), rejected[0].reason.value, rejected[0].index, rejected[0].payload
     (1, 'invalid_model', 1, b'{"model":7,"features":{}}')
     """
@@ -180,8 +185,11 @@ def typed_events(value: bytes | None, limits: Limits) -> list[tuple[int | None, 
     single-event message), not validated yet; None when the message needs ``decode_events``'
     full handling (empty, oversize, not of the typed shape, too many events).
 
-    >>> typed_events(b'[{"model": "m", "features": {"x": 1}}]', Limits())
-    [(0, RawEvent(model='m', features={'x': 1.0}, model_version=None, event_id=None, timestamp=None, prediction=None))]
+    >>> typed_events(  # doctest: +NORMALIZE_WHITESPACE
+    ...     b'[{"model": "m", "features": {"x": 1}}]', Limits()
+    ... )
+    [(0, RawEvent(model='m', features={'x': 1.0}, model_version=None, event_id=None, timestamp=None,
+    prediction=None))]
     >>> typed_events(b'{"model": 7, "features": {}}', Limits()) is None
     True
     """
@@ -199,7 +207,8 @@ def typed_events(value: bytes | None, limits: Limits) -> list[tuple[int | None, 
 def validate_events(
     value: bytes, items: list[tuple[int | None, RawEvent]], kafka_ts: float, limits: Limits
 ) -> tuple[list[Event], list[Rejection]]:
-    """Validate typed events of the message ``value`` (see ``typed_events``), as ``decode_events`` does."""
+    """Validate typed events of the message ``value`` (see ``typed_events``), as ``decode_events``
+    does."""
     return _validate_items(value, items, kafka_ts, limits, _validate_event)
 
 
@@ -262,7 +271,7 @@ def _decode_slowly(value, kafka_ts, limits, validate, diagnose):
         reason, detail = diagnose(item, limits)
         if reason is None:
             try:
-                typed = msgspec.json.decode(payload, type=_raw_type(validate))
+                typed: Any = msgspec.json.decode(payload, type=_raw_type(validate))
                 good.append(validate(typed, kafka_ts, limits, index))
                 continue
             except Invalid as exc:
@@ -321,9 +330,8 @@ def deeper_than(value: bytes, limit: int) -> bool:
     if b"\\" in value:
         return _deeper_by_tokens(value, limit)
     codes = np.frombuffer(value, dtype=np.uint8)
-    in_string = (
-        np.cumsum(codes == _QUOTE) % 2 == 1
-    )  # a closing quote itself reads as inside: no bracket
+    # a closing quote itself reads as inside: no bracket
+    in_string = np.cumsum(codes == _QUOTE) % 2 == 1
     steps = np.zeros(len(codes), dtype=np.int32)
     steps[(codes == _OPEN_ARRAY) | (codes == _OPEN_OBJECT)] = 1
     steps[(codes == _CLOSE_ARRAY) | (codes == _CLOSE_OBJECT)] = -1
@@ -337,7 +345,8 @@ _QUOTE, _OPEN_ARRAY, _OPEN_OBJECT, _CLOSE_ARRAY, _CLOSE_OBJECT = b'"[{]}'
 def _deeper_by_tokens(value: bytes, limit: int) -> bool:
     """``deeper_than`` for messages with escapes: strings are matched whole and skipped.
 
-    >>> _deeper_by_tokens(b'{"a": [1, {"b": "\\\\"[[[[[["}]}', 3), _deeper_by_tokens(b'[[[[[]]]]]', 4)
+    >>> (_deeper_by_tokens(b'{"a": [1, {"b": "\\\\"[[[[[["}]}', 3),
+    ...  _deeper_by_tokens(b'[[[[[]]]]]', 4))
     (False, True)
     """
     depth = 0
@@ -484,22 +493,24 @@ def classify_column(
     column mixes numbers and categories or holds a value ``_classify`` refuses."""
     types = set(map(type, values))
     if types == _NULL:
-        return list(values)
+        return cast("list[str | None]", list(values))
     if types <= _NUMBERS:  # finite: the typed decoder refuses numbers beyond the float range
         column = np.array(values, dtype=np.float64)
-        return (
-            None if np.any(np.abs(column) > limits.max_abs_value) else column
-        )  # NaN (null) compares False
+        # NaN (null) compares False
+        return None if np.any(np.abs(column) > limits.max_abs_value) else column
     if not types <= _CATEGORIES:
         return None
-    categories = (
+    # the types are strings, booleans and None here
+    categories = cast(
+        "list[str | None]",
         [("true" if v else "false") if v.__class__ is bool else v for v in values]
         if bool in types
-        else list(values)
+        else list(values),
     )
     present = set(categories)
     present.discard(None)
-    return categories if max(map(len, present)) <= limits.max_category_length else None
+    longest = max(map(len, cast("set[str]", present)))  # None discarded
+    return categories if longest <= limits.max_category_length else None
 
 
 def _check_name(name: str, what: str, reason: Reason, limits: Limits) -> None:
@@ -514,10 +525,11 @@ def event_time(value: float | str | None, kafka_ts: float, limits: Limits) -> fl
 
     >>> event_time("2026-01-01T00:00:00Z", 0.0, Limits()), event_time(None, 5.0, Limits())
     (1767225600.0, 5.0)
-    >>> event_time(7200.0, 0.0, Limits(max_future_skew_s=3600))
+    >>> event_time(7200.0, 0.0, Limits(max_future_skew_s=3600))  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    streams.pipeline.codec.Invalid: timestamp 7200s ahead of the Kafka timestamp > max_future_skew_s=3600
+    streams.pipeline.codec.Invalid: timestamp 7200s ahead of the Kafka timestamp >
+    max_future_skew_s=3600
     """
     if value is None:
         return kafka_ts
@@ -528,10 +540,16 @@ def event_time(value: float | str | None, kafka_ts: float, limits: Limits) -> fl
     else:
         seconds = _rfc3339(value)
     if seconds - kafka_ts > limits.max_future_skew_s:
-        detail = f"timestamp {seconds - kafka_ts:.0f}s ahead of the Kafka timestamp > max_future_skew_s={limits.max_future_skew_s:g}"
+        detail = (
+            f"timestamp {seconds - kafka_ts:.0f}s ahead of the Kafka timestamp > "
+            f"max_future_skew_s={limits.max_future_skew_s:g}"
+        )
         raise Invalid(Reason.TIMESTAMP_SKEW, detail)
     if kafka_ts - seconds > limits.max_past_skew_s:
-        detail = f"timestamp {kafka_ts - seconds:.0f}s behind the Kafka timestamp > max_past_skew_s={limits.max_past_skew_s:g}"
+        detail = (
+            f"timestamp {kafka_ts - seconds:.0f}s behind the Kafka timestamp > "
+            f"max_past_skew_s={limits.max_past_skew_s:g}"
+        )
         raise Invalid(Reason.TIMESTAMP_SKEW, detail)
     return seconds
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import is_not, itemgetter
-from typing import Any, Container, Iterable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -33,15 +34,6 @@ from detectors import (
     resolve,
 )
 from streams.pipeline.admission import AdmissionLimits
-from streams.state.keys import parse_series, series_name
-from streams.state.partition import (
-    ERROR_SERIES,
-    JOINED_CHUNK,
-    MULTIVARIATE_SERIES,
-    Monitor,
-    PartitionState,
-    PendingLabel,
-)
 from streams.pipeline.codec import (
     PREDICTION,
     Elements,
@@ -59,6 +51,15 @@ from streams.pipeline.codec import (
     names_pass,
     typed_events,
     validate_events,
+)
+from streams.state.keys import parse_series, series_name
+from streams.state.partition import (
+    ERROR_SERIES,
+    JOINED_CHUNK,
+    MULTIVARIATE_SERIES,
+    Monitor,
+    PartitionState,
+    PendingLabel,
 )
 
 log = logging.getLogger("streamdrift")
@@ -103,15 +104,12 @@ class Outcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     joins: list[tuple[str, str, bytes]] = field(default_factory=list)  # (model, event_id, packed)
     max_event_time: float | None = None
-    join_lags: list[tuple[str, float]] = field(
-        default_factory=list
-    )  # (model, label time − prediction time)
-    failed_series: list[str] = field(
-        default_factory=list
-    )  # monitors that raised and were restarted
-    evicted_models: list[str] = field(
-        default_factory=list
-    )  # models dropped (idle, or for a newcomer)
+    # (model, label time − prediction time)
+    join_lags: list[tuple[str, float]] = field(default_factory=list)
+    # monitors that raised and were restarted
+    failed_series: list[str] = field(default_factory=list)
+    # models dropped (idle, or for a newcomer)
+    evicted_models: list[str] = field(default_factory=list)
 
 
 Baselines = Mapping[tuple[str, str | None], Baseline]
@@ -396,7 +394,7 @@ class PredictionProcessor:
                 else None
             )
             rest = (
-                zip(seqs, items)
+                zip(seqs, items, strict=True)
                 if shape is None
                 else self._take_shape(shape, batch, out, offsets, kafka_times)
             )
@@ -446,14 +444,15 @@ class PredictionProcessor:
                 series = series_name(model, version, name)
                 monitor = state.monitors.get(series)
                 if monitor is None and series not in state.unknown_missing:
-                    return (
-                        None  # a new series (a known name under a new version): admission counts it
-                    )
+                    # a new series (a known name under a new version): admission counts it
+                    return None
                 if isinstance(monitor, NumericMonitor):
                     shape.expect.append((NumericMonitor, ()))
                 elif isinstance(monitor, CategoricalMonitor):
                     shape.expect.append((CategoricalMonitor, monitor.counts.counts))
-                else:  # not monitored yet (or not a feature's monitor): only nulls go without admission
+                else:
+                    # not monitored yet (or not a feature's monitor): only nulls go without
+                    # admission
                     shape.expect.append((None, ()))
         return shape
 
@@ -480,7 +479,7 @@ class PredictionProcessor:
                     shape, [shape.items[i] for i in kept], kafka_times[positions[kept]]
                 )
             if columns is None:
-                return list(zip(shape.seqs, shape.items))
+                return list(zip(shape.seqs, shape.items, strict=True))
             left = [(shape.seqs[i], shape.items[i]) for i in sorted(misfits)]
             seqs, positions = seqs[kept], positions[kept]
             shape.items = [shape.items[i] for i in kept]
@@ -497,7 +496,7 @@ class PredictionProcessor:
         None if a value needs the per-event path (invalid, another kind, a new category)."""
         raws = [raw for _, raw in items]
         values = []
-        for raw_column, expect in zip(_raw_columns(shape, raws), shape.expect):
+        for raw_column, expect in zip(_raw_columns(shape, raws), shape.expect, strict=True):
             column = self._column(raw_column, expect)
             if column is None:
                 return None
@@ -516,7 +515,7 @@ class PredictionProcessor:
         does not go as a whole is checked alone."""
         raws = [raw for _, raw in items]
         misfits: set[int] = set()
-        for raw_column, expect in zip(_raw_columns(shape, raws), shape.expect):
+        for raw_column, expect in zip(_raw_columns(shape, raws), shape.expect, strict=True):
             if self._column(raw_column, expect) is not None:
                 continue
             fits: dict[
@@ -582,8 +581,9 @@ class PredictionProcessor:
         )
         if created and (created > budget.left or created > state.ledger.tokens):
             return Reason.TOO_MANY_NEW_SERIES, (
-                f"{created} new series: over max_new_series_per_message={admission.max_new_series_per_message} "
-                f"or max_new_series_per_s={admission.max_new_series_per_s:g} on this partition"
+                f"{created} new series: over "
+                f"max_new_series_per_message={admission.max_new_series_per_message} or "
+                f"max_new_series_per_s={admission.max_new_series_per_s:g} on this partition"
             )
         for kinds, kind in (
             (event.numeric, NumericMonitor),
@@ -603,7 +603,9 @@ class PredictionProcessor:
         for name, value in event.categorical.items():
             series = series_name(event.model, event.model_version, name)
             limit = self.params(event.model, name).max_categories
-            fits, is_new = batch.category_fits(series, value, state.monitors.get(series), limit)
+            # a categorical feature's series (a type change was refused above)
+            monitor = cast("CategoricalMonitor | None", state.monitors.get(series))
+            fits, is_new = batch.category_fits(series, value, monitor, limit)
             if not fits:
                 return (
                     Reason.TOO_MANY_CATEGORIES,
@@ -702,9 +704,12 @@ class PredictionProcessor:
     ) -> list[Finding]:
         monitor = self._monitor(state, series, kind)
         self._follow_baseline(series, monitor)
-        # Missing values travel inline (NaN / None), in stream order; event times for event-time windows.
+        # Missing values travel inline (NaN / None), in stream order; event times for event-time
+        # windows.
         column, positions, at = values.merged(numeric=kind is NumericMonitor)
-        return _findings(series, monitor, monitor.update(column, positions, at), times)
+        # the column is what the monitor's kind takes: numbers (an array) or categories
+        findings = monitor.update(column, positions, at)  # type: ignore[arg-type]
+        return _findings(series, monitor, findings, times)
 
     def _apply_rows(
         self,
@@ -755,7 +760,8 @@ class PredictionProcessor:
             self._unusable.add((series, baseline.label))
             return
         try:
-            monitor.seed(profile, baseline.label)
+            # a feature's monitor (from _apply_column): numeric or categorical, never PCA
+            monitor.seed(profile, baseline.label)  # type: ignore[union-attr]
         except ValueError as exc:
             self._unusable.add((series, baseline.label))
             log.warning("baseline %s not used for %r: %s", baseline.label, feature, exc)
@@ -834,9 +840,8 @@ def _kind_of(monitor: Monitor | None) -> type | None:
 
 
 _Item = tuple[int | None, RawEvent]  # a typed event and its position in its message's array
-_Key = tuple[
-    str, str | None, tuple[str, ...], bool
-]  # model, version, feature names, has a prediction
+# model, version, feature names, has a prediction
+_Key = tuple[str, str | None, tuple[str, ...], bool]
 _Chunk = tuple[np.ndarray, Any, np.ndarray, np.ndarray]  # seqs, values, offsets, event times
 
 
@@ -855,14 +860,13 @@ class _Shape:
     with_prediction: bool
     seqs: list[int]
     items: list[_Item]
-    expect: list[tuple[type | None, Container[str]]] = field(
-        default_factory=list
-    )  # per name: kind (None: nulls only), known categories
+    # per name: kind (None: nulls only), known categories
+    expect: list[tuple[type | None, Container[str]]] = field(default_factory=list)
 
 
 def _raw_columns(shape: _Shape, raws: list[RawEvent]) -> list[Sequence[Any]]:
     """The events' raw values per column (their feature names are the same, in the same order)."""
-    columns: list[Sequence[Any]] = list(zip(*[raw.features.values() for raw in raws]))
+    columns: list[Sequence[Any]] = list(zip(*[raw.features.values() for raw in raws], strict=True))
     if shape.with_prediction:
         columns.append([raw.prediction for raw in raws])
     return columns
@@ -876,7 +880,7 @@ def _event_times(
         return kafka_times
     try:
         return np.array(
-            [event_time(t, k, limits) for t, k in zip(stamps, kafka_times.tolist())],
+            [event_time(t, k, limits) for t, k in zip(stamps, kafka_times.tolist(), strict=True)],
             dtype=np.float64,
         )
     except Invalid:
@@ -960,21 +964,23 @@ class _Rows:
     seqs: list[int] = field(default_factory=list)
     rows: list[dict[str, float]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
-    chunks: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarray]] = field(
-        default_factory=list
-    )  # seqs, names, matrix, offsets
+    # seqs, names, matrix, offsets
+    chunks: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def names(self) -> set[str]:
         """The features with a value in some row."""
         named = {name for row in self.rows for name in row}
         for _, names, matrix, _ in self.chunks:
             named.update(
-                name for name, present in zip(names, ~np.isnan(matrix).all(axis=0)) if present
+                name
+                for name, present in zip(names, ~np.isnan(matrix).all(axis=0), strict=True)
+                if present
             )
         return named
 
     def merged(self, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The rows as a matrix over ``features`` (NaN: missing) and their offsets, in stream order."""
+        """The rows as a matrix over ``features`` (NaN: missing) and their offsets, in stream
+        order."""
         column = {name: j for j, name in enumerate(features)}
         parts = []
         for seqs, names, matrix, offsets in self.chunks:
@@ -1037,12 +1043,10 @@ class _Batch:
         ] = []  # (model, event_id, packed) and the seq of each
         self._join_seqs: list[int] = []
         self.model_events: dict[str, int] = defaultdict(int)  # admitted events per model
-        self.evicted: set[str] = (
-            set()
-        )  # models evicted during the batch (their values dropped with them)
-        self._series_of: dict[str, set[str]] = defaultdict(
-            set
-        )  # per model: its series in ``series``
+        # models evicted during the batch (their values dropped with them)
+        self.evicted: set[str] = set()
+        # per model: its series in ``series``
+        self._series_of: dict[str, set[str]] = defaultdict(set)
 
     def seq(self, position: int, index: int | None) -> int:
         return position * self.stride + (index or 0)
@@ -1070,9 +1074,8 @@ class _Batch:
             )
             rank += 1
         self._versions.append((seq, model, version))
-        self.model_events[model] = (
-            self.model_events.pop(model, 0) + 1
-        )  # last seen last: probation's LRU order
+        # last seen last: probation's LRU order
+        self.model_events[model] = self.model_events.pop(model, 0) + 1
         if event.event_id is not None and event.prediction is not None:
             packed = msgspec.msgpack.encode((event.prediction, version, event.timestamp))
             self._joins.append((model, event.event_id, packed))
@@ -1124,7 +1127,7 @@ class _Batch:
         monitored = [
             (name, column, rank)
             for name, (kind, _), column, rank in zip(
-                shape.names, shape.expect, values, _ranks(values)
+                shape.names, shape.expect, values, _ranks(values), strict=True
             )
             if kind is not _Ignored
         ]
@@ -1137,18 +1140,18 @@ class _Batch:
         ]
         if self._collect_rows and numeric:
             matrix = np.column_stack([column for _, column in numeric])
-            in_rows = ~np.isnan(matrix).all(
-                axis=1
-            )  # the per-event path's rows: events with a number
+            # the per-event path's rows: events with a number
+            in_rows = ~np.isnan(matrix).all(axis=1)
             if in_rows.any():
                 row_seqs = seqs[in_rows]
                 self._rows(model, version, int(row_seqs[0])).chunks.append(
                     (row_seqs, [name for name, _ in numeric], matrix[in_rows], offsets[in_rows])
                 )
+        # all that replay needs
         self._versions += [
             (first, model, version),
             (int(seqs[-1]), model, version),
-        ]  # all that replay needs
+        ]
         self.model_events[model] += len(seqs)
         self._add_joins(shape, seqs, times)
 
@@ -1160,7 +1163,9 @@ class _Batch:
             predictions = [raw.prediction for raw in raws]
         else:
             predictions = [raw.features.get(PREDICTION) for raw in raws]
-        for seq, raw, prediction, time in zip(seqs.tolist(), raws, predictions, times.tolist()):
+        for seq, raw, prediction, time in zip(
+            seqs.tolist(), raws, predictions, times.tolist(), strict=True
+        ):
             if raw.event_id is not None and prediction is not None:
                 if prediction.__class__ is bool:
                     prediction = "true" if prediction else "false"
@@ -1272,7 +1277,8 @@ class LabelProcessor:
     def decode(
         self, state: PartitionState, records: Iterable[Record], now: float
     ) -> tuple[list[PendingLabel], Outcome]:
-        """Decode new label messages; the caller looks up their predictions, then calls ``apply``."""
+        """Decode new label messages; the caller looks up their predictions, then calls
+        ``apply``."""
         out = Outcome()
         labels: list[PendingLabel] = []
         for record in records:
@@ -1314,7 +1320,8 @@ class LabelProcessor:
         if self.join_models is not None and model not in self.join_models:
             return (
                 Reason.LABEL_UNMATCHED,
-                "the model's predictions are not stored for joining (STREAMDRIFT_LABEL_JOIN_MODELS)",
+                "the model's predictions are not stored for joining "
+                "(STREAMDRIFT_LABEL_JOIN_MODELS)",
             )
         return None
 
@@ -1374,7 +1381,7 @@ class LabelProcessor:
         times = {label.offset: label.timestamp for label in labels}
         for series, (values, offsets) in errors.items():
             with _bulkhead(state, series, out):
-                monitor = state.monitors.get(series)
+                monitor = cast("ErrorMonitor | None", state.monitors.get(series))
                 if monitor is None:
                     monitor = state.monitors[series] = ErrorMonitor(
                         self.params(parse_series(series)[0], ERROR_SERIES)
@@ -1472,9 +1479,8 @@ class LabelProcessor:
         return kept
 
 
-_PACKED = msgspec.msgpack.Decoder(
-    tuple[float | str | bool, str | None, float]
-)  # a stored prediction
+# a stored prediction
+_PACKED = msgspec.msgpack.Decoder(tuple[float | str | bool, str | None, float])
 
 
 def label_error(prediction: float | str, label: float | str, task: str = "auto") -> float | None:
@@ -1483,7 +1489,8 @@ def label_error(prediction: float | str, label: float | str, task: str = "auto")
     ``auto`` treats a 0/1 label with a prediction in [0, 1] as binary classification
     (threshold 0.5), other numbers as regression, strings as classes.
 
-    >>> label_error(0.91, 1.0), label_error(0.2, 1.0), label_error(3.5, 2.0), label_error("cat", "dog")
+    >>> (label_error(0.91, 1.0), label_error(0.2, 1.0),
+    ...  label_error(3.5, 2.0), label_error("cat", "dog"))
     (0.0, 1.0, 1.5, 1.0)
     >>> label_error(0.7, 1.0, task="regression")
     0.30000000000000004

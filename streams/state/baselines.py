@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -105,7 +105,7 @@ class BaselineStore:
 
     def get(self, model: str, version: str | None) -> Baseline | None:
         revision = self.client.hget(INDEX, baseline_field(model, version))
-        data = self.client.get(baseline_blob_key(model, version))
+        data = cast("bytes | None", self.client.get(baseline_blob_key(model, version)))
         if revision is None or data is None:
             return None
         return msgspec.structs.replace(Baseline.from_bytes(data), revision=int(revision))
@@ -140,14 +140,14 @@ class BaselineCatalog(dict[tuple[str, str | None], Baseline]):
             return []
         index = {
             parse_baseline_field(f.decode()): int(r)
-            for f, r in (await client.hgetall(INDEX)).items()
+            for f, r in cast("dict[bytes, bytes]", await client.hgetall(INDEX)).items()
         }
         changed = [key for key, r in index.items() if key not in self or self[key].revision != r]
         for key in [k for k in self if k not in index]:
             del self[key]
         loaded = []
         for key in changed:
-            data = await client.get(baseline_blob_key(*key))
+            data = cast("bytes | None", await client.get(baseline_blob_key(*key)))
             if data is None:  # deleted between the two reads: the next refresh sees it
                 continue
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -31,7 +32,8 @@ if not current then
   return redis.error_reply('LOST no checkpoint for this partition: Redis lost its data')
 end
 if current ~= ARGV[1] then
-  return redis.error_reply('FENCED epoch ' .. ARGV[1] .. ' is stale (current ' .. tostring(current) .. ')')
+  return redis.error_reply(
+    'FENCED epoch ' .. ARGV[1] .. ' is stale (current ' .. tostring(current) .. ')')
 end
 """
 
@@ -104,15 +106,17 @@ class CheckpointStore(KeyLayout):
         # the group-wide registry lives in another slot, so it is a separate command.
         epoch, offset = await self._claim(keys=[ckpt], args=[self.worker_id, _now_ms()])
         await self.redis.sadd(self.partitions_key, f"{topic}:{partition}")
-        fields = await self.redis.hgetall(state)
-        outbox = await self.redis.lrange(self.outbox_key(topic, partition), 0, -1)
+        fields = cast("dict[bytes, bytes]", await self.redis.hgetall(state))
+        outbox = cast(
+            "list[bytes]", await self.redis.lrange(self.outbox_key(topic, partition), 0, -1)
+        )
         return Claim(int(epoch), int(offset) if offset else None, fields, outbox)
 
     async def load_fields(self, topic: str, partition: int, names: list[str]) -> dict[str, bytes]:
         """The checkpointed bytes of some state fields (absent ones left out)."""
         _, state = self.keys(topic, partition)
-        values = await self.redis.hmget(state, names)
-        return {name: value for name, value in zip(names, values) if value}
+        values = cast("list[bytes | None]", await self.redis.hmget(state, names))
+        return {name: value for name, value in zip(names, values, strict=True) if value}
 
     async def save(self, saves: list[Save]) -> list[Exception | None]:
         """Write several partitions' checkpoints in one round trip; each one is atomic.
@@ -169,9 +173,8 @@ class Save:
     next_offset: int
     events: int  # events applied since the previous checkpoint
     fields: dict[str, bytes]
-    alerts: list[bytes] = field(
-        default_factory=list
-    )  # outbox entries produced since the previous checkpoint
+    # outbox entries produced since the previous checkpoint
+    alerts: list[bytes] = field(default_factory=list)
 
 
 def _as_error(result: object) -> Exception | None:

@@ -2,15 +2,16 @@
 
 The checkpointed state holds only each series' latest drift score, so the workers also append
 samples to one Redis Stream per (group, model), ``sd:{G}:history:<model>``. Each entry is one
-partition's changed series of that model at one checkpoint: field ``partition`` (``topic:partition``)
-and field ``samples``, a msgpack array of :class:`Sample`; the entry id is Redis's clock (ms).
+partition's changed series of that model at one checkpoint: field ``partition``
+(``topic:partition``) and field ``samples``, a msgpack array of :class:`Sample`; the entry id is
+Redis's clock (ms).
 
 Bounds: a partition's series are sampled at most once every ``STREAMDRIFT_HISTORY_INTERVAL_S``
 (the samples in between are folded into the next one: it covers every series changed since the
 last), and each stream keeps about the newest :data:`HISTORY_MAX_ENTRIES` entries
 (``XADD MAXLEN ~``): a day at the default 10 s for a model on one partition. Models on probation
-(see ``streams.pipeline.admission``) have no history yet, so a flood of made-up names leaves no stream
-behind. An entry costs
+(see ``streams.pipeline.admission``) have no history yet, so a flood of made-up names leaves no
+stream behind. An entry costs
 ~30 bytes per series. Cost per checkpoint: one pipelined round trip, only when a sample is due.
 
 History is a view, not state: a failed write is logged and counted
@@ -24,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import msgspec
 import redis
@@ -102,12 +104,12 @@ class HistoryRecorder:
             for model, fields in entries:
                 pipe.xadd(
                     history_key(self.group_id, model),
-                    fields,
+                    fields,  # type: ignore[arg-type]  # redis-py's dict key type is invariant
                     maxlen=self.max_entries,
                     approximate=True,
                 )
             await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 — history must never break the checkpoint
+        except Exception as exc:  # history must never break the checkpoint
             self.errors.inc()
             log.warning("could not append drift-score history (the checkpoint is saved): %s", exc)
 
@@ -151,9 +153,13 @@ class HistoryRecorder:
 
 
 def read_history(client: redis.Redis, group_id: str, model: str) -> list[Point]:
-    """Every stored sample of ``model``, oldest first (entries that cannot be decoded are skipped)."""
+    """Every stored sample of ``model``, oldest first (entries that cannot be decoded are
+    skipped)."""
     points = []
-    for entry_id, fields in client.xrange(history_key(group_id, model)):
+    entries = cast(
+        "list[tuple[bytes, dict[bytes, bytes]]]", client.xrange(history_key(group_id, model))
+    )
+    for entry_id, fields in entries:
         try:
             samples = _DECODER.decode(fields[b"samples"])
             partition = fields[b"partition"].decode()

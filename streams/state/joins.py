@@ -41,7 +41,7 @@ class JoinStore:
         pipe = self.redis.pipeline(transaction=False)
         for model, mapping in by_model.items():
             key = self._key(model, bucket)
-            pipe.hset(key, mapping=mapping)
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]  # its key type is invariant
             pipe.expire(key, expire)
         await pipe.execute()
 
@@ -62,8 +62,8 @@ class JoinStore:
                 pipe.hmget(self._key(model, bucket), ids)
                 plan.append((model, ids))
         found: dict[tuple[str, str], bytes] = {}
-        for (model, ids), values in zip(plan, await pipe.execute()):
-            for event_id, value in zip(ids, values):
+        for (model, ids), values in zip(plan, await pipe.execute(), strict=True):
+            for event_id, value in zip(ids, values, strict=True):
                 if value is not None:
                     found.setdefault((model, event_id), value)
         return found

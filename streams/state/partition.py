@@ -13,7 +13,7 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -48,7 +48,8 @@ def restore_monitor(name: str, blob: bytes) -> Monitor:
     """The monitor stored in state field ``name``; ``StateError`` if it cannot be restored."""
     if parse_series(name)[2] == MULTIVARIATE_SERIES:
         return PCAReconstructionMonitor.from_bytes(blob)
-    return monitor_from_bytes(blob)
+    # a feature's or the error rate's monitor: monitor_from_bytes is typed with their base class
+    return cast(Monitor, monitor_from_bytes(blob))
 
 
 @dataclass
@@ -131,9 +132,8 @@ class PartitionState:
         """Serialized fields changed since the last checkpoint (partition meta always included;
         pending and recently joined labels when they changed)."""
         # A retired series that came back since is written, not deleted.
-        fields = {
-            name: b"" for name in self.retired if name not in self.monitors
-        }  # the script deletes these
+        # the script deletes these
+        fields = {name: b"" for name in self.retired if name not in self.monitors}
         fields.update(
             {name: self.monitors[name].to_bytes() for name in self.dirty if name in self.monitors}
         )
@@ -262,9 +262,8 @@ class RecentJoins:
         self.where: dict[tuple[str, str], int] = {}  # key -> number of its chunk
         self.changed: set[int] = set()  # chunks to write at the next checkpoint
         self.forgotten: set[int] = set()  # chunks to delete at the next checkpoint
-        self.newest = (
-            -1
-        )  # number of the newest chunk (numbers only grow: their order is the chunks')
+        # number of the newest chunk (numbers only grow: their order is the chunks')
+        self.newest = -1
 
     def __contains__(self, key: object) -> bool:
         return key in self.where
@@ -284,7 +283,8 @@ class RecentJoins:
         self.changed.add(number)
 
     def forget(self, now: float, ttl_s: float, limit: int) -> None:
-        """Drop the oldest chunks while they are past the TTL or the memory holds more than ``limit`` keys."""
+        """Drop the oldest chunks while they are past the TTL or the memory holds more than
+        ``limit`` keys."""
         while self.chunks:
             number, chunk = next(iter(self.chunks.items()))
             if now - chunk.last <= ttl_s and len(self.where) <= limit:

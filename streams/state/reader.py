@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -35,19 +36,22 @@ class StateReader:
     def partitions(self) -> list[tuple[str, int]]:
         """``(topic, partition)`` of every checkpointed partition, sorted."""
         members = (
-            m.decode().rpartition(":") for m in self.client.smembers(self.layout.partitions_key)
+            cast(bytes, m).decode().rpartition(":")
+            for m in self.client.smembers(self.layout.partitions_key)
         )
         return sorted((topic, int(partition)) for topic, _, partition in members)
 
     def checkpoint(self, topic: str, partition: int) -> dict[str, str]:
         """The partition's checkpoint hash (epoch, offset, worker, times, events)."""
         key = self.layout.keys(topic, partition)[0]
-        return {k.decode(): v.decode() for k, v in self.client.hgetall(key).items()}
+        replies = cast("dict[bytes, bytes]", self.client.hgetall(key))
+        return {k.decode(): v.decode() for k, v in replies.items()}
 
     def fields(self, topic: str, partition: int) -> dict[str, bytes]:
         """The partition's whole state hash: series fields and partition-level (meta) fields."""
         key = self.layout.keys(topic, partition)[1]
-        return {name.decode(): blob for name, blob in self.client.hgetall(key).items()}
+        replies = cast("dict[bytes, bytes]", self.client.hgetall(key))
+        return {name.decode(): blob for name, blob in replies.items()}
 
     def series(self, model: str | None = None) -> Iterator[StoredSeries]:
         """Every stored series (of ``model`` only, if given), partition by partition."""

@@ -143,7 +143,7 @@ def test_uploaded_statistics_give_a_reference_close_to_the_data():
                 "mean": 0.0,
                 "std": 1.0,
                 "missing": 10,
-                "quantiles": {str(r): q for r, q in zip(ranks, quantiles)},
+                "quantiles": {str(r): q for r, q in zip(ranks, quantiles, strict=True)},
             }
         },
         "categorical": {"c": {"counts": {"a": 3, "b": 1}}},

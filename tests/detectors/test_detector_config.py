@@ -1,8 +1,8 @@
-import pytest
-
 import copy
 import dataclasses
 import typing
+
+import pytest
 
 from detectors import (
     MonitorParams,
@@ -98,8 +98,8 @@ ERRORS = [
     ),
     (
         {"defaults": {"detectors": ["adwin", "kswin"]}},
-        "invalid config at defaults: detectors must be distinct names among adwin, page_hinkley, cusum, "
-        "window, got ['adwin', 'kswin']",
+        "invalid config at defaults: detectors must be distinct names among adwin, page_hinkley, "
+        "cusum, window, got ['adwin', 'kswin']",
     ),
     (
         {"defaults": {"detectors": "adwin"}},
@@ -210,7 +210,7 @@ def test_resolve_sees_a_config_edited_in_place():
     assert age == _uncached_resolve(config, "fraud", "age")
     # ints and floats where the type matters are not confused by the cache
     assert resolve({"defaults": {"warmup_events": 5}}, "m", "f").warmup_events == 5
-    with pytest.raises(ValueError, match="expected an integer, got 5.0"):
+    with pytest.raises(ValueError, match=r"expected an integer, got 5.0"):
         resolve({"defaults": {"warmup_events": 5.0}}, "m", "f")
 
 

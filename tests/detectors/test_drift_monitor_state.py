@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import msgspec
 import numpy as np
 import pytest
@@ -8,8 +10,8 @@ from detectors import (
     ErrorMonitor,
     MonitorParams,
     NumericMonitor,
-    WindowParams,
     StateError,
+    WindowParams,
     monitor_from_bytes,
 )
 
@@ -38,7 +40,7 @@ def error_stream():
 def run(monitor, values, bounds, restore_at):
     """Feed values[bounds[k]:bounds[k+1]], saving and restoring before batch k in restore_at."""
     detections = []
-    for k, (start, stop) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for k, (start, stop) in enumerate(pairwise(bounds)):
         if k in restore_at:
             restored = monitor_from_bytes(monitor.to_bytes())
             assert type(restored) is type(monitor)
@@ -79,7 +81,7 @@ def without_quantiles(detections):
     ids=["numeric", "error"],
 )
 def test_restored_mid_stream_behaves_identically(make, values, params):
-    bounds = list(range(0, len(values), 250)) + [len(values)]
+    bounds = [*range(0, len(values), 250), len(values)]
     expected, uninterrupted = run(make(params), values, bounds, restore_at=())
     assert expected
     # A batch ending on a detection leaves the next evidence_from pending: restore there too.

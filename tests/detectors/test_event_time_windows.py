@@ -101,9 +101,8 @@ def test_categorical_monitors_use_event_time_too_and_times_are_required():
     params = MonitorParams(window=WindowParams(seconds=SIZE, reference_events=100))
     monitor = CategoricalMonitor(params)
     monitor.update(["a", "b"] * 100, range(200), 1_000 + np.arange(200) * 0.1)
-    assert (
-        monitor.windows.evaluated == 0 and len(monitor.windows.open) == 1
-    )  # [1010, 1020) still open
+    # [1010, 1020) still open
+    assert monitor.windows.evaluated == 0 and len(monitor.windows.open) == 1
     monitor.update(["a"], [200], [1_030.0])
     assert monitor.windows.evaluated == 1
     with pytest.raises(ValueError, match="need the events' times"):

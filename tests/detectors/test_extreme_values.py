@@ -189,7 +189,7 @@ def test_change_detectors_take_anything_the_monitors_feed_them(values):
         PageHinkley(),
         Cusum.calibrated(MonitorParams().cusum, reference, np.ones(200), 1e-6),
     ):
-        for i, statistic in detector.update_many(np.array(values)):
+        for _, statistic in detector.update_many(np.array(values)):
             assert math.isfinite(statistic)
         state = detector.to_state()
         assert non_finite(msgspec.to_builtins(state)) == []

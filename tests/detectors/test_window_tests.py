@@ -13,8 +13,8 @@ from detectors import (
     CategoricalMonitor,
     MonitorParams,
     NumericMonitor,
-    WindowParams,
     StateError,
+    WindowParams,
     monitor_from_bytes,
 )
 from detectors.windows import NumericWindows
@@ -178,7 +178,7 @@ def test_huge_windows_do_not_alert_on_a_trivial_shift():
     windows = NumericWindows(params, alpha=1e-6, cuts=cuts)
     found = windows.update(values, np.zeros(len(values), bool), np.arange(len(values)))
     assert len(found) == 2 and not any(e.drifted for e in found)
-    ks = [r for r in found[-1].results if r.test == "ks"][0]
+    ks = next(r for r in found[-1].results if r.test == "ks")
     assert ks.p_value < 1e-6 and ks.effect_size < params.wasserstein_floor
     floorless = NumericWindows(
         WindowParams(events=50_000, reference_events=100_000, wasserstein_floor=0.0, psi_floor=0.0),

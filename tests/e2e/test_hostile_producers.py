@@ -33,8 +33,8 @@ import pytest
 import redis
 from conftest import Message, Topics, consume_all, produce
 
-from streams.state.keys import META_PREFIX, KeyLayout, parse_series
 from streams.dev.embedded import WorkerProcess
+from streams.state.keys import META_PREFIX, KeyLayout, parse_series
 from streams.state.partition import restore_monitor
 
 pytestmark = pytest.mark.e2e
@@ -104,7 +104,7 @@ def soft_wait(
         try:
             if predicate():
                 return True
-        except Exception:  # noqa: BLE001, S110 - a refused /metrics probe or a Redis hiccup: not yet
+        except Exception:  # a refused /metrics probe or a Redis hiccup: not yet
             pass
         time.sleep(interval)
     return False
@@ -127,7 +127,7 @@ def counts(
             model, _, feature = parse_series(series)
             try:
                 found[(model, feature)] += restore_monitor(series, blob).summary()["count"]
-            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+            except Exception as exc:  # reported, not fatal
                 if unreadable is not None:
                     unreadable.append(f"{series!r} in {member}: {exc!r}"[:300])
     return dict(found)
@@ -148,7 +148,8 @@ def dead_letters_total(worker: WorkerProcess) -> float:
 
 
 def sent_dead_letters(worker: WorkerProcess) -> int:
-    """Dead letters the worker counts as sent (0 if it is gone): the DLQ must hold at least these."""
+    """Dead letters the worker counts as sent (0 if it is gone): the DLQ must hold at least
+    these."""
     try:
         return int(dead_letters_total(worker)) if worker.running else 0
     except OSError:
@@ -273,7 +274,9 @@ def m_event(tag: str, **fields: Any) -> dict[str, Any]:
     event = {
         "model": MODEL,
         "event_id": f"hostile-{tag}",
-        "features": dict(zip(FEATURES, rng.normal(size=len(FEATURES)).round(6).tolist())),
+        "features": dict(
+            zip(FEATURES, rng.normal(size=len(FEATURES)).round(6).tolist(), strict=True)
+        ),
         "prediction": 0.5,
     }
     event.update(fields)
@@ -604,9 +607,8 @@ def json_null() -> Hostile:
 
 @input_kind
 def json_empty_array_holds_no_event() -> Hostile:
-    return Hostile(
-        [b"[]"]
-    )  # valid by contract: an envelope of no events; nothing to count or refuse
+    # valid by contract: an envelope of no events; nothing to count or refuse
+    return Hostile([b"[]"])
 
 
 @input_kind
@@ -638,7 +640,10 @@ def prediction_as_an_object() -> Hostile:
 def duplicate_keys_in_json_objects() -> Hostile:
     # RFC 8259 leaves duplicate names undefined: refused as malformed, or the event counted once
     # (never twice, never half-applied).
-    value = b'{"model": "dupkeys", "model": "dupkeys", "features": {"a": 1.0, "a": 2.0, "b": "x"}, "features": {"a": 3.0}}'
+    value = (
+        b'{"model": "dupkeys", "model": "dupkeys", "features": {"a": 1.0, "a": 2.0, "b": "x"}, '
+        b'"features": {"a": 3.0}}'
+    )
     return Hostile(
         [value], counted={("dupkeys", "a"): 1}, alternatives=[({"malformed_json": 1}, {})]
     )
@@ -862,7 +867,8 @@ def check_letters(item: Placed, mine: list[Message]) -> list[str]:
         got = {int(m.header("streamdrift-batch-index") or b"-1") for m in mine}
         if got != hostile.indexes or len(mine) != len(hostile.indexes):
             problems.append(
-                f"{name}: batch indexes {sorted(got)[:10]}... ({len(mine)} letters), expected {sorted(hostile.indexes)[:10]}..."
+                f"{name}: batch indexes {sorted(got)[:10]}... ({len(mine)} letters), expected "
+                f"{sorted(hostile.indexes)[:10]}..."
             )
     for letter in mine[:50]:
         missing = [
@@ -880,7 +886,8 @@ def check_letters(item: Placed, mine: list[Message]) -> list[str]:
             problems.append(f"{name}: dead letter lacks headers {missing}")
         if len(letter.header("streamdrift-detail") or b"") > 1024:
             problems.append(
-                f"{name}: streamdrift-detail of {len(letter.header('streamdrift-detail') or b'')} bytes > 1 KiB"
+                f"{name}: streamdrift-detail of {len(letter.header('streamdrift-detail') or b'')} "
+                "bytes > 1 KiB"
             )
         spoofable = Counter(k for k, _ in letter.headers if k.startswith("streamdrift-"))
         if any(n > 1 for n in spoofable.values()):
@@ -888,7 +895,8 @@ def check_letters(item: Placed, mine: list[Message]) -> list[str]:
         value = letter.value or b""
         if len(value) > DLQ_MAX_BYTES:
             problems.append(
-                f"{name}: dead letter of {len(value)} bytes > STREAMDRIFT_DLQ_MAX_BYTES={DLQ_MAX_BYTES}"
+                f"{name}: dead letter of {len(value)} bytes > "
+                f"STREAMDRIFT_DLQ_MAX_BYTES={DLQ_MAX_BYTES}"
             )
     whole = [
         m
@@ -919,8 +927,8 @@ def check_letters(item: Placed, mine: list[Message]) -> list[str]:
                 )
         elif value != original:
             problems.append(
-                f"{name}: dead letter is not the original bytes ({len(value)} vs {len(original)} bytes: "
-                f"{value[:60]!r} vs {original[:60]!r})"
+                f"{name}: dead letter is not the original bytes ({len(value)} vs {len(original)} "
+                f"bytes: {value[:60]!r} vs {original[:60]!r})"
             )
     return problems
 
@@ -941,10 +949,10 @@ def valid_events(
         {
             "model": MODEL,
             "event_id": f"m-{start + i}",
-            "features": dict(zip(FEATURES, row.tolist())),
+            "features": dict(zip(FEATURES, row.tolist(), strict=True)),
             "prediction": float(p),
         }
-        for i, (row, p) in enumerate(zip(values, predictions))
+        for i, (row, p) in enumerate(zip(values, predictions, strict=True))
     ]
 
 
@@ -956,7 +964,7 @@ def test_forty_hostile_kinds_interleaved_with_valid_events(
 ):
     input_kinds = [fn() for fn in INPUT_KINDS]
     label_kinds = [fn() for fn in LABEL_KINDS]
-    for fn, hostile in zip(INPUT_KINDS + LABEL_KINDS, input_kinds + label_kinds):
+    for fn, hostile in zip(INPUT_KINDS + LABEL_KINDS, input_kinds + label_kinds, strict=True):
         hostile.name = fn.__name__
     assert len(input_kinds) + len(label_kinds) >= 40 and len(label_kinds) >= 10
 
@@ -971,29 +979,29 @@ def test_forty_hostile_kinds_interleaved_with_valid_events(
         [json.dumps(e).encode() for e in before], input_kinds, topics.input, INPUT
     )
     positions = send(broker.bootstrap, topics.input, values, key=MODEL)
-    for item, first in zip(placed, starts):
+    for item, first in zip(placed, starts, strict=True):
         item.positions = positions[first : first + len(item.hostile.messages)]
     valid_m = len(before) + sum(h.valid_m for h in input_kinds)
     if not soft_wait(
         lambda: processed(redis_client, topics, topics.input, ends_of(positions)), 120, worker
     ):
         problems.append(
-            f"phase 1 (input with poison) not checkpointed within 120 s; worker running: {worker.running}"
+            "phase 1 (input with poison) not checkpointed within 120 s; worker running: "
+            f"{worker.running}"
         )
 
     # Labels: 300 valid labels (m-0..m-299) with every hostile label kind between them.
     rng = np.random.default_rng(12)
     valid_labels = []
     for event in before[:300]:
-        truth = int(event["prediction"] >= 0.5) ^ int(
-            rng.uniform() < 0.1
-        )  # a steady 10 % error rate
+        # a steady 10 % error rate
+        truth = int(event["prediction"] >= 0.5) ^ int(rng.uniform() < 0.1)
         valid_labels.append(label(event["event_id"], truth))
     label_values, label_placed, label_starts = interleave(
         valid_labels, label_kinds, topics.labels, LABELS
     )
     label_positions = send(broker.bootstrap, topics.labels, label_values, key=MODEL)
-    for item, first in zip(label_placed, label_starts):
+    for item, first in zip(label_placed, label_starts, strict=True):
         item.positions = label_positions[first : first + len(item.hostile.messages)]
     labelled = 300 + 1  # + m-1000, the first of its 1,000 duplicates
     if not soft_wait(
@@ -1040,12 +1048,13 @@ def test_forty_hostile_kinds_interleaved_with_valid_events(
     missing = [f for f in [*FEATURES, "prediction"] if (MODEL, f) not in found]
     if wrong or missing:
         problems.append(
-            f"model m: every series must count the {valid_m} valid events; wrong {wrong}, missing {missing}"
+            f"model m: every series must count the {valid_m} valid events; wrong {wrong}, missing "
+            f"{missing}"
         )
     if found.get((MODEL, "error_rate")) != labelled:
         problems.append(
-            f"model m: error_rate counts {found.get((MODEL, 'error_rate'))} joined labels, expected "
-            f"{labelled} (one per distinct labelled event: duplicates must not join)"
+            f"model m: error_rate counts {found.get((MODEL, 'error_rate'))} joined labels, "
+            f"expected {labelled} (one per distinct labelled event: duplicates must not join)"
         )
 
     # The drift after the poison: one alert for m/f05, none before it, none for another feature.
@@ -1083,8 +1092,8 @@ FLOOD_MAX_PROBATION = 50  # per partition
 PARTITIONS = 4  # of the input topic (conftest.TOPIC_PARTITIONS)
 RSS_BOUND_MB = 400
 """Measured: a peak of 234 MB through this flood on the worker before the admission fixes (which
-kept 800 flood models: 200 per partition); docs/performance.md: 250-297 MB under the throughput bench. A
-worker keeping state or metrics for 50,000 models would grow far beyond it."""
+kept 800 flood models: 200 per partition); docs/performance.md: 250-297 MB under the throughput
+bench. A worker keeping state or metrics for 50,000 models would grow far beyond it."""
 METRICS_MAX_BYTES = 2_000_000
 
 
@@ -1157,7 +1166,7 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
                 {
                     "model": legit,
                     "event_id": f"l-{i}",
-                    "features": dict(zip(FEATURES, row.tolist())),
+                    "features": dict(zip(FEATURES, row.tolist(), strict=True)),
                 }
             ).encode()
             for i, row in enumerate(rows)
@@ -1184,7 +1193,8 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
     legit_counts = {f: found.get((legit, f)) for f in FEATURES}
     if any(c != len(stream) for c in legit_counts.values()):
         problems.append(
-            f"legitimate model locked out or miscounted: counts {legit_counts}, expected {len(stream)} each"
+            f"legitimate model locked out or miscounted: counts {legit_counts}, expected "
+            f"{len(stream)} each"
         )
 
     # Every flood event counted or dead-lettered (an admission reason), nothing else.
@@ -1257,7 +1267,8 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
             problems.append(f"/metrics is {len(page.encode())} bytes > {METRICS_MAX_BYTES}")
         if len(models) > model_bound:
             problems.append(
-                f"/metrics names {len(models)} models > {model_bound} (probation slots + the legitimate one)"
+                f"/metrics names {len(models)} models > {model_bound} (probation slots + the "
+                "legitimate one)"
             )
         if len(model_lines) > line_bound:
             problems.append(
@@ -1317,7 +1328,8 @@ def test_hostile_producer_keys_and_headers(broker, topics, start_worker, redis_c
     problems += [f"state in Redis that cannot be restored: {u}" for u in unreadable[:20]]
     if (found.get(("keyed", "x")), found.get(("keyed", "y"))) != (n, n):
         problems.append(
-            f"keyed: counts x={found.get(('keyed', 'x'))} y={found.get(('keyed', 'y'))}, expected {n} each"
+            f"keyed: counts x={found.get(('keyed', 'x'))} y={found.get(('keyed', 'y'))}, expected "
+            f"{n} each"
         )
     letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=1, timeout=30)
     if len(letters) != 1:
@@ -1336,7 +1348,8 @@ def test_hostile_producer_keys_and_headers(broker, topics, start_worker, redis_c
         }
         if own != want:
             problems.append(
-                f"dead-letter headers {own}, expected exactly {want} (input headers must not pass for them)"
+                f"dead-letter headers {own}, expected exactly {want} (input headers must not pass "
+                "for them)"
             )
     problems += worker_health(worker, pid)
     problems += quiet_failures(worker)

@@ -151,14 +151,22 @@ def minimal_acls(topics: Topics) -> dict[str, tuple[ResourceType, str, AclOperat
 def grant(
     broker: KafkaBroker, user: str, acls: list[tuple[ResourceType, str, AclOperation]]
 ) -> None:
-    """Create ALLOW ACLs for ``User:<user>`` (as the super user) and wait until the broker applies them."""
+    """Create ALLOW ACLs for ``User:<user>`` (as the super user) and wait until the broker applies
+    them."""
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     bindings = [AclBinding(kind, name, ResourcePatternType.LITERAL, f"User:{user}", "*", operation,
                            AclPermissionType.ALLOW) for kind, name, operation in acls]  # fmt: skip
     for future in admin.create_acls(bindings).values():
         future.result(timeout=30)
-    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{user}", None,
-                                  AclOperation.ANY, AclPermissionType.ANY)  # fmt: skip
+    everything = AclBindingFilter(
+        ResourceType.ANY,
+        None,
+        ResourcePatternType.ANY,
+        f"User:{user}",
+        None,
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
     wait_for(
         lambda: set(bindings) <= set(admin.describe_acls(everything).result(timeout=10)),
         10,
@@ -177,7 +185,9 @@ def start(secured: Secured, topics: Topics, redis_server: EmbeddedRedis, tmp_pat
 
     def launch(kafka_env: dict[str, str], *args: str, topics: Topics = topics) -> WorkerProcess:
         env = {
-            **inherited, "PYTHONUNBUFFERED": "1", "STREAMDRIFT_REDIS_URL": redis_server.url, **topics.env(),
+            **inherited, "PYTHONUNBUFFERED": (
+                "1"
+            ), "STREAMDRIFT_REDIS_URL": redis_server.url, **topics.env(),
             "STREAMDRIFT_METRICS_PORT": str(free_port()), **WORKER_TEST_ENV, **kafka_env,
         }  # fmt: skip
         worker = WorkerProcess(
@@ -241,9 +251,8 @@ def check_the_worker_works(
     assert worker.running
     log = worker.log_path.read_text()
     listener = worker.env["STREAMDRIFT_KAFKA_BOOTSTRAP"]
-    assert (
-        f"Kafka at {listener}: protocol of Apache Kafka 4.0 or later" in log
-    )  # the start-up check's line
+    # the start-up check's line
+    assert f"Kafka at {listener}: protocol of Apache Kafka 4.0 or later" in log
     assert "not checked" not in log  # Kafka told every permission
     assert "Traceback" not in log and "ERROR" not in log
 
@@ -272,8 +281,13 @@ def test_create_topics_uses_the_secured_client_settings(
     """``worker --create-topics`` creates missing topics over the worker's own SASL_SSL login
     (it used to connect without the security settings): CREATE on the four names is enough."""
     base = unique_name(request)
-    fresh = Topics(input=f"{base}.input", labels=f"{base}.labels", alerts=f"{base}.alerts", dlq=f"{base}.dlq",
-                   group_id=f"sd-{base}")  # fmt: skip
+    fresh = Topics(
+        input=f"{base}.input",
+        labels=f"{base}.labels",
+        alerts=f"{base}.alerts",
+        dlq=f"{base}.dlq",
+        group_id=f"sd-{base}",
+    )
     acls = list(minimal_acls(fresh).values())
     creates = [
         (ResourceType.TOPIC, name, AclOperation.CREATE)
@@ -294,8 +308,13 @@ def test_create_topics_uses_the_secured_client_settings(
 
 def test_create_topics_without_create_permission_says_so(secured, start, tmp_path, request):
     base = unique_name(request)
-    fresh = Topics(input=f"{base}.input", labels=f"{base}.labels", alerts=f"{base}.alerts", dlq=f"{base}.dlq",
-                   group_id=f"sd-{base}")  # fmt: skip
+    fresh = Topics(
+        input=f"{base}.input",
+        labels=f"{base}.labels",
+        alerts=f"{base}.alerts",
+        dlq=f"{base}.dlq",
+        group_id=f"sd-{base}",
+    )
     grant(secured.broker, SCRAM_USER, list(minimal_acls(fresh).values()))
     worker = start(secured.sasl_env(), "--create-topics", topics=fresh)
     wait_for(lambda: not worker.running, 60, "the worker to exit")
@@ -315,10 +334,13 @@ REFUSALS = {
     ),
     "client certificate of another CA": (
         lambda s: s.mtls_env(s.rogue),
-        "TLS with Kafka at", "bad certificate", "the brokers refused the client certificate STREAMDRIFT_KAFKA_SSL_CERTFILE",
+        "TLS with Kafka at", "bad certificate",
+        "the brokers refused the client certificate STREAMDRIFT_KAFKA_SSL_CERTFILE",
     ),
     "no client certificate on the mTLS listener": (
-        lambda s: {k: v for k, v in s.mtls_env().items() if not k.endswith(("CERTFILE", "KEYFILE"))},
+        lambda s: {
+            k: v for k, v in s.mtls_env().items() if not k.endswith(("CERTFILE", "KEYFILE"))
+        },
         "TLS with Kafka at", "bad certificate", "the brokers require a client certificate",
     ),
     "wrong CA for the broker": (

@@ -42,13 +42,13 @@ from typing import Any, Self
 import numpy as np
 import pytest
 import yaml
+from conftest import TOPIC_PARTITIONS, Topics, WorkerProcess, produce
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import TOPIC_PARTITIONS, Topics, WorkerProcess, produce
 from detectors.config import DETECTOR_NAMES
 from detectors.multivariate import KIND as PCA_KIND
-from streams.pipeline.codec import Reason
 from streams.dev.embedded import EmbeddedServerError, ManagedProcess, free_port
+from streams.pipeline.codec import Reason
 from streams.state.partition import ERROR_SERIES, MULTIVARIATE_SERIES
 
 pytestmark = pytest.mark.e2e
@@ -66,8 +66,8 @@ DRIFTING = "f2"
 MODEL = "m"
 DRIFT_ALERT = "StreamdriftDriftDetected"
 INSTALL_HINT = (
-    "is required (Debian packages prometheus and prometheus-alertmanager): `make test` installs them, "
-    "or run `make system-deps` as root"
+    "is required (Debian packages prometheus and prometheus-alertmanager): `make test` installs "
+    "them, or run `make system-deps` as root"
 )
 
 
@@ -170,14 +170,14 @@ class Webhook:
         received, lock = self.received, threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with lock:
                     received.append((self.path, json.loads(body)))
                 self.send_response(200)
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -379,7 +379,7 @@ def stream(n: int, shift_at: int, seed: int = 7) -> list[bytes]:
                 "model": MODEL,
                 "event_id": f"e{i}",
                 "timestamp": now,
-                "features": dict(zip(FEATURES, row.tolist())),
+                "features": dict(zip(FEATURES, row.tolist(), strict=True)),
             }
         ).encode()
         for i, row in enumerate(values)
@@ -397,9 +397,8 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
     promtool = require_tool("promtool")
     amtool = require_tool("amtool")
     prometheus_bin = require_tool("prometheus")
-    alertmanager_bin = require_tool(
-        "prometheus-alertmanager", "alertmanager"
-    )  # Debian's name first
+    # Debian's name first
+    alertmanager_bin = require_tool("prometheus-alertmanager", "alertmanager")
 
     worker = start_worker()
 
@@ -416,7 +415,8 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
             f"--storage.path={tmp_path / 'alertmanager-data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             f"--web.external-url=http://127.0.0.1:{port}/",
-            "--cluster.listen-address=",  # no clustering: nothing listens beyond the loopback web port
+            # no clustering: nothing listens beyond the loopback web port
+            "--cluster.listen-address=",
         ],
         tmp_path,
     )

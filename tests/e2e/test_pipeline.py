@@ -19,10 +19,10 @@ import jsonschema
 import numpy as np
 import pytest
 import redis
-
 from conftest import Topics, consume_all, produce, wait_for
-from streams.state.baselines import BaselineStore
+
 from streams.ops.status import read_status
+from streams.state.baselines import BaselineStore
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,8 @@ def events(
     shift_at: int = 0,
     start: int = 0,
 ) -> list[dict[str, Any]]:
-    """``n`` events of 20 N(0, 1) features; features in ``shift`` move by that many σ from ``shift_at``."""
+    """``n`` events of 20 N(0, 1) features; features in ``shift`` move by that many σ from
+    ``shift_at``."""
     rng = np.random.default_rng(seed)
     values = rng.normal(size=(n, len(FEATURES)))
     for name, sigmas in (shift or {}).items():
@@ -50,7 +51,7 @@ def events(
         {
             "model": model,
             "event_id": f"{model}-{start + i}",
-            "features": dict(zip(FEATURES, row.tolist())),
+            "features": dict(zip(FEATURES, row.tolist(), strict=True)),
         }
         for i, row in enumerate(values)
     ]
@@ -89,9 +90,8 @@ def test_abrupt_shift_alerts_once_for_that_feature_only(broker, topics, start_wo
     assert alert["specversion"] == "1.0" and alert["type"] == "io.streamdrift.drift.detected"
     data = alert["data"]
     assert data["feature"] == "f07" and data["model"] == "m"
-    assert 10_000 <= data["evidence"]["to_offset"] < 11_000, data[
-        "evidence"
-    ]  # detected soon after the shift
+    # detected soon after the shift
+    assert 10_000 <= data["evidence"]["to_offset"] < 11_000, data["evidence"]
     assert data["current"]["mean"] - data["reference"]["mean"] > 0.5
     assert worker.running
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-
 from conftest import REPO_ROOT, Topics, consume_all, produce, wait_for
+
 from streams.ops.status import read_status
 
 pytestmark = pytest.mark.e2e
@@ -43,10 +43,13 @@ def drifting_events(n: int, shift_at: int, seed: int = 5) -> list[bytes]:
                 "model": "fraud",
                 "model_version": "3",
                 "event_id": f"e-{i}",
-                "features": {**dict(zip(FEATURES, row.tolist())), "channel": str(channel)},
+                "features": {
+                    **dict(zip(FEATURES, row.tolist(), strict=True)),
+                    "channel": str(channel),
+                },
             }
         ).encode()
-        for i, (row, channel) in enumerate(zip(values, channels))
+        for i, (row, channel) in enumerate(zip(values, channels, strict=True))
     ]
 
 
@@ -168,16 +171,14 @@ def test_the_report_of_a_drifting_stream_renders_with_its_plots(
     )
     assert result.returncode == 0, result.stderr
     html = out.read_text()
-    plots = (
-        2 * 4 + 1
-    )  # per feature a distribution and a drift score; the multivariate monitor's score
+    # per feature a distribution and a drift score; the multivariate monitor's score
+    plots = 2 * 4 + 1
     assert html.count("<svg") == plots
     assert "fraud/amount" not in html and "io.streamdrift" not in html  # alerts shown, not dumped
     assert '<h2 id="feature-0">amount</h2>' in html, "the drifted feature comes first"
     amount = html[html.index('id="feature-0"') : html.index('id="feature-1"')]
-    assert (
-        "<td>detected</td><td>3</td>" in amount and 'stroke-dasharray="4 2"' in amount
-    )  # table and marker
+    # table and marker
+    assert "<td>detected</td><td>3</td>" in amount and 'stroke-dasharray="4 2"' in amount
 
     screenshot = tmp_path / "report.png"
     shot = chromium(f"--screenshot={screenshot}", "--window-size=1200,2000", out.as_uri())

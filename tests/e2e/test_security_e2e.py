@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import TOPIC_PARTITIONS, produce, wait_for
-from streams.state.keys import KeyLayout
+
 from streams.dev.embedded import EmbeddedBroker, EmbeddedRedis, RedisTLS
+from streams.state.keys import KeyLayout
 from streams.state.partition import restore_monitor
 
 pytestmark = pytest.mark.e2e

@@ -21,19 +21,20 @@ import json
 import os
 import time
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
-
 from conftest import Topics, consume_all, produce
+
 from streams.pipeline.alerts import alert_id
-from streams.state.keys import META_PREFIX, KeyLayout
-from streams.state.partition import PartitionState, restore_monitor
 from streams.pipeline.processor import Record
 from streams.runtime import prediction_processor, with_setting_defaults
 from streams.settings import Settings
+from streams.state.keys import META_PREFIX, KeyLayout
+from streams.state.partition import PartitionState, restore_monitor
 
 #: Marks a fault test to run on Tansu and on a single Apache Kafka broker.
 KAFKA_AND_TANSU = pytest.mark.brokers("tansu", "kafka")
@@ -63,11 +64,11 @@ def stream(n: int, seed: int = 0) -> tuple[list[bytes], list[str]]:
             {
                 "model": m,
                 "event_id": f"{m}-{i}",
-                "features": dict(zip(FEATURES, row.tolist())),
+                "features": dict(zip(FEATURES, row.tolist(), strict=True)),
                 "prediction": float(abs(row[0]) % 1),
             }
         ).encode()
-        for i, (m, row) in enumerate(zip(models, values))
+        for i, (m, row) in enumerate(zip(models, values, strict=True))
     ]
     return bodies, models
 
@@ -183,9 +184,9 @@ def wait_until_caught_up(
 ) -> None:
     """Wait until every partition's checkpoint covers its last record (I5).
 
-    With a ``fault`` name, report (see :func:`report`) the seconds from ``since`` (monotonic; default
-    now) until the checkpoints first moved past where they stood when called (processing again)
-    and until they were caught up, and the records they had left to cover then.
+    With a ``fault`` name, report (see :func:`report`) the seconds from ``since`` (monotonic;
+    default now) until the checkpoints first moved past where they stood when called (processing
+    again) and until they were caught up, and the records they had left to cover then.
     """
     deadline = time.monotonic() + timeout
     since = time.monotonic() if since is None else since
@@ -234,7 +235,8 @@ def assert_recovered_exactly(
     timeout: float = RECOVERY_S,
     **recovery: Any,
 ) -> None:
-    """I5 then I1-I3. ``recovery``: the fault's name and figures for :func:`wait_until_caught_up`."""
+    """I5 then I1-I3. ``recovery``: the fault's name and figures for
+    :func:`wait_until_caught_up`."""
     wait_until_caught_up(client, topics, ends, timeout, **recovery)
     assert_exact(broker, client, topics, ends)
 

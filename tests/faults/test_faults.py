@@ -10,17 +10,16 @@ import threading
 import time
 
 import pytest
-
 from conftest import consume_all, produce
 from faults.golden import (
-    RECOVERY_S,
     KAFKA_AND_TANSU,
-    on,
+    RECOVERY_S,
     Golden,
     assert_exact,
     assert_recovered_exactly,
     assert_state_matches,
     ends_of,
+    on,
     produce_slowly,
     produce_stream,
     stream,
@@ -34,9 +33,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 def test_sigterm_under_load_checkpoints_and_a_restart_continues_exactly(
     broker, topics, start_worker, redis_client
 ):
-    ends = produce_stream(
-        broker, topics, 30_000
-    )  # first: a worker on Kafka keeps up with the producer
+    # first: a worker on Kafka keeps up with the producer
+    ends = produce_stream(broker, topics, 30_000)
     first = start_worker().wait_ready()
     time.sleep(1.0)  # mid-stream
     since = time.monotonic()
@@ -253,7 +251,8 @@ def test_a_poison_message_goes_to_the_dlq_without_a_crash_loop(
 
 
 def test_scale_1_to_3_to_1_then_churn_for_a_minute(broker, topics, start_worker, redis_client):
-    """Workers join and leave while events flow; state stays exact and no partition stays unowned."""
+    """Workers join and leave while events flow; state stays exact and no partition stays
+    unowned."""
     bodies, models = stream(60_000, seed=9)
     delivered: list[tuple[int, int]] = []
     producer = threading.Thread(

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import redis
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, TopicPartition
-
 from conftest import TOPIC_PARTITIONS, Topics, consume_all, produce
 from faults.golden import (
     RECOVERY_S,
@@ -31,6 +30,7 @@ from faults.golden import (
     wait_until_caught_up,
 )
 from servers.kafka_broker import KafkaBroker, KafkaCluster
+
 from streams.kafka.admin import admin_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -172,9 +172,8 @@ def test_the_leader_of_the_consumed_partitions_killed_mid_stream(
     written = log_ends(broker, topics.input, led)
     since = time.monotonic()
     broker.kill(leader)  # kill -9: no controlled shutdown, no leadership handed over
-    resumed = seconds_until_past(
-        redis_client, topics, written, since
-    )  # records from the new leaders
+    # records from the new leaders
+    resumed = seconds_until_past(redis_client, topics, written, since)
     ends = load.ends()  # the producer rode through the failover too
     broker.node(
         leader
@@ -235,9 +234,8 @@ def test_the_group_coordinator_killed_during_a_rebalance(
     written = log_ends(broker, topics.input, INPUT_PARTITIONS)
     since = time.monotonic()
     broker.kill(coordinator)
-    resumed = seconds_until_past(
-        redis_client, topics, written, since
-    )  # every partition owned again
+    # every partition owned again
+    resumed = seconds_until_past(redis_client, topics, written, since)
     second.wait_ready(timeout=RECOVERY_S)
     new_coordinator, _ = group_coordinator(broker, topics.group_id)
     assert new_coordinator != coordinator

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import metric, produce, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -34,7 +33,7 @@ def test_100k_distinct_feature_names_keep_memory_bounded_and_valid_events_flowin
     ]
     produce(broker.bootstrap, topics.input, valid, key="m")
     wait_for(
-        lambda: metric(worker, 'streamdrift_events_total{topic="%s"}' % topics.input) == 1_000,
+        lambda: metric(worker, f'streamdrift_events_total{{topic="{topics.input}"}}') == 1_000,
         60,
         "valid events",
     )
@@ -52,7 +51,7 @@ def test_100k_distinct_feature_names_keep_memory_bounded_and_valid_events_flowin
     expected_events = 1_000 + admitted + 5_000
     wait_for(
         lambda: (
-            metric(worker, 'streamdrift_events_total{topic="%s"}' % topics.input) == expected_events
+            metric(worker, f'streamdrift_events_total{{topic="{topics.input}"}}') == expected_events
         ),
         180,
         f"{expected_events} events",

@@ -11,8 +11,8 @@ Every node is a combined KRaft controller and broker (``process.roles=broker,con
 two free 127.0.0.1 ports (client and controller listeners, both PLAINTEXT), with a static voter
 set (``controller.quorum.voters``: every node of the cluster) and its data in its own directory
 (``<workdir>/node-<id>/data``), formatted once by ``kafka.tools.StorageTool format`` before its
-first start and kept by restarts. Like the servers of :mod:`streams.dev.embedded` each node logs to a
-file in its directory, leads its own process group, is signalled only through the PID recorded
+first start and kept by restarts. Like the servers of :mod:`streams.dev.embedded` each node logs to
+a file in its directory, leads its own process group, is signalled only through the PID recorded
 when it was started, and is SIGKILLed by the kernel if the Python process that started it dies.
 
 The JVM is kept small (``-Xmx256m``, serial GC, C1 only: a node settles at ~200-300 MB resident)
@@ -127,8 +127,8 @@ def kafka_jars() -> Path:
             raise EmbeddedServerError(f"`make kafka-jars` could not run: {exc}") from exc
         if made.returncode != 0 or not (folder / ".complete").is_file():
             raise EmbeddedServerError(
-                f"`make kafka-jars` failed (status {made.returncode}); it needs Maven, Java >= 17 and "
-                f"Maven Central.\n{made.stdout[-3000:]}{made.stderr[-3000:]}"
+                f"`make kafka-jars` failed (status {made.returncode}); it needs Maven, Java >= 17 "
+                f"and Maven Central.\n{made.stdout[-3000:]}{made.stderr[-3000:]}"
             )
     return folder
 
@@ -473,7 +473,8 @@ class KafkaCluster:
             "broker.session.timeout.ms": "3000",
             # A dead follower leaves the ISR after 10 s (default 30 s), so acks=all writes resume.
             "replica.lag.time.max.ms": "10000",
-            # A small machine: few threads, a small compaction buffer (default 128 MB of a 256 MB heap).
+            # A small machine: few threads, a small compaction buffer (default 128 MB of a 256 MB
+            # heap).
             "num.network.threads": "2",
             "num.io.threads": "2",
             "background.threads": "2",
@@ -649,9 +650,11 @@ class KafkaCluster:
                 output, _ = process.communicate()
             if process.returncode != 0 or not node.formatted:
                 report = f"{' '.join(node.format_command())}\n{output[-4000:]}"
+                if self.security:
+                    report = self.security.redact(report)
                 raise EmbeddedServerError(
-                    f"Formatting kafka node {node.node_id}'s storage failed (status {process.returncode}):\n"
-                    f"{self.security.redact(report) if self.security else report}"
+                    f"Formatting kafka node {node.node_id}'s storage failed (status "
+                    f"{process.returncode}):\n{report}"
                 )
         self.format_seconds = time.monotonic() - began
 
@@ -698,8 +701,11 @@ class KafkaBroker(KafkaCluster):
     Secured (``sasl_ssl_bootstrap``, ``ssl_bootstrap``; ``bootstrap`` stays PLAINTEXT, super user):
 
     >>> ca = CertificateAuthority(folder)  # tests/servers/kafka_tls.py  # doctest: +SKIP
-    >>> security = KafkaSecurity(keystore=ca.issue("broker", server=True).keystore,
-    ...                          truststore=ca.cert, scram_users={"worker": "s3cret"})  # doctest: +SKIP
+    >>> security = KafkaSecurity(  # doctest: +SKIP
+    ...     keystore=ca.issue("broker", server=True).keystore,
+    ...     truststore=ca.cert,
+    ...     scram_users={"worker": "s3cret"},
+    ... )
     >>> with KafkaBroker(security=security) as broker:  # doctest: +SKIP
     ...     broker.sasl_ssl_bootstrap  # SCRAM-SHA-512 over TLS; broker.ssl_bootstrap: mutual TLS
     """
@@ -742,11 +748,11 @@ class KafkaBroker(KafkaCluster):
     def log_tail(self, lines: int = 40) -> str:
         return self._node.log_tail(lines)
 
-    def kill(self, node_id: int = 1) -> None:  # type: ignore[override]
+    def kill(self, node_id: int = 1) -> None:
         """SIGKILL the broker (a crash); :meth:`restart` brings it back with its data."""
         super().kill(node_id)
 
-    def restart(self, node_id: int = 1, timeout: float = 60.0) -> KafkaNode:  # type: ignore[override]
+    def restart(self, node_id: int = 1, timeout: float = 60.0) -> KafkaNode:
         """Stop cleanly (if running) and start again on the same port with the same log dir."""
         return super().restart(node_id, timeout)
 

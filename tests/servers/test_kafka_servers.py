@@ -62,7 +62,7 @@ def test_create_topics_works_on_kafka_as_on_tansu(
         AdminClient({"bootstrap.servers": kafka_broker.bootstrap}).list_topics(timeout=5).topics
     )
     assert {name: len(listed[name].partitions) for name in wanted} == wanted
-    with pytest.raises(TopicAdminError, match="already exists .* with 1 partitions, not 2"):
+    with pytest.raises(TopicAdminError, match=r"already exists .* with 1 partitions, not 2"):
         create_topics(kafka_broker.bootstrap, {next(iter(wanted)): 2})
 
 
