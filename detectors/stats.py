@@ -138,7 +138,9 @@ class RunningStats:
         if not (self.m2_exponent or m2_exponent):
             combined_m2 = self.m2 + (m2 + delta * delta * self.count * count / total)
             if math.isfinite(combined_m2) and math.isfinite(combined_mean):
-                self.count, self.mean, self.m2 = total, combined_mean, combined_m2
+                # Rounding can put the mean of near-equal values an ulp outside them: clamp.
+                self.mean = min(max(combined_mean, self.min), self.max)
+                self.count, self.m2 = total, combined_m2
                 return
         if not math.isfinite(combined_mean):  # means more than the float range apart
             combined_mean = self.mean * (self.count / total) + mean * (count / total)
