@@ -211,6 +211,12 @@ class Metrics:
             "Series restarted afresh: stored state unreadable, or the monitor failed on a batch",
             registry=r,
         )
+        self.detectors_rewarmed = Counter(
+            "streamdrift_detectors_rewarmed",
+            "Change detectors restarted afresh on load: their state was written by another river "
+            "release and could not be restored (the rest of the monitor kept)",
+            registry=r,
+        )
         self.redis_up = Gauge(
             "streamdrift_redis_up", "1 if the last Redis operation succeeded", registry=r
         )

@@ -33,6 +33,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from detectors import MultivariateParams
+from detectors.monitor import LIBRARIES
 from streams.metrics import Metrics
 from streams.pipeline.admission import AdmissionLimits, parse_allowlist
 from streams.pipeline.alerts import build_alert, encode_alert
@@ -612,6 +613,17 @@ class Runtime:
                         *key,
                     )
                     self.metrics.state_errors.inc()
+                for series, detectors, written_by in state.rewarmed:
+                    log.warning(
+                        "state of %r in %s[%d] was written with river %s (installed: %s): "
+                        "restarted %s afresh, kept the rest of the monitor",
+                        series,
+                        *key,
+                        written_by.get("river") or "unknown",
+                        LIBRARIES.river,
+                        ", ".join(detectors),
+                    )
+                    self.metrics.detectors_rewarmed.inc(len(detectors))
                 self.saved_offsets[key] = claim.offset
                 if claim.offset is not None:
                     commits[key] = claim.offset

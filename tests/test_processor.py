@@ -929,3 +929,35 @@ def test_event_time_windows_get_each_events_own_timestamp():
     assert windows.by_time and windows.late == 1
     assert windows.evaluated == 1  # [5010, 5020) closed by the watermark; [5020, 5030) is open
     assert sorted(windows.open) == [502]
+
+
+def test_a_series_whose_adwin_another_river_wrote_keeps_its_monitor_and_is_rewritten():
+    """State of another river release with a layout today's river cannot restore: the partition
+    keeps the series (reference, sketches, other detectors), restarts ADWIN, reports it and
+    writes the series again at the next checkpoint; a series of today's river is untouched."""
+    from detectors import MonitorParams
+
+    params = MonitorParams(detectors=("adwin", "cusum"))
+    monitors = {}
+    for feature in ("amount", "age"):
+        monitor = NumericMonitor(params)
+        monitor.update(np.random.default_rng(len(feature)).normal(size=3_000), np.arange(3_000))
+        monitors[series_name("fraud", None, feature)] = monitor
+    stored = {name: m.to_bytes() for name, m in monitors.items()}
+    old = msgspec.msgpack.decode(stored[series_name("fraud", None, "amount")])
+    old["river"] = "0.19.0"
+    old["monitor"]["detectors"]["adwin"]["window"] = b"\x00" * 64  # not today's layout
+    stored[series_name("fraud", None, "amount")] = msgspec.msgpack.encode(old)
+
+    restored = PartitionState.from_claim(
+        "in", 0, Claim(2, 3_000, {name.encode(): blob for name, blob in stored.items()})
+    )
+
+    assert restored.corrupt == []
+    ((name, detectors, written_by),) = restored.rewarmed
+    assert name == series_name("fraud", None, "amount") and detectors == ("adwin",)
+    assert written_by["river"] == "0.19.0"
+    kept = restored.monitors[name]
+    assert kept.stats.count == monitors[name].stats.count  # the rest of the monitor is kept
+    assert name in restored.checkpoint_fields()  # written again, as today's river has it
+    assert series_name("fraud", None, "age") not in restored.checkpoint_fields()

@@ -31,6 +31,7 @@ from detectors import (
     allowed_features,
     ignored_features,
     model_task,
+    multivariate_params,
     resolve,
 )
 from streams.pipeline.admission import AdmissionLimits
@@ -729,7 +730,9 @@ class PredictionProcessor:
             ]
             if len(names) < 2:
                 return []
-            monitor = state.monitors[series] = PCAReconstructionMonitor(names, self.multivariate)
+            monitor = state.monitors[series] = PCAReconstructionMonitor(
+                names, multivariate_params(self.config, model, base=self.multivariate)
+            )
         assert isinstance(monitor, PCAReconstructionMonitor)
         matrix, positions = rows.merged(monitor.features)
         state.dirty.add(series)

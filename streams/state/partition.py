@@ -13,7 +13,7 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -45,10 +45,8 @@ MULTIVARIATE_SERIES = "multivariate"  # the model's PCA reconstruction-error mon
 
 
 def restore_monitor(name: str, blob: bytes) -> Monitor:
-    """The monitor stored in state field ``name``; ``StateError`` if it cannot be restored."""
-    if parse_series(name)[2] == MULTIVARIATE_SERIES:
-        return PCAReconstructionMonitor.from_bytes(blob)
-    # a feature's or the error rate's monitor: monitor_from_bytes is typed with their base class
+    """The monitor stored in state field ``name`` (its kind is in the stored envelope);
+    ``StateError`` if it cannot be restored."""
     return cast(Monitor, monitor_from_bytes(blob))
 
 
@@ -82,6 +80,9 @@ class PartitionState:
         self.labels_due = -math.inf  # worker clock when a pending label is due (not checkpointed)
         self.joined = RecentJoins()  # labels partitions: recently joined keys, for de-duplication
         self.corrupt: list[str] = []  # series whose stored state could not be read (started afresh)
+        # Series restored with change detectors started afresh (state of another river release):
+        # (series, the detectors, what wrote the state).
+        self.rewarmed: list[tuple[str, tuple[str, ...], dict[str, Any]]] = []
         self.dirty: set[str] = set()
         self.events_since_checkpoint = 0
         self.ledger = Ledger()  # admission bookkeeping (streams.pipeline.admission)
@@ -117,9 +118,14 @@ class PartitionState:
                 joined[int(name[len(_JOINED) :])] = blob
             else:
                 try:
-                    state.monitors[name] = restore_monitor(name, blob)
+                    monitor = state.monitors[name] = restore_monitor(name, blob)
                 except StateError:
                     state.corrupt.append(name)
+                    continue
+                if monitor.rewarmed:  # rewritten at the next checkpoint, as today's river has it
+                    written_by = dict(monitor.restored_from)
+                    state.rewarmed.append((name, tuple(monitor.rewarmed), written_by))
+                    state.dirty.add(name)
         state.corrupt += [f"{_JOINED}{number}" for number in state.joined.load(joined)]
         for name in [*state.monitors, *state.unknown_missing]:
             model, _, feature = parse_series(name)
