@@ -172,17 +172,22 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     return f"{slug}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def topics(broker: EmbeddedBroker | KafkaCluster, request: pytest.FixtureRequest) -> Topics:
-    """Input (4 partitions), labels (2), alerts (1) and dlq (1) topics created for this test."""
+def topic_names(request: pytest.FixtureRequest) -> Topics:
+    """Unique names of a test's four topics and consumer group (nothing created)."""
     base = unique_name(request)
-    names = Topics(
+    return Topics(
         input=f"{base}.input",
         labels=f"{base}.labels",
         alerts=f"{base}.alerts",
         dlq=f"{base}.dlq",
         group_id=f"sd-{base}",
     )
+
+
+@pytest.fixture
+def topics(broker: EmbeddedBroker | KafkaCluster, request: pytest.FixtureRequest) -> Topics:
+    """Input (4 partitions), labels (2), alerts (1) and dlq (1) topics created for this test."""
+    names = topic_names(request)
     wanted = {getattr(names, role): partitions for role, partitions in TOPIC_PARTITIONS.items()}
     if isinstance(broker, KafkaCluster):  # replicated as the cluster's default says (3 on kafka3)
         broker.create_topics(wanted)

@@ -42,7 +42,7 @@ from conftest import (
     consume_all,
     produce,
     secret_leaks,
-    unique_name,
+    topic_names,
     wait_for,
 )
 from servers.kafka_broker import KafkaBroker, KafkaSecurity, kafka_version
@@ -123,14 +123,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 @pytest.fixture
 def topics(secured: Secured, request: pytest.FixtureRequest) -> Topics:
     """This test's four topics and group (created as the super user; no ACL yet)."""
-    base = unique_name(request)
-    names = Topics(
-        input=f"{base}.input",
-        labels=f"{base}.labels",
-        alerts=f"{base}.alerts",
-        dlq=f"{base}.dlq",
-        group_id=f"sd-{base}",
-    )
+    names = topic_names(request)
     create_topics(
         secured.broker.bootstrap, {getattr(names, role): n for role, n in TOPIC_PARTITIONS.items()}
     )
@@ -280,14 +273,7 @@ def test_create_topics_uses_the_secured_client_settings(
 ):
     """``worker --create-topics`` creates missing topics over the worker's own SASL_SSL login
     (it used to connect without the security settings): CREATE on the four names is enough."""
-    base = unique_name(request)
-    fresh = Topics(
-        input=f"{base}.input",
-        labels=f"{base}.labels",
-        alerts=f"{base}.alerts",
-        dlq=f"{base}.dlq",
-        group_id=f"sd-{base}",
-    )
+    fresh = topic_names(request)
     acls = list(minimal_acls(fresh).values())
     creates = [
         (ResourceType.TOPIC, name, AclOperation.CREATE)
@@ -307,14 +293,7 @@ def test_create_topics_uses_the_secured_client_settings(
 
 
 def test_create_topics_without_create_permission_says_so(secured, start, tmp_path, request):
-    base = unique_name(request)
-    fresh = Topics(
-        input=f"{base}.input",
-        labels=f"{base}.labels",
-        alerts=f"{base}.alerts",
-        dlq=f"{base}.dlq",
-        group_id=f"sd-{base}",
-    )
+    fresh = topic_names(request)
     grant(secured.broker, SCRAM_USER, list(minimal_acls(fresh).values()))
     worker = start(secured.sasl_env(), "--create-topics", topics=fresh)
     wait_for(lambda: not worker.running, 60, "the worker to exit")
