@@ -38,14 +38,9 @@ from streams.metrics import Metrics
 from streams.pipeline.admission import AdmissionLimits, parse_allowlist
 from streams.pipeline.alerts import build_alert, encode_alert
 from streams.pipeline.codec import Limits, Reason
-from streams.pipeline.processor import (
-    Baselines,
-    DeadLetter,
-    LabelProcessor,
-    Outcome,
-    PredictionProcessor,
-    Record,
-)
+from streams.pipeline.labels import LabelProcessor
+from streams.pipeline.outcome import DeadLetter, Outcome, Record
+from streams.pipeline.processor import Baselines, PredictionProcessor
 from streams.settings import Settings
 from streams.state.baselines import BaselineCatalog
 from streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost

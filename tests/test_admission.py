@@ -7,7 +7,8 @@ from typing import Any
 
 from streams.pipeline.admission import MINUTE, AdmissionLimits
 from streams.pipeline.codec import Limits, Reason
-from streams.pipeline.processor import PredictionProcessor, Record
+from streams.pipeline.outcome import Record
+from streams.pipeline.processor import PredictionProcessor
 from streams.state.checkpoint import Claim
 from streams.state.keys import series_name
 from streams.state.partition import PartitionState

@@ -19,7 +19,8 @@ from redis.exceptions import ResponseError
 
 from streams.ops.status import read_status
 from streams.pipeline.codec import Limits
-from streams.pipeline.processor import AdmissionLimits, PredictionProcessor, Record
+from streams.pipeline.outcome import Record
+from streams.pipeline.processor import AdmissionLimits, PredictionProcessor
 from streams.state.checkpoint import CheckpointStore, Claim, Fenced, Save, StateLost
 from streams.state.joins import BUCKETS_PER_TTL, JoinStore
 from streams.state.keys import SEP, KeyLayout

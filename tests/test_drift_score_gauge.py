@@ -10,7 +10,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
 from streams.metrics import DriftScores
-from streams.pipeline.processor import Record
+from streams.pipeline.outcome import Record
 from streams.runtime import Publisher, Runtime
 from streams.settings import Settings
 from streams.state.partition import PartitionState

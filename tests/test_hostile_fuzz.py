@@ -45,7 +45,7 @@ import streams.pipeline.processor as processor_module
 from detectors import CategoricalMonitor
 from streams.pipeline import codec
 from streams.pipeline.codec import Reason
-from streams.pipeline.processor import DeadLetter, Outcome, Record
+from streams.pipeline.outcome import DeadLetter, Outcome, Record
 from streams.runtime import Runtime, prediction_processor, with_setting_defaults
 from streams.settings import Settings
 from streams.state.keys import parse_series

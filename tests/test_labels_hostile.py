@@ -15,10 +15,11 @@ from typing import Any
 import msgspec
 from conftest import RecordingPublisher
 
-import streams.pipeline.processor as processor_module
+import streams.pipeline.labels as labels_module
 import streams.runtime as runtime_module
 from streams.pipeline.codec import Limits, Reason
-from streams.pipeline.processor import LabelProcessor, Outcome, Record
+from streams.pipeline.labels import LabelProcessor
+from streams.pipeline.outcome import Outcome, Record
 from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.state.checkpoint import Claim
@@ -91,14 +92,14 @@ def restored(state: PartitionState) -> PartitionState:
 
 
 def test_a_record_whose_decoding_raises_is_dead_lettered_and_the_others_go_on(monkeypatch):
-    real = processor_module.decode_labels
+    real = labels_module.decode_labels
 
     def decode_labels(value, *args):
         if b"boom" in (value or b""):
             raise RecursionError("maximum recursion depth exceeded")
         return real(value, *args)
 
-    monkeypatch.setattr(processor_module, "decode_labels", decode_labels)
+    monkeypatch.setattr(labels_module, "decode_labels", decode_labels)
     proc, state = labels_processor(), new_state()
     raw = label_records([("e0", 1), ("boom", 1), ("e2", 0)])
     out = step(proc, state, raw, stored(["e0", "e2"]), now=0.0)
@@ -123,14 +124,14 @@ def test_a_label_message_nested_1000_levels_deep_is_dead_lettered_once():
 
 
 def test_a_label_that_fails_is_dead_lettered_alone_and_counted_nowhere(monkeypatch):
-    real = processor_module.label_error
+    real = labels_module.label_error
 
     def label_error(prediction, label, task="auto"):
         if label == 7.0:
             raise ValueError("a bug")
         return real(prediction, label, task)
 
-    monkeypatch.setattr(processor_module, "label_error", label_error)
+    monkeypatch.setattr(labels_module, "label_error", label_error)
     proc, state = labels_processor(), new_state()
     predictions = stored(["e0", "e1", "e3"])
     predictions[(MODEL, "e2")] = b"\xc1 not msgpack"  # a malformed stored prediction

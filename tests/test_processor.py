@@ -24,14 +24,9 @@ from detectors import (
     PCAReconstructionMonitor,
 )
 from streams.pipeline.codec import Limits, Reason
-from streams.pipeline.processor import (
-    AdmissionLimits,
-    LabelProcessor,
-    Outcome,
-    PredictionProcessor,
-    Record,
-    label_error,
-)
+from streams.pipeline.labels import LabelProcessor, label_error
+from streams.pipeline.outcome import Outcome, Record
+from streams.pipeline.processor import AdmissionLimits, PredictionProcessor
 from streams.state.checkpoint import Claim
 from streams.state.keys import series_name
 from streams.state.partition import PartitionState, PendingLabel

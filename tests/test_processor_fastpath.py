@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from detectors import MultivariateParams
 from streams.pipeline.codec import Limits
-from streams.pipeline.processor import AdmissionLimits, PredictionProcessor, Record, _Batch
+from streams.pipeline.outcome import Record
+from streams.pipeline.processor import AdmissionLimits, PredictionProcessor, _Batch
 from streams.state.partition import PartitionState
 
 LIMITS = Limits(

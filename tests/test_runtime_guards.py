@@ -10,7 +10,7 @@ import uuid
 from conftest import RecordingPublisher
 
 from detectors import NumericMonitor
-from streams.pipeline.processor import Record
+from streams.pipeline.outcome import Record
 from streams.runtime import Runtime
 from streams.settings import Settings
 from streams.state.keys import series_name

@@ -27,7 +27,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from streams.pipeline.processor import Record
+from streams.pipeline.outcome import Record
 from streams.runtime import Runtime
 
 log = logging.getLogger("streamdrift")

@@ -30,7 +30,7 @@ import redis
 from conftest import Topics, consume_all, produce
 
 from streams.pipeline.alerts import alert_id
-from streams.pipeline.processor import Record
+from streams.pipeline.outcome import Record
 from streams.runtime import prediction_processor, with_setting_defaults
 from streams.settings import Settings
 from streams.state.keys import META_PREFIX, KeyLayout
