@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from detectors import MultivariateParams
+from streams.pipeline.batch import Batch
 from streams.pipeline.codec import Limits
 from streams.pipeline.outcome import Record
-from streams.pipeline.processor import AdmissionLimits, PredictionProcessor, _Batch
+from streams.pipeline.processor import AdmissionLimits, PredictionProcessor
 from streams.state.partition import PartitionState
 
 LIMITS = Limits(
@@ -219,7 +220,7 @@ def compare(
     columnar_events = findings = 0
     for records in batches:
         with mock.patch.object(
-            _Batch, "add_columns", autospec=True, side_effect=_Batch.add_columns
+            Batch, "add_columns", autospec=True, side_effect=Batch.add_columns
         ) as columns:
             out = fast.process(fast_state, records)
         columnar_events += sum(len(call.args[2]) for call in columns.call_args_list)
