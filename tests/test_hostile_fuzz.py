@@ -716,7 +716,38 @@ def check_accounting(batch: Batch, outcome: Outcome, columnar: bool) -> None:
     )
 
 
+def _elements_example(extra: bytes) -> list[Batch]:
+    """Found by this fuzzer: an array whose first element holds ``extra`` (bytes no decoder
+    represents) and whose second is refused (a feature that changed type): the second's dead
+    letter must be that element alone, not the whole message."""
+    first = b'{"model":"m","features":{"x":0},"event_id":"t0","prediction":0.5}'
+    elements = {
+        0: b'{"model":"m","features":{},"model_version":"1","extra":'
+        + extra
+        + b',"event_id":"t1","prediction":0.5}',
+        1: b'{"model":"m","features":{"x":"DE"},"event_id":"t2","prediction":0.5}',
+    }
+    array = b"[" + elements[0] + b"," + elements[1] + b"]"
+    return [
+        Batch(
+            [Record(0, T0, b"[]"), Record(1, T0 + 1, first)],
+            {
+                0: Built(b"[]", True, 0, whole_ok=True),
+                1: Built(first, False, 1, whole_ok=True, tags={None: "t0"}),
+            },
+            0,
+        ),
+        Batch(
+            [Record(2, T0 + 2, array)],
+            {2: Built(array, True, 2, whole_ok=True, tags={0: "t1", 1: "t2"}, elements=elements)},
+            0,
+        ),
+    ]
+
+
 @fuzz
+@example(_elements_example(b'"\xff\xfe"'))  # not UTF-8
+@example(_elements_example(b"1e400"))
 @given(batches())
 def test_every_event_of_every_fresh_record_is_accounted_for_once(batch_list):
     for columnar in (True, False):

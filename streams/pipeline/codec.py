@@ -304,21 +304,57 @@ class Elements:
         self._items: list[Any] | None = None
 
     def payload(self, index: int | None) -> bytes:
-        """Never raises: when the elements cannot be taken apart (a number beyond the float
-        range in a field the typed decoder skipped, nesting beyond the encoder's reach), the
-        whole message is the payload; the dead letter's batch-index header still names the event."""
+        """Never raises. When the message does not decode generically (a number beyond the
+        float range or bytes that are not UTF-8 in a field the typed decoder skipped, nesting
+        beyond the encoder's reach), the element's own bytes are cut out of the array as they
+        came (:func:`array_elements`); only if even that fails is the whole message the
+        payload (the dead letter's batch-index header still names the event)."""
         if index is None:
             return self.value
         try:
             if self._items is None:
                 self._items = _GENERIC.decode(self.value)
-            return _ENCODE(self._items[index])
+            item = self._items[index]
+            return item if isinstance(item, bytes) else _ENCODE(item)
         except Exception:
-            self._items = []  # not decoded again for the next element
-            return self.value
+            # Not decoded again for the next element: the raw elements, or none (whole message).
+            self._items = list(array_elements(self.value) or ())
+            return self._items[index] if index < len(self._items) else self.value
 
 
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_ARRAY_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
+
+
+def array_elements(value: bytes) -> list[bytes] | None:
+    """The raw bytes of each element of a top-level JSON array, as they came (strings and
+    nesting skipped by a token scan, so bytes that do not decode stay as they are); None when
+    ``value`` is not an array that closes.
+
+    >>> array_elements(b' [ {"a": "x,]"}, 1e400 , [2,3]] ')
+    [b'{"a": "x,]"}', b'1e400', b'[2,3]']
+    >>> array_elements(b'[]'), array_elements(b'{"a": 1}'), array_elements(b'[1, 2')
+    ([], None, None)
+    """
+    text = value.strip()
+    if not text.startswith(b"["):
+        return None
+    elements, depth, start = [], 0, 1
+    for token in _ARRAY_TOKENS.finditer(text):
+        char = token.group()
+        if char in (b"[", b"{"):
+            depth += 1
+        elif char in (b"]", b"}"):
+            depth -= 1
+            if depth == 0:
+                last = text[start : token.start()].strip()
+                if last or elements:
+                    elements.append(last)
+                return elements if token.end() == len(text) else None
+        elif char == b"," and depth == 1:
+            elements.append(text[start : token.start()].strip())
+            start = token.end()
+    return None
 
 
 def deeper_than(value: bytes, limit: int) -> bool:
