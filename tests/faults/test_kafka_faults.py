@@ -166,7 +166,7 @@ def test_the_leader_of_the_consumed_partitions_killed_mid_stream(
     broker, topics, start_worker, redis_client
 ):
     worker = start_worker().wait_ready()
-    load = Load(broker, topics, 40_000, seconds=20, seed=21)
+    load = Load(broker, topics, 24_000, seconds=12, seed=21)
     time.sleep(5)  # the worker is busy with the stream
     leader, led = busiest_leader(broker, topics.input)
     written = log_ends(broker, topics.input, led)
@@ -193,7 +193,7 @@ def test_a_rolling_restart_of_all_three_brokers_under_load(
     broker, topics, start_worker, redis_client
 ):
     worker = start_worker().wait_ready()
-    load = Load(broker, topics, 40_000, seconds=30, seed=22)
+    load = Load(broker, topics, 30_000, seconds=22, seed=22)
     time.sleep(3)
     since = time.monotonic()
     per_node = []
@@ -218,7 +218,7 @@ def test_the_group_coordinator_killed_during_a_rebalance(
     broker, topics, start_worker, redis_client
 ):
     start_worker().wait_ready()
-    load = Load(broker, topics, 40_000, seconds=25, seed=23)
+    load = Load(broker, topics, 36_000, seconds=20, seed=23)
     time.sleep(3)
     second = start_worker()  # its join starts a rebalance
     deadline = time.monotonic() + RECOVERY_S
