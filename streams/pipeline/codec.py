@@ -339,7 +339,8 @@ def array_elements(value: bytes) -> list[bytes] | None:
     text = value.strip()
     if not text.startswith(b"["):
         return None
-    elements, depth, start = [], 0, 1
+    elements: list[bytes] = []
+    depth, start = 0, 1
     for token in _ARRAY_TOKENS.finditer(text):
         char = token.group()
         if char in (b"[", b"{"):
