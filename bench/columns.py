@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.scenarios import Series
-from detectors import CategoricalMonitor, ErrorMonitor, MonitorParams, NumericMonitor
+from streamdrift.detectors import CategoricalMonitor, ErrorMonitor, MonitorParams, NumericMonitor
 
 __all__ = [
     "Column",

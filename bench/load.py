@@ -22,7 +22,7 @@ from typing import cast
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
-from streams.dev.simulate import (
+from streamdrift.streams.dev.simulate import (
     CategoricalFeature,
     Drift,
     ModelSpec,

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 from bench.columns import Column, default_columns
 from bench.scenarios import FULL, QUICK, ROWS, SCENARIOS, Scale
 from bench.scoring import FA_TARGET, Outcome, Summary, score, summarise, verdict
-from detectors import MonitorParams
+from streamdrift.detectors import MonitorParams
 
 __all__ = ["main", "run", "run_task"]
 
@@ -293,7 +293,7 @@ def _params(path: str | None) -> MonitorParams:
         return MonitorParams()
     import yaml
 
-    from detectors import resolve, validate_config
+    from streamdrift.detectors import resolve, validate_config
 
     config = yaml.safe_load(Path(path).read_text()) or {}
     validate_config(config)

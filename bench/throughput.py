@@ -53,7 +53,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.load import NUMERIC, SERIES_PER_EVENT, bench_models, drift, messages, produce
-from streams.dev.embedded import (
+from streamdrift.streams.dev.embedded import (
     LOCAL_WORKER_ENV,
     EmbeddedBroker,
     EmbeddedRedis,
@@ -63,8 +63,8 @@ from streams.dev.embedded import (
     free_port,
     tansu_binary,
 )
-from streams.dev.simulate import ModelSpec, SimMessage
-from streams.kafka.admin import create_topics
+from streamdrift.streams.dev.simulate import ModelSpec, SimMessage
+from streamdrift.streams.kafka.admin import create_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

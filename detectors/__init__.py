@@ -4,10 +4,10 @@ Nothing here knows about Kafka, Faust or Redis: monitors take numpy arrays of va
 with opaque integer positions, return :class:`Detection` objects and serialise to bytes.
 """
 
-from detectors.adwin import Adwin
-from detectors.base import ChangeDetector
-from detectors.baseline import Baseline, BaselineBuilder, baseline_from_statistics
-from detectors.config import (
+from streamdrift.detectors.adwin import Adwin
+from streamdrift.detectors.base import ChangeDetector
+from streamdrift.detectors.baseline import Baseline, BaselineBuilder, baseline_from_statistics
+from streamdrift.detectors.config import (
     AdwinParams,
     MonitorParams,
     PageHinkleyParams,
@@ -20,7 +20,7 @@ from detectors.config import (
     resolve,
     validate_config,
 )
-from detectors.monitor import (
+from streamdrift.detectors.monitor import (
     FORMAT_VERSION,
     CategoricalMonitor,
     Detection,
@@ -33,16 +33,16 @@ from detectors.monitor import (
     monitor_from_bytes,
     severity,
 )
-from detectors.multivariate import (
+from streamdrift.detectors.multivariate import (
     CoMoments,
     MultivariateParams,
     MultivariateProfile,
     PCAReconstruction,
     PCAReconstructionMonitor,
 )
-from detectors.page_hinkley import PageHinkley
-from detectors.sketches import CategoryCounts, QuantileSketch
-from detectors.stats import RunningStats
+from streamdrift.detectors.page_hinkley import PageHinkley
+from streamdrift.detectors.sketches import CategoryCounts, QuantileSketch
+from streamdrift.detectors.stats import RunningStats
 
 __all__ = [
     "FORMAT_VERSION",

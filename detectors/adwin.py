@@ -8,8 +8,8 @@ from typing import Any
 
 from river import drift
 
-from detectors.base import ChangeDetector, DetectorState, as_floats
-from detectors.config import AdwinParams
+from streamdrift.detectors.base import ChangeDetector, DetectorState, as_floats
+from streamdrift.detectors.config import AdwinParams
 
 __all__ = ["Adwin", "AdwinState"]
 

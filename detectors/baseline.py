@@ -35,8 +35,8 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
-from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
-from detectors.stats import FLOAT_MAX, RunningStats, RunningStatsState, saturate
+from streamdrift.detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
+from streamdrift.detectors.stats import FLOAT_MAX, RunningStats, RunningStatsState, saturate
 
 __all__ = [
     "Baseline",

@@ -31,7 +31,8 @@ CUSUM bank
     the detector's share split evenly over the ``k`` values (Bonferroni once more):
     ``cusum_thresholds``.
 
-``python -m detectors.calibrate_targets`` measures the achieved rates against the targets. At one
+``python -m streamdrift.detectors.calibrate_targets`` measures the achieved rates against the
+targets. At one
 false alarm per 10^5 events (20 streams of 5 x 10^5 per distribution: normal, uniform,
 exponential, lognormal, normal with 5% missing, categorical) each detector fired 0.1-0.8 times
 its share, and the alerts (episodes) came at 0.29-0.44 times the target (none for the

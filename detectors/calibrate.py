@@ -1,8 +1,9 @@
 """Measure the false alarms and detection delays behind the defaults in ``detectors.config``.
 
-Run ``python -m detectors.calibrate`` (about 2 minutes on 2 cores; ``--streams 10`` for a quick
-look). Everything goes through :class:`NumericMonitor` in batches of 1000, so the detectors see
-what they see in production: values standardised by a reference estimated from the warm-up.
+Run ``python -m streamdrift.detectors.calibrate`` (about 2 minutes on 2 cores; ``--streams 10``
+for a quick look). Everything goes through :class:`NumericMonitor` in batches of 1000, so the
+detectors see what they see in production: values standardised by a reference estimated from the
+warm-up.
 
 False alarms
     Stationary streams (normal, uniform, exponential, lognormal), each with its own warm-up.
@@ -25,8 +26,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 import numpy as np
 from numpy.typing import NDArray
 
-from detectors.config import AdwinParams, MonitorParams, PageHinkleyParams
-from detectors.monitor import NumericMonitor
+from streamdrift.detectors.config import AdwinParams, MonitorParams, PageHinkleyParams
+from streamdrift.detectors.monitor import NumericMonitor
 
 BATCH = 1000
 PRE_SHIFT = 10_000

@@ -1,8 +1,8 @@
 """Measure the target-based mode: achieved false alarms against the target, and delays.
 
-Run ``python -m detectors.calibrate_targets`` (about 6 minutes on 2 cores; ``--streams 4`` for a
-quick look). Monitors run with every detector (ADWIN, Page-Hinkley, window tests) in batches of
-1000, configured only by ``target_false_alarm_interval``.
+Run ``python -m streamdrift.detectors.calibrate_targets`` (about 6 minutes on 2 cores;
+``--streams 4`` for a quick look). Monitors run with every detector (ADWIN, Page-Hinkley, window
+tests) in batches of 1000, configured only by ``target_false_alarm_interval``.
 
 False alarms
     Stationary streams (normal, uniform, exponential, lognormal; 5% missing values; a
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from detectors.calibrate import BATCH, DISTRIBUTIONS
-from detectors.config import MonitorParams
-from detectors.monitor import CategoricalMonitor, NumericMonitor
+from streamdrift.detectors.calibrate import BATCH, DISTRIBUTIONS
+from streamdrift.detectors.config import MonitorParams
+from streamdrift.detectors.monitor import CategoricalMonitor, NumericMonitor
 
 PRE_CHANGE = 10_000
 POST_CHANGE = 20_000

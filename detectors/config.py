@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from detectors.budget import window_alpha
+from streamdrift.detectors.budget import window_alpha
 
 __all__ = [
     "DEFAULT_DETECTORS",

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from detectors.base import ChangeDetector, DetectorState
-from detectors.budget import cusum_thresholds
-from detectors.config import CusumParams
+from streamdrift.detectors.base import ChangeDetector, DetectorState
+from streamdrift.detectors.budget import cusum_thresholds
+from streamdrift.detectors.config import CusumParams
 
 __all__ = ["Cusum", "CusumState"]
 

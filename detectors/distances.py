@@ -41,8 +41,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, special, stats
 
-from detectors.sketches import QuantileSketch
-from detectors.stats import saturate
+from streamdrift.detectors.sketches import QuantileSketch
+from streamdrift.detectors.stats import saturate
 
 __all__ = [
     "MIN_EXPECTED",

@@ -34,16 +34,16 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from detectors.adwin import Adwin, AdwinState
-from detectors.baseline import CategoricalProfile, NumericProfile, Profile
-from detectors.budget import adwin_delta, page_hinkley_threshold, window_alpha
-from detectors.config import MonitorParams
-from detectors.cusum import Cusum, CusumState
-from detectors.lifecycle import Lifecycle, LifecycleState
-from detectors.page_hinkley import PageHinkley, PageHinkleyState
-from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
-from detectors.stats import LARGE, RunningStats, RunningStatsState, saturate
-from detectors.windows import (
+from streamdrift.detectors.adwin import Adwin, AdwinState
+from streamdrift.detectors.baseline import CategoricalProfile, NumericProfile, Profile
+from streamdrift.detectors.budget import adwin_delta, page_hinkley_threshold, window_alpha
+from streamdrift.detectors.config import MonitorParams
+from streamdrift.detectors.cusum import Cusum, CusumState
+from streamdrift.detectors.lifecycle import Lifecycle, LifecycleState
+from streamdrift.detectors.page_hinkley import PageHinkley, PageHinkleyState
+from streamdrift.detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
+from streamdrift.detectors.stats import LARGE, RunningStats, RunningStatsState, saturate
+from streamdrift.detectors.windows import (
     CategoricalPeriod,
     CategoricalWindows,
     CategoricalWindowsState,

@@ -71,11 +71,17 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from detectors.config import MultivariateParams
-from detectors.lifecycle import Lifecycle, LifecycleState
-from detectors.monitor import LIBRARIES, Detection, Monitor, StateError, check_state_version
-from detectors.stats import FLOAT_MAX, LARGE, RunningStats, RunningStatsState, saturate
-from detectors.windows import severity
+from streamdrift.detectors.config import MultivariateParams
+from streamdrift.detectors.lifecycle import Lifecycle, LifecycleState
+from streamdrift.detectors.monitor import (
+    LIBRARIES,
+    Detection,
+    Monitor,
+    StateError,
+    check_state_version,
+)
+from streamdrift.detectors.stats import FLOAT_MAX, LARGE, RunningStats, RunningStatsState, saturate
+from streamdrift.detectors.windows import severity
 
 __all__ = [
     "STATE_VERSION",

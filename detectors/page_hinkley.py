@@ -8,8 +8,8 @@ from typing import Any
 
 from river import drift
 
-from detectors.base import ChangeDetector, DetectorState
-from detectors.config import PageHinkleyParams
+from streamdrift.detectors.base import ChangeDetector, DetectorState
+from streamdrift.detectors.config import PageHinkleyParams
 
 __all__ = ["PageHinkley", "PageHinkleyState"]
 

@@ -46,8 +46,8 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from detectors.config import WindowParams
-from detectors.distances import (
+from streamdrift.detectors.config import WindowParams
+from streamdrift.detectors.distances import (
     cdf_distances,
     chi_square,
     cohens_h,
@@ -61,8 +61,8 @@ from detectors.distances import (
     psi,
     psi_terms,
 )
-from detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
-from detectors.stats import RunningStats, RunningStatsState, saturate
+from streamdrift.detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
+from streamdrift.detectors.stats import RunningStats, RunningStatsState, saturate
 
 __all__ = [
     "MIN_VALUES",
@@ -850,7 +850,7 @@ class NumericWindows(Windows[NumericPeriod]):
     """Window tests of a numeric series, binned at ``cuts`` (see :func:`cuts_of`).
 
     >>> import numpy as np
-    >>> from detectors.config import WindowParams
+    >>> from streamdrift.detectors.config import WindowParams
     >>> rng = np.random.default_rng(1)
     >>> cuts = NumericWindows.cuts_of(rng.normal(size=500), bins=10)
     >>> windows = NumericWindows(WindowParams(events=500, reference_events=2000), 1e-6, cuts)
@@ -932,7 +932,7 @@ class CategoricalWindows(Windows[CategoricalPeriod]):
     """Window tests of a categorical series.
 
     >>> import numpy as np
-    >>> from detectors.config import WindowParams
+    >>> from streamdrift.detectors.config import WindowParams
     >>> windows = CategoricalWindows(WindowParams(events=500, reference_events=1000), 1e-6)
     >>> rng = np.random.default_rng(2)
     >>> values = list(rng.choice(["card", "cash"], 2000, p=[0.7, 0.3]))

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Union
 
 from pydantic import BaseModel
 
-from streams.client import DriftClient
+from streamdrift.streams.client import DriftClient
 
 MODEL = "fraud"
 MODEL_VERSION = "3"

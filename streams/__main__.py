@@ -1,3 +1,3 @@
-from streams.ops.cli import main
+from streamdrift.streams.ops.cli import main
 
 main()

@@ -63,11 +63,11 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 if TYPE_CHECKING:
-    from streams.settings import Settings
+    from streamdrift.streams.settings import Settings
 
 __all__ = ["DEFAULT_TOPIC", "MAX_EVENTS_PER_MESSAGE", "ClientStats", "DriftClient", "sampled"]
 
-_log = logging.getLogger("streams.client")
+_log = logging.getLogger("streamdrift.streams.client")
 
 DEFAULT_TOPIC = "predictions"
 """The worker's default input topic (``STREAMDRIFT_INPUT_TOPIC``)."""
@@ -289,8 +289,8 @@ class DriftClient:
         ``STREAMDRIFT_*`` settings (``Settings.load()`` when none are given, so
         ``STREAMDRIFT_SECRETS_DIR`` works too). ``options`` go to the constructor; a ``config``
         among them is applied over the settings' properties."""
-        from streams.security import confluent_config
-        from streams.settings import Settings
+        from streamdrift.streams.security import confluent_config
+        from streamdrift.streams.settings import Settings
 
         settings = settings or Settings.load()
         config = {**confluent_config(settings), **dict(options.pop("config", None) or {})}
@@ -643,4 +643,4 @@ class _Envelope:
         self.size = 1  # "[" and "]" with the separators counted per part
 
 
-_kafka_log = logging.getLogger("streams.client.kafka")
+_kafka_log = logging.getLogger("streamdrift.streams.client.kafka")

@@ -32,22 +32,22 @@ from typing import Any, TypeVar
 import msgspec
 from redis.exceptions import RedisError
 
-from detectors import MultivariateParams
-from detectors.monitor import LIBRARIES
-from streams.metrics import Metrics
-from streams.pipeline.admission import AdmissionLimits, parse_allowlist
-from streams.pipeline.alerts import build_alert, encode_alert
-from streams.pipeline.codec import Limits, Reason
-from streams.pipeline.labels import LabelProcessor
-from streams.pipeline.outcome import DeadLetter, Outcome, Record
-from streams.pipeline.processor import Baselines, PredictionProcessor
-from streams.settings import Settings
-from streams.state.baselines import BaselineCatalog
-from streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost
-from streams.state.history import HistoryRecorder
-from streams.state.joins import JoinStore
-from streams.state.keys import parse_series
-from streams.state.partition import PartitionState, restore_monitor
+from streamdrift.detectors import MultivariateParams
+from streamdrift.detectors.monitor import LIBRARIES
+from streamdrift.streams.metrics import Metrics
+from streamdrift.streams.pipeline.admission import AdmissionLimits, parse_allowlist
+from streamdrift.streams.pipeline.alerts import build_alert, encode_alert
+from streamdrift.streams.pipeline.codec import Limits, Reason
+from streamdrift.streams.pipeline.labels import LabelProcessor
+from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
+from streamdrift.streams.pipeline.processor import Baselines, PredictionProcessor
+from streamdrift.streams.settings import Settings
+from streamdrift.streams.state.baselines import BaselineCatalog
+from streamdrift.streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost
+from streamdrift.streams.state.history import HistoryRecorder
+from streamdrift.streams.state.joins import JoinStore
+from streamdrift.streams.state.keys import parse_series
+from streamdrift.streams.state.partition import PartitionState, restore_monitor
 
 log = logging.getLogger("streamdrift")
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr, ValidationError
 from rich.markup import escape
 
-from streams.settings import Settings, redact_url
+from streamdrift.streams.settings import Settings, redact_url
 
 if TYPE_CHECKING:  # faust takes ~0.3 s to import: only the worker needs it, not every CLI command
     from faust.auth import SASLCredentials, SSLCredentials

@@ -32,8 +32,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka import Message as KafkaMessage
 from servers.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
 
-from detectors import Detection, NumericMonitor
-from streams.dev.embedded import (
+from streamdrift.detectors import Detection, NumericMonitor
+from streamdrift.streams.dev.embedded import (
     LOCAL_WORKER_ENV,
     EmbeddedBroker,
     EmbeddedRedis,
@@ -41,8 +41,8 @@ from streams.dev.embedded import (
     WorkerProcess,
     free_port,
 )
-from streams.kafka.admin import create_topics
-from streams.runtime import Publisher
+from streamdrift.streams.kafka.admin import create_topics
+from streamdrift.streams.runtime import Publisher
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

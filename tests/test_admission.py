@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streams.pipeline.admission import MINUTE, AdmissionLimits
-from streams.pipeline.codec import Limits, Reason
-from streams.pipeline.outcome import Record
-from streams.pipeline.processor import PredictionProcessor
-from streams.state.checkpoint import Claim
-from streams.state.keys import series_name
-from streams.state.partition import PartitionState
+from streamdrift.streams.pipeline.admission import MINUTE, AdmissionLimits
+from streamdrift.streams.pipeline.codec import Limits, Reason
+from streamdrift.streams.pipeline.outcome import Record
+from streamdrift.streams.pipeline.processor import PredictionProcessor
+from streamdrift.streams.state.checkpoint import Claim
+from streamdrift.streams.state.keys import series_name
+from streamdrift.streams.state.partition import PartitionState
 
 
 def records(bodies: list[Any], first: int = 0, at: float = 1_000.0) -> list[Record]:
@@ -132,7 +132,7 @@ def test_the_admission_ledger_survives_a_checkpoint():
 
 
 def test_a_monitor_failing_in_a_batch_is_reported_for_restoration_and_the_rest_goes_on(monkeypatch):
-    from detectors import NumericMonitor
+    from streamdrift.detectors import NumericMonitor
 
     proc, state = processor(), PartitionState("in", 0, 1, None)
     proc.process(state, records([event("m", {"x": 1.0, "y": 2.0})] * 3))

@@ -9,10 +9,10 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from streams.kafka.app import create_app
-from streams.kafka.intake import Intake, batches, events_in
-from streams.runtime import Publisher, Runtime
-from streams.settings import Settings
+from streamdrift.streams.kafka.app import create_app
+from streamdrift.streams.kafka.intake import Intake, batches, events_in
+from streamdrift.streams.runtime import Publisher, Runtime
+from streamdrift.streams.settings import Settings
 
 
 def test_the_kafka_fetch_wait_is_ours_not_faust_streamings_1500_ms():
@@ -138,13 +138,13 @@ def test_the_intake_commits_only_checkpointed_offsets_that_moved():
     ],
 )
 def test_the_bearer_check_takes_any_header_and_never_raises(header, ok):
-    from streams.security import bearer_ok
+    from streamdrift.streams.security import bearer_ok
 
     assert bearer_ok(header, "s3cret-t0ken") is ok
 
 
 def test_a_non_ascii_token_can_be_matched():
-    from streams.security import bearer_ok
+    from streamdrift.streams.security import bearer_ok
 
     assert bearer_ok("Bearer jeton-é", "jeton-é") and not bearer_ok("Bearer jeton-e", "jeton-é")
 

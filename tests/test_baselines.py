@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from detectors import Baseline, BaselineBuilder
-from streams.state.baselines import BaselineCatalog, BaselineStore
+from streamdrift.detectors import Baseline, BaselineBuilder
+from streamdrift.streams.state.baselines import BaselineCatalog, BaselineStore
 
 
 @pytest.fixture

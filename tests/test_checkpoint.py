@@ -17,14 +17,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from streams.ops.status import read_status
-from streams.pipeline.codec import Limits
-from streams.pipeline.outcome import Record
-from streams.pipeline.processor import AdmissionLimits, PredictionProcessor
-from streams.state.checkpoint import CheckpointStore, Claim, Fenced, Save, StateLost
-from streams.state.joins import BUCKETS_PER_TTL, JoinStore
-from streams.state.keys import SEP, KeyLayout
-from streams.state.partition import PartitionState
+from streamdrift.streams.ops.status import read_status
+from streamdrift.streams.pipeline.codec import Limits
+from streamdrift.streams.pipeline.outcome import Record
+from streamdrift.streams.pipeline.processor import AdmissionLimits, PredictionProcessor
+from streamdrift.streams.state.checkpoint import CheckpointStore, Claim, Fenced, Save, StateLost
+from streamdrift.streams.state.joins import BUCKETS_PER_TTL, JoinStore
+from streamdrift.streams.state.keys import SEP, KeyLayout
+from streamdrift.streams.state.partition import PartitionState
 
 T = TypeVar("T")
 TOPIC = "preds"

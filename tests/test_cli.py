@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from streams.dev.embedded import free_port
+from streamdrift.streams.dev.embedded import free_port
 
 COMMANDS = ["worker", "demo", "simulate", "status", "alerts", "baseline", "report"]
 BASELINE_COMMANDS = ["build", "upload", "freeze", "list", "show", "delete"]
@@ -18,7 +18,7 @@ BASELINE_COMMANDS = ["build", "upload", "freeze", "list", "show", "delete"]
 
 def streamdrift(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
+        [sys.executable, "-m", "streamdrift.streams", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -122,7 +122,7 @@ def test_baseline_build_explains_a_bad_file(tmp_path):
 
 
 def test_alert_lines_say_what_changed_for_numeric_and_categorical_features():
-    from streams.ops.tail import format_alert
+    from streamdrift.streams.ops.tail import format_alert
 
     base = {"id": "abc", "time": "t", "subject": "m/x"}
     evidence = {"topic": "in", "partition": 1, "from_offset": 5, "to_offset": 9}
@@ -162,7 +162,7 @@ def _command_paths() -> list[tuple[str, ...]]:
     itself)."""
     import typer
 
-    from streams.ops.cli import app
+    from streamdrift.streams.ops.cli import app
 
     paths, todo = [], [((), typer.main.get_command(app))]
     while todo:
@@ -176,7 +176,7 @@ def _flags(path: tuple[str, ...]) -> list[str]:
     """The options of the command at ``path`` that take no value (including --help)."""
     import typer
 
-    from streams.ops.cli import app
+    from streamdrift.streams.ops.cli import app
 
     command = typer.main.get_command(app)
     ctx = command.make_context("streamdrift", [*path], resilient_parsing=True)
@@ -206,7 +206,7 @@ def test_help_shows_flags_as_flags_and_they_take_no_value(path):
     not take one: ``FLAG --help`` prints the help (a value-taking option would swallow it)."""
     from typer.testing import CliRunner
 
-    from streams.ops.cli import app
+    from streamdrift.streams.ops.cli import app
 
     runner = CliRunner()
     shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
@@ -248,7 +248,7 @@ def test_every_boolean_option_is_a_flag():
 def test_the_evidence_notation_is_explained_above_the_alert_lines():
     from rich.console import Console
 
-    from streams.ops.tail import EVIDENCE_LEGEND, format_alert
+    from streamdrift.streams.ops.tail import EVIDENCE_LEGEND, format_alert
 
     console = Console(width=300, record=True, file=io.StringIO())
     console.print(EVIDENCE_LEGEND)

@@ -20,8 +20,8 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from conftest import Topics, consume_all
 
-import streams.client as client_module
-from streams.client import (
+import streamdrift.streams.client as client_module
+from streamdrift.streams.client import (
     DEFAULT_TOPIC,
     MAX_EVENTS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
@@ -30,9 +30,9 @@ from streams.client import (
     masked_config,
     sampled,
 )
-from streams.dev.embedded import EmbeddedBroker, free_port
-from streams.pipeline.codec import Limits, decode_events
-from streams.settings import Settings
+from streamdrift.streams.dev.embedded import EmbeddedBroker, free_port
+from streamdrift.streams.pipeline.codec import Limits, decode_events
+from streamdrift.streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -410,7 +410,7 @@ def test_emit_from_many_threads_counts_exactly(fake):
 
 
 def test_secrets_are_never_logged_or_shown(fake, caplog):
-    caplog.set_level(logging.DEBUG, logger="streams.client")
+    caplog.set_level(logging.DEBUG, logger="streamdrift.streams.client")
     config = {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.pipeline.codec import (
+from streamdrift.streams.pipeline.codec import (
     Limits,
     Reason,
     _deeper_by_tokens,

@@ -8,7 +8,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.pipeline.codec import Limits, Reason, decode_events, decode_labels
+from streamdrift.streams.pipeline.codec import Limits, Reason, decode_events, decode_labels
 
 LIMITS = Limits(
     max_message_bytes=20_000,

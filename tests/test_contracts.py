@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
-from streams.dev.simulate import Drift, Scenario, generate
+from streamdrift.streams.dev.simulate import Drift, Scenario, generate
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "streams" / "schemas"
 
@@ -233,7 +233,7 @@ def test_generated_messages_validate(batch_size: int) -> None:
 
 def test_generated_messages_are_accepted_by_the_codec() -> None:
     """The worker's decoder takes every simulated event and label without a rejection."""
-    from streams.pipeline.codec import Limits, decode_events, decode_labels
+    from streamdrift.streams.pipeline.codec import Limits, decode_events, decode_labels
 
     for message in generate(Scenario(batch_size=3), 600):
         events, rejected = decode_events(message.value, 0.0, Limits())

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from detectors import BaselineBuilder
-from streams.ops.datafiles import DataFileError, read_columns
+from streamdrift.detectors import BaselineBuilder
+from streamdrift.streams.ops.datafiles import DataFileError, read_columns
 
 
 def build(path, **options):

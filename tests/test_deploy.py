@@ -34,7 +34,7 @@ import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram, generate_latest
 
-from streams.metrics import Metrics
+from streamdrift.streams.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

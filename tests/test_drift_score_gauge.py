@@ -9,11 +9,11 @@ import json
 import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
-from streams.metrics import DriftScores
-from streams.pipeline.outcome import Record
-from streams.runtime import Publisher, Runtime
-from streams.settings import Settings
-from streams.state.partition import PartitionState
+from streamdrift.streams.metrics import DriftScores
+from streamdrift.streams.pipeline.outcome import Record
+from streamdrift.streams.runtime import Publisher, Runtime
+from streamdrift.streams.settings import Settings
+from streamdrift.streams.state.partition import PartitionState
 
 TOPIC = "predictions"
 

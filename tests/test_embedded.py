@@ -16,8 +16,13 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from conftest import Topics, WorkerProcess, consume_all, produce, unique_name
 
-from streams.dev.embedded import EmbeddedBroker, EmbeddedRedis, EmbeddedServerError, free_port
-from streams.kafka.admin import TopicAdminError, create_topics
+from streamdrift.streams.dev.embedded import (
+    EmbeddedBroker,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    free_port,
+)
+from streamdrift.streams.kafka.admin import TopicAdminError, create_topics
 
 pytestmark = pytest.mark.e2e
 

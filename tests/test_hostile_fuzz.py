@@ -41,15 +41,15 @@ from conftest import RecordingPublisher
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
-import streams.pipeline.processor as processor_module
-from detectors import CategoricalMonitor
-from streams.pipeline import codec
-from streams.pipeline.codec import Reason
-from streams.pipeline.outcome import DeadLetter, Outcome, Record
-from streams.runtime import Runtime, prediction_processor, with_setting_defaults
-from streams.settings import Settings
-from streams.state.keys import parse_series
-from streams.state.partition import PartitionState
+import streamdrift.streams.pipeline.processor as processor_module
+from streamdrift.detectors import CategoricalMonitor
+from streamdrift.streams.pipeline import codec
+from streamdrift.streams.pipeline.codec import Reason
+from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
+from streamdrift.streams.runtime import Runtime, prediction_processor, with_setting_defaults
+from streamdrift.streams.settings import Settings
+from streamdrift.streams.state.keys import parse_series
+from streamdrift.streams.state.partition import PartitionState
 
 TOPIC = "predictions"
 LABELS_TOPIC = "labels"

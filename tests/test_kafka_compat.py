@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.kafka import compat
-from streams.kafka.compat import INTERNALS, TESTED, IncompatibleLibrary, Internal
+from streamdrift.streams.kafka import compat
+from streamdrift.streams.kafka.compat import INTERNALS, TESTED, IncompatibleLibrary, Internal
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_the_worker_command_stops_with_one_line_on_an_untested_library(tmp_path:
         [
             sys.executable,
             "-m",
-            "streams",
+            "streamdrift.streams",
             "worker",
             "--bootstrap",
             "127.0.0.1:9",

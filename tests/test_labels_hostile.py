@@ -15,16 +15,16 @@ from typing import Any
 import msgspec
 from conftest import RecordingPublisher
 
-import streams.pipeline.labels as labels_module
-import streams.runtime as runtime_module
-from streams.pipeline.codec import Limits, Reason
-from streams.pipeline.labels import LabelProcessor
-from streams.pipeline.outcome import Outcome, Record
-from streams.runtime import Runtime
-from streams.settings import Settings
-from streams.state.checkpoint import Claim
-from streams.state.keys import series_name
-from streams.state.partition import PartitionState, PendingLabel
+import streamdrift.streams.pipeline.labels as labels_module
+import streamdrift.streams.runtime as runtime_module
+from streamdrift.streams.pipeline.codec import Limits, Reason
+from streamdrift.streams.pipeline.labels import LabelProcessor
+from streamdrift.streams.pipeline.outcome import Outcome, Record
+from streamdrift.streams.runtime import Runtime
+from streamdrift.streams.settings import Settings
+from streamdrift.streams.state.checkpoint import Claim
+from streamdrift.streams.state.keys import series_name
+from streamdrift.streams.state.partition import PartitionState, PendingLabel
 
 MODEL = "m"
 TTL = 600.0

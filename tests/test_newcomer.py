@@ -41,7 +41,17 @@ def _demo(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path, Path
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMDRIFT_")}
     env.update(COLUMNS="300", PYTHONUNBUFFERED="1", TMPDIR=str(tmp))
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams", "demo", "--rate", "1000", "--duration", "3", *args],
+        [
+            sys.executable,
+            "-m",
+            "streamdrift.streams",
+            "demo",
+            "--rate",
+            "1000",
+            "--duration",
+            "3",
+            *args,
+        ],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -112,7 +122,7 @@ def test_the_demo_with_keep_prints_commands_that_work_against_its_running_stack(
 
         def run(words: list[str]) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "streams", *words[1:]],
+                [sys.executable, "-m", "streamdrift.streams", *words[1:]],
                 cwd=cwd,
                 env=env,
                 capture_output=True,

@@ -21,9 +21,9 @@ import pytest
 from conftest import CLI_TEST_PASSWORD, SASL_TEST_PASSWORD, TEST_SECRETS
 from rich.console import Console
 
-from detectors import BaselineBuilder
-from streams.ops.cli import baselines_table, format_alert, profile_table, status_tables
-from streams.state.keys import KeyLayout
+from streamdrift.detectors import BaselineBuilder
+from streamdrift.streams.ops.cli import baselines_table, format_alert, profile_table, status_tables
+from streamdrift.streams.state.keys import KeyLayout
 
 #: Where every case points unless it says otherwise: nothing listens there.
 NOWHERE = {
@@ -281,7 +281,7 @@ def streamdrift(
     args: list[str], env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
+        [sys.executable, "-m", "streamdrift.streams", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

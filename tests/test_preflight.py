@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from streams.kafka import preflight
-from streams.kafka.preflight import (
+from streamdrift.streams.kafka import preflight
+from streamdrift.streams.kafka.preflight import (
     Permission,
     PreflightError,
     client_api_versions,
@@ -27,8 +27,8 @@ from streams.kafka.preflight import (
     tls_hint,
     tls_refused,
 )
-from streams.security import aiokafka_options, principal
-from streams.settings import Settings
+from streamdrift.streams.security import aiokafka_options, principal
+from streamdrift.streams.settings import Settings
 
 #: ApiVersions as Apache Kafka 4.4.0 answers it (measured on the test broker; key: (min, max)).
 KAFKA_4_4 = {
@@ -325,7 +325,7 @@ def test_check_permissions_raises_for_what_the_broker_refuses_and_reports_the_un
 
 @pytest.mark.e2e
 def test_on_tansu_the_check_passes_logs_the_protocol_and_creates_no_topic(broker, topics):
-    from streams.kafka.admin import admin_client
+    from streamdrift.streams.kafka.admin import admin_client
 
     absent = f"{topics.dlq}-absent"
     settings = Settings(

@@ -14,7 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from detectors import (
+from streamdrift.detectors import (
     Baseline,
     BaselineBuilder,
     CategoricalMonitor,
@@ -23,13 +23,13 @@ from detectors import (
     NumericMonitor,
     PCAReconstructionMonitor,
 )
-from streams.pipeline.codec import Limits, Reason
-from streams.pipeline.labels import LabelProcessor, label_error
-from streams.pipeline.outcome import Outcome, Record
-from streams.pipeline.processor import AdmissionLimits, PredictionProcessor
-from streams.state.checkpoint import Claim
-from streams.state.keys import series_name
-from streams.state.partition import PartitionState, PendingLabel
+from streamdrift.streams.pipeline.codec import Limits, Reason
+from streamdrift.streams.pipeline.labels import LabelProcessor, label_error
+from streamdrift.streams.pipeline.outcome import Outcome, Record
+from streamdrift.streams.pipeline.processor import AdmissionLimits, PredictionProcessor
+from streamdrift.streams.state.checkpoint import Claim
+from streamdrift.streams.state.keys import series_name
+from streamdrift.streams.state.partition import PartitionState, PendingLabel
 
 MODEL = "m"
 
@@ -930,7 +930,7 @@ def test_a_series_whose_adwin_another_river_wrote_keeps_its_monitor_and_is_rewri
     """State of another river release with a layout today's river cannot restore: the partition
     keeps the series (reference, sketches, other detectors), restarts ADWIN, reports it and
     writes the series again at the next checkpoint; a series of today's river is untouched."""
-    from detectors import MonitorParams
+    from streamdrift.detectors import MonitorParams
 
     params = MonitorParams(detectors=("adwin", "cusum"))
     monitors = {}

@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from detectors import MultivariateParams
-from streams.pipeline.batch import Batch
-from streams.pipeline.codec import Limits
-from streams.pipeline.outcome import Record
-from streams.pipeline.processor import AdmissionLimits, PredictionProcessor
-from streams.state.partition import PartitionState
+from streamdrift.detectors import MultivariateParams
+from streamdrift.streams.pipeline.batch import Batch
+from streamdrift.streams.pipeline.codec import Limits
+from streamdrift.streams.pipeline.outcome import Record
+from streamdrift.streams.pipeline.processor import AdmissionLimits, PredictionProcessor
+from streamdrift.streams.state.partition import PartitionState
 
 LIMITS = Limits(
     max_message_bytes=1_500,

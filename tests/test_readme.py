@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detectors import resolve, validate_config
-from detectors.config import DEFAULT_DETECTORS
-from streams.metrics import Metrics
-from streams.pipeline.codec import Limits, Reason, decode_events
-from streams.settings import Settings
+from streamdrift.detectors import resolve, validate_config
+from streamdrift.detectors.config import DEFAULT_DETECTORS
+from streamdrift.streams.metrics import Metrics
+from streamdrift.streams.pipeline.codec import Limits, Reason, decode_events
+from streamdrift.streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -114,7 +114,7 @@ def test_the_configuration_table_shows_the_real_defaults():
 def test_every_metric_is_in_the_metrics_table_and_nothing_else():
     from prometheus_client import CollectorRegistry
 
-    from streams.state.history import HistoryRecorder
+    from streamdrift.streams.state.history import HistoryRecorder
 
     metrics = Metrics()
     HistoryRecorder(None, "g", 10.0, metrics.registry)  # type: ignore[arg-type]  # registers its counter

@@ -17,11 +17,11 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
-from streams.dev.embedded import free_port, redis_server_binary
-from streams.settings import Settings
-from streams.state.checkpoint import CheckpointStore, Fenced, Save
-from streams.state.joins import JoinStore
-from streams.state.keys import KeyLayout
+from streamdrift.streams.dev.embedded import free_port, redis_server_binary
+from streamdrift.streams.settings import Settings
+from streamdrift.streams.state.checkpoint import CheckpointStore, Fenced, Save
+from streamdrift.streams.state.joins import JoinStore
+from streamdrift.streams.state.keys import KeyLayout
 
 TOPIC = "preds"
 
@@ -175,7 +175,7 @@ def test_label_join_works_on_the_cluster(cluster_url):
 def test_a_worker_keeps_exact_counts_on_the_cluster(cluster_url, broker, topics, start_worker):
     from conftest import produce, wait_for
 
-    from streams.ops.status import read_status
+    from streamdrift.streams.ops.status import read_status
 
     start_worker(redis_url=cluster_url, redis_cluster="true").wait_ready()
     models = [f"m{i % 4}" for i in range(4_000)]

@@ -20,12 +20,18 @@ import redis
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from detectors import CategoricalMonitor, NumericMonitor
-from streams.dev.embedded import free_port
-from streams.ops.report import Series, load_series, render_report, select_alerts
-from streams.state.history import HistoryRecorder, Point, Sample, history_key, read_history
-from streams.state.keys import KeyLayout, series_name
-from streams.state.partition import PartitionState
+from streamdrift.detectors import CategoricalMonitor, NumericMonitor
+from streamdrift.streams.dev.embedded import free_port
+from streamdrift.streams.ops.report import Series, load_series, render_report, select_alerts
+from streamdrift.streams.state.history import (
+    HistoryRecorder,
+    Point,
+    Sample,
+    history_key,
+    read_history,
+)
+from streamdrift.streams.state.keys import KeyLayout, series_name
+from streamdrift.streams.state.partition import PartitionState
 
 EVIL = '<script>alert("x")</script> & co'
 T0 = 1_763_719_200.0
@@ -251,7 +257,7 @@ def test_series_are_read_for_one_model_and_merged_over_partitions(redis_server, 
 
 def streamdrift(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams", *args],
+        [sys.executable, "-m", "streamdrift.streams", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

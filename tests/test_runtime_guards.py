@@ -9,11 +9,11 @@ import uuid
 
 from conftest import RecordingPublisher
 
-from detectors import NumericMonitor
-from streams.pipeline.outcome import Record
-from streams.runtime import Runtime
-from streams.settings import Settings
-from streams.state.keys import series_name
+from streamdrift.detectors import NumericMonitor
+from streamdrift.streams.pipeline.outcome import Record
+from streamdrift.streams.runtime import Runtime
+from streamdrift.streams.settings import Settings
+from streamdrift.streams.state.keys import series_name
 
 
 def settings_for(redis_url: str, **overrides: object) -> Settings:

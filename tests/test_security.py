@@ -13,7 +13,7 @@ from conftest import SASL_TEST_PASSWORD, secret_leaks
 from faust.auth import SASLCredentials, SSLCredentials
 from pydantic import ValidationError
 
-from streams.security import (
+from streamdrift.streams.security import (
     confluent_config,
     faust_credentials,
     masked,
@@ -23,7 +23,7 @@ from streams.security import (
     settings_errors,
     ssl_context,
 )
-from streams.settings import Settings, redact_url
+from streamdrift.streams.settings import Settings, redact_url
 
 SASL = dict(
     kafka_security_protocol="SASL_SSL",
@@ -153,7 +153,7 @@ def test_config_command_prints_settings_without_secrets():
         "STREAMDRIFT_REDIS_URL": "redis://:r3dis-pw@cache:6379/0",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "streams", "config"],
+        [sys.executable, "-m", "streamdrift.streams", "config"],
         capture_output=True,
         text=True,
         env=env,

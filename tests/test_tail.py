@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import produce
 
-from streams.ops.tail import tail_alerts
+from streamdrift.streams.ops.tail import tail_alerts
 
 pytestmark = pytest.mark.e2e
 

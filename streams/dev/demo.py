@@ -20,7 +20,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
-from streams.dev.embedded import (
+from streamdrift.streams.dev.embedded import (
     LOCAL_WORKER_ENV,
     EmbeddedBroker,
     EmbeddedRedis,
@@ -28,8 +28,8 @@ from streams.dev.embedded import (
     WorkerProcess,
     free_port,
 )
-from streams.kafka.admin import create_topics
-from streams.ops.tail import tail_alerts
+from streamdrift.streams.kafka.admin import create_topics
+from streamdrift.streams.ops.tail import tail_alerts
 
 PROGRESS_EVERY_S = 10.0
 TOPICS = {"predictions": 4, "labels": 2, "drift-alerts": 1, "predictions.dlq": 1}
@@ -94,7 +94,7 @@ def run_demo(
             simulator_cmd = [
                 sys.executable,
                 "-m",
-                "streams",
+                "streamdrift.streams",
                 "simulate",
                 "--rate",
                 str(rate),
@@ -172,7 +172,7 @@ def _next_hint(console: Console) -> None:
 def _show_alerts(
     console: Console, bootstrap: str, worker: WorkerProcess, deadline: float | None, port: int
 ) -> None:
-    from streams.ops.tail import EVIDENCE_LEGEND, format_alert
+    from streamdrift.streams.ops.tail import EVIDENCE_LEGEND, format_alert
 
     next_report = time.monotonic() + PROGRESS_EVERY_S
 

@@ -50,7 +50,7 @@ from urllib.parse import quote, urlencode
 import redis
 from confluent_kafka import KafkaException
 
-from streams.kafka.admin import admin_client
+from streamdrift.streams.kafka.admin import admin_client
 
 __all__ = [
     "EmbeddedBroker",
@@ -619,7 +619,7 @@ LOCAL_WORKER_ENV = {
     "STREAMDRIFT_HEARTBEAT_INTERVAL_S": "1",
     "STREAMDRIFT_REBALANCE_TIMEOUT_S": "6",
 }
-WORKER_COMMAND = (sys.executable, "-m", "streams", "worker")
+WORKER_COMMAND = (sys.executable, "-m", "streamdrift.streams", "worker")
 
 
 @dataclass(frozen=True)

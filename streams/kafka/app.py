@@ -26,11 +26,11 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from detectors import validate_config
-from streams.kafka.intake import Intake
-from streams.runtime import Publisher, Runtime
-from streams.security import bearer_ok, confluent_config, faust_credentials
-from streams.settings import Settings
+from streamdrift.detectors import validate_config
+from streamdrift.streams.kafka.intake import Intake
+from streamdrift.streams.runtime import Publisher, Runtime
+from streamdrift.streams.security import bearer_ok, confluent_config, faust_credentials
+from streamdrift.streams.settings import Settings
 
 log = logging.getLogger("streamdrift")
 

@@ -27,8 +27,8 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from streams.pipeline.outcome import Record
-from streams.runtime import Runtime
+from streamdrift.streams.pipeline.outcome import Record
+from streamdrift.streams.runtime import Runtime
 
 log = logging.getLogger("streamdrift")
 

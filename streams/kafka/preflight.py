@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.security import aiokafka_options, principal
-from streams.settings import Settings
+from streamdrift.streams.security import aiokafka_options, principal
+from streamdrift.streams.settings import Settings
 
 __all__ = [
     "Permission",

@@ -17,8 +17,8 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.table import Table
 
-from streams.ops.tail import EVIDENCE_LEGEND, format_alert, number_text
-from streams.security import (
+from streamdrift.streams.ops.tail import EVIDENCE_LEGEND, format_alert, number_text
+from streamdrift.streams.security import (
     confluent_config,
     masked,
     printable,
@@ -27,7 +27,7 @@ from streams.security import (
     settings_errors,
     visible,
 )
-from streams.settings import Settings
+from streamdrift.streams.settings import Settings
 
 
 class _FlagsTakeNoValue:
@@ -80,7 +80,7 @@ def version_text() -> str:
     try:
         return f"streamdrift {version('streamdrift')}"
     except PackageNotFoundError:  # run from a checkout that is not installed
-        from streams import __version__
+        from streamdrift.streams import __version__
 
         return f"streamdrift {__version__} (not installed)"
 
@@ -232,7 +232,7 @@ def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
     login or the TLS handshake fails (told at once: librdkafka would retry them forever)."""
     from confluent_kafka import KafkaError
 
-    from streams.kafka.preflight import tls_hint, tls_refused
+    from streamdrift.streams.kafka.preflight import tls_hint, tls_refused
 
     bootstrap = settings.kafka_bootstrap
     errors: list[KafkaError] = []
@@ -324,8 +324,8 @@ def worker(
     wanted = {settings.input_topic, settings.labels_topic, settings.alert_topic, settings.dlq_topic}
     missing = wanted - existing
     if missing and create_topics:
-        from streams.kafka.admin import TopicAdminError
-        from streams.kafka.admin import create_topics as create
+        from streamdrift.streams.kafka.admin import TopicAdminError
+        from streamdrift.streams.kafka.admin import create_topics as create
 
         try:  # with the same security settings as every other client
             create(
@@ -348,7 +348,7 @@ def worker(
 
     from faust.worker import Worker
 
-    from streams.kafka.app import create_app
+    from streamdrift.streams.kafka.app import create_app
 
     faust_app, _ = create_app(settings)
     # The libraries and the app live as long as the process: out of the collector's sight, the
@@ -360,7 +360,7 @@ def worker(
 def _preflight(settings: Settings, timeout: float = 10.0) -> None:
     """Log the broker's protocol level; end the command if it lacks an API the worker needs or
     the worker's principal lacks a permission (``streams.kafka.preflight``)."""
-    from streams.kafka import preflight
+    from streamdrift.streams.kafka import preflight
 
     try:
         lines = preflight.run(settings, _kafka_admin(settings, timeout), timeout)
@@ -372,7 +372,7 @@ def _preflight(settings: Settings, timeout: float = 10.0) -> None:
 
 def _check_libraries() -> None:
     """The worker relies on internals of faust-streaming and aiokafka (streams.kafka.compat)."""
-    from streams.kafka import compat
+    from streamdrift.streams.kafka import compat
 
     try:
         compat.check()
@@ -381,7 +381,7 @@ def _check_libraries() -> None:
 
 
 def _detector_config(settings: Settings, from_flag: bool) -> None:
-    from streams.kafka.app import load_config
+    from streamdrift.streams.kafka.app import load_config
 
     try:
         load_config(settings.config)
@@ -413,7 +413,7 @@ def simulate(
     """Produce simulated prediction events (with a scheduled drift) and labels to Kafka."""
     # before the heavy imports: a bad setting is told at once
     settings = _settings(kafka_bootstrap=bootstrap)
-    from streams.dev.simulate import Scenario, run
+    from streamdrift.streams.dev.simulate import Scenario, run
 
     check_kafka(settings)
     scenario = Scenario(rate=rate, drift_at=drift_at, batch_size=batch_size, seed=seed)
@@ -442,7 +442,7 @@ def status(
 ) -> None:
     """Show partitions (owner, epoch, offset, checkpoint age) and per-(model, feature) state from Redis."""  # noqa: E501
     settings = _settings(redis_url=redis_url, group_id=group_id)  # before the heavy imports
-    from streams.ops.status import read_status
+    from streamdrift.streams.ops.status import read_status
 
     check_redis(settings)
     report = read_status(settings.redis_client(asynchronous=False), settings.group_id)
@@ -528,7 +528,7 @@ def alerts(
     as_json: bool = typer.Option(False, "--json", help="Print each alert as one JSON line"),
 ) -> None:
     """Tail the alert topic."""
-    from streams.ops.tail import tail_alerts
+    from streamdrift.streams.ops.tail import tail_alerts
 
     settings = _settings(kafka_bootstrap=bootstrap)
     check_kafka(settings)
@@ -593,7 +593,7 @@ def demo(
 
     Its files live in a temporary directory, removed at the end unless --keep is given.
     """
-    from streams.dev.demo import run_demo
+    from streamdrift.streams.dev.demo import run_demo
 
     # The demo's worker inherits the environment, except the addresses the demo sets itself:
     # refuse a bad STREAMDRIFT_* now, not after starting the servers.
@@ -633,7 +633,7 @@ VersionOpt = typer.Option(
 def _baseline_store(redis_url: str | None, **names: str | None) -> Any:
     settings = _settings(redis_url=redis_url)  # before the heavy imports
     _check_name_length(settings, **names)
-    from streams.state.baselines import BaselineStore
+    from streamdrift.streams.state.baselines import BaselineStore
 
     check_redis(settings)
     return BaselineStore(settings.redis_client(asynchronous=False))
@@ -711,8 +711,8 @@ def baseline_build(
     """Build a baseline from training data (sketches and counts per feature, never raw rows) and store it."""  # noqa: E501
     from rich.progress import Progress
 
-    from detectors import BaselineBuilder
-    from streams.ops.datafiles import DataFileError, read_columns
+    from streamdrift.detectors import BaselineBuilder
+    from streamdrift.streams.ops.datafiles import DataFileError, read_columns
 
     store = None if dry_run else _baseline_store(redis_url, model=model, version=version)
     excluded = frozenset(
@@ -743,7 +743,7 @@ def baseline_upload(
     redis_url: str | None = RedisOpt,
 ) -> None:
     """Store a baseline from precomputed statistics (counts, moments, quantiles, category counts; see docs/baselines.md)."""  # noqa: E501
-    from detectors import baseline_from_statistics
+    from streamdrift.detectors import baseline_from_statistics
 
     try:
         baseline = baseline_from_statistics(source.read_bytes(), source=source.name)
@@ -764,7 +764,7 @@ def baseline_freeze(
     """Store what the workers have seen of this model version so far as its baseline."""
     settings = _settings(redis_url=redis_url, group_id=group_id)
     store = _baseline_store(redis_url, model=model, version=version)
-    from streams.state.baselines import freeze_baseline
+    from streamdrift.streams.state.baselines import freeze_baseline
 
     try:
         baseline = freeze_baseline(
@@ -889,9 +889,9 @@ def report(
     settings = _settings(redis_url=redis_url, group_id=group_id, kafka_bootstrap=bootstrap)
     _check_name_length(settings, model=model)
     _check_writable(out)  # all before the heavy imports and any connection
-    from streams.ops.report import load_series, render_report, select_alerts
-    from streams.ops.tail import read_alerts
-    from streams.state.history import read_history
+    from streamdrift.streams.ops.report import load_series, render_report, select_alerts
+    from streamdrift.streams.ops.tail import read_alerts
+    from streamdrift.streams.state.history import read_history
 
     check_redis(settings)
     client = settings.redis_client(asynchronous=False)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from detectors import (
+from streamdrift.detectors import (
     CategoricalMonitor,
     ErrorMonitor,
     NumericMonitor,
@@ -33,9 +33,9 @@ from detectors import (
     RunningStats,
     StateError,
 )
-from streams.state.history import Point
-from streams.state.partition import restore_monitor
-from streams.state.reader import StateReader
+from streamdrift.streams.state.history import Point
+from streamdrift.streams.state.partition import restore_monitor
+from streamdrift.streams.state.reader import StateReader
 
 REFERENCE, WINDOW, ALL = "reference", "latest window", "all values"
 COLORS = {REFERENCE: "#1f77b4", WINDOW: "#d62728", ALL: "#7f7f7f"}

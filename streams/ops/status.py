@@ -8,10 +8,10 @@ from typing import Any
 import msgspec
 import redis
 
-from detectors import PCAReconstructionMonitor, StateError, merge_summaries
-from streams.state.keys import META_PREFIX, parse_series
-from streams.state.partition import UNKNOWN_MISSING, restore_monitor
-from streams.state.reader import StateReader
+from streamdrift.detectors import PCAReconstructionMonitor, StateError, merge_summaries
+from streamdrift.streams.state.keys import META_PREFIX, parse_series
+from streamdrift.streams.state.partition import UNKNOWN_MISSING, restore_monitor
+from streamdrift.streams.state.reader import StateReader
 
 
 def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:

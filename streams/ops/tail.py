@@ -11,7 +11,7 @@ from typing import Any, cast
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
-from streams.security import printable
+from streamdrift.streams.security import printable
 
 
 def tail_alerts(

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from streams.pipeline.outcome import Finding
+from streamdrift.streams.pipeline.outcome import Finding
 
 DRIFT_DETECTED = "io.streamdrift.drift.detected"
 DRIFT_RESOLVED = "io.streamdrift.drift.resolved"

@@ -14,11 +14,11 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from detectors import (
+from streamdrift.detectors import (
     CategoricalMonitor,
     NumericMonitor,
 )
-from streams.pipeline.codec import (
+from streamdrift.streams.pipeline.codec import (
     PREDICTION,
     Event,
     Invalid,
@@ -26,9 +26,9 @@ from streams.pipeline.codec import (
     RawEvent,
     event_time,
 )
-from streams.pipeline.outcome import Outcome
-from streams.state.keys import parse_series, series_name
-from streams.state.partition import (
+from streamdrift.streams.pipeline.outcome import Outcome
+from streamdrift.streams.state.keys import parse_series, series_name
+from streamdrift.streams.state.partition import (
     PartitionState,
 )
 

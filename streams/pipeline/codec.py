@@ -565,7 +565,7 @@ def event_time(value: float | str | None, kafka_ts: float, limits: Limits) -> fl
     >>> event_time(7200.0, 0.0, Limits(max_future_skew_s=3600))  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    streams.pipeline.codec.Invalid: timestamp 7200s ahead of the Kafka timestamp >
+    streamdrift.streams.pipeline.codec.Invalid: timestamp 7200s ahead of the Kafka timestamp >
     max_future_skew_s=3600
     """
     if value is None:

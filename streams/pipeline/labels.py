@@ -15,12 +15,17 @@ from typing import Any, cast
 import msgspec
 import numpy as np
 
-from detectors import ErrorMonitor, model_task
-from streams.pipeline.codec import Label, Limits, Reason, decode_labels
-from streams.pipeline.outcome import DeadLetter, Outcome, Record
-from streams.pipeline.processor import ResolvedParams, bulkhead, findings_of
-from streams.state.keys import parse_series, series_name
-from streams.state.partition import ERROR_SERIES, JOINED_CHUNK, PartitionState, PendingLabel
+from streamdrift.detectors import ErrorMonitor, model_task
+from streamdrift.streams.pipeline.codec import Label, Limits, Reason, decode_labels
+from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
+from streamdrift.streams.pipeline.processor import ResolvedParams, bulkhead, findings_of
+from streamdrift.streams.state.keys import parse_series, series_name
+from streamdrift.streams.state.partition import (
+    ERROR_SERIES,
+    JOINED_CHUNK,
+    PartitionState,
+    PendingLabel,
+)
 
 log = logging.getLogger("streamdrift")
 

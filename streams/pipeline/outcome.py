@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from detectors import Detection
-from streams.pipeline.codec import Reason
+from streamdrift.detectors import Detection
+from streamdrift.streams.pipeline.codec import Reason
 
 
 @dataclass(frozen=True, slots=True)

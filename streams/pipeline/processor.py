@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from detectors import (
+from streamdrift.detectors import (
     Baseline,
     CategoricalMonitor,
     Detection,
@@ -30,8 +30,8 @@ from detectors import (
     multivariate_params,
     resolve,
 )
-from streams.pipeline.admission import AdmissionLimits
-from streams.pipeline.batch import (
+from streamdrift.streams.pipeline.admission import AdmissionLimits
+from streamdrift.streams.pipeline.batch import (
     Batch,
     BatchKey,
     Ignored,
@@ -46,7 +46,7 @@ from streams.pipeline.batch import (
     latest,
     raw_columns,
 )
-from streams.pipeline.codec import (
+from streamdrift.streams.pipeline.codec import (
     PREDICTION,
     Elements,
     Event,
@@ -60,9 +60,9 @@ from streams.pipeline.codec import (
     typed_events,
     validate_events,
 )
-from streams.pipeline.outcome import DeadLetter, Finding, Outcome, Record
-from streams.state.keys import parse_series, series_name
-from streams.state.partition import (
+from streamdrift.streams.pipeline.outcome import DeadLetter, Finding, Outcome, Record
+from streamdrift.streams.state.keys import parse_series, series_name
+from streamdrift.streams.state.partition import (
     MULTIVARIATE_SERIES,
     Monitor,
     PartitionState,

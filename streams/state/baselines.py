@@ -27,7 +27,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from detectors import (
+from streamdrift.detectors import (
     Baseline,
     CategoricalMonitor,
     CategoryCounts,
@@ -36,14 +36,14 @@ from detectors import (
     RunningStats,
     monitor_from_bytes,
 )
-from detectors.baseline import profile_of
-from streams.state.keys import (
+from streamdrift.detectors.baseline import profile_of
+from streamdrift.streams.state.keys import (
     BASELINES_TAG,
     baseline_blob_key,
     baseline_field,
     parse_baseline_field,
 )
-from streams.state.reader import StateReader
+from streamdrift.streams.state.reader import StateReader
 
 log = logging.getLogger("streamdrift")
 

@@ -33,8 +33,8 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter
 from redis.asyncio.cluster import RedisCluster
 
-from streams.state.keys import KeyLayout, parse_series
-from streams.state.partition import PartitionState
+from streamdrift.streams.state.keys import KeyLayout, parse_series
+from streamdrift.streams.state.partition import PartitionState
 
 log = logging.getLogger("streamdrift")
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import redis.asyncio as aioredis
 
-from streams.state.keys import KeyLayout
+from streamdrift.streams.state.keys import KeyLayout
 
 BUCKETS_PER_TTL = 24
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from detectors import (
+from streamdrift.detectors import (
     CategoricalMonitor,
     ErrorMonitor,
     NumericMonitor,
@@ -25,11 +25,11 @@ from detectors import (
     StateError,
     monitor_from_bytes,
 )
-from streams.pipeline.admission import Ledger
-from streams.state.keys import META_PREFIX, parse_series
+from streamdrift.streams.pipeline.admission import Ledger
+from streamdrift.streams.state.keys import META_PREFIX, parse_series
 
 if TYPE_CHECKING:
-    from streams.state.checkpoint import Claim
+    from streamdrift.streams.state.checkpoint import Claim
 
 log = logging.getLogger("streamdrift")
 

@@ -12,7 +12,7 @@ from typing import cast
 
 import redis
 
-from streams.state.keys import KeyLayout, SeriesKey, is_series
+from streamdrift.streams.state.keys import KeyLayout, SeriesKey, is_series
 
 
 @dataclass(frozen=True, slots=True)

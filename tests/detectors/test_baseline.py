@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from detectors import CategoricalMonitor, NumericMonitor, monitor_from_bytes
-from detectors.baseline import Baseline, BaselineBuilder, baseline_from_statistics, profile_of
-from detectors.sketches import QuantileSketch
-from detectors.stats import RunningStats
-from detectors.windows import NumericPeriod, NumericWindows
+from streamdrift.detectors import CategoricalMonitor, NumericMonitor, monitor_from_bytes
+from streamdrift.detectors.baseline import (
+    Baseline,
+    BaselineBuilder,
+    baseline_from_statistics,
+    profile_of,
+)
+from streamdrift.detectors.sketches import QuantileSketch
+from streamdrift.detectors.stats import RunningStats
+from streamdrift.detectors.windows import NumericPeriod, NumericWindows
 
 
 def numeric_baseline(values: np.ndarray, name: str = "x") -> Baseline:

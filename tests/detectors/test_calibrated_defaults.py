@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from detectors import NumericMonitor
+from streamdrift.detectors import NumericMonitor
 
 DISTRIBUTIONS = {
     "normal": lambda rng, n: rng.normal(50.0, 10.0, n),

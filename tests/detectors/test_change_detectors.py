@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from river import drift
 
-from detectors import Adwin, AdwinParams, PageHinkley, PageHinkleyParams
+from streamdrift.detectors import Adwin, AdwinParams, PageHinkley, PageHinkleyParams
 
 
 def stream_with_changes(seed=0, segment=2000, means=(0.0, 1.5, -1.0, 3.0, 3.5)):

@@ -4,8 +4,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from detectors.config import CusumParams
-from detectors.cusum import Cusum, CusumState
+from streamdrift.detectors.config import CusumParams
+from streamdrift.detectors.cusum import Cusum, CusumState
 
 
 def recursion(values, allowances, thresholds, mode="both", min_instances=30):

@@ -4,7 +4,7 @@ import typing
 
 import pytest
 
-from detectors import (
+from streamdrift.detectors import (
     MonitorParams,
     allowed_features,
     ignored_features,
@@ -13,8 +13,8 @@ from detectors import (
     resolve,
     validate_config,
 )
-from detectors.config import DEFAULT_DETECTORS, DETECTOR_NAMES, _FromMapping
-from detectors.monitor import _DETECTORS
+from streamdrift.detectors.config import DEFAULT_DETECTORS, DETECTOR_NAMES, _FromMapping
+from streamdrift.detectors.monitor import _DETECTORS
 
 CONFIG = {
     "defaults": {"warmup_events": 300, "page_hinkley": {"threshold": 60, "delta": 0.3}},

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from detectors import CategoryCounts, QuantileSketch
-from detectors.sketches import CategoryCountsState
+from streamdrift.detectors import CategoryCounts, QuantileSketch
+from streamdrift.detectors.sketches import CategoryCountsState
 
 RANKS = np.linspace(0.01, 0.99, 99)
 

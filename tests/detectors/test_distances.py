@@ -6,8 +6,8 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
-from detectors import QuantileSketch
-from detectors.distances import (
+from streamdrift.detectors import QuantileSketch
+from streamdrift.detectors.distances import (
     SMOOTHING,
     chi_square,
     cohens_h,
@@ -23,7 +23,7 @@ from detectors.distances import (
     wasserstein,
     wasserstein_bound,
 )
-from detectors.windows import CategoricalPeriod, NumericPeriod, NumericWindows
+from streamdrift.detectors.windows import CategoricalPeriod, NumericPeriod, NumericWindows
 
 SAMPLES = {
     "normal shift": lambda rng, n: rng.normal(0.3, 1.0, n),

@@ -4,7 +4,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from detectors import (
+from streamdrift.detectors import (
     FORMAT_VERSION,
     CategoricalMonitor,
     ErrorMonitor,

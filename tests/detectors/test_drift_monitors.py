@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from detectors import (
+from streamdrift.detectors import (
     CategoricalMonitor,
     ErrorMonitor,
     MonitorParams,

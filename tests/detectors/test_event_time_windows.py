@@ -5,14 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from detectors import (
+from streamdrift.detectors import (
     CategoricalMonitor,
     MonitorParams,
     NumericMonitor,
     WindowParams,
     monitor_from_bytes,
 )
-from detectors.windows import NumericWindows
+from streamdrift.detectors.windows import NumericWindows
 
 SIZE, LATENESS = 10.0, 3.0
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors import (
+from streamdrift.detectors import (
     CategoricalMonitor,
     ErrorMonitor,
     MonitorParams,
@@ -23,12 +23,12 @@ from detectors import (
     WindowParams,
     monitor_from_bytes,
 )
-from detectors.adwin import Adwin
-from detectors.cusum import Cusum
-from detectors.distances import cdf_distances, wasserstein_bound
-from detectors.page_hinkley import PageHinkley
-from detectors.stats import FLOAT_MAX, LARGE
-from detectors.windows import NumericWindows
+from streamdrift.detectors.adwin import Adwin
+from streamdrift.detectors.cusum import Cusum
+from streamdrift.detectors.distances import cdf_distances, wasserstein_bound
+from streamdrift.detectors.page_hinkley import PageHinkley
+from streamdrift.detectors.stats import FLOAT_MAX, LARGE
+from streamdrift.detectors.windows import NumericWindows
 
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors import MonitorParams, NumericMonitor, StateError
-from detectors.multivariate import (
+from streamdrift.detectors import MonitorParams, NumericMonitor, StateError
+from streamdrift.detectors.multivariate import (
     CoMoments,
     MultivariateParams,
     MultivariateProfile,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detectors import (
+from streamdrift.detectors import (
     MonitorParams,
     MultivariateParams,
     multivariate_params,

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from detectors import RunningStats
-from detectors.stats import RunningStatsState
+from streamdrift.detectors import RunningStats
+from streamdrift.detectors.stats import RunningStatsState
 
 
 def stats_of(chunks):

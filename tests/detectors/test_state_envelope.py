@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors import (
+from streamdrift.detectors import (
     FORMAT_VERSION,
     CategoricalMonitor,
     ErrorMonitor,
@@ -29,10 +29,10 @@ from detectors import (
     merge_summaries,
     monitor_from_bytes,
 )
-from detectors import page_hinkley as page_hinkley_module
-from detectors.adwin import Adwin
-from detectors.monitor import LIBRARIES
-from detectors.multivariate import STATE_VERSION
+from streamdrift.detectors import page_hinkley as page_hinkley_module
+from streamdrift.detectors.adwin import Adwin
+from streamdrift.detectors.monitor import LIBRARIES
+from streamdrift.detectors.multivariate import STATE_VERSION
 
 STATES = Path(__file__).parent / "states"
 NEW_FIELDS = ("kind", "river", "numpy")

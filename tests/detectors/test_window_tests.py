@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from detectors import (
+from streamdrift.detectors import (
     CategoricalMonitor,
     MonitorParams,
     NumericMonitor,
@@ -17,7 +17,7 @@ from detectors import (
     WindowParams,
     monitor_from_bytes,
 )
-from detectors.windows import NumericWindows
+from streamdrift.detectors.windows import NumericWindows
 
 WINDOW_ONLY = ("window",)
 MEAN_DETECTORS = ("adwin", "page_hinkley", "cusum")

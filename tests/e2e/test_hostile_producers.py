@@ -33,9 +33,9 @@ import pytest
 import redis
 from conftest import Message, Topics, consume_all, produce
 
-from streams.dev.embedded import WorkerProcess
-from streams.state.keys import META_PREFIX, KeyLayout, parse_series
-from streams.state.partition import restore_monitor
+from streamdrift.streams.dev.embedded import WorkerProcess
+from streamdrift.streams.state.keys import META_PREFIX, KeyLayout, parse_series
+from streamdrift.streams.state.partition import restore_monitor
 
 pytestmark = pytest.mark.e2e
 

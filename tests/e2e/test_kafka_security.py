@@ -48,9 +48,15 @@ from conftest import (
 from servers.kafka_broker import KafkaBroker, KafkaSecurity, kafka_version
 from servers.kafka_tls import Certificate, CertificateAuthority
 
-from streams.dev.embedded import WORKER_COMMAND, EmbeddedRedis, Topics, WorkerProcess, free_port
-from streams.kafka.admin import create_topics
-from streams.ops.status import read_status
+from streamdrift.streams.dev.embedded import (
+    WORKER_COMMAND,
+    EmbeddedRedis,
+    Topics,
+    WorkerProcess,
+    free_port,
+)
+from streamdrift.streams.kafka.admin import create_topics
+from streamdrift.streams.ops.status import read_status
 
 pytestmark = pytest.mark.e2e
 

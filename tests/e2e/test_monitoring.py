@@ -45,11 +45,11 @@ import yaml
 from conftest import TOPIC_PARTITIONS, Topics, WorkerProcess, produce
 from prometheus_client.parser import text_string_to_metric_families
 
-from detectors.config import DETECTOR_NAMES
-from detectors.multivariate import KIND as PCA_KIND
-from streams.dev.embedded import EmbeddedServerError, ManagedProcess, free_port
-from streams.pipeline.codec import Reason
-from streams.state.partition import ERROR_SERIES, MULTIVARIATE_SERIES
+from streamdrift.detectors.config import DETECTOR_NAMES
+from streamdrift.detectors.multivariate import KIND as PCA_KIND
+from streamdrift.streams.dev.embedded import EmbeddedServerError, ManagedProcess, free_port
+from streamdrift.streams.pipeline.codec import Reason
+from streamdrift.streams.state.partition import ERROR_SERIES, MULTIVARIATE_SERIES
 
 pytestmark = pytest.mark.e2e
 

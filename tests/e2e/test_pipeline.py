@@ -21,8 +21,8 @@ import pytest
 import redis
 from conftest import Topics, consume_all, produce, wait_for
 
-from streams.ops.status import read_status
-from streams.state.baselines import BaselineStore
+from streamdrift.streams.ops.status import read_status
+from streamdrift.streams.state.baselines import BaselineStore
 
 pytestmark = pytest.mark.e2e
 
@@ -295,7 +295,7 @@ def test_a_stored_baseline_is_the_reference_of_its_model_version_from_the_first_
         [
             sys.executable,
             "-m",
-            "streams.ops.cli",
+            "streamdrift.streams.ops.cli",
             "baseline",
             "build",
             "-m",

@@ -22,7 +22,7 @@ import pytest
 import redis
 from conftest import REPO_ROOT, Topics, consume_all, produce, wait_for
 
-from streams.ops.status import read_status
+from streamdrift.streams.ops.status import read_status
 
 pytestmark = pytest.mark.e2e
 
@@ -162,7 +162,16 @@ def test_the_report_of_a_drifting_stream_renders_with_its_plots(
         "STREAMDRIFT_REDIS_URL": redis_server.url,
     }
     result = subprocess.run(
-        [sys.executable, "-m", "streams", "report", "--model", "fraud", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "streamdrift.streams",
+            "report",
+            "--model",
+            "fraud",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -15,9 +15,9 @@ import pytest
 import redis
 from conftest import TOPIC_PARTITIONS, produce, wait_for
 
-from streams.dev.embedded import EmbeddedBroker, EmbeddedRedis, RedisTLS
-from streams.state.keys import KeyLayout
-from streams.state.partition import restore_monitor
+from streamdrift.streams.dev.embedded import EmbeddedBroker, EmbeddedRedis, RedisTLS
+from streamdrift.streams.state.keys import KeyLayout
+from streamdrift.streams.state.partition import restore_monitor
 
 pytestmark = pytest.mark.e2e
 

@@ -29,12 +29,12 @@ import pytest
 import redis
 from conftest import Topics, consume_all, produce
 
-from streams.pipeline.alerts import alert_id
-from streams.pipeline.outcome import Record
-from streams.runtime import prediction_processor, with_setting_defaults
-from streams.settings import Settings
-from streams.state.keys import META_PREFIX, KeyLayout
-from streams.state.partition import PartitionState, restore_monitor
+from streamdrift.streams.pipeline.alerts import alert_id
+from streamdrift.streams.pipeline.outcome import Record
+from streamdrift.streams.runtime import prediction_processor, with_setting_defaults
+from streamdrift.streams.settings import Settings
+from streamdrift.streams.state.keys import META_PREFIX, KeyLayout
+from streamdrift.streams.state.partition import PartitionState, restore_monitor
 
 #: Marks a fault test to run on Tansu and on a single Apache Kafka broker.
 KAFKA_AND_TANSU = pytest.mark.brokers("tansu", "kafka")

@@ -31,7 +31,7 @@ from faults.golden import (
 )
 from servers.kafka_broker import KafkaBroker, KafkaCluster
 
-from streams.kafka.admin import admin_client
+from streamdrift.streams.kafka.admin import admin_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 

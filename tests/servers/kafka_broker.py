@@ -46,8 +46,14 @@ from typing import Self
 
 from confluent_kafka import KafkaException
 
-from streams.dev.embedded import LOOPBACK, EmbeddedServerError, ManagedProcess, free_port, tcp_open
-from streams.kafka.admin import admin_client, create_topics
+from streamdrift.streams.dev.embedded import (
+    LOOPBACK,
+    EmbeddedServerError,
+    ManagedProcess,
+    free_port,
+    tcp_open,
+)
+from streamdrift.streams.kafka.admin import admin_client, create_topics
 
 __all__ = [
     "KafkaBroker", "KafkaCluster", "KafkaNode", "KafkaSecurity", "kafka_jars", "kafka_version",

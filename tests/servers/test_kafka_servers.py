@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 from conftest import KAFKA_TIMINGS, consume_all, produce, unique_name
 
 from servers.kafka_broker import KafkaBroker, KafkaCluster
-from streams.kafka.admin import TopicAdminError, create_topics
+from streamdrift.streams.kafka.admin import TopicAdminError, create_topics
 
 pytestmark = pytest.mark.e2e
 
