@@ -35,9 +35,9 @@ from redis.exceptions import RedisError
 from streamdrift.detectors import MultivariateParams
 from streamdrift.detectors.monitor import LIBRARIES
 from streamdrift.streams.metrics import Metrics
-from streamdrift.streams.pipeline.admission import AdmissionLimits, parse_allowlist
+from streamdrift.streams.pipeline.admission import parse_allowlist
 from streamdrift.streams.pipeline.alerts import build_alert, encode_alert
-from streamdrift.streams.pipeline.codec import Limits, Reason
+from streamdrift.streams.pipeline.codec import Reason
 from streamdrift.streams.pipeline.labels import LabelProcessor
 from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
 from streamdrift.streams.pipeline.processor import Baselines, PredictionProcessor
@@ -61,30 +61,14 @@ def with_setting_defaults(config: dict[str, Any], settings: Settings) -> dict[st
     return {**config, "defaults": defaults}
 
 
-def limits_of(settings: Settings) -> Limits:
-    """The codec's bounds, by name from the settings of the same names."""
-    return Limits(**{name: getattr(settings, name) for name in Limits.__dataclass_fields__})
-
-
 def prediction_processor(
     settings: Settings, config: dict[str, Any], baselines: Baselines | None = None
 ) -> PredictionProcessor:
     """The worker's processor of predictions, as ``settings`` configure it."""
-    admission = AdmissionLimits(
-        settings.max_models,
-        settings.max_features_per_model,
-        settings.max_versions_per_model,
-        parse_allowlist(settings.allowed_models),
-        settings.max_new_series_per_message,
-        settings.max_new_series_per_s,
-        settings.probation_events,
-        settings.max_probation_models,
-        settings.idle_evict_s,
-    )
     return PredictionProcessor(
         config,
-        limits_of(settings),
-        admission,
+        settings.codec_limits(),
+        settings.admission_limits(),
         baselines,
         MultivariateParams() if settings.multivariate else None,
         settings.multivariate_max_features,
@@ -194,7 +178,7 @@ class Runtime:
         self.predictions = prediction_processor(settings, config, self.baselines)
         self.labels = LabelProcessor(
             config,
-            limits_of(settings),
+            settings.codec_limits(),
             settings.label_ttl_s,
             settings.max_pending_labels,
             settings.max_versions_per_model,

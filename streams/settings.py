@@ -14,6 +14,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamdrift.streams.pipeline.admission import AdmissionLimits, parse_allowlist
+from streamdrift.streams.pipeline.codec import Limits
+
+# The pure pipeline's bounds hold the defaults; the settings of the same names repeat none of them
+# (but the timestamp skews, unbounded in the pure decoder, which has no clock to trust).
+_CODEC = Limits()
+_ADMISSION = AdmissionLimits()
+
 
 class Settings(BaseSettings):
     # hide_input_in_errors: a validation error must never echo a password or token it was given.
@@ -146,18 +154,24 @@ class Settings(BaseSettings):
 
     # --- input limits (excess goes to the dead-letter topic with a reason) -----------------
     max_message_bytes: int = Field(
-        1_048_576, ge=1, description="Largest accepted Kafka message value"
+        _CODEC.max_message_bytes, ge=1, description="Largest accepted Kafka message value"
     )
     max_events_per_message: int = Field(
-        10_000, ge=1, description="Largest accepted JSON array of events"
+        _CODEC.max_events_per_message, ge=1, description="Largest accepted JSON array of events"
     )
-    max_features_per_event: int = Field(500, ge=1, description="Most features in one event")
+    max_features_per_event: int = Field(
+        _CODEC.max_features_per_event, ge=1, description="Most features in one event"
+    )
     max_features_per_model: int = Field(
-        2_000, ge=1, description="Most distinct features per model (per partition)"
+        _ADMISSION.max_features_per_model,
+        ge=1,
+        description="Most distinct features per model (per partition)",
     )
-    max_models: int = Field(1_000, ge=1, description="Most distinct models (per partition)")
+    max_models: int = Field(
+        _ADMISSION.max_models, ge=1, description="Most distinct models (per partition)"
+    )
     max_versions_per_model: int = Field(
-        3,
+        _ADMISSION.max_versions_per_model,
         ge=1,
         description=(
             "Versions of one model monitored side by side (per partition); the least recently "
@@ -167,10 +181,14 @@ class Settings(BaseSettings):
     max_categories_per_feature: int = Field(
         200, ge=1, description="Most distinct categories per categorical feature"
     )
-    max_name_length: int = Field(128, ge=1, description="Longest model / feature name")
-    max_category_length: int = Field(256, ge=1, description="Longest categorical value")
+    max_name_length: int = Field(
+        _CODEC.max_name_length, ge=1, description="Longest model / feature name"
+    )
+    max_category_length: int = Field(
+        _CODEC.max_category_length, ge=1, description="Longest categorical value"
+    )
     max_json_depth: int = Field(
-        64,
+        _CODEC.max_json_depth,
         ge=2,
         description=(
             "Deepest JSON nesting accepted in a message the typed decoder refuses (deeper than "
@@ -178,10 +196,12 @@ class Settings(BaseSettings):
         ),
     )
     max_event_id_length: int = Field(
-        256, ge=1, description="Longest event_id (predictions and labels); an empty one is refused"
+        _CODEC.max_event_id_length,
+        ge=1,
+        description="Longest event_id (predictions and labels); an empty one is refused",
     )
     max_abs_value: float = Field(
-        1e15,
+        _CODEC.max_abs_value,
         gt=0,
         description=(
             "Largest magnitude of a numeric feature, prediction or label; beyond it the event is "
@@ -214,13 +234,13 @@ class Settings(BaseSettings):
         ),
     )
     max_new_series_per_message: int = Field(
-        1_000,
+        _ADMISSION.max_new_series_per_message,
         ge=1,
         description="Most series one message may create; beyond it the events are dead-lettered "
         "(too_many_new_series)",
     )
     max_new_series_per_s: float = Field(
-        1_000.0,
+        _ADMISSION.max_new_series_per_s,
         gt=0,
         description=(
             "New series per second per partition (a token bucket on Kafka time, burst of one "
@@ -228,7 +248,7 @@ class Settings(BaseSettings):
         ),
     )
     probation_events: int = Field(
-        100,
+        _ADMISSION.probation_events,
         ge=1,
         description=(
             "Events after which a new model is established; until then it is on probation and may "
@@ -236,7 +256,7 @@ class Settings(BaseSettings):
         ),
     )
     max_probation_models: int = Field(
-        100,
+        _ADMISSION.max_probation_models,
         ge=1,
         description=(
             "Models on probation per partition; a new model beyond it evicts the least recently "
@@ -244,7 +264,7 @@ class Settings(BaseSettings):
         ),
     )
     idle_evict_s: float = Field(
-        7 * 86_400.0,
+        _ADMISSION.idle_evict_s,
         gt=0,
         description=(
             "A model, version or series not seen for this long (Kafka time) is evicted with its "
@@ -361,6 +381,15 @@ class Settings(BaseSettings):
         module = aioredis if asynchronous else redis
         factory = module.RedisCluster if self.redis_cluster else module.Redis
         return factory.from_url(url, **options)
+
+    def codec_limits(self) -> Limits:
+        """The decoder's bounds: the settings of the same names."""
+        return Limits(**{name: getattr(self, name) for name in Limits.__dataclass_fields__})
+
+    def admission_limits(self) -> AdmissionLimits:
+        """The admission limits: the settings of the same names (the allowlist parsed)."""
+        values = {name: getattr(self, name) for name in AdmissionLimits.__dataclass_fields__}
+        return AdmissionLimits(**{**values, "allowed_models": parse_allowlist(self.allowed_models)})
 
     @property
     def redis_url_redacted(self) -> str:
