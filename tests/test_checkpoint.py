@@ -12,11 +12,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from streamdrift.detectors import MultivariateParams
 from streamdrift.streams.ops.status import read_status
 from streamdrift.streams.pipeline.codec import Limits
 from streamdrift.streams.pipeline.outcome import Record
@@ -364,36 +366,43 @@ def test_joins_from_the_processor_are_found_by_event_id(url, group):
 # --- status --------------------------------------------------------------------------------------
 
 
+async def _process_and_save(
+    r: aioredis.Redis, group: str, proc: PredictionProcessor, batches: dict[int, list[list[Record]]]
+) -> list:
+    """Each partition's batches processed on its own claimed state, then checkpointed."""
+    store, results = CheckpointStore(r, group, "w1"), []
+    for partition, records in batches.items():
+        state = PartitionState.from_claim(TOPIC, partition, await store.claim(TOPIC, partition))
+        for batch in records:
+            proc.process(state, batch)
+        save = Save(
+            TOPIC,
+            partition,
+            state.epoch,
+            state.next_offset,
+            state.events_since_checkpoint,
+            state.checkpoint_fields(),
+        )
+        results += await store.save([save])
+    return results
+
+
 def test_status_merges_a_series_over_two_partitions(url, group, redis_client):
     proc = PredictionProcessor({}, Limits(), AdmissionLimits())
     per_partition = {0: (30, 2), 1: (45, 5)}  # (values, nulls)
+    batches = {
+        partition: [
+            events(range(n), c=f"v{partition}"),
+            [
+                Record(n + i, 0.0, json.dumps({"model": "m", "features": {"x": None}}).encode())
+                for i in range(nulls)
+            ],
+        ]
+        for partition, (n, nulls) in per_partition.items()
+    }
 
     async def body(r: aioredis.Redis) -> list:
-        store = CheckpointStore(r, group, "w1")
-        results = []
-        for partition, (n, nulls) in per_partition.items():
-            state = PartitionState.from_claim(TOPIC, partition, await store.claim(TOPIC, partition))
-            proc.process(state, events(range(n), c=f"v{partition}"))
-            proc.process(
-                state,
-                [
-                    Record(n + i, 0.0, json.dumps({"model": "m", "features": {"x": None}}).encode())
-                    for i in range(nulls)
-                ],
-            )
-            results += await store.save(
-                [
-                    Save(
-                        TOPIC,
-                        partition,
-                        state.epoch,
-                        state.next_offset,
-                        state.events_since_checkpoint,
-                        state.checkpoint_fields(),
-                    )
-                ]
-            )
-        return results
+        return await _process_and_save(r, group, proc, batches)
 
     assert run(url, body) == [None, None]
     status = read_status(redis_client, group)
@@ -411,6 +420,35 @@ def test_status_merges_a_series_over_two_partitions(url, group, redis_client):
     assert (c["kind"], c["count"], c["distinct"]) == ("categorical", 75, 2)
     assert {t["value"]: t["count"] for t in c["top"]} == {"v0": 30, "v1": 45}
     assert set(status["models"]) == {"m"}  # meta fields are not series
+
+
+def test_status_lists_each_partitions_pca_monitor_under_one_multivariate_entry(
+    url, group, redis_client
+):
+    params = MultivariateParams(reference_events=100, calibration_events=100, events=50)
+    proc = PredictionProcessor({}, Limits(), AdmissionLimits(), multivariate=params)
+    rng = np.random.default_rng(5)
+
+    def rows(n: int) -> list[Record]:
+        values = rng.normal(size=(n, 3))
+        return [
+            Record(
+                o,
+                1000.0 + o,
+                json.dumps({"model": "m", "features": dict(zip("abc", row, strict=True))}).encode(),
+            )
+            for o, row in enumerate(values.tolist())
+        ]
+
+    async def body(r: aioredis.Redis) -> list:
+        return await _process_and_save(r, group, proc, {0: [rows(300)], 1: [rows(250)]})
+
+    assert run(url, body) == [None, None]
+    pca = read_status(redis_client, group)["models"]["m"]["multivariate"]
+    assert (pca["kind"], pca["count"]) == ("pca_reconstruction", 550)
+    # Each partition fits its own PCA on its own rows: listed, not merged.
+    assert [p["count"] for p in pca["partitions"]] == [300, 250]
+    assert pca["drift_score"] == max(p["drift_score"] for p in pca["partitions"])
 
 
 def test_status_of_an_unknown_group_is_empty(redis_client, group):

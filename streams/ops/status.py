@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import redis
 
-from streamdrift.detectors import PCAReconstructionMonitor, StateError, merge_summaries
+from streamdrift.detectors import StateError, merge_summaries
 from streamdrift.streams.state.keys import META_PREFIX, parse_series
 from streamdrift.streams.state.partition import UNKNOWN_MISSING, restore_monitor
 from streamdrift.streams.state.reader import StateReader
@@ -48,18 +48,7 @@ def read_status(client: redis.Redis, group_id: str) -> dict[str, Any]:
     models: dict[str, dict[str, Any]] = defaultdict(dict)
     for (model, feature), monitors in sorted(series.items()):
         kinds = {m.kind for m in monitors}
-        if all(isinstance(m, PCAReconstructionMonitor) for m in monitors):  # one PCA per partition
-            summaries = [m.summary() for m in monitors]
-            models[model][feature] = {
-                "kind": summaries[0]["kind"],
-                "count": sum(s["count"] for s in summaries),
-                "missing": sum(s["missing"] for s in summaries),
-                "episodes": sum(s["episodes"] for s in summaries),
-                "drift_score": max(s["drift_score"] for s in summaries),
-                "partitions": summaries,
-                "versions": sorted(versions[(model, feature)]),
-            }
-        elif len(kinds) == 1:
+        if len(kinds) == 1:  # the PCA monitor (one per partition) merges by its own rule too
             models[model][feature] = {
                 **merge_summaries(monitors),
                 "versions": sorted(versions[(model, feature)]),
