@@ -164,6 +164,8 @@ def run_faust(args: argparse.Namespace) -> None:
         args.group,
         broker=f"kafka://{args.bootstrap}",
         store="memory://",
+        # Faust's data directory beside the result (in the bench's temporary directory), not the cwd
+        datadir=str(Path(args.result).parent / f"faust-{args.group}"),
         value_serializer="json",
         web_enabled=False,
         topic_disable_leader=True,
