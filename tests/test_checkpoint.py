@@ -451,6 +451,20 @@ def test_status_lists_each_partitions_pca_monitor_under_one_multivariate_entry(
     assert pca["drift_score"] == max(p["drift_score"] for p in pca["partitions"])
 
 
+def test_status_skips_a_malformed_partition_entry_and_shows_the_rest(url, group, redis_client):
+    proc = PredictionProcessor({}, Limits(), AdmissionLimits())
+
+    async def body(r: aioredis.Redis) -> list:
+        return await _process_and_save(r, group, proc, {0: [events(range(10))]})
+
+    assert run(url, body) == [None]
+    partitions_key = KeyLayout(group).partitions_key
+    redis_client.sadd(partitions_key, b"no-partition", b"\xff\xfe:1", b"t:-2", b":3")
+    status = read_status(redis_client, group)
+    assert [(p["topic"], p["partition"]) for p in status["partitions"]] == [(TOPIC, 0)]
+    assert status["models"]["m"]["x"]["count"] == 10
+
+
 def test_status_of_an_unknown_group_is_empty(redis_client, group):
     assert read_status(redis_client, group) == {"group_id": group, "partitions": [], "models": {}}
 

@@ -6,6 +6,7 @@ of that partition, not of the group).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
@@ -13,6 +14,8 @@ from typing import cast
 import redis
 
 from streamdrift.streams.state.keys import KeyLayout, SeriesKey, is_series
+
+log = logging.getLogger("streamdrift")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +37,21 @@ class StateReader:
         self.layout = KeyLayout(group_id)
 
     def partitions(self) -> list[tuple[str, int]]:
-        """``(topic, partition)`` of every checkpointed partition, sorted."""
-        members = (
-            cast(bytes, m).decode().rpartition(":")
-            for m in self.client.smembers(self.layout.partitions_key)
-        )
-        return sorted((topic, int(partition)) for topic, _, partition in members)
+        """``(topic, partition)`` of every checkpointed partition, sorted.
+
+        A member that is not ``topic:partition`` (only workers write the set, but the store is
+        not ours alone) is skipped with a warning: one bad entry must not hide the others.
+        """
+        found = []
+        for member in self.client.smembers(self.layout.partitions_key):
+            parsed = _topic_partition(cast(bytes, member))
+            if parsed is None:
+                log.warning(
+                    "skipping %r in %s: not a topic:partition", member, self.layout.partitions_key
+                )
+            else:
+                found.append(parsed)
+        return sorted(found)
 
     def checkpoint(self, topic: str, partition: int) -> dict[str, str]:
         """The partition's checkpoint hash (epoch, offset, worker, times, events)."""
@@ -62,3 +74,18 @@ class StateReader:
                 key = SeriesKey.parse(name)
                 if model is None or key.model == model:
                     yield StoredSeries(topic, partition, key, blob)
+
+
+def _topic_partition(member: bytes) -> tuple[str, int] | None:
+    """``b"predictions:3"`` → ``("predictions", 3)``; None for anything else.
+
+    >>> _topic_partition(b"predictions:3"), _topic_partition(b"x:-1"), _topic_partition(b"\\xff:1")
+    (('predictions', 3), None, None)
+    """
+    try:
+        topic, _, number = member.decode().rpartition(":")
+    except UnicodeDecodeError:
+        return None
+    if not topic or not number.isdigit() or not number.isascii():
+        return None
+    return topic, int(number)
