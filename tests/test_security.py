@@ -13,9 +13,9 @@ from conftest import SASL_TEST_PASSWORD, secret_leaks
 from faust.auth import SASLCredentials, SSLCredentials
 from pydantic import ValidationError
 
+from streamdrift.streams.kafka.credentials import faust_credentials
 from streamdrift.streams.security import (
     confluent_config,
-    faust_credentials,
     masked,
     printable,
     scrub,

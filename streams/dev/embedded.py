@@ -48,9 +48,8 @@ from typing import Literal, Self
 from urllib.parse import quote, urlencode
 
 import redis
-from confluent_kafka import KafkaException
 
-from streamdrift.streams.kafka.admin import admin_client
+from streamdrift.streams.kafka.admin import broker_answers
 
 __all__ = [
     "EmbeddedBroker",
@@ -480,11 +479,7 @@ class EmbeddedBroker(_EmbeddedServer):
             return False
         if self._authentication:  # an anonymous metadata request would be refused
             return True
-        try:
-            admin_client(self.bootstrap).list_topics(timeout=timeout)
-        except KafkaException:
-            return False
-        return True
+        return broker_answers(self.bootstrap, timeout)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The worker's start-up check of its Kafka cluster: protocol and permissions, before Faust starts.
 
 ``streamdrift worker`` first proves that the cluster answers and accepts the login
-(``streams.ops.cli.check_kafka``); then :func:`run` here:
+(``streams.kafka.admin.cluster_topics``, through ``streams.ops.cli.check_kafka``); then
+:func:`run` here:
 
 1. asks a broker for its API versions (ApiVersions, exactly as the worker's client, aiokafka,
    connects: same TLS context, same SASL login) and logs the protocol level and cluster

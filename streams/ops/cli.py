@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -28,6 +27,9 @@ from streamdrift.streams.security import (
     visible,
 )
 from streamdrift.streams.settings import Settings
+
+if TYPE_CHECKING:  # the module imports confluent-kafka: only the commands that use Kafka load it
+    from streamdrift.streams.kafka.admin import KafkaUnreachable
 
 
 class _FlagsTakeNoValue:
@@ -146,7 +148,7 @@ def _load_settings(overrides: dict[str, Any], flags: dict[str, str]) -> Settings
     return settings
 
 
-def _invalid(lines: list[str]) -> None:
+def _invalid(lines: list[str]) -> NoReturn:
     """Bad configuration: exit code 2, like a usage error."""
     for line in lines:
         err.print(f"[bold red]error:[/bold red] {line}", soft_wrap=True)
@@ -158,7 +160,7 @@ def _invalid(lines: list[str]) -> None:
     raise typer.Exit(2)
 
 
-def _fail(message: str, hint: str, code: int = 1) -> None:
+def _fail(message: str, hint: str, code: int = 1) -> NoReturn:
     """End the command with what went wrong and what to do: two lines, secrets masked.
 
     ``message`` may quote names from Kafka or files and library errors: printed literally
@@ -197,80 +199,57 @@ def _check_name_length(settings: Settings, **names: str | None) -> None:
             )
 
 
-def _kafka_admin(settings: Settings, timeout: float, errors: list[Any] | None = None) -> Any:
-    """A confluent-kafka admin client with the secured settings, whose librdkafka log is quiet
-    (it retries loudly while a broker is down); errors go to ``errors`` if given."""
-    import logging
-
-    from confluent_kafka.admin import AdminClient
-
-    quiet = logging.getLogger("streamdrift.kafka-check")
-    quiet.setLevel(logging.CRITICAL)
-    config: dict[str, Any] = {
-        **confluent_config(settings),
-        "socket.timeout.ms": int(timeout * 1000),
-        "logger": quiet,
-        "allow.auto.create.topics": False,
-    }
-    try:
-        # confluent-kafka's stub types config values as scalars; callbacks (error_cb) are valid
-        return AdminClient(
-            {**config, "error_cb": errors.append} if errors is not None else config  # type: ignore[dict-item]
-        )
-    except (
-        Exception
-    ) as exc:  # librdkafka refuses its configuration (e.g. an unreadable key) at creation
-        _fail(
-            f"cannot configure a Kafka client: {exc}",
-            "check the STREAMDRIFT_KAFKA_* settings (`streamdrift config`)",
-            code=2,
-        )
-
-
 def check_kafka(settings: Settings, timeout: float = 10.0) -> set[str]:
     """Topics of the cluster; exits with a clear message if it cannot be reached, refuses the
     login or the TLS handshake fails (told at once: librdkafka would retry them forever)."""
-    from confluent_kafka import KafkaError
+    from streamdrift.streams.kafka.admin import ClientConfigError, KafkaUnreachable, cluster_topics
 
-    from streamdrift.streams.kafka.preflight import tls_hint, tls_refused
+    try:
+        return cluster_topics(confluent_config(settings), timeout)
+    except ClientConfigError as exc:
+        _fail(*_client_config_problem(exc))
+    except KafkaUnreachable as exc:
+        _fail(*_unreachable(exc, settings))
+
+
+def _kafka_admin(settings: Settings, timeout: float) -> Any:
+    """An admin client with the secured settings for the preflight's requests."""
+    from streamdrift.streams.kafka.admin import ClientConfigError, checking_client
+
+    try:
+        return checking_client(confluent_config(settings), timeout)
+    except ClientConfigError as exc:
+        _fail(*_client_config_problem(exc))
+
+
+def _client_config_problem(exc: Exception) -> tuple[str, str, int]:
+    """librdkafka refused its configuration (e.g. an unreadable key): exit code 2, like a usage
+    error."""
+    return (
+        f"cannot configure a Kafka client: {exc}",
+        "check the STREAMDRIFT_KAFKA_* settings (`streamdrift config`)",
+        2,
+    )
+
+
+def _unreachable(exc: KafkaUnreachable, settings: Settings) -> tuple[str, str]:
+    """What went wrong and what to do when the cluster did not list its topics."""
+    from streamdrift.streams.kafka.preflight import tls_hint
 
     bootstrap = settings.kafka_bootstrap
-    errors: list[KafkaError] = []
-    admin = _kafka_admin(settings, timeout, errors)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return set(
-                admin.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.1))).topics
-            )
-        except Exception as exc:  # confluent-kafka raises KafkaException with a transport error
-            admin.poll(0.1)  # serves error_cb: librdkafka's own reason, e.g. a refused login
-            refused = [
-                error.str() for error in errors if error.code() == KafkaError._AUTHENTICATION
-            ]
-            if refused:
-                _fail(
-                    f"Kafka at {bootstrap} refused the login ({refused[0]})",
-                    "check STREAMDRIFT_KAFKA_SASL_USERNAME, STREAMDRIFT_KAFKA_SASL_PASSWORD and "
-                    "STREAMDRIFT_KAFKA_SASL_MECHANISM, and that the user exists on the brokers",
-                )
-            handshake = [
-                error.str()
-                for error in errors
-                if tls_refused(error.code() == KafkaError._SSL, error.str())
-            ]
-            if handshake:
-                _fail(
-                    f"TLS with Kafka at {bootstrap} failed ({handshake[0]})",
-                    tls_hint(handshake[0], settings),
-                )
-            if time.monotonic() >= deadline:
-                _fail(
-                    f"cannot reach Kafka at {bootstrap} ({exc})",
-                    "check STREAMDRIFT_KAFKA_BOOTSTRAP (or --bootstrap), that the broker is "
-                    "running, that its advertised listener is reachable from here, and "
-                    "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
-                )
+    if exc.why == "login":
+        return (
+            f"Kafka at {bootstrap} refused the login ({exc})",
+            "check STREAMDRIFT_KAFKA_SASL_USERNAME, STREAMDRIFT_KAFKA_SASL_PASSWORD and "
+            "STREAMDRIFT_KAFKA_SASL_MECHANISM, and that the user exists on the brokers",
+        )
+    if exc.why == "tls":
+        return f"TLS with Kafka at {bootstrap} failed ({exc})", tls_hint(str(exc), settings)
+    return (
+        f"cannot reach Kafka at {bootstrap} ({exc})",
+        "check STREAMDRIFT_KAFKA_BOOTSTRAP (or --bootstrap), that the broker is running, that "
+        "its advertised listener is reachable from here, and STREAMDRIFT_KAFKA_SECURITY_PROTOCOL",
+    )
 
 
 def check_redis(settings: Settings) -> None:
@@ -346,15 +325,9 @@ def worker(
             "create them, or pass --create-topics",
         )
 
-    from faust.worker import Worker
+    from streamdrift.streams.kafka.app import run_worker
 
-    from streamdrift.streams.kafka.app import create_app
-
-    faust_app, _ = create_app(settings)
-    # The libraries and the app live as long as the process: out of the collector's sight, the
-    # full collections that the monitors' allocations trigger scan only the monitors.
-    gc.freeze()
-    Worker(faust_app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    run_worker(settings)
 
 
 def _preflight(settings: Settings, timeout: float = 10.0) -> None:

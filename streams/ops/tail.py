@@ -1,16 +1,16 @@
-"""Read alerts from the alert topic (``streamdrift alerts`` and the demo)."""
+"""Alerts from the alert topic, as ``streamdrift alerts``, ``streamdrift report`` and the demo
+show them: decoded, skipped when they are not JSON objects, formatted for a terminal. The topic
+itself is read by :mod:`streams.kafka.reader` (only ``streams.kafka`` imports a Kafka client)."""
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
+from streamdrift.streams.kafka.reader import TopicFollower, read_to_end
 from streamdrift.streams.security import printable
 
 
@@ -29,70 +29,28 @@ def tail_alerts(
     ``until`` is polled twice a second; the tail ends when it returns True. A message that is not
     a JSON object is skipped (anyone may write to the topic), told to ``on_unreadable``.
 
-    ``client_config`` holds ``bootstrap.servers`` and any security properties. The topic's
-    partitions are assigned directly (no consumer group to join: a join can take longer than the
-    idle timeout, which then ended the tail before the first alert); a topic that does not exist
-    yet is subscribed to, and silence counts only once it is assigned. Commits nothing, so
-    tailing never disturbs anyone.
+    ``client_config`` holds ``bootstrap.servers`` and any security properties. The topic is read
+    without joining a consumer group (:class:`streams.kafka.reader.TopicFollower`: a join can take
+    longer than the idle timeout); silence counts only once the topic's partitions are assigned
+    (a topic that does not exist yet has none). Commits nothing, so tailing never disturbs anyone.
     """
-    consumer = Consumer(
-        {
-            **client_config,
-            "group.id": f"streamdrift-tail-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "enable.auto.commit": False,
-        }
-    )
-    assigned = _assign_or_subscribe(
-        consumer, topic, OFFSET_BEGINNING if from_beginning else OFFSET_END
-    )
     seen, idle = 0, 0.0
-    try:
+    with TopicFollower(client_config, topic, from_beginning) as follower:
         while (max_alerts is None or seen < max_alerts) and not (until and until()):
-            message = consumer.poll(0.5)
-            if message is None:
-                idle += 0.5 if assigned else 0.0
+            fetched = follower.poll(0.5)
+            if fetched is None:
+                idle += 0.5 if follower.assigned else 0.0
                 if not follow and idle >= idle_timeout:
                     return
                 continue
             idle = 0.0
-            error = message.error()
-            if error:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise RuntimeError(f"reading {topic}: {error}")
-            alert = _decode(message.value())
+            alert = _decode(fetched.value)
             if alert is None:
                 if on_unreadable:
-                    on_unreadable(f"{topic}[{message.partition()}]@{message.offset()}")
+                    on_unreadable(f"{topic}[{fetched.partition}]@{fetched.offset}")
                 continue
             seen += 1
             yield alert
-    finally:
-        consumer.close()
-
-
-class _Assigned:
-    """Truthy once the consumer has partitions of the topic."""
-
-    def __init__(self, now: bool) -> None:
-        self.now = now
-
-    def __bool__(self) -> bool:
-        return self.now
-
-    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.now = True
-
-
-def _assign_or_subscribe(consumer: Consumer, topic: str, offset: int) -> _Assigned:
-    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-    if metadata is not None and metadata.error is None and metadata.partitions:
-        consumer.assign([TopicPartition(topic, p, offset) for p in metadata.partitions])
-        return _Assigned(True)
-    assigned = _Assigned(False)
-    consumer.subscribe([topic], on_assign=assigned.on_assign)
-    return assigned
 
 
 def read_alerts(
@@ -100,44 +58,14 @@ def read_alerts(
 ) -> list[dict[str, Any]]:
     """Every alert the topic holds now (``streamdrift report``), each partition in order.
 
-    Partitions are assigned directly and read up to their end: no consumer group to join (a
-    join can take longer than any idle timeout), nothing committed, and the read stops when
-    the topic is exhausted instead of after a guessed silence. ``TimeoutError`` if that takes
-    longer than ``timeout`` seconds; an absent topic has no alerts.
+    The topic is read up to its end without joining a consumer group
+    (:func:`streams.kafka.reader.read_to_end`): the read stops when the topic is exhausted
+    instead of after a guessed silence. ``TimeoutError`` if that takes longer than ``timeout``
+    seconds; an absent topic has no alerts; a message that is not an alert is left out (nothing
+    to report about it).
     """
-    consumer = Consumer(
-        {
-            **client_config,
-            "group.id": f"streamdrift-read-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 100,  # an empty partition answers (with its end) this soon
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return []
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
-        alerts: list[dict[str, Any]] = []
-        at_end: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(at_end) < len(metadata.partitions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic}: not at its end after {timeout:g} s")
-            for message in consumer.consume(1000, timeout=0.1):
-                error = message.error()
-                if error is None:
-                    alert = _decode(message.value())
-                    if alert is not None:  # not an alert: nothing to report about it
-                        alerts.append(alert)
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(cast(int, message.partition()))  # a consumed message has one
-                else:
-                    raise RuntimeError(f"reading {topic}: {error}")
-        return alerts
-    finally:
-        consumer.close()
+    alerts = (_decode(value) for value in read_to_end(client_config, topic, timeout))
+    return [alert for alert in alerts if alert is not None]
 
 
 def _decode(value: bytes | None) -> dict[str, Any] | None:
