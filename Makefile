@@ -33,10 +33,11 @@ typecheck-tree:  ## the symlinks through which mypy reads streams/ and detectors
 	@ln -sfn ../../../streams $(TYPECHECK_TREE)/streams
 	@ln -sfn ../../../detectors $(TYPECHECK_TREE)/detectors
 
-lint: $(STAMP) typecheck-tree  ## ruff check, ruff format --check and mypy (all Python code)
+lint: $(STAMP) typecheck-tree  ## ruff check, ruff format --check, mypy (all Python code) and the import rules
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy $(MYPY_TARGETS)
+	$(VENV)/bin/lint-imports --no-cache --no-logo .importlinter
 
 # The monitoring checks and the end-to-end monitoring test need real Prometheus tools, the report's
 # end-to-end test a headless browser, the Redis-over-TLS test a redis-server built with TLS
