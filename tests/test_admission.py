@@ -9,9 +9,8 @@ from streamdrift.streams.pipeline.admission import MINUTE, AdmissionLimits
 from streamdrift.streams.pipeline.codec import Limits, Reason
 from streamdrift.streams.pipeline.outcome import Record
 from streamdrift.streams.pipeline.processor import PredictionProcessor
-from streamdrift.streams.state.checkpoint import Claim
 from streamdrift.streams.state.keys import series_name
-from streamdrift.streams.state.partition import PartitionState
+from streamdrift.streams.state.partition import Claim, PartitionState
 
 
 def records(bodies: list[Any], first: int = 0, at: float = 1_000.0) -> list[Record]:

@@ -23,10 +23,10 @@ from streamdrift.streams.ops.status import read_status
 from streamdrift.streams.pipeline.codec import Limits
 from streamdrift.streams.pipeline.outcome import Record
 from streamdrift.streams.pipeline.processor import AdmissionLimits, PredictionProcessor
-from streamdrift.streams.state.checkpoint import CheckpointStore, Claim, Fenced, Save, StateLost
+from streamdrift.streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost
 from streamdrift.streams.state.joins import BUCKETS_PER_TTL, JoinStore
 from streamdrift.streams.state.keys import SEP, KeyLayout
-from streamdrift.streams.state.partition import PartitionState
+from streamdrift.streams.state.partition import Claim, PartitionState
 
 T = TypeVar("T")
 TOPIC = "preds"

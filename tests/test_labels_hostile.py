@@ -22,9 +22,8 @@ from streamdrift.streams.pipeline.labels import LabelProcessor
 from streamdrift.streams.pipeline.outcome import Outcome, Record
 from streamdrift.streams.runtime import Runtime
 from streamdrift.streams.settings import Settings
-from streamdrift.streams.state.checkpoint import Claim
 from streamdrift.streams.state.keys import series_name
-from streamdrift.streams.state.partition import PartitionState, PendingLabel
+from streamdrift.streams.state.partition import Claim, PartitionState, PendingLabel
 
 MODEL = "m"
 TTL = 600.0

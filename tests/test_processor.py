@@ -27,9 +27,8 @@ from streamdrift.streams.pipeline.codec import Limits, Reason
 from streamdrift.streams.pipeline.labels import LabelProcessor, label_error
 from streamdrift.streams.pipeline.outcome import Outcome, Record
 from streamdrift.streams.pipeline.processor import AdmissionLimits, PredictionProcessor
-from streamdrift.streams.state.checkpoint import Claim
 from streamdrift.streams.state.keys import series_name
-from streamdrift.streams.state.partition import PartitionState, PendingLabel
+from streamdrift.streams.state.partition import Claim, PartitionState, PendingLabel
 
 MODEL = "m"
 

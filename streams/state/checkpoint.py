@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from streamdrift.streams.state.keys import KeyLayout
+from streamdrift.streams.state.partition import Claim
 
 _CLAIM = """
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
@@ -80,14 +81,6 @@ class Fenced(Exception):
 
 class StateLost(Exception):
     """Redis no longer has the partition's checkpoint at all (restarted without its data)."""
-
-
-@dataclass
-class Claim:
-    epoch: int
-    offset: int | None  # next offset to read; None if the partition was never checkpointed
-    fields: dict[bytes, bytes] = field(default_factory=dict)
-    outbox: list[bytes] = field(default_factory=list)  # checkpointed alerts maybe not yet published
 
 
 class CheckpointStore(KeyLayout):

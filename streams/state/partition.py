@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import msgspec
 
@@ -28,10 +28,21 @@ from streamdrift.detectors import (
 from streamdrift.streams.pipeline.admission import Ledger
 from streamdrift.streams.state.keys import META_PREFIX, parse_series
 
-if TYPE_CHECKING:
-    from streamdrift.streams.state.checkpoint import Claim
-
 log = logging.getLogger("streamdrift")
+
+
+@dataclass
+class Claim:
+    """What claiming a partition found in the store (:meth:`CheckpointStore.claim
+    <streamdrift.streams.state.checkpoint.CheckpointStore.claim>`): the new epoch and the last
+    checkpoint's offset, state fields and outbox, from which :meth:`PartitionState.from_claim`
+    rebuilds the partition."""
+
+    epoch: int
+    offset: int | None  # next offset to read; None if the partition was never checkpointed
+    fields: dict[bytes, bytes] = field(default_factory=dict)
+    outbox: list[bytes] = field(default_factory=list)  # checkpointed alerts maybe not yet published
+
 
 Monitor = NumericMonitor | CategoricalMonitor | ErrorMonitor | PCAReconstructionMonitor
 
