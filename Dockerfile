@@ -7,10 +7,14 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# LICENSE: both pyproject.toml files name it (client/LICENSE is a symlink to ../LICENSE).
+COPY pyproject.toml README.md LICENSE ./
+# The producer client (streamdrift.client), its own distribution, which streamdrift pins exactly:
+# installed in the same pip command, before streamdrift, so it never comes from an index.
+COPY client ./client
 COPY streams ./streams
 COPY detectors ./detectors
-RUN /opt/venv/bin/pip install .
+RUN /opt/venv/bin/pip install ./client .
 
 # --- runtime: the virtualenv only, run as an unprivileged user -----------------------------------
 FROM python:3.11.11-slim-bookworm

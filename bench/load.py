@@ -22,6 +22,7 @@ from typing import cast
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
+from streamdrift.client import produce_with_retry
 from streamdrift.streams.dev.simulate import (
     CategoricalFeature,
     Drift,
@@ -185,18 +186,15 @@ def produce(
                 time.sleep(ahead)
         key = mark(message)
         callback = on_delivery if key is None else marked(key)
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    message.value,
-                    message.key,
-                    partition=place[message.key],
-                    on_delivery=callback,
-                )
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                producer.poll(0.05)
+        produce_with_retry(
+            producer,
+            topic,
+            message.value,
+            message.key,
+            partition=place[message.key],
+            on_delivery=callback,
+            poll_timeout=0.05,
+        )
         done.messages += 1
         done.events += message.events
         if done.messages % 1000 == 0:

@@ -1,8 +1,9 @@
 """A FastAPI inference service that reports every prediction to streamdrift.
 
-FastAPI is not a dependency of streamdrift; to run this example:
+The service needs only the producer client (the streamdrift-client distribution, ``client/`` of
+this repository), not the worker. FastAPI is not a dependency of either; to run this example:
 
-    pip install fastapi uvicorn
+    pip install ./client fastapi uvicorn
     STREAMDRIFT_KAFKA_BOOTSTRAP=localhost:9092 uvicorn examples.fastapi_service:create_app --factory
     curl -s localhost:8000/predict -H 'content-type: application/json' \\
          -d '{"features": {"amount": 120.0, "country": "DE", "age": 31}}'
@@ -24,7 +25,7 @@ from typing import Any, Callable, Optional, Union
 
 from pydantic import BaseModel
 
-from streamdrift.streams.client import DriftClient
+from streamdrift.client import DriftClient
 
 MODEL = "fraud"
 MODEL_VERSION = "3"
@@ -54,7 +55,7 @@ def predict(client: DriftClient, request: PredictRequest) -> dict[str, Any]:
     return {"event_id": event_id, "fraud_probability": probability}
 
 
-def create_app(client_factory: Callable[[], DriftClient] = lambda: DriftClient.from_settings(linger=1.0)):
+def create_app(client_factory: Callable[[], DriftClient] = lambda: DriftClient.from_env(linger=1.0)):
     """The FastAPI app; ``client_factory`` makes the streamdrift client at start-up."""
     from fastapi import FastAPI
 

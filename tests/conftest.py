@@ -32,6 +32,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka import Message as KafkaMessage
 from servers.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
 
+from streamdrift.client import produce_with_retry
 from streamdrift.detectors import Detection, NumericMonitor
 from streamdrift.streams.dev.embedded import (
     LOCAL_WORKER_ENV,
@@ -294,21 +295,17 @@ def produce(
         return callback
 
     for index, value in enumerate(values):
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value,
-                    key=keys[index] if keys is not None else key,
-                    partition=_nth(
-                        partitions, index, -1 if partition is None else partition
-                    ),  # -1: the partitioner's
-                    headers=_nth(headers_each, index, list(headers) if headers else None),
-                    on_delivery=on_delivery(index),
-                )
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                producer.poll(0.1)
+        produce_with_retry(
+            producer,
+            topic,
+            value,
+            keys[index] if keys is not None else key,
+            # -1: the partitioner's
+            partition=_nth(partitions, index, -1 if partition is None else partition),
+            headers=_nth(headers_each, index, list(headers) if headers else None),
+            on_delivery=on_delivery(index),
+            poll_timeout=0.1,
+        )
         producer.poll(0)
     left = producer.flush(timeout)
     assert not errors, f"{len(errors)} of {len(values)} messages to {topic} failed: {errors[:5]}"

@@ -1,13 +1,19 @@
-"""The producer client: envelopes, sampling, bounded queue and drop counts (with a fake producer),
-then the real thing against the embedded Tansu broker (delivery exactly once, broker down)."""
+"""The producer client (``streamdrift.client``, the streamdrift-client distribution in client/):
+envelopes, sampling, bounded queue and drop counts (with a fake producer), its configuration from
+the workers' variables, the one produce-with-retry step, then the real thing against the embedded
+Tansu broker (delivery exactly once, broker down)."""
 
 from __future__ import annotations
 
 import asyncio
+import doctest
+import importlib
 import importlib.util
 import logging
 import math
+import pkgutil
 import py_compile
+import re
 import threading
 import time
 from decimal import Decimal
@@ -20,18 +26,23 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from conftest import Topics, consume_all
 
-import streamdrift.streams.client as client_module
-from streamdrift.streams.client import (
+import streamdrift.client
+import streamdrift.client.client as client_module
+from streamdrift.client import (
     DEFAULT_TOPIC,
     MAX_EVENTS_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
     ClientStats,
     DriftClient,
     masked_config,
+    produce_with_retry,
     sampled,
+    settings_from_env,
 )
+from streamdrift.client.config import SECRETS_DIR, VARIABLES
 from streamdrift.streams.dev.embedded import EmbeddedBroker, free_port
 from streamdrift.streams.pipeline.codec import Limits, decode_events
+from streamdrift.streams.security import confluent_config
 from streamdrift.streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +92,7 @@ class FakeProducer:
         self.lock = threading.Lock()
         FakeProducer.instances.append(self)
 
-    def produce(self, topic, value, key, on_delivery):
+    def produce(self, topic, value, key, partition=-1, on_delivery=None, headers=None):
         with self.lock:
             if self.refuse:
                 self.refuse -= 1
@@ -410,7 +421,7 @@ def test_emit_from_many_threads_counts_exactly(fake):
 
 
 def test_secrets_are_never_logged_or_shown(fake, caplog):
-    caplog.set_level(logging.DEBUG, logger="streamdrift.streams.client")
+    caplog.set_level(logging.DEBUG, logger="streamdrift.client")
     config = {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
@@ -426,16 +437,20 @@ def test_secrets_are_never_logged_or_shown(fake, caplog):
     assert masked_config(config)["sasl.password"] == "**********"
 
 
-def test_from_settings_uses_the_workers_kafka_settings(fake):
-    settings = Settings(
-        kafka_bootstrap="kafka://k1:9093",
-        kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_sasl_mechanism="SCRAM-SHA-256",
-        kafka_sasl_username="svc",
-        kafka_sasl_password="pw",
-        input_topic="preds",
-    )
-    client = DriftClient.from_settings(settings, config={"linger.ms": 20}, linger=0.5)
+# --- configured like the workers: the same STREAMDRIFT_* variables -----------------------------
+
+
+def test_from_env_uses_the_workers_kafka_variables(fake):
+    environ = {
+        "STREAMDRIFT_KAFKA_BOOTSTRAP": "kafka://k1:9093",
+        "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "STREAMDRIFT_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+        "STREAMDRIFT_KAFKA_SASL_USERNAME": "svc",
+        "STREAMDRIFT_KAFKA_SASL_PASSWORD": "pw",
+        "STREAMDRIFT_INPUT_TOPIC": "preds",
+        "STREAMDRIFT_REDIS_URL": "redis://:other-secret@r:6379/0",  # a worker setting: not read
+    }
+    client = DriftClient.from_env(environ, config={"linger.ms": 20}, linger=0.5)
     try:
         config = client._producer.config
         assert (
@@ -447,8 +462,230 @@ def test_from_settings_uses_the_workers_kafka_settings(fake):
             20,
         )
         assert client.topic == "preds" and client.linger == 0.5
+        assert "other-secret" not in repr(config)
     finally:
         client.close(timeout=1.0)
+    # a topic given to from_env wins over STREAMDRIFT_INPUT_TOPIC; os.environ by default
+    with DriftClient.from_env(environ, topic="mine") as client:
+        assert client.topic == "mine"
+
+
+def test_from_env_reads_os_environ_by_default(fake, monkeypatch):
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(SECRETS_DIR, raising=False)
+    monkeypatch.setenv("STREAMDRIFT_KAFKA_BOOTSTRAP", "b1:9092,b2:9092")
+    with DriftClient.from_env() as client:
+        assert client._producer.config["bootstrap.servers"] == "b1:9092,b2:9092"
+        assert client._producer.config["security.protocol"] == "PLAINTEXT"
+        assert client.topic == DEFAULT_TOPIC
+
+
+def _client_source() -> str:
+    return "\n".join(path.read_text() for path in sorted((ROOT / "client" / "src").rglob("*.py")))
+
+
+def test_every_variable_the_client_reads_is_a_worker_setting():
+    """The client reads the workers' variables itself (it must not import the worker): the same
+    names, so that one environment configures both and they cannot drift apart."""
+    settings = {f"STREAMDRIFT_{name.upper()}" for name in Settings.model_fields}
+    assert set(VARIABLES) <= settings, f"not worker settings: {set(VARIABLES) - settings}"
+    # Settings.load's secrets folder is not a setting itself: the same variable, read there
+    assert f'"{SECRETS_DIR}"' in (ROOT / "streams" / "settings.py").read_text()
+    # every STREAMDRIFT_* name in the client's code (and docstrings) is a worker setting too
+    named = set(re.findall(r"STREAMDRIFT_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*\*)", _client_source()))
+    assert set(VARIABLES) <= named
+    assert named <= settings | {SECRETS_DIR}, sorted(named - settings - {SECRETS_DIR})
+    # and every Kafka connection setting of the workers is one the client reads
+    kafka = {name for name in settings if name.startswith("STREAMDRIFT_KAFKA_")}
+    assert kafka | {"STREAMDRIFT_INPUT_TOPIC"} == set(VARIABLES)
+
+
+def _environments(tmp_path: Path) -> list[dict[str, str]]:
+    ca, cert, key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key"))
+    for path in (ca, cert, key):
+        path.write_text("not read here")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "streamdrift_kafka_sasl_password").write_text("from-a-file\n")
+    (secrets / "STREAMDRIFT_KAFKA_SSL_KEY_PASSWORD").write_text("key-pass")
+    return [
+        {},
+        {"STREAMDRIFT_KAFKA_BOOTSTRAP": "kafka://a:1,b:2 ", "STREAMDRIFT_INPUT_TOPIC": "in.put"},
+        {"STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SSL", "STREAMDRIFT_KAFKA_SSL_CAFILE": str(ca)},
+        {
+            "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "STREAMDRIFT_KAFKA_SSL_CAFILE": str(ca),
+            "STREAMDRIFT_KAFKA_SSL_CERTFILE": str(cert),
+            "STREAMDRIFT_KAFKA_SSL_KEYFILE": str(key),
+            "STREAMDRIFT_KAFKA_SSL_KEY_PASSWORD": "k",
+        },
+        {
+            "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "STREAMDRIFT_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "streamdrift_kafka_sasl_username": "svc",  # names in any case, as the worker reads them
+            "STREAMDRIFT_KAFKA_SASL_PASSWORD": "pw",
+            "STREAMDRIFT_KAFKA_SSL_CAFILE": str(ca),
+        },
+        # files are not read without TLS (the worker does not refuse missing ones then)
+        {
+            "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "STREAMDRIFT_KAFKA_SASL_USERNAME": "svc",
+            "STREAMDRIFT_KAFKA_SASL_PASSWORD": "pw",
+            "STREAMDRIFT_KAFKA_SSL_CAFILE": str(tmp_path / "missing.pem"),
+        },
+        # the secrets folder: its files, under the variables set in the environment
+        {
+            SECRETS_DIR: str(secrets),
+            "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "STREAMDRIFT_KAFKA_SASL_USERNAME": "svc",
+            "STREAMDRIFT_KAFKA_SSL_CERTFILE": str(cert),
+            "STREAMDRIFT_KAFKA_SSL_KEYFILE": str(key),
+        },
+        {
+            SECRETS_DIR: str(secrets),
+            "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "STREAMDRIFT_KAFKA_SSL_KEY_PASSWORD": "env-wins",
+        },
+    ]
+
+
+def test_the_client_and_the_worker_make_the_same_kafka_properties(tmp_path, monkeypatch):
+    for environ in _environments(tmp_path):
+        for name in (*VARIABLES, SECRETS_DIR):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        worker = Settings.load()
+        client = settings_from_env()
+        assert client.config == confluent_config(worker), environ
+        assert client.topic == worker.input_topic
+        assert "pw" not in repr(client) and "key-pass" not in repr(client)
+
+
+@pytest.mark.parametrize(
+    "environ, named",
+    [
+        ({"STREAMDRIFT_KAFKA_BOOTSTRAP": "k:notaport"}, "STREAMDRIFT_KAFKA_BOOTSTRAP"),
+        ({"STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "TLS"}, "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL"),
+        (
+            {
+                "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "STREAMDRIFT_KAFKA_SASL_MECHANISM": "GSSAPI",
+                "STREAMDRIFT_KAFKA_SASL_USERNAME": "svc",
+                "STREAMDRIFT_KAFKA_SASL_PASSWORD": "hunter2-secret",
+            },
+            "STREAMDRIFT_KAFKA_SASL_MECHANISM",
+        ),
+        (
+            {
+                "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "STREAMDRIFT_KAFKA_SASL_PASSWORD": "hunter2-secret",
+            },
+            "STREAMDRIFT_KAFKA_SASL_USERNAME",
+        ),
+        (
+            {
+                "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SSL",
+                "STREAMDRIFT_KAFKA_SSL_CERTFILE": "/nonexistent/c.pem",
+                "STREAMDRIFT_KAFKA_SSL_KEY_PASSWORD": "hunter2-secret",
+            },
+            "STREAMDRIFT_KAFKA_SSL_KEYFILE",
+        ),
+        (
+            {
+                "STREAMDRIFT_KAFKA_SECURITY_PROTOCOL": "SSL",
+                "STREAMDRIFT_KAFKA_SSL_CAFILE": "/no/ca",
+            },
+            "STREAMDRIFT_KAFKA_SSL_CAFILE",
+        ),
+        ({"STREAMDRIFT_INPUT_TOPIC": "a topic"}, "STREAMDRIFT_INPUT_TOPIC"),
+    ],
+)
+def test_a_bad_variable_is_named_and_no_secret_is_shown(fake, environ, named):
+    with pytest.raises(ValueError) as raised:
+        DriftClient.from_env(environ)
+    message = str(raised.value)
+    assert named in message and "hunter2" not in message
+    with pytest.raises(ValueError):  # the worker refuses the same environment
+        Settings(**{k.removeprefix("STREAMDRIFT_").lower(): v for k, v in environ.items()})
+
+
+# --- the one produce-with-retry step ------------------------------------------------------------
+
+
+def test_produce_with_retry_serves_deliveries_until_the_queue_has_room():
+    producer = FakeProducer({})
+    producer.refuse = 3
+    full: list[int] = []
+    delivered = []
+    assert produce_with_retry(
+        producer,
+        "t",
+        b"v",
+        b"k",
+        poll_timeout=0.0,
+        on_delivery=lambda error, message: delivered.append(error),
+        on_queue_full=lambda: full.append(1),
+    )
+    assert producer.messages == [("t", b"k", b"v")] and len(full) == 3
+    producer.poll(0)
+    assert delivered == [None]
+
+
+def test_produce_with_retry_gives_up_after_its_attempts_and_raises_other_errors():
+    producer = FakeProducer({})
+    producer.refuse = 5
+    assert produce_with_retry(producer, "t", b"v", attempts=2, poll_timeout=0.0) is False
+    assert producer.refuse == 3 and producer.messages == []
+    with pytest.raises(ValueError):
+        produce_with_retry(producer, "t", b"v", attempts=0)
+
+    def refuse(*args, **kwargs):
+        raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+
+    producer.produce = refuse
+    with pytest.raises(KafkaException):
+        produce_with_retry(producer, "t", b"v")
+
+
+def test_produce_with_retry_passes_partition_and_headers_to_librdkafka():
+    seen = {}
+
+    class Recorder(FakeProducer):
+        def produce(self, topic, value, key, partition=-1, on_delivery=None, headers=None):
+            seen.update(partition=partition, headers=headers)
+
+    produce_with_retry(Recorder({}), "t", b"v", partition=2, headers=[("h", b"1")])
+    assert seen == {"partition": 2, "headers": [("h", b"1")]}
+
+
+def test_the_only_produce_loops_are_the_clients_helper():
+    """One implementation: no other code retries ``produce`` on BufferError itself."""
+    offenders = [
+        path.relative_to(ROOT).as_posix()
+        for folder in ("streams", "bench", "tests", "client")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if "except BufferError" in path.read_text() and path.name != "test_client.py"
+    ]
+    assert offenders == ["client/src/producer.py"]
+
+
+def test_the_clients_docstring_examples_run():
+    """streamdrift.client's modules (their examples are documentation too)."""
+    package = streamdrift.client
+    names = [package.__name__] + [
+        info.name for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
+    ]
+    attempted = 0
+    for name in names:
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        for test in doctest.DocTestFinder(exclude_empty=True).find(importlib.import_module(name)):
+            runner.run(test)
+        result = runner.summarize(verbose=False)
+        assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name}"
+        attempted += result.attempted
+    assert attempted >= 5
 
 
 # --- the FastAPI example (FastAPI is not installed: its core logic is plain Python) -------------

@@ -35,6 +35,8 @@ import msgspec
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from streamdrift.client import produce_with_retry
+
 DEFAULT_START_TIME = 1_763_719_200.0
 """2025-11-21T10:00:00Z: the first event's timestamp in :func:`generate` unless a scenario says
 otherwise (fixed, so that generation is reproducible; :func:`run` uses the wall clock)."""
@@ -571,12 +573,7 @@ def run(
             stats.last_error = str(err)
 
     def produce(topic: str, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=delivered)
-                return
-            except BufferError:  # local queue full: let deliveries drain
-                producer.poll(0.05)
+        produce_with_retry(producer, topic, value, key, on_delivery=delivered, poll_timeout=0.05)
 
     pending: deque[tuple[float, bytes, bytes]] = deque()  # (due, key, label), in due order
     clock = time.monotonic

@@ -6,7 +6,7 @@ not matter) and appended to a bounded in-memory queue; a background thread batch
 events into envelopes (JSON arrays, the worker's input contract) and produces them with
 confluent-kafka. Whatever cannot be sent is counted, never raised: see :class:`ClientStats`.
 
-    client = DriftClient("kafka:9092")          # or DriftClient.from_settings(): STREAMDRIFT_* env
+    client = DriftClient("kafka:9092")          # or DriftClient.from_env(): STREAMDRIFT_* env
     client.emit("fraud", {"amount": 12.5, "country": "DE"}, prediction=0.91, model_version="3",
                 event_id="e-123")
     ...
@@ -41,8 +41,8 @@ Design:
 Counters invariant (see :meth:`DriftClient.stats`): ``emitted == sent + delivery_failed +
 dropped_sampled + dropped_queue_full + encoding_failed + dropped_closed + pending``.
 
-Imports only the standard library, msgspec and confluent-kafka (``from_settings`` imports the
-worker's settings and security modules when called).
+Imports only the standard library, msgspec and confluent-kafka, never the worker: ``from_env``
+reads the workers' variables itself (:mod:`streamdrift.client.config`).
 """
 
 from __future__ import annotations
@@ -56,29 +56,24 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from hashlib import blake2b
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-if TYPE_CHECKING:
-    from streamdrift.streams.settings import Settings
+from streamdrift.client.config import (
+    DEFAULT_TOPIC,
+    MAX_EVENTS_PER_MESSAGE,
+    MAX_MESSAGE_BYTES,
+    masked_config,
+    settings_from_env,
+)
+from streamdrift.client.producer import DeliveryCallback, produce_with_retry
+from streamdrift.client.sampling import _hash64, sampled
 
-__all__ = ["DEFAULT_TOPIC", "MAX_EVENTS_PER_MESSAGE", "ClientStats", "DriftClient", "sampled"]
+__all__ = ["ClientStats", "DriftClient"]
 
-_log = logging.getLogger("streamdrift.streams.client")
-
-DEFAULT_TOPIC = "predictions"
-"""The worker's default input topic (``STREAMDRIFT_INPUT_TOPIC``)."""
-
-MAX_EVENTS_PER_MESSAGE = 10_000
-"""The worker's default ``STREAMDRIFT_MAX_EVENTS_PER_MESSAGE``: an envelope never holds more."""
-
-MAX_MESSAGE_BYTES = 1_048_576
-"""The worker's default ``STREAMDRIFT_MAX_MESSAGE_BYTES``: an envelope is never bigger."""
-
-_SECRET_MARKERS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key.pem", "token")
+_log = logging.getLogger("streamdrift.client")
 
 _PRODUCER_DEFAULTS: dict[str, Any] = {
     "client.id": "streamdrift-client",
@@ -90,27 +85,6 @@ _PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def sampled(event_id: str, rate: float) -> bool:
-    """Whether the event ``event_id`` is kept at sampling ``rate``: deterministic, the same in
-    every process and run (a keyed BLAKE2b of the id compared with the rate), and nested (an id
-    kept at a rate is kept at every higher rate).
-
-    >>> sampled("e-123", 1.0), sampled("e-123", 0.0)
-    (True, False)
-    >>> sampled("e-123", 0.5) == sampled("e-123", 0.5)
-    True
-    """
-    if rate >= 1.0:
-        return True
-    if rate <= 0.0:
-        return False
-    return _hash64(event_id, b"sd-sample") < rate * 18446744073709551616.0  # 2**64
-
-
-def _hash64(text: str, person: bytes) -> int:
-    return int.from_bytes(blake2b(text.encode(), digest_size=8, person=person).digest(), "big")
-
-
 def _enc_hook(obj: Any) -> Any:
     """numpy scalars (np.float32, np.int64, np.bool_, ...) as their Python value."""
     if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
@@ -119,18 +93,6 @@ def _enc_hook(obj: Any) -> Any:
 
 
 _encode = msgspec.json.Encoder(enc_hook=_enc_hook, decimal_format="number").encode
-
-
-def masked_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with secret values (passwords, OAuth settings, keys) masked, safe to log.
-
-    >>> masked_config({"sasl.username": "u", "sasl.password": "p", "ssl.key.password": "k"})
-    {'sasl.username': 'u', 'sasl.password': '**********', 'ssl.key.password': '**********'}
-    """
-    return {
-        key: "**********" if any(marker in key.lower() for marker in _SECRET_MARKERS) else value
-        for key, value in config.items()
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,17 +246,16 @@ class DriftClient:
         self._thread.start()
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, **options: Any) -> DriftClient:
-        """A client configured like the worker: bootstrap, security and input topic from the
-        ``STREAMDRIFT_*`` settings (``Settings.load()`` when none are given, so
-        ``STREAMDRIFT_SECRETS_DIR`` works too). ``options`` go to the constructor; a ``config``
-        among them is applied over the settings' properties."""
-        from streamdrift.streams.security import confluent_config
-        from streamdrift.streams.settings import Settings
-
-        settings = settings or Settings.load()
-        config = {**confluent_config(settings), **dict(options.pop("config", None) or {})}
-        options.setdefault("topic", settings.input_topic)
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> DriftClient:
+        """A client configured like the workers, from the same ``STREAMDRIFT_*`` variables:
+        bootstrap, Kafka security (TLS, mTLS, SASL) and input topic (``environ``, default
+        ``os.environ``; ``STREAMDRIFT_SECRETS_DIR`` works too: see
+        :func:`~streamdrift.client.config.settings_from_env`, which raises ``ValueError`` naming
+        an invalid variable). ``options`` go to the constructor; a ``config`` among them is
+        applied over the variables' properties, a ``topic`` over ``STREAMDRIFT_INPUT_TOPIC``."""
+        settings = settings_from_env(environ)
+        config = {**settings.config, **dict(options.pop("config", None) or {})}
+        options.setdefault("topic", settings.topic)
         return cls(config=config, **options)
 
     # --- the inference path ---------------------------------------------------------------
@@ -542,23 +503,33 @@ class DriftClient:
 
     def _produce(self, key: str, value: bytes, events: int, retry: bool = False) -> bool:
         try:
-            self._producer.produce(
-                self.topic, value, key.encode(), on_delivery=self._delivered(events)
+            # One try: when librdkafka's queue is full, serve deliveries (they free the queue)
+            # for one tick and keep the envelope for the next round.
+            taken = produce_with_retry(
+                self._producer,
+                self.topic,
+                value,
+                key.encode(),
+                on_delivery=self._delivered(events),
+                poll_timeout=self._tick,
+                attempts=1,
+                on_queue_full=self._count_queue_full,
             )
-        except BufferError:
-            with self._lock:
-                self._counts["producer_queue_full"] += 1
-            if not retry:
-                self._blocked.append((key, value, events))
-            self._producer.poll(self._tick)  # serve deliveries: they free the queue
-            return False
         except KafkaException as exc:  # refused locally (e.g. too large for message.max.bytes)
             self._settle(events, False, f"produce failed: {exc.args[0].str() if exc.args else exc}")
             return True
+        if not taken:
+            if not retry:
+                self._blocked.append((key, value, events))
+            return False
         self._in_flight += events
         return True
 
-    def _delivered(self, events: int):
+    def _count_queue_full(self) -> None:
+        with self._lock:
+            self._counts["producer_queue_full"] += 1
+
+    def _delivered(self, events: int) -> DeliveryCallback:
         def callback(error: KafkaError | None, _message: Message) -> None:
             self._in_flight -= events
             self._settle(
@@ -643,4 +614,4 @@ class _Envelope:
         self.size = 1  # "[" and "]" with the separators counted per part
 
 
-_kafka_log = logging.getLogger("streamdrift.streams.client.kafka")
+_kafka_log = logging.getLogger("streamdrift.client.kafka")
