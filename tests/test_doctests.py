@@ -13,7 +13,13 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("streamdrift.detectors", "streamdrift.streams", "bench", "tests.servers")
+PACKAGES = (
+    "streamdrift.detectors",
+    "streamdrift.streams",
+    "streamdrift.client",
+    "bench",
+    "tests.servers",
+)
 
 
 def module_names() -> list[str]:

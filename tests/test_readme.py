@@ -256,7 +256,7 @@ def test_the_architecture_page_names_code_that_exists():
     private function and constant it names in backticks is defined in streams/ or detectors/."""
     source = "\n".join(
         p.read_text()
-        for folder in ("streams", "detectors")
+        for folder in ("streams", "detectors", "client/src")
         for p in sorted((ROOT / folder).rglob("*.py"))
     )
     text = re.sub(r"```.*?```", "", (DOCS / "architecture.md").read_text(), flags=re.S)
