@@ -15,6 +15,7 @@ import hmac
 import re
 import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
@@ -90,19 +91,18 @@ def principal(settings: Settings) -> str:
 def certificate_cn(path: object) -> str | None:
     """The subject CN of the first certificate of a PEM file, or None if it cannot be read.
 
-    The standard library has no public certificate parser (``cryptography`` is not a
-    dependency): this uses CPython's ``ssl._ssl._test_decode_cert``, present since Python 2.7;
-    if it ever goes away, hints just show a placeholder principal.
+    >>> certificate_cn("/nonexistent.pem") is None
+    True
     """
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
-        decoded = ssl._ssl._test_decode_cert(str(path))  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError, ssl.SSLError):
+        certificate = x509.load_pem_x509_certificate(Path(str(path)).read_bytes())
+    except (OSError, ValueError):
         return None
-    for rdn in decoded.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def confluent_config(settings: Settings) -> dict[str, Any]:

@@ -15,8 +15,10 @@ from pydantic import ValidationError
 
 from streamdrift.streams.kafka.credentials import faust_credentials
 from streamdrift.streams.security import (
+    certificate_cn,
     confluent_config,
     masked,
+    principal,
     printable,
     scrub,
     secret_values,
@@ -24,6 +26,7 @@ from streamdrift.streams.security import (
     ssl_context,
 )
 from streamdrift.streams.settings import Settings, redact_url
+from tests.servers.kafka_tls import CertificateAuthority
 
 SASL = dict(
     kafka_security_protocol="SASL_SSL",
@@ -290,3 +293,20 @@ def test_the_secret_scan_finds_a_leak_in_any_log(tmp_path):
     (tmp_path / "notes.txt").write_text(planted[0])  # not a log
     assert secret_leaks(tmp_path, planted) == ["a/worker-0.log: 'planted-secret'"]
     assert secret_leaks(tmp_path) == []
+
+
+def test_the_principal_hint_names_the_client_certificates_common_name(tmp_path: Path) -> None:
+    authority = CertificateAuthority(tmp_path)
+    client = authority.issue("streamdrift-worker")
+    assert certificate_cn(client.cert) == "streamdrift-worker"
+    assert certificate_cn(client.keystore) == "streamdrift-worker"  # key first, then certificate
+    assert certificate_cn(client.key) is None  # no certificate in it
+    assert certificate_cn(tmp_path / "absent.pem") is None
+    settings = Settings(
+        kafka_bootstrap="k:9093",
+        kafka_security_protocol="SSL",
+        kafka_ssl_cafile=str(authority.cert),
+        kafka_ssl_certfile=str(client.cert),
+        kafka_ssl_keyfile=str(client.key),
+    )
+    assert principal(settings) == "User:streamdrift-worker"
