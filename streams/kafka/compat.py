@@ -1,12 +1,14 @@
 """The other libraries' internals the worker relies on, named in one place and checked at start.
 
-Neither faust-streaming nor aiokafka offers a public way to do three things the worker needs:
+Neither faust-streaming nor aiokafka offers a public way to do these things the worker needs:
 
 * clamp every offset commit to the Redis checkpoint (Faust's ``Consumer._commit``),
 * take whole batches of records from Faust's consumer thread (``Consumer._wait_next_records``,
   ``App._fetcher``) and size its polls (aiokafka's ``AIOKafkaConsumer._max_poll_records``),
 * shorten aiokafka's fetch wait, which faust-streaming hard-codes to 1.5 s
-  (``AIOKafkaConsumerThread._create_worker_consumer``, ``AIOKafkaConsumer._fetch_max_wait_ms``);
+  (``AIOKafkaConsumerThread._create_worker_consumer``, ``AIOKafkaConsumer._fetch_max_wait_ms``),
+* and, for the start-up check of the brokers, read the request versions aiokafka speaks
+  (``Request._CLASSES``) and ask a broker's (``aiokafka.conn.create_conn``);
 
 and checkpoints hold river's ADWIN / Page-Hinkley state layout. Those uses live in
 :mod:`streams.kafka.app` and :mod:`streams.kafka.intake` (and :mod:`detectors` for river). A new
@@ -109,7 +111,24 @@ INTERNALS = (
         "AIOKafkaConsumer._max_poll_records",
         _set_in_init("aiokafka.consumer.consumer", "AIOKafkaConsumer", "_max_poll_records"),
     ),
+    # The start-up check of the brokers (streams.kafka.preflight): the request versions the
+    # client speaks, and one connection of its own for ApiVersions.
+    Internal("aiokafka", "Request._CLASSES", lambda: _fetch_request_versions() > 0),
+    Internal(
+        "aiokafka",
+        "aiokafka.conn.create_conn",
+        lambda: callable(
+            getattr(__import__("aiokafka.conn", fromlist=["conn"]), "create_conn", None)
+        ),
+    ),
 )
+
+
+def _fetch_request_versions() -> int:
+    """How many versions of the Fetch request aiokafka lists in ``FetchRequest._CLASSES``."""
+    from aiokafka.protocol.fetch import FetchRequest
+
+    return len(getattr(FetchRequest, "_CLASSES", ()))
 
 
 def untested_versions(installed: dict[str, str | None] | None = None) -> list[str]:
