@@ -75,7 +75,14 @@ def _requirements(wheel: Path) -> list[Requirement]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build_wheel(ROOT, tmp_path_factory.mktemp("wheel"))
+    """The main wheel, built from a copy of what the distribution reads (setuptools builds in the
+    source tree: the build leaves nothing behind in the working tree)."""
+    copy = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, copy / name)
+    for folder in ("streams", "detectors"):
+        shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return _build_wheel(copy, tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(scope="module")
