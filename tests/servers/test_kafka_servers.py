@@ -7,7 +7,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from conftest import KAFKA_TIMINGS, consume_all, produce, unique_name
 
@@ -17,10 +17,27 @@ from streamdrift.streams.kafka.admin import TopicAdminError, create_topics
 pytestmark = pytest.mark.e2e
 
 
+COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
 def committed(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offset, asked again while a restarted broker is still loading its
+    offsets topic: the coordinator answers NOT_COORDINATOR (or COORDINATOR_LOAD_IN_PROGRESS)
+    until then, and librdkafka hands that retriable error to the caller instead of retrying."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + 60
     try:
-        return int(consumer.committed([TopicPartition(topic, 0)], timeout=30)[0].offset)
+        while True:
+            try:
+                return int(consumer.committed([TopicPartition(topic, 0)], timeout=30)[0].offset)
+            except KafkaException as error:
+                if error.args[0].code() not in COORDINATOR_MOVING or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
 
