@@ -22,9 +22,12 @@ RUN groupadd --system --gid 10001 streamdrift \
  && useradd --system --uid 10001 --gid streamdrift --home-dir /var/lib/streamdrift --create-home \
         --shell /usr/sbin/nologin streamdrift
 COPY --from=build /opt/venv /opt/venv
+# NUMBA_CACHE_DIR: the compiled detector kernels are cached in a writable place (on Kubernetes the
+# pod's /tmp emptyDir, so a restarted container loads what its predecessor compiled).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
 # The worker's local state (e.g. Faust's data directory) lives in the working directory.
 WORKDIR /var/lib/streamdrift
 USER 10001:10001

@@ -1,4 +1,5 @@
-"""ADWIN, river's adaptive-window change detector, with pickle-free state."""
+"""ADWIN, river's adaptive-window change detector (compiled or river's own), with pickle-free
+state."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 from river import drift
 
+from streamdrift.detectors import kernels
 from streamdrift.detectors.base import ChangeDetector, DetectorState, as_floats
 from streamdrift.detectors.config import AdwinParams
+from streamdrift.detectors.kernels.adwin import AdwinWindow
 
 __all__ = ["Adwin", "AdwinState"]
 
@@ -22,7 +26,12 @@ class AdwinState(DetectorState, frozen=True, tag="adwin"):
 
 
 class Adwin(ChangeDetector):
-    """ADWIN (Bifet & Gavaldà, 2007) wrapping ``river.drift.ADWIN``.
+    """ADWIN (Bifet & Gavaldà, 2007): river's ``drift.ADWIN``, compiled over batches.
+
+    With the compiled backend (the default, :mod:`detectors.kernels`) a batch of values runs
+    through :class:`~detectors.kernels.adwin.AdwinWindow`, river's algorithm line for line; with
+    the reference backend through ``river.drift.ADWIN`` itself. Both give the same detections and
+    statistics and the same state bytes (river's own serialisation).
 
     ADWIN keeps a window of values with no detected change and cuts its older part when the
     means of the two sub-windows differ by more than a bound set by ``delta``, the sub-window
@@ -56,32 +65,49 @@ class Adwin(ChangeDetector):
     def __init__(self, params: AdwinParams | None = None) -> None:
         super().__init__()
         self.params = params or AdwinParams()
-        self._adwin = drift.ADWIN(**dataclasses.asdict(self.params))
+        # One of the two, by the backend active when the detector is made (detectors.kernels).
+        self._window: AdwinWindow | None = None
+        self._adwin: drift.ADWIN | None = None
+        if kernels.compiled():
+            self._window = AdwinWindow(self.params)
+        else:
+            self._adwin = drift.ADWIN(**dataclasses.asdict(self.params))
 
     @property
     def threshold(self) -> float:
         return self.params.delta
 
     def _update(self, x: float) -> float | None:
-        hits = self._run([x])
+        hits = self._window.update(np.array([x])) if self._window is not None else self._run([x])
         return hits[0][1] if hits else None
 
     def update_many(self, values: Iterable[float]) -> list[tuple[int, float]]:
-        hits = self._run(values)
-        # What ``_step`` records per value, once for the run.
-        self._drift_detected = self._adwin.drift_detected
+        if self._window is not None:
+            array = values if isinstance(values, np.ndarray) else np.fromiter(values, np.float64)
+            hits = self._window.update(array)
+            self._drift_detected = self._window.drift_detected
+        else:
+            hits = self._run(values)
+            # What ``_step`` records per value, once for the run.
+            self._drift_detected = self._river.drift_detected
         if hits:
             self.statistic = hits[-1][1]
             self.n_detections += len(hits)
         return hits
 
+    @property
+    def _river(self) -> drift.ADWIN:
+        assert self._adwin is not None, "a detector of the compiled backend"
+        return self._adwin
+
     def _run(self, values: Iterable[float]) -> list[tuple[int, float]]:
-        """Feed ``values`` to river's ADWIN; (index, statistic) of each detection.
+        """Feed ``values`` to river's ADWIN (the reference backend); (index, statistic) of each
+        detection.
 
         river's ``ADWIN.update`` inlined (reset on the update after a detection, then the Rust
-        window's update): this loop runs for every numeric value of every series.
+        window's update).
         """
-        adwin = self._adwin
+        adwin = self._river
         hits = []
         helper = adwin._helper
         # The window is every value since the last reset (a cut is a detection, and the update
@@ -103,24 +129,46 @@ class Adwin(ChangeDetector):
         return hits
 
     def _describe(self) -> dict[str, Any]:
-        return {"width": int(self._adwin.width), "estimation": self._adwin.estimation}
+        if self._window is not None:
+            return {"width": self._window.width, "estimation": self._window.estimation}
+        return {"width": int(self._river.width), "estimation": self._river.estimation}
 
     def to_state(self) -> AdwinState:
-        helper = self._adwin._helper
+        if self._window is not None:
+            window, width, total = self._window.to_bytes(), self._window.width, self._window.total
+        else:
+            helper = self._river._helper
+            window, width, total = (
+                helper.__getstate__(),
+                int(helper.get_width()),
+                helper.get_total(),
+            )
         return AdwinState(
             n_detections=self.n_detections,
             statistic=self.statistic,
             drift_detected=self.drift_detected,
             params=self.params,
-            window=helper.__getstate__(),
-            width=int(helper.get_width()),
-            total=helper.get_total(),
+            window=window,
+            width=width,
+            total=total,
         )
 
     @classmethod
     def from_state(cls, state: AdwinState) -> Adwin:
         detector = cls(state.params)
-        helper = detector._adwin._helper
+        if detector._window is not None:
+            detector._window = AdwinWindow.from_bytes(state.window, state.params)
+            restored = (detector._window.width, detector._window.total)
+            if restored != (state.width, state.total):
+                raise ValueError("ADWIN window does not match its recorded width and total")
+            detector._window.drift_detected = state.drift_detected
+        else:
+            detector._restore_river(state)
+        detector._restore_common(state)
+        return detector
+
+    def _restore_river(self, state: AdwinState) -> None:
+        helper = self._river._helper
         try:
             helper.__setstate__(state.window)
         except BaseException as exc:
@@ -135,9 +183,7 @@ class Adwin(ChangeDetector):
         restored = (helper.get_width(), helper.get_total(), tuple(helper.__reduce_ex__(2)[1][1:]))
         if restored != (state.width, state.total, params):
             raise ValueError("ADWIN window does not match its recorded width, total and parameters")
-        detector._restore_common(state)
-        detector._adwin._drift_detected = state.drift_detected
-        return detector
+        self._river._drift_detected = state.drift_detected
 
     @classmethod
     def afresh(cls, state: AdwinState) -> Adwin:

@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from streamdrift.detectors import kernels
 from streamdrift.detectors.base import ChangeDetector, DetectorState
 from streamdrift.detectors.budget import cusum_thresholds
 from streamdrift.detectors.config import CusumParams
+from streamdrift.detectors.kernels import cusum as kernel
 
 __all__ = ["Cusum", "CusumState"]
 
@@ -92,6 +94,7 @@ class Cusum(ChangeDetector):
             raise ValueError("one threshold per allowance")
         self.fired = 0
         self._bank: _Bank | None = None
+        self._compiled = kernels.compiled()  # the backend active when the bank is made
         self._restart()
 
     @classmethod
@@ -119,6 +122,8 @@ class Cusum(ChangeDetector):
 
     def update_many(self, values: Iterable[float]) -> list[tuple[int, float]]:
         x = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=float)
+        if self._compiled:
+            return self._update_compiled(x)
         hits: list[tuple[int, float]] = []
         start = 0
         self._drift_detected = False
@@ -133,6 +138,22 @@ class Cusum(ChangeDetector):
             start += index + 1
             self._drift_detected = start == len(x)
         return hits
+
+    def _update_compiled(self, x: NDArray[np.float64]) -> list[tuple[int, float]]:
+        """:meth:`update_many` by the compiled kernel (:mod:`detectors.kernels.cusum`), which
+        restarts the bank after each detection itself."""
+        rows, signs, allowances, thresholds = self._rows()
+        flat = (rows, signs[:, 0].copy(), allowances[:, 0].copy(), thresholds[:, 0].copy())
+        state = np.array([float(self.n), self.mean])
+        sums = self.sums.reshape(-1)  # a view: the kernel writes the sums in place
+        found = kernel.scan(x, flat, self.params.min_instances, state, sums)
+        self.n, self.mean = int(state[0]), float(state[1])
+        self._drift_detected = bool(found) and found[-1][0] == len(x) - 1
+        if found:
+            self.statistic = found[-1][1]
+            self.fired = found[-1][2] // 2
+            self.n_detections += len(found)
+        return [(index, statistic) for index, statistic, _ in found]
 
     def _update(self, x: float) -> float | None:
         found = self._scan(np.array([x], dtype=float))

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import msgspec
 from redis.exceptions import RedisError
 
-from streamdrift.detectors import MultivariateParams
+from streamdrift.detectors import MultivariateParams, kernels
 from streamdrift.detectors.monitor import LIBRARIES
 from streamdrift.streams.metrics import Metrics
 from streamdrift.streams.pipeline.admission import parse_allowlist
@@ -156,6 +156,9 @@ def _short(exc: BaseException) -> str:
 class Runtime:
     def __init__(self, settings: Settings, config: dict[str, Any], publisher: Publisher) -> None:
         self.settings = settings
+        # Before any monitor exists: a detector keeps the backend it was made with.
+        kernels.use(settings.kernels)
+        log.info("detector kernels: %s, ready in %.1f s", settings.kernels, kernels.warm_up())
         self.publisher = publisher
         self.metrics = Metrics(self._monitors)
         self.metrics.preset(

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamdrift.detectors.kernels import Backend
 from streamdrift.streams.pipeline.admission import AdmissionLimits, parse_allowlist
 from streamdrift.streams.pipeline.codec import Limits
 
@@ -98,6 +99,14 @@ class Settings(BaseSettings):
         description=(
             "Least seconds between two drift-score history samples of a partition (streamdrift "
             "report); 0: every checkpoint"
+        ),
+    )
+    kernels: Backend = Field(
+        "compiled",
+        description=(
+            "The detectors' per-value loops: compiled (numba kernels, cached on disk; see "
+            "NUMBA_CACHE_DIR) or reference (river's ADWIN and the numpy CUSUM bank, the "
+            "kernels' oracle; same detections and state, slower)"
         ),
     )
     batch_max_events: int = Field(

@@ -56,7 +56,7 @@ def test_adwin_statistic_is_the_mean_difference_at_the_cut():
     checked = 0
     for i, x in enumerate(values):
         if adwin.update(x):
-            kept = adwin._adwin.width
+            kept = adwin.describe()["width"]
             cut = i + 1 - int(kept)
             dropped_mean = np.mean(values[start:cut])
             kept_mean = np.mean(values[cut : i + 1])
