@@ -1273,9 +1273,25 @@ def _ewma(mean: float, sq: float, alpha: float, values: NDArray[np.float64]) -> 
     if not len(values):
         return mean, sq
     decay = 1.0 - alpha
-    weights = alpha * decay ** np.arange(len(values) - 1, -1, -1)
+    weights = _ewma_weights(alpha, len(values))
     carry = decay ** len(values)
     return carry * mean + float(weights @ values), carry * sq + float(weights @ values**2)
+
+
+_EWMA_WEIGHTS: dict[float, NDArray[np.float64]] = {}
+
+
+def _ewma_weights(alpha: float, n: int) -> NDArray[np.float64]:
+    """``alpha * (1 - alpha) ** [n - 1, ..., 1, 0]``: the tail of one cached vector per
+    ``alpha`` (the same elementwise powers, so the same bits), grown when a batch is longer."""
+    cached = _EWMA_WEIGHTS.get(alpha)
+    if cached is None or len(cached) < n:
+        size = max(n, 4096, 0 if cached is None else 2 * len(cached))
+        cached = alpha * (1.0 - alpha) ** np.arange(size - 1, -1, -1)
+        cached.flags.writeable = False
+        if len(_EWMA_WEIGHTS) < 64:  # alphas are configuration: a handful per process
+            _EWMA_WEIGHTS[alpha] = cached
+    return cached[len(cached) - n :]
 
 
 def _check_times(times: NDArray[np.float64] | None, n: int) -> None:

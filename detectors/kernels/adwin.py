@@ -145,6 +145,12 @@ def _cut(
     n1 = sums[2]
     u0 = 0.0
     u1 = sums[0]
+    width = sums[2]
+    if width < 2.0 * min_window_length:  # no cut point has min_window_length on both sides
+        return False
+    # Fixed until a cut returns: river computes them at every cut point, to the same bits.
+    delta_prime = math.log(2.0 * math.log(width) / delta)
+    variance = sums[1] / width
     for level in range(counts[4] - 1, -1, -1):
         size = float(np.int64(1) << level)
         in_use = used[level]
@@ -158,12 +164,10 @@ def _cut(
                 return False
             delta_mean = (u0 / n0) - (u1 / n1)
             if n1 >= min_window_length and n0 >= min_window_length:
-                width = sums[2]
-                delta_prime = math.log(2.0 * math.log(width) / delta)
                 m_recip = 1.0 / (n0 - min_window_length + 1.0)
                 m_recip += 1.0 / (n1 - min_window_length + 1.0)
                 epsilon = (
-                    math.sqrt(2.0 * m_recip * (sums[1] / width) * delta_prime)
+                    math.sqrt(2.0 * m_recip * variance * delta_prime)
                     + 2.0 / 3.0 * delta_prime * m_recip
                 )
                 if abs(delta_mean) > epsilon:
