@@ -1284,14 +1284,15 @@ _EWMA_WEIGHTS: dict[float, NDArray[np.float64]] = {}
 def _ewma_weights(alpha: float, n: int) -> NDArray[np.float64]:
     """``alpha * (1 - alpha) ** [n - 1, ..., 1, 0]``: the tail of one cached vector per
     ``alpha`` (the same elementwise powers, so the same bits), grown when a batch is longer."""
-    cached = _EWMA_WEIGHTS.get(alpha)
-    if cached is None or len(cached) < n:
-        size = max(n, 4096, 0 if cached is None else 2 * len(cached))
-        cached = alpha * (1.0 - alpha) ** np.arange(size - 1, -1, -1)
-        cached.flags.writeable = False
+    weights = _EWMA_WEIGHTS.get(alpha)
+    if weights is None or len(weights) < n:
+        size = max(n, 4096, 0 if weights is None else 2 * len(weights))
+        grown = np.asarray(alpha * (1.0 - alpha) ** np.arange(size - 1, -1, -1), np.float64)
+        grown.flags.writeable = False
         if len(_EWMA_WEIGHTS) < 64:  # alphas are configuration: a handful per process
-            _EWMA_WEIGHTS[alpha] = cached
-    return cached[len(cached) - n :]
+            _EWMA_WEIGHTS[alpha] = grown
+        weights = grown
+    return weights[len(weights) - n :]
 
 
 def _check_times(times: NDArray[np.float64] | None, n: int) -> None:
