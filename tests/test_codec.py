@@ -15,6 +15,8 @@ from streamdrift.streams.pipeline.codec import (
     decode_events,
     decode_labels,
     deeper_than,
+    typed_events,
+    typed_messages,
 )
 
 LIMITS = Limits(
@@ -181,3 +183,36 @@ def test_nesting_beyond_the_limit_or_the_decoder_is_a_too_deep_dead_letter_at_li
     ok = b'{"model": "m", "features": {"x": 1}, "extra": ' + b"[" * 100 + b"]" * 100 + b"}"
     events, _ = decode_events(ok, 1.0, Limits(max_json_depth=64))
     assert len(events) == 1  # unknown fields are skipped by the typed decoder, whatever their depth
+
+
+_MESSAGES = [
+    b'{"model": "m", "features": {"x": 1, "c": "DE", "z": null}}',
+    b'[{"model": "m", "features": {"x": 1}}, {"model": "n", "features": {}}]',
+    b"[]",
+    b"[1, 2]",
+    b'{"model": 7, "features": {}}',
+    b"{not json",
+    b"",
+    None,
+    b'{"model": "m", "features": {"x": 1e999}}',
+    json.dumps([{"model": "m", "features": {}}] * 6).encode(),  # one event too many
+    json.dumps({"model": "m", "features": {"x": "y" * 10_000}}).encode(),  # oversize
+    b"[" * 5_000 + b"]" * 5_000,  # beyond the decoder's recursion limit
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_MESSAGES), max_size=12))
+def test_a_batch_of_messages_decodes_as_each_message_alone(values):
+    """``typed_messages`` (the processor's one pass over a batch) gives what ``typed_events``
+    gives each message: a failing message leaves None and the next ones still decode."""
+    expected = [typed_events(value, LIMITS) for value in values]
+    got = [
+        None
+        if typed is None
+        else [(None, typed)]
+        if not isinstance(typed, list)
+        else list(enumerate(typed))
+        for typed in typed_messages(values, LIMITS)
+    ]
+    assert got == expected

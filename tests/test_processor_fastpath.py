@@ -4,23 +4,27 @@ The columnar path takes the common events (a known shape: model, version, featur
 kinds) a column at a time and leaves the others to the per-event path; the per-event path alone
 (``columnar=False``) is the reference. Random batches — shapes that repeat, new names, type
 changes, nulls, booleans, non-finite and huge numbers, too many categories, features or models,
-arrays of events, redelivered offsets — must give identical outcomes and identical state.
+arrays of events, event timestamps within and beyond the skews, redelivered and out-of-order
+offsets — must give identical outcomes and identical state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from typing import Any
 from unittest import mock
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from streamdrift.detectors import MultivariateParams
-from streamdrift.streams.pipeline.batch import Batch
+from streamdrift.streams.pipeline import processor as processor_module
+from streamdrift.streams.pipeline.batch import Batch, _packed
 from streamdrift.streams.pipeline.codec import Limits
 from streamdrift.streams.pipeline.outcome import Record
 from streamdrift.streams.pipeline.processor import AdmissionLimits, PredictionProcessor
@@ -33,6 +37,8 @@ LIMITS = Limits(
     max_name_length=10,
     max_category_length=6,
 )
+# Event timestamps a little ahead of or behind the Kafka timestamp are refused.
+SKEWED = dataclasses.replace(LIMITS, max_future_skew_s=40.0, max_past_skew_s=60.0)
 # Established from the first event (the columnar path takes only established models' events) ...
 ADMISSION = AdmissionLimits(
     max_models=2, max_features_per_model=6, max_versions_per_model=2, probation_events=1
@@ -78,6 +84,7 @@ ODD_VALUES = [
     "w",
     "toolongvalue",
     10**400,
+    1e16,
     1e6,
     -3,
     True,
@@ -105,6 +112,10 @@ class Stream:
         self.rng, self.odd = rng, 0.03 if steady else 0.15
         self.names, self.models = (VALID_NAMES, ["m", "n"]) if steady else (NAMES, ["m", "n", "o"])
         self.shapes = [self.shape() for _ in range(rng.randint(1, 3 if steady else 4))]
+        # Every event stamped with epoch seconds (the bench's and a client's events), or rarely;
+        # dense: no nulls or booleans but the odd ones (the columnar path's block conversion).
+        self.stamped = rng.random() < 0.4
+        self.dense = steady and rng.random() < 0.4
 
     def shape(self) -> tuple[Any, ...]:
         """Model, version, features with their usual kinds, the prediction's kind (None: none)."""
@@ -123,11 +134,11 @@ class Stream:
         rng = self.rng
         if rng.random() < self.odd:
             return rng.choice(ODD_VALUES)
-        if rng.random() < 0.15:
+        if not self.dense and rng.random() < 0.15:
             return None
         if kind == "num":
             return rng.choice([round(rng.gauss(0, 10), 3), rng.randint(-3, 3)])
-        return rng.choice(["x", "y", "z", True])
+        return rng.choice(["x", "y", "z"] if self.dense else ["x", "y", "z", True])
 
     def body(self) -> dict[str, Any]:
         rng = self.rng
@@ -144,6 +155,8 @@ class Stream:
             body["event_id"] = rng.choice(["e1", "e2"])
         if rng.random() < self.odd:
             body["timestamp"] = rng.choice(TIMESTAMPS)
+        elif self.stamped:  # around the records' Kafka timestamps (1000 + offset)
+            body["timestamp"] = round(rng.uniform(950.0, 1150.0), 3)
         return body
 
     def message(self) -> bytes | None:
@@ -175,9 +188,11 @@ def streams(draw: st.DrawFn) -> list[list[Record]]:
         offset -= rng.choice([0, 0, 0, 2])
         size = rng.randint(40, 80) if steady and not batch else rng.randint(1, 40)
         values = [stream.message() for _ in range(size)]
-        batches.append(
-            [Record(offset + i, 1000.0 + offset + i, value) for i, value in enumerate(values)]
-        )
+        records = [Record(offset + i, 1000.0 + offset + i, value) for i, value in enumerate(values)]
+        if size > 1 and rng.random() < 0.1:  # out of order: the later one is a duplicate
+            i = rng.randrange(size - 1)
+            records[i], records[i + 1] = records[i + 1], records[i]
+        batches.append(records)
         offset += len(values)
     return batches
 
@@ -197,11 +212,11 @@ def snapshot(state: PartitionState) -> dict[str, Any]:
 
 
 def processor(
-    min_columnar_events: int = 8, admission: AdmissionLimits = ADMISSION
+    min_columnar_events: int = 8, admission: AdmissionLimits = ADMISSION, limits: Limits = LIMITS
 ) -> PredictionProcessor:
     return PredictionProcessor(
         CONFIG,
-        LIMITS,
+        limits,
         admission,
         multivariate=MULTIVARIATE,
         min_columnar_events=min_columnar_events,
@@ -212,17 +227,23 @@ def compare(
     batches: list[list[Record]],
     min_columnar_events: int = 1,
     admission: AdmissionLimits = ADMISSION,
+    limits: Limits = LIMITS,
 ) -> tuple[int, int]:
     """Process ``batches`` both ways, checking outcomes and states after each; return the events
     that went column by column and the most findings of a batch."""
-    fast, reference = processor(min_columnar_events, admission), processor(admission=admission)
+    fast = processor(min_columnar_events, admission, limits)
+    reference = processor(admission=admission, limits=limits)
     fast_state, reference_state = (PartitionState("in", 0, 1, None) for _ in range(2))
     columnar_events = findings = 0
     for records in batches:
-        with mock.patch.object(
-            Batch, "add_columns", autospec=True, side_effect=Batch.add_columns
-        ) as columns:
+        with (
+            mock.patch.object(
+                Batch, "add_columns", autospec=True, side_effect=Batch.add_columns
+            ) as columns,
+            mock.patch.object(processor_module, "log", wraps=processor_module.log) as log,
+        ):
             out = fast.process(fast_state, records)
+        assert not log.exception.called  # the columnar path never falls back on an error
         columnar_events += sum(len(call.args[2]) for call in columns.call_args_list)
         expected = reference.process(reference_state, records, columnar=False)
         assert repr(out) == repr(expected)  # repr: findings may hold NaN
@@ -232,9 +253,16 @@ def compare(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(streams(), st.sampled_from([1, 1, 2, 8]), st.sampled_from([ADMISSION, ADMISSION, PROBATION]))
-def test_the_columnar_path_matches_the_per_event_path(batches, min_columnar_events, admission):
-    columnar_events, findings = compare(batches, min_columnar_events, admission)
+@given(
+    streams(),
+    st.sampled_from([1, 1, 2, 8]),
+    st.sampled_from([ADMISSION, ADMISSION, PROBATION]),
+    st.sampled_from([LIMITS, LIMITS, SKEWED]),
+)
+def test_the_columnar_path_matches_the_per_event_path(
+    batches, min_columnar_events, admission, limits
+):
+    columnar_events, findings = compare(batches, min_columnar_events, admission, limits)
     event(f"columnar events: {'some' if columnar_events else 'none'}")
     event(f"most findings in a batch: {min(findings, 3)}")
 
@@ -314,3 +342,17 @@ def test_the_common_case_goes_column_by_column():
         out = proc.process(state, batch(40))
     assert admit.call_count == 0
     assert out.events == 40 and len(out.joins) == 40 and out.dead_letters == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=5),
+    st.one_of(st.none(), st.text(max_size=300)),
+)
+def test_joins_packed_at_once_are_what_msgpack_packs_one_by_one(numbers, version):
+    """The columnar path packs a shape's joins in one numpy pass (``_packed``)."""
+    predictions = np.array(numbers, dtype=np.float64)
+    times = predictions[::-1].copy()
+    assert _packed(predictions, version, times) == [
+        msgspec.msgpack.encode((p, version, t)) for p, t in zip(numbers, numbers[::-1], strict=True)
+    ]

@@ -8,8 +8,9 @@ import math
 from collections import defaultdict
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import Any
+from itertools import chain, compress, repeat
+from operator import attrgetter, itemgetter
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -24,9 +25,10 @@ from streamdrift.streams.pipeline.codec import (
     Invalid,
     Limits,
     RawEvent,
+    Typed,
     event_time,
 )
-from streamdrift.streams.pipeline.outcome import Outcome
+from streamdrift.streams.pipeline.outcome import Outcome, Record
 from streamdrift.streams.state.keys import parse_series, series_name
 from streamdrift.streams.state.partition import (
     PartitionState,
@@ -51,18 +53,109 @@ class Shape:
     version: str | None
     names: tuple[str, ...]  # the features', then PREDICTION if the events have one
     with_prediction: bool
-    seqs: list[int]
-    items: list[Item]
+    events: list[int]  # each event's place in the batch's ``Decoded``
+    raws: list[RawEvent]
+    seqs: np.ndarray
     # per name: kind (None: nulls only), known categories
-    expect: list[tuple[type | None, Container[str]]] = field(default_factory=list)
+    expect: list[tuple[type | None, Container[str]]]
+
+    def keep(self, kept: list[int]) -> None:
+        """Keep only these of its events (positions in its lists)."""
+        self.events = [self.events[i] for i in kept]
+        self.raws = [self.raws[i] for i in kept]
+        self.seqs = self.seqs[kept]
 
 
-def raw_columns(shape: Shape, raws: list[RawEvent]) -> list[Sequence[Any]]:
-    """The events' raw values per column (their feature names are the same, in the same order)."""
-    columns: list[Sequence[Any]] = list(zip(*[raw.features.values() for raw in raws], strict=True))
+@dataclass(slots=True, eq=False)
+class Decoded:
+    """A batch's typed events in stream order, flat: each with its record's position and its
+    index in its message (0 for a single-event message)."""
+
+    raws: list[RawEvent]
+    positions: list[int]
+    indexes: list[int]
+    arrays: set[int]  # positions of the messages that are arrays
+    whole: list[int]  # positions of the messages the typed decoder refused
+
+    @classmethod
+    def of(cls, fresh: list[tuple[int, Record]], typed: list[Typed | None]) -> Decoded:
+        """``typed``: each fresh record's message as ``typed_messages`` decodes it."""
+        if typed and set(map(type, typed)) == {RawEvent}:  # single-event messages only
+            return cls(
+                cast("list[RawEvent]", typed), [p for p, _ in fresh], [0] * len(typed), set(), []
+            )
+        decoded = cls([], [], [], set(), [])
+        for (position, _), message in zip(fresh, typed, strict=True):
+            if message is None:
+                decoded.whole.append(position)
+            elif message.__class__ is RawEvent:
+                decoded.raws.append(message)
+                decoded.positions.append(position)
+                decoded.indexes.append(0)
+            else:
+                events = cast("list[RawEvent]", message)
+                decoded.raws += events
+                decoded.positions += [position] * len(events)
+                decoded.indexes += range(len(events))
+                decoded.arrays.add(position)
+        return decoded
+
+    def rest(
+        self, records: Sequence[Record], left: list[int]
+    ) -> list[tuple[int, Record, list[Item] | None]]:
+        """For the per-event path, in stream order: (position, record, its events ``left`` as
+        ``typed_events`` gives them, or None for a message the typed decoder refused)."""
+        items: dict[int, list[Item]] = {}
+        for i in sorted(left):
+            position = self.positions[i]
+            index = self.indexes[i] if position in self.arrays else None
+            items.setdefault(position, []).append((index, self.raws[i]))
+        return [
+            (position, records[position], items.get(position))
+            for position in sorted([*self.whole, *items])
+        ]
+
+
+_FEATURES = attrgetter("features")
+_PREDICTION = attrgetter("prediction")
+_EVENT_ID = attrgetter("event_id")
+
+
+def raw_columns(shape: Shape, raws: list[RawEvent]) -> tuple[list[Sequence[Any]], set[type]]:
+    """The events' raw values per column (their feature names are the same, in the same order),
+    and the types of all of them."""
+    width = len(shape.names) - shape.with_prediction
+    flat = list(chain.from_iterable(map(dict.values, map(_FEATURES, raws))))
+    types = set(map(type, flat))
+    columns: list[Sequence[Any]] = [flat[j::width] for j in range(width)]
     if shape.with_prediction:
-        columns.append([raw.prediction for raw in raws])
-    return columns
+        columns.append(predictions := list(map(_PREDICTION, raws)))
+        types.update(map(type, predictions))
+    return columns, types
+
+
+def by_names(raws: list[RawEvent], events: list[int]) -> list[tuple[tuple[str, ...], list[int]]]:
+    """``events`` (indexes into ``raws``, with as many features each) split by their feature
+    names, in order: (names, events) per distinct names, in order of first appearance."""
+    features = list(map(_FEATURES, map(raws.__getitem__, events)))
+    names = tuple(features[0])
+    if not names or list(chain.from_iterable(features)) == list(names) * len(features):
+        return [(names, events)]  # the usual: all alike, checked name by name in one pass
+    split: dict[tuple[str, ...], list[int]] = {}
+    for event, named in zip(events, features, strict=True):
+        split.setdefault(tuple(named), []).append(event)
+    return list(split.items())
+
+
+def ids_fit(ids: list[str | None], limit: int) -> bool:
+    """Whether each event id given (not None) is 1..``limit`` characters, as ``check_ids``
+    wants."""
+    if None in ids:
+        ids = [i for i in ids if i is not None]
+    if not ids:
+        return True
+    lengths = list(map(len, cast("list[str]", ids)))
+    return min(lengths) > 0 and max(lengths) <= limit
 
 
 def event_times(
@@ -71,6 +164,16 @@ def event_times(
     """Event times as the codec reads them; None if one is invalid."""
     if stamps.count(None) == len(stamps):
         return kafka_times
+    if set(map(type, stamps)) == _FLOAT:  # epoch seconds: ``event_time``'s checks at once
+        seconds = np.array(stamps, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            valid = (
+                np.isfinite(seconds)
+                & (seconds >= 0)
+                & ~(seconds - kafka_times > limits.max_future_skew_s)
+                & ~(kafka_times - seconds > limits.max_past_skew_s)
+            )
+        return seconds if valid.all() else None
     try:
         return np.array(
             [event_time(t, k, limits) for t, k in zip(stamps, kafka_times.tolist(), strict=True)],
@@ -78,6 +181,9 @@ def event_times(
         )
     except Invalid:
         return None
+
+
+_FLOAT = {float}
 
 
 def fits(column: np.ndarray | list[str | None], kind: type | None, known: Container[str]) -> bool:
@@ -216,6 +322,22 @@ def latest(latest: float | None, time: float) -> float:
     return time if latest is None else max(latest, time)
 
 
+def _packed(predictions: np.ndarray, version: str | None, times: np.ndarray) -> list[bytes]:
+    """``msgspec.msgpack.encode((prediction, version, time))`` of each number and time, at
+    once: msgpack writes every float as a float64 (0xcb and 8 big-endian bytes)."""
+    tag = msgspec.msgpack.encode(version)
+    width = 19 + len(tag)
+    rows = np.empty((len(predictions), width), dtype=np.uint8)
+    rows[:, 0] = 0x93  # an array of three
+    rows[:, 1] = 0xCB
+    rows[:, 2:10] = predictions.astype(">f8").view(np.uint8).reshape(-1, 8)
+    rows[:, 10 : 10 + len(tag)] = np.frombuffer(tag, dtype=np.uint8)
+    rows[:, 10 + len(tag)] = 0xCB
+    rows[:, 11 + len(tag) :] = times.astype(">f8").view(np.uint8).reshape(-1, 8)
+    blob = rows.tobytes()
+    return [blob[start : start + width] for start in range(0, len(blob), width)]
+
+
 class Batch:
     """The admitted events of one batch, grouped per series for vectorised updates, and what
     else they leave: versions seen, joins. Every event has a ``seq``, its place in the stream
@@ -346,24 +468,46 @@ class Batch:
             (int(seqs[-1]), model, version),
         ]
         self.model_events[model] += len(seqs)
-        self._add_joins(shape, seqs, times)
+        self._add_joins(shape, seqs, times, values)
 
-    def _add_joins(self, shape: Shape, seqs: np.ndarray, times: np.ndarray) -> None:
+    def _add_joins(
+        self,
+        shape: Shape,
+        seqs: np.ndarray,
+        times: np.ndarray,
+        values: list[np.ndarray | list[str | None]],
+    ) -> None:
         """Joins as the per-event path packs them: the prediction as the codec classifies it
         (a feature named prediction stands in for an absent one)."""
-        raws = [raw for _, raw in shape.items]
         if shape.with_prediction:
-            predictions = [raw.prediction for raw in raws]
+            predictions = values[-1]
+        elif PREDICTION in shape.names:
+            predictions = values[shape.names.index(PREDICTION)]
         else:
-            predictions = [raw.features.get(PREDICTION) for raw in raws]
-        for seq, raw, prediction, time in zip(
-            seqs.tolist(), raws, predictions, times.tolist(), strict=True
+            return  # no prediction: no joins
+        ids = list(map(_EVENT_ID, shape.raws))
+        if isinstance(predictions, np.ndarray):  # numbers, NaN for null
+            joined = ~np.isnan(predictions)
+            if None in ids:
+                joined &= np.array([i is not None for i in ids], dtype=bool)
+            if not joined.any():
+                return
+            if not joined.all():
+                ids = list(compress(ids, joined.tolist()))
+                predictions, times, seqs = predictions[joined], times[joined], seqs[joined]
+            self._joins += zip(
+                repeat(shape.model),
+                cast("list[str]", ids),
+                _packed(predictions, shape.version, times),
+            )
+            self._join_seqs += seqs.tolist()
+            return
+        for seq, event_id, prediction, time in zip(
+            seqs.tolist(), ids, predictions, times.tolist(), strict=True
         ):
-            if raw.event_id is not None and prediction is not None:
-                if prediction.__class__ is bool:
-                    prediction = "true" if prediction else "false"
+            if event_id is not None and prediction is not None:
                 packed = msgspec.msgpack.encode((prediction, shape.version, time))
-                self._joins.append((shape.model, raw.event_id, packed))
+                self._joins.append((shape.model, event_id, packed))
                 self._join_seqs.append(seq)
 
     def close(self, state: PartitionState, out: Outcome) -> None:
@@ -371,9 +515,8 @@ class Batch:
         for _, model, version in sorted(self._versions, key=itemgetter(0)):
             state.saw_version(model, version)
         out.evicted_models += sorted(self.evicted)
-        out.joins = [
-            self._joins[i] for i in sorted(range(len(self._joins)), key=self._join_seqs.__getitem__)
-        ]
+        order = np.argsort(np.array(self._join_seqs, dtype=np.int64), kind="stable")
+        out.joins = list(map(self._joins.__getitem__, order.tolist()))
 
     def drop_model(self, model: str) -> None:
         """Forget what the batch holds of a model evicted mid-batch: its values go with its state

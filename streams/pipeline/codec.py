@@ -204,6 +204,43 @@ def typed_events(value: bytes | None, limits: Limits) -> list[tuple[int | None, 
     return list(enumerate(raw)) if len(raw) <= limits.max_events_per_message else None
 
 
+Typed = RawEvent | list[RawEvent]
+"""A message as the typed decoder reads it: one event, or an array of events."""
+
+
+def typed_messages(values: Sequence[bytes | None], limits: Limits) -> list[Typed | None]:
+    """``typed_events`` of many messages at once, without its per-message list: each message's
+    struct, or its list of structs for an array; None where ``typed_events`` gives None.
+
+    >>> [type(t).__name__ for t in typed_messages(
+    ...     [b'{"model": "m", "features": {}}', b'{"model": 7}', None, b'[]'], Limits()
+    ... )]
+    ['RawEvent', 'NoneType', 'NoneType', 'list']
+    """
+    decode = _EVENTS.decode
+    if None in values or max(map(len, cast("list[bytes]", values)), default=0) > (
+        limits.max_message_bytes
+    ):
+        fits: Sequence[bytes | None] = [
+            None if value is None or len(value) > limits.max_message_bytes else value
+            for value in values
+        ]
+    else:
+        fits = values
+    typed: list[Typed | None] = []
+    rest = iter(cast("list[bytes]", fits))  # None: a TypeError below
+    while True:  # one pass: a message that fails leaves None and the next ones go on
+        try:
+            typed.extend(map(decode, rest))
+            break
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, TypeError):
+            typed.append(None)
+    if list in set(map(type, typed)):
+        limit = limits.max_events_per_message
+        typed = [None if t.__class__ is list and len(t) > limit else t for t in typed]
+    return typed
+
+
 def validate_events(
     value: bytes, items: list[tuple[int | None, RawEvent]], kafka_ts: float, limits: Limits
 ) -> tuple[list[Event], list[Rejection]]:

@@ -8,10 +8,13 @@ state (and its exactly-once next offset) is :class:`streams.state.partition.Part
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain, groupby, repeat
+from operator import attrgetter, is_not, itemgetter, lt
+from struct import error as StructError
+from struct import pack_into
 from typing import Any, cast
 
 import numpy as np
@@ -34,15 +37,17 @@ from streamdrift.streams.pipeline.admission import AdmissionLimits
 from streamdrift.streams.pipeline.batch import (
     Batch,
     BatchKey,
+    Decoded,
     Ignored,
     Item,
     Rows,
     Shape,
     Values,
+    by_names,
     event_times,
     first_of,
     fits,
-    index_of,
+    ids_fit,
     latest,
     raw_columns,
 )
@@ -52,12 +57,13 @@ from streamdrift.streams.pipeline.codec import (
     Event,
     Invalid,
     Limits,
+    RawEvent,
     Reason,
     check_ids,
     classify_column,
     decode_events,
     names_pass,
-    typed_events,
+    typed_messages,
     validate_events,
 )
 from streamdrift.streams.pipeline.outcome import DeadLetter, Finding, Outcome, Record
@@ -169,12 +175,24 @@ class PredictionProcessor:
         dead-lettered with a reason (``internal_error`` if handling it raised anything at all).
         """
         out = Outcome()
-        fresh = []
-        for position, record in enumerate(records):
-            if state._skip(record.offset):
-                out.duplicates += 1
-            else:
-                fresh.append((position, record))
+        offsets = list(map(_OFFSET, records))
+        first = state.next_offset
+        if (
+            offsets
+            and (first is None or offsets[0] >= first)
+            and all(map(lt, offsets, offsets[1:]))
+        ):
+            # the usual batch, in increasing offsets from the next one on: all fresh (as
+            # ``_skip`` would find them one by one)
+            fresh = list(enumerate(records))
+            state.next_offset = offsets[-1] + 1
+        else:
+            fresh = []
+            for position, record in enumerate(records):
+                if state._skip(record.offset):
+                    out.duplicates += 1
+                else:
+                    fresh.append((position, record))
         if fresh:
             self._advance_clock(state, fresh, now, out)
         batch = Batch(self.multivariate is not None, self.limits.max_events_per_message + 1)
@@ -207,7 +225,7 @@ class PredictionProcessor:
         batch.close(state, out)
         self._touch_models(state, batch)
         state.events_since_checkpoint += out.events
-        out.findings = self._apply(state, batch, {r.offset: r.timestamp for r in records}, out)
+        out.findings = self._apply(state, batch, _Times(records), out)
         return out
 
     def _advance_clock(
@@ -218,7 +236,7 @@ class PredictionProcessor:
         out: Outcome,
     ) -> None:
         """Move the admission clock and evict what has been idle too long (once a minute)."""
-        latest = max(record.timestamp for _, record in fresh)
+        latest = max(map(_TIMESTAMP, map(itemgetter(1), fresh)))
         if state.ledger.advance(latest, now, self.admission, self.limits.max_future_skew_s):
             models, series = state.ledger.idle(self.admission)
             for model in models:
@@ -319,58 +337,61 @@ class PredictionProcessor:
         the start of the batch, and what makes it so only grows within a batch; everything
         order-dependent (values per series, versions, joins) is merged back by stream position.
         """
-        groups: dict[BatchKey, tuple[list[int], list[Item]]] = {}  # per shape: seqs and events
-        whole: set[int] = set()  # positions of messages the typed decoder refused
-        left: dict[int, list[Item]] = defaultdict(list)
-        for position, record in fresh:
-            items = typed_events(record.value, self.limits)
-            if items is None:
-                whole.add(position)
-                continue
-            for item in items:
-                index, raw = item
-                key = (
-                    raw.model,
-                    raw.model_version,
-                    tuple(raw.features),
-                    raw.prediction is not None,
-                )
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = ([], [])
-                group[0].append(batch.seq(position, index))
-                group[1].append(item)
-        offsets = np.fromiter((r.offset for r in records), dtype=np.int64, count=len(records))
-        kafka_times = np.fromiter(
-            (r.timestamp for r in records), dtype=np.float64, count=len(records)
+        events = Decoded.of(fresh, typed_messages([r.value for _, r in fresh], self.limits))
+        raws = events.raws
+        # per model, version, number of features and presence of a prediction, its events
+        # (indexes into ``raws``, in stream order), then split by feature names (``by_names``);
+        # runs of one shape are common (arrays, a producer's burst): grouped run by run
+        keys = list(
+            zip(
+                map(_MODEL, raws),
+                map(_VERSION, raws),
+                map(len, map(_FEATURES, raws)),
+                map(is_not, map(_PREDICTION, raws), repeat(None)),
+                strict=False,  # all as long as raws
+            )
         )
-        for key, (seqs, items) in groups.items():
-            shape = (
-                self._plan(state, key, seqs, items)
-                if len(items) >= self.min_columnar_events
-                else None
+        coarse: dict[tuple[str, str | None, int, bool], list[int]] = {}
+        for alike_key, run in groupby(range(len(keys)), keys.__getitem__):
+            group = coarse.get(alike_key)
+            if group is None:
+                coarse[alike_key] = list(run)
+            else:
+                group.extend(run)
+        groups: dict[BatchKey, list[int]] = {}
+        for (model, version, _, with_prediction), group in coarse.items():
+            for names, alike in by_names(raws, group):
+                groups[model, version, names, with_prediction] = alike
+        offsets = np.array(list(map(_OFFSET, records)), dtype=np.int64)
+        kafka_times = np.array(list(map(_TIMESTAMP, records)), dtype=np.float64)
+        seqs = np.array(events.positions, dtype=np.int64) * batch.stride + np.array(
+            events.indexes, dtype=np.int64
+        )
+        left: list[int] = []  # events for the per-event path
+        for key, group in groups.items():
+            expect = self._plan(state, key) if len(group) >= self.min_columnar_events else None
+            if expect is None:
+                left += group
+                continue
+            model, version, features, with_prediction = key
+            shape = Shape(
+                model,
+                version,
+                (*features, PREDICTION) if with_prediction else features,
+                with_prediction,
+                group,
+                list(map(raws.__getitem__, group)),
+                seqs[group],
+                expect,
             )
-            rest = (
-                zip(seqs, items, strict=True)
-                if shape is None
-                else self._take_shape(shape, batch, out, offsets, kafka_times)
-            )
-            for seq, item in rest:
-                left[seq // batch.stride].append(item)
-        return [
-            (
-                position,
-                records[position],
-                sorted(left[position], key=index_of) if position in left else None,
-            )
-            for position in sorted([*whole, *left])
-        ]
+            left += self._take_shape(shape, batch, out, offsets, kafka_times)
+        return events.rest(records, left)
 
     def _plan(
-        self, state: PartitionState, key: BatchKey, seqs: list[int], items: list[Item]
-    ) -> Shape | None:
-        """The shape of these events, with what each column's series expects; None if they need
-        the per-event path (a new model or name, invalid names)."""
+        self, state: PartitionState, key: BatchKey
+    ) -> list[tuple[type | None, Container[str]]] | None:
+        """What each column's series expects of a shape's events; None if they need the
+        per-event path (a new model or name, invalid names)."""
         model, version, features, with_prediction = key
         known = state.features_by_model.get(model)
         if (
@@ -383,35 +404,29 @@ class PredictionProcessor:
             check_ids(version, None, self.limits)
         except Invalid:
             return None
-        shape = Shape(
-            model,
-            version,
-            (*features, PREDICTION) if with_prediction else features,
-            with_prediction,
-            seqs,
-            items,
-        )
+        expect: list[tuple[type | None, Container[str]]] = []
         ignored = self._ignored(model)
-        for name in shape.names:
+        monitors = state.monitors
+        for name in (*features, PREDICTION) if with_prediction else features:
             if name in ignored:
-                shape.expect.append((Ignored, ()))
+                expect.append((Ignored, ()))
             elif name not in known:
                 return None
             else:
                 series = series_name(model, version, name)
-                monitor = state.monitors.get(series)
+                monitor = monitors.get(series)
                 if monitor is None and series not in state.unknown_missing:
                     # a new series (a known name under a new version): admission counts it
                     return None
                 if isinstance(monitor, NumericMonitor):
-                    shape.expect.append((NumericMonitor, ()))
+                    expect.append((NumericMonitor, ()))
                 elif isinstance(monitor, CategoricalMonitor):
-                    shape.expect.append((CategoricalMonitor, monitor.counts.counts))
+                    expect.append((CategoricalMonitor, monitor.counts.counts))
                 else:
                     # not monitored yet (or not a feature's monitor): only nulls go without
                     # admission
-                    shape.expect.append((None, ()))
-        return shape
+                    expect.append((None, ()))
+        return expect
 
     def _take_shape(
         self,
@@ -420,59 +435,87 @@ class PredictionProcessor:
         out: Outcome,
         offsets: np.ndarray,
         kafka_times: np.ndarray,
-    ) -> list[tuple[int, Item]]:
-        """Add a shape's events to the batch columnwise; return the (seq, item) left for the
-        per-event path: the events holding a value that needs it (all, if that leaves none or the
-        rest still does not go)."""
-        seqs = np.array(shape.seqs, dtype=np.int64)
-        positions = seqs // batch.stride
-        columns = self._columns(shape, shape.items, kafka_times[positions])
-        left: list[tuple[int, Item]] = []
+    ) -> list[int]:
+        """Add a shape's events to the batch columnwise; return those left for the per-event
+        path: the events holding a value that needs it (all, if that leaves none or the rest
+        still does not go)."""
+        positions = shape.seqs // batch.stride
+        columns = self._columns(shape, shape.raws, kafka_times[positions])
+        left: list[int] = []
         if columns is None:
-            misfits = self._misfits(shape, shape.items, kafka_times[positions])
-            kept = [i for i in range(len(shape.items)) if i not in misfits]
-            if 0 < len(kept) < len(shape.items):
+            misfits = self._misfits(shape, shape.raws, kafka_times[positions])
+            kept = [i for i in range(len(shape.raws)) if i not in misfits]
+            if 0 < len(kept) < len(shape.raws):
                 columns = self._columns(
-                    shape, [shape.items[i] for i in kept], kafka_times[positions[kept]]
+                    shape, [shape.raws[i] for i in kept], kafka_times[positions[kept]]
                 )
             if columns is None:
-                return list(zip(shape.seqs, shape.items, strict=True))
-            left = [(shape.seqs[i], shape.items[i]) for i in sorted(misfits)]
-            seqs, positions = seqs[kept], positions[kept]
-            shape.items = [shape.items[i] for i in kept]
+                return shape.events
+            left = [shape.events[i] for i in sorted(misfits)]
+            shape.keep(kept)
+            positions = positions[kept]
         values, times = columns
-        batch.add_columns(shape, seqs, offsets[positions], times, values)
-        out.events += len(seqs)
+        batch.add_columns(shape, shape.seqs, offsets[positions], times, values)
+        out.events += len(shape.seqs)
         out.max_event_time = latest(out.max_event_time, float(times.max()))
         return left
 
     def _columns(
-        self, shape: Shape, items: list[Item], kafka_times: np.ndarray
+        self, shape: Shape, raws: list[RawEvent], kafka_times: np.ndarray
     ) -> tuple[list[np.ndarray | list[str | None]], np.ndarray] | None:
         """The events' values per column as the codec classifies them, and their event times;
         None if a value needs the per-event path (invalid, another kind, a new category)."""
-        raws = [raw for _, raw in items]
-        values = []
-        for raw_column, expect in zip(raw_columns(shape, raws), shape.expect, strict=True):
-            column = self._column(raw_column, expect)
-            if column is None:
-                return None
-            values.append(column)
-        if any(
-            raw.event_id is not None
-            and not 0 < len(raw.event_id) <= self.limits.max_event_id_length
-            for raw in raws
-        ):
+        raw, types = raw_columns(shape, raws)
+        values = self._dense(shape, raw, len(raws)) if types <= _DENSE else None
+        if values is None:
+            values = []
+            for raw_column, expect in zip(raw, shape.expect, strict=True):
+                column = self._column(raw_column, expect)
+                if column is None:
+                    return None
+                values.append(column)
+        elif not values:
             return None
-        times = event_times([raw.timestamp for raw in raws], kafka_times, self.limits)
+        if not ids_fit(list(map(_EVENT_ID, raws)), self.limits.max_event_id_length):
+            return None
+        times = event_times(list(map(_STAMP, raws)), kafka_times, self.limits)
         return None if times is None else (values, times)
 
-    def _misfits(self, shape: Shape, items: list[Item], kafka_times: np.ndarray) -> set[int]:
+    def _dense(
+        self, shape: Shape, raw: list[Sequence[Any]], events: int
+    ) -> list[np.ndarray | list[str | None]] | None:
+        """``_columns``' values of events without nulls or booleans (numbers and strings only):
+        the numeric series' columns converted in one block (a struct of doubles takes floats
+        and refuses strings); [] if a column does not go as a whole; None to classify each
+        column."""
+        numeric = [j for j, (kind, _) in enumerate(shape.expect) if kind is NumericMonitor]
+        if not numeric:
+            return None
+        count = len(numeric) * events
+        block = bytearray(8 * count)
+        try:
+            pack_into(f"{count}d", block, 0, *chain.from_iterable(map(raw.__getitem__, numeric)))
+        except StructError:  # a string among a numeric series' values
+            return []
+        matrix = np.frombuffer(block, dtype=np.float64).reshape(len(numeric), events)
+        if np.abs(matrix).max() > self.limits.max_abs_value:
+            return []
+        rows: dict[int, np.ndarray] = dict(zip(numeric, matrix, strict=True))
+        values: list[np.ndarray | list[str | None]] = []
+        for j, (raw_column, expect) in enumerate(zip(raw, shape.expect, strict=True)):
+            column: np.ndarray | list[str | None] | None = rows.get(j)
+            if column is None:
+                column = self._column(raw_column, expect)
+                if column is None:
+                    return []
+            values.append(column)
+        return values
+
+    def _misfits(self, shape: Shape, raws: list[RawEvent], kafka_times: np.ndarray) -> set[int]:
         """Which events hold a value that needs the per-event path: each value of a column that
         does not go as a whole is checked alone."""
-        raws = [raw for _, raw in items]
         misfits: set[int] = set()
-        for raw_column, expect in zip(raw_columns(shape, raws), shape.expect, strict=True):
+        for raw_column, expect in zip(raw_columns(shape, raws)[0], shape.expect, strict=True):
             if self._column(raw_column, expect) is not None:
                 continue
             fits: dict[
@@ -627,7 +670,7 @@ class PredictionProcessor:
     # -- state update and decision -------------------------------------------------------------
 
     def _apply(
-        self, state: PartitionState, batch: Batch, times: dict[int, float], out: Outcome
+        self, state: PartitionState, batch: Batch, times: Mapping[int, float], out: Outcome
     ) -> list[Finding]:
         findings: list[Finding] = []
         ledger = state.ledger
@@ -657,7 +700,7 @@ class PredictionProcessor:
         series: str,
         kind: type,
         values: Values,
-        times: dict[int, float],
+        times: Mapping[int, float],
     ) -> list[Finding]:
         monitor = self._monitor(state, series, kind)
         self._follow_baseline(series, monitor)
@@ -674,7 +717,7 @@ class PredictionProcessor:
         model: str,
         version: str | None,
         rows: Rows,
-        times: dict[int, float],
+        times: Mapping[int, float],
     ) -> list[Finding]:
         """Feed a (model, version)'s numeric rows to its PCA monitor (created on its first rows
         with at least two numeric features)."""
@@ -726,6 +769,42 @@ class PredictionProcessor:
             log.warning("baseline %s not used for %r: %s", baseline.label, feature, exc)
 
 
+class _Times(Mapping[int, float]):
+    """The records' Kafka timestamps by offset, made on first use: only a detection needs one."""
+
+    __slots__ = ("_records", "_times")
+
+    def __init__(self, records: Sequence[Record]) -> None:
+        self._records = records
+        self._times: dict[int, float] | None = None
+
+    def _made(self) -> dict[int, float]:
+        if self._times is None:
+            self._times = {r.offset: r.timestamp for r in self._records}
+        return self._times
+
+    def __getitem__(self, offset: int) -> float:
+        return self._made()[offset]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._made())
+
+    def __len__(self) -> int:
+        return len(self._made())
+
+
+_DENSE = {float, str}  # value types ``_dense`` takes
+_OFFSET = attrgetter("offset")
+_TIMESTAMP = attrgetter("timestamp")
+_VALUE = attrgetter("value")
+_MODEL = attrgetter("model")
+_VERSION = attrgetter("model_version")
+_FEATURES = attrgetter("features")
+_PREDICTION = attrgetter("prediction")
+_EVENT_ID = attrgetter("event_id")
+_STAMP = attrgetter("timestamp")
+
+
 def _is_new(series: str, state: PartitionState, batch: Batch) -> bool:
     return (
         series not in state.monitors
@@ -775,7 +854,7 @@ def bulkhead(state: PartitionState, series: str, out: Outcome) -> Iterator[None]
 
 
 def findings_of(
-    series: str, monitor: Monitor, detections: list[Detection], times: dict[int, float]
+    series: str, monitor: Monitor, detections: list[Detection], times: Mapping[int, float]
 ) -> list[Finding]:
     model, version, feature = parse_series(series)
     if isinstance(monitor, PCAReconstructionMonitor):
