@@ -296,6 +296,22 @@ KNOWN = [
             [KNOWN[0], {"model": "n", "features": {"a": "x", "b": 2.0, "c": "x"}}, KNOWN[0]],
             id="a type change mid-array",
         ),
+        pytest.param(
+            [KNOWN[0], {"model": "n", "features": {"a": True, "b": 0.0, "c": "x"}}, KNOWN[0]],
+            id="a boolean among numbers that look like booleans",
+        ),
+        pytest.param(
+            [KNOWN[0], {"model": "n", "features": {"a": "1.5", "b": 2.0, "c": "x"}}, KNOWN[0]],
+            id="a number in a string",
+        ),
+        pytest.param(
+            [KNOWN[0], {"model": "n", "features": {"a": 1e16, "b": 2.0, "c": "x"}}, KNOWN[0]],
+            id="a number beyond max_abs_value",
+        ),
+        pytest.param(
+            [KNOWN[0], {"model": "n", "features": {"a": None, "b": 2.0, "c": "x"}}, KNOWN[0]],
+            id="a null among numbers",
+        ),
     ],
 )
 def test_rare_refusals_of_known_shapes_match(later):

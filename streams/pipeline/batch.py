@@ -121,17 +121,14 @@ _PREDICTION = attrgetter("prediction")
 _EVENT_ID = attrgetter("event_id")
 
 
-def raw_columns(shape: Shape, raws: list[RawEvent]) -> tuple[list[Sequence[Any]], set[type]]:
-    """The events' raw values per column (their feature names are the same, in the same order),
-    and the types of all of them."""
+def raw_columns(shape: Shape, raws: list[RawEvent]) -> list[Sequence[Any]]:
+    """The events' raw values per column (their feature names are the same, in the same order)."""
     width = len(shape.names) - shape.with_prediction
     flat = list(chain.from_iterable(map(dict.values, map(_FEATURES, raws))))
-    types = set(map(type, flat))
     columns: list[Sequence[Any]] = [flat[j::width] for j in range(width)]
     if shape.with_prediction:
-        columns.append(predictions := list(map(_PREDICTION, raws)))
-        types.update(map(type, predictions))
-    return columns, types
+        columns.append(list(map(_PREDICTION, raws)))
+    return columns
 
 
 def by_names(raws: list[RawEvent], events: list[int]) -> list[tuple[tuple[str, ...], list[int]]]:

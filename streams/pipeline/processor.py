@@ -11,7 +11,7 @@ import logging
 from collections.abc import Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain, groupby, repeat
+from itertools import chain, compress, groupby, repeat
 from operator import attrgetter, is_not, itemgetter, lt
 from struct import error as StructError
 from struct import pack_into
@@ -465,8 +465,8 @@ class PredictionProcessor:
     ) -> tuple[list[np.ndarray | list[str | None]], np.ndarray] | None:
         """The events' values per column as the codec classifies them, and their event times;
         None if a value needs the per-event path (invalid, another kind, a new category)."""
-        raw, types = raw_columns(shape, raws)
-        values = self._dense(shape, raw, len(raws)) if types <= _DENSE else None
+        raw = raw_columns(shape, raws)
+        values = self._dense(shape, raw, len(raws))
         if values is None:
             values = []
             for raw_column, expect in zip(raw, shape.expect, strict=True):
@@ -484,10 +484,10 @@ class PredictionProcessor:
     def _dense(
         self, shape: Shape, raw: list[Sequence[Any]], events: int
     ) -> list[np.ndarray | list[str | None]] | None:
-        """``_columns``' values of events without nulls or booleans (numbers and strings only):
-        the numeric series' columns converted in one block (a struct of doubles takes floats
-        and refuses strings); [] if a column does not go as a whole; None to classify each
-        column."""
+        """``_columns``' values when the numeric series' columns hold numbers only (no nulls):
+        converted in one block, a struct of doubles, which refuses strings and nulls; booleans
+        it takes as 1.0 and 0.0, so the columns with such values are checked for booleans.
+        [] if a column does not go as a whole; None to classify each column instead."""
         numeric = [j for j, (kind, _) in enumerate(shape.expect) if kind is NumericMonitor]
         if not numeric:
             return None
@@ -495,9 +495,14 @@ class PredictionProcessor:
         block = bytearray(8 * count)
         try:
             pack_into(f"{count}d", block, 0, *chain.from_iterable(map(raw.__getitem__, numeric)))
-        except StructError:  # a string among a numeric series' values
-            return []
+        except StructError:  # a string or a null among a numeric series' values
+            return None
         matrix = np.frombuffer(block, dtype=np.float64).reshape(len(numeric), events)
+        maybe = ((matrix == 0.0) | (matrix == 1.0)).any(axis=1)  # a boolean, or a plain number
+        if maybe.any() and any(
+            bool in set(map(type, raw[j])) for j in compress(numeric, maybe.tolist())
+        ):
+            return None
         if np.abs(matrix).max() > self.limits.max_abs_value:
             return []
         rows: dict[int, np.ndarray] = dict(zip(numeric, matrix, strict=True))
@@ -515,7 +520,7 @@ class PredictionProcessor:
         """Which events hold a value that needs the per-event path: each value of a column that
         does not go as a whole is checked alone."""
         misfits: set[int] = set()
-        for raw_column, expect in zip(raw_columns(shape, raws)[0], shape.expect, strict=True):
+        for raw_column, expect in zip(raw_columns(shape, raws), shape.expect, strict=True):
             if self._column(raw_column, expect) is not None:
                 continue
             fits: dict[
@@ -793,7 +798,6 @@ class _Times(Mapping[int, float]):
         return len(self._made())
 
 
-_DENSE = {float, str}  # value types ``_dense`` takes
 _OFFSET = attrgetter("offset")
 _TIMESTAMP = attrgetter("timestamp")
 _VALUE = attrgetter("value")
