@@ -19,6 +19,9 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from streamdrift.detectors import kernels
+from streamdrift.detectors.kernels.moments import moments as moments_kernel
+
 __all__ = ["FLOAT_MAX", "LARGE", "RunningStats", "RunningStatsState", "saturate"]
 
 FLOAT_MAX = sys.float_info.max
@@ -108,6 +111,12 @@ class RunningStats:
         """Add a batch of finite values (one vectorised pass, then Chan's combine)."""
         if len(values) == 0:
             return
+        if kernels.compiled():
+            found = moments_kernel(values, LARGE)
+            if found is not None:  # the same bits as the numpy passes below
+                low, high, mean, m2 = found
+                self._combine(len(values), mean, m2, 0, low, high)
+                return
         # ufunc reductions: ndarray.mean() and friends add microseconds of Python per call,
         # and this runs for every series of every batch.
         low, high = float(np.minimum.reduce(values)), float(np.maximum.reduce(values))

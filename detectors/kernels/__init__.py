@@ -7,7 +7,8 @@ bit-identical (``tests/detectors/test_kernels.py`` checks that against river and
 on thousands of random streams). The reference implementations stay selectable:
 
 ``compiled`` (the default)
-    numba kernels (:mod:`.adwin`, :mod:`.cusum`), compiled on first use and cached on disk.
+    numba kernels (:mod:`.adwin`, :mod:`.cusum`, :mod:`.moments`), compiled on first use and
+    cached on disk.
 ``reference``
     river's ADWIN called value by value, and the CUSUM bank as numpy array passes: the oracle the
     kernels are tested against, and a fallback should a kernel ever be suspected.
@@ -56,9 +57,10 @@ def warm_up() -> float:
     if not compiled():
         return 0.0
     began = time.perf_counter()
-    # Imported here: the reference backend never loads numba.
-    from streamdrift.detectors.kernels import adwin, cusum
+    # Imported here: the kernels' modules import the detectors' configuration, which imports
+    # this package.
+    from streamdrift.detectors.kernels import adwin, cusum, moments
 
-    adwin.warm_up()
-    cusum.warm_up()
+    for module in (adwin, cusum, moments):
+        module.warm_up()
     return time.perf_counter() - began

@@ -1,6 +1,7 @@
-"""The compiled kernels against the reference backend (river's ADWIN, the CUSUM bank's numpy
-passes) on random streams: the same detections, statistics and state, bit for bit, whatever the
-batches; checkpoints that move between the backends; hostile ADWIN state bytes refused."""
+"""The compiled kernels against the reference backend (river's ADWIN, the CUSUM bank's and the
+running moments' numpy passes) on random streams: the same detections, statistics and state, bit
+for bit, whatever the batches; checkpoints that move between the backends; hostile ADWIN state
+bytes refused."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from streamdrift.detectors.adwin import Adwin, AdwinState
 from streamdrift.detectors.config import AdwinParams, CusumParams, MonitorParams
 from streamdrift.detectors.cusum import Cusum
 from streamdrift.detectors.kernels.adwin import AdwinWindow
+from streamdrift.detectors.kernels.moments import moments
 from streamdrift.detectors.monitor import ErrorMonitor, NumericMonitor, monitor_from_bytes
+from streamdrift.detectors.stats import RunningStats
 
 KINDS = ["normal", "shifts", "constant", "binary", "extremes", "mixed_scale", "integers"]
 RANDOM = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -235,3 +238,38 @@ def test_a_mismatched_adwin_state_is_refused_by_both_backends(name) -> None:
 def test_an_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="one of compiled, reference"):
         kernels.use("fortran")  # type: ignore[arg-type]
+
+
+@RANDOM
+@given(streams, st.booleans())
+def test_compiled_moments_equal_the_numpy_passes_bit_for_bit(spec, huge) -> None:
+    """RunningStats with either backend, batch by batch: the same count, mean, sum of squared
+    deviations (and its exponent), min and max — including batches beyond LARGE (the scaled
+    path, numpy's in both)."""
+    seed, kind, length = spec
+    rng = np.random.default_rng(seed)
+    values = stream(rng, kind, length)
+    if huge:
+        values[rng.random(length) < 0.01] = rng.choice([1e300, -1.7e308, 1e101])
+    with backend("reference"):
+        reference = RunningStats()
+    compiled = RunningStats()
+    for a, b in batches(rng, length):
+        with backend("reference"):
+            reference.update_many(values[a:b])
+        with backend("compiled"):
+            compiled.update_many(values[a:b])
+        assert compiled.to_state() == reference.to_state()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3000))
+def test_the_pairwise_sum_is_numpys(seed, length) -> None:
+    """Every block size and split of numpy's pairwise summation, on values of mixed scale
+    whose sum depends on the order of the additions."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, length) * 10.0 ** rng.integers(-8, 9, length)
+    low, high, mean, m2 = moments(x, 1e100)  # type: ignore[misc]
+    assert mean == float(np.add.reduce(x)) / length
+    assert m2 == float(np.add.reduce((x - mean) * (x - mean)))
+    assert (low, high) == (float(x.min()), float(x.max()))
