@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
 from streamdrift.detectors import MultivariateParams
@@ -331,6 +333,43 @@ def test_join_round_trip_missing_keys_and_older_buckets(url, group, redis_client
     for key in keys:
         ttl = redis_client.ttl(key)
         assert 0 < ttl <= TTL + width + 1, (key, ttl)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["m", "n", "模型"]),
+            st.text(min_size=1, max_size=40) | st.sampled_from(["e1", "e2"]),  # repeats too
+            st.binary(max_size=64),
+        ),
+        max_size=60,
+    ),
+    st.integers(0, 5000),
+)
+def test_the_join_script_writes_the_hash_an_hset_would(url, group, redis_client, items, bulk):
+    """Whatever the ids and packed predictions (empty, any bytes, any text, repeated in one
+    batch: the last wins), and batches past Lua's unpack() limit, the script's hash is the one
+    ``HSET key id packed ...`` gives."""
+    items = [*items, *(("bulk", f"b{i}", str(i).encode()) for i in range(bulk))]
+
+    async def body(r: aioredis.Redis) -> None:
+        await JoinStore(r, group, TTL).put(items, 100.0)
+
+    run(url, body)
+    expected: dict[bytes, dict[bytes, bytes]] = {}
+    for model, event_id, packed in items:
+        expected.setdefault(model.encode(), {})[event_id.encode()] = packed
+    layout = JoinStore(redis_client, group, TTL)  # type: ignore[arg-type]  # key naming only
+    bucket = int(100.0 // layout.width)
+    for model, fields in expected.items():
+        key = layout._key(model.decode(), bucket)
+        assert redis_client.hgetall(key) == fields
+        assert 0 < redis_client.ttl(key) <= TTL + layout.width + 1
+    for key in redis_client.scan_iter(match=f"sd:{{{group}}}:join:*"):
+        redis_client.delete(key)
 
 
 def test_join_of_nothing_asks_nothing(url, group, redis_client):
