@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from river import drift
@@ -13,7 +13,9 @@ from river import drift
 from streamdrift.detectors import kernels
 from streamdrift.detectors.base import ChangeDetector, DetectorState, as_floats
 from streamdrift.detectors.config import AdwinParams
-from streamdrift.detectors.kernels.adwin import AdwinWindow
+
+if TYPE_CHECKING:
+    from streamdrift.detectors.kernels.adwin import AdwinWindow
 
 __all__ = ["Adwin", "AdwinState"]
 
@@ -69,6 +71,9 @@ class Adwin(ChangeDetector):
         self._window: AdwinWindow | None = None
         self._adwin: drift.ADWIN | None = None
         if kernels.compiled():
+            # Imported here: numba loads only with the compiled backend (~130 MB of memory).
+            from streamdrift.detectors.kernels.adwin import AdwinWindow
+
             self._window = AdwinWindow(self.params)
         else:
             self._adwin = drift.ADWIN(**dataclasses.asdict(self.params))
@@ -157,7 +162,7 @@ class Adwin(ChangeDetector):
     def from_state(cls, state: AdwinState) -> Adwin:
         detector = cls(state.params)
         if detector._window is not None:
-            detector._window = AdwinWindow.from_bytes(state.window, state.params)
+            detector._window = type(detector._window).from_bytes(state.window, state.params)
             restored = (detector._window.width, detector._window.total)
             if restored != (state.width, state.total):
                 raise ValueError("ADWIN window does not match its recorded width and total")

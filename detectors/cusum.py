@@ -13,7 +13,6 @@ from streamdrift.detectors import kernels
 from streamdrift.detectors.base import ChangeDetector, DetectorState
 from streamdrift.detectors.budget import cusum_thresholds
 from streamdrift.detectors.config import CusumParams
-from streamdrift.detectors.kernels import cusum as kernel
 
 __all__ = ["Cusum", "CusumState"]
 
@@ -146,7 +145,9 @@ class Cusum(ChangeDetector):
         flat = (rows, signs[:, 0].copy(), allowances[:, 0].copy(), thresholds[:, 0].copy())
         state = np.array([float(self.n), self.mean])
         sums = self.sums.reshape(-1)  # a view: the kernel writes the sums in place
-        found = kernel.scan(x, flat, self.params.min_instances, state, sums)
+        from streamdrift.detectors.kernels.cusum import scan  # numba: compiled backend only
+
+        found = scan(x, flat, self.params.min_instances, state, sums)
         self.n, self.mean = int(state[0]), float(state[1])
         self._drift_detected = bool(found) and found[-1][0] == len(x) - 1
         if found:

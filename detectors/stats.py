@@ -20,7 +20,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamdrift.detectors import kernels
-from streamdrift.detectors.kernels.moments import moments as moments_kernel
 
 __all__ = ["FLOAT_MAX", "LARGE", "RunningStats", "RunningStatsState", "saturate"]
 
@@ -112,7 +111,9 @@ class RunningStats:
         if len(values) == 0:
             return
         if kernels.compiled():
-            found = moments_kernel(values, LARGE)
+            from streamdrift.detectors.kernels.moments import moments  # numba: compiled only
+
+            found = moments(values, LARGE)
             if found is not None:  # the same bits as the numpy passes below
                 low, high, mean, m2 = found
                 self._combine(len(values), mean, m2, 0, low, high)
