@@ -17,14 +17,13 @@ from typing import Any
 from unittest import mock
 
 import msgspec
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from streamdrift.detectors import MultivariateParams
 from streamdrift.streams.pipeline import processor as processor_module
-from streamdrift.streams.pipeline.batch import Batch, _packed
+from streamdrift.streams.pipeline.batch import Batch
 from streamdrift.streams.pipeline.codec import Limits
 from streamdrift.streams.pipeline.outcome import Record
 from streamdrift.streams.pipeline.processor import AdmissionLimits, PredictionProcessor
@@ -358,17 +357,3 @@ def test_the_common_case_goes_column_by_column():
         out = proc.process(state, batch(40))
     assert admit.call_count == 0
     assert out.events == 40 and len(out.joins) == 40 and out.dead_letters == []
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=5),
-    st.one_of(st.none(), st.text(max_size=300)),
-)
-def test_joins_packed_at_once_are_what_msgpack_packs_one_by_one(numbers, version):
-    """The columnar path packs a shape's joins in one numpy pass (``_packed``)."""
-    predictions = np.array(numbers, dtype=np.float64)
-    times = predictions[::-1].copy()
-    assert _packed(predictions, version, times) == [
-        msgspec.msgpack.encode((p, version, t)) for p, t in zip(numbers, numbers[::-1], strict=True)
-    ]

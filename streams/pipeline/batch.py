@@ -58,6 +58,7 @@ class Shape:
     seqs: np.ndarray
     # per name: kind (None: nulls only), known categories
     expect: list[tuple[type | None, Container[str]]]
+    series: Sequence[str | None]  # per name: its series (None: an ignored feature)
 
     def keep(self, kept: list[int]) -> None:
         """Keep only these of its events (positions in its lists)."""
@@ -78,14 +79,13 @@ class Decoded:
     whole: list[int]  # positions of the messages the typed decoder refused
 
     @classmethod
-    def of(cls, fresh: list[tuple[int, Record]], typed: list[Typed | None]) -> Decoded:
-        """``typed``: each fresh record's message as ``typed_messages`` decodes it."""
+    def of(cls, fresh: Sequence[int], typed: list[Typed | None]) -> Decoded:
+        """``typed``: the message of each fresh record (``fresh``: their positions) as
+        ``typed_messages`` decodes it."""
         if typed and set(map(type, typed)) == {RawEvent}:  # single-event messages only
-            return cls(
-                cast("list[RawEvent]", typed), [p for p, _ in fresh], [0] * len(typed), set(), []
-            )
+            return cls(cast("list[RawEvent]", typed), list(fresh), [0] * len(typed), set(), [])
         decoded = cls([], [], [], set(), [])
-        for (position, _), message in zip(fresh, typed, strict=True):
+        for position, message in zip(fresh, typed, strict=True):
             if message is None:
                 decoded.whole.append(position)
             elif message.__class__ is RawEvent:
@@ -119,6 +119,7 @@ class Decoded:
 _FEATURES = attrgetter("features")
 _PREDICTION = attrgetter("prediction")
 _EVENT_ID = attrgetter("event_id")
+_PACK = msgspec.msgpack.encode
 
 
 def raw_columns(shape: Shape, raws: list[RawEvent]) -> list[Sequence[Any]]:
@@ -319,22 +320,6 @@ def latest(latest: float | None, time: float) -> float:
     return time if latest is None else max(latest, time)
 
 
-def _packed(predictions: np.ndarray, version: str | None, times: np.ndarray) -> list[bytes]:
-    """``msgspec.msgpack.encode((prediction, version, time))`` of each number and time, at
-    once: msgpack writes every float as a float64 (0xcb and 8 big-endian bytes)."""
-    tag = msgspec.msgpack.encode(version)
-    width = 19 + len(tag)
-    rows = np.empty((len(predictions), width), dtype=np.uint8)
-    rows[:, 0] = 0x93  # an array of three
-    rows[:, 1] = 0xCB
-    rows[:, 2:10] = predictions.astype(">f8").view(np.uint8).reshape(-1, 8)
-    rows[:, 10 : 10 + len(tag)] = np.frombuffer(tag, dtype=np.uint8)
-    rows[:, 10 + len(tag)] = 0xCB
-    rows[:, 11 + len(tag) :] = times.astype(">f8").view(np.uint8).reshape(-1, 8)
-    blob = rows.tobytes()
-    return [blob[start : start + width] for start in range(0, len(blob), width)]
-
-
 class Batch:
     """The admitted events of one batch, grouped per series for vectorised updates, and what
     else they leave: versions seen, joins. Every event has a ``seq``, its place in the stream
@@ -407,13 +392,13 @@ class Batch:
         values.offsets.append(offset)
         values.times.append(time)
 
-    def _values(self, series: str, first: tuple[int, int]) -> Values:
+    def _values(self, series: str, first: tuple[int, int], model: str | None = None) -> Values:
         """The series' values, which ``first`` may come before (columns are added before the
-        per-event path runs)."""
+        per-event path runs); ``model``: the series' model, if the caller knows it."""
         values = self.series.get(series)
         if values is None:
             values = self.series[series] = Values(first)
-            self._series_of[parse_series(series)[0]].add(series)
+            self._series_of[parse_series(series)[0] if model is None else model].add(series)
         elif first < values.first:
             values.first = first
         return values
@@ -436,25 +421,27 @@ class Batch:
     ) -> None:
         """Add a shape's events at once (see ``PredictionProcessor._take_columns``)."""
         model, version, first = shape.model, shape.version, int(seqs[0])
-        monitored = [
-            (name, column, rank)
-            for name, (kind, _), column, rank in zip(
-                shape.names, shape.expect, values, _ranks(values), strict=True
+        chunk = (seqs, offsets, times)
+        numeric: list[tuple[str, np.ndarray]] = []
+        for name, series, column, rank in zip(
+            shape.names, shape.series, values, _ranks(values), strict=True
+        ):
+            if series is None:  # ignored
+                continue
+            self._values(series, (first, rank), model).chunks.append(
+                (chunk[0], column, chunk[1], chunk[2])
             )
-            if kind is not Ignored
-        ]
-        for name, column, rank in monitored:
-            self._values(series_name(model, version, name), (first, rank)).chunks.append(
-                (seqs, column, offsets, times)
-            )
-        numeric = [
-            (name, column) for name, column, _ in monitored if isinstance(column, np.ndarray)
-        ]
+            if isinstance(column, np.ndarray):
+                numeric.append((name, column))
         if self._collect_rows and numeric:
             matrix = np.column_stack([column for _, column in numeric])
             # the per-event path's rows: events with a number
             in_rows = ~np.isnan(matrix).all(axis=1)
-            if in_rows.any():
+            if in_rows.all():
+                self._rows(model, version, first).chunks.append(
+                    (seqs, [name for name, _ in numeric], matrix, offsets)
+                )
+            elif in_rows.any():
                 row_seqs = seqs[in_rows]
                 self._rows(model, version, int(row_seqs[0])).chunks.append(
                     (row_seqs, [name for name, _ in numeric], matrix[in_rows], offsets[in_rows])
@@ -492,11 +479,11 @@ class Batch:
             if not joined.all():
                 ids = list(compress(ids, joined.tolist()))
                 predictions, times, seqs = predictions[joined], times[joined], seqs[joined]
-            self._joins += zip(
-                repeat(shape.model),
-                cast("list[str]", ids),
-                _packed(predictions, shape.version, times),
+            packs = map(
+                _PACK,
+                zip(predictions.tolist(), repeat(shape.version), times.tolist(), strict=False),
             )
+            self._joins += zip(repeat(shape.model), cast("list[str]", ids), packs, strict=False)
             self._join_seqs += seqs.tolist()
             return
         for seq, event_id, prediction, time in zip(

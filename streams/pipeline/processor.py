@@ -8,13 +8,13 @@ state (and its exactly-once next offset) is :class:`streams.state.partition.Part
 from __future__ import annotations
 
 import logging
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain, compress, groupby, repeat
-from operator import attrgetter, is_not, itemgetter, lt
+from itertools import compress, groupby, repeat
+from operator import attrgetter, is_not, lt
+from struct import Struct
 from struct import error as StructError
-from struct import pack_into
 from typing import Any, cast
 
 import numpy as np
@@ -154,6 +154,8 @@ class PredictionProcessor:
         # (measured: all-distinct shapes ran ~3x slower column by column).
         self.min_columnar_events = min_columnar_events
         self._ignored_by_model: dict[str, _Dropped] = {}
+        # per shape (model, version, names, prediction): its columns' names and series, or None
+        self._shapes = _ShapeCache(self._shape_columns)
         self._unusable: set[tuple[str, str]] = set()  # (series, baseline) already reported unusable
 
     def process(
@@ -184,22 +186,24 @@ class PredictionProcessor:
         ):
             # the usual batch, in increasing offsets from the next one on: all fresh (as
             # ``_skip`` would find them one by one)
-            fresh = list(enumerate(records))
+            fresh: Sequence[int] = range(len(records))  # positions of the fresh records
             state.next_offset = offsets[-1] + 1
+            fresh_records: Sequence[Record] = records
         else:
             fresh = []
             for position, record in enumerate(records):
                 if state._skip(record.offset):
                     out.duplicates += 1
                 else:
-                    fresh.append((position, record))
+                    fresh.append(position)
+            fresh_records = [records[position] for position in fresh]
         if fresh:
-            self._advance_clock(state, fresh, now, out)
+            self._advance_clock(state, fresh_records, now, out)
         batch = Batch(self.multivariate is not None, self.limits.max_events_per_message + 1)
         left: list[tuple[int, Record, list[Item] | None]] | None = None
         if columnar:
             try:
-                left = self._take_columns(state, records, fresh, batch, out)
+                left = self._take_columns(state, records, fresh, fresh_records, batch, out)
             except Exception:  # never expected; the per-event path guards each record
                 log.exception(
                     "columnar path failed on %s[%d]: taking the batch event by event",
@@ -209,7 +213,7 @@ class PredictionProcessor:
                 batch = Batch(self.multivariate is not None, self.limits.max_events_per_message + 1)
                 out.events, out.max_event_time = 0, None
         if left is None:
-            left = [(position, record, None) for position, record in fresh]
+            left = [(position, records[position], None) for position in fresh]
         for position, record, items in left:
             try:
                 self._accept(state, record, position, items, batch, out)
@@ -231,12 +235,12 @@ class PredictionProcessor:
     def _advance_clock(
         self,
         state: PartitionState,
-        fresh: list[tuple[int, Record]],
+        fresh: Sequence[Record],
         now: float | None,
         out: Outcome,
     ) -> None:
         """Move the admission clock and evict what has been idle too long (once a minute)."""
-        latest = max(map(_TIMESTAMP, map(itemgetter(1), fresh)))
+        latest = max(map(_TIMESTAMP, fresh))
         if state.ledger.advance(latest, now, self.admission, self.limits.max_future_skew_s):
             models, series = state.ledger.idle(self.admission)
             for model in models:
@@ -324,7 +328,8 @@ class PredictionProcessor:
         self,
         state: PartitionState,
         records: Sequence[Record],
-        fresh: list[tuple[int, Record]],
+        fresh: Sequence[int],
+        fresh_records: Sequence[Record],
         batch: Batch,
         out: Outcome,
     ) -> list[tuple[int, Record, list[Item] | None]]:
@@ -337,7 +342,7 @@ class PredictionProcessor:
         the start of the batch, and what makes it so only grows within a batch; everything
         order-dependent (values per series, versions, joins) is merged back by stream position.
         """
-        events = Decoded.of(fresh, typed_messages([r.value for _, r in fresh], self.limits))
+        events = Decoded.of(fresh, typed_messages(list(map(_VALUE, fresh_records)), self.limits))
         raws = events.raws
         # per model, version, number of features and presence of a prediction, its events
         # (indexes into ``raws``, in stream order), then split by feature names (``by_names``);
@@ -369,8 +374,8 @@ class PredictionProcessor:
         )
         left: list[int] = []  # events for the per-event path
         for key, group in groups.items():
-            expect = self._plan(state, key) if len(group) >= self.min_columnar_events else None
-            if expect is None:
+            plan = self._plan(state, key) if len(group) >= self.min_columnar_events else None
+            if plan is None:
                 left += group
                 continue
             model, version, features, with_prediction = key
@@ -382,38 +387,32 @@ class PredictionProcessor:
                 group,
                 list(map(raws.__getitem__, group)),
                 seqs[group],
-                expect,
+                *plan,
             )
             left += self._take_shape(shape, batch, out, offsets, kafka_times)
         return events.rest(records, left)
 
     def _plan(
         self, state: PartitionState, key: BatchKey
-    ) -> list[tuple[type | None, Container[str]]] | None:
-        """What each column's series expects of a shape's events; None if they need the
-        per-event path (a new model or name, invalid names)."""
-        model, version, features, with_prediction = key
+    ) -> tuple[list[tuple[type | None, Container[str]]], Sequence[str | None]] | None:
+        """What each column's series expects of a shape's events, and the series (None: an
+        ignored feature); None if they need the per-event path (a new model or name, invalid
+        names)."""
+        model = key[0]
         known = state.features_by_model.get(model)
-        if (
-            known is None
-            or model in state.ledger.probation
-            or not names_pass(model, features, with_prediction, self.limits)
-        ):
+        if known is None or model in state.ledger.probation:
             return None  # a model on probation may be evicted within the batch: event by event
-        try:
-            check_ids(version, None, self.limits)
-        except Invalid:
-            return None
+        columns = self._shapes.get(key)
+        if columns is None:
+            return None  # invalid names
         expect: list[tuple[type | None, Container[str]]] = []
-        ignored = self._ignored(model)
         monitors = state.monitors
-        for name in (*features, PREDICTION) if with_prediction else features:
-            if name in ignored:
+        for name, series in columns:
+            if series is None:
                 expect.append((Ignored, ()))
             elif name not in known:
                 return None
             else:
-                series = series_name(model, version, name)
                 monitor = monitors.get(series)
                 if monitor is None and series not in state.unknown_missing:
                     # a new series (a known name under a new version): admission counts it
@@ -426,7 +425,23 @@ class PredictionProcessor:
                     # not monitored yet (or not a feature's monitor): only nulls go without
                     # admission
                     expect.append((None, ()))
-        return expect
+        return expect, [series for _, series in columns]
+
+    def _shape_columns(self, key: BatchKey) -> tuple[tuple[str, str | None], ...] | None:
+        """What of a shape holds whatever the state: each column's name and series (None: an
+        ignored feature); None if its names or version fail the codec's checks."""
+        model, version, features, with_prediction = key
+        if not names_pass(model, features, with_prediction, self.limits):
+            return None
+        try:
+            check_ids(version, None, self.limits)
+        except Invalid:
+            return None
+        ignored = self._ignored(model)
+        return tuple(
+            (name, None if name in ignored else series_name(model, version, name))
+            for name in ((*features, PREDICTION) if with_prediction else features)
+        )
 
     def _take_shape(
         self,
@@ -491,10 +506,11 @@ class PredictionProcessor:
         numeric = [j for j, (kind, _) in enumerate(shape.expect) if kind is NumericMonitor]
         if not numeric:
             return None
-        count = len(numeric) * events
-        block = bytearray(8 * count)
+        doubles = Struct(f"{events}d")
+        block = bytearray(doubles.size * len(numeric))
         try:
-            pack_into(f"{count}d", block, 0, *chain.from_iterable(map(raw.__getitem__, numeric)))
+            for row, j in enumerate(numeric):
+                doubles.pack_into(block, row * doubles.size, *raw[j])
         except StructError:  # a string or a null among a numeric series' values
             return None
         matrix = np.frombuffer(block, dtype=np.float64).reshape(len(numeric), events)
@@ -754,6 +770,8 @@ class PredictionProcessor:
 
     def _follow_baseline(self, series: str, monitor: Monitor) -> None:
         """Seed the series with its version's stored baseline if it has one it does not use yet."""
+        if not self.baselines:
+            return
         model, version, feature = parse_series(series)
         baseline = self.baselines.get((model, version))
         if (
@@ -772,6 +790,31 @@ class PredictionProcessor:
         except ValueError as exc:
             self._unusable.add((series, baseline.label))
             log.warning("baseline %s not used for %r: %s", baseline.label, feature, exc)
+
+
+class _ShapeCache:
+    """What ``PredictionProcessor._shape_columns`` makes of each shape, cached with a bound on
+    the names it holds: made-up shapes must not grow it for good."""
+
+    MAX_NAMES = 200_000
+
+    def __init__(self, make: Callable[[BatchKey], tuple[tuple[str, str | None], ...] | None]):
+        self._make = make
+        self._cache: dict[BatchKey, tuple[tuple[str, str | None], ...] | None] = {}
+        self._names = 0
+
+    def get(self, key: BatchKey) -> tuple[tuple[str, str | None], ...] | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        columns = self._make(key)
+        if self._names + len(key[2]) > self.MAX_NAMES:
+            self._cache.clear()
+            self._names = 0
+        self._cache[key] = columns
+        self._names += len(key[2]) + 1
+        return columns
 
 
 class _Times(Mapping[int, float]):
@@ -860,6 +903,8 @@ def bulkhead(state: PartitionState, series: str, out: Outcome) -> Iterator[None]
 def findings_of(
     series: str, monitor: Monitor, detections: list[Detection], times: Mapping[int, float]
 ) -> list[Finding]:
+    if not detections:
+        return []
     model, version, feature = parse_series(series)
     if isinstance(monitor, PCAReconstructionMonitor):
         kind = "multivariate"
