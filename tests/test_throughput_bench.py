@@ -55,8 +55,9 @@ def test_a_tiny_run_reports_every_column(tmp_path, capsys):
         assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"], key
         assert latency["onset_p50_ms"] >= latency["p50_ms"], key
         names = {t["target"] for t in run["targets"][key]}
-        assert {"p99≤250ms", "RSS≤300MB"} <= names, key
-    assert "≥0.8×(1)" in {t["target"] for t in run["targets"]["streamdrift-1"]}
+        assert {"p99≤250ms", "RSS≤300MB", "ready≤10s"} <= names, key
+        assert 0 < r["ready_s"] < throughput.STARTUP_S, key
+    assert {"≥0.8×(1)", "≥2.5×(2)"} <= {t["target"] for t in run["targets"]["streamdrift-1"]}
     assert "≥1.7×(4)" in {t["target"] for t in run["targets"]["streamdrift-2"]}
     assert set(run["targets"]) == {"streamdrift-1", "streamdrift-2"}
     assert len(data["notes"]) == len(throughput.NOTES)
