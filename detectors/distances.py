@@ -41,6 +41,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, special, stats
 
+from streamdrift.detectors import kernels
+from streamdrift.detectors.kernels import windows as kernel
 from streamdrift.detectors.sketches import QuantileSketch
 from streamdrift.detectors.stats import saturate
 
@@ -48,7 +50,10 @@ __all__ = [
     "MIN_EXPECTED",
     "SMOOTHING",
     "cdf_distances",
+    "cdf_distances_of",
     "chi_square",
+    "chi_square_p_value",
+    "chi_square_statistic",
     "cohens_h",
     "hellinger",
     "jensen_shannon",
@@ -72,6 +77,8 @@ SMOOTHING = 0.5
 MIN_EXPECTED = 5.0
 # Counts over the same bins, of the reference and of a window (integers; floats work too).
 _Counts = NDArray[np.int64 | np.float64]
+# A sketch's retained values, sorted, and their weights (QuantileSketch.items).
+Items = tuple[NDArray[np.float64], NDArray[np.float64]]
 
 
 def ks_test(reference: QuantileSketch, window: QuantileSketch) -> tuple[float, float]:
@@ -95,7 +102,25 @@ def ks_test(reference: QuantileSketch, window: QuantileSketch) -> tuple[float, f
 def cdf_distances(reference: QuantileSketch, window: QuantileSketch) -> tuple[float, float]:
     """The KS statistic (largest difference between the estimated CDFs) and the
     :func:`wasserstein` distance, from one evaluation of both CDFs."""
-    points, ref_cdf, win_cdf = _cdfs(reference, window)
+    return cdf_distances_of(reference.cdf_items(), window.cdf_items())
+
+
+def cdf_distances_of(reference: Items, window: Items) -> tuple[float, float]:
+    """:func:`cdf_distances` of two sketches' :meth:`~detectors.sketches.QuantileSketch.items`
+    or ``cdf_items`` (a caller may keep those of a sketch that no longer changes, such as a
+    frozen reference).
+
+    With the compiled kernels (:mod:`detectors.kernels.windows`): one merge of the two sorted
+    samples, the same numbers bit for bit.
+    """
+    (ref_values, ref_weights), (win_values, win_weights) = reference, window
+    # Empty samples (numpy's 0/0: nan) and spans beyond the float range take the numpy path.
+    if kernels.compiled() and len(ref_values) and len(win_values):
+        low = min(float(ref_values[0]), float(win_values[0]))
+        if math.isfinite(max(float(ref_values[-1]), float(win_values[-1])) - low):
+            gaps, steps, ks = kernel.cdf_gaps(ref_values, ref_weights, win_values, win_weights)
+            return ks, float(np.dot(gaps[:-1], steps))
+    points, ref_cdf, win_cdf = _cdfs(ref_values, ref_weights, win_values, win_weights)
     gaps = np.abs(ref_cdf - win_cdf)
     if math.isfinite(float(points[-1]) - float(points[0])):
         return float(gaps.max()), float(np.dot(gaps[:-1], np.diff(points)))
@@ -229,14 +254,31 @@ def chi_square(reference: _Counts, window: _Counts) -> tuple[float, float, int]:
     ``scipy.stats.chi2_contingency(..., correction=False)``). ``(0.0, 1.0, 0)`` when fewer than
     two bins are left.
     """
+    statistic, dof = chi_square_statistic(reference, window)
+    return statistic, chi_square_p_value(statistic, dof), dof
+
+
+def chi_square_statistic(reference: _Counts, window: _Counts) -> tuple[float, int]:
+    """The statistic and degrees of freedom of :func:`chi_square` (``(0.0, 0)`` when it has
+    fewer than two bins), without its p-value."""
     table = np.array([reference, window], dtype=np.float64)
-    table = table[:, table.sum(axis=0) > 0]
+    columns = table.sum(axis=0)
+    counted = columns > 0
+    if not counted.all():  # bins empty on both sides
+        table, columns = table[:, counted], columns[counted]
     dof = table.shape[1] - 1
-    if dof < 1 or table.sum(axis=1).min() == 0:
-        return 0.0, 1.0, 0
-    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
-    statistic = float(np.sum((table - expected) ** 2 / expected))
-    return statistic, float(special.chdtrc(dof, statistic)), dof
+    if dof < 1:
+        return 0.0, 0
+    rows = table.sum(axis=1)
+    if rows.min() == 0:
+        return 0.0, 0
+    expected = np.outer(rows, columns) / table.sum()
+    return float(np.sum((table - expected) ** 2 / expected)), dof
+
+
+def chi_square_p_value(statistic: float, dof: int) -> float:
+    """The p-value of :func:`chi_square` from its statistic and degrees of freedom."""
+    return float(special.chdtrc(dof, statistic)) if dof else 1.0
 
 
 def pool_small(reference: _Counts, window: _Counts) -> NDArray[np.bool_]:
@@ -301,11 +343,12 @@ def cohens_h(reference_rate: float, rate: float) -> float:
 
 
 def _cdfs(
-    reference: QuantileSketch, window: QuantileSketch
+    ref_values: NDArray[np.float64],
+    ref_weights: NDArray[np.float64],
+    win_values: NDArray[np.float64],
+    win_weights: NDArray[np.float64],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Both estimated CDFs (``P(X <= x)``) at the union of the sketches' retained values."""
-    ref_values, ref_weights = reference.items()
-    win_values, win_weights = window.items()
     points = np.union1d(ref_values, win_values)
     return points, _cdf(ref_values, ref_weights, points), _cdf(win_values, win_weights, points)
 

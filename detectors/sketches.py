@@ -55,6 +55,7 @@ class QuantileSketch:
 
     def __init__(self, k: int = 200) -> None:
         self._sketch: _KllSketch = kll_doubles_sketch(k)
+        self._kept: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
 
     @property
     def k(self) -> int:
@@ -84,19 +85,37 @@ class QuantileSketch:
         return error
 
     def update_many(self, values: NDArray[np.float64]) -> None:
+        self._kept = None
         self._sketch.update(values)
 
-    def items(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def items(self, keep: bool = False) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The retained values, sorted, and their weights: the sketch's whole estimate of the
         distribution (each value stands for ``weight`` values of the stream; weights sum to
         :attr:`count`).
+
+        ``keep``: keep them until the sketch changes, for a sketch that is read again and again
+        but no longer updated (a window tests' frozen reference); about 16 bytes per retained
+        value (~7.5 KB at k = 200), so not by default. The kept arrays are shared: read only.
 
         >>> sketch = QuantileSketch()
         >>> sketch.update_many(np.array([3.0, 1.0, 2.0]))
         >>> sketch.items()
         (array([1., 2., 3.]), array([1., 1., 1.]))
         """
-        return _retained(self._sketch.serialize())  # ~10 us; not cached: 10 KB per sketch
+        if self._kept is not None:
+            return self._kept
+        items = _retained(self._sketch.serialize())  # ~10-30 us
+        if keep:
+            self._kept = items
+        return items
+
+    def cdf_items(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """:meth:`items`, except that equal values of an exact sketch (0.0 and -0.0) may come
+        in another order: enough for a CDF, which takes equal values together, and sorted
+        faster (numpy's unstable sort)."""
+        if self._kept is not None:
+            return self._kept
+        return _retained(self._sketch.serialize(), stable=False)
 
     def quantiles(self, ranks: Sequence[float]) -> list[float]:
         """Values at the given ranks in [0, 1]; ``ValueError`` on an empty sketch.
@@ -109,6 +128,7 @@ class QuantileSketch:
         return self._sketch.get_quantiles(list(ranks), inclusive=True)
 
     def merge(self, other: QuantileSketch) -> None:
+        self._kept = None
         self._sketch.merge(other._sketch)
 
     def to_bytes(self) -> bytes:
@@ -118,6 +138,7 @@ class QuantileSketch:
     def from_bytes(cls, data: bytes) -> QuantileSketch:
         """Inverse of :meth:`to_bytes`; ``ValueError`` on malformed bytes."""
         sketch = cls.__new__(cls)
+        sketch._kept = None
         try:
             sketch._sketch = kll_doubles_sketch.deserialize(data)
         # datasketches reports malformed input as IndexError, ValueError or RuntimeError.
@@ -136,9 +157,10 @@ _KLL_FLAG_EMPTY, _KLL_FLAG_SINGLE = 1, 4
 _KLL_LEVELS_AT = 20
 
 
-def _retained(data: bytes) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _retained(data: bytes, stable: bool = True) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Sorted retained values and their weights, read from the sketch's serialisation: some
-    20x faster than iterating the sketch from Python (which the tests compare it with)."""
+    20x faster than iterating the sketch from Python (which the tests compare it with). Equal
+    values keep the serialisation's order, or, if not ``stable`` and every weight is 1, any."""
     flags = data[3]
     if flags & _KLL_FLAG_EMPTY:
         return np.empty(0), np.empty(0)
@@ -148,6 +170,8 @@ def _retained(data: bytes) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     starts = np.frombuffer(data, "<u4", levels, _KLL_LEVELS_AT).astype(np.int64)
     items_at = _KLL_LEVELS_AT + 4 * levels + 16  # after the levels, min and max
     values = np.frombuffer(data, "<f8", offset=items_at)
+    if levels == 1:  # every value kept (exact): a stable sort is the stable argsort's order
+        return np.sort(values, kind="stable" if stable else None), np.ones(len(values))
     sizes = np.diff(np.append(starts, starts[0] + len(values)))
     weights = np.repeat(2.0 ** np.arange(levels), sizes)
     order = np.argsort(values, kind="stable")

@@ -48,8 +48,9 @@ from numpy.typing import NDArray
 
 from streamdrift.detectors.config import WindowParams
 from streamdrift.detectors.distances import (
-    cdf_distances,
-    chi_square,
+    cdf_distances_of,
+    chi_square_p_value,
+    chi_square_statistic,
     cohens_h,
     hellinger,
     jensen_shannon,
@@ -126,6 +127,12 @@ class Histogram:
     labels: list[str]
     reference: NDArray[np.int64]
     current: NDArray[np.int64]
+
+    @cached_property
+    def psi(self) -> float:
+        """:func:`~detectors.distances.psi` of the two count vectors (the chi-square test's
+        effect, the distances' and the series' score: computed once)."""
+        return psi(self.reference, self.current)
 
     def pooled(self) -> Histogram:
         """Bins expected to hold fewer than 5 values merged into one ``(other)`` bin."""
@@ -210,6 +217,7 @@ class NumericPeriod(_Period):
         self.stats = RunningStats()
         self.sketch = QuantileSketch(k)
         self.bins = np.zeros(len(cuts) + 1, dtype=np.int64)
+        self._labels: tuple[NDArray[np.float64], list[str]] | None = None  # the bins' labels
 
     @property
     def count(self) -> int:
@@ -229,9 +237,13 @@ class NumericPeriod(_Period):
         self.bins += np.bincount(np.searchsorted(self.cuts, present), minlength=len(self.bins))
 
     def histogram(self, current: NumericPeriod) -> Histogram:
-        edges = [None, *self.cuts.tolist(), None]
-        labels = [f"({_edge(low, '-inf')}, {_edge(high, 'inf')}]" for low, high in pairwise(edges)]
-        return Histogram(labels, self.bins, current.bins)
+        if self._labels is None or self._labels[0] is not self.cuts:  # the same for every window
+            edges = [None, *self.cuts.tolist(), None]
+            labels = [
+                f"({_edge(low, '-inf')}, {_edge(high, 'inf')}]" for low, high in pairwise(edges)
+            ]
+            self._labels = (self.cuts, labels)
+        return Histogram(list(self._labels[1]), self.bins, current.bins)
 
     def summary(self) -> dict[str, Any]:
         described = distribution(self.stats, self.sketch, "mean", SUMMARY_QUANTILES)
@@ -250,7 +262,7 @@ class NumericPeriod(_Period):
         sketch's weights per bin, exact while the sketch is."""
         period = cls(cuts, sketch.k)
         period.stats, period.sketch, period.missing = stats, sketch, missing
-        values, weights = sketch.items()
+        values, weights = sketch.items(keep=True)  # a seeded reference: kept for the KS test
         binned = np.bincount(np.searchsorted(cuts, values), weights, minlength=len(cuts) + 1)
         period.bins = np.rint(binned).astype(np.int64)
         return period
@@ -428,7 +440,10 @@ class KolmogorovSmirnovTest(WindowTest[NumericPeriod]):
         reference, current = pair.reference, pair.current
         if current.count < MIN_VALUES:
             return None
-        statistic, distance = cdf_distances(reference.sketch, current.sketch)
+        # The reference's items are kept: it no longer changes once windows are tested.
+        statistic, distance = cdf_distances_of(
+            reference.sketch.items(keep=True), current.sketch.cdf_items()
+        )
         # In reference sigma: saturated, as a window of extremes against a tiny spread can
         # exceed the float range.
         effect = saturate(distance / reference.scale)
@@ -450,8 +465,8 @@ class ChiSquareTest(WindowTest[Any]):
         if pair.current.count < MIN_VALUES:
             return None
         histogram = pair.histogram
-        statistic, p_value, _ = chi_square(histogram.reference, histogram.current)
-        return statistic, lambda: p_value, psi(histogram.reference, histogram.current)
+        statistic, dof = chi_square_statistic(histogram.reference, histogram.current)
+        return statistic, partial(chi_square_p_value, statistic, dof), histogram.psi
 
 
 class MissingRateTest(WindowTest[Any]):
@@ -785,7 +800,7 @@ class Windows(abc.ABC, Generic[P]):
         evaluation = Evaluation(index, self.window_from, self.last_position, results, describe)
         self.evaluated += 1
         self.drifted += evaluation.drifted
-        self.score = psi(histogram.reference, histogram.current) if self.current.count else 0.0
+        self.score = histogram.psi if self.current.count else 0.0
         self.current = self._period()
         self.window_from = None
         return evaluation
@@ -793,7 +808,7 @@ class Windows(abc.ABC, Generic[P]):
     def _distances(self, pair: _Pair[P], results: tuple[WindowTestResult, ...]) -> dict[str, float]:
         histogram = pair.histogram
         return {
-            "psi": psi(histogram.reference, histogram.current),
+            "psi": histogram.psi,
             "jensen_shannon": jensen_shannon(histogram.reference, histogram.current),
             "hellinger": hellinger(histogram.reference, histogram.current),
         }
