@@ -704,8 +704,10 @@ class PredictionProcessor:
             if kind is None:  # seen only as null so far: its kind is still unknown
                 state.unknown_missing[series] = state.unknown_missing.get(series, 0) + len(values)
                 continue
-            with bulkhead(state, series, out):
+            try:  # ``bulkhead``, inline: a context manager per series costs ~2 us
                 findings += self._apply_values(state, series, kind, values, times)
+            except Exception:
+                _restart(state, series, out)
         for (model, version), rows in sorted(batch.rows.items(), key=first_of):
             state.ledger_dirty |= ledger.touch_series(
                 series_name(model, version, MULTIVARIATE_SERIES)
@@ -888,16 +890,21 @@ def bulkhead(state: PartitionState, series: str, out: Outcome) -> Iterator[None]
     try:
         yield
     except Exception:
-        log.exception(
-            "monitor of %r on %s[%d] failed: restarting that series",
-            series,
-            state.topic,
-            state.partition,
-        )
-        state.monitors.pop(series, None)
-        state.retired.add(series)  # its stored state goes too: the next values start it afresh
-        state.dirty.discard(series)
-        out.failed_series.append(series)
+        _restart(state, series, out)
+
+
+def _restart(state: PartitionState, series: str, out: Outcome) -> None:
+    """``bulkhead``'s handling of a failed monitor (call it in an ``except`` block)."""
+    log.exception(
+        "monitor of %r on %s[%d] failed: restarting that series",
+        series,
+        state.topic,
+        state.partition,
+    )
+    state.monitors.pop(series, None)
+    state.retired.add(series)  # its stored state goes too: the next values start it afresh
+    state.dirty.discard(series)
+    out.failed_series.append(series)
 
 
 def findings_of(
