@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,6 +78,7 @@ SMOOTHING = 0.5
 MIN_EXPECTED = 5.0
 # Counts over the same bins, of the reference and of a window (integers; floats work too).
 _Counts = NDArray[np.int64 | np.float64]
+_Ints = NDArray[np.int64]
 # A sketch's retained values, sorted, and their weights (QuantileSketch.items).
 Items = tuple[NDArray[np.float64], NDArray[np.float64]]
 
@@ -221,6 +223,11 @@ def wasserstein_bound(reference: QuantileSketch, window: QuantileSketch) -> floa
 
 def psi_terms(reference: _Counts, window: _Counts) -> NDArray[np.float64]:
     """Each bin's share of the population stability index: ``(w - r) * ln(w / r)`` (smoothed)."""
+    if counts := _countable(reference, window):
+        exact, differences, ratios = kernel.psi_parts(*counts, SMOOTHING)
+        if exact:
+            terms: NDArray[np.float64] = differences * np.log(ratios)
+            return terms
     ref, win = _smoothed(reference), _smoothed(window)
     return (win - ref) * np.log(win / ref)
 
@@ -261,18 +268,17 @@ def chi_square(reference: _Counts, window: _Counts) -> tuple[float, float, int]:
 def chi_square_statistic(reference: _Counts, window: _Counts) -> tuple[float, int]:
     """The statistic and degrees of freedom of :func:`chi_square` (``(0.0, 0)`` when it has
     fewer than two bins), without its p-value."""
+    if counts := _countable(reference, window):
+        exact, terms, dof = kernel.chi_square_terms(*counts)
+        if exact:
+            return (float(np.sum(terms)), dof) if dof else (0.0, 0)
     table = np.array([reference, window], dtype=np.float64)
-    columns = table.sum(axis=0)
-    counted = columns > 0
-    if not counted.all():  # bins empty on both sides
-        table, columns = table[:, counted], columns[counted]
+    # Always the masked copy (column-major): its sums' order is the statistic's bits.
+    table = table[:, table.sum(axis=0) > 0]
     dof = table.shape[1] - 1
-    if dof < 1:
+    if dof < 1 or table.sum(axis=1).min() == 0:
         return 0.0, 0
-    rows = table.sum(axis=1)
-    if rows.min() == 0:
-        return 0.0, 0
-    expected = np.outer(rows, columns) / table.sum()
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
     return float(np.sum((table - expected) ** 2 / expected)), dof
 
 
@@ -288,6 +294,10 @@ def pool_small(reference: _Counts, window: _Counts) -> NDArray[np.bool_]:
     >>> pool_small(np.array([500, 3, 0]), np.array([100, 1, 2])).tolist()
     [False, True, True]
     """
+    if counts := _countable(reference, window):
+        exact, mask = kernel.pool_small(*counts, MIN_EXPECTED)
+        if exact:
+            return mask
     smaller = min(reference.sum(), window.sum())
     total = reference.sum() + window.sum()
     small: NDArray[np.bool_] = (reference + window) * smaller / max(total, 1) < MIN_EXPECTED
@@ -361,6 +371,22 @@ def _cdf(
         cumulative[np.searchsorted(values, points, side="right")] / cumulative[-1]
     )
     return cdf
+
+
+def _countable(reference: _Counts, window: _Counts) -> tuple[_Ints, _Ints] | None:
+    """The counts, if the compiled binned kernels take them (1-d int64 arrays; they check the
+    rest: same length, not negative, sums exact in any order)."""
+    if (
+        kernels.compiled()
+        and isinstance(reference, np.ndarray)
+        and isinstance(window, np.ndarray)
+        and reference.dtype == np.int64
+        and window.dtype == np.int64
+        and reference.ndim == 1
+        and window.ndim == 1
+    ):
+        return cast("_Ints", reference), cast("_Ints", window)
+    return None
 
 
 def _rank_error(sketch: QuantileSketch) -> float:

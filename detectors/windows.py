@@ -137,7 +137,7 @@ class Histogram:
     def pooled(self) -> Histogram:
         """Bins expected to hold fewer than 5 values merged into one ``(other)`` bin."""
         small = pool_small(self.reference, self.current)
-        if small.sum() < 2:
+        if np.count_nonzero(small) < 2:
             return self
         keep = ~small
         return Histogram(

@@ -16,9 +16,11 @@ from numpy.typing import NDArray
 
 from streamdrift.detectors.kernels._jit import jit
 
-__all__ = ["cdf_gaps", "warm_up"]
+__all__ = ["cdf_gaps", "chi_square_terms", "pool_small", "psi_parts", "warm_up"]
 
 Floats = NDArray[np.float64]
+Ints = NDArray[np.int64]
+Bools = NDArray[np.bool_]
 
 
 @jit
@@ -67,6 +69,107 @@ def cdf_gaps(
     return gaps[:k], steps[: max(k - 1, 0)], ks
 
 
+# The binned tests' kernels below take count vectors (int64) whose sums are exact in any order
+# (below 2**51: every partial sum of counts, and of counts plus 0.5, is a float without
+# rounding), so numpy's pairwise sums and these sequential ones agree; they return False for
+# anything else (negative or huge counts, other lengths), and the caller takes numpy's path.
+# Sums that round (the chi-square statistic, PSI) stay numpy's, over arrays of the same bits.
+EXACT = 2.0**51
+
+
+@jit
+def _exact_counts(reference: Ints, window: Ints) -> bool:
+    if reference.shape[0] != window.shape[0]:
+        return False
+    total = 0.0
+    for j in range(reference.shape[0]):
+        if reference[j] < 0 or window[j] < 0:
+            return False
+        total += float(reference[j]) + float(window[j])
+    return total < EXACT
+
+
+@jit
+def pool_small(reference: Ints, window: Ints, min_expected: float) -> tuple[bool, Bools]:
+    """``(ok, small)``: :func:`~detectors.distances.pool_small`'s mask."""
+    n = reference.shape[0]
+    small = np.zeros(n, dtype=np.bool_)
+    if not _exact_counts(reference, window):
+        return False, small
+    ref_total = 0
+    win_total = 0
+    for j in range(n):
+        ref_total += reference[j]
+        win_total += window[j]
+    if ref_total + win_total >= 2**31:  # (r + w) * smaller in int64, as numpy, never wraps
+        return False, small
+    smaller = min(ref_total, win_total)
+    total = float(max(ref_total + win_total, 1))
+    for j in range(n):
+        small[j] = float((reference[j] + window[j]) * smaller) / total < min_expected
+    return True, small
+
+
+@jit
+def chi_square_terms(reference: Ints, window: Ints) -> tuple[bool, Floats, int]:
+    """``(ok, terms, dof)``: the 2 x bins table of :func:`~detectors.distances.chi_square`'s
+    ``(observed - expected) ** 2 / expected`` over the bins not empty on both sides (empty
+    when it has fewer than two), for numpy to sum."""
+    n = reference.shape[0]
+    if not _exact_counts(reference, window):
+        return False, np.empty((2, 0)), 0
+    kept = 0
+    ref_total = 0.0
+    win_total = 0.0
+    for j in range(n):
+        if float(reference[j]) + float(window[j]) > 0:
+            kept += 1
+            ref_total += float(reference[j])
+            win_total += float(window[j])
+    if kept < 2 or min(ref_total, win_total) == 0:
+        return True, np.empty((2, 0)), 0
+    total = ref_total + win_total
+    terms = np.empty((2, kept))
+    k = 0
+    for j in range(n):
+        observed_ref = float(reference[j])
+        observed_win = float(window[j])
+        column = observed_ref + observed_win
+        if column > 0:
+            expected = ref_total * column / total
+            terms[0, k] = (observed_ref - expected) * (observed_ref - expected) / expected
+            expected = win_total * column / total
+            terms[1, k] = (observed_win - expected) * (observed_win - expected) / expected
+            k += 1
+    return True, terms, kept - 1
+
+
+@jit
+def psi_parts(reference: Ints, window: Ints, smoothing: float) -> tuple[bool, Floats, Floats]:
+    """``(ok, differences, ratios)`` of the smoothed shares, ``w - r`` and ``w / r``:
+    :func:`~detectors.distances.psi_terms` is ``differences * log(ratios)`` (numpy's log)."""
+    n = reference.shape[0]
+    differences = np.empty(n)
+    ratios = np.empty(n)
+    if not _exact_counts(reference, window):
+        return False, differences, ratios
+    ref_total = 0.0
+    win_total = 0.0
+    for j in range(n):
+        ref_total += float(reference[j]) + smoothing
+        win_total += float(window[j]) + smoothing
+    for j in range(n):
+        ref = (float(reference[j]) + smoothing) / ref_total
+        win = (float(window[j]) + smoothing) / win_total
+        differences[j] = win - ref
+        ratios[j] = win / ref
+    return True, differences, ratios
+
+
 def warm_up() -> None:
-    """Compile the kernel (or load it from the cache) on two tiny samples."""
+    """Compile the kernels (or load them from the cache) on tiny inputs."""
     cdf_gaps(np.zeros(1), np.ones(1), np.ones(2), np.ones(2))
+    counts = np.array([3, 0, 4], dtype=np.int64)
+    pool_small(counts, counts, 5.0)
+    chi_square_terms(counts, counts)
+    psi_parts(counts, counts, 0.5)

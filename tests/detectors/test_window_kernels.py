@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy import special
 
 from streamdrift.detectors import kernels
 from streamdrift.detectors.config import WindowParams
@@ -93,6 +95,33 @@ def _old_cdf_distances(reference: QuantileSketch, window: QuantileSketch) -> tup
     )
 
 
+def _old_pool_small(reference, window):
+    smaller = min(reference.sum(), window.sum())
+    total = reference.sum() + window.sum()
+    return (reference + window) * smaller / max(total, 1) < 5.0
+
+
+def _old_chi_square(reference, window):
+    table = np.array([reference, window], dtype=np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    dof = table.shape[1] - 1
+    if dof < 1 or table.sum(axis=1).min() == 0:
+        return 0.0, 1.0, 0
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    return statistic, float(special.chdtrc(dof, statistic)), dof
+
+
+def _old_smoothed(counts):
+    values = np.asarray(counts, dtype=np.float64) + 0.5
+    return values / values.sum()
+
+
+def _old_psi_terms(reference, window):
+    ref, win = _old_smoothed(reference), _old_smoothed(window)
+    return (win - ref) * np.log(win / ref)
+
+
 def _edge(value, infinite):
     return infinite if value is None else f"{value:.6g}"
 
@@ -110,7 +139,7 @@ def _old_histogram(reference, current):
         labels = [*known, "(new)"]
         ref = np.array([reference.counts.counts[value] for value in known] + [0], dtype=np.int64)
         cur = np.array([*seen, current.count - sum(seen)], dtype=np.int64)
-    small = pool_small(ref, cur)
+    small = _old_pool_small(ref, cur)
     if small.sum() < 2:
         return labels, ref, cur
     keep = ~small
@@ -121,8 +150,12 @@ def _old_histogram(reference, current):
     )
 
 
+def _old_psi(ref, cur):
+    return float(_old_psi_terms(ref, cur).sum())
+
+
 def _old_top_contributors(labels, ref, cur):
-    terms = psi_terms(ref, cur)
+    terms = _old_psi_terms(ref, cur)
     ref_shares = ref / max(ref.sum(), 1)
     cur_shares = cur / max(cur.sum(), 1)
     order = np.argsort(-terms, kind="stable")[:5]
@@ -150,8 +183,15 @@ def _old_close(windows) -> dict[str, Any]:
         p = ks_p_value(statistic, reference.count, current.count)
         measured["ks"] = (statistic, p, effect, below, params.wasserstein_floor, SEVERITY_CUTS)
     if current.count >= MIN_VALUES:
-        statistic, p, _ = chi_square(ref, cur)
-        measured["chi2"] = (statistic, p, psi(ref, cur), None, params.psi_floor, PSI_SEVERITY_CUTS)
+        statistic, p, _ = _old_chi_square(ref, cur)
+        measured["chi2"] = (
+            statistic,
+            p,
+            _old_psi(ref, cur),
+            None,
+            params.psi_floor,
+            PSI_SEVERITY_CUTS,
+        )
     table = (reference.missing, reference.events, current.missing, current.events)
     effect = cohens_h(reference.missing_rate, current.missing_rate)
     p = missing_rate_p_value(*table)
@@ -179,7 +219,7 @@ def _old_close(windows) -> dict[str, Any]:
     distances = {}
     if counted:
         distances = {
-            "psi": psi(ref, cur),
+            "psi": _old_psi(ref, cur),
             "jensen_shannon": jensen_shannon(ref, cur),
             "hellinger": hellinger(ref, cur),
         }
@@ -192,7 +232,7 @@ def _old_close(windows) -> dict[str, Any]:
             distances["new_category_rate"] = new / current.count
     return {
         "results": results,
-        "score": psi(ref, cur) if current.count else 0.0,
+        "score": _old_psi(ref, cur) if current.count else 0.0,
         "reference": reference.summary(),
         "current": current.summary(),
         "tests": {
@@ -560,3 +600,38 @@ def test_windows_close_alike_with_either_backend(backend):
         test_steady_state_windows_from_a_monitor_report_what_the_old_code_did()
     finally:
         kernels.use("compiled")
+
+
+COUNTS = st.one_of(
+    st.integers(0, 3),
+    st.integers(0, 2_000),
+    st.sampled_from([0, 1, 4, 5, 2**31, 2**51, 2**60, -1]),  # huge or negative: numpy's path
+)
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(data=st.data())
+def test_the_binned_kernels_give_numpys_numbers(data):
+    """Pooling, chi-square and PSI of count vectors (empty bins on one or both sides, one bin,
+    huge and negative counts, float counts) as the numpy code computed them, bit for bit."""
+    n = data.draw(st.integers(1, 40))
+    counts = hnp.arrays(np.int64, n, elements=COUNTS)
+    reference, window = data.draw(counts), data.draw(counts)
+    if data.draw(st.booleans()):
+        reference = reference.astype(np.float64) * data.draw(st.sampled_from([1.0, 0.37]))
+    with np.errstate(all="ignore"):
+        expected = (
+            _old_pool_small(reference, window),
+            _old_chi_square(reference, window),
+            _old_psi_terms(reference, window),
+        )
+        got = (
+            pool_small(reference, window),
+            chi_square(reference, window),
+            psi_terms(reference, window),
+        )
+        psi_got = psi(reference, window)
+    assert got[0].tobytes() == expected[0].tobytes()
+    assert _bits(got[1]) == _bits(expected[1])
+    assert got[2].tobytes() == expected[2].tobytes()
+    assert _bits(psi_got) == _bits(float(expected[2].sum()))
