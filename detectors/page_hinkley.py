@@ -1,15 +1,22 @@
-"""Page-Hinkley, river's cumulative-sum change detector, with pickle-free state."""
+"""Page-Hinkley, river's cumulative-sum change detector (compiled or river's own), with
+pickle-free state."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from river import drift
 
+from streamdrift.detectors import kernels
 from streamdrift.detectors.base import ChangeDetector, DetectorState
 from streamdrift.detectors.config import PageHinkleyParams
+
+if TYPE_CHECKING:
+    from streamdrift.detectors.kernels.page_hinkley import PageHinkleyWindow
 
 __all__ = ["PageHinkley", "PageHinkleyState"]
 
@@ -25,7 +32,11 @@ class PageHinkleyState(DetectorState, frozen=True, tag="page_hinkley"):
 
 
 class PageHinkley(ChangeDetector):
-    """The Page-Hinkley test (Page, 1954) wrapping ``river.drift.PageHinkley``.
+    """The Page-Hinkley test (Page, 1954): ``river.drift.PageHinkley``, compiled over batches.
+
+    With the compiled backend (the default, :mod:`detectors.kernels`) a batch runs through
+    :class:`~detectors.kernels.page_hinkley.PageHinkleyWindow`, river's update line for line;
+    with the reference backend through river's own class. Same detections, statistics and state.
 
     It accumulates the deviations of each value from the running mean, minus an allowance
     ``delta``, and fires when the cumulative sum rises more than ``threshold`` above its
@@ -55,46 +66,96 @@ class PageHinkley(ChangeDetector):
     def __init__(self, params: PageHinkleyParams | None = None) -> None:
         super().__init__()
         self.params = params or PageHinkleyParams()
-        self._ph = drift.PageHinkley(**dataclasses.asdict(self.params))
+        # One of the two, by the backend active when the detector is made (detectors.kernels).
+        self._window: PageHinkleyWindow | None = None
+        self._river: drift.PageHinkley | None = None
+        if kernels.compiled():
+            # Imported here: numba loads only with the compiled backend (~130 MB of memory).
+            from streamdrift.detectors.kernels.page_hinkley import PageHinkleyWindow
+
+            self._window = PageHinkleyWindow(self.params)
+        else:
+            self._river = drift.PageHinkley(**dataclasses.asdict(self.params))
 
     @property
     def threshold(self) -> float:
         return self.params.threshold
 
+    @property
+    def _ph(self) -> drift.PageHinkley:
+        assert self._river is not None, "a detector of the compiled backend"
+        return self._river
+
+    def update_many(self, values: Iterable[float]) -> list[tuple[int, float]]:
+        if self._window is None:
+            return super().update_many(values)
+        array = values if isinstance(values, np.ndarray) else np.fromiter(values, np.float64)
+        hits = self._window.update(array)
+        self._drift_detected = bool(self._window.state[-1])
+        if hits:
+            self.statistic = hits[-1][1]
+            self.n_detections += len(hits)
+        return hits
+
     def _update(self, x: float) -> float | None:
+        if self._window is not None:
+            hits = self._window.update(np.array([x]))
+            return hits[0][1] if hits else None
         self._ph.update(x)
         return self._test_statistic() if self._ph.drift_detected else None
 
     def _test_statistic(self) -> float:
+        if self._window is not None:
+            return self._window.statistic()
         ph = self._ph
         up = ph._sum_increase - ph._min_increase
         down = ph._max_decrease - ph._sum_decrease
         return {"up": up, "down": down}.get(self.params.mode, max(up, down))
 
     def _describe(self) -> dict[str, Any]:
-        mean = self._ph._x_mean
+        n, mean = self._sums()[:2]
         # Before the first value the sums are at their +-inf / -1 starting points.
         score = max(self._test_statistic(), 0.0)
-        return {"n": int(mean.n), "estimation": mean.get(), "score": score}
+        return {"n": int(n), "estimation": mean, "score": score}
+
+    def _sums(self) -> tuple[float, float, float, float, float, float]:
+        """n, mean, sum_increase, sum_decrease, min_increase, max_decrease."""
+        if self._window is not None:
+            n, mean, up, down, low, high = self._window.state[:6].tolist()
+            return n, mean, up, down, low, high
+        ph = self._ph
+        mean = ph._x_mean
+        return (
+            mean.n,
+            mean._mean,
+            ph._sum_increase,
+            ph._sum_decrease,
+            ph._min_increase,
+            float(ph._max_decrease),
+        )
 
     def to_state(self) -> PageHinkleyState:
-        ph = self._ph
+        n, mean, sum_increase, sum_decrease, min_increase, max_decrease = self._sums()
         return PageHinkleyState(
             n_detections=self.n_detections,
             statistic=self.statistic,
             drift_detected=self.drift_detected,
             params=self.params,
-            mean_n=ph._x_mean.n,
-            mean=ph._x_mean._mean,
-            sum_increase=ph._sum_increase,
-            sum_decrease=ph._sum_decrease,
-            min_increase=ph._min_increase if math.isfinite(ph._min_increase) else None,
-            max_decrease=float(ph._max_decrease),
+            mean_n=n,
+            mean=mean,
+            sum_increase=sum_increase,
+            sum_decrease=sum_decrease,
+            min_increase=min_increase if math.isfinite(min_increase) else None,
+            max_decrease=max_decrease,
         )
 
     @classmethod
     def from_state(cls, state: PageHinkleyState) -> PageHinkley:
         detector = cls(state.params)
+        if detector._window is not None:
+            detector._restore_window(detector._window, state)
+            detector._restore_common(state)
+            return detector
         ph = detector._ph
         # The state is river's attributes: if a river release renamed one, setting it would
         # go unnoticed (a new attribute river never reads).
@@ -119,6 +180,28 @@ class PageHinkley(ChangeDetector):
         ph._drift_detected = state.drift_detected
         detector._restore_common(state)
         return detector
+
+    @staticmethod
+    def _restore_window(window: PageHinkleyWindow, state: PageHinkleyState) -> None:
+        values = (
+            state.mean_n,
+            state.mean,
+            state.sum_increase,
+            state.sum_decrease,
+            state.max_decrease,
+        )
+        if not all(math.isfinite(value) for value in values):
+            raise ValueError("Page-Hinkley state is not finite")
+        min_increase = math.inf if state.min_increase is None else state.min_increase
+        window.state[:] = (
+            state.mean_n,
+            state.mean,
+            state.sum_increase,
+            state.sum_decrease,
+            min_increase,
+            state.max_decrease,
+            float(state.drift_detected),
+        )
 
     @classmethod
     def afresh(cls, state: PageHinkleyState) -> PageHinkley:

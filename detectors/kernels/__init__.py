@@ -7,11 +7,12 @@ bit-identical (``tests/detectors/test_kernels.py`` checks that against river and
 on thousands of random streams). The reference implementations stay selectable:
 
 ``compiled`` (the default)
-    numba kernels (:mod:`.adwin`, :mod:`.cusum`, :mod:`.moments`), compiled on first use and
-    cached on disk.
+    numba kernels (:mod:`.adwin`, :mod:`.cusum`, :mod:`.moments`, :mod:`.page_hinkley`),
+    compiled on first use and cached on disk.
 ``reference``
-    river's ADWIN called value by value, and the CUSUM bank as numpy array passes: the oracle the
-    kernels are tested against, and a fallback should a kernel ever be suspected.
+    river's ADWIN and Page-Hinkley called value by value, the CUSUM bank and the moments as
+    numpy array passes: the oracle the kernels are tested against, and a fallback should a
+    kernel ever be suspected.
 
 The backend is chosen per process, before detectors are created (:func:`use`); a detector keeps
 the backend it was created with. Both backends read and write the same checkpoint state.
@@ -59,8 +60,8 @@ def warm_up() -> float:
     began = time.perf_counter()
     # Imported here: the kernels' modules import the detectors' configuration, which imports
     # this package.
-    from streamdrift.detectors.kernels import adwin, cusum, moments
+    from streamdrift.detectors.kernels import adwin, cusum, moments, page_hinkley
 
-    for module in (adwin, cusum, moments):
+    for module in (adwin, cusum, moments, page_hinkley):
         module.warm_up()
     return time.perf_counter() - began

@@ -1,10 +1,11 @@
-"""The compiled kernels against the reference backend (river's ADWIN, the CUSUM bank's and the
-running moments' numpy passes) on random streams: the same detections, statistics and state, bit
-for bit, whatever the batches; checkpoints that move between the backends; hostile ADWIN state
-bytes refused."""
+"""The compiled kernels against the reference backend (river's ADWIN and Page-Hinkley, the
+CUSUM bank's and the running moments' numpy passes) on random streams: the same detections,
+statistics and state, bit for bit, whatever the batches; checkpoints that move between the
+backends; hostile ADWIN state bytes refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +18,17 @@ from river import drift
 
 from streamdrift.detectors import kernels
 from streamdrift.detectors.adwin import Adwin, AdwinState
-from streamdrift.detectors.config import AdwinParams, CusumParams, MonitorParams
+from streamdrift.detectors.config import (
+    AdwinParams,
+    CusumParams,
+    MonitorParams,
+    PageHinkleyParams,
+)
 from streamdrift.detectors.cusum import Cusum
 from streamdrift.detectors.kernels.adwin import AdwinWindow
 from streamdrift.detectors.kernels.moments import moments
 from streamdrift.detectors.monitor import ErrorMonitor, NumericMonitor, monitor_from_bytes
+from streamdrift.detectors.page_hinkley import PageHinkley
 from streamdrift.detectors.stats import RunningStats
 
 KINDS = ["normal", "shifts", "constant", "binary", "extremes", "mixed_scale", "integers"]
@@ -160,14 +167,19 @@ def test_compiled_cusum_bank_equals_the_numpy_bank_bit_for_bit(spec, mode, min_i
     assert compiled.to_state() == reference.to_state()
 
 
-def monitor_run(kind: type[NumericMonitor] | type[ErrorMonitor], seed: int) -> list[object]:
+def monitor_run(
+    kind: type[NumericMonitor] | type[ErrorMonitor], seed: int, page_hinkley: bool = False
+) -> list[object]:
     """A monitor's detections and its detectors' checkpointed states after a stream with shifts
     in batches, checkpointed and restored now and then. (Not the whole checkpoint: its KLL
     sketches compact at random, so two runs of one backend differ there.)"""
     rng = np.random.default_rng(seed)
     values = stream(rng, "shifts", 8000) if kind is NumericMonitor else stream(rng, "binary", 8000)
     values[rng.random(len(values)) < 0.02] = np.nan
-    monitor = kind(MonitorParams())
+    params = MonitorParams()
+    if page_hinkley:
+        params = dataclasses.replace(params, detectors=(*params.detectors, "page_hinkley"))
+    monitor = kind(params)
     out: list[object] = []
     for a, b in batches(rng, len(values)):
         detections = monitor.update(values[a:b], np.arange(a, b))
@@ -178,12 +190,14 @@ def monitor_run(kind: type[NumericMonitor] | type[ErrorMonitor], seed: int) -> l
 
 
 @settings(max_examples=12, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from([NumericMonitor, ErrorMonitor]))
-def test_monitors_detect_and_checkpoint_the_same_with_either_backend(seed, kind) -> None:
+@given(st.integers(0, 2**32 - 1), st.sampled_from([NumericMonitor, ErrorMonitor]), st.booleans())
+def test_monitors_detect_and_checkpoint_the_same_with_either_backend(
+    seed, kind, page_hinkley
+) -> None:
     with backend("reference"):
-        expected = monitor_run(kind, seed)
+        expected = monitor_run(kind, seed, page_hinkley)
     with backend("compiled"):
-        assert monitor_run(kind, seed) == expected
+        assert monitor_run(kind, seed, page_hinkley) == expected
 
 
 def valid_adwin_state(seed: int) -> AdwinState:
@@ -273,3 +287,38 @@ def test_the_pairwise_sum_is_numpys(seed, length) -> None:
     assert mean == float(np.add.reduce(x)) / length
     assert m2 == float(np.add.reduce((x - mean) * (x - mean)))
     assert (low, high) == (float(x.min()), float(x.max()))
+
+
+@RANDOM
+@given(
+    streams,
+    st.sampled_from(["both", "up", "down"]),
+    st.sampled_from([1.0, 0.9999, 0.99]),
+    st.sampled_from([(5.0, 0.005), (50.0, 0.005), (20.0, 0.25), (1e3, 0.0)]),
+    st.sampled_from([30, 1, 5]),
+)
+def test_compiled_page_hinkley_gives_rivers_detections_and_state(
+    spec, mode, alpha, threshold_delta, min_instances
+) -> None:
+    seed, kind, length = spec
+    rng = np.random.default_rng(seed)
+    values = stream(rng, kind, length)
+    threshold, delta = threshold_delta
+    params = PageHinkleyParams(
+        threshold=threshold, delta=delta, alpha=alpha, min_instances=min_instances, mode=mode
+    )
+    with backend("reference"):
+        reference = PageHinkley(params)
+    with backend("compiled"):
+        compiled = PageHinkley(params)
+    for a, b in batches(rng, length):
+        chunk = values[a:b]
+        assert compiled.update_many(chunk) == reference.update_many(chunk)
+        assert compiled.drift_detected == reference.drift_detected
+        if rng.random() < 0.05:  # a checkpoint taken by one backend, restored by the other
+            with backend("compiled"):
+                compiled = PageHinkley.from_state(reference.to_state())
+            with backend("reference"):
+                reference = PageHinkley.from_state(compiled.to_state())
+    assert compiled.to_state() == reference.to_state()
+    assert compiled.describe() == reference.describe()
