@@ -23,7 +23,8 @@ RUN groupadd --system --gid 10001 streamdrift \
         --shell /usr/sbin/nologin streamdrift
 COPY --from=build /opt/venv /opt/venv
 # NUMBA_CACHE_DIR: the compiled detector kernels are cached in a writable place (on Kubernetes the
-# pod's /tmp emptyDir, so a restarted container loads what its predecessor compiled).
+# pod's /tmp emptyDir, so a restarted container loads what its predecessor compiled). The worker
+# loads code from it: the container's own /tmp, never a directory shared with other users.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
