@@ -28,7 +28,18 @@ from __future__ import annotations
 import time
 from typing import Literal, get_args
 
-__all__ = ["BACKENDS", "Backend", "active", "compiled", "use", "warm_up"]
+from streamdrift.detectors.kernels.cache import UnsafeCacheError, check_cache_dir
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "UnsafeCacheError",
+    "active",
+    "check_cache_dir",
+    "compiled",
+    "use",
+    "warm_up",
+]
 
 Backend = Literal["compiled", "reference"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-import numba
+from streamdrift.detectors.kernels.cache import check_cache_dir
+
+# Before numba reads its configuration (at import).
+check_cache_dir(os.environ.get("NUMBA_CACHE_DIR"))
+
+import numba  # noqa: E402
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -296,6 +296,7 @@ def worker(
     # a bad file is refused before any connection
     _detector_config(settings, from_flag=config is not None)
     _check_libraries()
+    _check_kernel_cache(settings)
     existing = check_kafka(settings)
     # the broker's protocol and the worker's permissions (streams.kafka.preflight)
     _preflight(settings)
@@ -350,6 +351,18 @@ def _check_libraries() -> None:
     try:
         compat.check()
     except compat.IncompatibleLibrary as exc:
+        _fail(exc.problem, exc.remedy)
+
+
+def _check_kernel_cache(settings: Settings) -> None:
+    """The compiled kernels' cache must be this user's alone (detectors.kernels._jit)."""
+    if settings.kernels != "compiled":
+        return
+    from streamdrift.detectors.kernels import UnsafeCacheError, check_cache_dir
+
+    try:
+        check_cache_dir(os.environ.get("NUMBA_CACHE_DIR"))
+    except UnsafeCacheError as exc:
         _fail(exc.problem, exc.remedy)
 
 
