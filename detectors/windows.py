@@ -46,6 +46,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from streamdrift.detectors import kernels
 from streamdrift.detectors.config import WindowParams
 from streamdrift.detectors.distances import (
     cdf_distances_of,
@@ -62,6 +63,7 @@ from streamdrift.detectors.distances import (
     psi,
     psi_terms,
 )
+from streamdrift.detectors.kernels import windows as kernel
 from streamdrift.detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
 from streamdrift.detectors.stats import RunningStats, RunningStatsState, saturate
 
@@ -234,7 +236,16 @@ class NumericPeriod(_Period):
             return
         self.stats.update_many(present)
         self.sketch.update_many(present)
-        self.bins += np.bincount(np.searchsorted(self.cuts, present), minlength=len(self.bins))
+        if (
+            kernels.compiled()
+            and len(self.bins) == len(self.cuts) + 1
+            and self.bins.dtype == np.int64
+            and present.dtype == np.float64
+            and self.cuts.dtype == np.float64
+        ):
+            kernel.add_to_bins(self.bins, self.cuts, present)
+        else:
+            self.bins += np.bincount(np.searchsorted(self.cuts, present), minlength=len(self.bins))
 
     def histogram(self, current: NumericPeriod) -> Histogram:
         if self._labels is None or self._labels[0] is not self.cuts:  # the same for every window

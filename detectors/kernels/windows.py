@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from streamdrift.detectors.kernels._jit import jit
 
-__all__ = ["cdf_gaps", "chi_square_terms", "pool_small", "psi_parts", "warm_up"]
+__all__ = ["add_to_bins", "cdf_gaps", "chi_square_terms", "pool_small", "psi_parts", "warm_up"]
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -166,6 +166,27 @@ def psi_parts(reference: Ints, window: Ints, smoothing: float) -> tuple[bool, Fl
     return True, differences, ratios
 
 
+@jit
+def add_to_bins(bins: Ints, cuts: Floats, values: Floats) -> None:
+    """``bins += bincount(searchsorted(cuts, values), minlength=len(bins))`` in place: bin i
+    counts the values above ``cuts[i - 1]`` and at most ``cuts[i]`` (right-closed; NaN, which
+    numpy sorts last, in the last bin)."""
+    n_cuts = cuts.shape[0]
+    for value in values:
+        if value != value:  # NaN
+            bins[n_cuts] += 1
+            continue
+        low = 0
+        high = n_cuts
+        while low < high:  # the first cut >= value
+            middle = (low + high) // 2
+            if cuts[middle] < value:
+                low = middle + 1
+            else:
+                high = middle
+        bins[low] += 1
+
+
 def warm_up() -> None:
     """Compile the kernels (or load them from the cache) on tiny inputs."""
     cdf_gaps(np.zeros(1), np.ones(1), np.ones(2), np.ones(2))
@@ -173,3 +194,4 @@ def warm_up() -> None:
     pool_small(counts, counts, 5.0)
     chi_square_terms(counts, counts)
     psi_parts(counts, counts, 0.5)
+    add_to_bins(np.zeros(2, dtype=np.int64), np.zeros(1), np.ones(2))

@@ -635,3 +635,45 @@ def test_the_binned_kernels_give_numpys_numbers(data):
     assert _bits(got[1]) == _bits(expected[1])
     assert got[2].tobytes() == expected[2].tobytes()
     assert _bits(psi_got) == _bits(float(expected[2].sum()))
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(data=st.data())
+def test_the_binning_kernel_counts_as_numpy_does(data):
+    """Values on the cuts (right-closed bins), zeros of both signs, infinities and NaN."""
+    cuts = np.unique(
+        np.array(data.draw(st.lists(FLOATS, min_size=1, max_size=12)), dtype=np.float64)
+    )
+    special_values = st.sampled_from([np.nan, np.inf, -np.inf, *cuts.tolist()])
+    values = np.array(
+        data.draw(st.lists(st.one_of(FLOATS, special_values), max_size=80)), dtype=np.float64
+    )
+    bins = np.array(
+        data.draw(
+            st.lists(
+                COUNTS.filter(lambda c: 0 <= c < 2**40),
+                min_size=len(cuts) + 1,
+                max_size=len(cuts) + 1,
+            )
+        ),
+        dtype=np.int64,
+    )
+    expected = bins + np.bincount(np.searchsorted(cuts, values), minlength=len(bins))
+    kernel.add_to_bins(bins, cuts, values)
+    assert bins.tolist() == expected.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(kind=st.sampled_from(KINDS), seed=st.integers(0, 2**32 - 1), bins=st.integers(2, 12))
+def test_a_periods_bins_are_numpys_counts(kind, seed, bins):
+    rng = np.random.default_rng(seed)
+    cuts = NumericWindows.cuts_of(_stream(kind, rng, 300), bins)
+    if not len(cuts):
+        cuts = np.array([0.0])
+    period = NumericPeriod(cuts, 50)
+    values = _with_missing(_stream(kind, rng, 1_000), rng, 0.1)
+    for a, b in _batches(rng, len(values), 0):
+        period.add(values[a:b], np.isnan(values[a:b]))
+    present = values[~np.isnan(values)]
+    expected = np.bincount(np.searchsorted(cuts, present), minlength=len(cuts) + 1)
+    assert period.bins.dtype == np.int64 and period.bins.tolist() == expected.tolist()
