@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -695,7 +696,9 @@ class WorkerProcess(ManagedProcess):
             f"{status}.\n{self._log_report()}"
         )
 
-    def metrics_text(self, timeout: float = 30.0) -> str:
-        """The body of ``GET /metrics``."""
-        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=timeout) as response:
+    def metrics_text(self, timeout: float = 30.0, names: Sequence[str] = ()) -> str:
+        """The body of ``GET /metrics``; only the metrics ``names`` if given (``?name[]=``)."""
+        query = "?" + urllib.parse.urlencode([("name[]", name) for name in names]) if names else ""
+        url = f"{self.base_url}/metrics{query}"
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return str(response.read().decode())

@@ -240,8 +240,15 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
+            # ?name[]=a&name[]=b: only those metrics (as prometheus_client's own exporters do);
+            # a probe that wants one counter need not pay for every series' samples.
+            # Faust's aiohttp driver hands over aiohttp's request, whose query is a multidict
+            # (Faust's Request type declares a plain Mapping).
+            names = cast(Any, request.query).getall("name[]", [])[:100]
+            registry = runtime.metrics.registry
+            chosen = registry.restricted_registry(names) if names else registry
             # Rendered off the event loop: a large registry must never stall consumption.
-            body = await asyncio.to_thread(generate_latest, runtime.metrics.registry)
+            body = await asyncio.to_thread(generate_latest, chosen)
             return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")

@@ -175,6 +175,10 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_valid_events_continue(
 
     metrics = worker.metrics_text()
     assert 'streamdrift_dead_letters_total{reason="malformed_json"} 2.0' in metrics
+    # ?name[]= narrows the page to the metrics asked for (the bench's probes)
+    only = worker.metrics_text(names=["streamdrift_dead_letters_total"])
+    assert 'streamdrift_dead_letters_total{reason="malformed_json"} 2.0' in only
+    assert "streamdrift_events_total" in metrics and "streamdrift_events_total" not in only
     assert worker.running
 
 
