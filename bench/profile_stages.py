@@ -581,11 +581,14 @@ def _entry_times(profile: pstats.Stats) -> dict[str, float]:
 
 
 def inprocess(args: argparse.Namespace) -> None:
+    from streamdrift.detectors import kernels
     from streamdrift.streams.runtime import prediction_processor, with_setting_defaults
     from streamdrift.streams.settings import Settings
     from streamdrift.streams.state.partition import PartitionState
 
     settings = Settings.load()  # the worker's settings (defaults unless STREAMDRIFT_* are set)
+    kernels.use(settings.kernels)  # as Runtime does: STREAMDRIFT_KERNELS=reference for the oracle
+    kernels.warm_up()
     batches, models = _prepared_batches(
         args.models, args.partitions, args.owned, args.events, args.size, args.batch_events
     )
