@@ -232,6 +232,13 @@ class Values:
     def merged(self, numeric: bool) -> tuple[np.ndarray | list[str | None], np.ndarray, np.ndarray]:
         """Values (floats with NaN for missing, or a list with None), offsets and event times, in
         stream order."""
+        if not self.seqs and len(self.chunks) == 1:  # the usual: one shape's column
+            _, values, offsets, times = self.chunks[0]
+            return (
+                np.asarray(values, dtype=np.float64) if numeric else list(values),
+                np.asarray(offsets, dtype=np.int64),
+                np.asarray(times, dtype=np.float64),
+            )
         parts = (
             [*self.chunks, (self.seqs, self.values, self.offsets, self.times)]
             if self.seqs
