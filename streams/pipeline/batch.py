@@ -233,11 +233,11 @@ class Values:
         """Values (floats with NaN for missing, or a list with None), offsets and event times, in
         stream order."""
         if not self.seqs and len(self.chunks) == 1:  # the usual: one shape's column
-            _, values, offsets, times = self.chunks[0]
+            _, only, at, when = self.chunks[0]
             return (
-                np.asarray(values, dtype=np.float64) if numeric else list(values),
-                np.asarray(offsets, dtype=np.int64),
-                np.asarray(times, dtype=np.float64),
+                np.asarray(only, dtype=np.float64) if numeric else list(only),
+                np.asarray(at, dtype=np.int64),
+                np.asarray(when, dtype=np.float64),
             )
         parts = (
             [*self.chunks, (self.seqs, self.values, self.offsets, self.times)]
