@@ -5,7 +5,6 @@ backends; hostile ADWIN state bytes refused."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -177,9 +176,12 @@ def monitor_run(
     rng = np.random.default_rng(seed)
     values = stream(rng, "shifts", 8000) if kind is NumericMonitor else stream(rng, "binary", 8000)
     values[rng.random(len(values)) < 0.02] = np.nan
-    params = MonitorParams()
-    if page_hinkley:
-        params = dataclasses.replace(params, detectors=(*params.detectors, "page_hinkley"))
+    # Without the window tests: their reference is a KLL sketch that compacts at random, so
+    # whether and when a window fires differs from run to run whatever the backend (and an
+    # episode a window opens suppresses other detections). tests/detectors/test_window_kernels.py
+    # checks the window tests against their previous code.
+    detectors = tuple(name for name in MonitorParams().detectors if name != "window")
+    params = MonitorParams(detectors=(*detectors, *(("page_hinkley",) if page_hinkley else ())))
     monitor = kind(params)
     out: list[object] = []
     for a, b in batches(rng, len(values)):
@@ -190,7 +192,7 @@ def monitor_run(
     return [*out, {name: d.to_state() for name, d in monitor.detectors.items()}]
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([NumericMonitor, ErrorMonitor]), st.booleans())
 def test_monitors_detect_and_checkpoint_the_same_with_either_backend(
     seed, kind, page_hinkley
