@@ -141,9 +141,21 @@ class Histogram:
         small = pool_small(self.reference, self.current)
         if np.count_nonzero(small) < 2:
             return self
+        labels = [
+            label for label, pooled in zip(self.labels, small.tolist(), strict=True) if not pooled
+        ]
+        if (
+            kernels.compiled()
+            and self.reference.dtype == np.int64
+            and self.current.dtype == np.int64
+            and self.reference.ndim == 1
+            and len(self.reference) == len(self.current) == len(small)
+        ):
+            reference, current = kernel.pool_counts(self.reference, self.current, small)
+            return Histogram([*labels, OTHER], reference, current)
         keep = ~small
         return Histogram(
-            [label for label, kept in zip(self.labels, keep, strict=True) if kept] + [OTHER],
+            [*labels, OTHER],
             np.append(self.reference[keep], self.reference[small].sum()),
             np.append(self.current[keep], self.current[small].sum()),
         )
@@ -302,23 +314,35 @@ class CategoricalPeriod(_Period):
     def __init__(self, max_categories: int) -> None:
         super().__init__()
         self.counts = CategoryCounts(max_categories)
+        # The histogram's side of this period: (counts, total) it was made of, the categories
+        # by count, their counts (see histogram).
+        self._known: tuple[dict[str, int], int, list[str], NDArray[np.int64]] | None = None
 
     @property
     def count(self) -> int:
         return self.counts.total
 
     def _add_present(self, values: Sequence[str | None], missing: NDArray[np.bool_]) -> None:
-        present = [value for value, absent in zip(values, missing, strict=True) if not absent]
+        present = [
+            value for value, absent in zip(values, missing.tolist(), strict=True) if not absent
+        ]
         # The values not marked missing are the strings (the monitor marks the Nones).
         self.counts.update_many(present)  # type: ignore[arg-type]
 
     def histogram(self, current: CategoricalPeriod) -> Histogram:
-        known = [value for value, _ in self.counts.top(len(self.counts.counts))]
+        # This period's side (a reference's, which no longer changes) is kept until its counts
+        # change: any count added raises the total.
+        kept = self._known
+        if kept is None or kept[0] is not self.counts.counts or kept[1] != self.counts.total:
+            known = [value for value, _ in self.counts.top(len(self.counts.counts))]
+            counted = np.array([self.counts.counts[value] for value in known] + [0], np.int64)
+            kept = self._known = (self.counts.counts, self.counts.total, known, counted)
+        known, counted = kept[2], kept[3]
         counts = current.counts.counts
         seen = [counts.get(value, 0) for value in known]
         return Histogram(
             [*known, NEW],
-            np.array([self.counts.counts[value] for value in known] + [0], dtype=np.int64),
+            counted.copy(),
             np.array([*seen, current.count - sum(seen)], dtype=np.int64),
         )
 

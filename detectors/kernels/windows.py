@@ -16,7 +16,15 @@ from numpy.typing import NDArray
 
 from streamdrift.detectors.kernels._jit import jit
 
-__all__ = ["add_to_bins", "cdf_gaps", "chi_square_terms", "pool_small", "psi_parts", "warm_up"]
+__all__ = [
+    "add_to_bins",
+    "cdf_gaps",
+    "chi_square_terms",
+    "pool_counts",
+    "pool_small",
+    "psi_parts",
+    "warm_up",
+]
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -111,6 +119,32 @@ def pool_small(reference: Ints, window: Ints, min_expected: float) -> tuple[bool
 
 
 @jit
+def pool_counts(reference: Ints, window: Ints, small: Bools) -> tuple[Ints, Ints]:
+    """Both count vectors with the ``small`` bins summed into one last bin (int64 sums wrap as
+    numpy's do: the same numbers)."""
+    kept = 0
+    for j in range(small.shape[0]):
+        if not small[j]:
+            kept += 1
+    ref_pooled = np.empty(kept + 1, dtype=np.int64)
+    win_pooled = np.empty(kept + 1, dtype=np.int64)
+    ref_other = 0
+    win_other = 0
+    k = 0
+    for j in range(small.shape[0]):
+        if small[j]:
+            ref_other += reference[j]
+            win_other += window[j]
+        else:
+            ref_pooled[k] = reference[j]
+            win_pooled[k] = window[j]
+            k += 1
+    ref_pooled[kept] = ref_other
+    win_pooled[kept] = win_other
+    return ref_pooled, win_pooled
+
+
+@jit
 def chi_square_terms(reference: Ints, window: Ints) -> tuple[bool, Floats, int]:
     """``(ok, terms, dof)``: the 2 x bins table of :func:`~detectors.distances.chi_square`'s
     ``(observed - expected) ** 2 / expected`` over the bins not empty on both sides (empty
@@ -192,6 +226,7 @@ def warm_up() -> None:
     cdf_gaps(np.zeros(1), np.ones(1), np.ones(2), np.ones(2))
     counts = np.array([3, 0, 4], dtype=np.int64)
     pool_small(counts, counts, 5.0)
+    pool_counts(counts, counts, np.array([True, False, True]))
     chi_square_terms(counts, counts)
     psi_parts(counts, counts, 0.5)
     add_to_bins(np.zeros(2, dtype=np.int64), np.zeros(1), np.ones(2))
