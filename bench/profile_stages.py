@@ -554,7 +554,12 @@ def _entry_times(profile: pstats.Stats) -> dict[str, float]:
     numeric = key(NumericMonitor.update)
     watch = "<listcomp>:monitor.py"  # the detectors run in _watch's list comprehension
     process = cum(PredictionProcessor.process)
-    decode = cum(codec.typed_events) + cum(codec.decode_events) + cum(codec.validate_events)
+    decode = (
+        cum(codec.typed_messages)
+        + cum(codec.typed_events)
+        + cum(codec.decode_events)
+        + cum(codec.validate_events)
+    )
     apply = cum(PredictionProcessor._apply)
     numeric_s = cum(NumericMonitor.update)
     parts = {
