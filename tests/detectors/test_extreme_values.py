@@ -332,11 +332,13 @@ class PreviousRunningStats:
     def _combine(self, count, mean, m2, min_, max_):
         total = self.count + count
         delta = mean - self.mean
-        self.mean += delta * count / total
-        self.m2 += m2 + delta * delta * self.count * count / total
-        self.count = total
         self.min = min(self.min, min_)
         self.max = max(self.max, max_)
+        # With the clamp added since (473bd9c): rounding can put the mean of near-equal values
+        # an ulp outside them, e.g. three values near 6.4e16.
+        self.mean = min(max(self.mean + delta * count / total, self.min), self.max)
+        self.m2 += m2 + delta * delta * self.count * count / total
+        self.count = total
 
 
 def previous_cdf_distances(reference, window):

@@ -26,6 +26,7 @@ from streamdrift.detectors import (
     StateError,
     UnivariateMonitor,
     WindowParams,
+    kernels,
     merge_summaries,
     monitor_from_bytes,
 )
@@ -256,6 +257,9 @@ class _RenamedPageHinkley(page_hinkley_module.drift.PageHinkley):
 
 
 def test_a_page_hinkley_of_another_river_layout_restarts_page_hinkley_only(monkeypatch):
+    # river's own Page-Hinkley (the reference backend) holds the state in its attributes; the
+    # compiled kernel keeps its own copy of them and is not touched by a river release.
+    monkeypatch.setattr(kernels, "_active", "reference")  # the backend is restored after it
     data, monitor = edited(GOOD, older_river), monitor_from_bytes(GOOD)
     monkeypatch.setattr(page_hinkley_module.drift, "PageHinkley", _RenamedPageHinkley)
     restored = monitor_from_bytes(data)
