@@ -34,8 +34,11 @@ Smoothing
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from collections import Counter
+from types import ModuleType
 from typing import cast
 
 import numpy as np
@@ -43,7 +46,6 @@ from numpy.typing import NDArray
 from scipy import optimize, special, stats
 
 from streamdrift.detectors import kernels
-from streamdrift.detectors.kernels import windows as kernel
 from streamdrift.detectors.sketches import QuantileSketch
 from streamdrift.detectors.stats import saturate
 
@@ -120,7 +122,9 @@ def cdf_distances_of(reference: Items, window: Items) -> tuple[float, float]:
     if kernels.compiled() and len(ref_values) and len(win_values):
         low = min(float(ref_values[0]), float(win_values[0]))
         if math.isfinite(max(float(ref_values[-1]), float(win_values[-1])) - low):
-            gaps, steps, ks = kernel.cdf_gaps(ref_values, ref_weights, win_values, win_weights)
+            gaps, steps, ks = _window_kernels().cdf_gaps(
+                ref_values, ref_weights, win_values, win_weights
+            )
             return ks, float(np.dot(gaps[:-1], steps))
     points, ref_cdf, win_cdf = _cdfs(ref_values, ref_weights, win_values, win_weights)
     gaps = np.abs(ref_cdf - win_cdf)
@@ -224,7 +228,7 @@ def wasserstein_bound(reference: QuantileSketch, window: QuantileSketch) -> floa
 def psi_terms(reference: _Counts, window: _Counts) -> NDArray[np.float64]:
     """Each bin's share of the population stability index: ``(w - r) * ln(w / r)`` (smoothed)."""
     if counts := _countable(reference, window):
-        exact, differences, ratios = kernel.psi_parts(*counts, SMOOTHING)
+        exact, differences, ratios = _window_kernels().psi_parts(*counts, SMOOTHING)
         if exact:
             terms: NDArray[np.float64] = differences * np.log(ratios)
             return terms
@@ -269,7 +273,7 @@ def chi_square_statistic(reference: _Counts, window: _Counts) -> tuple[float, in
     """The statistic and degrees of freedom of :func:`chi_square` (``(0.0, 0)`` when it has
     fewer than two bins), without its p-value."""
     if counts := _countable(reference, window):
-        exact, terms, dof = kernel.chi_square_terms(*counts)
+        exact, terms, dof = _window_kernels().chi_square_terms(*counts)
         if exact:
             return (float(np.sum(terms)), dof) if dof else (0.0, 0)
     table = np.array([reference, window], dtype=np.float64)
@@ -295,9 +299,10 @@ def pool_small(reference: _Counts, window: _Counts) -> NDArray[np.bool_]:
     [False, True, True]
     """
     if counts := _countable(reference, window):
-        exact, mask = kernel.pool_small(*counts, MIN_EXPECTED)
+        exact, mask = _window_kernels().pool_small(*counts, MIN_EXPECTED)
         if exact:
-            return mask
+            pooled: NDArray[np.bool_] = mask
+            return pooled
     smaller = min(reference.sum(), window.sum())
     total = reference.sum() + window.sum()
     small: NDArray[np.bool_] = (reference + window) * smaller / max(total, 1) < MIN_EXPECTED
@@ -371,6 +376,13 @@ def _cdf(
         cumulative[np.searchsorted(values, points, side="right")] / cumulative[-1]
     )
     return cdf
+
+
+@functools.cache
+def _window_kernels() -> ModuleType:
+    """:mod:`detectors.kernels.windows`, imported on first use: numba (~130 MB with LLVM) only
+    with the compiled backend. Cached: an import statement in a function costs ~2 us a call."""
+    return importlib.import_module("streamdrift.detectors.kernels.windows")
 
 
 def _countable(reference: _Counts, window: _Counts) -> tuple[_Ints, _Ints] | None:

@@ -49,6 +49,7 @@ from numpy.typing import NDArray
 from streamdrift.detectors import kernels
 from streamdrift.detectors.config import WindowParams
 from streamdrift.detectors.distances import (
+    _window_kernels,
     cdf_distances_of,
     chi_square_p_value,
     chi_square_statistic,
@@ -63,7 +64,6 @@ from streamdrift.detectors.distances import (
     psi,
     psi_terms,
 )
-from streamdrift.detectors.kernels import windows as kernel
 from streamdrift.detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
 from streamdrift.detectors.stats import RunningStats, RunningStatsState, saturate
 
@@ -151,7 +151,7 @@ class Histogram:
             and self.reference.ndim == 1
             and len(self.reference) == len(self.current) == len(small)
         ):
-            reference, current = kernel.pool_counts(self.reference, self.current, small)
+            reference, current = _window_kernels().pool_counts(self.reference, self.current, small)
             return Histogram([*labels, OTHER], reference, current)
         keep = ~small
         return Histogram(
@@ -255,7 +255,7 @@ class NumericPeriod(_Period):
             and present.dtype == np.float64
             and self.cuts.dtype == np.float64
         ):
-            kernel.add_to_bins(self.bins, self.cuts, present)
+            _window_kernels().add_to_bins(self.bins, self.cuts, present)
         else:
             self.bins += np.bincount(np.searchsorted(self.cuts, present), minlength=len(self.bins))
 
