@@ -125,7 +125,8 @@ def cdf_distances_of(reference: Items, window: Items) -> tuple[float, float]:
             gaps, steps, ks = _window_kernels().cdf_gaps(
                 ref_values, ref_weights, win_values, win_weights
             )
-            return ks, float(np.dot(gaps[:-1], steps))
+            if ks >= 0:  # else NaN or mismatched lengths: numpy's answer, whatever it is
+                return ks, float(np.dot(gaps[:-1], steps))
     points, ref_cdf, win_cdf = _cdfs(ref_values, ref_weights, win_values, win_weights)
     gaps = np.abs(ref_cdf - win_cdf)
     if math.isfinite(float(points[-1]) - float(points[0])):

@@ -37,9 +37,19 @@ def cdf_gaps(
 ) -> tuple[Floats, Floats, float]:
     """``(gaps, steps, ks)`` of two samples sorted ascending, each with positive total weight:
     ``gaps[i] = |F_ref(p_i) - F_win(p_i)|`` at the distinct values ``p_0 < p_1 < ...`` of both,
-    ``steps[i] = p_{i+1} - p_i`` (one fewer) and ``ks`` the largest gap."""
+    ``steps[i] = p_{i+1} - p_i`` (one fewer) and ``ks`` the largest gap. ``ks`` is -1 (and
+    nothing computed) for what the caller must take to numpy: NaN among the values, or weights
+    and values of different lengths."""
     n_ref = ref_values.shape[0]
     n_win = win_values.shape[0]
+    if ref_weights.shape[0] != n_ref or win_weights.shape[0] != n_win:
+        return np.empty(0), np.empty(0), -1.0
+    for i in range(n_ref):
+        if ref_values[i] != ref_values[i]:
+            return np.empty(0), np.empty(0), -1.0
+    for j in range(n_win):
+        if win_values[j] != win_values[j]:
+            return np.empty(0), np.empty(0), -1.0
     ref_total = 0.0
     for i in range(n_ref):
         ref_total += ref_weights[i]
@@ -60,12 +70,15 @@ def cdf_gaps(
             point = ref_values[i]
         else:
             point = win_values[j]
+        consumed = i + j
         while i < n_ref and ref_values[i] <= point:
             ref_cumulative += ref_weights[i]
             i += 1
         while j < n_win and win_values[j] <= point:
             win_cumulative += win_weights[j]
             j += 1
+        if i + j == consumed:  # unsorted input: never loop forever
+            return np.empty(0), np.empty(0), -1.0
         gap = abs(ref_cumulative / ref_total - win_cumulative / win_total)
         gaps[k] = gap
         if k:

@@ -758,3 +758,15 @@ print("numba" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_cdf_kernel_leaves_nan_and_mismatched_weights_to_numpy():
+    values, ones = np.array([0.0, 1.0, np.nan]), np.ones(3)
+    assert kernel.cdf_gaps(values, ones, np.array([0.5]), np.ones(1))[2] == -1.0
+    assert kernel.cdf_gaps(np.array([0.5]), np.ones(1), values, ones)[2] == -1.0
+    assert kernel.cdf_gaps(np.array([0.5]), np.ones(2), values, ones)[2] == -1.0
+    assert kernel.cdf_gaps(np.array([2.0, 1.0]), np.ones(2), np.array([1.5]), np.ones(1))[2] >= 0
+    with np.errstate(all="ignore"):
+        expected = _old_cdf_distances_of((values, ones), (np.array([0.5]), np.ones(1)))
+        got = cdf_distances_of((values, ones), (np.array([0.5]), np.ones(1)))
+    assert _bits(got) == _bits(expected)
