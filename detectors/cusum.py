@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,9 +146,7 @@ class Cusum(ChangeDetector):
         flat = (rows, signs[:, 0].copy(), allowances[:, 0].copy(), thresholds[:, 0].copy())
         state = np.array([float(self.n), self.mean])
         sums = self.sums.reshape(-1)  # a view: the kernel writes the sums in place
-        from streamdrift.detectors.kernels.cusum import scan  # numba: compiled backend only
-
-        found = scan(x, flat, self.params.min_instances, state, sums)
+        found = _scan_kernel()(x, flat, self.params.min_instances, state, sums)
         self.n, self.mean = int(state[0]), float(state[1])
         self._drift_detected = bool(found) and found[-1][0] == len(x) - 1
         if found:
@@ -253,3 +252,12 @@ class Cusum(ChangeDetector):
         detector.sums = np.array(state.sums, dtype=float).reshape(k, 2)
         detector._restore_common(state)
         return detector
+
+
+@functools.cache
+def _scan_kernel() -> Callable[..., list[tuple[int, float, int]]]:
+    """The compiled bank, imported on first use (numba loads only with the compiled backend;
+    an import statement per call would cost ~1 µs)."""
+    from streamdrift.detectors.kernels.cusum import scan
+
+    return scan

@@ -11,8 +11,10 @@ variance, ~1e616) saturates at :data:`FLOAT_MAX` where it is read.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
@@ -111,9 +113,7 @@ class RunningStats:
         if len(values) == 0:
             return
         if kernels.compiled():
-            from streamdrift.detectors.kernels.moments import moments  # numba: compiled only
-
-            found = moments(values, LARGE)
+            found = _moments_kernel()(values, LARGE)
             if found is not None:  # the same bits as the numpy passes below
                 low, high, mean, m2 = found
                 self._combine(len(values), mean, m2, 0, low, high)
@@ -186,6 +186,15 @@ class RunningStats:
         stats.count, stats.mean, stats.m2 = state.count, state.mean, state.m2
         stats.min, stats.max, stats.m2_exponent = state.min, state.max, state.m2_exponent
         return stats
+
+
+@functools.cache
+def _moments_kernel() -> Callable[[NDArray[np.float64], float], tuple[float, ...] | None]:
+    """The compiled moments, imported on first use (numba loads only with the compiled backend;
+    an import statement per call would cost ~1 µs)."""
+    from streamdrift.detectors.kernels.moments import moments
+
+    return moments
 
 
 def _scaled_moments(
