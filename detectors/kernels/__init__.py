@@ -7,8 +7,8 @@ bit-identical (``tests/detectors/test_kernels.py`` checks that against river and
 on thousands of random streams). The reference implementations stay selectable:
 
 ``compiled`` (the default)
-    numba kernels (:mod:`.adwin`, :mod:`.cusum`, :mod:`.moments`, :mod:`.page_hinkley`),
-    compiled on first use and cached on disk.
+    numba kernels (:mod:`.adwin`, :mod:`.cusum`, :mod:`.moments`, :mod:`.page_hinkley`,
+    :mod:`.windows`), compiled on first use and cached on disk.
 ``reference``
     river's ADWIN and Page-Hinkley called value by value, the CUSUM bank and the moments as
     numpy array passes: the oracle the kernels are tested against, and a fallback should a
@@ -71,8 +71,8 @@ def warm_up() -> float:
     began = time.perf_counter()
     # Imported here: the kernels' modules import the detectors' configuration, which imports
     # this package.
-    from streamdrift.detectors.kernels import adwin, cusum, moments, page_hinkley
+    from streamdrift.detectors.kernels import adwin, cusum, moments, page_hinkley, windows
 
-    for module in (adwin, cusum, moments, page_hinkley):
+    for module in (adwin, cusum, moments, page_hinkley, windows):
         module.warm_up()
     return time.perf_counter() - began
