@@ -65,6 +65,25 @@ def test_unreachable_broker_names_the_address_and_what_to_check():
     assert "STREAMDRIFT_KAFKA_BOOTSTRAP" in result.stderr
 
 
+def test_a_kernel_cache_other_users_can_write_is_refused(tmp_path):
+    """numba loads code from NUMBA_CACHE_DIR: a directory others may write is refused before the
+    worker connects anywhere, with what to do instead; the reference backend needs no cache."""
+    shared = tmp_path / "shared-cache"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # past the umask
+    port = free_port()
+    address = ("--bootstrap", f"127.0.0.1:{port}", "--redis-url", f"redis://127.0.0.1:{port}")
+    result = streamdrift("worker", *address, NUMBA_CACHE_DIR=str(shared))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"NUMBA_CACHE_DIR={shared} is writable by other users (mode 777)" in result.stderr
+    assert "STREAMDRIFT_KERNELS=reference" in result.stderr
+    reference = streamdrift(
+        "worker", *address, NUMBA_CACHE_DIR=str(shared), STREAMDRIFT_KERNELS="reference"
+    )
+    assert "NUMBA_CACHE_DIR" not in reference.stderr
+    assert reference.returncode == 1 and "cannot reach Kafka" in reference.stderr
+
+
 def test_invalid_setting_is_reported_not_a_traceback():
     result = streamdrift("status", STREAMDRIFT_METRICS_PORT="not-a-port")
     assert result.returncode == 2 and "Traceback" not in result.stderr
