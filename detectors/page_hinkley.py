@@ -163,18 +163,9 @@ class PageHinkley(ChangeDetector):
         absent += [f"_x_mean.{name}" for name in ("n", "_mean") if not hasattr(ph._x_mean, name)]
         if absent:
             raise ValueError(f"river's PageHinkley has no {', '.join(absent)}: its layout changed")
+        min_increase = _checked_min_increase(state)
         ph._x_mean.n, ph._x_mean._mean = state.mean_n, state.mean
         ph._sum_increase, ph._sum_decrease = state.sum_increase, state.sum_decrease
-        values = (
-            state.mean_n,
-            state.mean,
-            state.sum_increase,
-            state.sum_decrease,
-            state.max_decrease,
-        )
-        if not all(math.isfinite(value) for value in values):
-            raise ValueError("Page-Hinkley state is not finite")
-        min_increase = math.inf if state.min_increase is None else state.min_increase
         # river starts _max_decrease at the int -1 (so typed int) and keeps floats in it after.
         ph._min_increase, ph._max_decrease = min_increase, state.max_decrease  # type: ignore[assignment]
         ph._drift_detected = state.drift_detected
@@ -183,16 +174,7 @@ class PageHinkley(ChangeDetector):
 
     @staticmethod
     def _restore_window(window: PageHinkleyWindow, state: PageHinkleyState) -> None:
-        values = (
-            state.mean_n,
-            state.mean,
-            state.sum_increase,
-            state.sum_decrease,
-            state.max_decrease,
-        )
-        if not all(math.isfinite(value) for value in values):
-            raise ValueError("Page-Hinkley state is not finite")
-        min_increase = math.inf if state.min_increase is None else state.min_increase
+        min_increase = _checked_min_increase(state)
         window.state[:] = (
             state.mean_n,
             state.mean,
@@ -211,6 +193,15 @@ class PageHinkley(ChangeDetector):
         detector = cls(state.params)
         detector.n_detections, detector.statistic = state.n_detections, state.statistic
         return detector
+
+
+def _checked_min_increase(state: PageHinkleyState) -> float:
+    """The state's ``min_increase`` (+inf before the first value); ``ValueError`` unless its
+    numbers are finite."""
+    values = (state.mean_n, state.mean, state.sum_increase, state.sum_decrease, state.max_decrease)
+    if not all(math.isfinite(value) for value in values):
+        raise ValueError("Page-Hinkley state is not finite")
+    return math.inf if state.min_increase is None else state.min_increase
 
 
 # river's attributes that a state sets (river.drift.PageHinkley's layout as of river 0.26).

@@ -6,8 +6,9 @@ backends; hostile ADWIN state bytes refused."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from streamdrift.detectors.monitor import ErrorMonitor, NumericMonitor, monitor_
 from streamdrift.detectors.page_hinkley import PageHinkley
 from streamdrift.detectors.stats import RunningStats
 
+Detector = Adwin | PageHinkley
 KINDS = ["normal", "shifts", "constant", "binary", "extremes", "mixed_scale", "integers"]
 RANDOM = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -107,20 +109,31 @@ def adwin_params(draw: st.DrawFn) -> AdwinParams:
 def test_compiled_adwin_gives_rivers_detections_statistics_and_state(spec, params) -> None:
     seed, kind, length = spec
     rng = np.random.default_rng(seed)
-    values = stream(rng, kind, length)
+    assert_backends_agree(lambda: Adwin(params), Adwin.from_state, stream(rng, kind, length), rng)
+
+
+def assert_backends_agree(
+    make: Callable[[], Detector],
+    restore: Callable[[Any], Detector],
+    values: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
+    """A detector of each backend fed the same random batches: the same detections, drift
+    flags, states and descriptions, with checkpoints now and then taken by one backend and
+    restored by the other."""
     with backend("reference"):
-        reference = Adwin(params)
+        reference = make()
     with backend("compiled"):
-        compiled = Adwin(params)
-    for a, b in batches(rng, length):
+        compiled = make()
+    for a, b in batches(rng, len(values)):
         chunk = values[a:b]
         assert compiled.update_many(chunk) == reference.update_many(chunk)
         assert compiled.drift_detected == reference.drift_detected
-        if rng.random() < 0.05:  # a checkpoint taken by one backend, restored by the other
+        if rng.random() < 0.05:
             with backend("compiled"):
-                compiled = Adwin.from_state(reference.to_state())
+                compiled = restore(reference.to_state())
             with backend("reference"):
-                reference = Adwin.from_state(compiled.to_state())
+                reference = restore(compiled.to_state())
     assert compiled.to_state() == reference.to_state()
     assert compiled.describe() == reference.describe()
 
@@ -305,23 +318,9 @@ def test_compiled_page_hinkley_gives_rivers_detections_and_state(
 ) -> None:
     seed, kind, length = spec
     rng = np.random.default_rng(seed)
-    values = stream(rng, kind, length)
     threshold, delta = threshold_delta
     params = PageHinkleyParams(
         threshold=threshold, delta=delta, alpha=alpha, min_instances=min_instances, mode=mode
     )
-    with backend("reference"):
-        reference = PageHinkley(params)
-    with backend("compiled"):
-        compiled = PageHinkley(params)
-    for a, b in batches(rng, length):
-        chunk = values[a:b]
-        assert compiled.update_many(chunk) == reference.update_many(chunk)
-        assert compiled.drift_detected == reference.drift_detected
-        if rng.random() < 0.05:  # a checkpoint taken by one backend, restored by the other
-            with backend("compiled"):
-                compiled = PageHinkley.from_state(reference.to_state())
-            with backend("reference"):
-                reference = PageHinkley.from_state(compiled.to_state())
-    assert compiled.to_state() == reference.to_state()
-    assert compiled.describe() == reference.describe()
+    values = stream(rng, kind, length)
+    assert_backends_agree(lambda: PageHinkley(params), PageHinkley.from_state, values, rng)
