@@ -143,7 +143,7 @@ class Cusum(ChangeDetector):
         """:meth:`update_many` by the compiled kernel (:mod:`detectors.kernels.cusum`), which
         restarts the bank after each detection itself."""
         rows, signs, allowances, thresholds = self._rows()
-        flat = (rows, signs[:, 0].copy(), allowances[:, 0].copy(), thresholds[:, 0].copy())
+        flat = (rows, signs.ravel(), allowances.ravel(), thresholds.ravel())  # views of the columns
         state = np.array([float(self.n), self.mean])
         sums = self.sums.reshape(-1)  # a view: the kernel writes the sums in place
         found = _scan_kernel()(x, flat, self.params.min_instances, state, sums)
