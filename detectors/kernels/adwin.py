@@ -139,8 +139,9 @@ def _cut(
     min_window_length: float,
     delta: float,
 ) -> bool:
-    """One pass of river's ``detect_change`` over the cut points, newest buckets last; drops the
-    oldest bucket and returns True at the first cut whose means differ by more than the bound."""
+    """One pass of river's ``detect_change`` over the cut points, from the oldest buckets (the
+    highest level) to the newest; drops the oldest bucket and returns True at the first cut whose
+    two sides' means differ by more than the bound."""
     n0 = 0.0
     n1 = sums[2]
     u0 = 0.0
