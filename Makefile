@@ -4,14 +4,29 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck-tree quality bench clean system-deps kafka-jars help
+.PHONY: demo test kernels lint typecheck-tree quality bench clean system-deps kafka-jars help
 
-$(STAMP): pyproject.toml client/pyproject.toml
+# The detectors' compiled kernels (native/, a Rust extension) are built when a Rust toolchain is
+# here (cargo; https://rustup.rs); without one the detectors run their reference implementations:
+# the same detections, slower (docs/performance.md#decision-compiled-kernels).
+NATIVE_SOURCES := $(wildcard native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/*.rs)
+
+$(STAMP): pyproject.toml client/pyproject.toml $(NATIVE_SOURCES)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "streamdrift needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ./client -e '.[embedded,test]'
+	@$(MAKE) --no-print-directory kernels
 	touch $(STAMP)
+
+kernels:  ## build and install the detectors' compiled kernels (native/; needs cargo), if Rust is here
+	@if command -v cargo >/dev/null 2>&1; then \
+	  echo "Building the compiled detector kernels (native/, Rust; about a minute the first time)"; \
+	  $(PY) -m pip install --quiet ./native; \
+	else \
+	  echo "note: no Rust toolchain (cargo) on PATH: the detectors use their reference kernels" \
+	       "(same detections, slower). Install Rust (https://rustup.rs) and run make again to build them."; \
+	fi
 
 demo: $(STAMP)  ## run the embedded demo: broker, Redis, worker, drifting simulator, live alerts
 	$(VENV)/bin/streamdrift demo $(ARGS)

@@ -30,10 +30,10 @@ class AdwinState(DetectorState, frozen=True, tag="adwin"):
 class Adwin(ChangeDetector):
     """ADWIN (Bifet & Gavaldà, 2007): river's ``drift.ADWIN``, compiled over batches.
 
-    With the compiled backend (the default, :mod:`detectors.kernels`) a batch of values runs
-    through :class:`~detectors.kernels.adwin.AdwinWindow`, river's algorithm line for line; with
-    the reference backend through ``river.drift.ADWIN`` itself. Both give the same detections and
-    statistics and the same state bytes (river's own serialisation).
+    With the compiled backend (the default where installed, :mod:`detectors.kernels`) a batch
+    of values runs through :class:`~detectors.kernels.adwin.AdwinWindow`, river's algorithm line
+    for line; with the reference backend through ``river.drift.ADWIN`` itself. Both give the same
+    detections and statistics and the same state bytes (river's own serialisation).
 
     ADWIN keeps a window of values with no detected change and cuts its older part when the
     means of the two sub-windows differ by more than a bound set by ``delta``, the sub-window
@@ -71,7 +71,7 @@ class Adwin(ChangeDetector):
         self._window: AdwinWindow | None = None
         self._adwin: drift.ADWIN | None = None
         if kernels.compiled():
-            # Imported here: numba loads only with the compiled backend (~130 MB of memory).
+            # Imported here: the extension need not be installed for the reference backend.
             from streamdrift.detectors.kernels.adwin import AdwinWindow
 
             self._window = AdwinWindow(self.params)

@@ -256,8 +256,8 @@ class Cusum(ChangeDetector):
 
 @functools.cache
 def _scan_kernel() -> Callable[..., list[tuple[int, float, int]]]:
-    """The compiled bank, imported on first use (numba loads only with the compiled backend;
-    an import statement per call would cost ~1 µs)."""
+    """The compiled bank, imported on first use (the extension need not be
+    installed for the reference backend; an import statement per call would cost ~1 µs)."""
     from streamdrift.detectors.kernels.cusum import scan
 
     return scan

@@ -39,7 +39,7 @@ import importlib
 import math
 from collections import Counter
 from types import ModuleType
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -123,7 +123,7 @@ def cdf_distances_of(reference: Items, window: Items) -> tuple[float, float]:
         low = min(float(ref_values[0]), float(win_values[0]))
         if math.isfinite(max(float(ref_values[-1]), float(win_values[-1])) - low):
             gaps, steps, ks = _window_kernels().cdf_gaps(
-                ref_values, ref_weights, win_values, win_weights
+                *map(_contiguous, (ref_values, ref_weights, win_values, win_weights))
             )
             if ks >= 0:  # else NaN or mismatched lengths: numpy's answer, whatever it is
                 return ks, float(np.dot(gaps[:-1], steps))
@@ -381,9 +381,15 @@ def _cdf(
 
 @functools.cache
 def _window_kernels() -> ModuleType:
-    """:mod:`detectors.kernels.windows`, imported on first use: numba (~130 MB with LLVM) only
-    with the compiled backend. Cached: an import statement in a function costs ~2 us a call."""
+    """:mod:`detectors.kernels.windows`, imported on first use (with the compiled backend only:
+    the extension need not be installed). Cached: an import statement in a function costs ~2 us
+    a call."""
     return importlib.import_module("streamdrift.detectors.kernels.windows")
+
+
+def _contiguous(array: NDArray[Any]) -> NDArray[Any]:
+    """The kernels take C-contiguous arrays only (a slice of a sketch's items is copied)."""
+    return np.ascontiguousarray(array)
 
 
 def _countable(reference: _Counts, window: _Counts) -> tuple[_Ints, _Ints] | None:
@@ -398,7 +404,7 @@ def _countable(reference: _Counts, window: _Counts) -> tuple[_Ints, _Ints] | Non
         and reference.ndim == 1
         and window.ndim == 1
     ):
-        return cast("_Ints", reference), cast("_Ints", window)
+        return cast("_Ints", _contiguous(reference)), cast("_Ints", _contiguous(window))
     return None
 
 

@@ -34,9 +34,10 @@ class PageHinkleyState(DetectorState, frozen=True, tag="page_hinkley"):
 class PageHinkley(ChangeDetector):
     """The Page-Hinkley test (Page, 1954): ``river.drift.PageHinkley``, compiled over batches.
 
-    With the compiled backend (the default, :mod:`detectors.kernels`) a batch runs through
-    :class:`~detectors.kernels.page_hinkley.PageHinkleyWindow`, river's update line for line;
-    with the reference backend through river's own class. Same detections, statistics and state.
+    With the compiled backend (the default where installed, :mod:`detectors.kernels`) a batch
+    runs through :class:`~detectors.kernels.page_hinkley.PageHinkleyWindow`, river's update line
+    for line; with the reference backend through river's own class. Same detections, statistics
+    and state.
 
     It accumulates the deviations of each value from the running mean, minus an allowance
     ``delta``, and fires when the cumulative sum rises more than ``threshold`` above its
@@ -70,7 +71,7 @@ class PageHinkley(ChangeDetector):
         self._window: PageHinkleyWindow | None = None
         self._river: drift.PageHinkley | None = None
         if kernels.compiled():
-            # Imported here: numba loads only with the compiled backend (~130 MB of memory).
+            # Imported here: the extension need not be installed for the reference backend.
             from streamdrift.detectors.kernels.page_hinkley import PageHinkleyWindow
 
             self._window = PageHinkleyWindow(self.params)

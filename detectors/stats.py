@@ -190,8 +190,8 @@ class RunningStats:
 
 @functools.cache
 def _moments_kernel() -> Callable[[NDArray[np.float64], float], tuple[float, ...] | None]:
-    """The compiled moments, imported on first use (numba loads only with the compiled backend;
-    an import statement per call would cost ~1 µs)."""
+    """The compiled moments, imported on first use (the extension need not be
+    installed for the reference backend; an import statement per call would cost ~1 µs)."""
     from streamdrift.detectors.kernels.moments import moments
 
     return moments

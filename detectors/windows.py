@@ -151,7 +151,9 @@ class Histogram:
             and self.reference.ndim == 1
             and len(self.reference) == len(self.current) == len(small)
         ):
-            reference, current = _window_kernels().pool_counts(self.reference, self.current, small)
+            reference, current = _window_kernels().pool_counts(
+                *map(np.ascontiguousarray, (self.reference, self.current, small))
+            )
             return Histogram([*labels, OTHER], reference, current)
         keep = ~small
         return Histogram(
@@ -252,10 +254,12 @@ class NumericPeriod(_Period):
             kernels.compiled()
             and len(self.bins) == len(self.cuts) + 1
             and self.bins.dtype == np.int64
+            and self.bins.flags.c_contiguous  # counted in place
+            and self.bins.flags.writeable
             and present.dtype == np.float64
             and self.cuts.dtype == np.float64
         ):
-            _window_kernels().add_to_bins(self.bins, self.cuts, present)
+            _window_kernels().add_to_bins(self.bins, np.ascontiguousarray(self.cuts), present)
         else:
             self.bins += np.bincount(np.searchsorted(self.cuts, present), minlength=len(self.bins))
 

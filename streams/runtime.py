@@ -157,8 +157,15 @@ class Runtime:
     def __init__(self, settings: Settings, config: dict[str, Any], publisher: Publisher) -> None:
         self.settings = settings
         # Before any monitor exists: a detector keeps the backend it was made with.
-        kernels.use(settings.kernels)
-        log.info("detector kernels: %s, ready in %.1f s", settings.kernels, kernels.warm_up())
+        backend = kernels.use(settings.kernels)
+        log.info("detector kernels: %s, loaded in %.2f s", backend, kernels.warm_up())
+        if settings.kernels == "auto" and backend == "reference":
+            log.warning(
+                "detector kernels: %s; running the reference kernels (the same detections, "
+                "slower): %s",
+                kernels.unavailable(),
+                kernels.BUILD_HINT,
+            )
         self.publisher = publisher
         self.metrics = Metrics(self._monitors)
         self.metrics.preset(

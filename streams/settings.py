@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamdrift.detectors.kernels import Backend
+from streamdrift.detectors.kernels import Choice
 from streamdrift.streams.pipeline.admission import AdmissionLimits, parse_allowlist
 from streamdrift.streams.pipeline.codec import Limits
 
@@ -101,12 +101,13 @@ class Settings(BaseSettings):
             "report); 0: every checkpoint"
         ),
     )
-    kernels: Backend = Field(
-        "compiled",
+    kernels: Choice = Field(
+        "auto",
         description=(
-            "The detectors' per-value loops: compiled (numba kernels, cached on disk; see "
-            "NUMBA_CACHE_DIR) or reference (river's detectors and numpy, the kernels' oracle; "
-            "same detections and state, slower, ~130 MB less memory)"
+            "The detectors' per-value loops: compiled (the Rust extension streamdrift_kernels, "
+            "built by make where Rust is installed; the worker refuses to start without it), "
+            "reference (river's detectors and numpy, the kernels' oracle: the same detections "
+            "and state, slower) or auto (compiled where installed, else reference)"
         ),
     )
     batch_max_events: int = Field(

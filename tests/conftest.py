@@ -33,7 +33,7 @@ from confluent_kafka import Message as KafkaMessage
 from servers.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
 
 from streamdrift.client import produce_with_retry
-from streamdrift.detectors import Detection, NumericMonitor, kernels
+from streamdrift.detectors import Detection, NumericMonitor
 from streamdrift.streams.dev.embedded import (
     LOCAL_WORKER_ENV,
     EmbeddedBroker,
@@ -472,14 +472,6 @@ def secret_leaks(folder: Path, secrets: Sequence[str] = TEST_SECRETS) -> list[st
             if secret.encode() in text
         ]
     return leaks
-
-
-@pytest.fixture(scope="session", autouse=True)
-def compiled_kernels() -> None:
-    """Compile the detector kernels once, before any test starts a worker: on a fresh clone the
-    first compilation takes seconds (tens on a loaded machine), which a worker process would
-    otherwise spend before its /readyz while a test waits for it; later ones load the cache."""
-    kernels.warm_up()
 
 
 @pytest.fixture(scope="session", autouse=True)

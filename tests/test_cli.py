@@ -65,23 +65,22 @@ def test_unreachable_broker_names_the_address_and_what_to_check():
     assert "STREAMDRIFT_KAFKA_BOOTSTRAP" in result.stderr
 
 
-def test_a_kernel_cache_other_users_can_write_is_refused(tmp_path):
-    """numba loads code from NUMBA_CACHE_DIR: a directory others may write is refused before the
-    worker connects anywhere, with what to do instead; the reference backend needs no cache."""
-    shared = tmp_path / "shared-cache"
-    shared.mkdir(mode=0o777)
-    shared.chmod(0o777)  # past the umask
+def test_compiled_kernels_that_cannot_load_stop_the_worker_only_when_asked_for(tmp_path):
+    """STREAMDRIFT_KERNELS=compiled refuses to start, before connecting anywhere, when the
+    extension is of another interface version (left from an older checkout), with what to do;
+    auto (the default) goes on with the reference kernels."""
+    (tmp_path / "streamdrift_kernels.py").write_text("API_VERSION = 0\n")
     port = free_port()
     address = ("--bootstrap", f"127.0.0.1:{port}", "--redis-url", f"redis://127.0.0.1:{port}")
-    result = streamdrift("worker", *address, NUMBA_CACHE_DIR=str(shared))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"NUMBA_CACHE_DIR={shared} is writable by other users (mode 777)" in result.stderr
-    assert "STREAMDRIFT_KERNELS=reference" in result.stderr
-    reference = streamdrift(
-        "worker", *address, NUMBA_CACHE_DIR=str(shared), STREAMDRIFT_KERNELS="reference"
+    result = streamdrift(
+        "worker", *address, STREAMDRIFT_KERNELS="compiled", PYTHONPATH=str(tmp_path)
     )
-    assert "NUMBA_CACHE_DIR" not in reference.stderr
-    assert reference.returncode == 1 and "cannot reach Kafka" in reference.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "have interface version 0, this streamdrift needs 1" in result.stderr
+    assert "pip install ./native" in result.stderr and "STREAMDRIFT_KERNELS=auto" in result.stderr
+    auto = streamdrift("worker", *address, PYTHONPATH=str(tmp_path))
+    assert "interface version" not in auto.stderr
+    assert auto.returncode == 1 and "cannot reach Kafka" in auto.stderr
 
 
 def test_invalid_setting_is_reported_not_a_traceback():

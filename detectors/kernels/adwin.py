@@ -16,16 +16,15 @@ Layout of the arrays
 
 from __future__ import annotations
 
-import math
 import struct
 
 import numpy as np
 from numpy.typing import NDArray
+from streamdrift_kernels import adwin_update_batch as _update_batch  # native/src/adwin.rs
 
 from streamdrift.detectors.config import AdwinParams
-from streamdrift.detectors.kernels._jit import jit
 
-__all__ = ["LEVELS", "AdwinWindow", "warm_up"]
+__all__ = ["LEVELS", "AdwinWindow"]
 
 # Levels of buckets: level l holds buckets of 2**l values, so 62 levels hold more than 2**62
 # values, more than a series meets in centuries at any rate. Restored state must stay below.
@@ -35,197 +34,6 @@ _N_BUCKETS, _MAX_N_BUCKETS, _TICK, _DETECTIONS, _LEVELS, _DRIFT = range(6)
 _I32 = 2**31
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
-
-
-@jit
-def _shift_out(totals: Floats, variances: Floats, used: Ints, level: int, k: int) -> None:
-    """Drop the ``k`` oldest buckets of ``level`` (river's ``compress_buckets_row``)."""
-    c = used[level]
-    for i in range(c - k):
-        totals[level, i] = totals[level, i + k]
-        variances[level, i] = variances[level, i + k]
-    for i in range(max(c - k, 0), c):
-        totals[level, i] = 0.0
-        variances[level, i] = 0.0
-    used[level] = c - k
-
-
-@jit
-def _reset(sums: Floats, counts: Ints, totals: Floats, variances: Floats, used: Ints) -> None:
-    """An empty window (river's ``ADWIN._reset``, a new Rust window)."""
-    for level in range(counts[4]):
-        used[level] = 0
-        for i in range(totals.shape[1]):
-            totals[level, i] = 0.0
-            variances[level, i] = 0.0
-    for i in range(4):
-        sums[i] = 0.0
-    for i in range(6):
-        counts[i] = 0
-    counts[4] = 1
-
-
-@jit
-def _insert(
-    value: float,
-    sums: Floats,
-    counts: Ints,
-    totals: Floats,
-    variances: Floats,
-    used: Ints,
-    max_buckets: int,
-) -> None:
-    """river's ``insert_element`` then ``compress_buckets``."""
-    totals[0, used[0]] = value
-    variances[0, used[0]] = 0.0
-    used[0] += 1
-    counts[0] += 1
-    if counts[0] > counts[1]:
-        counts[1] = counts[0]
-    sums[2] += 1.0
-    increment = 0.0
-    if sums[2] > 1.0:
-        deviation = value - sums[0] / (sums[2] - 1.0)
-        increment = (sums[2] - 1.0) * deviation * deviation / sums[2]
-    sums[1] += increment
-    sums[0] += value
-    level = 0
-    while used[level] == max_buckets + 1:
-        size = float(np.int64(1) << level)
-        total0 = totals[level, 0]
-        total1 = totals[level, 1]
-        mean0 = total0 / size
-        mean1 = total1 / size
-        spread = size * 0.5 * (mean0 - mean1) * (mean0 - mean1)
-        merged_variance = variances[level, 0] + variances[level, 1] + spread
-        if level + 1 >= counts[4]:
-            counts[4] += 1
-        totals[level + 1, used[level + 1]] = total0 + total1
-        variances[level + 1, used[level + 1]] = merged_variance
-        used[level + 1] += 1
-        counts[0] += 1
-        _shift_out(totals, variances, used, level, 2)
-        if used[level + 1] <= max_buckets:
-            break
-        level += 1
-
-
-@jit
-def _drop_oldest(sums: Floats, counts: Ints, totals: Floats, variances: Floats, used: Ints) -> None:
-    """river's ``delete_element``: the oldest bucket leaves the window."""
-    last = counts[4] - 1
-    size = float(np.int64(1) << last)
-    total = totals[last, 0]
-    mean = total / size
-    sums[2] -= size
-    sums[0] -= total
-    window_mean = sums[0] / sums[2]
-    sums[1] -= variances[last, 0] + size * sums[2] * (mean - window_mean) * (mean - window_mean) / (
-        size + sums[2]
-    )
-    _shift_out(totals, variances, used, last, 1)
-    counts[0] -= 1
-    if used[last] == 0:
-        counts[4] -= 1
-
-
-@jit
-def _cut(
-    sums: Floats,
-    counts: Ints,
-    totals: Floats,
-    variances: Floats,
-    used: Ints,
-    min_window_length: float,
-    delta: float,
-) -> bool:
-    """One pass of river's ``detect_change`` over the cut points, from the oldest buckets (the
-    highest level) to the newest; drops the oldest bucket and returns True at the first cut whose
-    two sides' means differ by more than the bound."""
-    n0 = 0.0
-    n1 = sums[2]
-    u0 = 0.0
-    u1 = sums[0]
-    width = sums[2]
-    if width < 2.0 * min_window_length:  # no cut point has min_window_length on both sides
-        return False
-    # Fixed until a cut returns: river computes them at every cut point, to the same bits.
-    delta_prime = math.log(2.0 * math.log(width) / delta)
-    variance = sums[1] / width
-    for level in range(counts[4] - 1, -1, -1):
-        size = float(np.int64(1) << level)
-        in_use = used[level]
-        for k in range(in_use):
-            n0 += size
-            n1 -= size
-            total = totals[level, k]
-            u0 += total
-            u1 -= total
-            if level == 0 and k == in_use - 1:
-                return False
-            delta_mean = (u0 / n0) - (u1 / n1)
-            if n1 >= min_window_length and n0 >= min_window_length:
-                m_recip = 1.0 / (n0 - min_window_length + 1.0)
-                m_recip += 1.0 / (n1 - min_window_length + 1.0)
-                epsilon = (
-                    math.sqrt(2.0 * m_recip * variance * delta_prime)
-                    + 2.0 / 3.0 * delta_prime * m_recip
-                )
-                if abs(delta_mean) > epsilon:
-                    if sums[2] > 0.0:
-                        _drop_oldest(sums, counts, totals, variances, used)
-                    return True
-    return False
-
-
-@jit
-def _update_batch(
-    values: Floats,
-    params: Floats,
-    sums: Floats,
-    counts: Ints,
-    totals: Floats,
-    variances: Floats,
-    used: Ints,
-    hit_index: Ints,
-    hit_statistic: Floats,
-) -> int:
-    """Feed ``values`` in order (river's ``ADWIN.update`` per value: reset after a detection,
-    then the Rust window's update). The index and statistic of each detection go to
-    ``hit_index`` / ``hit_statistic``; returns how many there were."""
-    delta = params[0]
-    clock = int(params[1])
-    max_buckets = int(params[2])
-    min_window_length = params[3]
-    grace_period = params[4]
-    hits = 0
-    for i in range(values.shape[0]):
-        value = values[i]
-        if counts[5]:
-            _reset(sums, counts, totals, variances, used)
-        width_before = sums[2]
-        total_before = sums[0]
-        _insert(value, sums, counts, totals, variances, used, max_buckets)
-        detected = False
-        counts[2] += 1
-        if counts[2] >= _I32:  # river's tick is an i32, which wraps in its release build
-            counts[2] -= 2 * _I32
-        if counts[2] % clock == 0 and sums[2] > grace_period:
-            while _cut(sums, counts, totals, variances, used, min_window_length, delta):
-                detected = True
-        sums[3] += sums[2]
-        if detected:
-            counts[3] += 1
-            kept = sums[2]
-            kept_total = sums[0]
-            dropped_mean = (total_before + value - kept_total) / (width_before + 1.0 - kept)
-            hit_index[hits] = i
-            hit_statistic[hits] = abs(kept_total / kept - dropped_mean)
-            hits += 1
-            counts[5] = 1
-        else:
-            counts[5] = 0
-    return hits
 
 
 class AdwinWindow:
@@ -400,8 +208,3 @@ def _check_consistent(window: AdwinWindow) -> None:
 
 def _wrap_i32(value: int) -> int:
     return (value + _I32) % (2 * _I32) - _I32
-
-
-def warm_up() -> None:
-    """Compile the kernel (or load it from the cache) on a two-value batch."""
-    AdwinWindow(AdwinParams()).update(np.zeros(2))

@@ -12,11 +12,13 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
+from streamdrift_kernels import (
+    page_hinkley_update_batch as _update_batch,
+)  # native/src/page_hinkley.rs
 
 from streamdrift.detectors.config import PageHinkleyParams
-from streamdrift.detectors.kernels._jit import jit
 
-__all__ = ["MODES", "PageHinkleyWindow", "warm_up"]
+__all__ = ["MODES", "PageHinkleyWindow"]
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -24,7 +26,6 @@ MODES = {"up": 0, "down": 1, "both": 2}
 _N, _MEAN, _SUM_INCREASE, _SUM_DECREASE, _MIN_INCREASE, _MAX_DECREASE, _DRIFT = range(7)
 
 
-@jit
 def _statistic(state: Floats, mode: int) -> float:
     """What :class:`~detectors.page_hinkley.PageHinkley` reports: the rise over the minimum
     (up), the fall under the maximum (down), or the larger of the two."""
@@ -35,60 +36,6 @@ def _statistic(state: Floats, mode: int) -> float:
     if mode == 1:
         return float(down)
     return float(max(up, down))
-
-
-@jit
-def _update_batch(
-    values: Floats,
-    params: Floats,
-    mode: int,
-    state: Floats,
-    hit_index: Ints,
-    hit_statistic: Floats,
-) -> int:
-    """Feed ``values`` in order; the index and statistic of each detection go to the ``hit_``
-    arrays; returns how many. ``params`` = [min_instances, delta, threshold, alpha]."""
-    min_instances = params[0]
-    delta = params[1]
-    threshold = params[2]
-    alpha = params[3]
-    hits = 0
-    for i in range(values.shape[0]):
-        x = values[i]
-        if state[6] != 0.0:  # river's _reset
-            state[0] = 0.0
-            state[1] = 0.0
-            state[2] = 0.0
-            state[3] = 0.0
-            state[4] = math.inf
-            state[5] = -1.0
-        state[0] += 1.0
-        state[1] += (1.0 / state[0]) * (x - state[1])
-        deviation = x - state[1]
-        state[2] = alpha * state[2] + deviation - delta
-        state[3] = alpha * state[3] + deviation + delta
-        if state[2] < state[4]:
-            state[4] = state[2]
-        if state[3] > state[5]:
-            state[5] = state[3]
-        detected = False
-        if state[0] >= min_instances:
-            increase = state[2] - state[4]
-            decrease = state[5] - state[3]
-            if mode == 0:
-                detected = increase > threshold
-            elif mode == 1:
-                detected = decrease > threshold
-            else:
-                detected = increase > threshold or decrease > threshold
-        if detected:
-            hit_index[hits] = i
-            hit_statistic[hits] = _statistic(state, mode)
-            hits += 1
-            state[6] = 1.0
-        else:
-            state[6] = 0.0
-    return hits
 
 
 class PageHinkleyWindow:
@@ -122,10 +69,3 @@ class PageHinkleyWindow:
 
     def statistic(self) -> float:
         return _statistic(self.state, self.mode)
-
-
-def warm_up() -> None:
-    """Compile the kernel (or load it from the cache) on a short batch."""
-    PageHinkleyWindow(PageHinkleyParams(min_instances=1, threshold=0.5)).update(
-        np.array([0.0, 5.0, 10.0])
-    )

@@ -296,7 +296,7 @@ def worker(
     # a bad file is refused before any connection
     _detector_config(settings, from_flag=config is not None)
     _check_libraries()
-    _check_kernel_cache(settings)
+    _check_kernels(settings)
     existing = check_kafka(settings)
     # the broker's protocol and the worker's permissions (streams.kafka.preflight)
     _preflight(settings)
@@ -354,15 +354,14 @@ def _check_libraries() -> None:
         _fail(exc.problem, exc.remedy)
 
 
-def _check_kernel_cache(settings: Settings) -> None:
-    """The compiled kernels' cache must be this user's alone (detectors.kernels._jit)."""
-    if settings.kernels != "compiled":
-        return
-    from streamdrift.detectors.kernels import UnsafeCacheError, check_cache_dir
+def _check_kernels(settings: Settings) -> None:
+    """STREAMDRIFT_KERNELS=compiled: the compiled kernels must be installed (and of this
+    version), or the worker does not start."""
+    from streamdrift.detectors import kernels
 
     try:
-        check_cache_dir(os.environ.get("NUMBA_CACHE_DIR"))
-    except UnsafeCacheError as exc:
+        kernels.use(settings.kernels)
+    except kernels.KernelsUnavailable as exc:
         _fail(exc.problem, exc.remedy)
 
 

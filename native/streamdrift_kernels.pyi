@@ -1,0 +1,55 @@
+"""Type stubs of the extension module (native/src/*.rs); shipped in the wheel, and read by mypy
+from the repository (pyproject.toml's mypy_path) where the extension is not installed."""
+
+import numpy as np
+from numpy.typing import NDArray
+
+_Floats = NDArray[np.float64]
+_Ints = NDArray[np.int64]
+_Bools = NDArray[np.bool_]
+
+API_VERSION: int
+
+def adwin_update_batch(
+    values: _Floats,
+    params: _Floats,
+    sums: _Floats,
+    counts: _Ints,
+    totals: _Floats,
+    variances: _Floats,
+    used: _Ints,
+    hit_index: _Ints,
+    hit_statistic: _Floats,
+) -> int: ...
+def cusum_scan(
+    values: _Floats,
+    rows: _Ints,
+    signs: _Floats,
+    allowances: _Floats,
+    thresholds: _Floats,
+    min_instances: float,
+    state: _Floats,
+    sums: _Floats,
+    hit_index: _Ints,
+    hit_statistic: _Floats,
+    hit_row: _Ints,
+) -> int: ...
+def moments(x: _Floats, large: float, out: _Floats) -> bool: ...
+def page_hinkley_update_batch(
+    values: _Floats,
+    params: _Floats,
+    mode: int,
+    state: _Floats,
+    hit_index: _Ints,
+    hit_statistic: _Floats,
+) -> int: ...
+def cdf_gaps(
+    ref_values: _Floats, ref_weights: _Floats, win_values: _Floats, win_weights: _Floats
+) -> tuple[_Floats, _Floats, float]: ...
+def pool_small(reference: _Ints, window: _Ints, min_expected: float) -> tuple[bool, _Bools]: ...
+def pool_counts(reference: _Ints, window: _Ints, small: _Bools) -> tuple[_Ints, _Ints]: ...
+def chi_square_terms(reference: _Ints, window: _Ints) -> tuple[bool, _Floats, int]: ...
+def psi_parts(
+    reference: _Ints, window: _Ints, smoothing: float
+) -> tuple[bool, _Floats, _Floats]: ...
+def add_to_bins(bins: _Ints, cuts: _Floats, values: _Floats) -> None: ...
