@@ -10,9 +10,11 @@ Rule
     monitor's judgement: every test's p-value at least the looser ``window.resolve_alpha``, or
     its effect below half its floor) with no detection in between: a hysteresis band between
     alerting (p < alpha and effect >= floor) and resolving, so a change too small for the
-    window tests to confirm does not flap between detected and resolved. Without window tests
-    (error streams, or ``window`` not among the detectors), nothing can resolve an episode: it
-    ends ``cooldown_events`` values after its last detection.
+    window tests to confirm does not flap between detected and resolved. An error stream has no
+    window tests: its evaluations are the means of consecutive blocks of errors against the
+    reference's (:class:`~detectors.monitor.ErrorMonitor`), with the same hysteresis. Where
+    nothing can resolve an episode (``window`` not among a feature's detectors), it ends
+    ``cooldown_events`` values after its last detection.
 
 >>> lifecycle = Lifecycle(cooldown_events=100, resolve_windows=2, resolvable=True)
 >>> lifecycle.fire(50, "window", 50), lifecycle.fire(400, "adwin", 400)  # open: suppressed

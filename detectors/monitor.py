@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 
 from streamdrift.detectors.adwin import Adwin, AdwinState
 from streamdrift.detectors.baseline import CategoricalProfile, NumericProfile, Profile
+from streamdrift.detectors.blocks import Block, Blocks, BlocksState, settled_mean
 from streamdrift.detectors.budget import adwin_delta, page_hinkley_threshold, window_alpha
 from streamdrift.detectors.config import MonitorParams
 from streamdrift.detectors.cusum import Cusum, CusumState
@@ -101,6 +102,7 @@ DETECTION_QUANTILES = {key: QUANTILES[key] for key in ("p05", "p50", "p95")}
 TOP_CATEGORIES = 10
 EXACT_WARMUP = 4_096  # warm-ups up to this many values calibrate deterministically (~32 KB)
 WINDOW = "window"
+BLOCK = "block"  # an error stream's block closed (ErrorMonitor): not a detector
 
 # Every concrete monitor class by its kind (registered by Monitor.__init_subclass__).
 _MONITOR_BY_KIND: dict[str, type[Monitor]] = {}
@@ -133,7 +135,8 @@ class _NumericState(_StreamState, frozen=True, tag="numeric"):
 
 
 class _ErrorState(_StreamState, frozen=True, tag="error"):
-    pass
+    # Added within format 3: states written before have none (a block starts afresh).
+    blocks: BlocksState | None = None
 
 
 class _CategoricalState(msgspec.Struct, frozen=True, tag="categorical"):
@@ -337,9 +340,15 @@ class UnivariateMonitor(Monitor):
         self.lifecycle = self._new_lifecycle()
         self.windows: Windows[Any] | None = None
 
+    @property
+    def resolvable(self) -> bool:
+        """Whether an episode can be resolved (else it ends ``cooldown_events`` values after its
+        last detection): by the window tests, where the series has them."""
+        return self.windowed
+
     def _new_lifecycle(self) -> Lifecycle:
         return Lifecycle(
-            self.params.cooldown_events, self.params.window.resolve_windows, self.windowed
+            self.params.cooldown_events, self.params.window.resolve_windows, self.resolvable
         )
 
     @abc.abstractmethod
@@ -494,7 +503,7 @@ class UnivariateMonitor(Monitor):
         if (windows is not None) != expected:
             raise ValueError("stored window tests do not match the parameters")
         self.lifecycle = Lifecycle.from_state(
-            state, self.params.cooldown_events, self.params.window.resolve_windows, self.windowed
+            state, self.params.cooldown_events, self.params.window.resolve_windows, self.resolvable
         )
         self.windows = windows
 
@@ -703,6 +712,8 @@ class _StreamMonitor(UnivariateMonitor):
         if self.windows is not None:
             closed = self.windows.update(values, missing, positions, times)
             timeline += [(e.index, len(self.detectors), -1, WINDOW, e) for e in closed]
+        for block in self._blocks_closed(inputs, value_positions):
+            timeline.append((int(present[block.index]), len(self.detectors), -1, BLOCK, block))
         timeline.sort(key=lambda step: step[:3])
         if len(present):
             for name, start in self._evidence_from.items():
@@ -714,6 +725,8 @@ class _StreamMonitor(UnivariateMonitor):
             if name == WINDOW:
                 after = int(np.searchsorted(present, index, side="right"))
                 detection = self._judge(found, seen + after)
+            elif name == BLOCK:
+                detection = self._judge_block(found, seen + found.index + 1)
             else:
                 if self.lifecycle.fire(seen + i + 1, name, int(value_positions[i])):
                     self._fold_ewma(standardised[folded : i + 1])
@@ -727,6 +740,16 @@ class _StreamMonitor(UnivariateMonitor):
                 detections.append(detection)
         self._fold_ewma(standardised[folded:])
         return detections
+
+    def _blocks_closed(
+        self, inputs: NDArray[np.float64], positions: NDArray[np.integer[Any]]
+    ) -> list[Block]:
+        """Blocks of the detectors' inputs that closed (error streams only: see
+        :class:`ErrorMonitor`)."""
+        return []
+
+    def _judge_block(self, block: Block, events_seen: int) -> Detection | None:
+        return None
 
     def _fold_ewma(self, standardised: NDArray[np.float64]) -> None:
         self._ewma_mean, self._ewma_sq = _ewma(
@@ -839,7 +862,11 @@ class _StreamMonitor(UnivariateMonitor):
             lifecycle=self.lifecycle.to_state(),
             windows=self.windows.to_state() if self.windows is not None else None,
             reference_source=self.reference_source,
+            **self._extra_state(),
         )
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
 
     @classmethod
     def _from_state(cls, state: _StreamState, river_changed: bool = False) -> Self:
@@ -926,9 +953,17 @@ class ErrorMonitor(_StreamMonitor):
     [0, 1] range ADWIN's bound assumes; the bank's allowances are scaled by the reference's
     standard deviation and it watches increases only); the reference is the first
     ``error_warmup_events`` errors, and summaries say ``error_rate`` for the mean (the mean
-    absolute error of a regression model). There are no window tests: an episode ends
-    ``cooldown_events`` values after its last detection. A reference without a single error has
-    no spread to scale the bank by: ADWIN alone then watches the stream.
+    absolute error of a regression model). A reference without a single error has no spread to
+    scale the bank by: ADWIN alone then watches the stream.
+
+    An episode lasts as long as the error rate stays off its reference, however fast labels
+    arrive: there are no window tests, but the errors are cut into blocks of ``window.events``
+    values, and once ``window.resolve_windows`` consecutive blocks in a row have a mean that
+    looks like the reference's (:func:`~detectors.blocks.settled_mean`: effect below half
+    ``window.wasserstein_floor`` reference standard deviations, or the z-test of the mean not
+    significant at ``window.resolve_alpha``) with no detection in between, the episode is
+    resolved (a ``resolved`` detection, test ``error_rate``). Detections while it is open are
+    counted as suppressed, not alerted.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(3)
@@ -938,12 +973,65 @@ class ErrorMonitor(_StreamMonitor):
     [3100]
     >>> round(monitor.summary()["reference"]["error_rate"], 3)
     0.075
+    >>> back = (rng.random(2000) < 0.1).astype(float)  # the rate comes back: one resolution
+    >>> [(d.event, d.test) for d in monitor.update(back, np.arange(5000, 7000))]
+    [('resolved', 'error_rate')]
 
     """
 
     kind = "error"
     state_type = _ErrorState
     _mean_key = "error_rate"
+
+    def __init__(self, params: MonitorParams | None = None) -> None:
+        super().__init__(params)
+        self.blocks = Blocks(self.params.window.events)
+
+    @property
+    def resolvable(self) -> bool:
+        return True
+
+    def _blocks_closed(
+        self, inputs: NDArray[np.float64], positions: NDArray[np.integer[Any]]
+    ) -> list[Block]:
+        return self.blocks.update(inputs, positions)
+
+    def _judge_block(self, block: Block, events_seen: int) -> Detection | None:
+        """Resolve the open episode once enough blocks in a row look like the reference."""
+        window = self.params.window
+        alpha = max(window.alpha, window.resolve_alpha)
+        reference = (self.reference.mean, self._scale, self.reference.count)
+        settled, z, p_value, effect = settled_mean(
+            block.mean, block.size, reference, window.wasserstein_floor, alpha
+        )
+        if not self.lifecycle.observe(settled):
+            return None
+        return Detection(
+            detector=WINDOW,
+            statistic=z,
+            threshold=alpha,
+            severity=severity(effect),
+            effect_size=effect,
+            position=block.position,
+            evidence_from=block.evidence_from,
+            events_seen=events_seen,
+            reference=self._reference_summary(DETECTION_QUANTILES),
+            current={self._mean_key: block.mean, "events": block.size},
+            event="resolved",
+            test="error_rate",
+            p_value=p_value,
+            details={"opened_by": self.lifecycle.opened_by, "opened_at": self.lifecycle.opened_at},
+        )
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"blocks": self.blocks.to_state()}
+
+    @classmethod
+    def _from_state(cls, state: _StreamState, river_changed: bool = False) -> Self:
+        monitor = super()._from_state(state, river_changed)
+        if isinstance(state, _ErrorState) and state.blocks is not None:
+            monitor.blocks = Blocks.from_state(state.blocks, monitor.params.window.events)
+        return monitor
 
     @property
     def warmup_events(self) -> int:

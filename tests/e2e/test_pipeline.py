@@ -213,11 +213,14 @@ def test_kill_9_and_restart_count_every_valid_event_exactly_once(
 def test_error_rate_jump_raises_a_performance_drift_alert(
     broker, topics, start_worker, redis_client
 ):
+    """A rise of the error rate that lasts 12,000 labels is one alert (labels come far faster
+    than the cool-down's events), and its end one ``resolved`` event."""
     start_worker().wait_ready()
     rng = np.random.default_rng(5)
-    n, jump = 8_000, 4_000
+    n, jump, back = 24_000, 4_000, 16_000
     predictions = rng.uniform(size=n)
-    error_rate = np.where(np.arange(n) < jump, 0.10, 0.40)
+    index = np.arange(n)
+    error_rate = np.where((jump <= index) & (index < back), 0.40, 0.10)
     wrong = rng.uniform(size=n) < error_rate
     labels = np.where(wrong, predictions < 0.5, predictions >= 0.5).astype(int)
     stream = [
@@ -242,11 +245,16 @@ def test_error_rate_jump_raises_a_performance_drift_alert(
         lambda: counts(redis_client, topics).get(("clf", "error_rate")) == n, 120, "labels joined"
     )
     found = [a for a in alerts(broker, topics) if a["data"]["kind"] == "performance"]
-    assert [a["subject"] for a in found] == ["clf/error_rate"], found
-    evidence = found[0]["data"]["evidence"]
-    assert evidence["topic"] == topics.labels
-    reference, current = found[0]["data"]["reference"], found[0]["data"]["current"]
+    assert [(a["subject"], a["data"]["event"]) for a in found] == [
+        ("clf/error_rate", "detected"),
+        ("clf/error_rate", "resolved"),
+    ], found
+    detected, resolved = (a["data"] for a in found)
+    assert detected["evidence"]["topic"] == resolved["evidence"]["topic"] == topics.labels
+    reference, current = detected["reference"], detected["current"]
     assert reference["error_rate"] < 0.2 < current["error_rate"], (reference, current)
+    assert resolved["test"] == "error_rate" and resolved["current"]["error_rate"] < 0.2
+    assert resolved["evidence"]["from_offset"] > detected["evidence"]["to_offset"]
 
 
 def test_a_variance_change_is_caught_by_the_reference_window_tests(
