@@ -371,6 +371,12 @@ class MonitorParams(_FromMapping):
     cooldown_events
         After a detection opens an episode, further detections within this many values of the
         same feature are counted as suppressed instead of alerting again.
+    cooldown_s
+        In event time: a detection less than this many seconds after the last episode of the
+        series opened does not open another, however many values came in between (0: no time
+        cool-down): at most one alert per ``cooldown_s`` for a series that resolves and shifts
+        again (fast labels, a borderline change). An episode that can be resolved lasts as
+        long as the shift in any case.
     detectors
         Detectors run on numeric features (subset of ``adwin``, ``page_hinkley``, ``cusum``,
         ``window``); categorical features run ``window`` if listed, error streams ``adwin`` and
@@ -404,6 +410,7 @@ class MonitorParams(_FromMapping):
 
     warmup_events: int = 500
     cooldown_events: int = 5000
+    cooldown_s: float = 0.0
     detectors: tuple[str, ...] = DEFAULT_DETECTORS
     ewma_alpha: float = 0.05
     clip_sigma: float = 4.0
@@ -440,6 +447,7 @@ class MonitorParams(_FromMapping):
     def __post_init__(self) -> None:
         _require(self.warmup_events >= 2, "warmup_events", ">= 2", self.warmup_events)
         _require(self.cooldown_events >= 0, "cooldown_events", ">= 0", self.cooldown_events)
+        _require(0 <= self.cooldown_s < math.inf, "cooldown_s", "finite, >= 0", self.cooldown_s)
         _require(
             set(self.detectors) <= set(DETECTOR_NAMES)
             and len(set(self.detectors)) == len(self.detectors),

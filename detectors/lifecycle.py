@@ -2,8 +2,12 @@
 subsides.
 
 Rule
-    A detection (of any detector) opens an episode unless one is open or the last detection
-    came less than ``cooldown_events`` values ago; otherwise it is counted as suppressed and
+    A detection (of any detector) opens an episode unless one is open, the last detection
+    came less than ``cooldown_events`` values ago, or the last episode opened less than
+    ``cooldown_s`` seconds of event time ago (when both have an event time; one stamped before
+    the last opening counts as after the cool-down, so an event stamped far ahead cannot
+    silence a series): at most one alert per ``cooldown_s`` however a series flaps. Otherwise
+    it is counted as suppressed and
     belongs to the current episode, whose cool-down it extends: a change that keeps firing
     the detectors is one episode however long it lasts. With window tests, an open episode is
     resolved after ``resolve_windows`` consecutive window evaluations that are *settled* (the
@@ -27,10 +31,16 @@ Rule
 False
 >>> lifecycle.fire(581, "adwin", 581)  # the episode's cool-down is over
 True
+>>> timed = Lifecycle(cooldown_events=100, resolve_windows=2, resolvable=False, cooldown_s=60)
+>>> timed.fire(50, "cusum", 50, at=1_000.0), timed.fire(5_000, "cusum", 5_000, at=1_030.0)
+(True, False)
+>>> timed.fire(9_000, "cusum", 9_000, at=1_065.0)  # 65 s after the episode opened
+True
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import msgspec
@@ -40,7 +50,7 @@ __all__ = ["Lifecycle", "LifecycleState"]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class LifecycleState(msgspec.Struct, frozen=True):
+class LifecycleState(msgspec.Struct, frozen=True, omit_defaults=True):
     cooldown_until: _Count
     is_open: bool
     quiet: _Count
@@ -49,13 +59,19 @@ class LifecycleState(msgspec.Struct, frozen=True):
     episodes: _Count
     suppressed: _Count
     resolved: _Count
+    # Added within format 3: states written before have none.
+    last_time: float | None = None
 
 
 class Lifecycle:
     """Episode state of one series (see the module docstring for the rule)."""
 
-    def __init__(self, cooldown_events: int, resolve_windows: int, resolvable: bool) -> None:
+    def __init__(
+        self, cooldown_events: int, resolve_windows: int, resolvable: bool, cooldown_s: float = 0.0
+    ) -> None:
         self.cooldown_events = cooldown_events
+        self.cooldown_s = cooldown_s
+        self.last_time: float | None = None  # event time of the last opening, if known
         self.resolve_windows = resolve_windows
         self.resolvable = resolvable
         self.cooldown_until = 0  # detections up to this many values belong to the last episode
@@ -67,18 +83,29 @@ class Lifecycle:
         self.suppressed = 0
         self.resolved = 0
 
-    def fire(self, events_seen: int, detector: str, position: int | None) -> bool:
-        """A detector fired after ``events_seen`` values; True if that opens an episode."""
-        opens = not self.is_open and events_seen > self.cooldown_until
+    def fire(
+        self, events_seen: int, detector: str, position: int | None, at: float | None = None
+    ) -> bool:
+        """A detector fired after ``events_seen`` values, on a value of event time ``at`` (if
+        known); True if that opens an episode."""
+        opens = not self.is_open and events_seen > self.cooldown_until and not self._recent(at)
         self.cooldown_until = max(self.cooldown_until, events_seen + self.cooldown_events)
         self.quiet = 0
         if not opens:
             self.suppressed += 1
             return False
+        if at is not None and math.isfinite(at):
+            self.last_time = at
         self.is_open = self.resolvable
         self.opened_by, self.opened_at = detector, position
         self.episodes += 1
         return True
+
+    def _recent(self, at: float | None) -> bool:
+        """Within ``cooldown_s`` after the last episode opened, by event time."""
+        if not self.cooldown_s or at is None or self.last_time is None:
+            return False
+        return 0.0 <= at - self.last_time < self.cooldown_s
 
     def observe(self, settled: bool) -> bool:
         """A window was evaluated, ``settled`` near the reference or not; True if that resolves
@@ -102,13 +129,22 @@ class Lifecycle:
             self.episodes,
             self.suppressed,
             self.resolved,
+            self.last_time,
         )
 
     @classmethod
     def from_state(
-        cls, state: LifecycleState, cooldown_events: int, resolve_windows: int, resolvable: bool
+        cls,
+        state: LifecycleState,
+        cooldown_events: int,
+        resolve_windows: int,
+        resolvable: bool,
+        cooldown_s: float = 0.0,
     ) -> Lifecycle:
-        lifecycle = cls(cooldown_events, resolve_windows, resolvable)
+        if state.last_time is not None and not math.isfinite(state.last_time):
+            raise ValueError("the last detection's time is not finite")
+        lifecycle = cls(cooldown_events, resolve_windows, resolvable, cooldown_s)
+        lifecycle.last_time = state.last_time
         lifecycle.cooldown_until, lifecycle.is_open, lifecycle.quiet = (
             state.cooldown_until,
             state.is_open,

@@ -348,7 +348,10 @@ class UnivariateMonitor(Monitor):
 
     def _new_lifecycle(self) -> Lifecycle:
         return Lifecycle(
-            self.params.cooldown_events, self.params.window.resolve_windows, self.resolvable
+            self.params.cooldown_events,
+            self.params.window.resolve_windows,
+            self.resolvable,
+            self.params.cooldown_s,
         )
 
     @abc.abstractmethod
@@ -402,12 +405,15 @@ class UnivariateMonitor(Monitor):
             result.settled(self.params.window.resolve_alpha) for result in evaluation.results
         )
 
-    def _judge(self, evaluation: Evaluation, events_seen: int) -> Detection | None:
-        """Resolve the open episode, or open one, from a window evaluation."""
+    def _judge(
+        self, evaluation: Evaluation, events_seen: int, at: float | None = None
+    ) -> Detection | None:
+        """Resolve the open episode, or open one, from a window evaluation (whose last event
+        has the event time ``at``, if known)."""
         if self.lifecycle.observe(self._settled(evaluation)):
             opened = {"opened_by": self.lifecycle.opened_by, "opened_at": self.lifecycle.opened_at}
             return _window_detection(evaluation, events_seen, "resolved", opened)
-        if evaluation.drifted and self.lifecycle.fire(events_seen, WINDOW, evaluation.position):
+        if evaluation.drifted and self.lifecycle.fire(events_seen, WINDOW, evaluation.position, at):
             return _window_detection(evaluation, events_seen, "detected", {})
         return None
 
@@ -503,7 +509,11 @@ class UnivariateMonitor(Monitor):
         if (windows is not None) != expected:
             raise ValueError("stored window tests do not match the parameters")
         self.lifecycle = Lifecycle.from_state(
-            state, self.params.cooldown_events, self.params.window.resolve_windows, self.resolvable
+            state,
+            self.params.cooldown_events,
+            self.params.window.resolve_windows,
+            self.resolvable,
+            self.params.cooldown_s,
         )
         self.windows = windows
 
@@ -722,13 +732,14 @@ class _StreamMonitor(UnivariateMonitor):
         detections = []
         folded = 0  # standardised values already in the EWMA
         for index, _, i, name, found in timeline:
+            at = None if times is None else float(times[index])
             if name == WINDOW:
                 after = int(np.searchsorted(present, index, side="right"))
-                detection = self._judge(found, seen + after)
+                detection = self._judge(found, seen + after, at)
             elif name == BLOCK:
                 detection = self._judge_block(found, seen + found.index + 1)
             else:
-                if self.lifecycle.fire(seen + i + 1, name, int(value_positions[i])):
+                if self.lifecycle.fire(seen + i + 1, name, int(value_positions[i]), at):
                     self._fold_ewma(standardised[folded : i + 1])
                     folded = i + 1
                     detection = self._detection(name, found, int(value_positions[i]), seen + i + 1)
@@ -1157,7 +1168,11 @@ class CategoricalMonitor(UnivariateMonitor):
         closed = self.windows.update(values, missing, np.asarray(positions, dtype=np.int64), times)
         present = np.flatnonzero(~missing)
         judged = (
-            self._judge(e, seen + int(np.searchsorted(present, e.index, side="right")))
+            self._judge(
+                e,
+                seen + int(np.searchsorted(present, e.index, side="right")),
+                None if times is None else float(times[e.index]),
+            )
             for e in closed
         )
         return [found for found in judged if found is not None]
