@@ -497,8 +497,9 @@ class MultivariateParams(_FromMapping):
         Standardised values are clipped to +-clip_sigma before the projection (``inf``: never).
     target_false_alarm_interval
         Rows between false alarms the test is calibrated for: ``alpha = events / interval``.
-    cooldown_events, resolve_windows
-        The alert lifecycle (:mod:`detectors.lifecycle`), in rows and in quiet windows.
+    cooldown_events, cooldown_s, resolve_windows
+        The alert lifecycle (:mod:`detectors.lifecycle`), in rows, in seconds of event time
+        (0: off) and in quiet windows.
     """
 
     reference_events: int = 5000
@@ -509,6 +510,7 @@ class MultivariateParams(_FromMapping):
     clip_sigma: float = 4.0
     target_false_alarm_interval: float = 1e6
     cooldown_events: int = 5000
+    cooldown_s: float = 0.0
     resolve_windows: int = 3
 
     def __post_init__(self) -> None:
@@ -527,6 +529,7 @@ class MultivariateParams(_FromMapping):
             self.target_false_alarm_interval,
         )
         _require(self.cooldown_events >= 0, "cooldown_events", ">= 0", self.cooldown_events)
+        _require(0 <= self.cooldown_s < math.inf, "cooldown_s", "finite, >= 0", self.cooldown_s)
         _require(self.resolve_windows >= 1, "resolve_windows", ">= 1", self.resolve_windows)
 
     @property

@@ -476,7 +476,9 @@ class PCAReconstructionMonitor(Monitor):
         self.evaluated = 0  # windows tested
         self.drifted = 0  # windows in which both gates passed
         self.score = 0.0  # relative increase of the last window's mean error
-        self.lifecycle = Lifecycle(self.params.cooldown_events, self.params.resolve_windows, True)
+        self.lifecycle = Lifecycle(
+            self.params.cooldown_events, self.params.resolve_windows, True, self.params.cooldown_s
+        )
 
     @classmethod
     def from_profile(
@@ -507,8 +509,8 @@ class PCAReconstructionMonitor(Monitor):
         times: NDArray[np.float64] | None = None,
     ) -> list[Detection]:
         """Add ``rows`` (n x d, features in the order given, NaN missing) in stream order,
-        tagged by ``positions`` (e.g. Kafka offsets). ``times`` is taken for the monitors'
-        common interface and not used: the windows count rows.
+        tagged by ``positions`` (e.g. Kafka offsets), with their event times if known (the
+        windows count rows; the times serve ``cooldown_s`` only).
 
         Returns the lifecycle changes: the detection that opens an episode and its resolution.
         """
@@ -532,7 +534,8 @@ class PCAReconstructionMonitor(Monitor):
                 self._fit()
         if start == len(rows):
             return []
-        return self._watch(rows[start:], missing[start:], positions[start:])
+        later = None if times is None else np.asarray(times, dtype=np.float64)[start:]
+        return self._watch(rows[start:], missing[start:], positions[start:], later)
 
     def _pca(self) -> PCAReconstruction:
         return PCAReconstruction(self.reference, self.params.variance, self.params.clip_sigma)
@@ -550,6 +553,7 @@ class PCAReconstructionMonitor(Monitor):
         rows: NDArray[np.float64],
         missing: NDArray[np.int64],
         positions: NDArray[np.integer[Any]],
+        times: NDArray[np.float64] | None = None,
     ) -> list[Detection]:
         """Calibrate on, then test, rows after the fit."""
         assert self.pca is not None
@@ -569,7 +573,8 @@ class PCAReconstructionMonitor(Monitor):
             period.add(residuals[start:stop], errors[start:stop], int(missing[start:stop].sum()))
             self.rows += stop - start
             if period is self.window and self.window.rows >= self.params.events:
-                found = self._judge(int(positions[stop - 1]))
+                at = None if times is None else float(times[stop - 1])
+                found = self._judge(int(positions[stop - 1]), at)
                 if found is not None:
                     detections.append(found)
             start = stop
@@ -596,8 +601,9 @@ class PCAReconstructionMonitor(Monitor):
             quiet=p_value >= alpha or effect < floor / 2,
         )
 
-    def _judge(self, position: int) -> Detection | None:
-        """Test the closed window, turn the result into a lifecycle change, start a window."""
+    def _judge(self, position: int, at: float | None = None) -> Detection | None:
+        """Test the closed window (whose last row has the event time ``at``, if known), turn
+        the result into a lifecycle change, start a window."""
         test = self._test()
         self.evaluated += 1
         self.drifted += test.drifted
@@ -606,7 +612,7 @@ class PCAReconstructionMonitor(Monitor):
         if self.lifecycle.observe(test.quiet):
             opened = {"opened_by": self.lifecycle.opened_by, "opened_at": self.lifecycle.opened_at}
             found = self._detection(test, position, "resolved", opened)
-        elif test.drifted and self.lifecycle.fire(self.rows, KIND, position):
+        elif test.drifted and self.lifecycle.fire(self.rows, KIND, position, at):
             found = self._detection(test, position, "detected", {})
         self.window = _ErrorPeriod(len(self.features))
         self.window_from = None
@@ -766,6 +772,7 @@ class PCAReconstructionMonitor(Monitor):
                 monitor.params.cooldown_events,
                 monitor.params.resolve_windows,
                 True,
+                monitor.params.cooldown_s,
             )
         except Exception as exc:
             # Anything at all: a state that cannot be restored must not stop the worker.

@@ -858,9 +858,13 @@ def test_a_baseline_of_the_wrong_kind_is_ignored_and_the_series_warms_up():
     assert state.monitors[series("x")].reference_source is None
 
 
-def test_a_correlation_flip_is_a_multivariate_finding_and_the_pca_state_restores():
-    """Each feature keeps its N(0, 1) marginal; only the joint structure changes."""
-    params = MultivariateParams(reference_events=1_000, calibration_events=1_000, events=200)
+@pytest.mark.parametrize("cooldown_s", [0.0, 600.0])
+def test_a_correlation_flip_is_a_multivariate_finding_and_the_pca_state_restores(cooldown_s):
+    """Each feature keeps its N(0, 1) marginal; only the joint structure changes. With a
+    cool-down in seconds the rows' record times reach the monitor's lifecycle."""
+    params = MultivariateParams(
+        reference_events=1_000, calibration_events=1_000, events=200, cooldown_s=cooldown_s
+    )
     proc = PredictionProcessor({}, Limits(), AdmissionLimits(), multivariate=params)
     rng = np.random.default_rng(12)
     n, flip = 4_000, 3_000
@@ -884,6 +888,8 @@ def test_a_correlation_flip_is_a_multivariate_finding_and_the_pca_state_restores
         ("multivariate", "multivariate", "detected")
     ]
     assert flip <= findings[0].detection.position < flip + 400
+    opened_at = pca.lifecycle.last_time
+    assert opened_at is None if not cooldown_s else opened_at == findings[0].time
 
 
 class Exploding(NumericMonitor):

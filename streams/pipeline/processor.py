@@ -758,7 +758,13 @@ class PredictionProcessor:
         assert isinstance(monitor, PCAReconstructionMonitor)
         matrix, positions = rows.merged(monitor.features)
         state.dirty.add(series)
-        return findings_of(series, monitor, monitor.update(matrix, positions), times)
+        # The rows' record times serve the lifecycle's cooldown_s only: looked up when it is on.
+        at = (
+            np.array([times.get(offset, np.nan) for offset in positions.tolist()], dtype=np.float64)
+            if monitor.params.cooldown_s
+            else None
+        )
+        return findings_of(series, monitor, monitor.update(matrix, positions, at), times)
 
     def _monitor(self, state: PartitionState, series: str, kind: type) -> Monitor:
         monitor = state.monitors.get(series)

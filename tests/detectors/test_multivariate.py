@@ -310,3 +310,30 @@ def test_a_reference_without_variance_is_collected_afresh_not_raised():
     varied = rng.normal(size=(150, 2))
     monitor.update(varied, np.arange(250, 400))
     assert monitor.pca is not None  # 50 constant + 50 varied rows: variance to fit
+
+
+def test_a_flip_that_comes_back_within_cooldown_s_is_counted_not_alerted():
+    """flip, back, flip again 100 s (of event time, 100 rows/s) after the first opened: with
+    cooldown_s = 600 the second flip is suppressed; with the default (0) it is a new episode."""
+    rows = np.vstack(
+        [
+            flip_stream(np.random.default_rng(6)),
+            correlated(np.random.default_rng(7), 5_000, flip=True),
+        ]
+    )
+    times = 1.7e9 + np.arange(len(rows)) * 0.01
+
+    def events(params):
+        monitor, found = PCAReconstructionMonitor(FEATURES, params), []
+        for offset in range(0, len(rows), 1_000):
+            part = slice(offset, offset + 1_000)
+            found += monitor.update(rows[part], np.arange(len(rows))[part], times[part])
+        return [d.event for d in found], monitor
+
+    plain, _ = events(MultivariateParams())
+    assert plain == ["detected", "resolved", "detected"]
+    cooled, monitor = events(MultivariateParams(cooldown_s=600.0))
+    assert cooled == ["detected", "resolved"] and monitor.lifecycle.suppressed > 0
+    assert PCAReconstructionMonitor.from_bytes(monitor.to_bytes()).lifecycle.last_time == (
+        monitor.lifecycle.last_time
+    )
