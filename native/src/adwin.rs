@@ -293,9 +293,10 @@ fn update_batch(
     Ok(hits as i64)
 }
 
-/// Called by `streamdrift.detectors.kernels.adwin._update_batch` (the numba kernel
-/// before; here with `shift_out`, `reset`, `insert`, `drop_oldest` and `cut`): feed `values` in order (river's `ADWIN.update` per
-/// value: reset after a detection, then the Rust window's update), writing `sums`, `counts`,
+/// Called by `streamdrift.detectors.kernels.adwin._update_batch` (the numba kernel before;
+/// here with `shift_out`, `reset`, `insert`, `drop_oldest` and `cut`): feed `values` in order
+/// (river's `ADWIN.update` per value: reset after a detection, then the Rust window's update),
+/// writing `sums`, `counts`,
 /// `totals`, `variances` and `used` in place. The index and statistic of each detection go to
 /// `hit_index` / `hit_statistic` (at least `len(values)` long); returns how many there were.
 ///
