@@ -57,6 +57,7 @@ __all__ = [
     "TASKS",
     "AdwinParams",
     "CusumParams",
+    "ModelRouting",
     "MonitorParams",
     "MultivariateParams",
     "PageHinkleyParams",
@@ -64,6 +65,7 @@ __all__ = [
     "allowed_features",
     "ignored_features",
     "is_ignored",
+    "model_routing",
     "model_task",
     "multivariate_params",
     "resolve",
@@ -76,7 +78,18 @@ TASKS = ("auto", "classification", "regression")
 SCOPES = ("feature", "model")
 
 _TOP_KEYS = ("defaults", "models", "multivariate")
-_MODEL_KEYS = ("task", "ignore_features", "allow_features", "defaults", "features", "multivariate")
+_MODEL_KEYS = (
+    "task",
+    "ignore_features",
+    "allow_features",
+    "defaults",
+    "features",
+    "multivariate",
+    "owner",
+    "runbook_url",
+    "priority",
+)
+SEVERITIES = ("low", "medium", "high")
 # resolve() caches each model's defaults by the content of the sections they come from; the
 # cache is cleared when it holds this many (a config has a handful of models).
 _MODEL_DEFAULTS_CACHE_SIZE = 1024
@@ -555,6 +568,7 @@ def validate_config(config: Mapping[str, Any] | None) -> None:
     MultivariateParams.from_mapping(config.get("multivariate"), where="multivariate")
     for model in _as_mapping(config.get("models"), "models"):
         model_task(config, model)
+        model_routing(config, model)
         multivariate_params(config, model)
         _ignored(config, model)
         _allowed(config, model)
@@ -652,6 +666,78 @@ def model_task(config: Mapping[str, Any] | None, model: str) -> str:
             f"expected one of {', '.join(TASKS)}, got {task!r}"
         )
     return task
+
+
+@dataclass(frozen=True)
+class ModelRouting:
+    """Who answers for a model's drift and how loudly: ``models.<model>.owner``, ``runbook_url``
+    and ``priority`` (the severity policy: a detection's severity — low, medium, high — to the
+    priority its alerts and incidents carry; a severity not listed carries none).
+
+    >>> model_routing({"models": {"fraud": {"owner": "payments-ml",
+    ...     "priority": {"high": "page", "medium": "ticket"}}}}, "fraud").priority_of("high")
+    'page'
+    >>> model_routing({}, "fraud")
+    ModelRouting(owner=None, runbook_url=None, priority=())
+    >>> model_routing({"models": {"m": {"runbook_url": "wiki/m"}}}, "m")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid config at models.m.runbook_url: expected an http(s) URL ..., got 'wiki/m'
+    """
+
+    owner: str | None = None
+    runbook_url: str | None = None
+    priority: tuple[tuple[str, str], ...] = ()  # (severity, priority), in SEVERITIES order
+
+    def priority_of(self, severity: str) -> str | None:
+        return dict(self.priority).get(severity)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.owner or self.runbook_url or self.priority)
+
+
+_MAX_ROUTING_NAME = 128
+_MAX_URL = 2048
+
+
+def model_routing(config: Mapping[str, Any] | None, model: str) -> ModelRouting:
+    """``models.<model>``'s routing (:class:`ModelRouting`), checked: names of 1..128 printable
+    characters, an http(s) URL of at most 2,048."""
+    section = _model(_top(config), model)
+    where = f"models.{model}"
+    owner = section.get("owner")
+    if owner is not None and not _routing_name(owner):
+        raise ValueError(
+            f"invalid config at {where}.owner: expected 1..{_MAX_ROUTING_NAME} printable "
+            f"characters, got {owner!r}"
+        )
+    url = section.get("runbook_url")
+    if url is not None and not (
+        isinstance(url, str)
+        and url.startswith(("https://", "http://"))
+        and len(url) <= _MAX_URL
+        and url.isprintable()
+        and " " not in url
+    ):
+        raise ValueError(
+            f"invalid config at {where}.runbook_url: expected an http(s) URL of at most "
+            f"{_MAX_URL} characters, got {url!r}"
+        )
+    policy = _as_mapping(section.get("priority"), f"{where}.priority")
+    _known_keys(policy, SEVERITIES, f"{where}.priority")
+    for severity, priority in policy.items():
+        if not _routing_name(priority):
+            raise ValueError(
+                f"invalid config at {where}.priority.{severity}: expected 1..{_MAX_ROUTING_NAME} "
+                f"printable characters, got {priority!r}"
+            )
+    ordered = tuple((s, policy[s]) for s in SEVERITIES if s in policy)
+    return ModelRouting(owner, url, ordered)
+
+
+def _routing_name(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_ROUTING_NAME and value.isprintable()
 
 
 def _top(config: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -11,10 +11,13 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from streamdrift.detectors import ModelRouting
 
 
 class FalseAlarmCollector:
@@ -141,6 +144,18 @@ class Metrics:
             ["model", "feature"],
             registry=r,
         )
+        self.model_info = Gauge(
+            "streamdrift_model_info",
+            "Always 1: the owner and runbook of each model configured with one (join on model)",
+            ["model", "owner", "runbook_url"],
+            registry=r,
+        )
+        self.incidents = Counter(
+            "streamdrift_incidents",
+            "Incident events published (action: opened, updated, resolved)",
+            ["model", "action"],
+            registry=r,
+        )
         self.drift_score = Gauge(
             "streamdrift_drift_score",
             "Drift of the current data vs the reference: |EWMA mean - reference mean| in "
@@ -255,6 +270,12 @@ class Metrics:
         for result in ("ok", "fenced", "lost", "error"):
             self.checkpoints.labels(result)
 
+    def describe_models(self, routing: Iterable[tuple[str, ModelRouting]]) -> None:
+        """``streamdrift_model_info`` of the models with an owner or runbook configured (joined
+        onto the drift alerts by the alert rules; bounded by the configuration)."""
+        for model, route in routing:
+            self.model_info.labels(model, route.owner or "", route.runbook_url or "").set(1)
+
     def forget_models(self, models: Iterable[str]) -> None:
         """Drop the per-model label sets of evicted models (Prometheus label sets stay bounded
         by admission). A model still held by another partition starts its counters again,
@@ -266,6 +287,7 @@ class Metrics:
             (self.joined, ("model",)),
             (self.alerts, ("model", "feature", "detector")),
             (self.resolved, ("model", "feature")),
+            (self.incidents, ("model", "action")),
         )
         for metric, names in per_model:
             for labels in [key for key in _label_sets(metric, names) if key[0] in models]:

@@ -32,27 +32,41 @@ from typing import Any, TypeVar
 import msgspec
 from redis.exceptions import RedisError
 
-from streamdrift.detectors import MultivariateParams, kernels
+from streamdrift.detectors import MultivariateParams, kernels, model_routing
 from streamdrift.detectors.monitor import LIBRARIES
 from streamdrift.streams.metrics import Metrics
 from streamdrift.streams.pipeline.admission import parse_allowlist
 from streamdrift.streams.pipeline.alerts import build_alert, encode_alert
 from streamdrift.streams.pipeline.codec import Reason
+from streamdrift.streams.pipeline.incidents import (
+    INCIDENT_ATTRIBUTE,
+    Answer,
+    encode_event,
+    incident_event,
+    incident_id,
+    member_facts,
+    member_key,
+    routed_models,
+    routing_attributes,
+)
 from streamdrift.streams.pipeline.labels import LabelProcessor
-from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
+from streamdrift.streams.pipeline.outcome import DeadLetter, Finding, Outcome, Record
 from streamdrift.streams.pipeline.processor import Baselines, PredictionProcessor
 from streamdrift.streams.settings import Settings
 from streamdrift.streams.state.baselines import BaselineCatalog
 from streamdrift.streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost
 from streamdrift.streams.state.history import HistoryRecorder
+from streamdrift.streams.state.incidents import IncidentStore, Item
 from streamdrift.streams.state.joins import JoinStore
 from streamdrift.streams.state.keys import parse_series
-from streamdrift.streams.state.partition import PartitionState, restore_monitor
+from streamdrift.streams.state.partition import ERROR_SERIES, PartitionState, restore_monitor
 
 log = logging.getLogger("streamdrift")
 T = TypeVar("T")
 
 CLAIM_RETRY_S = 60.0
+#: The detector field of an outbox entry holding an incident event (its event field: the action).
+INCIDENT_ENTRY = "incident"
 
 
 def with_setting_defaults(config: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -175,10 +189,19 @@ class Runtime:
         self.redis = settings.redis_client(socket_timeout=10, socket_connect_timeout=5)
         self.store = CheckpointStore(self.redis, settings.group_id, self.worker_id)
         self.join = JoinStore(self.redis, settings.group_id, settings.label_ttl_s)
+        self.incidents = IncidentStore(
+            self.redis,
+            settings.group_id,
+            settings.incident_window_s,
+            settings.incident_ttl_s,
+            settings.incident_max_members,
+        )
         self.history = HistoryRecorder(
             self.redis, settings.group_id, settings.history_interval_s, self.metrics.registry
         )
         config = with_setting_defaults(config, settings)
+        self.config = config
+        self.metrics.describe_models(routed_models(config))
         self.baselines = BaselineCatalog()
         joined = settings.label_join_models.strip()
         self._join_models = (
@@ -257,7 +280,7 @@ class Runtime:
         self.metrics.labels_pending.set(sum(len(s.pending) for s in self.states.values()))
 
     async def _publish(self, state: PartitionState, outcome: Outcome, now: float) -> None:
-        s, m = self.settings, self.metrics
+        m = self.metrics
         m.events.labels(state.topic).inc(outcome.events)
         if outcome.duplicates:
             m.duplicates.labels(state.topic).inc(outcome.duplicates)
@@ -273,23 +296,8 @@ class Runtime:
             await self._send_dead_letter(state, letter)
         if outcome.evicted_models:
             m.forget_models(outcome.evicted_models)
-        for finding in outcome.findings:
-            alert = build_alert(s.group_id, state.topic, state.partition, finding)
-            entry = (
-                finding.model,
-                finding.feature,
-                finding.detection.detector,
-                finding.detection.event,
-                encode_alert(alert),
-            )
-            self.outbox[(state.topic, state.partition)].append(msgspec.msgpack.encode(entry))
-            log.warning(
-                "drift %s: %s (%s, id %s)",
-                finding.detection.event,
-                alert["subject"],
-                finding.detection.detector,
-                alert["id"],
-            )
+        if outcome.findings:
+            await self._queue_alerts(state, outcome.findings)
         for name in state.dirty | state.retired:
             model, version, feature = parse_series(name)
             monitor, owner = state.monitors.get(name), (state.topic, state.partition, version)
@@ -297,6 +305,82 @@ class Runtime:
                 m.drift_scores.set(owner, model, feature, monitor.drift_score())
             else:
                 m.drift_scores.discard(owner, model, feature)
+
+    async def _queue_alerts(self, state: PartitionState, findings: list[Finding]) -> None:
+        """Put the findings' alerts in the partition's outbox, each with its incident's id, and
+        after an alert the incident event it publishes (opened, updated, resolved)."""
+        s = self.settings
+        alerts = [build_alert(s.group_id, state.topic, state.partition, f) for f in findings]
+        answers = await self._incident_answers(state, findings, alerts)
+        outbox = self.outbox[(state.topic, state.partition)]
+        for finding, alert, answer in zip(findings, alerts, answers, strict=True):
+            d = finding.detection
+            routing = model_routing(self.config, finding.model)
+            alert.update(routing_attributes(routing, d.severity))
+            if answer is not None and answer.incident:
+                alert[INCIDENT_ATTRIBUTE] = answer.incident
+            entry = (finding.model, finding.feature, d.detector, d.event, encode_alert(alert))
+            outbox.append(msgspec.msgpack.encode(entry))
+            log.warning(
+                "drift %s: %s (%s, id %s)", d.event, alert["subject"], d.detector, alert["id"]
+            )
+            if answer is not None and answer.publishes:
+                event = incident_event(s.group_id, finding.model, answer, routing)
+                entry = (finding.model, "", INCIDENT_ENTRY, answer.action, encode_event(event))
+                outbox.append(msgspec.msgpack.encode(entry))
+                log.warning(
+                    "incident %s: %s (id %s)",
+                    answer.action,
+                    event["data"]["summary"],
+                    answer.incident,
+                )
+
+    async def _incident_answers(
+        self, state: PartitionState, findings: list[Finding], alerts: list[dict[str, Any]]
+    ) -> list[Answer | None]:
+        """The group's incident decision for each alert (one script call per model); None for
+        all with incidents off, or if deciding failed for a reason other than Redis being down
+        (logged: the alerts go out without an incident rather than stop the partition)."""
+        answers: list[Answer | None] = [None] * len(findings)
+        if not self.settings.incidents:
+            return answers
+        by_model: dict[str, list[int]] = defaultdict(list)
+        for i, finding in enumerate(findings):
+            by_model[finding.model].append(i)
+        group = self.settings.group_id
+        for model, indexes in by_model.items():
+            versions = [v for v in state.versions.get(model, []) if v is not None]
+            labelled = self._labelled(model)
+            items = [
+                Item(
+                    alert=alerts[i]["id"],
+                    event=findings[i].detection.event,
+                    time=findings[i].time,
+                    member=member_key(state.topic, state.partition, findings[i]),
+                    facts=encode_alert(member_facts(alerts[i])).decode(),
+                    candidate=incident_id(group, model, alerts[i]["id"]),
+                    versions=versions,
+                    labelled=labelled,
+                )
+                for i in indexes
+            ]
+            try:
+                decided = await self._redis(partial(self.incidents.decide, model, items))
+            except Exception:
+                log.exception("could not decide the incidents of model %r", model)
+                continue
+            for i, answer in zip(indexes, decided, strict=True):
+                answers[i] = answer
+        return answers
+
+    def _labelled(self, model: str) -> bool:
+        """Whether this worker joins labels of ``model`` (an error-rate series of it on one of
+        its labels partitions)."""
+        return any(
+            key.model == model and key.feature == ERROR_SERIES
+            for state in self.states.values()
+            for key in map(parse_series, state.monitors)
+        )
 
     async def _send_dead_letter(self, state: PartitionState, letter: DeadLetter) -> None:
         """Send one dead letter; never raises (a dead letter must not stop the worker).
@@ -479,7 +563,9 @@ class Runtime:
             error = await self._redis(trim)
             for entry in entries:
                 model, feature, detector, event = msgspec.msgpack.decode(entry)[:4]
-                if event == "resolved":
+                if detector == INCIDENT_ENTRY:
+                    self.metrics.incidents.labels(model, event).inc()
+                elif event == "resolved":
                     self.metrics.resolved.labels(model, feature).inc()
                 else:
                     self.metrics.alerts.labels(model, feature, detector).inc()

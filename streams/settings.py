@@ -142,6 +142,34 @@ class Settings(BaseSettings):
         50, ge=2, description="Most numeric features in one PCA monitor (the first ones by name)"
     )
 
+    # --- incidents -------------------------------------------------------------------------
+    incidents: bool = Field(
+        True,
+        description=(
+            "Group the drift alerts of a model that begin close together into one incident "
+            "(io.streamdrift.incident.* events on the alert topic; alerts carry its id)"
+        ),
+    )
+    incident_window_s: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "A detection joins its model's open incident if it comes within this many seconds "
+            "(record time) of the incident's detections; later ones open a new incident"
+        ),
+    )
+    incident_max_members: int = Field(
+        200,
+        ge=1,
+        le=10_000,
+        description="Members (series of a partition) an incident lists; later ones join unlisted",
+    )
+    incident_ttl_s: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="How long Redis keeps a model's incidents after their last change",
+    )
+
     # --- reference baselines ----------------------------------------------------------------
     baseline_refresh_s: float = Field(
         10.0, gt=0, description="How often workers look for new or replaced baselines in Redis"

@@ -13,6 +13,7 @@ consumer group id, and the worker namespaces its Redis keys by group id.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -23,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -333,6 +334,12 @@ class Message:
         """The last value of header ``name`` (None if absent)."""
         found = [value for key, value in self.headers if key == name]
         return found[-1] if found else None
+
+
+def drift_alerts(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The drift alerts among messages of the alert topic (not the incident events)."""
+    found = [json.loads(m.value) for m in messages]
+    return [a for a in found if a["type"].startswith("io.streamdrift.drift.")]
 
 
 def consume_all(

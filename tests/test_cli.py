@@ -12,7 +12,7 @@ import pytest
 
 from streamdrift.streams.dev.embedded import free_port
 
-COMMANDS = ["worker", "demo", "simulate", "status", "alerts", "baseline", "report"]
+COMMANDS = ["worker", "demo", "simulate", "status", "alerts", "incidents", "baseline", "report"]
 BASELINE_COMMANDS = ["build", "upload", "freeze", "list", "show", "delete"]
 
 

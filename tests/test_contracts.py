@@ -60,6 +60,7 @@ def _validator(name: str) -> Draft202012Validator:
 EVENT = _validator("prediction-event.schema.json")
 LABEL = _validator("label-event.schema.json")
 ALERT = _validator("drift-alert.schema.json")
+INCIDENT = _validator("incident.schema.json")
 
 
 def _errors(validator: Draft202012Validator, instance: object) -> list[str]:
@@ -86,7 +87,7 @@ def _index(event: dict) -> int:
 # --- the schemas themselves ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["prediction-event", "label-event", "drift-alert"])
+@pytest.mark.parametrize("name", ["prediction-event", "label-event", "drift-alert", "incident"])
 def test_schema_is_documented_draft_2020_12(name: str) -> None:
     schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"

@@ -60,6 +60,7 @@ CRD_API_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 JOB = "streamdrift"
 EXPECTED_ALERTS = {
     "StreamdriftDriftDetected": "increase(streamdrift_alerts_total[5m]) > 0",
+    "StreamdriftIncidentOpened": "job_model:streamdrift_incidents:opened5m",
     "StreamdriftWorkerDown": f'up{{job="{JOB}"}} == 0',
     "StreamdriftCheckpointStale": "streamdrift_checkpoint_age_seconds > 60",
     "StreamdriftDeadLettersHigh": "job_reason:streamdrift_dead_letters:rate5m > 1",
@@ -905,7 +906,7 @@ def test_alertmanager_config_and_routes() -> None:
         }
         expected = (
             "ml-team"
-            if name == "StreamdriftDriftDetected"
+            if name in ("StreamdriftDriftDetected", "StreamdriftIncidentOpened")
             else ("ops-pager" if rule["labels"]["severity"] == "critical" else "ops")
         )
         result = run(
@@ -918,6 +919,18 @@ def test_alertmanager_config_and_routes() -> None:
             *(f"{k}={v}" for k, v in labels.items()),
         )
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+    # an incident of a model whose owner has a route reaches that owner
+    owned = ("alertname=StreamdriftIncidentOpened", "model=fraud", "owner=payments-ml")
+    result = run(
+        amtool,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={ALERTMANAGER}",
+        "--verify.receivers=payments-ml",
+        *owned,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_alertmanager_check_can_fail(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""``streamdrift`` command line: worker, demo, simulate, status, alerts, baseline, report."""
+"""``streamdrift`` command line: worker, demo, simulate, status, alerts, incidents, baseline,
+report."""
 
 from __future__ import annotations
 
@@ -541,6 +542,55 @@ def alerts(
             console.print(format_alert(alert))
     except RuntimeError as exc:  # the consumer's error, e.g. the topic is not readable
         _fail(str(exc), "check the broker, STREAMDRIFT_ALERT_TOPIC and the Kafka credentials")
+
+
+@app.command()
+def incidents(
+    incident: str | None = typer.Argument(
+        None, help="Show this incident in full (its id, or the start of it)"
+    ),
+    model: str | None = typer.Option(None, help="Only this model's incidents"),
+    bootstrap: str | None = BootstrapOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
+) -> None:
+    """List the incidents on the alert topic, newest first, each as it stands now; or show one."""
+    from streamdrift.streams.ops.incidents import (
+        incident_detail,
+        incidents_table,
+        latest_incidents,
+    )
+    from streamdrift.streams.ops.tail import read_alerts
+
+    settings = _settings(kafka_bootstrap=bootstrap)
+    _check_name_length(settings, model=model)
+    check_kafka(settings)
+    try:
+        found = latest_incidents(
+            read_alerts(confluent_config(settings), settings.alert_topic), model
+        )
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(str(exc), "check the broker, STREAMDRIFT_ALERT_TOPIC and the Kafka credentials")
+    if incident is not None:
+        found = [m for m in found if m["data"]["incident"].startswith(incident.lower())]
+        if len(found) != 1:
+            _fail(
+                f"{'no' if not found else len(found)} incidents match {printable(incident)!r}",
+                "run `streamdrift incidents` to list them, and give more of the id",
+            )
+    if as_json:
+        shown: Any = found[0] if incident is not None else found
+        sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+        return
+    if incident is not None:
+        for part in incident_detail(found[0]):
+            console.print(part)
+    elif not found:
+        console.print(
+            "no incidents on the alert topic"
+            + (f" for model {printable(model)!r}" if model else "")
+        )
+    else:
+        console.print(incidents_table(found))
 
 
 @app.command("config")

@@ -33,6 +33,7 @@ from streamdrift.detectors import (
     RunningStats,
     StateError,
 )
+from streamdrift.streams.pipeline.incidents import INCIDENT_TYPE_PREFIX
 from streamdrift.streams.state.history import Point
 from streamdrift.streams.state.partition import restore_monitor
 from streamdrift.streams.state.reader import StateReader
@@ -688,10 +689,13 @@ def _utc(at: float) -> str:
 
 
 def select_alerts(alerts: Iterable[dict[str, Any]], model: str) -> list[dict[str, Any]]:
-    """The model's alerts, each once: delivery is at-least-once, with deterministic ids."""
+    """The model's drift alerts (not its incident events), each once: delivery is
+    at-least-once, with deterministic ids."""
     seen: dict[str, dict[str, Any]] = {}
     for alert in alerts:
         data = alert.get("data")
+        if str(alert.get("type", "")).startswith(INCIDENT_TYPE_PREFIX):
+            continue
         if isinstance(data, dict) and data.get("model") == model and "time" in alert:
             seen.setdefault(str(alert.get("id")), alert)
     return list(seen.values())

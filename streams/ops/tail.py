@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from streamdrift.streams.kafka.reader import TopicFollower, read_to_end
+from streamdrift.streams.pipeline.incidents import INCIDENT_TYPE_PREFIX
 from streamdrift.streams.security import printable
 
 
@@ -98,6 +99,8 @@ def format_alert(alert: Any) -> str:
 
 
 def _alert_line(alert: dict[str, Any]) -> str:
+    if str(alert.get("type", "")).startswith(INCIDENT_TYPE_PREFIX):
+        return _incident_line(alert)
     p = printable
     d = alert["data"]
     what = "error rate" if d["kind"] == "performance" else "mean"
@@ -115,7 +118,23 @@ def _alert_line(alert: dict[str, Any]) -> str:
         f"({p(d['kind'])}, {p(d['detector'])}, severity {p(d['severity'])}) effect "
         f"{float(d['effect_size']):.2f}, {change}; evidence "
         f"{p(e['topic'])}\\[{p(e['partition'])}] {p(e['from_offset'])}..{p(e['to_offset'])}  "
-        f"[dim]id {p(alert['id'])}[/dim]"
+        f"[dim]id {p(alert['id'])}{_incident_tag(alert)}[/dim]"
+    )
+
+
+def _incident_tag(alert: dict[str, Any]) -> str:
+    incident = alert.get("incident")
+    return f", incident {printable(incident)}" if incident is not None else ""
+
+
+def _incident_line(event: dict[str, Any]) -> str:
+    """An incident event: what happened to it and its one-line summary."""
+    p = printable
+    action = str(event["type"]).removeprefix(INCIDENT_TYPE_PREFIX)
+    return (
+        f"[bold magenta]INCIDENT {p(action)}[/bold magenta] {p(event['time'])} "
+        f"[bold]{p(event['subject'])}[/bold]: {p(event['data']['summary'])}  "
+        f"[dim]incident {p(event['data']['incident'])}[/dim]"
     )
 
 

@@ -18,6 +18,8 @@ key                        type   contents
 ``sd:{G}:join:M:B``        hash   ``event_id`` -> prediction for model ``M`` in time bucket ``B``
                                   (expires after the label TTL)
 ``sd:{G}:history:M``       stream the drift scores of model ``M``'s series over time
+``sd:{G}:incidents:M``     hash   model ``M``'s incidents and the answer given for each alert
+                                  (:mod:`streams.state.incidents`)
 ``sd:{G}:partitions``      set    ``T:P`` of every partition ever checkpointed (for status)
 ``sd:{baselines}:*``       —      stored baselines (index, meta, revision, one blob each),
                                   shared by every group
@@ -103,6 +105,10 @@ class KeyLayout:
     def join_key(self, model: str, bucket: int) -> str:
         """The model's predictions awaiting labels in one time bucket."""
         return f"sd:{{{self.group_id}}}:join:{model}:{bucket}"
+
+    def incidents_key(self, model: str) -> str:
+        """The model's incidents (:mod:`streams.state.incidents`)."""
+        return f"sd:{{{self.group_id}}}:incidents:{model}"
 
     def history_key(self, model: str) -> str:
         """The model's drift-score stream; the group's hash tag keeps one checkpoint's entries in

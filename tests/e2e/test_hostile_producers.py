@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from conftest import Message, Topics, consume_all, produce
+from conftest import Message, Topics, consume_all, drift_alerts, produce
 
 from streamdrift.streams.dev.embedded import WorkerProcess
 from streamdrift.streams.state.keys import META_PREFIX, KeyLayout, parse_series
@@ -1059,7 +1059,7 @@ def test_forty_hostile_kinds_interleaved_with_valid_events(
 
     # The drift after the poison: one alert for m/f05, none before it, none for another feature.
     time.sleep(2)
-    alerts = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts, timeout=30)]
+    alerts = drift_alerts(consume_all(broker.bootstrap, topics.alerts, timeout=30))
     by_feature = Counter(a["subject"] for a in alerts if a["data"]["kind"] != "multivariate")
     if by_feature != Counter({f"{MODEL}/f05": 1}):
         problems.append(f"alerts: expected exactly one, for {MODEL}/f05; got {dict(by_feature)}")
@@ -1231,7 +1231,7 @@ def test_a_flood_of_50000_made_up_model_names_does_not_lock_out_a_legitimate_mod
 
     # The legitimate model's shift is alerted, once; the flood raises nothing.
     time.sleep(2)
-    alerts = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts, timeout=30)]
+    alerts = drift_alerts(consume_all(broker.bootstrap, topics.alerts, timeout=30))
     subjects = Counter(a["subject"] for a in alerts if a["data"]["kind"] != "multivariate")
     if subjects != Counter({f"{legit}/f03": 1}):
         problems.append(f"alerts: expected exactly one, for {legit}/f03; got {dict(subjects)}")

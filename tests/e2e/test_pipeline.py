@@ -68,9 +68,16 @@ def counts(client: redis.Redis, topics: Topics) -> dict[tuple[str, str], int]:
     return {(m, f): s["count"] for m, series in status["models"].items() for f, s in series.items()}
 
 
-def alerts(broker, topics: Topics, settle: float = 3.0) -> list[dict[str, Any]]:
+def alert_topic(broker, topics: Topics, settle: float = 3.0) -> list[dict[str, Any]]:
+    """Everything on the alert topic: drift alerts and incident events."""
     time.sleep(settle)  # alerts are flushed before each checkpoint; give the last one time
     return [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
+
+
+def alerts(broker, topics: Topics, settle: float = 3.0) -> list[dict[str, Any]]:
+    """The drift alerts on the alert topic (not the incident events)."""
+    found = alert_topic(broker, topics, settle)
+    return [a for a in found if a["type"].startswith("io.streamdrift.drift.")]
 
 
 @pytest.mark.brokers("tansu", "kafka")

@@ -147,7 +147,8 @@ def assert_alerts_match(broker, topics: Topics, golden: Golden) -> None:
         broker.bootstrap, topics.alerts, expect_at_least=len(golden.alert_ids), timeout=60
     ):
         copies[json.loads(m.value)["id"]].add(m.value)
-    assert set(copies) == golden.alert_ids, "alerts differ from the golden replay's"
+    drift = {i for i, bodies in copies.items() if b'"io.streamdrift.drift.' in next(iter(bodies))}
+    assert drift == golden.alert_ids, "alerts differ from the golden replay's"
     assert all(len(bodies) == 1 for bodies in copies.values()), (
         "an id was published with different bodies"
     )

@@ -1,0 +1,324 @@
+"""Model-level incidents: the per-feature drift alerts of one model that begin close together,
+told once, as one story (CloudEvents ``io.streamdrift.incident.opened`` / ``.updated`` /
+``.resolved`` on the alert topic, keyed by model).
+
+Which incident an alert opens or joins is decided in Redis for the whole consumer group
+(:mod:`streams.state.incidents`: one script call per model and batch, idempotent by alert id),
+so the features of one model may be spread over partitions and workers. This module is the pure
+part: what a member of an incident records (:func:`member_facts`), how the store's answer
+becomes a CloudEvent (:func:`incident_event`) and its one-line summary. Everything here is built
+from the store's answer alone, so a replay after a crash rebuilds the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from streamdrift.detectors import ModelRouting, model_routing
+from streamdrift.streams.pipeline.alerts import SPEC_VERSION
+from streamdrift.streams.pipeline.outcome import Finding
+
+INCIDENT_TYPE_PREFIX = "io.streamdrift.incident."
+INCIDENT_OPENED = "io.streamdrift.incident.opened"
+INCIDENT_UPDATED = "io.streamdrift.incident.updated"
+INCIDENT_RESOLVED = "io.streamdrift.incident.resolved"
+INCIDENT_TYPES = {
+    "opened": INCIDENT_OPENED,
+    "updated": INCIDENT_UPDATED,
+    "resolved": INCIDENT_RESOLVED,
+}
+#: The CloudEvents extension attribute that carries an alert's incident id.
+INCIDENT_ATTRIBUTE = "incident"
+#: Features listed in an incident event (the rest are counted in ``feature_count``).
+MAX_LISTED_FEATURES = 50
+#: Features named in the one-line summary.
+SUMMARY_FEATURES = 3
+
+_SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
+
+
+def incident_id(group_id: str, model: str, opener_alert: str) -> str:
+    """The incident's id: a hash of what opened it (group, model, the opening alert's id), so
+    whichever worker or replay opens it names it the same."""
+    identity = "\x1f".join((group_id, model, opener_alert))
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def member_key(topic: str, partition: int, finding: Finding) -> str:
+    """A member of an incident: one series of one input partition (a model's feature may be
+    monitored on several partitions; each is a member and resolves on its own)."""
+    version = finding.model_version or ""
+    return "\x1f".join((topic, str(partition), version, finding.feature))
+
+
+def member_facts(alert: dict[str, Any]) -> dict[str, Any]:
+    """What an incident keeps of the alert that brought a member in: what moved, by how much,
+    and where the evidence is (the alert's reference and current summaries included)."""
+    data = alert["data"]
+    return {
+        "alert": alert["id"],
+        "detected_at": alert["time"],
+        "model_version": data["model_version"],
+        "feature": data["feature"],
+        "kind": data["kind"],
+        "detector": data["detector"],
+        "test": data["test"],
+        "statistic": data["statistic"],
+        "threshold": data["threshold"],
+        "severity": data["severity"],
+        "effect_size": data["effect_size"],
+        "reference": data["reference"],
+        "current": data["current"],
+        "evidence": data["evidence"],
+    }
+
+
+def routing_attributes(routing: ModelRouting, severity: str) -> dict[str, str]:
+    """The CloudEvents extension attributes that route an alert or incident: ``owner``,
+    ``runbookurl`` and ``priority`` (the model's policy for ``severity``), those configured.
+
+    >>> routing_attributes(ModelRouting("payments-ml", None, (("high", "page"),)), "high")
+    {'owner': 'payments-ml', 'priority': 'page'}
+    """
+    attributes = {"owner": routing.owner, "runbookurl": routing.runbook_url}
+    attributes["priority"] = routing.priority_of(severity)
+    return {name: value for name, value in attributes.items() if value is not None}
+
+
+def routed_models(config: dict[str, Any]) -> list[tuple[str, ModelRouting]]:
+    """The configured models with an owner or a runbook (their ``streamdrift_model_info``)."""
+    models = config.get("models") or {}
+    routes = [(model, model_routing(config, model)) for model in models]
+    return [(model, route) for model, route in routes if route.owner or route.runbook_url]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The store's decision for one alert (see :mod:`streams.state.incidents`).
+
+    ``action``: ``opened``, ``updated`` or ``resolved`` (the alert publishes that incident
+    event), ``joined`` (it joined without an event of its own: a later alert of the same batch
+    tells the update) or ``none`` (no incident: a resolution of a member none holds). ``members``
+    are the first ``k`` members' facts (in the order they joined), ``opened`` / ``latest`` /
+    ``resolved`` the incident's times (epoch seconds).
+    """
+
+    incident: str
+    action: str
+    members: Sequence[dict[str, Any]]
+    opened: float
+    latest: float
+    resolved: float | None
+    active_versions: tuple[str, ...] = ()  # the model's versions in traffic during the incident
+    labelled: bool = False  # whether the model's labels were joined during the incident
+
+    @property
+    def publishes(self) -> bool:
+        return self.action in INCIDENT_TYPES
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def ranked_features(members: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (model version, feature), largest effect first: the member with the largest
+    effect speaks for the feature, with every partition's evidence.
+
+    >>> m = lambda f, e, p: {"model_version": None, "feature": f, "severity": "high",
+    ...     "effect_size": e, "evidence": {"partition": p}}
+    >>> [(f["feature"], f["effect_size"], len(f["evidence"]))
+    ...  for f in ranked_features([m("a", 1.0, 0), m("b", 2.0, 0), m("a", 1.5, 1)])]
+    [('b', 2.0, 1), ('a', 1.5, 2)]
+    """
+    best: dict[tuple[str | None, str], dict[str, Any]] = {}
+    evidence: dict[tuple[str | None, str], list[dict[str, Any]]] = {}
+    for facts in members:
+        key = (facts["model_version"], facts["feature"])
+        evidence.setdefault(key, []).append(facts["evidence"])
+        if key not in best or _strength(facts) > _strength(best[key]):
+            best[key] = facts
+    # by name first, then (stable) by strength: equals stay in alphabetical order
+    ranked = sorted(sorted(best, key=_name), key=lambda key: _strength(best[key]), reverse=True)
+    return [{**best[key], "evidence": evidence[key]} for key in ranked]
+
+
+def _strength(facts: dict[str, Any]) -> tuple[int, float]:
+    effect = facts["effect_size"]
+    return _SEVERITY_RANK.get(facts["severity"], 0), effect if effect == effect else 0.0
+
+
+def _name(key: tuple[str | None, str]) -> tuple[str, str]:
+    return key[0] or "", key[1]
+
+
+def version_key(version: str) -> list[tuple[int, int | str]]:
+    """Natural order of version names: ``v9`` before ``v10``, ``2.1`` before ``2.10``.
+
+    >>> sorted(["v10", "v9", "v9.1"], key=version_key)
+    ['v9', 'v9.1', 'v10']
+    """
+    parts = re.findall(r"\d+|\D+", version)
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in parts]
+
+
+def version_triage(affected: Sequence[str], active: Sequence[str]) -> dict[str, Any]:
+    """Does the shift show in every model version in traffic (an upstream data change), or only
+    in some — only in the newest (natural order of names) is a rollback candidate?
+
+    >>> version_triage(["v4"], ["v3", "v4"])["verdict"], version_triage(["v4"], ["v3", "v4"])[
+    ...     "rollback_candidate"]
+    ('some_versions', True)
+    >>> version_triage(["v3", "v4"], ["v3", "v4"])["verdict"]
+    'all_versions'
+    """
+    seen = sorted({*affected, *active}, key=version_key)
+    if len(seen) < 2:
+        verdict = "single_version"
+    elif set(affected) >= set(seen):
+        verdict = "all_versions"
+    else:
+        verdict = "some_versions"
+    newest = seen[-1] if seen else None
+    return {
+        "affected": sorted(set(affected), key=version_key),
+        "active": seen,
+        "verdict": verdict,
+        "newest": newest,
+        "rollback_candidate": verdict == "some_versions" and set(affected) == {newest},
+    }
+
+
+def outcome_triage(features: Sequence[dict[str, Any]], labelled: bool) -> dict[str, Any]:
+    """What the model's own output did: the error rate before and during (when labels flow and
+    the error rate moved), whether labels flow at all, and whether the prediction moved."""
+    errors = [f for f in features if f["kind"] == "performance"]
+    rate = None
+    if errors:
+        worst = errors[0]  # ranked: the largest move first
+        rate = {
+            "reference": worst["reference"].get("error_rate"),
+            "current": worst["current"].get("error_rate"),
+        }
+    return {
+        "labels": labelled or bool(errors),
+        "error_rate": rate,
+        "prediction_shifted": any(f["kind"] == "prediction" for f in features),
+    }
+
+
+def summary_line(
+    model: str,
+    status: str,
+    features: Sequence[dict[str, Any]],
+    opened: float,
+    versions: dict[str, Any] | None = None,
+    outcome: dict[str, Any] | None = None,
+) -> str:
+    """A plain-language line for chat and pager channels.
+
+    >>> f = {"model_version": "v3", "feature": "amount", "effect_size": 3.14, "kind": "feature"}
+    >>> summary_line("fraud", "open", [f], 1767225600.0)
+    'fraud: 1 feature shifted since 2026-01-01T00:00:00Z (v3); largest: amount 3.1'
+    >>> summary_line("fraud", "open", [f], 1767225600.0, version_triage(["v3"], ["v2", "v3"]),
+    ...              {"labels": True, "error_rate": None, "prediction_shifted": False})
+    ... # doctest: +NORMALIZE_WHITESPACE
+    'fraud: 1 feature shifted since 2026-01-01T00:00:00Z (v3); largest: amount 3.1; only in v3,
+    the newest of v2, v3: rollback candidate; error rate unchanged'
+    """
+    count = len(features)
+    affected = sorted({f["model_version"] for f in features if f["model_version"] is not None})
+    where = f" ({', '.join(affected)})" if affected else ""
+    largest = ", ".join(
+        f"{f['feature']} {f['effect_size']:.1f}" for f in features[:SUMMARY_FEATURES]
+    )
+    noun = "feature" if count == 1 else "features"
+    verb = "shifted since" if status == "open" else "shifted and returned; began"
+    began = datetime.fromtimestamp(opened, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    line = f"{model}: {count} {noun} {verb} {began}{where}; largest: {largest}"
+    return line + _version_clause(versions) + _outcome_clause(outcome)
+
+
+def _version_clause(versions: dict[str, Any] | None) -> str:
+    if versions is None or versions["verdict"] == "single_version":
+        return ""
+    if versions["verdict"] == "all_versions":
+        return "; in all versions: upstream data change likely"
+    only = ", ".join(versions["affected"])
+    active = ", ".join(versions["active"])
+    if versions["rollback_candidate"]:
+        return f"; only in {only}, the newest of {active}: rollback candidate"
+    return f"; only in {only} of {active}"
+
+
+def _outcome_clause(outcome: dict[str, Any] | None) -> str:
+    if outcome is None:
+        return ""
+    rate = outcome["error_rate"]
+    if rate is not None and rate["reference"] is not None and rate["current"] is not None:
+        return f"; error rate {rate['reference']:.3g} → {rate['current']:.3g}"
+    if outcome["labels"]:
+        return "; error rate unchanged"
+    return "; no labels, prediction shifted" if outcome["prediction_shifted"] else "; no labels"
+
+
+def incident_event(
+    group_id: str, model: str, answer: Answer, routing: ModelRouting | None = None
+) -> dict[str, Any]:
+    """The CloudEvent an answer publishes; built from the answer and the model's routing alone
+    (a replay yields the same bytes), its id a hash of the incident, the action and the members
+    it lists. Its priority is the model's policy for the most severe feature listed."""
+    routing = routing or ModelRouting()
+    features = ranked_features(answer.members)
+    worst = features[0]["severity"] if features else "low"
+    status = "resolved" if answer.action == "resolved" else "open"
+    identity = "\x1f".join((answer.incident, answer.action, str(len(answer.members))))
+    time = answer.resolved if answer.action == "resolved" and answer.resolved else answer.latest
+    versions = sorted({f["model_version"] for f in features if f["model_version"] is not None})
+    triage = {
+        "versions": version_triage(versions, answer.active_versions),
+        "outcome": outcome_triage(features, answer.labelled),
+    }
+    return {
+        "specversion": SPEC_VERSION,
+        "id": hashlib.sha256(identity.encode()).hexdigest()[:32],
+        "source": f"streamdrift://{group_id}",
+        "type": INCIDENT_TYPES[answer.action],
+        "subject": model,
+        "time": _iso(time),
+        "datacontenttype": "application/json",
+        INCIDENT_ATTRIBUTE: answer.incident,
+        **routing_attributes(routing, worst),
+        "data": {
+            "incident": answer.incident,
+            "model": model,
+            "status": status,
+            "opened_at": _iso(answer.opened),
+            "latest_evidence_at": _iso(answer.latest),
+            "resolved_at": None if answer.resolved is None else _iso(answer.resolved),
+            "model_versions": versions,
+            "feature_count": len(features),
+            "features": features[:MAX_LISTED_FEATURES],
+            "triage": triage,
+            "routing": {
+                "owner": routing.owner,
+                "runbook_url": routing.runbook_url,
+                "priority": routing.priority_of(worst),
+            },
+            "summary": summary_line(model, status, features, answer.opened, **triage),
+        },
+    }
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    return _ENCODER.encode(event)
