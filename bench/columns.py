@@ -43,7 +43,8 @@ class StreamdriftColumn:
     """streamdrift's monitors: ``NumericMonitor``, ``CategoricalMonitor`` or ``ErrorMonitor``.
 
     The alarms are the positions of the ``detected`` lifecycle changes ``update`` returns (the
-    alerts a user gets); ``resolved`` ones are not alarms.
+    alerts a user gets); ``resolved`` ones are not alarms. Its lifecycle changes (both kinds)
+    also make the trial's incidents (:func:`bench.scoring.incidents_of`).
     """
 
     params: MonitorParams = field(default_factory=MonitorParams)
@@ -52,6 +53,11 @@ class StreamdriftColumn:
     description: str = "streamdrift monitors (calibrated defaults), batches of 1000 values"
 
     def alarms(self, series: Series) -> np.ndarray:
+        found = [position for position, event in self.lifecycle(series) if event == "detected"]
+        return np.asarray(sorted(found), dtype=np.int64)
+
+    def lifecycle(self, series: Series) -> list[tuple[int, str]]:
+        """The series' lifecycle changes: (position, ``detected`` or ``resolved``), in order."""
         monitor: Any
         if series.kind == "numeric":
             monitor = NumericMonitor(self.params)
@@ -60,19 +66,14 @@ class StreamdriftColumn:
         else:
             monitor = CategoricalMonitor(self.params)
         positions = np.arange(len(series.values), dtype=np.int64)
-        found: list[int] = []
+        changes: list[tuple[int, str]] = []
         for start in range(0, len(series.values), self.batch):
             chunk = slice(start, start + self.batch)
             values: np.ndarray | list[str] = series.values[chunk]
             if series.kind == "categorical":
                 values = [str(v) for v in values]
-            found += [d.position for d in monitor.update(values, positions[chunk]) if _opens(d)]
-        return np.asarray(sorted(found), dtype=np.int64)
-
-
-def _opens(detection: Any) -> bool:
-    """Whether a lifecycle change is an alert (``detected``) rather than a ``resolved``."""
-    return getattr(detection, "event", "detected") == "detected"
+            changes += [(d.position, d.event) for d in monitor.update(values, positions[chunk])]
+        return changes
 
 
 def streamdrift_column(params: MonitorParams | None = None) -> StreamdriftColumn:

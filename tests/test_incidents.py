@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -12,12 +13,14 @@ from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from streamdrift.streams.pipeline.incidents import (
     Answer,
+    Decision,
+    IncidentLedger,
     encode_event,
     incident_event,
     incident_id,
@@ -294,6 +297,58 @@ def test_old_incidents_beyond_the_bound_are_forgotten(url) -> None:
     incidents = {f for f in kept if f.startswith(b"i:")}
     assert incidents == {f"i:{a[0].incident}".encode() for a in answers[-2:]}
     assert not any(f.startswith(f"a:{calls[0][0].alert}".encode()) for f in kept)
+
+
+# --- the script against its specification ---------------------------------------------------------
+
+MEMBERS = [f"in\x1f{p}\x1f\x1f{f}" for p in range(2) for f in "abc"]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[list[Item]]:
+    """Calls of random alerts: detections and resolutions of a few members, times moving on with
+    jumps beyond the window, some calls replayed."""
+    calls: list[list[Item]] = []
+    time, serial = T0, 0
+    for _ in range(draw(st.integers(1, 8))):
+        if calls and draw(st.integers(0, 4)) == 0:
+            calls.append(draw(st.sampled_from(calls)))  # a replay of an earlier call
+            continue
+        call = []
+        for _ in range(draw(st.integers(1, 5))):
+            serial += 1
+            time += draw(st.sampled_from([0.0, 1.0, 30.0, 200.0, 400.0, -250.0]))
+            member = draw(st.sampled_from(MEMBERS))
+            versions = draw(st.sampled_from([(), ("v1",), ("v1", "v2")]))
+            alert = f"x{serial}"
+            call.append(
+                Item(
+                    alert=alert,
+                    event=draw(st.sampled_from(["detected", "detected", "resolved"])),
+                    time=time,
+                    member=member,
+                    facts=facts(member[-1], draw(st.sampled_from([0.5, 2.0])), 0),
+                    candidate=incident_id(GROUP, "m", alert),
+                    versions=versions,
+                    labelled=draw(st.booleans()),
+                )
+            )
+        calls.append(call)
+    return calls
+
+
+# the url is the same for every example; each example gets its own group (``run``)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(histories(), st.integers(1, 3), st.integers(1, 3))
+def test_the_script_answers_as_its_python_specification(url, calls, members, incidents) -> None:
+    answers = decide_all(url, calls, window_s=300.0, max_members=members, max_incidents=incidents)
+    ledger = IncidentLedger(window=300.0, max_members=members, max_incidents=incidents)
+    expected = [
+        ledger.decide([Decision(**dataclasses.asdict(item)) for item in call]) for call in calls
+    ]
+    assert answers == expected
 
 
 # --- the pure part --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import bench.scoring
 from bench import quality
 from bench.columns import RiverColumn, StreamdriftColumn, WindowTestColumn, default_columns
 from bench.scenarios import QUICK, ROWS, SCENARIOS, Row, Series, Trial, shuttle
-from bench.scoring import Outcome, Summary, quantile, score, summarise, verdict
+from bench.scoring import Outcome, Summary, incidents_of, quantile, score, summarise, verdict
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ def test_score_splits_false_alarms_detection_and_duplicates():
     trial = Trial("t", (numeric("a", 200), numeric("b", 200)), change=100, affected=frozenset("a"))
     outcome = score(trial, {"a": np.array([50, 99, 100, 150, 160]), "b": np.array([10])})
     # 50 and 99 precede the change, 10 is on a series the change does not affect
-    assert outcome == Outcome(fa=3, fa_events=100 + 200, episode=True, delay=1, alerts=3)
+    assert outcome == Outcome(
+        fa=3, fa_events=100 + 200, episode=True, delay=1, alerts=3, series_alerts=3
+    )
 
 
 def test_score_of_a_miss_and_of_a_stationary_trial():
@@ -60,6 +62,29 @@ def test_delay_is_the_earliest_alarm_over_the_affected_series():
     trial = Trial("t", (numeric("a", 500), numeric("b", 500)), 200, frozenset({"a", "b"}))
     outcome = score(trial, {"a": np.array([260, 400]), "b": np.array([230])})
     assert outcome.delay == 31 and outcome.alerts == 3 and outcome.fa == 0
+    assert outcome.series_alerts == 2 and outcome.incidents is None  # no lifecycles: none
+
+
+def test_the_incidents_of_an_episode_follow_the_workers_rules():
+    """Two features detected 300 values apart are one incident; a third 6,000 values later (past
+    the window, after the first two resolved) another; a false alarm before the change is not
+    part of the episode."""
+    trial = Trial(
+        "t",
+        (numeric("a", 20_000), numeric("b", 20_000), numeric("c", 20_000)),
+        1_000,
+        frozenset({"a", "b", "c"}),
+    )
+    lifecycles = {
+        "a": [(500, "detected"), (600, "resolved"), (1_100, "detected"), (3_000, "resolved")],
+        "b": [(1_400, "detected"), (3_100, "resolved")],
+        "c": [(9_500, "detected")],
+    }
+    alarms = {s: np.array([p for p, e in c if e == "detected"]) for s, c in lifecycles.items()}
+    assert incidents_of(trial, lifecycles) == 2
+    assert score(trial, alarms, lifecycles).incidents == 2
+    lifecycles["c"] = [(1_500, "detected")]
+    assert incidents_of(trial, lifecycles) == 1
 
 
 def test_trial_rejects_inconsistent_labels():
@@ -97,8 +122,23 @@ def test_summarise():
     assert not summarise([outcomes[0], None]).applicable
 
 
-def _summary(median=None, detected=20, episodes=20, fa=0, events=10**6, max_alerts=1, dup=0.0):
-    return Summary(True, episodes, detected, median, median, fa, events, dup, max_alerts)
+def _summary(
+    median=None, detected=20, episodes=20, fa=0, events=10**6, max_alerts=1, dup=0.0, incidents=1
+):
+    return Summary(
+        True,
+        episodes,
+        detected,
+        median,
+        median,
+        fa,
+        events,
+        dup,
+        max_alerts,
+        incidents_mean=float(incidents),
+        max_incidents=incidents,
+        max_series_alerts=max_alerts,
+    )
 
 
 def test_verdict():
@@ -118,7 +158,9 @@ def test_verdict():
     assert "80 > PH's 40 (at 600.0 FA/10^6; best peer within the FA target: ADWIN 70)" in slow
     [dups, noisy] = verdict(row, {"streamdrift": _summary(50, fa=3, max_alerts=2, dup=0.5)})
     assert "3.0 false alarms per 10^6 values (3 in 1,000,000)" in noisy
-    assert "up to 2 alerts per episode" in dups
+    assert "up to 2 alerts of one feature per episode" in dups
+    [split] = verdict(row, {"streamdrift": _summary(50, incidents=2)})
+    assert "up to 2 incidents per episode" in split
     stationary = Row("s", "s", "s", stationary=True)
     assert verdict(stationary, {"streamdrift": _summary(None, 0, 0, fa=1)}) == []
     assert verdict(stationary, {"streamdrift": _summary(None, 0, 0, fa=2)}) != []

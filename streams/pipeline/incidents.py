@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -322,3 +322,195 @@ _ENCODER = msgspec.json.Encoder()
 
 def encode_event(event: dict[str, Any]) -> bytes:
     return _ENCODER.encode(event)
+
+
+@dataclass(slots=True)
+class _Member:
+    key: str
+    facts: str
+    open: bool = True
+
+
+@dataclass(slots=True)
+class _Incident:
+    opened: float
+    latest: float
+    members: list[_Member]
+    resolved: float | None = None
+    alerts: list[str] = field(default_factory=list)
+    active: set[str] = field(default_factory=set)
+    labelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One alert for the incident rules (what :class:`streams.state.incidents.Item` carries)."""
+
+    alert: str
+    event: str  # "detected" | "resolved"
+    time: float
+    member: str
+    facts: str
+    candidate: str
+    versions: Sequence[str] = ()
+    labelled: bool = False
+
+
+class IncidentLedger:
+    """The incident rules of :mod:`streams.state.incidents`' script, in Python and in memory:
+    one model's incidents, the same answers for the same calls. The script is what workers run
+    (the group's state must live in Redis); this is its executable specification — the tests
+    compare the two on random histories — and what the quality benchmark counts incidents with.
+
+    >>> ledger = IncidentLedger(window=10.0)
+    >>> def d(alert, time, member): return Decision(alert, "detected", time, member, "{}", alert)
+    >>> [a.action for a in ledger.decide([d("a1", 0.0, "x"), d("a2", 1.0, "y")])]
+    ['opened', 'joined']
+    >>> [a.action for a in ledger.decide([d("a3", 50.0, "z")])]  # beyond the window
+    ['opened']
+    """
+
+    def __init__(self, window: float, max_members: int = 200, max_incidents: int = 20) -> None:
+        self.window = window
+        self.max_members = max_members
+        self.max_incidents = max_incidents
+        self.incidents: dict[str, _Incident] = {}
+        self.order: list[str] = []
+        self.open: str | None = None
+        self.member_of: dict[str, str] = {}
+        self.answers: dict[str, dict[str, Any]] = {}
+
+    def decide(self, items: Sequence[Decision]) -> list[Answer]:
+        """The answer for each alert, in order, as the script gives it."""
+        answers: list[dict[str, Any]] = []
+        fresh: list[bool] = []
+        for item in items:
+            stored = self.answers.get(item.alert)
+            if stored is not None:
+                answers.append(dict(stored))
+                fresh.append(False)
+            else:
+                decide = self._detected if item.event == "detected" else self._resolved
+                answers.append(decide(item))
+                fresh.append(True)
+        self._one_event_per_incident(answers, fresh)
+        return [
+            self._answer(item, answer, new)
+            for item, answer, new in zip(items, answers, fresh, strict=True)
+        ]
+
+    def _detected(self, item: Decision) -> dict[str, Any]:
+        incident = self.incidents.get(self.open) if self.open is not None else None
+        if (
+            incident is not None
+            and incident.resolved is None
+            and incident.opened - self.window <= item.time <= incident.latest + self.window
+        ):
+            assert self.open is not None
+            ident = self.open
+            member = next((m for m in incident.members if m.key == item.member), None)
+            if member is not None:
+                member.open, action = True, "joined"
+            elif len(incident.members) < self.max_members:
+                incident.members.append(_Member(item.member, item.facts))
+                action = "updated"
+            else:
+                action = "joined"
+            incident.latest = max(incident.latest, item.time)
+        else:
+            ident, incident = self._open_new(item)
+            action = "opened"
+        incident.alerts.append(item.alert)
+        self._observe(incident, item)
+        self.member_of[item.member] = ident
+        return {"incident": ident, "action": action}
+
+    def _resolved(self, item: Decision) -> dict[str, Any]:
+        ident = self.member_of.get(item.member)
+        incident = self.incidents.get(ident) if ident is not None else None
+        member = None
+        if incident is not None:
+            member = next((m for m in incident.members if m.key == item.member), None)
+        if incident is None or member is None or incident.resolved is not None:
+            return {"incident": ident or "", "action": "none"}
+        member.open = False
+        incident.alerts.append(item.alert)
+        self._observe(incident, item)
+        if any(m.open for m in incident.members):
+            return {"incident": ident, "action": "joined"}
+        incident.resolved = item.time
+        if self.open == ident:
+            self.open = None
+        return {"incident": ident, "action": "resolved"}
+
+    def _open_new(self, item: Decision) -> tuple[str, _Incident]:
+        incident = _Incident(item.time, item.time, [_Member(item.member, item.facts)])
+        self.incidents[item.candidate] = incident
+        self.open = item.candidate
+        self.order.append(item.candidate)
+        while len(self.order) > self.max_incidents:
+            self._forget(self.order.pop(0))
+        return item.candidate, incident
+
+    def _forget(self, ident: str) -> None:
+        incident = self.incidents.pop(ident, None)
+        if incident is not None:
+            for alert in incident.alerts:
+                self.answers.pop(alert, None)
+            for member in incident.members:
+                if self.member_of.get(member.key) == ident:
+                    del self.member_of[member.key]
+        if self.open == ident:
+            self.open = None
+
+    @staticmethod
+    def _observe(incident: _Incident, item: Decision) -> None:
+        incident.active.update(item.versions)
+        incident.labelled = incident.labelled or item.labelled
+
+    @staticmethod
+    def _one_event_per_incident(answers: list[dict[str, Any]], fresh: list[bool]) -> None:
+        opened = {
+            a["incident"]
+            for a, new in zip(answers, fresh, strict=True)
+            if new and a["action"] == "opened"
+        }
+        last_update: dict[str, int] = {}
+        for n, (answer, new) in enumerate(zip(answers, fresh, strict=True)):
+            if not new or answer["action"] != "updated":
+                continue
+            if answer["incident"] in opened:
+                answer["action"] = "joined"
+                continue
+            before = last_update.get(answer["incident"])
+            if before is not None:
+                answers[before]["action"] = "joined"
+            last_update[answer["incident"]] = n
+
+    def _answer(self, item: Decision, answer: dict[str, Any], new: bool) -> Answer:
+        incident = self.incidents.get(answer["incident"])
+        if new:
+            if incident is not None:
+                answer["k"] = len(incident.members)
+                answer["opened"], answer["latest"] = incident.opened, incident.latest
+                resolved = incident.resolved if answer["action"] == "resolved" else None
+                answer["resolved"] = resolved
+                answer["active"] = sorted(incident.active)
+                answer["labelled"] = incident.labelled
+            else:
+                answer["k"] = 0
+            self.answers[item.alert] = dict(answer)
+        members: list[dict[str, Any]] = []
+        if incident is not None and answer["k"] > 0 and answer["action"] in INCIDENT_TYPES:
+            limit = min(answer["k"], len(incident.members))
+            members = [msgspec.json.decode(m.facts) for m in incident.members[:limit]]
+        return Answer(
+            incident=answer["incident"],
+            action=answer["action"],
+            members=members,
+            opened=float(answer.get("opened") or 0.0),
+            latest=float(answer.get("latest") or 0.0),
+            resolved=answer.get("resolved"),
+            active_versions=tuple(answer.get("active") or ()),
+            labelled=bool(answer.get("labelled")),
+        )
