@@ -93,13 +93,13 @@ def run_task(
     records: list[Record] = []
     for trial in SCENARIOS[scenario].generate(seed, scale):
         for column in columns:
-            alarms = {}
+            alarms: dict[str, np.ndarray] = {}
             lifecycles: dict[str, list[tuple[int, str]]] | None = None
             if isinstance(column, StreamdriftColumn):
                 lifecycles = {series.name: column.lifecycle(series) for series in trial.series}
                 for name, changes in lifecycles.items():
-                    found = [position for position, event in changes if event == "detected"]
-                    alarms[name] = np.asarray(sorted(found), dtype=np.int64)
+                    opened = [position for position, event in changes if event == "detected"]
+                    alarms[name] = np.asarray(sorted(opened), dtype=np.int64)
             else:
                 for series in trial.series:
                     found = column.alarms(series)
