@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from streamdrift.detectors import CategoricalMonitor, NumericMonitor
 from streamdrift.streams.dev.embedded import free_port
 from streamdrift.streams.ops.report import Series, load_series, render_report, select_alerts
+from streamdrift.streams.pipeline.incidents import Answer, incident_event
 from streamdrift.streams.state.history import (
     HistoryRecorder,
     Point,
@@ -131,6 +132,61 @@ def test_alerts_are_deduplicated_by_id_and_filtered_by_model():
 def test_without_alerts_the_page_says_so_and_still_plots():
     html = synthetic_report(None)
     assert "Alerts not read" in html and len(list(parse(html).iter(SVG))) == 4
+
+
+def incident(ident: str, features: list[str], status: str = "open") -> dict:
+    """The latest event of an incident of model m, as the worker writes it."""
+    members = [
+        {
+            "alert": f"a-{f}",
+            "detected_at": f"2025-11-21T10:0{i}:00+00:00",
+            "model_version": "3",
+            "feature": f,
+            "kind": "feature",
+            "detector": "cusum",
+            "test": None,
+            "statistic": 1.0,
+            "threshold": 0.5,
+            "severity": "high",
+            "effect_size": 2.0 - i / 10,
+            "reference": {"mean": 0.0},
+            "current": {"mean": 1.0},
+            "evidence": {"topic": "in", "partition": 0, "from_offset": 0, "to_offset": 9},
+        }
+        for i, f in enumerate(features)
+    ]
+    answer = Answer(
+        ident,
+        "resolved" if status == "resolved" else "updated",
+        members,
+        T0,
+        T0 + 240,
+        T0 + 600 if status == "resolved" else None,
+        ("2", "3"),
+        True,
+    )
+    return incident_event("g", "m", answer)
+
+
+def test_incidents_get_a_section_with_each_features_detection_on_a_timeline():
+    incidents = [incident("feed" * 8, ["amount", EVIL]), incident("beef" * 8, ["x"], "resolved")]
+    alerts = [alert("amount", "2025-11-21T10:00:00Z", model="m")]
+    html = render_report("m", "g", [], [], alerts, T0 + 900, incidents=incidents)
+    root = parse(html)
+    assert [h.text for h in root.iter("h2")][:2] == ["Incidents", "Features"]
+    blocks = [h for h in root.iter("h3") if "Incident" in "".join(h.itertext())]
+    assert len(blocks) == 2
+    section = html[html.index("<h2>Incidents</h2>") : html.index("<h2>Features</h2>")]
+    assert section.count("<circle") == 3  # one detection mark per feature listed
+    assert "rollback candidate" in section and 'href="#feature-0"' in section
+    assert EVIL not in html and "<script" not in html  # hostile names escaped
+
+
+def test_an_incident_of_unexpected_shape_is_named_and_the_report_goes_on():
+    broken = incident("dead" * 8, ["x"])
+    broken["data"]["opened_at"] = 12  # not a time
+    html = render_report("m", "g", [], [], [], T0, incidents=[broken])
+    assert "An unreadable incident" in html and parse(html) is not None
 
 
 def test_a_feature_known_only_from_an_alert_gets_a_section_without_plots():

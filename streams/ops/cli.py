@@ -924,6 +924,7 @@ def report(
     settings = _settings(redis_url=redis_url, group_id=group_id, kafka_bootstrap=bootstrap)
     _check_name_length(settings, model=model)
     _check_writable(out)  # all before the heavy imports and any connection
+    from streamdrift.streams.ops.incidents import latest_incidents
     from streamdrift.streams.ops.report import load_series, render_report, select_alerts
     from streamdrift.streams.ops.tail import read_alerts
     from streamdrift.streams.state.history import read_history
@@ -932,7 +933,7 @@ def report(
     client = settings.redis_client(asynchronous=False)
     series, unreadable = load_series(client, settings.group_id, model)
     points = read_history(client, settings.group_id, model)
-    alerts = None
+    alerts, incidents = None, []
     if not no_alerts:
         try:
             check_kafka(settings)
@@ -940,9 +941,9 @@ def report(
             err.print("[yellow]or:[/yellow] pass --no-alerts for a report without the alerts")
             raise
         try:
-            alerts = select_alerts(
-                read_alerts(confluent_config(settings), settings.alert_topic), model
-            )
+            messages = read_alerts(confluent_config(settings), settings.alert_topic)
+            alerts = select_alerts(messages, model)
+            incidents = latest_incidents(messages, model)
         except (RuntimeError, TimeoutError) as exc:
             _fail(str(exc), "check the broker and STREAMDRIFT_ALERT_TOPIC, or pass --no-alerts")
     if not (series or points or alerts):
@@ -954,7 +955,14 @@ def report(
     try:
         out.write_text(
             render_report(
-                model, settings.group_id, series, points, alerts, time.time(), unreadable
+                model,
+                settings.group_id,
+                series,
+                points,
+                alerts,
+                time.time(),
+                unreadable,
+                incidents,
             ),
             encoding="utf-8",
         )
@@ -964,6 +972,7 @@ def report(
     console.print(
         f"wrote {printable(out)}: {features} features, {len(points)} history samples, "
         f"{'alerts not read' if alerts is None else f'{len(alerts)} alerts'}"
+        f"{f', {len(incidents)} incidents' if incidents else ''}"
     )
 
 

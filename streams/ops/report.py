@@ -33,6 +33,7 @@ from streamdrift.detectors import (
     RunningStats,
     StateError,
 )
+from streamdrift.streams.ops.report_incidents import incidents_section
 from streamdrift.streams.pipeline.incidents import INCIDENT_TYPE_PREFIX
 from streamdrift.streams.state.history import Point
 from streamdrift.streams.state.partition import restore_monitor
@@ -429,8 +430,10 @@ def render_report(
     alerts: Sequence[dict[str, Any]] | None,
     generated_at: float,
     unreadable: Sequence[str] = (),
+    incidents: Sequence[dict[str, Any]] = (),
 ) -> str:
-    """The HTML page (``alerts`` None: the alert topic was not read)."""
+    """The HTML page (``alerts`` None: the alert topic was not read); ``incidents``: the
+    model's, the latest event of each (:func:`streams.ops.incidents.latest_incidents`)."""
     features = sorted(
         {s.feature for s in series}
         | {p.sample.feature for p in points}
@@ -482,6 +485,7 @@ def render_report(
             '<p class="note">State that could not be read: '
             f"{escape(', '.join(sorted(set(unreadable))))}.</p>"
         )
+    parts.append(incidents_section(incidents, anchors))
     parts.append(_overview(ordered, anchors, by_feature, feature_alerts))
     for feature in ordered:
         parts.append(
