@@ -159,9 +159,9 @@ class Settings(BaseSettings):
         ),
     )
     incident_max_members: int = Field(
-        200,
+        100,
         ge=1,
-        le=10_000,
+        le=1_000,
         description="Members (series of a partition) an incident lists; later ones join unlisted",
     )
     incident_ttl_s: float = Field(

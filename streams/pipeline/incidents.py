@@ -370,7 +370,7 @@ class IncidentLedger:
     ['opened']
     """
 
-    def __init__(self, window: float, max_members: int = 200, max_incidents: int = 20) -> None:
+    def __init__(self, window: float, max_members: int = 100, max_incidents: int = 10) -> None:
         self.window = window
         self.max_members = max_members
         self.max_incidents = max_incidents

@@ -250,7 +250,7 @@ class IncidentStore:
         window_s: float,
         ttl_s: float,
         max_members: int,
-        max_incidents: int = 20,
+        max_incidents: int = 10,
     ) -> None:
         self.redis = redis
         self.layout = KeyLayout(group_id)
