@@ -173,6 +173,7 @@ def _show_alerts(
     console: Console, bootstrap: str, worker: WorkerProcess, deadline: float | None, port: int
 ) -> None:
     from streamdrift.streams.ops.tail import EVIDENCE_LEGEND, format_alert
+    from streamdrift.streams.pipeline.incidents import INCIDENT_TYPE_PREFIX
 
     next_report = time.monotonic() + PROGRESS_EVERY_S
 
@@ -183,12 +184,15 @@ def _show_alerts(
             console.print(f"[dim]… {_processed(port)}[/dim]")
         return not worker.running or (deadline is not None and time.monotonic() > deadline)
 
-    count = 0
+    count = incidents = 0
     try:
         for alert in tail_alerts({"bootstrap.servers": bootstrap}, "drift-alerts", until=stop):
-            if not count:
+            if not count + incidents:
                 console.print(EVIDENCE_LEGEND)
-            count += 1
+            if str(alert.get("type", "")).startswith(INCIDENT_TYPE_PREFIX):
+                incidents += str(alert["type"]).endswith(".opened")
+            else:
+                count += 1
             console.print(format_alert(alert))
     except KeyboardInterrupt:
         pass
@@ -197,7 +201,7 @@ def _show_alerts(
             f"[red]the worker exited with code {worker.returncode}; the end of its log:[/red]"
         )
         console.print(worker.log_tail(), markup=False, highlight=False)
-    console.print(f"\n{count} alert(s). Stopping the simulator…")
+    console.print(f"\n{count} alert(s) in {incidents} incident(s). Stopping the simulator…")
 
 
 def _processed(port: int) -> str:

@@ -131,10 +131,9 @@ def _incident_line(event: dict[str, Any]) -> str:
     """An incident event: what happened to it and its one-line summary."""
     p = printable
     action = str(event["type"]).removeprefix(INCIDENT_TYPE_PREFIX)
-    return (
+    return (  # the summary begins with the model's name
         f"[bold magenta]INCIDENT {p(action)}[/bold magenta] {p(event['time'])} "
-        f"[bold]{p(event['subject'])}[/bold]: {p(event['data']['summary'])}  "
-        f"[dim]incident {p(event['data']['incident'])}[/dim]"
+        f"{p(event['data']['summary'])}  [dim]incident {p(event['data']['incident'])}[/dim]"
     )
 
 
