@@ -65,6 +65,9 @@ FEATURES = [f"f{i}" for i in range(5)]
 DRIFTING = "f2"
 MODEL = "m"
 DRIFT_ALERT = "StreamdriftDriftDetected"
+INCIDENT_ALERT = "StreamdriftIncidentOpened"
+OWNER = "payments-ml"  # a receiver of its own in deploy/alertmanager/alertmanager.yml
+RUNBOOK = "https://runbooks.example.com/m-drift"
 INSTALL_HINT = (
     "is required (Debian packages prometheus and prometheus-alertmanager): `make test` installs "
     "them, or run `make system-deps` as root"
@@ -352,6 +355,9 @@ def unbounded_labels(text: str, topics: Topics) -> list[str]:
         "model": {MODEL},  # bounded by max_models; here: the models produced
         "feature": set(FEATURES)
         | {"prediction", ERROR_SERIES, MULTIVARIATE_SERIES},  # bounded by max_features_per_model
+        "action": {"opened", "updated", "resolved"},
+        "owner": {OWNER},  # bounded by the configuration
+        "runbook_url": {RUNBOOK},
     }
     problems = []
     for family in text_string_to_metric_families(text):
@@ -400,7 +406,10 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
     # Debian's name first
     alertmanager_bin = require_tool("prometheus-alertmanager", "alertmanager")
 
-    worker = start_worker()
+    # the model's owner and runbook, as the shipped Alertmanager example routes incidents by owner
+    config = tmp_path / "routing.yaml"
+    config.write_text(f"models:\n  {MODEL}:\n    owner: {OWNER}\n    runbook_url: {RUNBOOK}\n")
+    worker = start_worker(config=config)
 
     # Alertmanager from the shipped example config
     am_config = tmp_path / "alertmanager.yml"
@@ -496,6 +505,21 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
     assert path == "/ml-team", f"the drift route's receiver is ml-team, got {path}"
     assert alert["labels"]["model"] == MODEL and alert["labels"]["feature"] == DRIFTING
     assert alert["annotations"]["summary"] == f"Drift detected on {MODEL}/{DRIFTING}"
+
+    # the model's incident: one alert labelled with its owner and runbook, routed to the owner
+    def incident_delivered() -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (path, alert)
+            for path, payload in list(webhook.received)
+            for alert in payload["alerts"]
+            if alert["labels"]["alertname"] == INCIDENT_ALERT and alert["status"] == "firing"
+        ]
+
+    routed = wait_for(incident_delivered, 60, f"Alertmanager delivering {INCIDENT_ALERT}")
+    path, alert = routed[0]
+    assert path == f"/{OWNER}", f"incidents route by owner, got {path}"
+    assert alert["labels"]["model"] == MODEL and alert["labels"]["owner"] == OWNER
+    assert alert["annotations"]["runbook_url"] == RUNBOOK
 
     # every recording rule and every dashboard query returns data from this Prometheus
     records = [

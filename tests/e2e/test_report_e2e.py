@@ -180,8 +180,12 @@ def test_the_report_of_a_drifting_stream_renders_with_its_plots(
     )
     assert result.returncode == 0, result.stderr
     html = out.read_text()
-    # per feature a distribution and a drift score; the multivariate monitor's score
-    plots = 2 * 4 + 1
+    # per feature a distribution and a drift score; the multivariate monitor's score; the
+    # incident's timeline, one mark per feature listed
+    incident = html[html.index("<h2>Incidents</h2>") : html.index("<h2>Features</h2>")]
+    marks = incident.count("<svg")
+    assert marks >= 1 and "amount" in incident
+    plots = 2 * 4 + 1 + marks
     assert html.count("<svg") == plots
     assert "fraud/amount" not in html and "io.streamdrift" not in html  # alerts shown, not dumped
     assert '<h2 id="feature-0">amount</h2>' in html, "the drifted feature comes first"
