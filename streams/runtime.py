@@ -41,6 +41,7 @@ from streamdrift.streams.pipeline.codec import Reason
 from streamdrift.streams.pipeline.incidents import (
     INCIDENT_ATTRIBUTE,
     Answer,
+    Decision,
     encode_event,
     incident_event,
     incident_id,
@@ -56,7 +57,7 @@ from streamdrift.streams.settings import Settings
 from streamdrift.streams.state.baselines import BaselineCatalog
 from streamdrift.streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost
 from streamdrift.streams.state.history import HistoryRecorder
-from streamdrift.streams.state.incidents import IncidentStore, Item
+from streamdrift.streams.state.incidents import IncidentStore
 from streamdrift.streams.state.joins import JoinStore
 from streamdrift.streams.state.keys import parse_series
 from streamdrift.streams.state.partition import ERROR_SERIES, PartitionState, restore_monitor
@@ -352,7 +353,7 @@ class Runtime:
             versions = [v for v in state.versions.get(model, []) if v is not None]
             labelled = self._labelled(model)
             items = [
-                Item(
+                Decision(
                     alert=alerts[i]["id"],
                     event=findings[i].detection.event,
                     time=findings[i].time,

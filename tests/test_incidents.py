@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,7 +25,7 @@ from streamdrift.streams.pipeline.incidents import (
     incident_id,
     ranked_features,
 )
-from streamdrift.streams.state.incidents import IncidentStore, Item
+from streamdrift.streams.state.incidents import IncidentStore
 
 T = TypeVar("T")
 SCHEMA = Draft202012Validator(
@@ -89,9 +88,9 @@ def detected(
     n: int = 0,
     version: str | None = None,
     versions: Sequence[str] = (),
-) -> Item:
+) -> Decision:
     alert = f"det-{feature}-{partition}-{n}-{version}"
-    return Item(
+    return Decision(
         alert=alert,
         event="detected",
         time=time,
@@ -102,8 +101,8 @@ def detected(
     )
 
 
-def resolved(feature: str, time: float, partition: int = 0, n: int = 0) -> Item:
-    return Item(
+def resolved(feature: str, time: float, partition: int = 0, n: int = 0) -> Decision:
+    return Decision(
         alert=f"res-{feature}-{partition}-{n}",
         event="resolved",
         time=time,
@@ -113,7 +112,7 @@ def resolved(feature: str, time: float, partition: int = 0, n: int = 0) -> Item:
     )
 
 
-def decide_all(url: str, calls: Sequence[Sequence[Item]], **kwargs: Any) -> list[list[Answer]]:
+def decide_all(url: str, calls: Sequence[Sequence[Decision]], **kwargs: Any) -> list[list[Answer]]:
     async def body(store: IncidentStore) -> list[list[Answer]]:
         return [await store.decide("m", items) for items in calls]
 
@@ -305,10 +304,10 @@ MEMBERS = [f"in\x1f{p}\x1f\x1f{f}" for p in range(2) for f in "abc"]
 
 
 @st.composite
-def histories(draw: st.DrawFn) -> list[list[Item]]:
+def histories(draw: st.DrawFn) -> list[list[Decision]]:
     """Calls of random alerts: detections and resolutions of a few members, times moving on with
     jumps beyond the window, some calls replayed."""
-    calls: list[list[Item]] = []
+    calls: list[list[Decision]] = []
     time, serial = T0, 0
     for _ in range(draw(st.integers(1, 8))):
         if calls and draw(st.integers(0, 4)) == 0:
@@ -322,7 +321,7 @@ def histories(draw: st.DrawFn) -> list[list[Item]]:
             versions = draw(st.sampled_from([(), ("v1",), ("v1", "v2")]))
             alert = f"x{serial}"
             call.append(
-                Item(
+                Decision(
                     alert=alert,
                     event=draw(st.sampled_from(["detected", "detected", "resolved"])),
                     time=time,
@@ -345,9 +344,7 @@ def histories(draw: st.DrawFn) -> list[list[Item]]:
 def test_the_script_answers_as_its_python_specification(url, calls, members, incidents) -> None:
     answers = decide_all(url, calls, window_s=300.0, max_members=members, max_incidents=incidents)
     ledger = IncidentLedger(window=300.0, max_members=members, max_incidents=incidents)
-    expected = [
-        ledger.decide([Decision(**dataclasses.asdict(item)) for item in call]) for call in calls
-    ]
+    expected = [ledger.decide(call) for call in calls]
     assert answers == expected
 
 

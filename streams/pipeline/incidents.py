@@ -344,7 +344,9 @@ class _Incident:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One alert for the incident rules (what :class:`streams.state.incidents.Item` carries)."""
+    """One alert for the incident rules: what it is, when (record time), which member, its
+    facts (JSON, :func:`member_facts`) and the id a new incident would get (:func:`incident_id`),
+    with what its partition tells about the model."""
 
     alert: str
     event: str  # "detected" | "resolved"
@@ -352,8 +354,8 @@ class Decision:
     member: str
     facts: str
     candidate: str
-    versions: Sequence[str] = ()
-    labelled: bool = False
+    versions: Sequence[str] = ()  # the model's versions in the partition's recent traffic
+    labelled: bool = False  # whether the model's labels are joined on the worker
 
 
 class IncidentLedger:

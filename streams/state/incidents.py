@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from streamdrift.streams.pipeline.incidents import Answer
+from streamdrift.streams.pipeline.incidents import Answer, Decision
 from streamdrift.streams.state.keys import KeyLayout
 
 # KEYS[1] the model's hash; ARGV: window (s), ttl (s), max members, max incidents, items (JSON).
@@ -213,31 +212,18 @@ return out
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One alert for the script: what it is, when, which member, its facts (JSON) and the id a
-    new incident would get."""
-
-    alert: str
-    event: str  # "detected" | "resolved"
-    time: float
-    member: str
-    facts: str
-    candidate: str
-    versions: Sequence[str] = ()  # the model's versions in the partition's recent traffic
-    labelled: bool = False  # whether the model's labels are joined on the partition
-
-    def as_json(self) -> dict[str, str | bool | list[str]]:
-        return {
-            "alert": self.alert,
-            "event": self.event,
-            "time": repr(self.time),
-            "member": self.member,
-            "facts": self.facts,
-            "candidate": self.candidate,
-            "versions": list(self.versions),
-            "labelled": self.labelled,
-        }
+def _as_json(item: Decision) -> dict[str, str | bool | list[str]]:
+    """An alert for the script; its time as a string (Lua's JSON keeps 14 digits of numbers)."""
+    return {
+        "alert": item.alert,
+        "event": item.event,
+        "time": repr(item.time),
+        "member": item.member,
+        "facts": item.facts,
+        "candidate": item.candidate,
+        "versions": list(item.versions),
+        "labelled": item.labelled,
+    }
 
 
 class IncidentStore:
@@ -259,7 +245,7 @@ class IncidentStore:
         self.max_members = max_members
         self.max_incidents = max_incidents
 
-    async def decide(self, model: str, items: Sequence[Item]) -> list[Answer]:
+    async def decide(self, model: str, items: Sequence[Decision]) -> list[Answer]:
         """The answer for each alert, in order (see the module docstring)."""
         if not items:
             return []
@@ -271,7 +257,7 @@ class IncidentStore:
             str(int(self.ttl_s)),
             str(self.max_members),
             str(self.max_incidents),
-            json.dumps([item.as_json() for item in items]),
+            json.dumps([_as_json(item) for item in items]),
         )
         return [_answer(json.loads(reply)) for reply in replies]
 
