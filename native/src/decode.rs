@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use numpy::PyArray1;
 use pyo3::prelude::*;
@@ -310,7 +310,8 @@ impl<'de> Visitor<'de> for FeaturesVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let capacity = map.size_hint().unwrap_or(0).min(1024);
+        // serde_json gives no size hint: room for a typical event's features from the start
+        let capacity = map.size_hint().unwrap_or(32).min(1024);
         let mut names = Vec::with_capacity(capacity);
         let mut values = Vec::with_capacity(capacity);
         while let Some(name) = map.next_key_seed(Text)? {
@@ -385,24 +386,46 @@ impl<'de> Group<'de> {
     }
 }
 
+/// The hasher of keys that are hashes already (of `RandomState`'s keyed hasher): the identity.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // only `write_u64` is expected; any other key still hashes (slowly)
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
 /// The batch's groups, in order of their first event, and a lookup by shape.
 #[derive(Default)]
 pub(crate) struct Shapes<'de> {
     pub(crate) groups: Vec<Group<'de>>,
-    by_hash: HashMap<u64, Vec<usize>>,
+    /// Groups by `hash` (already a keyed hash: not hashed again).
+    by_hash: HashMap<u64, Vec<usize>, BuildHasherDefault<Prehashed>>,
     hasher: std::collections::hash_map::RandomState,
     last: usize,
 }
 
 impl<'de> Shapes<'de> {
+    /// A hash of the shape from its model, version, presence of a prediction and number of
+    /// features (`find` compares the names: shapes that differ only in them share a bucket).
     fn hash(&self, event: &Event<'_>) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         event.model.as_ref().hash(&mut hasher);
         event.version.as_deref().hash(&mut hasher);
         event.prediction.is_some().hash(&mut hasher);
-        for name in &event.names {
-            name.as_ref().hash(&mut hasher);
-        }
+        event.names.len().hash(&mut hasher);
         hasher.finish()
     }
 
@@ -429,13 +452,17 @@ impl<'de> Shapes<'de> {
     /// Add a message's events, or refuse the message (nothing of it added) if an event of a new
     /// shape names a feature twice.
     pub(crate) fn add(&mut self, events: Vec<Event<'de>>, position: usize) -> Result<(), Refusal> {
+        let mut found = Vec::with_capacity(events.len());
         for event in &events {
-            if self.find(event).is_none() && has_duplicates(&event.names) {
+            let group = self.find(event);
+            if group.is_none() && has_duplicates(&event.names) {
                 return Err("a feature name twice".into());
             }
+            found.push(group);
         }
-        for (index, event) in events.into_iter().enumerate() {
-            let group = match self.find(&event) {
+        for (index, (event, group)) in events.into_iter().zip(found).enumerate() {
+            // a shape new to the batch: found now if an earlier event of the message made it
+            let group = match group.or_else(|| self.find(&event)) {
                 Some(group) => group,
                 None => {
                     let hash = self.hash(&event);
@@ -566,10 +593,14 @@ fn group_to_python<'py>(
         )?);
     }
     let names: Vec<Bound<'py, PyString>> = group.names.iter().map(|n| strings.get(n)).collect();
+    // event ids are mostly unique: made afresh, not looked up
     let ids: Vec<Bound<'py, PyAny>> = group
         .event_ids
         .iter()
-        .map(|id| strings.optional(id.as_deref()))
+        .map(|id| match id {
+            Some(id) => PyString::new(py, id).into_any(),
+            None => py.None().into_bound(py),
+        })
         .collect();
     PyTuple::new(
         py,
