@@ -16,6 +16,7 @@ import json
 import math
 import random
 import struct
+import time
 from typing import Any
 from unittest import mock
 
@@ -607,3 +608,14 @@ def test_the_reference_kernels_keep_the_typed_decoder():
         assert proc._decode_columns is None
     finally:
         kernels.use(before)
+
+
+def test_many_made_up_shapes_cost_linear_time():
+    """Shapes are looked up by a keyed hash of all their names: 10,000 events of one model, each
+    with a feature of its own, do not crowd one bucket."""
+    events = [{"model": "m", "features": {f"f{i}": 1.0, "x": 2.0}} for i in range(10_000)]
+    value = json.dumps(events).encode()
+    began = time.perf_counter()
+    shapes, refused = decode([value])
+    assert time.perf_counter() - began < 2.0
+    assert len(shapes) == 10_000 and refused == []

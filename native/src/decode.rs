@@ -418,14 +418,15 @@ pub(crate) struct Shapes<'de> {
 }
 
 impl<'de> Shapes<'de> {
-    /// A hash of the shape from its model, version, presence of a prediction and number of
-    /// features (`find` compares the names: shapes that differ only in them share a bucket).
+    /// A keyed hash of the event's whole shape: made-up shapes cannot crowd one bucket.
     fn hash(&self, event: &Event<'_>) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         event.model.as_ref().hash(&mut hasher);
         event.version.as_deref().hash(&mut hasher);
         event.prediction.is_some().hash(&mut hasher);
-        event.names.len().hash(&mut hasher);
+        for name in &event.names {
+            name.as_ref().hash(&mut hasher);
+        }
         hasher.finish()
     }
 
