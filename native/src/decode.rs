@@ -89,7 +89,8 @@ impl<'de> Visitor<'de> for MessageVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max_events));
+        // serde_json gives no size hint: room for a usual array from the start
+        let mut events = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(self.max_events));
         while let Some(event) = seq.next_element_seed(EventSeed)? {
             if events.len() == self.max_events {
                 return Err(de::Error::custom("too many events"));
@@ -454,10 +455,15 @@ impl<'de> Shapes<'de> {
     /// shape names a feature twice.
     pub(crate) fn add(&mut self, events: Vec<Event<'de>>, position: usize) -> Result<(), Refusal> {
         let mut found = Vec::with_capacity(events.len());
+        let mut checked: Option<&[Cow<'de, str>]> = None; // names found free of duplicates
         for event in &events {
             let group = self.find(event);
-            if group.is_none() && has_duplicates(&event.names) {
-                return Err("a feature name twice".into());
+            if group.is_none() && checked != Some(event.names.as_slice()) {
+                // a shape new to the batch (an array's events often share theirs: checked once)
+                if has_duplicates(&event.names) {
+                    return Err("a feature name twice".into());
+                }
+                checked = Some(&event.names);
             }
             found.push(group);
         }
@@ -741,6 +747,15 @@ mod tests {
         let mut shapes = Shapes::default();
         let twice = decode_message(br#"{"model":"m","features":{"a":1,"a":2}}"#, 10).unwrap();
         assert!(shapes.add(twice, 0).is_err());
+        assert!(shapes.groups.is_empty());
+        // in an array, after events of a new shape checked once
+        let later = decode_message(
+            br#"[{"model":"m","features":{"a":1,"b":2}},{"model":"m","features":{"a":1,"b":2}},
+                 {"model":"m","features":{"a":1,"a":2}}]"#,
+            10,
+        )
+        .unwrap();
+        assert!(shapes.add(later, 1).is_err());
         assert!(shapes.groups.is_empty());
     }
 

@@ -14,6 +14,7 @@ Python (``PredictionProcessor._take_decoded``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,21 +25,26 @@ Column = np.ndarray | list[str | None] | None
 """A shape's column as the decoder gives it: numbers and nulls as floats (NaN: null), strings,
 booleans ("true", "false") and nulls, or nulls only, as a list; None where they mix."""
 
-DecodedShape = tuple[
-    str,  # model
-    str | None,  # version
-    tuple[str, ...],  # feature names, in order
-    bool,  # with a prediction
-    np.ndarray,  # each event's message: its place in the values (int64)
-    np.ndarray,  # each event's place in its message's array, 0 for a single event (int64)
-    list[Column],  # per feature, then the prediction's if it has one
-    list[str | None],  # event ids
-    np.ndarray,  # timestamps in epoch seconds, NaN: none
-    float,  # the largest magnitude of a number in a numeric column
-    int,  # the longest category, in characters
-]
 
-Decoder = Callable[[list[bytes | None], int, int], tuple[list[DecodedShape], list[int]]]
+class DecodedShape(NamedTuple):
+    """The events of one shape, as the decoder gives them."""
+
+    model: str
+    version: str | None
+    names: tuple[str, ...]  # the feature names, in order
+    with_prediction: bool
+    messages: np.ndarray  # each event's message: its place in the values (int64)
+    indexes: np.ndarray  # each event's place in its message's array, 0 for a single event
+    columns: list[Column]  # per feature, then the prediction's if it has one
+    event_ids: list[str | None]
+    timestamps: np.ndarray  # epoch seconds, NaN: none
+    largest: float  # the largest magnitude of a number in a numeric column
+    longest: int  # the longest category, in characters
+
+
+Shapes = list[tuple[Any, ...]]  # the decoder's tuples, each a ``DecodedShape``'s fields
+
+Decoder = Callable[[list[bytes | None], int, int], tuple[Shapes, list[int]]]
 
 
 def decoder() -> Decoder | None:
@@ -55,7 +61,10 @@ def decode(
 ) -> tuple[list[DecodedShape], list[int]]:
     """``values`` decoded by ``decode_columns``: the shapes, and the positions of the messages it
     left to the codec."""
-    return decode_columns(values, limits.max_message_bytes, limits.max_events_per_message)
+    shapes, refused = decode_columns(
+        values, limits.max_message_bytes, limits.max_events_per_message
+    )
+    return list(map(DecodedShape._make, shapes)), refused
 
 
 def stamped_times(stamps: np.ndarray, kafka_times: np.ndarray, limits: Limits) -> np.ndarray | None:

@@ -364,25 +364,33 @@ class PredictionProcessor:
         ]
         if not refused and not left:
             return []
-        # The rest as before: the messages the decoder refused, and those with events it read
-        # but were not taken, typed by msgspec; of the latter, only the events not taken.
-        taken_from = {i for shape in left for i in shape[4].tolist()}
-        again = sorted(taken_from.union(refused))
+        rest = self._typed_rest(values, fresh, refused, left)
+        return self._take_typed(state, records, rest, batch, out)
+
+    def _typed_rest(
+        self,
+        values: list[bytes | None],
+        fresh: Sequence[int],
+        refused: list[int],
+        left: list[native_decode.DecodedShape],
+    ) -> Decoded:
+        """What the compiled decoder did not take, typed by msgspec as before: the messages it
+        refused, and of the messages it read, the events of its shapes ``left``."""
+        read = {message for shape in left for message in shape.messages.tolist()}
+        not_taken = {
+            (fresh[message], index)
+            for shape in left
+            for message, index in zip(shape.messages.tolist(), shape.indexes.tolist(), strict=True)
+        }
+        again = sorted(read.union(refused))
         typed = typed_messages([values[i] for i in again], self.limits)
-        decoded = Decoded.of([fresh[i] for i in again], typed)
-        if any(typed[k] is None for k, i in enumerate(again) if i in taken_from):
+        if any(typed[k] is None for k, message in enumerate(again) if message in read):
             # never expected: the decoders disagree (process() takes the batch event by event)
             raise RuntimeError("a message the compiled decoder read fails the typed decoder")
-        keep = {
-            (position, index)
-            for shape in left
-            for position, index in zip(positions[shape[4]].tolist(), shape[5].tolist(), strict=True)
-        }
-        refused_positions = {fresh[i] for i in refused}
-        decoded = decoded.only(
-            lambda position, index: position in refused_positions or (position, index) in keep
+        whole = {fresh[message] for message in refused}
+        return Decoded.of([fresh[message] for message in again], typed).only(
+            lambda position, index: position in whole or (position, index) in not_taken
         )
-        return self._take_typed(state, records, decoded, batch, out)
 
     def _take_decoded(
         self,
@@ -397,30 +405,34 @@ class PredictionProcessor:
         """Add a shape's events from the compiled decoder to the batch columnwise if all of them
         go (as ``_take_shape`` would take them); whether they did. ``positions``: the record
         position of each decoded message."""
-        model, version, names, with_prediction, at, indexes, columns, ids, stamps, *extremes = shape
-        if len(at) < self.min_columnar_events:
+        if len(shape.messages) < self.min_columnar_events:
             return False
-        plan = self._plan(state, (model, version, names, with_prediction))
-        largest, longest = extremes
+        key = (shape.model, shape.version, shape.names, shape.with_prediction)
+        plan = self._plan(state, key)
         limits = self.limits
-        if plan is None or largest > limits.max_abs_value or longest > limits.max_category_length:
+        if (
+            plan is None
+            or shape.largest > limits.max_abs_value
+            or shape.longest > limits.max_category_length
+        ):
             return False
         expect, series = plan
         if not all(
             column is not None and fits(column, *wanted)
-            for column, wanted in zip(columns, expect, strict=True)
-        ) or not ids_fit(ids, limits.max_event_id_length):
+            for column, wanted in zip(shape.columns, expect, strict=True)
+        ) or not ids_fit(shape.event_ids, limits.max_event_id_length):
             return False
-        records = positions[at]
-        times = native_decode.stamped_times(stamps, kafka_times[records], limits)
+        at = positions[shape.messages]  # each event's record
+        times = native_decode.stamped_times(shape.timestamps, kafka_times[at], limits)
         if times is None:
             return False
-        seqs = records * batch.stride + indexes
+        seqs = at * batch.stride + shape.indexes
+        model, version, names, with_prediction = key
         full_names = (*names, PREDICTION) if with_prediction else names
         # No typed events (``events``, ``raws``): the columns come straight from the decoder.
         taken = Shape(model, version, full_names, with_prediction, [], [], seqs, expect, series)
-        values = cast("list[np.ndarray | list[str | None]]", columns)  # None: refused above
-        batch.add_columns(taken, seqs, offsets[records], times, values, ids)
+        values = cast("list[np.ndarray | list[str | None]]", shape.columns)  # None: refused above
+        batch.add_columns(taken, seqs, offsets[at], times, values, shape.event_ids)
         out.events += len(seqs)
         out.max_event_time = latest(out.max_event_time, float(times.max()))
         return True
