@@ -114,6 +114,8 @@ RULES: tuple[Rule, ...] = (
     Rule(NUMERIC + "KLL sketch", 53, r"/detectors/sketches\.py$"),
     Rule("JSON decode + validate", 50, r"/streams/pipeline/codec\.py$"),
     Rule("JSON decode + validate", 50, r"/msgspec/"),
+    # the compiled decoder (its native frames are under this one)
+    Rule("JSON decode + validate", 50, r"/streams/pipeline/native_decode\.py$", r"decode$"),
     Rule("columnar grouping + admission", 45, r"/streams/pipeline/(batch|admission)\.py$"),
     Rule(
         "columnar grouping + admission",
@@ -525,7 +527,7 @@ def _entry_times(profile: pstats.Stats) -> dict[str, float]:
     """Seconds per stage: cumulative times of each stage's entry functions, taken from the
     callers that make them that stage (a sketch updated by a window test is the window test's)."""
     from streamdrift.detectors import CategoricalMonitor, NumericMonitor, PCAReconstructionMonitor
-    from streamdrift.streams.pipeline import codec
+    from streamdrift.streams.pipeline import codec, native_decode
     from streamdrift.streams.pipeline.processor import PredictionProcessor
 
     raw: dict[tuple[str, int, str], Any] = profile.stats  # type: ignore[attr-defined]
@@ -555,7 +557,8 @@ def _entry_times(profile: pstats.Stats) -> dict[str, float]:
     watch = "<listcomp>:monitor.py"  # the detectors run in _watch's list comprehension
     process = cum(PredictionProcessor.process)
     decode = (
-        cum(codec.typed_messages)
+        cum(native_decode.decode)
+        + cum(codec.typed_messages)
         + cum(codec.typed_events)
         + cum(codec.decode_events)
         + cum(codec.validate_events)

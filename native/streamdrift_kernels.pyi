@@ -53,3 +53,23 @@ def psi_parts(
     reference: _Ints, window: _Ints, smoothing: float
 ) -> tuple[bool, _Floats, _Floats]: ...
 def add_to_bins(bins: _Ints, cuts: _Floats, values: _Floats) -> None: ...
+def decode_prediction_columns(
+    values: list[bytes | None], max_message_bytes: int, max_events_per_message: int
+) -> tuple[
+    list[
+        tuple[
+            str,
+            str | None,
+            tuple[str, ...],
+            bool,
+            _Ints,
+            _Ints,
+            list[_Floats | list[str | None] | None],
+            list[str | None],
+            _Floats,
+            float,
+            int,
+        ]
+    ],
+    list[int],
+]: ...

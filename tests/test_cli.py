@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from streamdrift.detectors.kernels import API_VERSION
 from streamdrift.streams.dev.embedded import free_port
 
 COMMANDS = ["worker", "demo", "simulate", "status", "alerts", "incidents", "baseline", "report"]
@@ -76,7 +77,7 @@ def test_compiled_kernels_that_cannot_load_stop_the_worker_only_when_asked_for(t
         "worker", *address, STREAMDRIFT_KERNELS="compiled", PYTHONPATH=str(tmp_path)
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "have interface version 0, this streamdrift needs 1" in result.stderr
+    assert f"have interface version 0, this streamdrift needs {API_VERSION}" in result.stderr
     assert "pip install ./native" in result.stderr and "STREAMDRIFT_KERNELS=auto" in result.stderr
     auto = streamdrift("worker", *address, PYTHONPATH=str(tmp_path))
     assert "interface version" not in auto.stderr

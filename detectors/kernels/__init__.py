@@ -57,7 +57,7 @@ CHOICES: tuple[Choice, ...] = get_args(Choice)
 
 # The extension's interface version (its ``API_VERSION``): a build of another version, left in a
 # virtualenv from an older checkout, could take other arguments, so it counts as not installed.
-API_VERSION = 1
+API_VERSION = 2
 EXTENSION = "streamdrift_kernels"
 BUILD_HINT = (
     "build them with `make` on a machine with a Rust toolchain (cargo; https://rustup.rs), or "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter
@@ -100,6 +100,21 @@ class Decoded:
                 decoded.arrays.add(position)
         return decoded
 
+    def only(self, keep: Callable[[int, int], bool]) -> Decoded:
+        """These events but only those ``keep(position, index)`` is true of."""
+        kept = [
+            i
+            for i, (position, index) in enumerate(zip(self.positions, self.indexes, strict=True))
+            if keep(position, index)
+        ]
+        return Decoded(
+            [self.raws[i] for i in kept],
+            [self.positions[i] for i in kept],
+            [self.indexes[i] for i in kept],
+            self.arrays,
+            self.whole,
+        )
+
     def rest(
         self, records: Sequence[Record], left: list[int]
     ) -> list[tuple[int, Record, list[Item] | None]]:
@@ -118,7 +133,6 @@ class Decoded:
 
 _FEATURES = attrgetter("features")
 _PREDICTION = attrgetter("prediction")
-_EVENT_ID = attrgetter("event_id")
 _PACK = msgspec.msgpack.encode
 
 
@@ -425,8 +439,10 @@ class Batch:
         offsets: np.ndarray,
         times: np.ndarray,
         values: list[np.ndarray | list[str | None]],
+        ids: list[str | None],
     ) -> None:
-        """Add a shape's events at once (see ``PredictionProcessor._take_columns``)."""
+        """Add a shape's events at once (see ``PredictionProcessor._take_columns``); ``ids``:
+        their event ids."""
         model, version, first = shape.model, shape.version, int(seqs[0])
         chunk = (seqs, offsets, times)
         numeric: list[tuple[str, np.ndarray]] = []
@@ -459,7 +475,7 @@ class Batch:
             (int(seqs[-1]), model, version),
         ]
         self.model_events[model] += len(seqs)
-        self._add_joins(shape, seqs, times, values)
+        self._add_joins(shape, seqs, times, values, ids)
 
     def _add_joins(
         self,
@@ -467,6 +483,7 @@ class Batch:
         seqs: np.ndarray,
         times: np.ndarray,
         values: list[np.ndarray | list[str | None]],
+        ids: list[str | None],
     ) -> None:
         """Joins as the per-event path packs them: the prediction as the codec classifies it
         (a feature named prediction stands in for an absent one)."""
@@ -476,7 +493,6 @@ class Batch:
             predictions = values[shape.names.index(PREDICTION)]
         else:
             return  # no prediction: no joins
-        ids = list(map(_EVENT_ID, shape.raws))
         if isinstance(predictions, np.ndarray):  # numbers, NaN for null
             joined = ~np.isnan(predictions)
             if None in ids:

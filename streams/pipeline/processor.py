@@ -33,6 +33,7 @@ from streamdrift.detectors import (
     multivariate_params,
     resolve,
 )
+from streamdrift.streams.pipeline import native_decode
 from streamdrift.streams.pipeline.admission import AdmissionLimits
 from streamdrift.streams.pipeline.batch import (
     Batch,
@@ -142,6 +143,7 @@ class PredictionProcessor:
         multivariate: MultivariateParams | None = None,
         max_multivariate_features: int = 50,
         min_columnar_events: int = 8,
+        compiled_decoding: bool = True,
     ) -> None:
         self.config = config
         self.limits = limits
@@ -157,6 +159,9 @@ class PredictionProcessor:
         # per shape (model, version, names, prediction): its columns' names and series, or None
         self._shapes = _ShapeCache(self._shape_columns)
         self._unusable: set[tuple[str, str]] = set()  # (series, baseline) already reported unusable
+        # The columnar path's decoder: the compiled one where the compiled kernels are in use
+        # (the common shapes' columns straight from the bytes), else msgspec's structs only.
+        self._decode_columns = native_decode.decoder() if compiled_decoding else None
 
     def process(
         self,
@@ -341,8 +346,106 @@ class PredictionProcessor:
         a fixed kind, categories its series has counted, valid values) is judged on the state at
         the start of the batch, and what makes it so only grows within a batch; everything
         order-dependent (values per series, versions, joins) is merged back by stream position.
+        So is taking some of a batch's events of a shape (those the compiled decoder read) and
+        the others of it later, or event by event.
         """
-        events = Decoded.of(fresh, typed_messages(list(map(_VALUE, fresh_records)), self.limits))
+        values = list(map(_VALUE, fresh_records))
+        if self._decode_columns is None:
+            decoded = Decoded.of(fresh, typed_messages(values, self.limits))
+            return self._take_typed(state, records, decoded, batch, out)
+        shapes, refused = native_decode.decode(self._decode_columns, values, self.limits)
+        offsets = np.array(list(map(_OFFSET, records)), dtype=np.int64)
+        kafka_times = np.array(list(map(_TIMESTAMP, records)), dtype=np.float64)
+        positions = np.asarray(fresh, dtype=np.int64)  # of the records, by place in ``values``
+        left = [
+            shape
+            for shape in shapes
+            if not self._take_decoded(state, shape, positions, batch, out, offsets, kafka_times)
+        ]
+        if not refused and not left:
+            return []
+        rest = self._typed_rest(values, fresh, refused, left)
+        return self._take_typed(state, records, rest, batch, out)
+
+    def _typed_rest(
+        self,
+        values: list[bytes | None],
+        fresh: Sequence[int],
+        refused: list[int],
+        left: list[native_decode.DecodedShape],
+    ) -> Decoded:
+        """What the compiled decoder did not take, typed by msgspec as before: the messages it
+        refused, and of the messages it read, the events of its shapes ``left``."""
+        read = {message for shape in left for message in shape.messages.tolist()}
+        not_taken = {
+            (fresh[message], index)
+            for shape in left
+            for message, index in zip(shape.messages.tolist(), shape.indexes.tolist(), strict=True)
+        }
+        again = sorted(read.union(refused))
+        typed = typed_messages([values[i] for i in again], self.limits)
+        if any(typed[k] is None for k, message in enumerate(again) if message in read):
+            # never expected: the decoders disagree (process() takes the batch event by event)
+            raise RuntimeError("a message the compiled decoder read fails the typed decoder")
+        whole = {fresh[message] for message in refused}
+        return Decoded.of([fresh[message] for message in again], typed).only(
+            lambda position, index: position in whole or (position, index) in not_taken
+        )
+
+    def _take_decoded(
+        self,
+        state: PartitionState,
+        shape: native_decode.DecodedShape,
+        positions: np.ndarray,
+        batch: Batch,
+        out: Outcome,
+        offsets: np.ndarray,
+        kafka_times: np.ndarray,
+    ) -> bool:
+        """Add a shape's events from the compiled decoder to the batch columnwise if all of them
+        go (as ``_take_shape`` would take them); whether they did. ``positions``: the record
+        position of each decoded message."""
+        if len(shape.messages) < self.min_columnar_events:
+            return False
+        key = (shape.model, shape.version, shape.names, shape.with_prediction)
+        plan = self._plan(state, key)
+        limits = self.limits
+        if (
+            plan is None
+            or shape.largest > limits.max_abs_value
+            or shape.longest > limits.max_category_length
+        ):
+            return False
+        expect, series = plan
+        if not all(
+            column is not None and fits(column, *wanted)
+            for column, wanted in zip(shape.columns, expect, strict=True)
+        ) or not ids_fit(shape.event_ids, limits.max_event_id_length):
+            return False
+        at = positions[shape.messages]  # each event's record
+        times = native_decode.stamped_times(shape.timestamps, kafka_times[at], limits)
+        if times is None:
+            return False
+        seqs = at * batch.stride + shape.indexes
+        model, version, names, with_prediction = key
+        full_names = (*names, PREDICTION) if with_prediction else names
+        # No typed events (``events``, ``raws``): the columns come straight from the decoder.
+        taken = Shape(model, version, full_names, with_prediction, [], [], seqs, expect, series)
+        values = cast("list[np.ndarray | list[str | None]]", shape.columns)  # None: refused above
+        batch.add_columns(taken, seqs, offsets[at], times, values, shape.event_ids)
+        out.events += len(seqs)
+        out.max_event_time = latest(out.max_event_time, float(times.max()))
+        return True
+
+    def _take_typed(
+        self,
+        state: PartitionState,
+        records: Sequence[Record],
+        events: Decoded,
+        batch: Batch,
+        out: Outcome,
+    ) -> list[tuple[int, Record, list[Item] | None]]:
+        """``_take_columns`` of events typed by msgspec."""
         raws = events.raws
         # per model, version, number of features and presence of a prediction, its events
         # (indexes into ``raws``, in stream order), then split by feature names (``by_names``);
@@ -470,7 +573,8 @@ class PredictionProcessor:
             shape.keep(kept)
             positions = positions[kept]
         values, times = columns
-        batch.add_columns(shape, shape.seqs, offsets[positions], times, values)
+        ids = list(map(_EVENT_ID, shape.raws))
+        batch.add_columns(shape, shape.seqs, offsets[positions], times, values, ids)
         out.events += len(shape.seqs)
         out.max_event_time = latest(out.max_event_time, float(times.max()))
         return left
