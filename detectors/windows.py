@@ -38,8 +38,9 @@ import abc
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from itertools import pairwise
+from types import ModuleType
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 import msgspec
@@ -65,7 +66,7 @@ from streamdrift.detectors.distances import (
     psi_terms,
 )
 from streamdrift.detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
-from streamdrift.detectors.stats import RunningStats, RunningStatsState, saturate
+from streamdrift.detectors.stats import LARGE, RunningStats, RunningStatsState, saturate
 
 __all__ = [
     "MIN_VALUES",
@@ -243,6 +244,35 @@ class NumericPeriod(_Period):
     def scale(self) -> float:
         """The standard deviation (1.0 for a constant period: its own units)."""
         return self.stats.std or 1.0
+
+    def add(self, values: NDArray[np.float64], missing: NDArray[np.bool_]) -> None:
+        if (
+            kernels.compiled()
+            and self._binnable
+            and values.dtype == np.float64
+            and missing.dtype == np.bool_
+            and values.ndim == missing.ndim == 1
+        ):
+            # One pass over the stretch: the values, their moments and bins.
+            present, moments = _fused().fill_period(values, missing, self.cuts, self.bins, LARGE)
+            self.missing += len(values) - len(present)
+            if len(present):
+                self.stats.update_summarised(present, moments)
+                self.sketch.update_many(present)
+            return
+        super().add(values, missing)
+
+    @property
+    def _binnable(self) -> bool:
+        """Whether the bins can be counted in place by a compiled kernel."""
+        return (
+            len(self.bins) == len(self.cuts) + 1
+            and self.bins.dtype == np.int64
+            and self.bins.flags.c_contiguous  # counted in place
+            and self.bins.flags.writeable
+            and self.cuts.dtype == np.float64
+            and self.cuts.flags.c_contiguous
+        )
 
     def _add_present(self, values: NDArray[np.float64], missing: NDArray[np.bool_]) -> None:
         present = values[~missing]
@@ -1035,6 +1065,15 @@ class CategoricalWindows(Windows[CategoricalPeriod]):
         }
         windows._restore_progress(state.progress)
         return windows
+
+
+@cache
+def _fused() -> ModuleType:
+    """The fused kernels, imported on first use (the extension need not be installed for the
+    reference backend)."""
+    from streamdrift.detectors.kernels import fused
+
+    return fused
 
 
 def _take(values: Any, chosen: NDArray[np.int64]) -> Any:
