@@ -722,7 +722,7 @@ class Windows(abc.ABC, Generic[P]):
         (the detectors and the counts still see it) but tested in no window. Judged event by
         event, so the windows do not depend on how the stream is cut into batches."""
         start = 0
-        if not self.ready:  # the reference is the first reference_events values, by count
+        if not self.ready and len(missing):  # the reference: the first reference_events values
             start = self._fill(0, missing)
             self.reference.add(values[:start], missing[:start])
             self.last_position = int(positions[start - 1])
