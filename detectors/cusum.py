@@ -94,6 +94,7 @@ class Cusum(ChangeDetector):
             raise ValueError("one threshold per allowance")
         self.fired = 0
         self._bank: _Bank | None = None
+        self._flat: _Bank | None = None  # the bank's columns flat (compiled_bank)
         self._compiled = kernels.compiled()  # the backend active when the bank is made
         self._restart()
 
@@ -157,8 +158,10 @@ class Cusum(ChangeDetector):
         place, then :meth:`record` takes what it found); None with the reference backend."""
         if not self._compiled:
             return None
-        rows, signs, allowances, thresholds = self._rows()
-        return (rows, signs.ravel(), allowances.ravel(), thresholds.ravel()), self.sums.reshape(-1)
+        if self._flat is None:
+            rows, signs, allowances, thresholds = self._rows()
+            self._flat = (rows, signs.ravel(), allowances.ravel(), thresholds.ravel())
+        return self._flat, self.sums.reshape(-1)  # a view: the kernel writes the sums in place
 
     def record(
         self, found: list[tuple[int, float, int]], length: int, n: int, mean: float

@@ -989,10 +989,10 @@ class NumericMonitor(_StreamMonitor):
         # through ADWIN and the CUSUM bank in one kernel call (the same steps in the same
         # order as the generic path).
         adwin, cusum = self.detectors.get(Adwin.name), self.detectors.get(Cusum.name)
-        if len(self.detectors) != 2 or not isinstance(adwin, Adwin):
+        if len(self.detectors) != 2 or not (isinstance(adwin, Adwin) and isinstance(cusum, Cusum)):
             return super()._detect(values, positions)
-        window, bank = adwin.window, cusum.compiled_bank if isinstance(cusum, Cusum) else None
-        if window is None or bank is None or not isinstance(cusum, Cusum):
+        window, bank = adwin.window, cusum.compiled_bank
+        if window is None or bank is None:  # detectors of the reference backend
             return super()._detect(values, positions)
         mean, scale = self.reference.mean, self._scale
         bounded = max(self.stats.max - mean, mean - self.stats.min) / scale <= LARGE
@@ -1006,15 +1006,10 @@ class NumericMonitor(_StreamMonitor):
             (cusum.n, cusum.mean),
             bank[1],
         )
-        orders = {name: order for order, name in enumerate(self.detectors)}
-        hits = [
-            (i, orders[name], name, statistic)
-            for name, found in (
-                (Adwin.name, adwin.record(adwin_hits)),
-                (Cusum.name, cusum.record(bank_hits, len(values), n, bank_mean)),
-            )
-            for i, statistic in found
-        ]
+        order = 0 if next(iter(self.detectors)) == Adwin.name else 1  # ADWIN's; the bank's 1 - it
+        hits = [(i, order, Adwin.name, statistic) for i, statistic in adwin.record(adwin_hits)]
+        found = cusum.record(bank_hits, len(values), n, bank_mean)
+        hits += [(i, 1 - order, Cusum.name, statistic) for i, statistic in found]
         return standardised, hits, []
 
 

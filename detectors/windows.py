@@ -695,16 +695,20 @@ class Windows(abc.ABC, Generic[P]):
                 values, missing, positions, np.asarray(times, dtype=np.float64)
             )
         evaluations = []
-        start = 0
-        while start < len(missing):
-            stop = self._fill(start, missing)
-            if self.ready and self.current.events == 0:
-                self.window_from = int(positions[start])
-            (self.current if self.ready else self.reference).add(
-                values[start:stop], missing[start:stop]
-            )
+        start, length, size = 0, len(missing), self.params.events
+        while start < length:
+            ready = self.ready  # the reference's stretch first; the window stays empty until then
+            period = self.current if ready else self.reference
+            if ready:
+                filled = period.events
+                stop = min(length, start + size - filled)  # what _fill gives once ready
+                if filled == 0:
+                    self.window_from = int(positions[start])
+            else:
+                stop = self._fill(start, missing)
+            period.add(values[start:stop], missing[start:stop])
             self.last_position = int(positions[stop - 1])
-            if self.current.events >= self.params.events:
+            if ready and period.events >= size:
                 evaluations.append(self._close(stop - 1))
             start = stop
         return evaluations
