@@ -25,7 +25,7 @@ fused = pytest.importorskip("streamdrift.detectors.kernels.fused", exc_type=Impo
 native = pytest.importorskip("streamdrift_kernels")
 
 KINDS = ["stationary", "shifted", "constant", "gaps", "extremes", "integers", "huge"]
-RANDOM = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+RANDOM = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @contextmanager
@@ -411,3 +411,31 @@ def test_empty_batches_leave_the_state_as_it_was() -> None:
     assert all(x.tobytes() == y.tobytes() for x, y in zip(before, after, strict=True))
     present, index, computed = native.split_moments(np.full(3, np.nan), LARGE, np.empty(4))
     assert (len(present), len(index), computed) == (0, 0, False)
+
+
+def test_default_numeric_monitors_take_the_fused_path(monkeypatch) -> None:
+    """The equality tests above compare the fused path only if it is taken: with the compiled
+    backend, a numeric monitor with the default detectors runs each batch through one
+    numeric_detect call, its windows through fill_period."""
+    calls = {"detect": 0, "fill_period": 0, "split_moments": 0}
+
+    def counting(name: str) -> Any:
+        kernel = getattr(fused, name)
+
+        def counted(*args: Any) -> Any:
+            calls[name] += 1
+            return kernel(*args)
+
+        return counted
+
+    for name in calls:
+        monkeypatch.setattr(fused, name, counting(name))
+    with backend("compiled"):
+        monitor = NumericMonitor(
+            MonitorParams(warmup_events=50, window=WindowParams(events=50, reference_events=100))
+        )
+        values = np.random.default_rng(1).normal(size=400)
+        for start in range(0, 400, 100):
+            monitor.update(values[start : start + 100], np.arange(start, start + 100))
+    # fill_period: the reference (50 + 50 values), then five windows of 50
+    assert calls == {"detect": 4, "fill_period": 7, "split_moments": 4}
