@@ -569,9 +569,15 @@ def _entry_times(profile: pstats.Stats) -> dict[str, float]:
         "numeric monitor: window tests": called(r"detectors/windows\.py$", "update", "_watch"),
         "numeric monitor: CUSUM bank": called(r"detectors/cusum\.py$", "update_many", watch),
         "numeric monitor: ADWIN": called(r"detectors/adwin\.py$", "update_many", watch),
+        # The compiled backend's one call for both (and the standardising and clipping).
+        "numeric monitor: ADWIN + CUSUM bank, fused": called(
+            r"detectors/kernels/fused\.py$", "detect", "_detect"
+        ),
         "numeric monitor: moments (Welford)": called(
             r"detectors/stats\.py$", "update_many", numeric
-        ),
+        )
+        + called(r"detectors/stats\.py$", "update_summarised", numeric)
+        + called(r"detectors/kernels/fused\.py$", "split_moments", numeric),
         "numeric monitor: KLL sketch": called(r"detectors/sketches\.py$", "update_many", numeric),
     }
     categorical = cum(CategoricalMonitor.update)

@@ -86,19 +86,35 @@ class Adwin(ChangeDetector):
         hits = self._window.update(np.array([x])) if self._window is not None else self._run([x])
         return hits[0][1] if hits else None
 
+    @property
+    def window(self) -> AdwinWindow | None:
+        """The compiled backend's window (None with the reference backend), for a kernel that
+        runs it with other steps in one call (:mod:`detectors.kernels.fused`), after which
+        :meth:`record` takes what it found."""
+        return self._window
+
     def update_many(self, values: Iterable[float]) -> list[tuple[int, float]]:
         if self._window is not None:
             array = values if isinstance(values, np.ndarray) else np.fromiter(values, np.float64)
-            hits = self._window.update(array)
-            self._drift_detected = self._window.drift_detected
-        else:
-            hits = self._run(values)
-            # What ``_step`` records per value, once for the run.
-            self._drift_detected = self._river.drift_detected
+            return self.record(self._window.update(array))
+        hits = self._run(values)
+        # What ``_step`` records per value, once for the run.
+        self._drift_detected = self._river.drift_detected
+        self._count(hits)
+        return hits
+
+    def record(self, hits: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """Take the detections (index, statistic) of a batch the compiled :attr:`window` ran;
+        returns them."""
+        assert self._window is not None, "a detector of the compiled backend"
+        self._drift_detected = self._window.drift_detected
+        self._count(hits)
+        return hits
+
+    def _count(self, hits: list[tuple[int, float]]) -> None:
         if hits:
             self.statistic = hits[-1][1]
             self.n_detections += len(hits)
-        return hits
 
     @property
     def _river(self) -> drift.ADWIN:

@@ -94,6 +94,7 @@ class Cusum(ChangeDetector):
             raise ValueError("one threshold per allowance")
         self.fired = 0
         self._bank: _Bank | None = None
+        self._flat: _Bank | None = None  # the bank's columns flat (compiled_bank)
         self._compiled = kernels.compiled()  # the backend active when the bank is made
         self._restart()
 
@@ -147,8 +148,29 @@ class Cusum(ChangeDetector):
         state = np.array([float(self.n), self.mean])
         sums = self.sums.reshape(-1)  # a view: the kernel writes the sums in place
         found = _scan_kernel()(x, flat, self.params.min_instances, state, sums)
-        self.n, self.mean = int(state[0]), float(state[1])
-        self._drift_detected = bool(found) and found[-1][0] == len(x) - 1
+        return self.record(found, len(x), int(state[0]), float(state[1]))
+
+    @property
+    def compiled_bank(self) -> tuple[_Bank, NDArray[np.float64]] | None:
+        """With the compiled backend, the watched CUSUMs as flat columns (rows, signs,
+        allowances, thresholds) and a flat view of the sums, for a kernel that runs the bank
+        with other steps in one call (:mod:`detectors.kernels.fused`; the sums are written in
+        place, then :meth:`record` takes what it found); None with the reference backend."""
+        if not self._compiled:
+            return None
+        if self._flat is None:
+            rows, signs, allowances, thresholds = self._rows()
+            self._flat = (rows, signs.ravel(), allowances.ravel(), thresholds.ravel())
+        return self._flat, self.sums.reshape(-1)  # a view: the kernel writes the sums in place
+
+    def record(
+        self, found: list[tuple[int, float, int]], length: int, n: int, mean: float
+    ) -> list[tuple[int, float]]:
+        """Take the detections (index, statistic, row) of a batch of ``length`` values the
+        compiled bank ran, and its state after them (values since the last restart, their
+        mean); returns (index, statistic) of each detection."""
+        self.n, self.mean = n, mean
+        self._drift_detected = bool(found) and found[-1][0] == length - 1
         if found:
             self.statistic = found[-1][1]
             self.fired = found[-1][2] // 2

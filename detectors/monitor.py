@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from importlib.metadata import version as _version_of
+from types import ModuleType
 from typing import Annotated, Any, ClassVar, NamedTuple, Self
 
 import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from streamdrift.detectors import kernels
 from streamdrift.detectors.adwin import Adwin, AdwinState
 from streamdrift.detectors.baseline import CategoricalProfile, NumericProfile, Profile
 from streamdrift.detectors.blocks import Block, Blocks, BlocksState, settled_mean
@@ -638,10 +641,15 @@ class _StreamMonitor(UnivariateMonitor):
             raise ValueError("values and positions must be 1-d arrays of the same length")
         _check_times(times, len(values))
         missing = np.isnan(values)
-        present = values[~missing]
-        self.missing += int(missing.sum())
         seen = self.stats.count
-        self.stats.update_many(present)
+        if kernels.compiled():
+            # One pass: the present values, their indices and their moments.
+            present, indices, moments = _fused().split_moments(values, LARGE)
+            self.stats.update_summarised(present, moments)
+        else:
+            present, indices = values[~missing], None
+            self.stats.update_many(present)
+        self.missing += len(values) - len(present)
         self.sketch.update_many(present)
         wanted = (
             0 if self.reference_source is not None else self.warmup_events - self.reference.count
@@ -652,10 +660,13 @@ class _StreamMonitor(UnivariateMonitor):
         if not self.warmed_up:
             return []
         # Events after the warm-up's last value go to the detectors and the window tests.
-        start = int(np.flatnonzero(~missing)[n_reference - 1]) + 1 if n_reference else 0
+        if indices is None:
+            indices = np.flatnonzero(~missing)
+        start = int(indices[n_reference - 1]) + 1 if n_reference else 0
         later = None if times is None else np.asarray(times, dtype=np.float64)[start:]
+        split = (indices[n_reference:] - start, present[n_reference:])
         return self._watch(
-            values[start:], missing[start:], positions[start:], seen + n_reference, later
+            values[start:], missing[start:], positions[start:], seen + n_reference, later, split
         )
 
     def _add_reference(self, values: NDArray[np.float64]) -> None:
@@ -706,23 +717,23 @@ class _StreamMonitor(UnivariateMonitor):
         positions: NDArray[np.integer[Any]],
         seen: int,
         times: NDArray[np.float64] | None = None,
+        split: tuple[NDArray[np.intp], NDArray[np.float64]] | None = None,
     ) -> list[Detection]:
         """Run the detectors and window tests over post-warm-up events; ``seen`` values came
-        before them."""
-        present = np.flatnonzero(~missing)
+        before them. ``split``: the indices of the present values and the values, if known."""
+        present, present_values = (
+            split if split is not None else (np.flatnonzero(~missing), values[~missing])
+        )
         value_positions = positions[present]
-        standardised = self._standardise(values[present])
-        inputs = self._detector_input(standardised, values[present])
+        standardised, hits, blocks = self._detect(present_values, value_positions)
         # (event index, order, value index, detector, statistic or evaluation), in stream order
         timeline: list[tuple[int, int, int, str, Any]] = [
-            (int(present[i]), order, i, name, statistic)
-            for order, (name, detector) in enumerate(self.detectors.items())
-            for i, statistic in detector.update_many(inputs)
+            (int(present[i]), order, i, name, statistic) for i, order, name, statistic in hits
         ]
         if self.windows is not None:
             closed = self.windows.update(values, missing, positions, times)
             timeline += [(e.index, len(self.detectors), -1, WINDOW, e) for e in closed]
-        for block in self._blocks_closed(inputs, value_positions):
+        for block in blocks:
             timeline.append((int(present[block.index]), len(self.detectors), -1, BLOCK, block))
         timeline.sort(key=lambda step: step[:3])
         if len(present):
@@ -751,6 +762,21 @@ class _StreamMonitor(UnivariateMonitor):
                 detections.append(detection)
         self._fold_ewma(standardised[folded:])
         return detections
+
+    def _detect(
+        self, values: NDArray[np.float64], positions: NDArray[np.integer[Any]]
+    ) -> tuple[NDArray[np.float64], list[tuple[int, int, str, float]], list[Block]]:
+        """Run the change detectors over the present ``values`` (tagged ``positions``): the
+        values standardised, each detection as (value index, the detector's order, its name,
+        statistic), and the blocks that closed."""
+        standardised = self._standardise(values)
+        inputs = self._detector_input(standardised, values)
+        hits = [
+            (i, order, name, statistic)
+            for order, (name, detector) in enumerate(self.detectors.items())
+            for i, statistic in detector.update_many(inputs)
+        ]
+        return standardised, hits, self._blocks_closed(inputs, positions)
 
     def _blocks_closed(
         self, inputs: NDArray[np.float64], positions: NDArray[np.integer[Any]]
@@ -955,6 +981,36 @@ class NumericMonitor(_StreamMonitor):
         self, standardised: NDArray[np.float64], values: NDArray[np.float64]
     ) -> NDArray[np.float64]:
         return np.clip(standardised, -self.params.clip_sigma, self.params.clip_sigma)
+
+    def _detect(
+        self, values: NDArray[np.float64], positions: NDArray[np.integer[Any]]
+    ) -> tuple[NDArray[np.float64], list[tuple[int, int, str, float]], list[Block]]:
+        # The default detectors with the compiled backend: standardised, clipped and run
+        # through ADWIN and the CUSUM bank in one kernel call (the same steps in the same
+        # order as the generic path).
+        adwin, cusum = self.detectors.get(Adwin.name), self.detectors.get(Cusum.name)
+        if len(self.detectors) != 2 or not (isinstance(adwin, Adwin) and isinstance(cusum, Cusum)):
+            return super()._detect(values, positions)
+        window, bank = adwin.window, cusum.compiled_bank
+        if window is None or bank is None:  # detectors of the reference backend
+            return super()._detect(values, positions)
+        mean, scale = self.reference.mean, self._scale
+        bounded = max(self.stats.max - mean, mean - self.stats.min) / scale <= LARGE
+        standardised, adwin_hits, bank_hits, n, bank_mean = _fused().detect(
+            values,
+            (mean, scale, bounded, LARGE),
+            self.params.clip_sigma,
+            window,
+            bank[0],
+            cusum.params.min_instances,
+            (cusum.n, cusum.mean),
+            bank[1],
+        )
+        order = 0 if next(iter(self.detectors)) == Adwin.name else 1  # ADWIN's; the bank's 1 - it
+        hits = [(i, order, Adwin.name, statistic) for i, statistic in adwin.record(adwin_hits)]
+        found = cusum.record(bank_hits, len(values), n, bank_mean)
+        hits += [(i, 1 - order, Cusum.name, statistic) for i, statistic in found]
+        return standardised, hits, []
 
 
 class ErrorMonitor(_StreamMonitor):
@@ -1396,6 +1452,15 @@ def _ewma_weights(alpha: float, n: int) -> NDArray[np.float64]:
             _EWMA_WEIGHTS[alpha] = grown
         weights = grown
     return weights[len(weights) - n :]
+
+
+@functools.cache
+def _fused() -> ModuleType:
+    """The fused kernels, imported on first use (the extension need not be installed for the
+    reference backend)."""
+    from streamdrift.detectors.kernels import fused
+
+    return fused
 
 
 def _check_times(times: NDArray[np.float64] | None, n: int) -> None:

@@ -118,6 +118,23 @@ class RunningStats:
                 low, high, mean, m2 = found
                 self._combine(len(values), mean, m2, 0, low, high)
                 return
+        self._update_numpy(values)
+
+    def update_summarised(
+        self, values: NDArray[np.float64], moments: tuple[float, float, float, float] | None
+    ) -> None:
+        """:meth:`update_many` with the batch's ``moments`` (min, max, mean, sum of squared
+        deviations) already computed by a compiled kernel that read the values anyway (see
+        :mod:`detectors.kernels.fused`); None where it did not (values beyond +-LARGE)."""
+        if len(values) == 0:
+            return
+        if moments is None:
+            self._update_numpy(values)
+            return
+        low, high, mean, m2 = moments
+        self._combine(len(values), mean, m2, 0, low, high)
+
+    def _update_numpy(self, values: NDArray[np.float64]) -> None:
         # ufunc reductions: ndarray.mean() and friends add microseconds of Python per call,
         # and this runs for every series of every batch.
         low, high = float(np.minimum.reduce(values)), float(np.maximum.reduce(values))

@@ -38,8 +38,9 @@ import abc
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from itertools import pairwise
+from types import ModuleType
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 import msgspec
@@ -65,7 +66,7 @@ from streamdrift.detectors.distances import (
     psi_terms,
 )
 from streamdrift.detectors.sketches import CategoryCounts, CategoryCountsState, QuantileSketch
-from streamdrift.detectors.stats import RunningStats, RunningStatsState, saturate
+from streamdrift.detectors.stats import LARGE, RunningStats, RunningStatsState, saturate
 
 __all__ = [
     "MIN_VALUES",
@@ -243,6 +244,35 @@ class NumericPeriod(_Period):
     def scale(self) -> float:
         """The standard deviation (1.0 for a constant period: its own units)."""
         return self.stats.std or 1.0
+
+    def add(self, values: NDArray[np.float64], missing: NDArray[np.bool_]) -> None:
+        if (
+            kernels.compiled()
+            and self._binnable
+            and values.dtype == np.float64
+            and missing.dtype == np.bool_
+            and values.ndim == missing.ndim == 1
+        ):
+            # One pass over the stretch: the values, their moments and bins.
+            present, moments = _fused().fill_period(values, missing, self.cuts, self.bins, LARGE)
+            self.missing += len(values) - len(present)
+            if len(present):
+                self.stats.update_summarised(present, moments)
+                self.sketch.update_many(present)
+            return
+        super().add(values, missing)
+
+    @property
+    def _binnable(self) -> bool:
+        """Whether the bins can be counted in place by a compiled kernel."""
+        return (
+            len(self.bins) == len(self.cuts) + 1
+            and self.bins.dtype == np.int64
+            and self.bins.flags.c_contiguous  # counted in place
+            and self.bins.flags.writeable
+            and self.cuts.dtype == np.float64
+            and self.cuts.flags.c_contiguous
+        )
 
     def _add_present(self, values: NDArray[np.float64], missing: NDArray[np.bool_]) -> None:
         present = values[~missing]
@@ -665,16 +695,20 @@ class Windows(abc.ABC, Generic[P]):
                 values, missing, positions, np.asarray(times, dtype=np.float64)
             )
         evaluations = []
-        start = 0
-        while start < len(missing):
-            stop = self._fill(start, missing)
-            if self.ready and self.current.events == 0:
-                self.window_from = int(positions[start])
-            (self.current if self.ready else self.reference).add(
-                values[start:stop], missing[start:stop]
-            )
+        start, length, size = 0, len(missing), self.params.events
+        while start < length:
+            ready = self.ready  # the reference's stretch first; the window stays empty until then
+            period = self.current if ready else self.reference
+            if ready:
+                filled = period.events
+                stop = min(length, start + size - filled)  # what _fill gives once ready
+                if filled == 0:
+                    self.window_from = int(positions[start])
+            else:
+                stop = self._fill(start, missing)
+            period.add(values[start:stop], missing[start:stop])
             self.last_position = int(positions[stop - 1])
-            if self.current.events >= self.params.events:
+            if ready and period.events >= size:
                 evaluations.append(self._close(stop - 1))
             start = stop
         return evaluations
@@ -692,7 +726,7 @@ class Windows(abc.ABC, Generic[P]):
         (the detectors and the counts still see it) but tested in no window. Judged event by
         event, so the windows do not depend on how the stream is cut into batches."""
         start = 0
-        if not self.ready:  # the reference is the first reference_events values, by count
+        if not self.ready and len(missing):  # the reference: the first reference_events values
             start = self._fill(0, missing)
             self.reference.add(values[:start], missing[:start])
             self.last_position = int(positions[start - 1])
@@ -1035,6 +1069,15 @@ class CategoricalWindows(Windows[CategoricalPeriod]):
         }
         windows._restore_progress(state.progress)
         return windows
+
+
+@cache
+def _fused() -> ModuleType:
+    """The fused kernels, imported on first use (the extension need not be installed for the
+    reference backend)."""
+    from streamdrift.detectors.kernels import fused
+
+    return fused
 
 
 def _take(values: Any, chosen: NDArray[np.int64]) -> Any:

@@ -73,3 +73,29 @@ def decode_prediction_columns(
     ],
     list[int],
 ]: ...
+def split_moments(values: _Floats, large: float, out: _Floats) -> tuple[_Floats, _Ints, bool]: ...
+def fill_period(
+    values: _Floats, missing: _Bools, cuts: _Floats, bins: _Ints, large: float, out: _Floats
+) -> tuple[_Floats, bool]: ...
+def numeric_detect(
+    values: _Floats,
+    mean: float,
+    scale: float,
+    bounded: bool,
+    large: float,
+    clip_sigma: float,
+    adwin_params: _Floats,
+    adwin_sums: _Floats,
+    adwin_counts: _Ints,
+    adwin_totals: _Floats,
+    adwin_variances: _Floats,
+    adwin_used: _Ints,
+    rows: _Ints,
+    signs: _Floats,
+    allowances: _Floats,
+    thresholds: _Floats,
+    min_instances: float,
+    n: float,
+    bank_mean: float,
+    bank_sums: _Floats,
+) -> tuple[_Floats, list[tuple[int, float]], list[tuple[int, float, int]], float, float]: ...

@@ -9,7 +9,8 @@ on thousands of random streams). Two backends:
 ``compiled``
     the kernels of the Rust extension ``streamdrift_kernels`` (the repository's ``native/``,
     built by ``make`` where a Rust toolchain is installed), called through :mod:`.adwin`,
-    :mod:`.cusum`, :mod:`.moments`, :mod:`.page_hinkley` and :mod:`.windows`.
+    :mod:`.cusum`, :mod:`.moments`, :mod:`.page_hinkley` and :mod:`.windows`, and
+    :mod:`.fused`, which runs several of them over a numeric series' batch in one call.
 ``reference``
     river's ADWIN and Page-Hinkley called value by value, the CUSUM bank and the moments as
     numpy array passes: the oracle the kernels are tested against, and what runs where the
@@ -57,7 +58,7 @@ CHOICES: tuple[Choice, ...] = get_args(Choice)
 
 # The extension's interface version (its ``API_VERSION``): a build of another version, left in a
 # virtualenv from an older checkout, could take other arguments, so it counts as not installed.
-API_VERSION = 2
+API_VERSION = 3
 EXTENSION = "streamdrift_kernels"
 BUILD_HINT = (
     "build them with `make` on a machine with a Rust toolchain (cargo; https://rustup.rs), or "
@@ -130,7 +131,7 @@ def warm_up() -> float:
     if not compiled():
         return 0.0
     began = time.perf_counter()
-    for name in ("adwin", "cusum", "moments", "page_hinkley", "windows"):
+    for name in ("adwin", "cusum", "fused", "moments", "page_hinkley", "windows"):
         importlib.import_module(f"{__name__}.{name}")
     return time.perf_counter() - began
 

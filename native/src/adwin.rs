@@ -34,14 +34,14 @@ const N_LEVELS: usize = 4;
 const DRIFT: usize = 5;
 
 /// The window's state: the arrays `_update_batch` passes to its helpers.
-struct Window<'a> {
-    sums: &'a mut [f64; 4],
-    counts: &'a mut [i64; 6],
-    totals: &'a mut [f64],
-    variances: &'a mut [f64],
-    used: &'a mut [i64],
-    rows: usize,
-    cols: usize,
+pub(crate) struct Window<'a> {
+    pub(crate) sums: &'a mut [f64; 4],
+    pub(crate) counts: &'a mut [i64; 6],
+    pub(crate) totals: &'a mut [f64],
+    pub(crate) variances: &'a mut [f64],
+    pub(crate) used: &'a mut [i64],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
 }
 
 /// `float(np.int64(1) << level)`; `level` is below the arrays' rows (checked by the caller).
@@ -241,7 +241,7 @@ impl Window<'_> {
 }
 
 /// `_update_batch` on slices: `hit_index` and `hit_statistic` hold at least `values.len()`.
-fn update_batch(
+pub(crate) fn update_batch(
     values: &[f64],
     params: &[f64; 5],
     window: &mut Window<'_>,

@@ -9,17 +9,17 @@ use pyo3::prelude::*;
 use crate::{div, exact_len, min_len, py_min, Arrays, KResult};
 
 /// The arrays `_scan` reads.
-struct Bank<'a> {
-    rows: &'a [i64],
-    signs: &'a [f64],
-    allowances: &'a [f64],
-    thresholds: &'a [f64],
+pub(crate) struct Bank<'a> {
+    pub(crate) rows: &'a [i64],
+    pub(crate) signs: &'a [f64],
+    pub(crate) allowances: &'a [f64],
+    pub(crate) thresholds: &'a [f64],
 }
 
 /// `rows[j]` as an index into `sums`: numba's indexing wraps a negative index once (as
 /// Python's does); `None` beyond that, where numba would read out of bounds.
 #[inline(always)]
-fn wrap_index(row: i64, len: usize) -> Option<usize> {
+pub(crate) fn wrap_index(row: i64, len: usize) -> Option<usize> {
     let len = len as i64;
     let index = if row < 0 { row.wrapping_add(len) } else { row };
     (0..len).contains(&index).then_some(index as usize)
@@ -29,7 +29,7 @@ fn wrap_index(row: i64, len: usize) -> Option<usize> {
 /// `allowances` and `thresholds` as long as `rows`, the hit arrays at least `values.len()`
 /// long.
 #[allow(clippy::too_many_arguments)]
-fn scan(
+pub(crate) fn scan(
     values: &[f64],
     bank: &Bank<'_>,
     min_instances: f64,

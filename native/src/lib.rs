@@ -32,6 +32,7 @@ use pyo3::prelude::*;
 mod adwin;
 mod cusum;
 mod decode;
+mod fused;
 mod moments;
 mod page_hinkley;
 mod windows;
@@ -258,7 +259,7 @@ pub(crate) fn min_len<T>(name: &str, array: &[T], needed: usize, what: &str) -> 
 /// The interface version `streamdrift.detectors.kernels.API_VERSION` expects: raised whenever a
 /// function's arguments or results change, so that a build left from another checkout is not
 /// called with arguments it does not take.
-pub const API_VERSION: u32 = 2;
+pub const API_VERSION: u32 = 3;
 
 /// The module: one function per kernel that `streamdrift.detectors.kernels` calls.
 #[pymodule]
@@ -278,6 +279,9 @@ fn streamdrift_kernels(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(windows::psi_parts, m)?)?;
     m.add_function(wrap_pyfunction!(windows::add_to_bins, m)?)?;
     m.add_function(wrap_pyfunction!(decode::decode_prediction_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(fused::split_moments, m)?)?;
+    m.add_function(wrap_pyfunction!(fused::fill_period, m)?)?;
+    m.add_function(wrap_pyfunction!(fused::numeric_detect, m)?)?;
     Ok(())
 }
 

@@ -73,7 +73,7 @@ fn pairwise_sum(x: &[f64], lo: usize, n: usize, mean: f64, squared: bool) -> f64
 
 /// `_moments` on slices (`x` not empty): `out` = [min, max, mean, m2]; false, with only min
 /// and max set, if a value lies beyond `+-large`.
-fn moments_of(x: &[f64], large: f64, out: &mut [f64]) -> bool {
+pub(crate) fn moments_of(x: &[f64], large: f64, out: &mut [f64]) -> bool {
     let mut low = x[0];
     let mut high = x[0];
     for &value in &x[1..] {

@@ -336,7 +336,7 @@ pub(crate) fn psi_parts<'py>(
 }
 
 /// `add_to_bins` on slices: `bins` at least `cuts.len() + 1` long.
-fn add_to_bins_of(bins: &mut [i64], cuts: &[f64], values: &[f64]) {
+pub(crate) fn add_to_bins_of(bins: &mut [i64], cuts: &[f64], values: &[f64]) {
     let n_cuts = cuts.len();
     for &value in values {
         if value.is_nan() {

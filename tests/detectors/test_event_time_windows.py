@@ -107,3 +107,16 @@ def test_categorical_monitors_use_event_time_too_and_times_are_required():
     assert monitor.windows.evaluated == 1
     with pytest.raises(ValueError, match="need the events' times"):
         monitor.update(["a"], [201])
+
+
+def test_a_warm_up_ending_on_a_batchs_last_value_leaves_the_windows_nothing_to_add():
+    """The warm-up's last value ends the batch: the windows get an empty stretch, before their
+    reference is complete (this raised IndexError)."""
+    params = MonitorParams(
+        warmup_events=30, window=WindowParams(events=50, reference_events=100, seconds=SIZE)
+    )
+    monitor = NumericMonitor(params)
+    assert monitor.update(np.arange(30.0), np.arange(30), 1_000 + np.arange(30.0)) == []
+    assert monitor.windows is not None and monitor.windows.reference.count == 0
+    monitor.update(np.arange(200.0), np.arange(30, 230), 1_030 + np.arange(200.0))
+    assert monitor.windows.reference.count == 100
