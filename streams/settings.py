@@ -90,7 +90,7 @@ class Settings(BaseSettings):
 
     # --- checkpointing ---------------------------------------------------------------------
     checkpoint_every_events: int = Field(
-        20_000, ge=1, description="Checkpoint after this many events"
+        50_000, ge=1, description="Checkpoint after this many events"
     )
     checkpoint_interval_s: float = Field(2.0, gt=0, description="...or after this many seconds")
     history_interval_s: float = Field(
