@@ -71,10 +71,14 @@ async def publish(runtime: Runtime, state: PartitionState, records: list[Record]
 
 def test_the_runtime_exposes_the_max_over_partitions_and_versions_and_forgets_what_it_drops():
     async def scenario() -> None:
-        # max_versions_per_model=2: a third version retires the least recently seen one
+        # max_versions_per_model=2: a third version retires the least recently seen one; no
+        # Redis here, so no incidents (deciding them waits for Redis, as a checkpoint does)
         runtime = Runtime(
             Settings(
-                redis_url="redis://127.0.0.1:1/0", max_versions_per_model=2, multivariate=False
+                redis_url="redis://127.0.0.1:1/0",
+                max_versions_per_model=2,
+                multivariate=False,
+                incidents=False,
             ),
             {},
             Publisher(),
