@@ -314,6 +314,7 @@ class Runtime:
         alerts = [build_alert(s.group_id, state.topic, state.partition, f) for f in findings]
         answers = await self._incident_answers(state, findings, alerts)
         outbox = self.outbox[(state.topic, state.partition)]
+        told: list[bytes] = []  # the incident events, after the alerts they tell about
         for finding, alert, answer in zip(findings, alerts, answers, strict=True):
             d = finding.detection
             routing = model_routing(self.config, finding.model)
@@ -328,13 +329,14 @@ class Runtime:
             if answer is not None and answer.publishes:
                 event = incident_event(s.group_id, finding.model, answer, routing)
                 entry = (finding.model, "", INCIDENT_ENTRY, answer.action, encode_event(event))
-                outbox.append(msgspec.msgpack.encode(entry))
+                told.append(msgspec.msgpack.encode(entry))
                 log.warning(
                     "incident %s: %s (id %s)",
                     answer.action,
                     event["data"]["summary"],
                     answer.incident,
                 )
+        outbox += told
 
     async def _incident_answers(
         self, state: PartitionState, findings: list[Finding], alerts: list[dict[str, Any]]
