@@ -308,8 +308,9 @@ class Runtime:
                 m.drift_scores.discard(owner, model, feature)
 
     async def _queue_alerts(self, state: PartitionState, findings: list[Finding]) -> None:
-        """Put the findings' alerts in the partition's outbox, each with its incident's id, and
-        after an alert the incident event it publishes (opened, updated, resolved)."""
+        """Put the findings' alerts in the partition's outbox, each with its incident's id and
+        the model's routing, and after them the incident events they publish (opened, updated,
+        resolved)."""
         s = self.settings
         alerts = [build_alert(s.group_id, state.topic, state.partition, f) for f in findings]
         answers = await self._incident_answers(state, findings, alerts)
