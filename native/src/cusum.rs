@@ -25,6 +25,39 @@ pub(crate) fn wrap_index(row: i64, len: usize) -> Option<usize> {
     (0..len).contains(&index).then_some(index as usize)
 }
 
+impl Bank<'_> {
+    /// `signs`, `allowances` and `thresholds` as long as `rows` (one entry per watched row).
+    pub(crate) fn check_lengths(&self) -> PyResult<()> {
+        let watched = self.rows.len();
+        exact_len("signs", self.signs, watched)?;
+        exact_len("allowances", self.allowances, watched)?;
+        exact_len("thresholds", self.thresholds, watched)
+    }
+
+    /// `rows` as indices into the sums (`sums_name`, `sums_len` long), each checked; none read
+    /// when there are no values (numba returns before reading rows then).
+    pub(crate) fn row_index(
+        &self,
+        any_values: bool,
+        sums_name: &str,
+        sums_len: usize,
+    ) -> PyResult<Vec<usize>> {
+        if !any_values {
+            return Ok(Vec::new());
+        }
+        self.rows
+            .iter()
+            .map(|&row| {
+                wrap_index(row, sums_len).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "rows holds {row}, outside {sums_name} (length {sums_len})"
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
 /// `_scan` on slices: `rows` already checked to index `sums` (`row_index`), `signs`,
 /// `allowances` and `thresholds` as long as `rows`, the hit arrays at least `values.len()`
 /// long.
@@ -158,30 +191,12 @@ pub(crate) fn cusum_scan<'py>(
     let hit_statistic = arrays.output("hit_statistic", hit_statistic)?;
     let hit_row = arrays.output("hit_row", hit_row)?;
 
-    let watched = bank.rows.len();
-    exact_len("signs", bank.signs, watched)?;
-    exact_len("allowances", bank.allowances, watched)?;
-    exact_len("thresholds", bank.thresholds, watched)?;
+    bank.check_lengths()?;
     exact_len("state", state, 2)?;
     min_len("hit_index", hit_index, values.len(), "len(values)")?;
     min_len("hit_statistic", hit_statistic, values.len(), "len(values)")?;
     min_len("hit_row", hit_row, values.len(), "len(values)")?;
-    // numba returns before reading rows when there are no values.
-    let row_index: Vec<usize> = if values.is_empty() {
-        Vec::new()
-    } else {
-        bank.rows
-            .iter()
-            .map(|&row| {
-                wrap_index(row, sums.len()).ok_or_else(|| {
-                    PyValueError::new_err(format!(
-                        "rows holds {row}, outside sums (length {})",
-                        sums.len()
-                    ))
-                })
-            })
-            .collect::<PyResult<_>>()?
-    };
+    let row_index = bank.row_index(!values.is_empty(), "sums", sums.len())?;
     Ok(scan(
         values,
         &bank,

@@ -18,7 +18,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::adwin::{update_batch, Window};
-use crate::cusum::{scan, wrap_index, Bank};
+use crate::cusum::{scan, Bank};
 use crate::moments::moments_of;
 use crate::windows::add_to_bins_of;
 use crate::{exact_len, fixed, fixed_mut, Arrays};
@@ -186,26 +186,8 @@ pub(crate) fn numeric_detect<'py>(
 
     let params: &[f64; 5] = fixed("adwin_params", params)?;
     exact_len("adwin_used", used, levels)?;
-    let watched = bank.rows.len();
-    exact_len("signs", bank.signs, watched)?;
-    exact_len("allowances", bank.allowances, watched)?;
-    exact_len("thresholds", bank.thresholds, watched)?;
-    // cusum_scan reads the rows only when there are values.
-    let row_index: Vec<usize> = if values.is_empty() {
-        Vec::new()
-    } else {
-        bank.rows
-            .iter()
-            .map(|&row| {
-                wrap_index(row, bank_sums.len()).ok_or_else(|| {
-                    PyValueError::new_err(format!(
-                        "rows holds {row}, outside bank_sums (length {})",
-                        bank_sums.len()
-                    ))
-                })
-            })
-            .collect::<PyResult<_>>()?
-    };
+    bank.check_lengths()?;
+    let row_index = bank.row_index(!values.is_empty(), "bank_sums", bank_sums.len())?;
     let mut window = Window {
         sums: fixed_mut("adwin_sums", sums)?,
         counts: fixed_mut("adwin_counts", counts)?,
