@@ -20,6 +20,7 @@ from streamdrift.detectors.config import (
     model_task,
     multivariate_params,
     resolve,
+    segment_features,
     validate_config,
 )
 from streamdrift.detectors.monitor import (
@@ -83,6 +84,7 @@ __all__ = [
     "monitor_from_bytes",
     "multivariate_params",
     "resolve",
+    "segment_features",
     "severity",
     "validate_config",
 ]

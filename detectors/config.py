@@ -69,6 +69,7 @@ __all__ = [
     "model_task",
     "multivariate_params",
     "resolve",
+    "segment_features",
     "validate_config",
 ]
 
@@ -88,6 +89,7 @@ _MODEL_KEYS = (
     "owner",
     "runbook_url",
     "priority",
+    "segments",
 )
 SEVERITIES = ("low", "medium", "high")
 # resolve() caches each model's defaults by the content of the sections they come from; the
@@ -569,6 +571,7 @@ def validate_config(config: Mapping[str, Any] | None) -> None:
     for model in _as_mapping(config.get("models"), "models"):
         model_task(config, model)
         model_routing(config, model)
+        segment_features(config, model)
         multivariate_params(config, model)
         _ignored(config, model)
         _allowed(config, model)
@@ -734,6 +737,38 @@ def model_routing(config: Mapping[str, Any] | None, model: str) -> ModelRouting:
             )
     ordered = tuple((s, policy[s]) for s in SEVERITIES if s in policy)
     return ModelRouting(owner, url, ordered)
+
+
+MAX_SEGMENT_FEATURES = 4
+
+
+def segment_features(config: Mapping[str, Any] | None, model: str) -> tuple[str, ...]:
+    """``models.<model>.segments``: the categorical features (at most 4) whose values the
+    incident triage tells apart — which values of, say, ``country`` carry a shift.
+
+    >>> segment_features({"models": {"fraud": {"segments": ["country", "channel"]}}}, "fraud")
+    ('country', 'channel')
+    >>> segment_features({}, "fraud")
+    ()
+    >>> segment_features({"models": {"m": {"segments": "country"}}}, "m")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid config at models.m.segments: expected a list of at most 4 distinct ...
+    """
+    segments = _model(_top(config), model).get("segments")
+    if segments is None:
+        return ()
+    if not (
+        isinstance(segments, list)
+        and len(segments) <= MAX_SEGMENT_FEATURES
+        and all(_routing_name(name) for name in segments)
+        and len(set(segments)) == len(segments)
+    ):
+        raise ValueError(
+            f"invalid config at models.{model}.segments: expected a list of at most "
+            f"{MAX_SEGMENT_FEATURES} distinct feature names, got {segments!r}"
+        )
+    return tuple(segments)
 
 
 def _routing_name(value: object) -> bool:

@@ -68,48 +68,65 @@ class FalseAlarmCollector:
         return [evaluated, fired, target]
 
 
-class DriftScores:
-    """``streamdrift_drift_score{model, feature}``: the largest score among the series this worker
-    owns for that pair — one per owned partition and model version — so that partitions and
-    versions never overwrite each other; a pair no longer owned anywhere has no sample.
+class LargestOfOwners:
+    """A gauge whose every label set shows the largest value among the owners that set it —
+    one per owned partition and model version — so that partitions and versions never
+    overwrite each other; a label set no longer owned anywhere has no sample.
 
     Owners are ``(topic, partition, version)``.
     """
 
     def __init__(self, gauge: Gauge) -> None:
         self.gauge = gauge
-        self.scores: dict[tuple[str, str], dict[tuple[str, int, str | None], float]] = defaultdict(
+        self.scores: dict[tuple[str, ...], dict[tuple[str, int, str | None], float]] = defaultdict(
             dict
         )
 
-    def set(
-        self, owner: tuple[str, int, str | None], model: str, feature: str, score: float
+    def put(
+        self, owner: tuple[str, int, str | None], labels: tuple[str, ...], value: float
     ) -> None:
-        self.scores[(model, feature)][owner] = score
-        self._expose((model, feature))
+        self.scores[labels][owner] = value
+        self._expose(labels)
 
-    def discard(self, owner: tuple[str, int, str | None], model: str, feature: str) -> None:
-        """The series is gone (its version retired, or it restarts afresh)."""
-        if self.scores.get((model, feature), {}).pop(owner, None) is not None:
-            self._expose((model, feature))
+    def remove(self, owner: tuple[str, int, str | None], labels: tuple[str, ...]) -> None:
+        """The owner no longer has a value for ``labels``."""
+        if self.scores.get(labels, {}).pop(owner, None) is not None:
+            self._expose(labels)
+
+    def owned_by(self, owner: tuple[str, int, str | None]) -> list[tuple[str, ...]]:
+        return [labels for labels, owners in self.scores.items() if owner in owners]
 
     def drop_partition(self, topic: str, partition: int) -> None:
-        """Forget every series of a partition this worker no longer owns."""
-        for pair, owners in list(self.scores.items()):
+        """Forget every value of a partition this worker no longer owns."""
+        for labels, owners in list(self.scores.items()):
             gone = [owner for owner in owners if owner[:2] == (topic, partition)]
             for owner in gone:
                 del owners[owner]
             if gone:
-                self._expose(pair)
+                self._expose(labels)
 
-    def _expose(self, pair: tuple[str, str]) -> None:
-        owners = self.scores.get(pair)
+    def _expose(self, labels: tuple[str, ...]) -> None:
+        owners = self.scores.get(labels)
         if owners:
-            self.gauge.labels(*pair).set(max(owners.values()))
+            self.gauge.labels(*labels).set(max(owners.values()))
             return
-        self.scores.pop(pair, None)
+        self.scores.pop(labels, None)
         with contextlib.suppress(KeyError):  # never exposed
-            self.gauge.remove(*pair)
+            self.gauge.remove(*labels)
+
+
+class DriftScores(LargestOfOwners):
+    """``streamdrift_drift_score{model, feature}``: the largest score among the series this worker
+    owns for that pair (see :class:`LargestOfOwners`)."""
+
+    def set(
+        self, owner: tuple[str, int, str | None], model: str, feature: str, score: float
+    ) -> None:
+        self.put(owner, (model, feature), score)
+
+    def discard(self, owner: tuple[str, int, str | None], model: str, feature: str) -> None:
+        """The series is gone (its version retired, or it restarts afresh)."""
+        self.remove(owner, (model, feature))
 
 
 class Metrics:
@@ -165,6 +182,26 @@ class Metrics:
             registry=r,
         )
         self.drift_scores = DriftScores(self.drift_score)
+        self.segment_shift = LargestOfOwners(
+            Gauge(
+                "streamdrift_segment_shift",
+                "Segment triage (models.<model>.segments): per value of a segment feature, the "
+                "largest |current mean - reference mean| of its events' input features, in the "
+                "feature's reference sigma; the largest of this worker's partitions and versions",
+                ["model", "segment", "value"],
+                registry=r,
+            )
+        )
+        self.segment_prediction_shift = LargestOfOwners(
+            Gauge(
+                "streamdrift_segment_prediction_shift",
+                "Segment triage: per value of a segment feature, |current mean - reference "
+                "mean| of the prediction on its events, in the prediction's reference sigma "
+                "(a bias indicator); the largest of this worker's partitions and versions",
+                ["model", "segment", "value"],
+                registry=r,
+            )
+        )
         self.lag = Gauge(
             "streamdrift_consumer_lag_messages",
             "High watermark minus next offset to process",

@@ -53,6 +53,7 @@ from streamdrift.streams.pipeline.incidents import (
 from streamdrift.streams.pipeline.labels import LabelProcessor
 from streamdrift.streams.pipeline.outcome import DeadLetter, Finding, Outcome, Record
 from streamdrift.streams.pipeline.processor import Baselines, PredictionProcessor
+from streamdrift.streams.pipeline.segments import segment_shifts
 from streamdrift.streams.settings import Settings
 from streamdrift.streams.state.baselines import BaselineCatalog
 from streamdrift.streams.state.checkpoint import CheckpointStore, Fenced, Save, StateLost
@@ -299,6 +300,8 @@ class Runtime:
             m.forget_models(outcome.evicted_models)
         if outcome.findings:
             await self._queue_alerts(state, outcome.findings)
+        if state.segments_dirty or state.segments_retired:
+            self._expose_segments(state)
         for name in state.dirty | state.retired:
             model, version, feature = parse_series(name)
             monitor, owner = state.monitors.get(name), (state.topic, state.partition, version)
@@ -306,6 +309,25 @@ class Runtime:
                 m.drift_scores.set(owner, model, feature, monitor.drift_score())
             else:
                 m.drift_scores.discard(owner, model, feature)
+
+    def _expose_segments(self, state: PartitionState) -> None:
+        """The bias indicators of the partition's segment profiles changed since the last
+        checkpoint (gone ones removed)."""
+        m = self.metrics
+        for key in state.segments_dirty | state.segments_retired:
+            model, version, segment = key
+            owner = (state.topic, state.partition, version)
+            profile = state.segments.get(key)
+            inputs, prediction = segment_shifts(profile) if profile else ({}, {})
+            for gauge, shifts in (
+                (m.segment_shift, inputs),
+                (m.segment_prediction_shift, prediction),
+            ):
+                for labels in gauge.owned_by(owner):
+                    if labels[:2] == (model, segment) and labels[2] not in shifts:
+                        gauge.remove(owner, labels)
+                for value, shift in shifts.items():
+                    gauge.put(owner, (model, segment, value), shift)
 
     async def _queue_alerts(self, state: PartitionState, findings: list[Finding]) -> None:
         """Put the findings' alerts in the partition's outbox, each with its incident's id and
@@ -791,7 +813,12 @@ class Runtime:
                 rebuild.sought_at = now
 
     def _drop(self, key: tuple[str, int]) -> None:
-        self.metrics.drift_scores.drop_partition(*key)
+        for gauge in (
+            self.metrics.drift_scores,
+            self.metrics.segment_shift,
+            self.metrics.segment_prediction_shift,
+        ):
+            gauge.drop_partition(*key)
         self.states.pop(key, None)
         self.saved_offsets.pop(key, None)
         self.outbox.pop(key, None)

@@ -79,7 +79,9 @@ def build_alert(group_id: str, topic: str, partition: int, finding: Finding) -> 
             "event": d.event,
             "test": d.test,
             "p_value": d.p_value,
-            "details": d.details,
+            "details": {**d.details, "segments": finding.segments}
+            if finding.segments
+            else d.details,
         },
     }
 

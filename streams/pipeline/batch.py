@@ -273,6 +273,22 @@ class Values:
             merged = [flat[i] for i in order.tolist()]
         return merged, np.concatenate(offsets)[order], np.concatenate(times)[order]
 
+    def keyed(self, numeric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | list[str | None]]:
+        """Seqs, offsets and values (as ``merged`` gives them), in stream order."""
+        parts: list[tuple[Any, Any, Any]] = [
+            (seqs, offsets, values) for seqs, values, offsets, _ in self.chunks
+        ]
+        if self.seqs:
+            parts.append((self.seqs, self.offsets, self.values))
+        seqs = np.concatenate([np.asarray(s, dtype=np.int64) for s, _, _ in parts])
+        offsets = np.concatenate([np.asarray(o, dtype=np.int64) for _, o, _ in parts])
+        order = np.argsort(seqs, kind="stable")
+        if numeric:
+            column = np.concatenate([np.asarray(v, dtype=np.float64) for _, _, v in parts])
+            return seqs[order], offsets[order], column[order]
+        flat = [value for _, _, part in parts for value in part]
+        return seqs[order], offsets[order], [flat[i] for i in order.tolist()]
+
 
 @dataclass(slots=True, eq=False)
 class Rows:
@@ -365,6 +381,10 @@ class Batch:
         self.evicted: set[str] = set()
         # per model: its series in ``series``
         self._series_of: dict[str, set[str]] = defaultdict(set)
+
+    def series_of(self, model: str) -> set[str]:
+        """The model's series with values in the batch."""
+        return self._series_of.get(model, set())
 
     def seq(self, position: int, index: int | None) -> int:
         return position * self.stride + (index or 0)

@@ -38,6 +38,8 @@ INCIDENT_TYPES = {
 INCIDENT_ATTRIBUTE = "incident"
 #: Features listed in an incident event (the rest are counted in ``feature_count``).
 MAX_LISTED_FEATURES = 50
+#: Values of a segment feature listed as carrying the shift (per feature, and per incident).
+MAX_LISTED_CARRIERS = 5
 #: Features named in the one-line summary.
 SUMMARY_FEATURES = 3
 
@@ -60,9 +62,10 @@ def member_key(topic: str, partition: int, finding: Finding) -> str:
 
 def member_facts(alert: dict[str, Any]) -> dict[str, Any]:
     """What an incident keeps of the alert that brought a member in: what moved, by how much,
-    and where the evidence is (the alert's reference and current summaries included)."""
+    and where the evidence is (the alert's reference and current summaries included), and for
+    a model with segment features, which of their values carry the shift."""
     data = alert["data"]
-    return {
+    facts = {
         "alert": alert["id"],
         "detected_at": alert["time"],
         "model_version": data["model_version"],
@@ -77,6 +80,78 @@ def member_facts(alert: dict[str, Any]) -> dict[str, Any]:
         "reference": data["reference"],
         "current": data["current"],
         "evidence": data["evidence"],
+    }
+    segments = (data.get("details") or {}).get("segments")
+    if segments:
+        facts["segments"] = [_carried(triage) for triage in segments]
+    return facts
+
+
+def _carried(triage: dict[str, Any]) -> dict[str, Any]:
+    """A segment triage as an incident keeps it: the scope and the carriers' numbers."""
+    carriers = set(triage["carriers"])
+    return {
+        "segment": triage["segment"],
+        "scope": triage["scope"],
+        "carriers": [row for row in triage["values"] if row["value"] in carriers][
+            :MAX_LISTED_CARRIERS
+        ],
+    }
+
+
+def segment_triage(features: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per segment feature, which of its values carry the incident's shift, over the features
+    that moved (each with its own triage, see :mod:`detectors.segments`).
+
+    ``verdict``: ``one_value`` (every feature with carriers names the same single value),
+    ``all_values`` (every feature judged moved in all values), ``some_values``, ``mix`` (no value
+    moved, but the values' shares did: the shift comes from the mix of segments), ``none`` or
+    ``unjudged``. ``carriers``: per value, the features it carries and its largest effect.
+
+    >>> f = lambda name, scope, *values: {"feature": name, "segments": [{"segment": "country",
+    ...     "scope": scope, "carriers": [{"value": v, "effect": 2.0} for v in values]}]}
+    >>> triage = segment_triage([f("amount", "one_value", "DE"), f("age", "one_value", "DE")])
+    >>> triage[0]["verdict"], triage[0]["carriers"]
+    ('one_value', [{'value': 'DE', 'features': ['age', 'amount'], 'largest_effect': 2.0}])
+    """
+    by_segment: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for facts in features:
+        for triage in facts.get("segments") or ():
+            by_segment.setdefault(triage["segment"], []).append((facts["feature"], triage))
+    return [_one_segment(segment, told) for segment, told in sorted(by_segment.items())]
+
+
+def _one_segment(segment: str, told: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    scopes = [triage["scope"] for _, triage in told]
+    carriers: dict[str, dict[str, Any]] = {}
+    for feature, triage in told:
+        for row in triage["carriers"]:
+            entry = carriers.setdefault(
+                row["value"], {"value": row["value"], "features": [], "largest_effect": None}
+            )
+            entry["features"] = sorted({*entry["features"], feature})
+            effect = row.get("effect")
+            if effect is not None and (
+                entry["largest_effect"] is None or abs(effect) > abs(entry["largest_effect"])
+            ):
+                entry["largest_effect"] = effect
+    judged = [scope for scope in scopes if scope != "unjudged"]
+    if not judged:
+        verdict = "unjudged"
+    elif not carriers:
+        verdict = "mix" if "mix" in judged else "none"
+    elif all(scope == "all_values" for scope in judged):
+        verdict = "all_values"
+    elif len(carriers) == 1 and all(s in ("one_value", "none", "mix") for s in judged):
+        verdict = "one_value"
+    else:
+        verdict = "some_values"
+    ranked = sorted(carriers.values(), key=lambda c: (-len(c["features"]), c["value"]))
+    return {
+        "segment": segment,
+        "verdict": verdict,
+        "features_judged": len(judged),
+        "carriers": ranked[:MAX_LISTED_CARRIERS],
     }
 
 
@@ -221,6 +296,7 @@ def summary_line(
     opened: float,
     versions: dict[str, Any] | None = None,
     outcome: dict[str, Any] | None = None,
+    segments: Sequence[dict[str, Any]] = (),
 ) -> str:
     """A plain-language line for chat and pager channels.
 
@@ -243,7 +319,8 @@ def summary_line(
     verb = "shifted since" if status == "open" else "shifted and returned; began"
     began = datetime.fromtimestamp(opened, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{model}: {count} {noun} {verb} {began}{where}; largest: {largest}"
-    return line + _version_clause(versions) + _outcome_clause(outcome)
+    clauses = _version_clause(versions) + "".join(map(_segment_clause, segments))
+    return line + clauses + _outcome_clause(outcome)
 
 
 def _version_clause(versions: dict[str, Any] | None) -> str:
@@ -256,6 +333,20 @@ def _version_clause(versions: dict[str, Any] | None) -> str:
     if versions["rollback_candidate"]:
         return f"; only in {only}, the newest of {active}: rollback candidate"
     return f"; only in {only} of {active}"
+
+
+def _segment_clause(segment: dict[str, Any]) -> str:
+    name, values = segment["segment"], [c["value"] for c in segment["carriers"]]
+    verdict = segment["verdict"]
+    if verdict == "one_value":
+        return f"; only in {name}={values[0]}"
+    if verdict == "some_values":
+        return f"; in {name}={', '.join(values)}"
+    if verdict == "all_values":
+        return f"; in every {name}"
+    if verdict == "mix":
+        return f"; from the mix of {name}"
+    return ""
 
 
 def _outcome_clause(outcome: dict[str, Any] | None) -> str:
@@ -282,10 +373,13 @@ def incident_event(
     identity = "\x1f".join((answer.incident, answer.action, str(len(answer.members))))
     time = answer.resolved if answer.action == "resolved" and answer.resolved else answer.latest
     versions = sorted({f["model_version"] for f in features if f["model_version"] is not None})
-    triage = {
+    triage: dict[str, Any] = {
         "versions": version_triage(versions, answer.active_versions),
         "outcome": outcome_triage(features, answer.labelled),
     }
+    segments = segment_triage(features)
+    if segments:  # only for models with segment features
+        triage["segments"] = segments
     return {
         "specversion": SPEC_VERSION,
         "id": hashlib.sha256(identity.encode()).hexdigest()[:32],

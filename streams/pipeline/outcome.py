@@ -5,6 +5,7 @@ needs), :class:`DeadLetter` s, label joins to store."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -41,6 +42,9 @@ class Finding:
     detection: Detection
     time: float  # Kafka timestamp of the record that triggered it: a replay rebuilds the same alert
     reference_source: str | None = None  # the stored baseline compared with (None: warm-up)
+    # per segment feature of the model: which of its values carry the shift (its alert's
+    # ``details.segments``); None without segment features
+    segments: list[dict[str, Any]] | None = None
 
 
 @dataclass

@@ -32,6 +32,7 @@ from streamdrift.detectors import (
     ignored_features,
     multivariate_params,
     resolve,
+    segment_features,
 )
 from streamdrift.streams.pipeline import native_decode
 from streamdrift.streams.pipeline.admission import AdmissionLimits
@@ -68,6 +69,7 @@ from streamdrift.streams.pipeline.codec import (
     validate_events,
 )
 from streamdrift.streams.pipeline.outcome import DeadLetter, Finding, Outcome, Record
+from streamdrift.streams.pipeline.segments import apply_segments
 from streamdrift.streams.state.keys import parse_series, series_name
 from streamdrift.streams.state.partition import (
     MULTIVARIATE_SERIES,
@@ -156,6 +158,7 @@ class PredictionProcessor:
         # (measured: all-distinct shapes ran ~3x slower column by column).
         self.min_columnar_events = min_columnar_events
         self._ignored_by_model: dict[str, _Dropped] = {}
+        self._segments_by_model: dict[str, tuple[str, ...]] = {}
         # per shape (model, version, names, prediction): its columns' names and series, or None
         self._shapes = _ShapeCache(self._shape_columns)
         self._unusable: set[tuple[str, str]] = set()  # (series, baseline) already reported unusable
@@ -818,8 +821,28 @@ class PredictionProcessor:
             )
             with bulkhead(state, series_name(model, version, MULTIVARIATE_SERIES), out):
                 findings += self._apply_rows(state, model, version, rows, times)
+        if self._any_segments(batch):
+            findings = apply_segments(
+                state,
+                batch,
+                findings,
+                self._segments,
+                lambda series: _kind_of(state.monitors.get(series)) or batch.kinds.get(series),
+            )
         state.retire_versions(self.admission.max_versions_per_model)
         return findings
+
+    def _segments(self, model: str) -> tuple[str, ...]:
+        """``models.<model>.segments`` (checked at start-up), resolved once per model."""
+        segments = self._segments_by_model.get(model)
+        if segments is None:
+            if len(self._segments_by_model) >= MAX_CACHED:
+                self._segments_by_model.clear()
+            segments = self._segments_by_model[model] = segment_features(self.config, model)
+        return segments
+
+    def _any_segments(self, batch: Batch) -> bool:
+        return any(map(self._segments, batch.model_events))
 
     def _apply_values(
         self,

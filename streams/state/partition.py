@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,6 +26,7 @@ from streamdrift.detectors import (
     StateError,
     monitor_from_bytes,
 )
+from streamdrift.detectors.segments import SegmentProfile
 from streamdrift.streams.pipeline.admission import Ledger
 from streamdrift.streams.state.keys import META_PREFIX, parse_series
 
@@ -45,12 +47,14 @@ class Claim:
 
 
 Monitor = NumericMonitor | CategoricalMonitor | ErrorMonitor | PCAReconstructionMonitor
+SegmentKey = tuple[str, str | None, str]  # model, version, segment feature
 
 _VERSIONS = f"{META_PREFIX}versions"
 UNKNOWN_MISSING = f"{META_PREFIX}unknown_missing"
 _PENDING = f"{META_PREFIX}pending_labels"
 _LEDGER = f"{META_PREFIX}admission"
 _JOINED = f"{META_PREFIX}joined_labels:"  # + chunk number (see RecentJoins)
+_SEGMENTS = f"{META_PREFIX}segments:"  # + model, version, segment feature (see segment_field)
 ERROR_SERIES = "error_rate"
 MULTIVARIATE_SERIES = "multivariate"  # the model's PCA reconstruction-error monitor
 
@@ -98,6 +102,10 @@ class PartitionState:
         self.events_since_checkpoint = 0
         self.ledger = Ledger()  # admission bookkeeping (streams.pipeline.admission)
         self.ledger_dirty = False
+        # segment triage: per (model, version, segment feature), its profile
+        self.segments: dict[SegmentKey, SegmentProfile] = {}
+        self.segments_dirty: set[SegmentKey] = set()
+        self.segments_retired: set[SegmentKey] = set()
 
     @classmethod
     def from_claim(cls, topic: str, partition: int, claim: Claim) -> PartitionState:
@@ -127,6 +135,8 @@ class PartitionState:
                     state.pending_dirty = True  # overwritten at the next checkpoint
             elif name.startswith(_JOINED) and name[len(_JOINED) :].isdigit():
                 joined[int(name[len(_JOINED) :])] = blob
+            elif name.startswith(_SEGMENTS):
+                state._restore_segments(name, blob)
             else:
                 try:
                     monitor = state.monitors[name] = restore_monitor(name, blob)
@@ -145,6 +155,19 @@ class PartitionState:
             state.features_by_model[model]
         return state
 
+    def _restore_segments(self, name: str, blob: bytes) -> None:
+        key = segment_key(name)
+        try:
+            if key is None:
+                raise StateError("not a segment profile's field name")
+            profile = SegmentProfile.from_bytes(blob)
+        except StateError:
+            self.corrupt.append(name)
+            if key is not None:
+                self.segments_retired.add(key)  # deleted at the next checkpoint
+            return
+        self.segments[key] = profile
+
     def checkpoint_fields(self) -> dict[str, bytes]:
         """Serialized fields changed since the last checkpoint (partition meta always included;
         pending and recently joined labels when they changed)."""
@@ -161,6 +184,16 @@ class PartitionState:
         if self.pending_dirty:
             fields[_PENDING] = msgspec.msgpack.encode(self.pending)
         fields.update(self.joined.fields())
+        fields.update(
+            {segment_field(key): b"" for key in self.segments_retired if key not in self.segments}
+        )
+        fields.update(
+            {
+                segment_field(key): self.segments[key].to_bytes()
+                for key in self.segments_dirty
+                if key in self.segments
+            }
+        )
         return fields
 
     def mark_checkpointed(self) -> None:
@@ -169,6 +202,8 @@ class PartitionState:
         self.retired.clear()
         self.pending_dirty = False
         self.joined.saved()
+        self.segments_dirty.clear()
+        self.segments_retired.clear()
         self.events_since_checkpoint = 0
 
     def unsave_labels(self) -> None:
@@ -202,6 +237,7 @@ class PartitionState:
         checkpoint, its metrics with it)."""
         names = self.series_of(model)
         self._drop_series(names)
+        self.drop_segments(lambda key: key[0] == model)
         self.features_by_model.pop(model, None)
         self.versions.pop(model, None)
         self.ledger.forget_model(model, names)
@@ -221,7 +257,17 @@ class PartitionState:
                 ]
         for name in names:
             self.ledger.series_seen.pop(name, None)
+        gone = {parse_series(name) for name in names}
+        self.drop_segments(lambda key: key in gone)
         self.ledger_dirty = True
+
+    def drop_segments(self, which: Callable[[SegmentKey], bool]) -> None:
+        """Drop the segment profiles ``which`` is true of (their stored state goes at the next
+        checkpoint)."""
+        for key in [key for key in self.segments if which(key)]:
+            del self.segments[key]
+            self.segments_dirty.discard(key)
+            self.segments_retired.add(key)
 
     def _drop_series(self, names: list[str]) -> None:
         for name in names:
@@ -245,6 +291,7 @@ class PartitionState:
                     self.unknown_missing.pop(name, None)
                     self.dirty.discard(name)
                 self.retired.update(names)
+                self.drop_segments(lambda key: key[:2] == (model, old))  # noqa: B023 (called at once)
                 log.info(
                     "retired %d series of %s version %s on %s[%d]",
                     len(names),
@@ -253,6 +300,24 @@ class PartitionState:
                     self.topic,
                     self.partition,
                 )
+
+
+def segment_field(key: SegmentKey) -> str:
+    """The checkpoint field of a segment profile.
+
+    >>> segment_key(segment_field(("fraud", None, "country")))
+    ('fraud', None, 'country')
+    """
+    return _SEGMENTS + msgspec.json.encode(list(key)).decode()
+
+
+def segment_key(name: str) -> SegmentKey | None:
+    """The (model, version, segment feature) of a segment profile's field; None if malformed."""
+    try:
+        key = msgspec.json.decode(name[len(_SEGMENTS) :], type=tuple[str, str | None, str])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return key
 
 
 JOINED_CHUNK = 1_000  # most keys in one checkpoint field of the recently joined keys

@@ -230,3 +230,69 @@ def test_two_changes_far_apart_are_two_incidents(broker, topics, start_worker, r
     opened = [e for e in incidents if e["type"].endswith("opened")]
     assert len(opened) == 2, [(e["type"], e["time"]) for e in incidents]
     assert len({e["data"]["incident"] for e in opened}) == 2
+
+
+SEGMENTS = """
+models:
+  m:
+    segments: [country]
+"""
+COUNTRIES = ["DE", "FR", "US", "IT"]
+
+
+def by_country(
+    n: int, *, seed: int, shifted: str | None = None, start: int = 0
+) -> list[dict[str, Any]]:
+    """``stream``'s events with a ``country``; the ``SHIFTED`` features move by 2 σ only in the
+    events of ``shifted``."""
+    rng = np.random.default_rng(seed + 100)
+    events = stream(n, seed=seed, start=start)
+    for event in events:
+        country = COUNTRIES[int(rng.integers(len(COUNTRIES)))]
+        event["features"]["country"] = country
+        if country == shifted:
+            for name in SHIFTED:
+                event["features"][name] += 2.0
+    return events
+
+
+def test_a_shift_confined_to_one_country_names_it_through_a_kill(
+    broker, topics, start_worker, redis_client, tmp_path
+):
+    """``models.m.segments: [country]``; only German traffic moves. Two workers share the
+    partitions, one is killed mid-shift: one incident, whose triage and summary name
+    country=DE, whose alerts say DE carries the shift, and the bias indicator of DE stands out."""
+    config = tmp_path / "segments.yaml"
+    config.write_text(SEGMENTS)
+    first = start_worker(config=config, checkpoint_every_events=1_000).wait_ready()
+    second = start_worker(config=config, checkpoint_every_events=1_000).wait_ready()
+    before, during = 12_000, 12_000
+    send(broker, topics, by_country(before, seed=20), spread=True)
+    wait_for(lambda: applied(redis_client, topics) == before, 180, "the reference checkpointed")
+    send(broker, topics, by_country(during, seed=21, shifted="DE", start=before), spread=True)
+    wait_for(lambda: applied(redis_client, topics) >= before + 3_000, 120, "the shift under way")
+    first.kill()  # kill -9: its partitions move to the other worker, which replays them
+    total = before + during
+    wait_for(lambda: applied(redis_client, topics) == total, 240, f"{total} events checkpointed")
+    found = alert_topic(broker, topics)
+    incidents = incident_events(found)
+    kinds = Counter(e["type"].rsplit(".", 1)[1] for e in incidents)
+    assert kinds["opened"] == 1, "\n".join(map(str, story(found)))
+    latest = max(incidents, key=lambda e: e["data"]["feature_count"])["data"]
+    assert set(SHIFTED) <= latest_listing(incidents)
+    (country,) = latest["triage"]["segments"]
+    assert country["segment"] == "country" and country["verdict"] == "one_value", country
+    assert country["carriers"][0]["value"] == "DE" and len(country["carriers"]) == 1
+    assert "only in country=DE" in latest["summary"], latest["summary"]
+    moved = [a for a in detections(found) if a["data"]["feature"] in SHIFTED]
+    named = Counter(tuple(t["carriers"]) for a in moved for t in a["data"]["details"]["segments"])
+    # every shifted feature's detection that judged the countries named DE alone
+    assert set(named) <= {("DE",), ()} and named[("DE",)] >= len(SHIFTED), named
+    metrics = second.metrics_text(names=["streamdrift_segment_shift"])
+    shifts = {
+        value: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("streamdrift_segment_shift{")
+        for value in [line.split('value="', 1)[1].split('"', 1)[0]]
+    }
+    assert shifts["DE"] > 1.0 > max(v for k, v in shifts.items() if k != "DE"), shifts
