@@ -9,20 +9,38 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jsonschema import Draft202012Validator, FormatChecker
 from prometheus_client import CollectorRegistry
+from rich.console import Console
 
-from streamdrift.streams.pipeline.alerts import build_alert
+from streamdrift.streams.ops.incidents import incident_detail
+from streamdrift.streams.ops.report_incidents import incidents_section
+from streamdrift.streams.pipeline.alerts import build_alert, encode_alert
 from streamdrift.streams.pipeline.codec import Limits
-from streamdrift.streams.pipeline.incidents import member_facts, segment_triage
+from streamdrift.streams.pipeline.incidents import (
+    Answer,
+    incident_event,
+    member_facts,
+    segment_triage,
+)
 from streamdrift.streams.pipeline.outcome import Finding, Record
 from streamdrift.streams.pipeline.processor import AdmissionLimits, PredictionProcessor
 from streamdrift.streams.runtime import Publisher, Runtime
 from streamdrift.streams.settings import Settings
 from streamdrift.streams.state.partition import Claim, PartitionState
 
+ALERT_SCHEMA = Draft202012Validator(
+    json.loads((Path(__file__).parents[1] / "streams/schemas/drift-alert.schema.json").read_text()),
+    format_checker=FormatChecker(),
+)
+INCIDENT_SCHEMA = Draft202012Validator(
+    json.loads((Path(__file__).parents[1] / "streams/schemas/incident.schema.json").read_text()),
+    format_checker=FormatChecker(),
+)
 CONFIG = {"models": {"m": {"segments": ["country", "channel"]}}}
 COUNTRIES = ["DE", "FR", "US", "IT"]
 
@@ -123,6 +141,7 @@ def test_the_triage_goes_into_the_alert_and_the_incident_facts() -> None:
     finding = next(f for f in findings if f.feature == "amount" and f.segments)
     alert = build_alert("g", "in", 0, finding)
     assert alert["data"]["details"]["segments"] == finding.segments
+    ALERT_SCHEMA.validate(json.loads(encode_alert(alert)))
     facts = member_facts(alert)
     country = next(s for s in facts["segments"] if s["segment"] == "country")
     assert [c["value"] for c in country["carriers"]] == ["DE"]
@@ -230,3 +249,31 @@ def test_the_runtime_exposes_bias_indicators_and_drops_them_with_the_partition()
         await runtime.redis.aclose()
 
     asyncio.run(scenario())
+
+
+def test_people_read_the_segment_triage_in_the_incident_the_cli_and_the_report() -> None:
+    _, findings = run(shifted_stream(), 500)
+    members = [
+        member_facts(build_alert("g", "in", 0, f))
+        for f in findings
+        if f.segments and f.detection.event == "detected"
+    ]
+    answer = Answer("abc123", "opened", members, 4_000.0, 4_100.0, None)
+    event = incident_event("g", "m", answer)
+    INCIDENT_SCHEMA.validate(event)
+    data = event["data"]
+    country = next(s for s in data["triage"]["segments"] if s["segment"] == "country")
+    assert country["verdict"] == "one_value" and country["carriers"][0]["value"] == "DE"
+    assert "only in country=DE" in data["summary"]
+    console = Console(record=True, width=200)
+    for part in incident_detail(event):
+        console.print(part)
+    assert "country one_value: DE carries" in console.export_text()
+    html = incidents_section([event])
+    assert "<b>segment</b> country one_value: DE carries" in html
+    # forged: a segment triage of the wrong shape is shown as far as it reads, never raises
+    forged = json.loads(json.dumps(event))
+    forged["data"]["triage"]["segments"] = [{"segment": "<script>", "carriers": [7, {"value": []}]}]
+    assert "&lt;script&gt;" in incidents_section([forged])
+    for part in incident_detail(forged):
+        console.print(part)

@@ -94,6 +94,7 @@ def incident_detail(message: dict[str, Any]) -> list[Any]:
         f"outcome: labels {p(outcome.get('labels', '-'))}, error rate"
         f" {_error_rate(outcome.get('error_rate'))}, prediction shifted"
         f" {p(outcome.get('prediction_shifted', '-'))}"
+        + "".join(f"\nsegments: {line}" for line in segment_lines(triage.get("segments")))
     )
     table = Table(title=f"features that moved ({p(d.get('feature_count'))}, largest first)")
     for column in ("feature", "version", "detector", "severity", "effect", "evidence", "alert"):
@@ -109,6 +110,32 @@ def incident_detail(message: dict[str, Any]) -> list[Any]:
             p(feature.get("alert")),
         )
     return [head, table]
+
+
+def segment_lines(segments: Any) -> list[str]:
+    """One line per segment feature of an incident's triage: its verdict and the values that
+    carry the shift, with the features they carry and their largest effect (made printable: an
+    incident on the topic may be forged)."""
+    if not isinstance(segments, list):
+        return []
+    lines = []
+    for segment in segments[:_MAX_SEGMENT_LINES]:
+        if not isinstance(segment, dict):
+            continue
+        carriers = [c for c in segment.get("carriers") or [] if isinstance(c, dict)]
+        told = "; ".join(
+            f"{printable(c.get('value'))} carries {_names(c.get('features'))}"
+            f" (largest {number_text(c.get('largest_effect'))} sigma)"
+            for c in carriers
+        )
+        lines.append(
+            f"{printable(segment.get('segment'))} {printable(segment.get('verdict'))}"
+            + (f": {told}" if told else "")
+        )
+    return lines
+
+
+_MAX_SEGMENT_LINES = 4
 
 
 def _names(values: Any) -> str:

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from streamdrift.streams.ops.incidents import segment_lines
+
 #: Incidents shown in full (the newest); the rest are counted.
 MAX_SHOWN = 20
 _BAR_WIDTH = 360
@@ -77,7 +79,10 @@ def _triage(triage: dict[str, Any]) -> str:
         error = "error rate unchanged"
     else:
         error = "no labels"
-    return f"<b>versions</b> {escape(verdict)} · <b>outcome</b> {escape(error)}"
+    segments = "".join(
+        f" · <b>segment</b> {escape(line)}" for line in segment_lines(triage.get("segments"))
+    )
+    return f"<b>versions</b> {escape(verdict)} · <b>outcome</b> {escape(error)}{segments}"
 
 
 def _feature_row(
