@@ -102,20 +102,14 @@ class _Moments:
 
     def add(self, codes: np.ndarray, matrix: np.ndarray) -> None:
         """Add events: each one's value code and its row of features (NaN: absent)."""
-        values, features = self.n.shape
-        self.events += np.bincount(codes, minlength=values)
-        present = ~np.isnan(matrix)
-        cells = (codes[:, None] * features + np.arange(features))[present]
-        x = matrix[present]
-        size = values * features
-        n = np.bincount(cells, minlength=size).astype(np.float64).reshape(values, features)
+        events, n, mean, m2 = _group_moments(codes, matrix, *self.n.shape, groups=1)
+        self.add_moments(events[0], n[0], mean[0], m2[0])
+
+    def add_moments(
+        self, events: np.ndarray, n: np.ndarray, mean: np.ndarray, m2: np.ndarray
+    ) -> None:
+        self.events += events
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            total = np.bincount(cells, weights=x, minlength=size).reshape(values, features)
-            mean = np.where(n > 0, total / np.maximum(n, 1.0), 0.0)
-            deviation = x - mean.reshape(-1)[cells]
-            m2 = np.bincount(cells, weights=deviation * deviation, minlength=size).reshape(
-                values, features
-            )
             self._merge(n, mean, m2)
 
     def merged(self, other: _Moments) -> _Moments:
@@ -249,15 +243,28 @@ class SegmentProfile:
         if referenced < p.reference_events:
             start = min(len(codes), p.reference_events - referenced)
             self.reference.add(codes[:start], matrix[:start])
-        while start < len(codes):
-            if self.fill == p.block_events:
-                self.head = (self.head + 1) % p.blocks
-                self.ring[self.head].clear()
-                self.fill = 0
-            end = min(len(codes), start + p.block_events - self.fill)
-            self.ring[self.head].add(codes[start:end], matrix[start:end])
-            self.fill += end - start
-            start = end
+        if start == len(codes):
+            return
+        # each event's block, counted from the one being filled (0) on; one pass over all of
+        # them (the moments per block, value and feature), then only the blocks that stay in
+        # the ring are merged in
+        steps = (self.fill + np.arange(len(codes) - start)) // p.block_events
+        last = int(steps[-1])
+        keep = steps >= last - (p.blocks - 1)
+        first = last - (p.blocks - 1) if not keep.all() else 0
+        events, n, mean, m2 = _group_moments(
+            (steps[keep] - first) * len(self.values) + codes[start:][keep],
+            matrix[start:][keep],
+            *self.reference.n.shape,
+            groups=last - first + 1,
+        )
+        for group, step in enumerate(range(first, last + 1)):
+            block = self.ring[(self.head + step) % p.blocks]
+            if step > 0:  # a new block: the one it replaces leaves the ring
+                block.clear()
+            block.add_moments(events[group], n[group], mean[group], m2[group])
+        self.head = (self.head + last) % p.blocks
+        self.fill = self.fill + len(steps) - last * p.block_events
 
     # -- decide ---------------------------------------------------------------------------------
 
@@ -480,6 +487,28 @@ class SegmentProfile:
         profile.ring = [_Moments.of(block, *shape) for block in ring]
         profile.head, profile.fill = head, fill
         return profile
+
+
+def _group_moments(
+    cells_of_events: np.ndarray, matrix: np.ndarray, values: int, features: int, groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Events, and per feature count, mean and sum of squared deviations, per (group, value):
+    ``cells_of_events`` is each event's ``group * values + value code``; ``matrix`` its row
+    (NaN: absent). Shapes (groups, values) and (groups, values, features)."""
+    rows = groups * values
+    events = np.bincount(cells_of_events, minlength=rows).astype(np.float64)
+    present = ~np.isnan(matrix)
+    cells = (cells_of_events[:, None] * features + np.arange(features))[present]
+    x = matrix[present]
+    size = rows * features
+    n = np.bincount(cells, minlength=size).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        total = np.bincount(cells, weights=x, minlength=size)
+        mean = np.where(n > 0, total / np.maximum(n, 1.0), 0.0)
+        deviation = x - mean[cells]
+        m2 = np.bincount(cells, weights=deviation * deviation, minlength=size)
+    shape = (groups, values, features)
+    return events.reshape(groups, values), n.reshape(shape), mean.reshape(shape), m2.reshape(shape)
 
 
 def _names(names: object, limit: int) -> bool:

@@ -182,26 +182,24 @@ class Metrics:
             registry=r,
         )
         self.drift_scores = DriftScores(self.drift_score)
-        self.segment_shift = LargestOfOwners(
-            Gauge(
-                "streamdrift_segment_shift",
-                "Segment triage (models.<model>.segments): per value of a segment feature, the "
-                "largest |current mean - reference mean| of its events' input features, in the "
-                "feature's reference sigma; the largest of this worker's partitions and versions",
-                ["model", "segment", "value"],
-                registry=r,
-            )
+        self.segment_shift = Gauge(
+            "streamdrift_segment_shift",
+            "Segment triage (models.<model>.segments): per value of a segment feature, the "
+            "largest |current mean - reference mean| of its events' input features, in the "
+            "feature's reference sigma; the largest of this worker's partitions and versions",
+            ["model", "segment", "value"],
+            registry=r,
         )
-        self.segment_prediction_shift = LargestOfOwners(
-            Gauge(
-                "streamdrift_segment_prediction_shift",
-                "Segment triage: per value of a segment feature, |current mean - reference "
-                "mean| of the prediction on its events, in the prediction's reference sigma "
-                "(a bias indicator); the largest of this worker's partitions and versions",
-                ["model", "segment", "value"],
-                registry=r,
-            )
+        self.segment_shifts = LargestOfOwners(self.segment_shift)
+        self.segment_prediction_shift = Gauge(
+            "streamdrift_segment_prediction_shift",
+            "Segment triage: per value of a segment feature, |current mean - reference "
+            "mean| of the prediction on its events, in the prediction's reference sigma "
+            "(a bias indicator); the largest of this worker's partitions and versions",
+            ["model", "segment", "value"],
+            registry=r,
         )
+        self.segment_prediction_shifts = LargestOfOwners(self.segment_prediction_shift)
         self.lag = Gauge(
             "streamdrift_consumer_lag_messages",
             "High watermark minus next offset to process",

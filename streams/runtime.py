@@ -320,8 +320,8 @@ class Runtime:
             profile = state.segments.get(key)
             inputs, prediction = segment_shifts(profile) if profile else ({}, {})
             for gauge, shifts in (
-                (m.segment_shift, inputs),
-                (m.segment_prediction_shift, prediction),
+                (m.segment_shifts, inputs),
+                (m.segment_prediction_shifts, prediction),
             ):
                 for labels in gauge.owned_by(owner):
                     if labels[:2] == (model, segment) and labels[2] not in shifts:
@@ -815,8 +815,8 @@ class Runtime:
     def _drop(self, key: tuple[str, int]) -> None:
         for gauge in (
             self.metrics.drift_scores,
-            self.metrics.segment_shift,
-            self.metrics.segment_prediction_shift,
+            self.metrics.segment_shifts,
+            self.metrics.segment_prediction_shifts,
         ):
             gauge.drop_partition(*key)
         self.states.pop(key, None)
