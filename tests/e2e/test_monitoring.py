@@ -68,6 +68,8 @@ DRIFT_ALERT = "StreamdriftDriftDetected"
 INCIDENT_ALERT = "StreamdriftIncidentOpened"
 OWNER = "payments-ml"  # a receiver of its own in deploy/alertmanager/alertmanager.yml
 RUNBOOK = "https://runbooks.example.com/m-drift"
+SEGMENT = "region"  # models.<model>.segments
+REGIONS = ["eu", "us"]
 INSTALL_HINT = (
     "is required (Debian packages prometheus and prometheus-alertmanager): `make test` installs "
     "them, or run `make system-deps` as root"
@@ -353,11 +355,13 @@ def unbounded_labels(text: str, topics: Topics) -> list[str]:
         "detector": set(DETECTOR_NAMES) | {PCA_KIND},
         "result": {"ok", "fenced", "lost", "error"},
         "model": {MODEL},  # bounded by max_models; here: the models produced
-        "feature": set(FEATURES)
+        "feature": {*FEATURES, SEGMENT}
         | {"prediction", ERROR_SERIES, MULTIVARIATE_SERIES},  # bounded by max_features_per_model
         "action": {"opened", "updated", "resolved"},
         "owner": {OWNER},  # bounded by the configuration
         "runbook_url": {RUNBOOK},
+        "segment": {SEGMENT},  # the configured segment features, and their (bounded) values
+        "value": set(REGIONS),
     }
     problems = []
     for family in text_string_to_metric_families(text):
@@ -374,10 +378,12 @@ def unbounded_labels(text: str, topics: Topics) -> list[str]:
 
 
 def stream(n: int, shift_at: int, seed: int = 7) -> list[bytes]:
-    """``n`` events of N(0, 1) features; ``DRIFTING`` moves by 2 sigma from event ``shift_at``."""
+    """``n`` events of N(0, 1) features; ``DRIFTING`` moves by 2 sigma from event ``shift_at``;
+    a region (the segment feature) and a stationary prediction."""
     rng = np.random.default_rng(seed)
     values = rng.normal(size=(n, len(FEATURES)))
     values[shift_at:, FEATURES.index(DRIFTING)] += 2.0
+    predictions = rng.random(n).tolist()
     now = time.time()
     return [
         json.dumps(
@@ -385,7 +391,11 @@ def stream(n: int, shift_at: int, seed: int = 7) -> list[bytes]:
                 "model": MODEL,
                 "event_id": f"e{i}",
                 "timestamp": now,
-                "features": dict(zip(FEATURES, row.tolist(), strict=True)),
+                "features": {
+                    **dict(zip(FEATURES, row.tolist(), strict=True)),
+                    SEGMENT: REGIONS[i % len(REGIONS)],
+                },
+                "prediction": predictions[i],
             }
         ).encode()
         for i, row in enumerate(values)
@@ -408,7 +418,10 @@ def test_injected_drift_fires_the_shipped_alert_through_prometheus_and_alertmana
 
     # the model's owner and runbook, as the shipped Alertmanager example routes incidents by owner
     config = tmp_path / "routing.yaml"
-    config.write_text(f"models:\n  {MODEL}:\n    owner: {OWNER}\n    runbook_url: {RUNBOOK}\n")
+    config.write_text(
+        f"models:\n  {MODEL}:\n    owner: {OWNER}\n    runbook_url: {RUNBOOK}\n"
+        f"    segments: [{SEGMENT}]\n"  # the bias-indicator panel's data
+    )
     worker = start_worker(config=config)
 
     # Alertmanager from the shipped example config
