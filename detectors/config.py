@@ -78,7 +78,8 @@ DEFAULT_DETECTORS = ("adwin", "cusum", "window")  # the CUSUM bank supersedes Pa
 TASKS = ("auto", "classification", "regression")
 SCOPES = ("feature", "model")
 
-_TOP_KEYS = ("defaults", "models", "multivariate")
+# ``inputs`` (the mapped input topics) belongs to the worker (streams.pipeline.mapping checks it)
+_TOP_KEYS = ("defaults", "models", "multivariate", "inputs")
 _MODEL_KEYS = (
     "task",
     "ignore_features",

@@ -17,6 +17,7 @@ Lifecycle of a partition (see docs/state-and-exactly-once.md):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import math
@@ -51,6 +52,7 @@ from streamdrift.streams.pipeline.incidents import (
     routing_attributes,
 )
 from streamdrift.streams.pipeline.labels import LabelProcessor
+from streamdrift.streams.pipeline.mapping import Mapper, input_specs
 from streamdrift.streams.pipeline.outcome import DeadLetter, Finding, Outcome, Record
 from streamdrift.streams.pipeline.processor import Baselines, PredictionProcessor
 from streamdrift.streams.pipeline.segments import segment_shifts
@@ -77,13 +79,26 @@ def with_setting_defaults(config: dict[str, Any], settings: Settings) -> dict[st
     return {**config, "defaults": defaults}
 
 
+MAPPED_MESSAGE_GROWTH = 16
+
+
 def prediction_processor(
-    settings: Settings, config: dict[str, Any], baselines: Baselines | None = None
+    settings: Settings,
+    config: dict[str, Any],
+    baselines: Baselines | None = None,
+    mapped: bool = False,
 ) -> PredictionProcessor:
-    """The worker's processor of predictions, as ``settings`` configure it."""
+    """The worker's processor of predictions, as ``settings`` configure it; ``mapped``: of the
+    mapped input topics' messages, whose rows may make a native message larger than the
+    source (``MAPPED_MESSAGE_GROWTH`` times the size limit at most)."""
+    limits = settings.codec_limits()
+    if mapped:
+        limits = dataclasses.replace(
+            limits, max_message_bytes=limits.max_message_bytes * MAPPED_MESSAGE_GROWTH
+        )
     return PredictionProcessor(
         config,
-        settings.codec_limits(),
+        limits,
         settings.admission_limits(),
         baselines,
         MultivariateParams() if settings.multivariate else None,
@@ -186,7 +201,7 @@ class Runtime:
         self.metrics = Metrics(self._monitors)
         self.metrics.preset(
             (settings.input_topic, settings.labels_topic), (reason.value for reason in Reason)
-        )
+        )  # (the mapped input topics' series appear with their first events)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.redis = settings.redis_client(socket_timeout=10, socket_connect_timeout=5)
         self.store = CheckpointStore(self.redis, settings.group_id, self.worker_id)
@@ -211,6 +226,16 @@ class Runtime:
         )
         self._baselines_checked = -math.inf
         self.predictions = prediction_processor(settings, config, self.baselines)
+        # the configuration's input topics in the users' own shapes, mapped to native events
+        self.mappers = {
+            spec.topic: Mapper(spec, settings.codec_limits())
+            for spec in input_specs(config, reserved=settings.own_topics())
+        }
+        self.mapped_predictions = (
+            prediction_processor(settings, config, self.baselines, mapped=True)
+            if self.mappers
+            else self.predictions
+        )
         self.labels = LabelProcessor(
             config,
             settings.codec_limits(),
@@ -255,8 +280,13 @@ class Runtime:
                         partition,
                     )
                     continue
-                if topic == self.settings.input_topic:
-                    outcome = self.predictions.process(state, records, now=now)
+                mapper = self.mappers.get(topic)
+                if topic == self.settings.input_topic or mapper is not None:
+                    outcome = (
+                        self.predictions.process(state, records, now=now)
+                        if mapper is None
+                        else mapper.process(self.mapped_predictions, state, records, now)
+                    )
                     joins = [j for j in outcome.joins if self._joinable(j[0])]
                     await self._redis(partial(self.join.put, joins, now))
                 else:
@@ -829,7 +859,7 @@ class Runtime:
         counts: dict[str, int] = defaultdict(int)
         for topic, _ in self.states:
             counts[topic] += 1
-        for topic in (self.settings.input_topic, self.settings.labels_topic):
+        for topic in (self.settings.input_topic, self.settings.labels_topic, *self.mappers):
             self.metrics.partitions.labels(topic).set(counts[topic])
 
     # -- Redis availability -------------------------------------------------------------------

@@ -367,6 +367,10 @@ class Settings(BaseSettings):
         # INFO works as well as info
         return value.strip().lower() if isinstance(value, str) else value
 
+    def own_topics(self) -> tuple[str, ...]:
+        """The topics the worker already uses: none of them can be a mapped input."""
+        return (self.input_topic, self.labels_topic, self.alert_topic, self.dlq_topic)
+
     @field_validator("input_topic", "labels_topic", "alert_topic", "dlq_topic")
     @classmethod
     def _topic_name(cls, value: str) -> str:

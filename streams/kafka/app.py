@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streamdrift.detectors import validate_config
 from streamdrift.streams.kafka.credentials import faust_credentials
 from streamdrift.streams.kafka.intake import Intake
+from streamdrift.streams.pipeline.mapping import input_specs
 from streamdrift.streams.runtime import Publisher, Runtime
 from streamdrift.streams.security import bearer_ok, confluent_config
 from streamdrift.streams.settings import Settings
@@ -59,6 +60,7 @@ def load_config(path: Path | None) -> dict[str, Any]:
         ) from None
     try:
         validate_config(config)
+        input_specs(config)
     except ValueError as exc:
         raise SystemExit(f"invalid STREAMDRIFT_CONFIG={path}: {exc}") from None
     return config
@@ -206,15 +208,20 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         web_port=s.metrics_port,
         web_in_thread=False,
     )
-    runtime = Runtime(s, load_config(s.config), FaustPublisher(app, s))
-    ours = {s.input_topic, s.labels_topic}
+    config = load_config(s.config)
+    try:
+        input_specs(config, reserved=s.own_topics())
+    except ValueError as exc:
+        raise SystemExit(f"invalid STREAMDRIFT_CONFIG={s.config}: {exc}") from None
+    runtime = Runtime(s, config, FaustPublisher(app, s))
+    ours = {s.input_topic, s.labels_topic, *runtime.mappers}
     _clamp_commits(app, runtime, ours)
     _fetch_wait(app, s.fetch_max_wait_ms)
 
-    intake = Intake(app, runtime, s.batch_max_events, s.batch_within_s)
+    intake = Intake(app, runtime, s.batch_max_events, s.batch_within_s, set(runtime.mappers))
     # Faust starts and stops its Fetcher; this one (a Service too) replaces it
     app._fetcher = intake  # type: ignore[assignment]
-    for topic in (s.input_topic, s.labels_topic):
+    for topic in (s.input_topic, s.labels_topic, *runtime.mappers):
         # Subscribed without an agent; acks off: Faust tracks no offsets of these topics (the
         # intake commits checkpoints) and so does not report their partitions as stuck.
         app.topics.add(app.topic(topic, key_serializer="raw", value_serializer="raw", acks=False))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from typing import Any, cast
 
 import faust
@@ -52,17 +52,19 @@ def poll_records(max_events: int, events_per_record: float) -> int:
 
 
 def batches(
-    records: Mapping[TP, Sequence[Any]], max_events: int
+    records: Mapping[TP, Sequence[Any]], max_events: int, keyed: Set[str] = frozenset()
 ) -> Iterator[tuple[str, dict[int, list[Record]]]]:
     """Split one ``getmany`` result (aiokafka records by partition, each in offset order) into
     ``(topic, records by partition)`` batches of about ``max_events`` events; a message is never
-    split, so a batch holds at least one."""
+    split, so a batch holds at least one. The records of ``keyed`` topics keep their key and
+    headers."""
     by_topic: dict[str, list[TP]] = {}
     for tp in records:
         by_topic.setdefault(tp.topic, []).append(tp)
     for topic, tps in by_topic.items():
         batch: dict[int, list[Record]] = {}
         events = 0
+        full = topic in keyed
         for tp in tps:
             part: list[Record] | None = None
             for r in records[tp]:
@@ -71,7 +73,11 @@ def batches(
                     batch, events, part = {}, 0, None
                 if part is None:
                     part = batch[tp.partition] = []
-                part.append(Record(r.offset, r.timestamp / 1000.0, r.value))
+                part.append(
+                    Record(r.offset, r.timestamp / 1000.0, r.value, r.key, r.headers)
+                    if full
+                    else Record(r.offset, r.timestamp / 1000.0, r.value)
+                )
                 events += events_in(r.value)
         if events:
             yield topic, batch
@@ -91,8 +97,16 @@ class Intake(faust.Service):
     from the checkpoint.
     """
 
-    def __init__(self, app: faust.App, runtime: Runtime, max_events: int, wait_s: float) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        runtime: Runtime,
+        max_events: int,
+        wait_s: float,
+        keyed: Set[str] = frozenset(),
+    ) -> None:
         super().__init__(loop=app.loop, beacon=app.consumer.beacon)
+        self.keyed = keyed  # topics whose records keep their key and headers (mapped inputs)
         self.app = app
         self.runtime = runtime
         self.max_events = max_events
@@ -110,7 +124,7 @@ class Intake(faust.Service):
             # records come from the current one (as in Faust)
             generation = app.consumer_generation_id
             self._size_polls(records or {})
-            for topic, batch in batches(records or {}, self.max_events):
+            for topic, batch in batches(records or {}, self.max_events, self.keyed):
                 if (
                     self.should_stop
                     or not consumer.flow_active

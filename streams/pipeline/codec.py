@@ -56,6 +56,7 @@ class Reason(StrEnum):
     MODEL_NOT_ALLOWED = "model_not_allowed"
     TOO_MANY_NEW_SERIES = "too_many_new_series"
     DUPLICATE_LABEL = "duplicate_label"
+    MAPPING_FAILED = "mapping_failed"  # an input topic's mapping could not read the message
     INTERNAL_ERROR = "internal_error"
 
 

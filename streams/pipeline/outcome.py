@@ -4,6 +4,7 @@ needs), :class:`DeadLetter` s, label joins to store."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,9 @@ class Record(msgspec.Struct, frozen=True):
     offset: int
     timestamp: float  # Kafka timestamp, epoch seconds
     value: bytes | None
+    # only for mapped input topics (streams.pipeline.mapping): the record's key and headers
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

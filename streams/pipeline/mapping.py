@@ -1,0 +1,341 @@
+"""Topics in the users' own JSON shapes: a declarative mapping from each message (its body, key
+and headers) to events of the native contract, which then take the native path — the same
+validation, admission, bounds and dead letters.
+
+The configuration's ``inputs`` section lists the extra topics the workers consume, each with its
+format (``json``: any JSON body) and mapping::
+
+    inputs:
+      - topic: fraud-inference-log
+        format: json
+        mapping:
+          rows: records                  # optional: one event per element of this list
+          model: const:fraud             # every field: a JMESPath over the row (or the body)
+          model_version: message:meta.version   # message:<path> reads the whole body
+          event_id: header:x-request-id  # a Kafka header (UTF-8); `key`: the record's key
+          timestamp: ts                  # epoch seconds or RFC 3339 (absent: the Kafka time)
+          features: inputs               # a path to an object of name -> value, or
+          # features: {amount: payload.amount, country: payload.geo.country}
+          prediction: output.score
+          include: [amount, country]     # optional: only these features
+          exclude: [user_id]             # optional: never these
+
+A message the mapping cannot read (not JSON, too big or deep, no model, features that are not an
+object, more rows than a message may hold) is dead-lettered whole with reason
+``mapping_failed`` (or the native reason for size and depth) and a detail naming the input and
+the field; the events it yields are validated as native events (a bad value: the native reason,
+the event as mapped in the dead letter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jmespath
+import msgspec
+from jmespath.exceptions import JMESPathError
+from jmespath.parser import ParsedResult
+
+from streamdrift.streams.pipeline.codec import Limits, Reason, deeper_than
+from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
+from streamdrift.streams.pipeline.processor import PredictionProcessor
+from streamdrift.streams.state.partition import PartitionState
+
+FORMATS = ("json",)
+MAX_INPUTS = 32
+_FIELDS = ("model", "model_version", "event_id", "timestamp", "prediction")
+_MAPPING_KEYS = (*_FIELDS, "rows", "features", "include", "exclude")
+_INPUT_KEYS = ("topic", "format", "mapping")
+_MAX_PATH = 1_024
+_ENCODE = msgspec.json.Encoder().encode
+
+
+class MappingError(Exception):
+    """A message the mapping cannot read; ``str()`` says which field and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where one field comes from: a JMESPath over the row or the whole message, a header, the
+    record key, or a constant."""
+
+    kind: str  # "row" | "message" | "header" | "key" | "const"
+    path: ParsedResult | None = None
+    name: str = ""  # the header's name, or the constant
+
+    def read(self, row: Any, message: Any, record: Record) -> Any:
+        if self.kind == "const":
+            return self.name
+        if self.kind == "key":
+            return _text(record.key)
+        if self.kind == "header":
+            for name, value in record.headers or ():
+                if name == self.name:
+                    return _text(value)
+            return None
+        assert self.path is not None
+        return self.path.search(row if self.kind == "row" else message)
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One input topic and how its messages become events (see the module)."""
+
+    topic: str
+    format: str
+    model: Source
+    features: Source | dict[str, Source]
+    rows: Source | None = None
+    model_version: Source | None = None
+    event_id: Source | None = None
+    timestamp: Source | None = None
+    prediction: Source | None = None
+    include: frozenset[str] | None = None
+    exclude: frozenset[str] = frozenset()
+
+
+def input_specs(config: Mapping[str, Any] | None, reserved: Sequence[str] = ()) -> list[InputSpec]:
+    """The configuration's ``inputs``, checked; ``ValueError`` naming the bad key otherwise.
+    ``reserved``: topics that cannot be an input (the native input, labels, alerts, ...).
+
+    >>> [spec.topic for spec in input_specs({"inputs": [{"topic": "logs", "format": "json",
+    ...     "mapping": {"model": "const:fraud", "features": "inputs"}}]})]
+    ['logs']
+    >>> input_specs({"inputs": [{"topic": "logs", "format": "json",
+    ...     "mapping": {"model": "name[", "features": "inputs"}}]})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid config at inputs[0].mapping.model: not a JMESPath expression ...
+    """
+    inputs = (config or {}).get("inputs")
+    if inputs is None:
+        return []
+    if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS:
+        raise ValueError(f"invalid config at inputs: expected a list of at most {MAX_INPUTS}")
+    specs, seen = [], set(reserved)
+    for i, entry in enumerate(inputs):
+        where = f"inputs[{i}]"
+        _keys(entry, _INPUT_KEYS, where)
+        topic = entry.get("topic")
+        if not isinstance(topic, str) or not topic or len(topic) > 249:
+            raise ValueError(f"invalid config at {where}.topic: expected a topic name")
+        if topic in seen:
+            raise ValueError(f"invalid config at {where}.topic: {topic!r} is already consumed")
+        seen.add(topic)
+        form = entry.get("format", "json")
+        if form not in FORMATS:
+            raise ValueError(
+                f"invalid config at {where}.format: expected one of {', '.join(FORMATS)}, "
+                f"got {form!r}"
+            )
+        specs.append(_spec(topic, form, entry.get("mapping"), f"{where}.mapping"))
+    return specs
+
+
+def _spec(topic: str, form: str, mapping: Any, where: str) -> InputSpec:
+    _keys(mapping, _MAPPING_KEYS, where)
+    for required in ("model", "features"):
+        if required not in mapping:
+            raise ValueError(f"invalid config at {where}: {required} is required")
+    features = mapping["features"]
+    if isinstance(features, dict):
+        if not features:
+            raise ValueError(f"invalid config at {where}.features: no feature listed")
+        named = {
+            _name(name, f"{where}.features"): _source(path, f"{where}.features.{name}")
+            for name, path in features.items()
+        }
+        feature_source: Source | dict[str, Source] = named
+    else:
+        feature_source = _source(features, f"{where}.features")
+    fields = {
+        name: _source(mapping[name], f"{where}.{name}") if name in mapping else None
+        for name in _FIELDS
+    }
+    rows = mapping.get("rows")
+    include = mapping.get("include")
+    return InputSpec(
+        topic=topic,
+        format=form,
+        model=fields.pop("model"),  # type: ignore[arg-type]  # required, checked above
+        features=feature_source,
+        rows=None if rows is None else _source(rows, f"{where}.rows"),
+        include=None if include is None else _names(include, f"{where}.include"),
+        exclude=_names(mapping.get("exclude", []), f"{where}.exclude"),
+        **fields,
+    )
+
+
+def _source(spec: Any, where: str) -> Source:
+    if not isinstance(spec, str) or not spec or len(spec) > _MAX_PATH:
+        raise ValueError(
+            f"invalid config at {where}: expected a JMESPath or const:, message:, header:, key "
+            f"(1..{_MAX_PATH} characters), got {spec!r}"
+        )
+    if spec == "key":
+        return Source("key")
+    prefix, _, rest = spec.partition(":")
+    if prefix == "const" and rest:
+        return Source("const", name=rest)
+    if prefix == "header" and rest:
+        return Source("header", name=rest)
+    kind, path = ("message", rest) if prefix == "message" and rest else ("row", spec)
+    try:
+        return Source(kind, jmespath.compile(path))
+    except JMESPathError as exc:
+        problem = str(exc).splitlines()[0]
+        raise ValueError(
+            f"invalid config at {where}: not a JMESPath expression ({problem})"
+        ) from None
+
+
+def _keys(section: Any, known: Sequence[str], where: str) -> None:
+    if not isinstance(section, dict):
+        raise ValueError(f"invalid config at {where}: expected a mapping")
+    unknown = sorted(set(map(str, section)) - set(known))
+    if unknown:
+        raise ValueError(
+            f"invalid config at {where}: unknown key {unknown[0]!r}; valid keys are: "
+            f"{', '.join(known)}"
+        )
+
+
+def _name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"invalid config at {where}: feature names are non-empty strings")
+    return name
+
+
+def _names(names: Any, where: str) -> frozenset[str]:
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"invalid config at {where}: expected a list of feature names")
+    return frozenset(names)
+
+
+def _text(raw: bytes | str | None) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise MappingError("not UTF-8") from None
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+class Mapper:
+    """Turns one input topic's records into records of native events (see the module)."""
+
+    def __init__(self, spec: InputSpec, limits: Limits) -> None:
+        self.spec = spec
+        self.limits = limits
+
+    def process(
+        self,
+        processor: PredictionProcessor,
+        state: PartitionState,
+        records: Sequence[Record],
+        now: float | None = None,
+    ) -> Outcome:
+        """Apply one partition's records (in offset order) through ``processor``: those below
+        the state's next offset are duplicates; the others become native messages (same offsets
+        and times; several rows: an array) or dead letters, and the next offset moves past them
+        all, so a message refused here is never dead-lettered twice."""
+        first = state.next_offset
+        fresh = [r for r in records if first is None or r.offset >= first]
+        converted, letters = self.convert(fresh)
+        outcome = processor.process(state, converted, now=now)
+        outcome.duplicates += len(records) - len(fresh)
+        outcome.dead_letters[:0] = letters
+        if fresh:
+            state.next_offset = max(state.next_offset or 0, fresh[-1].offset + 1)
+        return outcome
+
+    def convert(self, records: Sequence[Record]) -> tuple[list[Record], list[DeadLetter]]:
+        """The records as native messages, and the dead letters of those the mapping cannot
+        read."""
+        out: list[Record] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            try:
+                events = self._events(record)
+            except _Refused as refused:
+                payload = record.value or b""
+                letters.append(DeadLetter(payload, refused.reason, refused.detail, record.offset))
+                continue
+            body = _ENCODE(events[0] if len(events) == 1 else events)
+            out.append(Record(record.offset, record.timestamp, body))
+        return out, letters
+
+    def _events(self, record: Record) -> list[dict[str, Any]]:
+        limits, value = self.limits, record.value
+        if value is None or not value:
+            raise _Refused(Reason.MALFORMED_JSON, "an empty message")
+        if len(value) > limits.max_message_bytes:
+            raise _Refused(Reason.OVERSIZE_MESSAGE, f"{len(value)} bytes")
+        if deeper_than(value, limits.max_json_depth):
+            raise _Refused(Reason.TOO_DEEP, f"nested deeper than {limits.max_json_depth}")
+        try:
+            message = msgspec.json.decode(value)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise _Refused(Reason.MALFORMED_JSON, str(exc)[:200]) from None
+        try:
+            rows = self._rows(message, record)
+            return [self._event(row, message, record) for row in rows]
+        except MappingError as exc:
+            raise _Refused(Reason.MAPPING_FAILED, f"input {self.spec.topic}: {exc}") from None
+        except (JMESPathError, TypeError, ValueError, RecursionError) as exc:  # hostile shapes
+            detail = f"input {self.spec.topic}: {type(exc).__name__}: {str(exc)[:200]}"
+            raise _Refused(Reason.MAPPING_FAILED, detail) from None
+
+    def _rows(self, message: Any, record: Record) -> list[Any]:
+        if self.spec.rows is None:
+            return [message]
+        rows = self.spec.rows.read(message, message, record)
+        if not isinstance(rows, list) or not rows:
+            raise MappingError("rows: expected a non-empty list")
+        if len(rows) > self.limits.max_events_per_message:
+            raise _Refused(
+                Reason.TOO_MANY_EVENTS,
+                f"{len(rows)} rows, more than {self.limits.max_events_per_message}",
+            )
+        return rows
+
+    def _event(self, row: Any, message: Any, record: Record) -> dict[str, Any]:
+        spec = self.spec
+        model = spec.model.read(row, message, record)
+        if model is None:
+            raise MappingError("model: no value")
+        event: dict[str, Any] = {"model": model, "features": self._features(row, message, record)}
+        for name in _FIELDS[1:]:
+            source = getattr(spec, name)
+            if source is not None:
+                found = source.read(row, message, record)
+                if found is not None:
+                    event[name] = found
+        return event
+
+    def _features(self, row: Any, message: Any, record: Record) -> dict[str, Any]:
+        spec = self.spec
+        if isinstance(spec.features, dict):
+            features = {name: s.read(row, message, record) for name, s in spec.features.items()}
+        else:
+            features = spec.features.read(row, message, record)
+            if not isinstance(features, dict):
+                raise MappingError(f"features: expected an object, got {type(features).__name__}")
+        if len(features) > self.limits.max_features_per_event * 4:  # before filtering: bounded
+            raise MappingError(f"features: {len(features)} names")
+        return {
+            name: value
+            for name, value in features.items()
+            if (spec.include is None or name in spec.include) and name not in spec.exclude
+        }
+
+
+class _Refused(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail

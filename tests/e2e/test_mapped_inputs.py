@@ -1,0 +1,113 @@
+"""End to end: a topic in the user's own JSON shape, consumed beside the native input through
+the configuration's ``inputs`` mapping, on a real broker and Redis with real workers — a drift
+in a mapped feature alerts once, every event is counted once through a kill -9, and messages the
+mapping cannot read land in the dead-letter topic with their reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import Topics, consume_all, produce, wait_for
+
+from streamdrift.streams.kafka.admin import create_topics
+from streamdrift.streams.ops.status import read_status
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+inputs:
+  - topic: {topic}
+    format: json
+    mapping:
+      rows: predictions
+      model: header:x-model
+      model_version: message:service.version
+      event_id: request_id
+      features: request.inputs
+      prediction: response.score
+      exclude: [session]
+"""
+
+
+def messages(n: int, *, seed: int, shift: float = 0.0, start: int = 0) -> list[bytes]:
+    """``n`` messages of two rows each in the user's shape; ``amount`` moves by ``shift`` σ."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        rows = [
+            {
+                "request_id": f"req-{start + i}-{j}",
+                "request": {
+                    "inputs": {
+                        "amount": float(rng.normal() + shift),
+                        "age": float(rng.normal(40.0, 5.0)),
+                        "session": f"s{rng.integers(1_000_000)}",
+                    }
+                },
+                "response": {"score": float(rng.uniform())},
+            }
+            for j in range(2)
+        ]
+        out.append(json.dumps({"service": {"version": "7"}, "predictions": rows}).encode())
+    return out
+
+
+def counted(redis_client, topics: Topics) -> dict[str, int]:
+    series = read_status(redis_client, topics.group_id)["models"].get("fraud", {})
+    return {feature: s.get("count", 0) for feature, s in series.items()}
+
+
+def test_a_mapped_topic_is_monitored_exactly_once_through_a_kill(
+    broker, topics, start_worker, redis_client, tmp_path
+):
+    mapped = f"{topics.input}-mapped"
+    create_topics(broker.bootstrap, {mapped: 2})
+    config = tmp_path / "inputs.yaml"
+    config.write_text(CONFIG.format(topic=mapped))
+    worker = start_worker(config=config, checkpoint_every_events=1_000).wait_ready()
+    header = [("x-model", b"fraud")]
+    before, during = 4_000, 4_000  # messages, two events each
+    bad = [b"{not json", json.dumps({"predictions": "none"}).encode(), b""]
+    produce(broker.bootstrap, mapped, bad + messages(before, seed=1), headers=header, key="k")
+    wait_for(lambda: counted(redis_client, topics).get("amount", 0) >= 2_000, 120, "a first part")
+    worker.kill()  # kill -9 mid-stream
+    start_worker(config=config, checkpoint_every_events=1_000).wait_ready(timeout=90)
+    produce(
+        broker.bootstrap,
+        mapped,
+        messages(during, seed=2, shift=2.0, start=before),
+        headers=header,
+        key="k",
+    )
+    total = 2 * (before + during)
+    wait_for(
+        lambda: counted(redis_client, topics).get("amount", 0) == total,
+        180,
+        f"{total} mapped events checkpointed",
+    )
+    time.sleep(2)  # anything applied twice would show in a later checkpoint
+    counts = counted(redis_client, topics)
+    assert {counts[f] for f in ("amount", "age", "prediction")} == {total}, counts
+    assert "session" not in counts  # excluded by the mapping
+
+    time.sleep(2)
+    found = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
+    detected = {a["id"]: a for a in found if a["type"] == "io.streamdrift.drift.detected"}
+    moved = Counter(a["data"]["feature"] for a in detected.values())
+    assert moved.get("amount", 0) >= 1, moved
+    assert set(moved) <= {"amount", "multivariate"}, moved
+    (alert,) = [a for a in detected.values() if a["data"]["feature"] == "amount"][:1]
+    assert alert["data"]["model_version"] == "7"
+    assert alert["data"]["evidence"]["topic"] == mapped
+
+    letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=len(bad))
+    reasons = Counter(
+        (m.header("streamdrift-reason") or b"").decode()
+        for m in letters
+        if m.header("streamdrift-source-topic") == mapped.encode()
+    )
+    assert reasons == {"malformed_json": 2, "mapping_failed": 1}, reasons
