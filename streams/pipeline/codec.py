@@ -57,6 +57,8 @@ class Reason(StrEnum):
     TOO_MANY_NEW_SERIES = "too_many_new_series"
     DUPLICATE_LABEL = "duplicate_label"
     MAPPING_FAILED = "mapping_failed"  # an input topic's mapping could not read the message
+    TENSOR_SHAPE_MISMATCH = "tensor_shape_mismatch"  # a tensor's data does not fit its shape
+    UNSUPPORTED_EVENT_TYPE = "unsupported_event_type"  # a CloudEvent type an input cannot read
     INTERNAL_ERROR = "internal_error"
 
 

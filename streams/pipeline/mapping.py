@@ -38,15 +38,19 @@ import msgspec
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
-from streamdrift.streams.pipeline.codec import Limits, Reason, deeper_than
+from streamdrift.streams.pipeline import kserve
+from streamdrift.streams.pipeline.codec import Invalid, Limits, Reason, deeper_than
 from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
 from streamdrift.streams.pipeline.processor import PredictionProcessor
 from streamdrift.streams.state.partition import PartitionState
 
-FORMATS = ("json",)
+FORMATS = ("json", "kserve")
 MAX_INPUTS = 32
 _FIELDS = ("model", "model_version", "event_id", "timestamp", "prediction")
 _MAPPING_KEYS = (*_FIELDS, "rows", "features", "include", "exclude")
+# KServe: the model defaults to the CloudEvent's inferenceservicename; names: a V1 instance's
+# (or a single V2 tensor's) columns
+_KSERVE_KEYS = ("model", "model_version", "names", "include", "exclude")
 _INPUT_KEYS = ("topic", "format", "mapping")
 _MAX_PATH = 1_024
 _ENCODE = msgspec.json.Encoder().encode
@@ -85,8 +89,8 @@ class InputSpec:
 
     topic: str
     format: str
-    model: Source
-    features: Source | dict[str, Source]
+    model: Source | None  # kserve: None for the CloudEvent's inferenceservicename
+    features: Source | dict[str, Source] | None  # kserve: None (the body's tensors)
     rows: Source | None = None
     model_version: Source | None = None
     event_id: Source | None = None
@@ -94,6 +98,7 @@ class InputSpec:
     prediction: Source | None = None
     include: frozenset[str] | None = None
     exclude: frozenset[str] = frozenset()
+    names: tuple[str, ...] | None = None  # kserve: column names
 
 
 def input_specs(config: Mapping[str, Any] | None, reserved: Sequence[str] = ()) -> list[InputSpec]:
@@ -130,7 +135,11 @@ def input_specs(config: Mapping[str, Any] | None, reserved: Sequence[str] = ()) 
                 f"invalid config at {where}.format: expected one of {', '.join(FORMATS)}, "
                 f"got {form!r}"
             )
-        specs.append(_spec(topic, form, entry.get("mapping"), f"{where}.mapping"))
+        mapping, at = entry.get("mapping"), f"{where}.mapping"
+        if form == "kserve":
+            specs.append(_kserve_spec(topic, {} if mapping is None else mapping, at))
+        else:
+            specs.append(_spec(topic, form, mapping, at))
     return specs
 
 
@@ -159,12 +168,36 @@ def _spec(topic: str, form: str, mapping: Any, where: str) -> InputSpec:
     return InputSpec(
         topic=topic,
         format=form,
-        model=fields.pop("model"),  # type: ignore[arg-type]  # required, checked above
+        model=fields["model"],
         features=feature_source,
         rows=None if rows is None else _source(rows, f"{where}.rows"),
+        model_version=fields["model_version"],
+        event_id=fields["event_id"],
+        timestamp=fields["timestamp"],
+        prediction=fields["prediction"],
         include=None if include is None else _names(include, f"{where}.include"),
         exclude=_names(mapping.get("exclude", []), f"{where}.exclude"),
-        **fields,
+    )
+
+
+def _kserve_spec(topic: str, mapping: Any, where: str) -> InputSpec:
+    _keys(mapping, _KSERVE_KEYS, where)
+    include, names = mapping.get("include"), mapping.get("names")
+    return InputSpec(
+        topic=topic,
+        format="kserve",
+        model=_source(mapping["model"], f"{where}.model") if "model" in mapping else None,
+        features=None,
+        model_version=(
+            _source(mapping["model_version"], f"{where}.model_version")
+            if "model_version" in mapping
+            else None
+        ),
+        include=None if include is None else _names(include, f"{where}.include"),
+        exclude=_names(mapping.get("exclude", []), f"{where}.exclude"),
+        names=None
+        if names is None
+        else tuple(sorted(_names(names, f"{where}.names"), key=names.index)),
     )
 
 
@@ -212,6 +245,12 @@ def _names(names: Any, where: str) -> frozenset[str]:
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"invalid config at {where}: expected a list of feature names")
     return frozenset(names)
+
+
+def _ordered(names: Any, where: str) -> tuple[str, ...]:
+    if len(_names(names, where)) != len(names):
+        raise ValueError(f"invalid config at {where}: a name listed twice")
+    return tuple(names)
 
 
 def _text(raw: bytes | str | None) -> str | None:
@@ -262,7 +301,7 @@ class Mapper:
         for record in records:
             try:
                 events = self._events(record)
-            except _Refused as refused:
+            except Invalid as refused:
                 payload = record.value or b""
                 letters.append(DeadLetter(payload, refused.reason, refused.detail, record.offset))
                 continue
@@ -273,23 +312,67 @@ class Mapper:
     def _events(self, record: Record) -> list[dict[str, Any]]:
         limits, value = self.limits, record.value
         if value is None or not value:
-            raise _Refused(Reason.MALFORMED_JSON, "an empty message")
+            raise Invalid(Reason.MALFORMED_JSON, "an empty message")
         if len(value) > limits.max_message_bytes:
-            raise _Refused(Reason.OVERSIZE_MESSAGE, f"{len(value)} bytes")
+            raise Invalid(Reason.OVERSIZE_MESSAGE, f"{len(value)} bytes")
         if deeper_than(value, limits.max_json_depth):
-            raise _Refused(Reason.TOO_DEEP, f"nested deeper than {limits.max_json_depth}")
+            raise Invalid(Reason.TOO_DEEP, f"nested deeper than {limits.max_json_depth}")
         try:
             message = msgspec.json.decode(value)
         except (msgspec.DecodeError, RecursionError) as exc:
-            raise _Refused(Reason.MALFORMED_JSON, str(exc)[:200]) from None
+            raise Invalid(Reason.MALFORMED_JSON, str(exc)[:200]) from None
         try:
+            if self.spec.format == "kserve":
+                return self._kserve_events(message, record)
             rows = self._rows(message, record)
             return [self._event(row, message, record) for row in rows]
         except MappingError as exc:
-            raise _Refused(Reason.MAPPING_FAILED, f"input {self.spec.topic}: {exc}") from None
+            raise Invalid(Reason.MAPPING_FAILED, f"input {self.spec.topic}: {exc}") from None
         except (JMESPathError, TypeError, ValueError, RecursionError) as exc:  # hostile shapes
             detail = f"input {self.spec.topic}: {type(exc).__name__}: {str(exc)[:200]}"
-            raise _Refused(Reason.MAPPING_FAILED, detail) from None
+            raise Invalid(Reason.MAPPING_FAILED, detail) from None
+
+    def _kserve_events(self, message: Any, record: Record) -> list[dict[str, Any]]:
+        spec = self.spec
+        event = kserve.cloud_event(record, message)
+        rows = kserve.rows_of(event, spec.names, self.limits)
+        attributes = event.attributes
+        model = (
+            attributes.get(kserve.MODEL_ATTRIBUTE)
+            if spec.model is None
+            else spec.model.read(event.data, event.data, record)
+        )
+        if model is None:
+            raise MappingError(f"model: no {kserve.MODEL_ATTRIBUTE} attribute")
+        version = (
+            None
+            if spec.model_version is None
+            else spec.model_version.read(event.data, event.data, record)
+        )
+        ident = attributes.get("id")
+        out = []
+        for i, row in enumerate(rows):
+            native: dict[str, Any] = {"model": model, "features": self._kept(row.features)}
+            if row.prediction is not None:
+                native["prediction"] = row.prediction
+            if version is not None:
+                native["model_version"] = version
+            if ident is not None:
+                native["event_id"] = ident if len(rows) == 1 else f"{ident}/{i}"
+            if "time" in attributes:
+                native["timestamp"] = attributes["time"]
+            out.append(native)
+        return out
+
+    def _kept(self, features: dict[str, Any]) -> dict[str, Any]:
+        spec = self.spec
+        if len(features) > self.limits.max_features_per_event * 4:  # before filtering: bounded
+            raise MappingError(f"features: {len(features)} names")
+        return {
+            name: value
+            for name, value in features.items()
+            if (spec.include is None or name in spec.include) and name not in spec.exclude
+        }
 
     def _rows(self, message: Any, record: Record) -> list[Any]:
         if self.spec.rows is None:
@@ -298,7 +381,7 @@ class Mapper:
         if not isinstance(rows, list) or not rows:
             raise MappingError("rows: expected a non-empty list")
         if len(rows) > self.limits.max_events_per_message:
-            raise _Refused(
+            raise Invalid(
                 Reason.TOO_MANY_EVENTS,
                 f"{len(rows)} rows, more than {self.limits.max_events_per_message}",
             )
@@ -306,6 +389,7 @@ class Mapper:
 
     def _event(self, row: Any, message: Any, record: Record) -> dict[str, Any]:
         spec = self.spec
+        assert spec.model is not None  # required for json, checked at start-up
         model = spec.model.read(row, message, record)
         if model is None:
             raise MappingError("model: no value")
@@ -323,19 +407,8 @@ class Mapper:
         if isinstance(spec.features, dict):
             features = {name: s.read(row, message, record) for name, s in spec.features.items()}
         else:
+            assert spec.features is not None  # required for json, checked at start-up
             features = spec.features.read(row, message, record)
             if not isinstance(features, dict):
                 raise MappingError(f"features: expected an object, got {type(features).__name__}")
-        if len(features) > self.limits.max_features_per_event * 4:  # before filtering: bounded
-            raise MappingError(f"features: {len(features)} names")
-        return {
-            name: value
-            for name, value in features.items()
-            if (spec.include is None or name in spec.include) and name not in spec.exclude
-        }
-
-
-class _Refused(Exception):
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
+        return self._kept(features)

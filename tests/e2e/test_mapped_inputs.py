@@ -15,6 +15,7 @@ from conftest import Topics, consume_all, produce, wait_for
 
 from streamdrift.streams.kafka.admin import create_topics
 from streamdrift.streams.ops.status import read_status
+from streamdrift.streams.pipeline.kserve import REQUEST, RESPONSE
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +112,76 @@ def test_a_mapped_topic_is_monitored_exactly_once_through_a_kill(
         if m.header("streamdrift-source-topic") == mapped.encode()
     )
     assert reasons == {"malformed_json": 2, "mapping_failed": 1}, reasons
+
+
+KSERVE = """
+inputs:
+  - topic: {topic}
+    format: kserve
+    mapping:
+      names: [amount, age, tenure]
+"""
+
+
+def kserve_logs(n: int, *, seed: int, shift: float = 0.0, start: int = 0) -> list[tuple]:
+    """(value, headers) of ``n`` request/response pairs as Knative's Kafka sink writes KServe's
+    payload logs (binary mode); ``amount`` moves by ``shift`` σ."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        ident = f"req-{start + i}".encode()
+        base = [("ce_specversion", b"1.0"), ("ce_id", ident), ("ce_source", b"kserve")]
+        base += [("ce_inferenceservicename", b"fraud"), ("content-type", b"application/json")]
+        row = [float(rng.normal() + shift), float(rng.normal(40, 5)), float(rng.exponential(3))]
+        request = {"instances": [row]}
+        response = {"predictions": [float(rng.uniform())]}
+        out.append((json.dumps(request).encode(), [*base, ("ce_type", REQUEST.encode())]))
+        out.append((json.dumps(response).encode(), [*base, ("ce_type", RESPONSE.encode())]))
+    return out
+
+
+def test_kserve_payload_logs_in_binary_mode_are_monitored(
+    broker, topics, start_worker, redis_client, tmp_path
+):
+    logs = f"{topics.input}-kserve"
+    create_topics(broker.bootstrap, {logs: 2})
+    config = tmp_path / "kserve.yaml"
+    config.write_text(KSERVE.format(topic=logs))
+    start_worker(config=config).wait_ready()
+    records = kserve_logs(6_000, seed=3) + kserve_logs(4_000, seed=4, shift=2.0, start=6_000)
+    headers_v2 = [("ce_type", REQUEST.encode()), ("ce_id", b"bad"), ("ce_specversion", b"1.0")]
+    hostile = [
+        (
+            json.dumps({"inputs": [{"name": "x", "shape": [2, 2], "data": [1]}]}).encode(),
+            headers_v2,
+        ),
+        (b"{}", [("ce_type", b"dev.knative.other"), ("ce_id", b"x")]),
+    ]
+    produce(
+        broker.bootstrap,
+        logs,
+        [value for value, _ in hostile + records],
+        headers_each=[headers for _, headers in hostile + records],
+        keys=[
+            (headers[1][1] if headers[1][0] == "ce_id" else b"k")
+            for _, headers in hostile + records
+        ],
+    )
+    wait_for(
+        lambda: counted(redis_client, topics).get("prediction", 0) == 10_000,
+        180,
+        "10,000 responses checkpointed",
+    )
+    counts = counted(redis_client, topics)
+    assert {counts[f] for f in ("amount", "age", "tenure")} == {10_000}, counts
+    time.sleep(3)
+    found = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
+    moved = {a["data"]["feature"] for a in found if a["type"] == "io.streamdrift.drift.detected"}
+    assert "amount" in moved and not moved & {"age", "tenure", "prediction"}, moved
+    letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=2)
+    reasons = Counter(
+        (m.header("streamdrift-reason") or b"").decode()
+        for m in letters
+        if m.header("streamdrift-source-topic") == logs.encode()
+    )
+    assert reasons == {"tensor_shape_mismatch": 1, "unsupported_event_type": 1}, reasons
