@@ -85,16 +85,16 @@ def rows_of(event: CloudEvent, names: Sequence[str] | None, limits: Limits) -> l
     if kind == REQUEST:
         if "instances" in data:
             return [
-                Row(_v1_features(row, names, "input"))
+                Row(instance_features(row, names, "input"))
                 for row in _v1_list(data, "instances", limits)
             ]
         if "inputs" in data:
-            return [Row(columns) for columns in _tensor_rows(data["inputs"], names, limits)]
+            return [Row(columns) for columns in tensor_rows(data["inputs"], names, limits)]
         raise Invalid(Reason.MAPPING_FAILED, "request: neither instances (V1) nor inputs (V2)")
     if "predictions" in data:
         return [_v1_prediction(p) for p in _v1_list(data, "predictions", limits)]
     if "outputs" in data:
-        return [_v2_prediction(row) for row in _tensor_rows(data["outputs"], None, limits)]
+        return [prediction_row(row) for row in tensor_rows(data["outputs"], None, limits)]
     raise Invalid(Reason.MAPPING_FAILED, "response: neither predictions (V1) nor outputs (V2)")
 
 
@@ -107,7 +107,7 @@ def _v1_list(data: dict[str, Any], key: str, limits: Limits) -> list[Any]:
     return rows
 
 
-def _v1_features(row: Any, names: Sequence[str] | None, prefix: str) -> dict[str, Any]:
+def instance_features(row: Any, names: Sequence[str] | None, prefix: str) -> dict[str, Any]:
     if isinstance(row, dict):
         return row
     if isinstance(row, list):
@@ -124,17 +124,17 @@ def _v1_features(row: Any, names: Sequence[str] | None, prefix: str) -> dict[str
 
 def _v1_prediction(prediction: Any) -> Row:
     if isinstance(prediction, (list, dict)):
-        return Row(_v1_features(prediction, None, "output"))
+        return Row(instance_features(prediction, None, "output"))
     return Row({}, prediction)
 
 
-def _v2_prediction(columns: dict[str, Any]) -> Row:
+def prediction_row(columns: dict[str, Any]) -> Row:
     if len(columns) == 1:
         return Row({}, next(iter(columns.values())))
     return Row(columns)
 
 
-def _tensor_rows(tensors: Any, names: Sequence[str] | None, limits: Limits) -> list[dict[str, Any]]:
+def tensor_rows(tensors: Any, names: Sequence[str] | None, limits: Limits) -> list[dict[str, Any]]:
     """The rows of Open Inference Protocol tensors (each ``[N]`` or ``[N, k]``, data flat in
     row-major order or nested; all with the same N): per row, one value per column, named
     ``<tensor>`` for one column, ``names`` for the k columns of a single tensor when given,

@@ -38,13 +38,13 @@ import msgspec
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
-from streamdrift.streams.pipeline import kserve
+from streamdrift.streams.pipeline import kserve, seldon
 from streamdrift.streams.pipeline.codec import Invalid, Limits, Reason, deeper_than
 from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
 from streamdrift.streams.pipeline.processor import PredictionProcessor
 from streamdrift.streams.state.partition import PartitionState
 
-FORMATS = ("json", "kserve")
+FORMATS = ("json", "kserve", "seldon")
 MAX_INPUTS = 32
 _FIELDS = ("model", "model_version", "event_id", "timestamp", "prediction")
 _MAPPING_KEYS = (*_FIELDS, "rows", "features", "include", "exclude")
@@ -136,8 +136,8 @@ def input_specs(config: Mapping[str, Any] | None, reserved: Sequence[str] = ()) 
                 f"got {form!r}"
             )
         mapping, at = entry.get("mapping"), f"{where}.mapping"
-        if form == "kserve":
-            specs.append(_kserve_spec(topic, {} if mapping is None else mapping, at))
+        if form in ("kserve", "seldon"):
+            specs.append(_serving_spec(topic, form, {} if mapping is None else mapping, at))
         else:
             specs.append(_spec(topic, form, mapping, at))
     return specs
@@ -180,12 +180,12 @@ def _spec(topic: str, form: str, mapping: Any, where: str) -> InputSpec:
     )
 
 
-def _kserve_spec(topic: str, mapping: Any, where: str) -> InputSpec:
+def _serving_spec(topic: str, form: str, mapping: Any, where: str) -> InputSpec:
     _keys(mapping, _KSERVE_KEYS, where)
     include, names = mapping.get("include"), mapping.get("names")
     return InputSpec(
         topic=topic,
-        format="kserve",
+        format=form,
         model=_source(mapping["model"], f"{where}.model") if "model" in mapping else None,
         features=None,
         model_version=(
@@ -324,6 +324,8 @@ class Mapper:
         try:
             if self.spec.format == "kserve":
                 return self._kserve_events(message, record)
+            if self.spec.format == "seldon":
+                return self._seldon_events(message, record)
             rows = self._rows(message, record)
             return [self._event(row, message, record) for row in rows]
         except MappingError as exc:
@@ -333,21 +335,35 @@ class Mapper:
             raise Invalid(Reason.MAPPING_FAILED, detail) from None
 
     def _kserve_events(self, message: Any, record: Record) -> list[dict[str, Any]]:
-        spec = self.spec
         event = kserve.cloud_event(record, message)
-        rows = kserve.rows_of(event, spec.names, self.limits)
+        rows = kserve.rows_of(event, self.spec.names, self.limits)
         attributes = event.attributes
-        model = (
-            attributes.get(kserve.MODEL_ATTRIBUTE)
-            if spec.model is None
-            else spec.model.read(event.data, event.data, record)
+        return self._served(
+            rows, event.data, record, attributes.get(kserve.MODEL_ATTRIBUTE), attributes
         )
+
+    def _seldon_events(self, message: Any, record: Record) -> list[dict[str, Any]]:
+        headers = seldon.headers_of(record.headers)
+        rows = seldon.rows_of(headers, message, self.spec.names, self.limits)
+        attributes = {"id": headers["requestid"]} if "requestid" in headers else {}
+        return self._served(rows, message, record, headers.get(kserve.MODEL_ATTRIBUTE), attributes)
+
+    def _served(
+        self,
+        rows: list[kserve.Row],
+        body: Any,
+        record: Record,
+        default_model: str | None,
+        attributes: dict[str, str],
+    ) -> list[dict[str, Any]]:
+        """Native events of a serving platform's rows: the model (the platform's name unless
+        mapped), the version if mapped, the request id as event id, the event time."""
+        spec = self.spec
+        model = default_model if spec.model is None else spec.model.read(body, body, record)
         if model is None:
-            raise MappingError(f"model: no {kserve.MODEL_ATTRIBUTE} attribute")
+            raise MappingError(f"model: no {kserve.MODEL_ATTRIBUTE} attribute or header")
         version = (
-            None
-            if spec.model_version is None
-            else spec.model_version.read(event.data, event.data, record)
+            None if spec.model_version is None else spec.model_version.read(body, body, record)
         )
         ident = attributes.get("id")
         out = []

@@ -16,6 +16,8 @@ from conftest import Topics, consume_all, produce, wait_for
 from streamdrift.streams.kafka.admin import create_topics
 from streamdrift.streams.ops.status import read_status
 from streamdrift.streams.pipeline.kserve import REQUEST, RESPONSE
+from streamdrift.streams.pipeline.seldon import REQUEST as SELDON_REQUEST
+from streamdrift.streams.pipeline.seldon import RESPONSE as SELDON_RESPONSE
 
 pytestmark = pytest.mark.e2e
 
@@ -185,3 +187,63 @@ def test_kserve_payload_logs_in_binary_mode_are_monitored(
         if m.header("streamdrift-source-topic") == logs.encode()
     )
     assert reasons == {"tensor_shape_mismatch": 1, "unsupported_event_type": 1}, reasons
+
+
+SELDON = """
+inputs:
+  - topic: {topic}
+    format: seldon
+"""
+
+
+def seldon_logs(n: int, *, seed: int, shift: float = 0.0) -> list[tuple]:
+    """(value, headers) of ``n`` request/response pairs as Seldon Core 1's executor logs them
+    to Kafka; ``hours`` moves by ``shift`` σ."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        base = [("requestid", f"r-{seed}-{i}".encode()), ("inferenceservicename", b"income")]
+        base += [("modelid", b"classifier"), ("protocol", b"seldon")]
+        row = [float(rng.normal(40, 5)), float(rng.normal(38, 4) + 4 * shift)]
+        request = {"data": {"names": ["age", "hours"], "ndarray": [row]}}
+        p = float(rng.uniform())
+        response = {"data": {"names": ["t:0", "t:1"], "ndarray": [[p, 1 - p]]}}
+        out.append((json.dumps(request).encode(), [("type", SELDON_REQUEST.encode()), *base]))
+        out.append((json.dumps(response).encode(), [("type", SELDON_RESPONSE.encode()), *base]))
+    return out
+
+
+def test_seldon_core_1_request_logs_are_monitored(
+    broker, topics, start_worker, redis_client, tmp_path
+):
+    logs = f"{topics.input}-seldon"
+    create_topics(broker.bootstrap, {logs: 2})
+    config = tmp_path / "seldon.yaml"
+    config.write_text(SELDON.format(topic=logs))
+    start_worker(config=config).wait_ready()
+    feedback = (b'{"reward": 1}', [("type", b"io.seldon.serving.feedback"), ("requestid", b"x")])
+    records = [feedback, *seldon_logs(5_000, seed=5), *seldon_logs(4_000, seed=6, shift=2.0)]
+    produce(
+        broker.bootstrap,
+        logs,
+        [value for value, _ in records],
+        headers_each=[headers for _, headers in records],
+    )
+
+    def counts() -> dict[str, int]:
+        series = read_status(redis_client, topics.group_id)["models"].get("income", {})
+        return {feature: s.get("count", 0) for feature, s in series.items()}
+
+    wait_for(lambda: counts().get("t:1", 0) == 9_000, 180, "9,000 responses checkpointed")
+    assert {counts()[f] for f in ("age", "hours", "t:0", "t:1")} == {9_000}, counts()
+    time.sleep(3)
+    found = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
+    moved = {a["data"]["feature"] for a in found if a["type"] == "io.streamdrift.drift.detected"}
+    assert "hours" in moved and not moved & {"age", "t:0", "t:1"}, moved
+    letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=1)
+    reasons = [
+        (m.header("streamdrift-reason") or b"").decode()
+        for m in letters
+        if m.header("streamdrift-source-topic") == logs.encode()
+    ]
+    assert reasons == ["unsupported_event_type"], reasons
