@@ -177,6 +177,8 @@ CASES = [
     case("detector-config-bad-yaml", "worker", "--config", "{bad_yaml}", names="--config"),
     case("detector-config-bad-key", "worker", "-c", "{bad_config}", names="--config"),
     case("detector-config-is-a-directory", "worker", "-c", "{folder}", names="--config"),
+    case("input-mapping-bad-path", "worker", "-c", "{bad_mapping}", names="--config"),
+    case("input-mapping-own-topic", "worker", "-c", "{own_topic_mapping}", names="--config"),
     case("partitions-zero", "worker", "--partitions", "0", names="--partitions"),
     case("rate-negative", "simulate", "--rate", "-5", names="--rate"),
     case("seed-negative", "simulate", "--seed", "-1", names="--seed"),
@@ -263,12 +265,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "bad_config": "models:\n  fraud:\n    task: clasification\n",
         "train": "\n".join(json.dumps({"features": {"x": i}}) for i in range(10)),
         "bad_json": "{not json",
+        "bad_mapping": "inputs:\n  - topic: logs\n    mapping: {model: 'a[', features: x}\n",
+        "own_topic_mapping": (
+            "inputs:\n  - topic: predictions\n    mapping: {model: m, features: x}\n"
+        ),
     }
     names = {
         "bad_yaml": "d.yaml",
         "bad_config": "c.yaml",
         "train": "train.jsonl",
         "bad_json": "stats.json",
+        "bad_mapping": "mapping.yaml",
+        "own_topic_mapping": "own.yaml",
     }
     paths = {"folder": str(folder)}
     for key, text in made.items():
@@ -350,6 +358,10 @@ def test_a_bad_detector_config_is_one_line_naming_the_problem(results, files):
     )
     assert "at line 1" in yaml_error[0] or "at line 2" in yaml_error[0]
     assert "models.fraud.task" in results["detector-config-bad-key"].stderr
+    mapping = results["input-mapping-bad-path"].stderr
+    assert "inputs[0].mapping.model: not a JMESPath expression" in mapping, mapping
+    own = results["input-mapping-own-topic"].stderr
+    assert "inputs[0].topic: 'predictions' is already consumed" in own, own
 
 
 def test_the_log_level_is_case_insensitive():

@@ -295,7 +295,7 @@ def worker(
     """  # noqa: E501
     settings = _settings(kafka_bootstrap=bootstrap, redis_url=redis_url, config=config)
     # a bad file is refused before any connection
-    _detector_config(settings, from_flag=config is not None)
+    mapped = _detector_config(settings, from_flag=config is not None)
     _check_libraries()
     _check_kernels(settings)
     existing = check_kafka(settings)
@@ -325,6 +325,13 @@ def worker(
         _fail(
             f"topics {sorted(missing)} do not exist on {settings.kafka_bootstrap}",
             "create them, or pass --create-topics",
+        )
+    absent = sorted(set(mapped) - existing)
+    if absent:  # the users' own topics: never created here
+        _fail(
+            f"the mapped input topics {absent} (the configuration's inputs) do not exist on "
+            f"{settings.kafka_bootstrap}",
+            "check the topic names under inputs, or create the topics where their producers write",
         )
 
     from streamdrift.streams.kafka.app import run_worker
@@ -366,11 +373,17 @@ def _check_kernels(settings: Settings) -> None:
         _fail(exc.problem, exc.remedy)
 
 
-def _detector_config(settings: Settings, from_flag: bool) -> None:
+def _detector_config(settings: Settings, from_flag: bool) -> list[str]:
+    """Check the configuration file; return the mapped input topics it lists."""
     from streamdrift.streams.kafka.app import load_config
+    from streamdrift.streams.pipeline.mapping import input_specs
 
     try:
-        load_config(settings.config)
+        config = load_config(settings.config)
+        try:
+            return [spec.topic for spec in input_specs(config, reserved=settings.own_topics())]
+        except ValueError as exc:
+            raise SystemExit(f"invalid STREAMDRIFT_CONFIG={settings.config}: {exc}") from None
     except SystemExit as exc:
         where = "--config / STREAMDRIFT_CONFIG" if from_flag else "STREAMDRIFT_CONFIG"
         _fail(

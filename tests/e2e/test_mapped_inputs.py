@@ -6,6 +6,9 @@ mapping cannot read land in the dead-letter topic with their reason."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -247,3 +250,30 @@ def test_seldon_core_1_request_logs_are_monitored(
         if m.header("streamdrift-source-topic") == logs.encode()
     ]
     assert reasons == ["unsupported_event_type"], reasons
+
+
+def test_the_worker_command_refuses_a_mapped_topic_that_does_not_exist(
+    broker, topics, redis_server, tmp_path
+):
+    """Never created on the user's behalf: the message names it and says what to check."""
+    config = tmp_path / "missing.yaml"
+    config.write_text(CONFIG.format(topic=f"{topics.input}-nowhere"))
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("STREAMDRIFT_")}
+        | topics.env()
+        | {
+            "STREAMDRIFT_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "STREAMDRIFT_REDIS_URL": redis_server.url,
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "streamdrift.streams", "worker", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"mapped input topics ['{topics.input}-nowhere']" in result.stderr, result.stderr
+    assert "check the topic names under inputs" in result.stderr
+    assert "Traceback" not in result.stderr
