@@ -198,3 +198,18 @@ def test_whatever_a_message_holds_it_is_counted_or_dead_lettered_once(
     assert state.next_offset == 1
     assert outcome.events + len(outcome.dead_letters) >= 1
     assert all(d.offset == 0 for d in outcome.dead_letters)
+
+
+def test_a_bug_in_a_mapping_dead_letters_the_message_instead_of_stopping_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mapper = Mapper(spec(), Limits())
+
+    def broken(record: Record) -> list[dict[str, Any]]:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(mapper, "_events", broken)
+    state = PartitionState("logs", 0, 1, None)
+    outcome = mapper.process(processor(), state, [Record(0, 1.0, message(1))])
+    assert [(d.offset, d.reason) for d in outcome.dead_letters] == [(0, Reason.INTERNAL_ERROR)]
+    assert state.next_offset == 1

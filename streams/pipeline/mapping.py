@@ -29,6 +29,7 @@ the event as mapped in the dead letter).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ from streamdrift.streams.pipeline.codec import Invalid, Limits, Reason, deeper_t
 from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
 from streamdrift.streams.pipeline.processor import PredictionProcessor
 from streamdrift.streams.state.partition import PartitionState
+
+log = logging.getLogger("streamdrift")
 
 FORMATS = ("json", "kserve", "seldon")
 MAX_INPUTS = 32
@@ -304,6 +307,13 @@ class Mapper:
             except Invalid as refused:
                 payload = record.value or b""
                 letters.append(DeadLetter(payload, refused.reason, refused.detail, record.offset))
+                continue
+            except Exception as exc:  # a bug must not turn one message into a crash loop
+                log.exception("mapping %s@%d failed", self.spec.topic, record.offset)
+                detail = f"input {self.spec.topic}: {type(exc).__name__}"
+                letters.append(
+                    DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, detail, record.offset)
+                )
                 continue
             body = _ENCODE(events[0] if len(events) == 1 else events)
             out.append(Record(record.offset, record.timestamp, body))
