@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -67,6 +68,23 @@ def counted(redis_client, topics: Topics) -> dict[str, int]:
     return {feature: s.get("count", 0) for feature, s in series.items()}
 
 
+def detections(broker, topics: Topics) -> list[dict[str, Any]]:
+    """The drift alerts that opened an episode, each once."""
+    found = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
+    unique = {a["id"]: a for a in found if a["type"] == "io.streamdrift.drift.detected"}
+    return list(unique.values())
+
+
+def dead_letter_reasons(broker, topics: Topics, source: str, at_least: int) -> Counter[str]:
+    """The reasons of the dead letters that came from ``source``."""
+    letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=at_least)
+    return Counter(
+        (m.header("streamdrift-reason") or b"").decode()
+        for m in letters
+        if m.header("streamdrift-source-topic") == source.encode()
+    )
+
+
 def test_a_mapped_topic_is_monitored_exactly_once_through_a_kill(
     broker, topics, start_worker, redis_client, tmp_path
 ):
@@ -101,21 +119,14 @@ def test_a_mapped_topic_is_monitored_exactly_once_through_a_kill(
     assert "session" not in counts  # excluded by the mapping
 
     time.sleep(2)
-    found = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
-    detected = {a["id"]: a for a in found if a["type"] == "io.streamdrift.drift.detected"}
-    moved = Counter(a["data"]["feature"] for a in detected.values())
+    detected = detections(broker, topics)
+    moved = Counter(a["data"]["feature"] for a in detected)
     assert moved.get("amount", 0) >= 1, moved
     assert set(moved) <= {"amount", "multivariate"}, moved
-    (alert,) = [a for a in detected.values() if a["data"]["feature"] == "amount"][:1]
+    (alert,) = [a for a in detected if a["data"]["feature"] == "amount"][:1]
     assert alert["data"]["model_version"] == "7"
     assert alert["data"]["evidence"]["topic"] == mapped
-
-    letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=len(bad))
-    reasons = Counter(
-        (m.header("streamdrift-reason") or b"").decode()
-        for m in letters
-        if m.header("streamdrift-source-topic") == mapped.encode()
-    )
+    reasons = dead_letter_reasons(broker, topics, mapped, at_least=len(bad))
     assert reasons == {"malformed_json": 2, "mapping_failed": 1}, reasons
 
 
@@ -180,15 +191,9 @@ def test_kserve_payload_logs_in_binary_mode_are_monitored(
     counts = counted(redis_client, topics)
     assert {counts[f] for f in ("amount", "age", "tenure")} == {10_000}, counts
     time.sleep(3)
-    found = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
-    moved = {a["data"]["feature"] for a in found if a["type"] == "io.streamdrift.drift.detected"}
+    moved = {a["data"]["feature"] for a in detections(broker, topics)}
     assert "amount" in moved and not moved & {"age", "tenure", "prediction"}, moved
-    letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=2)
-    reasons = Counter(
-        (m.header("streamdrift-reason") or b"").decode()
-        for m in letters
-        if m.header("streamdrift-source-topic") == logs.encode()
-    )
+    reasons = dead_letter_reasons(broker, topics, logs, at_least=2)
     assert reasons == {"tensor_shape_mismatch": 1, "unsupported_event_type": 1}, reasons
 
 
@@ -240,16 +245,10 @@ def test_seldon_core_1_request_logs_are_monitored(
     wait_for(lambda: counts().get("t:1", 0) == 9_000, 180, "9,000 responses checkpointed")
     assert {counts()[f] for f in ("age", "hours", "t:0", "t:1")} == {9_000}, counts()
     time.sleep(3)
-    found = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
-    moved = {a["data"]["feature"] for a in found if a["type"] == "io.streamdrift.drift.detected"}
+    moved = {a["data"]["feature"] for a in detections(broker, topics)}
     assert "hours" in moved and not moved & {"age", "t:0", "t:1"}, moved
-    letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=1)
-    reasons = [
-        (m.header("streamdrift-reason") or b"").decode()
-        for m in letters
-        if m.header("streamdrift-source-topic") == logs.encode()
-    ]
-    assert reasons == ["unsupported_event_type"], reasons
+    reasons = dead_letter_reasons(broker, topics, logs, at_least=1)
+    assert reasons == {"unsupported_event_type": 1}, reasons
 
 
 def test_the_worker_command_refuses_a_mapped_topic_that_does_not_exist(
