@@ -111,6 +111,20 @@ def test_the_worker_needs_read_on_its_inputs_and_group_and_write_on_its_outputs_
     ]  # fmt: skip
 
 
+def test_the_mapped_input_topics_need_read_too():
+    settings = Settings(input_topic="in", labels_topic="lab", alert_topic="al", dlq_topic="dl")
+    reads = [
+        (p.name, p.setting)
+        for p in required_permissions(settings, ["kserve-logs"])
+        if p.operation == "READ" and p.resource == "topic"
+    ]
+    assert reads == [
+        ("in", "STREAMDRIFT_INPUT_TOPIC"),
+        ("lab", "STREAMDRIFT_LABELS_TOPIC"),
+        ("kserve-logs", "inputs in STREAMDRIFT_CONFIG"),
+    ]
+
+
 def test_missing_permissions_counts_only_what_the_broker_said():
     need = required_permissions(
         Settings(

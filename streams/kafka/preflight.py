@@ -244,17 +244,19 @@ class Permission:
         return f"{self.operation} on {self.resource} {self.name!r} ({self.setting})"
 
 
-def required_permissions(settings: Settings) -> list[Permission]:
+def required_permissions(settings: Settings, mapped: Sequence[str] = ()) -> list[Permission]:
     """Everything the worker needs and nothing else (docs/own-kafka.md, "ACLs the worker needs").
 
-    READ on the input and labels topics (fetch, list and commit offsets), WRITE on the alert
-    and dead-letter topics (produce), READ on the consumer group (join, heartbeat, commit, fetch
-    committed offsets). READ and WRITE imply DESCRIBE (metadata, list offsets).
+    READ on the input and labels topics (fetch, list and commit offsets) and on the mapped input
+    topics ``mapped`` (the configuration's ``inputs``), WRITE on the alert and dead-letter topics
+    (produce), READ on the consumer group (join, heartbeat, commit, fetch committed offsets).
+    READ and WRITE imply DESCRIBE (metadata, list offsets).
     """
     s = settings
     return [
         Permission("topic", s.input_topic, "READ", "STREAMDRIFT_INPUT_TOPIC"),
         Permission("topic", s.labels_topic, "READ", "STREAMDRIFT_LABELS_TOPIC"),
+        *(Permission("topic", topic, "READ", "inputs in STREAMDRIFT_CONFIG") for topic in mapped),
         Permission("topic", s.alert_topic, "WRITE", "STREAMDRIFT_ALERT_TOPIC"),
         Permission("topic", s.dlq_topic, "WRITE", "STREAMDRIFT_DLQ_TOPIC"),
         Permission("group", s.group_id, "READ", "STREAMDRIFT_GROUP_ID"),
@@ -473,10 +475,12 @@ def check_protocol(settings: Settings, timeout: float) -> dict[int, tuple[int, i
     return versions
 
 
-def check_permissions(settings: Settings, admin: Any, timeout: float) -> list[Permission]:
+def check_permissions(
+    settings: Settings, admin: Any, timeout: float, mapped: Sequence[str] = ()
+) -> list[Permission]:
     """Raise :class:`PreflightError` for the permissions the broker says the worker lacks
     (topics it may not see included); return those it could not check."""
-    required = required_permissions(settings)
+    required = required_permissions(settings, mapped)
     topics = topic_access(admin, [p.name for p in required if p.resource == "topic"], timeout)
     granted: dict[tuple[str, str], frozenset[str] | None] = {}
     for name, access in topics.items():
@@ -496,15 +500,18 @@ def check_permissions(settings: Settings, admin: Any, timeout: float) -> list[Pe
     ]
 
 
-def run(settings: Settings, admin: Any, timeout: float = 10.0) -> list[str]:
-    """The whole pre-flight: lines to log, or :class:`PreflightError`."""
+def run(
+    settings: Settings, admin: Any, timeout: float = 10.0, mapped: Sequence[str] = ()
+) -> list[str]:
+    """The whole pre-flight: lines to log, or :class:`PreflightError`; ``mapped``: the mapped
+    input topics."""
     versions = check_protocol(settings, timeout)
     cluster = cluster_summary(admin, timeout)
     lines = [
         f"Kafka at {settings.kafka_bootstrap}: {protocol_summary(versions)}"
         + (f"; {cluster}" if cluster else "")
     ]
-    unchecked = check_permissions(settings, admin, timeout)
+    unchecked = check_permissions(settings, admin, timeout, mapped)
     if unchecked:
         lines.append(
             f"permissions not checked (the broker does not report authorized operations): "

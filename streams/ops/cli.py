@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -300,7 +301,7 @@ def worker(
     _check_kernels(settings)
     existing = check_kafka(settings)
     # the broker's protocol and the worker's permissions (streams.kafka.preflight)
-    _preflight(settings)
+    _preflight(settings, mapped)
     check_redis(settings)
     wanted = {settings.input_topic, settings.labels_topic, settings.alert_topic, settings.dlq_topic}
     missing = wanted - existing
@@ -339,13 +340,13 @@ def worker(
     run_worker(settings)
 
 
-def _preflight(settings: Settings, timeout: float = 10.0) -> None:
+def _preflight(settings: Settings, mapped: Sequence[str] = (), timeout: float = 10.0) -> None:
     """Log the broker's protocol level; end the command if it lacks an API the worker needs or
     the worker's principal lacks a permission (``streams.kafka.preflight``)."""
     from streamdrift.streams.kafka import preflight
 
     try:
-        lines = preflight.run(settings, _kafka_admin(settings, timeout), timeout)
+        lines = preflight.run(settings, _kafka_admin(settings, timeout), timeout, mapped)
     except preflight.PreflightError as exc:
         _fail(exc.message, exc.hint, exc.code)
     for line in lines:
