@@ -253,6 +253,19 @@ class Metrics:
             registry=r,
             buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
         )
+        self.pairs = Counter(
+            "streamdrift_pairs",
+            "Halves of inferences settled, by input topic and result: paired (one per pair), "
+            "unpaired_request, unpaired_response, duplicate",
+            ["topic", "result"],
+            registry=r,
+        )
+        self.pairs_pending = Gauge(
+            "streamdrift_pairs_pending",
+            "Halves of inferences waiting for their partner, by input topic",
+            ["topic"],
+            registry=r,
+        )
         self.labels_pending = Gauge(
             "streamdrift_labels_pending", "Labels waiting for their prediction", registry=r
         )

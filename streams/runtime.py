@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import msgspec
@@ -54,6 +55,7 @@ from streamdrift.streams.pipeline.incidents import (
 from streamdrift.streams.pipeline.labels import LabelProcessor
 from streamdrift.streams.pipeline.mapping import Mapper, input_specs
 from streamdrift.streams.pipeline.outcome import DeadLetter, Finding, Outcome, Record
+from streamdrift.streams.pipeline.pairing import Half, Pairing
 from streamdrift.streams.pipeline.processor import Baselines, PredictionProcessor
 from streamdrift.streams.pipeline.segments import segment_shifts
 from streamdrift.streams.settings import Settings
@@ -63,6 +65,7 @@ from streamdrift.streams.state.history import HistoryRecorder
 from streamdrift.streams.state.incidents import IncidentStore
 from streamdrift.streams.state.joins import JoinStore
 from streamdrift.streams.state.keys import parse_series
+from streamdrift.streams.state.pairs import PairStore
 from streamdrift.streams.state.partition import ERROR_SERIES, PartitionState, restore_monitor
 
 log = logging.getLogger("streamdrift")
@@ -206,6 +209,7 @@ class Runtime:
         self.redis = settings.redis_client(socket_timeout=10, socket_connect_timeout=5)
         self.store = CheckpointStore(self.redis, settings.group_id, self.worker_id)
         self.join = JoinStore(self.redis, settings.group_id, settings.label_ttl_s)
+        self.pair_store = PairStore(self.redis, settings.group_id)
         self.incidents = IncidentStore(
             self.redis,
             settings.group_id,
@@ -282,11 +286,17 @@ class Runtime:
                     continue
                 mapper = self.mappers.get(topic)
                 if topic == self.settings.input_topic or mapper is not None:
-                    outcome = (
-                        self.predictions.process(state, records, now=now)
-                        if mapper is None
-                        else mapper.process(self.mapped_predictions, state, records, now)
-                    )
+                    if mapper is None:
+                        outcome = self.predictions.process(state, records, now=now)
+                    elif mapper.pairing is None:
+                        outcome = mapper.process(self.mapped_predictions, state, records, now)
+                    else:
+                        taken = mapper.take(state, records)
+                        outcome = await self._settle_pairs(
+                            state, mapper, now, taken.halves, taken.unkeyed, taken.records
+                        )
+                        outcome.duplicates += taken.duplicates
+                        outcome.dead_letters[:0] = taken.dead_letters
                     joins = [j for j in outcome.joins if self._joinable(j[0])]
                     await self._redis(partial(self.join.put, joins, now))
                 else:
@@ -301,6 +311,34 @@ class Runtime:
                 await self.checkpoint()  # alerts wait for no timer: checkpoint and publish now
             else:
                 await self._checkpoint_if_due()
+
+    async def _settle_pairs(
+        self,
+        state: PartitionState,
+        mapper: Mapper,
+        now: float,
+        halves: list[Half] | None = None,
+        unkeyed: list[Half] | None = None,
+        records: list[Record] | None = None,
+    ) -> Outcome:
+        """Offer the new halves and ask for the pending ones due (streams.pipeline.pairing), then
+        apply what that settled, with the input's other native ``records``, in offset order."""
+        assert mapper.pairing is not None
+        asks = mapper.pairing.asks(state.pairs, halves or [], now)
+        window = mapper.pairing.spec.window_s
+        answers = await self._redis(partial(self.pair_store.offer, asks, window)) if asks else []
+        state.pairs, settled = mapper.pairing.settle(state.pairs, asks, answers, now, unkeyed or [])
+        state.pairs_dirty |= settled.changed
+        state.pairs_due = Pairing.next_due(state.pairs)
+        applied = sorted([*(records or []), *settled.records], key=_OFFSET)
+        outcome = self.mapped_predictions.process(state, applied, now=now, fresh=True)
+        outcome.dead_letters += settled.dead_letters
+        for result, count in settled.counts.items():
+            self.metrics.pairs.labels(state.topic, result).inc(count)
+        self.metrics.pairs_pending.labels(state.topic).set(
+            sum(len(s.pairs) for s in self.states.values() if s.topic == state.topic)
+        )
+        return outcome
 
     async def _apply_labels(
         self, state: PartitionState, labels: list, outcome: Outcome, now: float
@@ -577,7 +615,7 @@ class Runtime:
             state.epoch = claim.epoch
             state.dirty |= set(state.monitors)
             state.ledger_dirty = True
-            state.unsave_labels()
+            state.unsave_pending()
             self.saved_offsets[key] = None
         self._lost.clear()
 
@@ -585,7 +623,7 @@ class Runtime:
         key = (state.topic, state.partition)
         saved = self.saved_offsets.get(key)
         return state.next_offset is not None and bool(
-            state.dirty or state.next_offset != saved or self.outbox.get(key)
+            state.dirty or state.pairs_dirty or state.next_offset != saved or self.outbox.get(key)
         )
 
     async def _publish_outbox(self) -> None:
@@ -696,6 +734,13 @@ class Runtime:
                 outcome = Outcome()
                 await self._apply_labels(state, [], outcome, now)
                 await self._publish(state, outcome, now)
+            for state in [s for s in self.states.values() if s.pairs and s.pairs_due <= now]:
+                mapper = self.mappers.get(state.topic)
+                if mapper is not None and mapper.pairing is not None:
+                    outcome = await self._settle_pairs(state, mapper, now)
+                    joins = [j for j in outcome.joins if self._joinable(j[0])]
+                    await self._redis(partial(self.join.put, joins, now))
+                    await self._publish(state, outcome, now)
             if any(self.outbox.values()):
                 await self.checkpoint()
             else:
@@ -890,3 +935,6 @@ class Runtime:
         async with self.lock:
             await self.checkpoint()
         await self.redis.aclose()
+
+
+_OFFSET = attrgetter("offset")

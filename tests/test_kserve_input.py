@@ -22,7 +22,8 @@ from streamdrift.streams.state.partition import PartitionState
 
 
 def mapper(mapping: dict[str, Any] | None = None, limits: Limits | None = None) -> Mapper:
-    entry: dict[str, Any] = {"topic": "kserve", "format": "kserve"}
+    # each half on its own (pairing: tests/test_pairing.py)
+    entry: dict[str, Any] = {"topic": "kserve", "format": "kserve", "pairing": False}
     if mapping is not None:
         entry["mapping"] = mapping
     (spec,) = input_specs({"inputs": [entry]})

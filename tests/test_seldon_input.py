@@ -21,6 +21,7 @@ from streamdrift.streams.state.partition import PartitionState
 
 def mapper(mapping: dict[str, Any] | None = None) -> Mapper:
     entry: dict[str, Any] = {"topic": "seldon", "format": "seldon", "mapping": mapping or {}}
+    entry["pairing"] = False  # each half on its own (pairing: tests/test_pairing.py)
     (spec,) = input_specs({"inputs": [entry]})
     return Mapper(spec, Limits())
 

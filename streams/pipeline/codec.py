@@ -59,6 +59,9 @@ class Reason(StrEnum):
     MAPPING_FAILED = "mapping_failed"  # an input topic's mapping could not read the message
     TENSOR_SHAPE_MISMATCH = "tensor_shape_mismatch"  # a tensor's data does not fit its shape
     UNSUPPORTED_EVENT_TYPE = "unsupported_event_type"  # a CloudEvent type an input cannot read
+    UNPAIRED_REQUEST = "unpaired_request"  # no response within the pairing window (if asked)
+    UNPAIRED_RESPONSE = "unpaired_response"  # no request within the pairing window (if asked)
+    DUPLICATE_PAIR_ID = "duplicate_pair_id"  # a second request (or response) with one id
     INTERNAL_ERROR = "internal_error"
 
 

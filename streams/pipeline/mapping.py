@@ -29,6 +29,7 @@ the event as mapped in the dead letter).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from jmespath.parser import ParsedResult
 from streamdrift.streams.pipeline import kserve, seldon
 from streamdrift.streams.pipeline.codec import Invalid, Limits, Reason, deeper_than
 from streamdrift.streams.pipeline.outcome import DeadLetter, Outcome, Record
+from streamdrift.streams.pipeline.pairing import REQUEST, RESPONSE, Half, Pairing, PairingSpec
 from streamdrift.streams.pipeline.processor import PredictionProcessor
 from streamdrift.streams.state.partition import PartitionState
 
@@ -54,7 +56,8 @@ _MAPPING_KEYS = (*_FIELDS, "rows", "features", "include", "exclude")
 # KServe: the model defaults to the CloudEvent's inferenceservicename; names: a V1 instance's
 # (or a single V2 tensor's) columns
 _KSERVE_KEYS = ("model", "model_version", "names", "include", "exclude")
-_INPUT_KEYS = ("topic", "format", "mapping")
+_INPUT_KEYS = ("topic", "format", "mapping", "pairing")
+_PAIRED_FORMATS = ("kserve", "seldon")  # whose requests and responses share an id
 _MAX_PATH = 1_024
 _ENCODE = msgspec.json.Encoder().encode
 
@@ -102,6 +105,7 @@ class InputSpec:
     include: frozenset[str] | None = None
     exclude: frozenset[str] = frozenset()
     names: tuple[str, ...] | None = None  # kserve: column names
+    pairing: PairingSpec | None = None  # requests paired with their responses (see pairing)
 
 
 def input_specs(config: Mapping[str, Any] | None, reserved: Sequence[str] = ()) -> list[InputSpec]:
@@ -140,9 +144,18 @@ def input_specs(config: Mapping[str, Any] | None, reserved: Sequence[str] = ()) 
             )
         mapping, at = entry.get("mapping"), f"{where}.mapping"
         if form in ("kserve", "seldon"):
-            specs.append(_serving_spec(topic, form, {} if mapping is None else mapping, at))
+            spec = _serving_spec(topic, form, {} if mapping is None else mapping, at)
         else:
-            specs.append(_spec(topic, form, mapping, at))
+            spec = _spec(topic, form, mapping, at)
+        if form in _PAIRED_FORMATS:
+            pairing = PairingSpec.parse(entry.get("pairing"), f"{where}.pairing")
+            spec = dataclasses.replace(spec, pairing=pairing)
+        elif "pairing" in entry:
+            raise ValueError(
+                f"invalid config at {where}.pairing: only inputs of format "
+                f"{' or '.join(_PAIRED_FORMATS)} pair requests with responses"
+            )
+        specs.append(spec)
     return specs
 
 
@@ -268,12 +281,24 @@ def _text(raw: bytes | str | None) -> str | None:
 # -- messages -----------------------------------------------------------------------------------
 
 
+@dataclass
+class Taken:
+    """What :meth:`Mapper.take` made of a partition's records."""
+
+    records: list[Record] = dataclasses.field(default_factory=list)  # native messages
+    halves: list[Half] = dataclasses.field(default_factory=list)  # to pair
+    unkeyed: list[Half] = dataclasses.field(default_factory=list)  # halves without a usable id
+    dead_letters: list[DeadLetter] = dataclasses.field(default_factory=list)
+    duplicates: int = 0
+
+
 class Mapper:
     """Turns one input topic's records into records of native events (see the module)."""
 
     def __init__(self, spec: InputSpec, limits: Limits) -> None:
         self.spec = spec
         self.limits = limits
+        self.pairing = None if spec.pairing is None else Pairing(spec.pairing, spec.topic)
 
     def process(
         self,
@@ -282,44 +307,79 @@ class Mapper:
         records: Sequence[Record],
         now: float | None = None,
     ) -> Outcome:
-        """Apply one partition's records (in offset order) through ``processor``: those below
-        the state's next offset are duplicates; the others become native messages (same offsets
-        and times; several rows: an array) or dead letters, and the next offset moves past them
-        all, so a message refused here is never dead-lettered twice."""
-        first = state.next_offset
-        fresh = [r for r in records if first is None or r.offset >= first]
-        converted, letters = self.convert(fresh)
-        outcome = processor.process(state, converted, now=now)
-        outcome.duplicates += len(records) - len(fresh)
-        outcome.dead_letters[:0] = letters
-        if fresh:
-            state.next_offset = max(state.next_offset or 0, fresh[-1].offset + 1)
+        """Apply one partition's records (in offset order) through ``processor`` — an input
+        without pairing (with pairing, the runtime settles the halves of :meth:`take` first)."""
+        if self.pairing is not None:
+            raise ValueError(f"input {self.spec.topic} pairs its halves: take() them")
+        taken = self.take(state, records)
+        outcome = processor.process(state, taken.records, now=now, fresh=True)
+        outcome.duplicates += taken.duplicates
+        outcome.dead_letters[:0] = taken.dead_letters
         return outcome
 
-    def convert(self, records: Sequence[Record]) -> tuple[list[Record], list[DeadLetter]]:
-        """The records as native messages, and the dead letters of those the mapping cannot
-        read."""
-        out: list[Record] = []
-        letters: list[DeadLetter] = []
-        for record in records:
-            try:
-                events = self._events(record)
-            except Invalid as refused:
-                payload = record.value or b""
-                letters.append(DeadLetter(payload, refused.reason, refused.detail, record.offset))
-                continue
-            except Exception as exc:  # a bug must not turn one message into a crash loop
-                log.exception("mapping %s@%d failed", self.spec.topic, record.offset)
-                detail = f"input {self.spec.topic}: {type(exc).__name__}"
-                letters.append(
-                    DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, detail, record.offset)
-                )
-                continue
-            body = _ENCODE(events[0] if len(events) == 1 else events)
-            out.append(Record(record.offset, record.timestamp, body))
-        return out, letters
+    def take(self, state: PartitionState, records: Sequence[Record]) -> Taken:
+        """Read one partition's records (in offset order): those below the state's next offset
+        are duplicates; the others become native messages (same offsets and times; several
+        rows: an array), halves waiting for their partners (inputs with pairing), or dead
+        letters. The next offset moves past them all, so a message refused here is never
+        dead-lettered twice and a half is offered once."""
+        first = state.next_offset
+        fresh = [r for r in records if first is None or r.offset >= first]
+        taken = Taken(duplicates=len(records) - len(fresh))
+        for record in fresh:
+            self._take(record, state.partition, taken)
+        if fresh:
+            state.next_offset = max(state.next_offset or 0, fresh[-1].offset + 1)
+        return taken
 
-    def _events(self, record: Record) -> list[dict[str, Any]]:
+    def convert(self, records: Sequence[Record]) -> tuple[list[Record], list[DeadLetter]]:
+        """The records as native messages (halves too: no pairing here), and the dead letters
+        of those the mapping cannot read."""
+        taken = Taken()
+        for record in records:
+            self._take(record, None, taken)
+        return taken.records, taken.dead_letters
+
+    def _take(self, record: Record, partition: int | None, taken: Taken) -> None:
+        try:
+            events, kind = self._events(record)
+        except Invalid as refused:
+            payload = record.value or b""
+            taken.dead_letters.append(
+                DeadLetter(payload, refused.reason, refused.detail, record.offset)
+            )
+            return
+        except Exception as exc:  # a bug must not turn one message into a crash loop
+            log.exception("mapping %s@%d failed", self.spec.topic, record.offset)
+            detail = f"input {self.spec.topic}: {type(exc).__name__}"
+            taken.dead_letters.append(
+                DeadLetter(record.value or b"", Reason.INTERNAL_ERROR, detail, record.offset)
+            )
+            return
+        if kind is None or partition is None or self.spec.pairing is None:
+            body = _ENCODE(events[0] if len(events) == 1 else events)
+            taken.records.append(Record(record.offset, record.timestamp, body))
+            return
+        prefix = f"{self.spec.topic}:{partition}:{record.offset}:"
+        for row, event in enumerate(events):
+            half = Half(
+                model=event["model"] if isinstance(event["model"], str) else "",
+                pair_id=event.get("event_id", ""),
+                kind=kind,
+                identity=f"{prefix}{row}",
+                offset=record.offset,
+                timestamp=record.timestamp,
+                event=_ENCODE(event),
+            )
+            keyed = (
+                0 < len(half.model) <= self.limits.max_name_length
+                and 0 < len(half.pair_id) <= self.limits.max_event_id_length
+            )
+            (taken.halves if keyed else taken.unkeyed).append(half)
+
+    def _events(self, record: Record) -> tuple[list[dict[str, Any]], str | None]:
+        """The native events of a record, and whether they are a request's or a response's
+        (None: not a half of an inference)."""
         limits, value = self.limits, record.value
         if value is None or not value:
             raise Invalid(Reason.MALFORMED_JSON, "an empty message")
@@ -337,26 +397,28 @@ class Mapper:
             if self.spec.format == "seldon":
                 return self._seldon_events(message, record)
             rows = self._rows(message, record)
-            return [self._event(row, message, record) for row in rows]
+            return [self._event(row, message, record) for row in rows], None
         except MappingError as exc:
             raise Invalid(Reason.MAPPING_FAILED, f"input {self.spec.topic}: {exc}") from None
         except (JMESPathError, TypeError, ValueError, RecursionError) as exc:  # hostile shapes
             detail = f"input {self.spec.topic}: {type(exc).__name__}: {str(exc)[:200]}"
             raise Invalid(Reason.MAPPING_FAILED, detail) from None
 
-    def _kserve_events(self, message: Any, record: Record) -> list[dict[str, Any]]:
+    def _kserve_events(self, message: Any, record: Record) -> tuple[list[dict[str, Any]], str]:
         event = kserve.cloud_event(record, message)
         rows = kserve.rows_of(event, self.spec.names, self.limits)
         attributes = event.attributes
-        return self._served(
-            rows, event.data, record, attributes.get(kserve.MODEL_ATTRIBUTE), attributes
-        )
+        kind = REQUEST if attributes.get("type") == kserve.REQUEST else RESPONSE
+        model = attributes.get(kserve.MODEL_ATTRIBUTE)
+        return self._served(rows, event.data, record, model, attributes), kind
 
-    def _seldon_events(self, message: Any, record: Record) -> list[dict[str, Any]]:
+    def _seldon_events(self, message: Any, record: Record) -> tuple[list[dict[str, Any]], str]:
         headers = seldon.headers_of(record.headers)
         rows = seldon.rows_of(headers, message, self.spec.names, self.limits)
         attributes = {"id": headers["requestid"]} if "requestid" in headers else {}
-        return self._served(rows, message, record, headers.get(kserve.MODEL_ATTRIBUTE), attributes)
+        kind = REQUEST if headers.get("type") == seldon.REQUEST else RESPONSE
+        model = headers.get(kserve.MODEL_ATTRIBUTE)
+        return self._served(rows, message, record, model, attributes), kind
 
     def _served(
         self,

@@ -172,8 +172,13 @@ class PredictionProcessor:
         records: Sequence[Record],
         columnar: bool = True,
         now: float | None = None,
+        fresh: bool = False,
     ) -> Outcome:
         """Apply ``records`` (one partition's, in offset order) to ``state``.
+
+        ``fresh``: the caller has judged the records' offsets already (a mapped input's native
+        messages, paired events settled after their records were read): every record is applied
+        and the state's next offset is left alone.
 
         Events go column by column where admission can neither refuse them nor change anything
         (see ``_take_columns``), the others one by one; ``columnar=False`` takes every event one
@@ -187,31 +192,37 @@ class PredictionProcessor:
         out = Outcome()
         offsets = list(map(_OFFSET, records))
         first = state.next_offset
-        if (
+        if fresh:
+            fresh_positions: Sequence[int] = range(len(records))
+            fresh_records: Sequence[Record] = records
+        elif (
             offsets
             and (first is None or offsets[0] >= first)
             and all(map(lt, offsets, offsets[1:]))
         ):
             # the usual batch, in increasing offsets from the next one on: all fresh (as
             # ``_skip`` would find them one by one)
-            fresh: Sequence[int] = range(len(records))  # positions of the fresh records
+            fresh_positions = range(len(records))  # positions of the fresh records
             state.next_offset = offsets[-1] + 1
-            fresh_records: Sequence[Record] = records
+            fresh_records = records
         else:
-            fresh = []
+            positions = []
             for position, record in enumerate(records):
                 if state._skip(record.offset):
                     out.duplicates += 1
                 else:
-                    fresh.append(position)
-            fresh_records = [records[position] for position in fresh]
-        if fresh:
+                    positions.append(position)
+            fresh_positions = positions
+            fresh_records = [records[position] for position in positions]
+        if fresh_positions:
             self._advance_clock(state, fresh_records, now, out)
         batch = Batch(self.multivariate is not None, self.limits.max_events_per_message + 1)
         left: list[tuple[int, Record, list[Item] | None]] | None = None
         if columnar:
             try:
-                left = self._take_columns(state, records, fresh, fresh_records, batch, out)
+                left = self._take_columns(
+                    state, records, fresh_positions, fresh_records, batch, out
+                )
             except Exception:  # never expected; the per-event path guards each record
                 log.exception(
                     "columnar path failed on %s[%d]: taking the batch event by event",
@@ -221,7 +232,7 @@ class PredictionProcessor:
                 batch = Batch(self.multivariate is not None, self.limits.max_events_per_message + 1)
                 out.events, out.max_event_time = 0, None
         if left is None:
-            left = [(position, records[position], None) for position in fresh]
+            left = [(position, records[position], None) for position in fresh_positions]
         for position, record, items in left:
             try:
                 self._accept(state, record, position, items, batch, out)

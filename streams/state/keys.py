@@ -17,6 +17,9 @@ key                        type   contents
                                   partition-level fields (pending labels, model versions)
 ``sd:{G}:join:M:B``        hash   ``event_id`` -> prediction for model ``M`` in time bucket ``B``
                                   (expires after the label TTL)
+``sd:{G}:pair:M:I``        hash   the halves of model ``M``'s inference ``I`` (request,
+                                  response) and the claim settling them
+                                  (:mod:`streams.state.pairs`; expires)
 ``sd:{G}:history:M``       stream the drift scores of model ``M``'s series over time
 ``sd:{G}:incidents:M``     hash   model ``M``'s incidents and the answer given for each alert
                                   (:mod:`streams.state.incidents`)
@@ -105,6 +108,10 @@ class KeyLayout:
     def join_key(self, model: str, bucket: int) -> str:
         """The model's predictions awaiting labels in one time bucket."""
         return f"sd:{{{self.group_id}}}:join:{model}:{bucket}"
+
+    def pair_key(self, model: str, pair_id: str) -> str:
+        """The halves of one inference (:mod:`streams.state.pairs`)."""
+        return f"sd:{{{self.group_id}}}:pair:{model}:{pair_id}"
 
     def incidents_key(self, model: str) -> str:
         """The model's incidents (:mod:`streams.state.incidents`)."""

@@ -28,6 +28,7 @@ from streamdrift.detectors import (
 )
 from streamdrift.detectors.segments import SegmentProfile
 from streamdrift.streams.pipeline.admission import Ledger
+from streamdrift.streams.pipeline.pairing import PendingHalf
 from streamdrift.streams.state.keys import META_PREFIX, parse_series
 
 log = logging.getLogger("streamdrift")
@@ -52,6 +53,7 @@ SegmentKey = tuple[str, str | None, str]  # model, version, segment feature
 _VERSIONS = f"{META_PREFIX}versions"
 UNKNOWN_MISSING = f"{META_PREFIX}unknown_missing"
 _PENDING = f"{META_PREFIX}pending_labels"
+_PAIRS = f"{META_PREFIX}pending_pairs"  # halves of inferences waiting for their partners
 _LEDGER = f"{META_PREFIX}admission"
 _JOINED = f"{META_PREFIX}joined_labels:"  # + chunk number (see RecentJoins)
 _SEGMENTS = f"{META_PREFIX}segments:"  # + model, version, segment feature (see segment_field)
@@ -93,6 +95,9 @@ class PartitionState:
         self.pending: list[PendingLabel] = []
         self.pending_dirty = False  # pending labels added or removed since the last checkpoint
         self.labels_due = -math.inf  # worker clock when a pending label is due (not checkpointed)
+        self.pairs: list[PendingHalf] = []  # mapped inputs with pairing (streams.pipeline.pairing)
+        self.pairs_dirty = False
+        self.pairs_due = -math.inf  # worker clock when a pending half is due (not checkpointed)
         self.joined = RecentJoins()  # labels partitions: recently joined keys, for de-duplication
         self.corrupt: list[str] = []  # series whose stored state could not be read (started afresh)
         # Series restored with change detectors started afresh (state of another river release):
@@ -133,6 +138,13 @@ class PartitionState:
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     state.corrupt.append(name)
                     state.pending_dirty = True  # overwritten at the next checkpoint
+            elif name == _PAIRS:
+                try:
+                    state.pairs = msgspec.msgpack.decode(blob, type=list[PendingHalf])
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    state.corrupt.append(name)
+                    state.pairs_dirty = True
+                state.pairs_due = min((p.due for p in state.pairs), default=math.inf)
             elif name.startswith(_JOINED) and name[len(_JOINED) :].isdigit():
                 joined[int(name[len(_JOINED) :])] = blob
             elif name.startswith(_SEGMENTS):
@@ -183,6 +195,8 @@ class PartitionState:
             fields[_LEDGER] = msgspec.msgpack.encode(self.ledger)
         if self.pending_dirty:
             fields[_PENDING] = msgspec.msgpack.encode(self.pending)
+        if self.pairs_dirty:
+            fields[_PAIRS] = msgspec.msgpack.encode(self.pairs)
         fields.update(self.joined.fields())
         fields.update(
             {segment_field(key): b"" for key in self.segments_retired if key not in self.segments}
@@ -201,15 +215,17 @@ class PartitionState:
         self.dirty.clear()
         self.retired.clear()
         self.pending_dirty = False
+        self.pairs_dirty = False
         self.joined.saved()
         self.segments_dirty.clear()
         self.segments_retired.clear()
         self.events_since_checkpoint = 0
 
-    def unsave_labels(self) -> None:
-        """Have the next checkpoint write the pending and recently joined labels in full (after
-        Redis lost the stored state)."""
+    def unsave_pending(self) -> None:
+        """Have the next checkpoint write the pending and recently joined labels and the pending
+        halves of inferences in full (after Redis lost the stored state)."""
         self.pending_dirty = True
+        self.pairs_dirty = True
         self.joined.changed |= set(self.joined.chunks)
 
     def _skip(self, offset: int) -> bool:

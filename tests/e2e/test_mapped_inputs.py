@@ -75,6 +75,12 @@ def detections(broker, topics: Topics) -> list[dict[str, Any]]:
     return list(unique.values())
 
 
+def events_of(redis_client, topics: Topics, topic: str) -> int:
+    """Events applied from ``topic``, as its partitions' checkpoints count them."""
+    partitions = read_status(redis_client, topics.group_id)["partitions"]
+    return sum(p.get("events", 0) for p in partitions if p["topic"] == topic)
+
+
 def dead_letter_reasons(broker, topics: Topics, source: str, at_least: int) -> Counter[str]:
     """The reasons of the dead letters that came from ``source``."""
     letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=at_least)
@@ -136,22 +142,29 @@ inputs:
     format: kserve
     mapping:
       names: [amount, age, tenure]
+    pairing:
+      window_s: 2
+      unpaired: dead_letter
 """
 
 
-def kserve_logs(n: int, *, seed: int, shift: float = 0.0, start: int = 0) -> list[tuple]:
+def kserve_logs(
+    n: int, *, seed: int, shift: float = 0.0, start: int = 0, halves: str = "both"
+) -> list[tuple]:
     """(value, headers) of ``n`` request/response pairs as Knative's Kafka sink writes KServe's
-    payload logs (binary mode); ``amount`` moves by ``shift`` σ."""
+    payload logs (binary mode); ``amount`` moves by ``shift`` σ; ``halves``: "both",
+    "response" (responses whose requests were never logged)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        ident = f"req-{start + i}".encode()
+        ident = f"req-{seed}-{start + i}".encode()
         base = [("ce_specversion", b"1.0"), ("ce_id", ident), ("ce_source", b"kserve")]
         base += [("ce_inferenceservicename", b"fraud"), ("content-type", b"application/json")]
         row = [float(rng.normal() + shift), float(rng.normal(40, 5)), float(rng.exponential(3))]
         request = {"instances": [row]}
         response = {"predictions": [float(rng.uniform())]}
-        out.append((json.dumps(request).encode(), [*base, ("ce_type", REQUEST.encode())]))
+        if halves == "both":
+            out.append((json.dumps(request).encode(), [*base, ("ce_type", REQUEST.encode())]))
         out.append((json.dumps(response).encode(), [*base, ("ce_type", RESPONSE.encode())]))
     return out
 
@@ -164,7 +177,8 @@ def test_kserve_payload_logs_in_binary_mode_are_monitored(
     config = tmp_path / "kserve.yaml"
     config.write_text(KSERVE.format(topic=logs))
     start_worker(config=config).wait_ready()
-    records = kserve_logs(6_000, seed=3) + kserve_logs(4_000, seed=4, shift=2.0, start=6_000)
+    records = kserve_logs(6_000, seed=3) + kserve_logs(4_000, seed=4, shift=2.0)
+    records += kserve_logs(30, seed=7, halves="response")  # their requests were never logged
     headers_v2 = [("ce_type", REQUEST.encode()), ("ce_id", b"bad"), ("ce_specversion", b"1.0")]
     hostile = [
         (
@@ -186,27 +200,36 @@ def test_kserve_payload_logs_in_binary_mode_are_monitored(
     wait_for(
         lambda: counted(redis_client, topics).get("prediction", 0) == 10_000,
         180,
-        "10,000 responses checkpointed",
+        "10,000 paired events checkpointed",
     )
     counts = counted(redis_client, topics)
     assert {counts[f] for f in ("amount", "age", "tenure")} == {10_000}, counts
+    assert events_of(redis_client, topics, logs) == 10_000  # one event per pair
     time.sleep(3)
     moved = {a["data"]["feature"] for a in detections(broker, topics)}
     assert "amount" in moved and not moved & {"age", "tenure", "prediction"}, moved
-    reasons = dead_letter_reasons(broker, topics, logs, at_least=2)
-    assert reasons == {"tensor_shape_mismatch": 1, "unsupported_event_type": 1}, reasons
+    reasons = dead_letter_reasons(broker, topics, logs, at_least=32)
+    assert reasons == {
+        "tensor_shape_mismatch": 1,
+        "unsupported_event_type": 1,
+        "unpaired_response": 30,  # past their 2 s window, as the input asks
+    }, reasons
 
 
 SELDON = """
 inputs:
   - topic: {topic}
     format: seldon
+    pairing:
+      window_s: 30
 """
 
 
-def seldon_logs(n: int, *, seed: int, shift: float = 0.0) -> list[tuple]:
-    """(value, headers) of ``n`` request/response pairs as Seldon Core 1's executor logs them
-    to Kafka; ``hours`` moves by ``shift`` σ."""
+def seldon_logs(n: int, *, seed: int, shift: float = 0.0, halves: str = "both") -> list[tuple]:
+    """(value, headers, partition) of ``n`` request/response pairs as Seldon Core 1's executor
+    logs them to Kafka (no key): requests on partition 0, responses on 1, so every pair meets
+    across partitions; ``hours`` moves by ``shift`` σ; ``halves``: "both", "request" or
+    "response" (only those)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -216,35 +239,60 @@ def seldon_logs(n: int, *, seed: int, shift: float = 0.0) -> list[tuple]:
         request = {"data": {"names": ["age", "hours"], "ndarray": [row]}}
         p = float(rng.uniform())
         response = {"data": {"names": ["t:0", "t:1"], "ndarray": [[p, 1 - p]]}}
-        out.append((json.dumps(request).encode(), [("type", SELDON_REQUEST.encode()), *base]))
-        out.append((json.dumps(response).encode(), [("type", SELDON_RESPONSE.encode()), *base]))
+        if halves in ("both", "request"):
+            out.append(
+                (json.dumps(request).encode(), [("type", SELDON_REQUEST.encode()), *base], 0)
+            )
+        if halves in ("both", "response"):
+            out.append(
+                (json.dumps(response).encode(), [("type", SELDON_RESPONSE.encode()), *base], 1)
+            )
     return out
 
 
-def test_seldon_core_1_request_logs_are_monitored(
+def test_seldon_core_1_requests_pair_with_their_responses_exactly_once_through_a_kill(
     broker, topics, start_worker, redis_client, tmp_path
 ):
+    """Halves on two partitions meet through Redis; a kill -9 strikes with halves waiting (in
+    the checkpoint or not yet in it); requests whose responses come only after the restart
+    still pair; a request never answered is monitored alone, as is a response never asked."""
     logs = f"{topics.input}-seldon"
     create_topics(broker.bootstrap, {logs: 2})
     config = tmp_path / "seldon.yaml"
     config.write_text(SELDON.format(topic=logs))
-    start_worker(config=config).wait_ready()
-    feedback = (b'{"reward": 1}', [("type", b"io.seldon.serving.feedback"), ("requestid", b"x")])
-    records = [feedback, *seldon_logs(5_000, seed=5), *seldon_logs(4_000, seed=6, shift=2.0)]
-    produce(
-        broker.bootstrap,
-        logs,
-        [value for value, _ in records],
-        headers_each=[headers for _, headers in records],
-    )
+    worker = start_worker(config=config, checkpoint_every_events=500).wait_ready()
+    feedback = (b'{"reward": 1}', [("type", b"io.seldon.serving.feedback")], 0)
+    late = seldon_logs(150, seed=8)  # requests now, their responses after the restart
+    first = [feedback, *seldon_logs(3_000, seed=5)]
+    first += [r for r in late if r[2] == 0]
+    first += seldon_logs(60, seed=9, halves="request") + seldon_logs(40, seed=10, halves="response")
+    second = [r for r in late if r[2] == 1] + seldon_logs(3_000, seed=6, shift=2.0)
+
+    def send(records: list[tuple]) -> None:
+        produce(
+            broker.bootstrap,
+            logs,
+            [value for value, _, _ in records],
+            headers_each=[headers for _, headers, _ in records],
+            partitions=[partition for _, _, partition in records],
+        )
 
     def counts() -> dict[str, int]:
         series = read_status(redis_client, topics.group_id)["models"].get("income", {})
         return {feature: s.get("count", 0) for feature, s in series.items()}
 
-    wait_for(lambda: counts().get("t:1", 0) == 9_000, 180, "9,000 responses checkpointed")
-    assert {counts()[f] for f in ("age", "hours", "t:0", "t:1")} == {9_000}, counts()
-    time.sleep(3)
+    send(first)
+    wait_for(lambda: counts().get("t:1", 0) >= 1_000, 120, "a first part paired")
+    worker.kill()  # kill -9 with halves waiting
+    start_worker(config=config, checkpoint_every_events=500).wait_ready(timeout=90)
+    send(second)
+    pairs = 3_000 + 150 + 3_000
+    # the never-answered requests settle once their 30 s window is over
+    wait_for(lambda: counts().get("age", 0) == pairs + 60, 180, f"{pairs + 60} request events")
+    time.sleep(2)  # anything applied twice would show in a later checkpoint
+    assert {counts()[f] for f in ("age", "hours")} == {pairs + 60}, counts()
+    assert {counts()[f] for f in ("t:0", "t:1")} == {pairs + 40}, counts()
+    assert events_of(redis_client, topics, logs) == pairs + 60 + 40  # one event per pair
     moved = {a["data"]["feature"] for a in detections(broker, topics)}
     assert "hours" in moved and not moved & {"age", "t:0", "t:1"}, moved
     reasons = dead_letter_reasons(broker, topics, logs, at_least=1)

@@ -1,0 +1,93 @@
+"""Where the two halves of an inference meet: one Redis hash per (model, pair id), holding each
+half's event under its identity and the claim that settles the pair
+(:mod:`streams.pipeline.pairing` says what the answers mean).
+
+One script call answers a batch's questions (up to ``CHUNK`` per call), each question atomically:
+store the half (unless stored already; another identity there: ``duplicate``), then claim — the
+pair if the partner is there, the half alone if asked to — unless a claim exists. Every write
+renews the hash's TTL: the window plus ``REPLAY_MARGIN_S``, how long after its last write a
+crashed worker can replay a claim it made (longer, and the claim it had not checkpointed is
+forgotten: the pair is then counted as two unpaired halves, at most one checkpoint interval's
+worth).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from streamdrift.streams.pipeline.pairing import Answer, Ask
+from streamdrift.streams.state.keys import KeyLayout
+
+CHUNK = 500
+REPLAY_MARGIN_S = 300.0
+
+# KEYS: the pairs' hashes; ARGV[1] the TTL, then per key: kind, identity, event ('' if stored
+# already), alone ('1' / '0'). Returns per key {'duplicate'} | {'wait'} |
+# {'claimed', claim, partner or ''}, a claim being "<action>\n<identity>" and a stored half
+# "<identity>\n<event>".
+_OFFER = """
+local ttl = ARGV[1]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local at = 2 + (i - 1) * 4
+  local kind, identity, event, alone = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local other = 'request'
+  if kind == 'request' then other = 'response' end
+  local result = nil
+  if event ~= '' then
+    local mine = redis.call('HGET', key, kind)
+    if not mine then
+      redis.call('HSET', key, kind, identity .. '\\n' .. event)
+      redis.call('EXPIRE', key, ttl)
+    elseif string.sub(mine, 1, #identity + 1) ~= identity .. '\\n' then
+      result = {'duplicate'}
+    end
+  end
+  if not result then
+    local claim = redis.call('HGET', key, 'claim')
+    local partner = redis.call('HGET', key, other)
+    if not claim and (partner or alone == '1') then
+      if partner then claim = 'pair\\n' .. identity else claim = 'alone\\n' .. identity end
+      redis.call('HSET', key, 'claim', claim)
+      redis.call('EXPIRE', key, ttl)
+    end
+    if claim then result = {'claimed', claim, partner or ''} else result = {'wait'} end
+  end
+  out[i] = result
+end
+return out
+"""
+
+
+class PairStore:
+    def __init__(self, redis: aioredis.Redis, group_id: str) -> None:
+        self.redis = redis
+        self.layout = KeyLayout(group_id)
+
+    async def offer(self, asks: Sequence[Ask], window_s: float) -> list[Answer]:
+        """Answer each question (in order), one script call per ``CHUNK`` of them."""
+        ttl = math.ceil(window_s + REPLAY_MARGIN_S)
+        answers: list[Answer] = []
+        for start in range(0, len(asks), CHUNK):
+            chunk = asks[start : start + CHUNK]
+            keys = [self.layout.pair_key(a.half.model, a.half.pair_id) for a in chunk]
+            args: list[str | bytes | int] = [ttl]
+            for ask in chunk:
+                half = ask.half
+                args += [half.kind, half.identity, half.event if ask.store else b"", int(ask.alone)]
+            # EVAL, not EVALSHA: a cluster pipeline does not load a missing script on a node
+            raw = await self.redis.eval(_OFFER, len(keys), *keys, *args)
+            answers += [_answer(result) for result in raw]
+        return answers
+
+
+def _answer(result: list[bytes]) -> Answer:
+    status = result[0].decode()
+    if status != "claimed":
+        return Answer(status)
+    action, _, claimer = result[1].partition(b"\n")
+    partner = result[2].partition(b"\n")[2] if result[2] else None
+    return Answer("claimed", action.decode(), claimer.decode(), partner)
