@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test kernels lint typecheck-tree quality bench clean system-deps kafka-jars help
+.PHONY: demo test kernels lint typecheck-tree quality bench clean system-deps kafka-jars platform-wheels help
 
 # The detectors' compiled kernels (native/, a Rust extension) are built when a Rust toolchain is
 # here (cargo; https://rustup.rs); without one the detectors run their reference implementations:
@@ -40,7 +40,7 @@ kernels:  ## build and install the detectors' compiled kernels (native/; needs c
 demo: $(STAMP)  ## run the embedded demo: broker, Redis, worker, drifting simulator, live alerts
 	$(VENV)/bin/streamdrift demo $(ARGS)
 
-test: $(STAMP) system-deps kafka-jars  ## run the whole test suite (unit, contracts, deploy checks, end-to-end)
+test: $(STAMP) system-deps kafka-jars platform-wheels  ## run the whole test suite (unit, contracts, deploy checks, end-to-end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff (lint and format) and mypy, set up in pyproject.toml (mypy: strict for detectors/, relaxed
@@ -111,6 +111,16 @@ $(KAFKA_JARS)/.complete: $(KAFKA_POM)
 	mvn -B -q -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
 	  -DoutputDirectory=$(abspath $(KAFKA_JARS).partial)
 	@rm -rf $(KAFKA_JARS) && mv $(KAFKA_JARS).partial $(KAFKA_JARS) && touch $@
+
+# The serving platforms' own message definitions, for the tests' fixtures (never imported, never
+# installed: tests/platforms/oip.py reads the descriptors out of the wheel): MLServer, Seldon's
+# inference server, whose Open Inference Protocol messages Seldon Core 2 writes to its topics.
+PLATFORM_WHEELS := .cache/wheels
+MLSERVER_WHEEL  := $(PLATFORM_WHEELS)/mlserver-1.7.1-py3-none-any.whl
+platform-wheels: $(MLSERVER_WHEEL)  ## fetch the serving platforms' wheels the tests build messages from (once)
+
+$(MLSERVER_WHEEL): $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --dest $(PLATFORM_WHEELS) mlserver==1.7.1
 
 quality: $(STAMP)  ## detection-quality benchmark: streamdrift vs river ADWIN, Page-Hinkley and a tutorial KS test
 	$(PY) -m bench.quality $(ARGS)

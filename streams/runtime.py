@@ -52,8 +52,9 @@ from streamdrift.streams.pipeline.incidents import (
     routed_models,
     routing_attributes,
 )
+from streamdrift.streams.pipeline.inputs import input_specs
 from streamdrift.streams.pipeline.labels import LabelProcessor
-from streamdrift.streams.pipeline.mapping import Mapper, input_specs
+from streamdrift.streams.pipeline.mapping import Mapper
 from streamdrift.streams.pipeline.outcome import DeadLetter, Finding, Outcome, Record
 from streamdrift.streams.pipeline.pairing import Half, Pairing
 from streamdrift.streams.pipeline.processor import Baselines, PredictionProcessor

@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamdrift.streams.pipeline.codec import Limits, Reason
+from streamdrift.streams.pipeline.inputs import input_specs
 from streamdrift.streams.pipeline.kserve import REQUEST, RESPONSE
-from streamdrift.streams.pipeline.mapping import Mapper, input_specs
+from streamdrift.streams.pipeline.mapping import Mapper
 from streamdrift.streams.pipeline.outcome import Record
 from streamdrift.streams.pipeline.processor import AdmissionLimits, PredictionProcessor
 from streamdrift.streams.state.partition import PartitionState

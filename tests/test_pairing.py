@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamdrift.streams.pipeline.codec import Reason
-from streamdrift.streams.pipeline.mapping import input_specs
+from streamdrift.streams.pipeline.inputs import input_specs
 from streamdrift.streams.pipeline.outcome import Record
 from streamdrift.streams.pipeline.pairing import (
     REQUEST,
@@ -225,7 +225,7 @@ def test_pairing_is_on_for_serving_logs_and_refused_for_plain_json():
     assert off.pairing is None
     json_entry = {"topic": "d", "format": "json", "pairing": True}
     json_entry["mapping"] = {"model": "const:m", "features": "inputs"}
-    with pytest.raises(ValueError, match="only inputs of format kserve or seldon pair"):
+    with pytest.raises(ValueError, match="only inputs of format kserve, seldon, seldon2 pair"):
         input_specs({"inputs": [json_entry]})
 
 

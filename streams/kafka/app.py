@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streamdrift.detectors import validate_config
 from streamdrift.streams.kafka.credentials import faust_credentials
 from streamdrift.streams.kafka.intake import Intake
-from streamdrift.streams.pipeline.mapping import input_specs
+from streamdrift.streams.pipeline.inputs import input_specs
 from streamdrift.streams.runtime import Publisher, Runtime
 from streamdrift.streams.security import bearer_ok, confluent_config
 from streamdrift.streams.settings import Settings

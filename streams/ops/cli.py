@@ -377,7 +377,7 @@ def _check_kernels(settings: Settings) -> None:
 def _detector_config(settings: Settings, from_flag: bool) -> list[str]:
     """Check the configuration file; return the mapped input topics it lists."""
     from streamdrift.streams.kafka.app import load_config
-    from streamdrift.streams.pipeline.mapping import input_specs
+    from streamdrift.streams.pipeline.inputs import input_specs
 
     try:
         config = load_config(settings.config)

@@ -6,9 +6,8 @@ and sink write) or structured mode (one JSON envelope with ``data``), with V1
 
 Each row of a request is an event of its inputs; each row of a response an event of its
 prediction (a response with several output columns: those columns as features). Both halves
-carry the CloudEvent ``id`` as ``event_id`` (``<id>/<row>`` for batches), so labels join on
-the response's prediction. Pairing the two halves into one event is not done yet: each half is
-monitored on its own (input drift needs only the request).
+carry the CloudEvent ``id`` as ``event_id`` (``<id>/<row>`` for batches), by which
+:mod:`streams.pipeline.pairing` makes them one event, and labels join on its prediction.
 """
 
 from __future__ import annotations

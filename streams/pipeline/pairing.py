@@ -53,7 +53,6 @@ _PARTNER = {REQUEST: RESPONSE, RESPONSE: REQUEST}
 _UNPAIRED_REASON = {REQUEST: Reason.UNPAIRED_REQUEST, RESPONSE: Reason.UNPAIRED_RESPONSE}
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE = msgspec.json.Decoder(dict[str, Any]).decode
-_SPEC_KEYS = ("window_s", "unpaired", "max_pending", "max_pending_bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,42 +65,6 @@ class PairingSpec:
     max_pending_bytes: int = 32 * 1024 * 1024
     first_retry_s: float = 0.25
     max_retry_s: float = 4.0
-
-    @classmethod
-    def parse(cls, section: Any, where: str) -> PairingSpec | None:
-        """``false``: no pairing; ``true`` or absent keys: the defaults; ``ValueError`` naming
-        the bad key otherwise."""
-        if section is False:
-            return None
-        if section is None or section is True:
-            return cls()
-        if not isinstance(section, dict):
-            raise ValueError(f"invalid config at {where}: expected true, false or a mapping")
-        unknown = sorted(set(map(str, section)) - set(_SPEC_KEYS))
-        if unknown:
-            raise ValueError(
-                f"invalid config at {where}: unknown key {unknown[0]!r}; valid keys are: "
-                f"{', '.join(_SPEC_KEYS)}"
-            )
-        defaults = cls()
-        window = section.get("window_s", defaults.window_s)
-        if isinstance(window, bool) or not isinstance(window, (int, float)):
-            raise ValueError(f"invalid config at {where}.window_s: expected seconds")
-        if not 0.5 <= window <= 3_600:
-            raise ValueError(f"invalid config at {where}.window_s: expected 0.5 to 3600 seconds")
-        unpaired = section.get("unpaired", defaults.unpaired)
-        if unpaired not in UNPAIRED:
-            raise ValueError(
-                f"invalid config at {where}.unpaired: expected one of {', '.join(UNPAIRED)}, "
-                f"got {unpaired!r}"
-            )
-        bounds = {}
-        for name, low in (("max_pending", 1), ("max_pending_bytes", 1024)):
-            value = section.get(name, getattr(defaults, name))
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"invalid config at {where}.{name}: expected an integer ≥ {low}")
-            bounds[name] = value
-        return cls(float(window), unpaired, **bounds)
 
 
 class Half(msgspec.Struct, frozen=True):

@@ -10,12 +10,14 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import Topics, consume_all, produce, wait_for
+from platforms import oip as seldon_oip
 
 from streamdrift.streams.kafka.admin import create_topics
 from streamdrift.streams.ops.status import read_status
@@ -297,6 +299,78 @@ def test_seldon_core_1_requests_pair_with_their_responses_exactly_once_through_a
     assert "hours" in moved and not moved & {"age", "t:0", "t:1"}, moved
     reasons = dead_letter_reasons(broker, topics, logs, at_least=1)
     assert reasons == {"unsupported_event_type": 1}, reasons
+
+
+SELDON2 = """
+inputs:
+  - topic: {inputs}
+    format: seldon2
+    pairing: {{window_s: 3}}
+  - topic: {outputs}
+    format: seldon2
+    pairing: {{window_s: 3}}
+"""
+
+
+def seldon2_messages(
+    n: int, *, seed: int, shift: float = 0.0, halves: str = "both"
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    """(key, value) of ``n`` requests and of their responses as Seldon Core 2 writes them to a
+    model's .inputs and .outputs topics: Open Inference Protocol protobuf built with Seldon's
+    own definitions, keyed by the request id; ``hours`` moves by ``shift`` σ."""
+    rng = np.random.default_rng(seed)
+    request_class = seldon_oip.message("ModelInferRequest")
+    response_class = seldon_oip.message("ModelInferResponse")
+    requests, responses = [], []
+    for i in range(n):
+        ident = f"s2-{seed}-{i}"
+        request = request_class(model_name="income_1", id=ident)
+        age = request.inputs.add(name="age", datatype="INT64", shape=[1])
+        age.contents.int64_contents.append(int(rng.integers(18, 80)))
+        hours = request.inputs.add(name="hours", datatype="FP32", shape=[1])
+        hours.contents.fp32_contents.append(float(rng.normal(38, 4) + 4 * shift))
+        response = response_class(model_name="income_1", id=ident)
+        predict = response.outputs.add(name="predict", datatype="FP32", shape=[1])
+        predict.contents.fp32_contents.append(float(rng.uniform()))
+        if halves == "both":
+            requests.append((ident, request.SerializeToString()))
+        responses.append((ident, response.SerializeToString()))
+    return requests, responses
+
+
+def test_seldon_core_2_model_topics_pair_across_topics_and_are_monitored(
+    broker, topics, start_worker, redis_client, tmp_path
+):
+    namespace = uuid.uuid4().hex[:10]
+    inputs = f"seldon.{namespace}.model.income.inputs"
+    outputs = f"seldon.{namespace}.model.income.outputs"
+    create_topics(broker.bootstrap, {inputs: 2, outputs: 2})
+    config = tmp_path / "seldon2.yaml"
+    config.write_text(SELDON2.format(inputs=inputs, outputs=outputs))
+    start_worker(config=config).wait_ready()
+    requests, responses = seldon2_messages(2_500, seed=11)
+    shifted_requests, shifted_responses = seldon2_messages(2_000, seed=12, shift=2.0)
+    _, orphans = seldon2_messages(20, seed=13, halves="response")  # requests never logged
+    for topic, pairs in (
+        (inputs, [("bad", b"\xff\xff\xff"), *requests, *shifted_requests]),
+        (outputs, [*responses, *shifted_responses, *orphans]),
+    ):
+        produce(broker.bootstrap, topic, [v for _, v in pairs], keys=[k for k, _ in pairs])
+
+    def counts() -> dict[str, int]:
+        series = read_status(redis_client, topics.group_id)["models"].get("income", {})
+        return {feature: s.get("count", 0) for feature, s in series.items()}
+
+    wait_for(lambda: counts().get("prediction", 0) == 4_520, 180, "4,520 predictions")
+    time.sleep(2)
+    assert {counts()[f] for f in ("age", "hours")} == {4_500}, counts()
+    assert (
+        events_of(redis_client, topics, inputs) + events_of(redis_client, topics, outputs) == 4_520
+    )  # one event per pair, the 20 lone responses alone
+    moved = {a["data"]["feature"] for a in detections(broker, topics)}
+    assert "hours" in moved and not moved & {"age", "prediction"}, moved
+    reasons = dead_letter_reasons(broker, topics, inputs, at_least=1)
+    assert reasons == {"mapping_failed": 1}, reasons
 
 
 def test_the_worker_command_refuses_a_mapped_topic_that_does_not_exist(

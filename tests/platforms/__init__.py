@@ -1,0 +1,1 @@
+"""The serving platforms' own definitions, for building the messages tests send."""
