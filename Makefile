@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test kernels lint typecheck-tree quality bench clean system-deps kafka-jars platform-wheels help
+.PHONY: demo test kernels lint typecheck-tree quality bench clean system-deps kafka-jars platform-wheels schema-registry help
 
 # The detectors' compiled kernels (native/, a Rust extension) are built when a Rust toolchain is
 # here (cargo; https://rustup.rs); without one the detectors run their reference implementations:
@@ -40,7 +40,7 @@ kernels:  ## build and install the detectors' compiled kernels (native/; needs c
 demo: $(STAMP)  ## run the embedded demo: broker, Redis, worker, drifting simulator, live alerts
 	$(VENV)/bin/streamdrift demo $(ARGS)
 
-test: $(STAMP) system-deps kafka-jars platform-wheels  ## run the whole test suite (unit, contracts, deploy checks, end-to-end)
+test: $(STAMP) system-deps kafka-jars platform-wheels schema-registry  ## run the whole test suite (unit, contracts, deploy checks, end-to-end)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff (lint and format) and mypy, set up in pyproject.toml (mypy: strict for detectors/, relaxed
@@ -121,6 +121,20 @@ platform-wheels: $(MLSERVER_WHEEL)  ## fetch the serving platforms' wheels the t
 
 $(MLSERVER_WHEEL): $(STAMP)
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --dest $(PLATFORM_WHEELS) mlserver==1.7.1
+
+# A real Schema Registry for the tests (tests/servers/schema_registry.py): Apicurio Registry's
+# Quarkus distribution from Maven Central, with its Confluent-compatible API, cached outside git
+# in .cache/apicurio-registry-<version>/. It runs on Java >= 21 (the tests look for one).
+REGISTRY_VERSION := 3.3.3
+REGISTRY_DIST    := .cache/apicurio-registry-$(REGISTRY_VERSION)
+schema-registry: $(REGISTRY_DIST)/.complete  ## fetch and cache the Schema Registry server the tests run (once)
+
+$(REGISTRY_DIST)/.complete:
+	@command -v mvn >/dev/null 2>&1 || { 	  echo "error: the Schema Registry tests need Maven on PATH to fetch Apicurio Registry" 	       "(Debian: apt-get install maven), then run make test again." >&2; exit 1; }
+	@echo "Fetching Apicurio Registry $(REGISTRY_VERSION) from Maven Central into $(REGISTRY_DIST)/"
+	@rm -rf $(REGISTRY_DIST).partial
+	mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.6.1:unpack 	  -Dartifact=io.apicurio:apicurio-registry-app:$(REGISTRY_VERSION):tar.gz:all 	  -DoutputDirectory=$(abspath $(REGISTRY_DIST).partial)
+	@rm -rf $(REGISTRY_DIST) && mv $(REGISTRY_DIST).partial $(REGISTRY_DIST) && touch $@
 
 quality: $(STAMP)  ## detection-quality benchmark: streamdrift vs river ADWIN, Page-Hinkley and a tutorial KS test
 	$(PY) -m bench.quality $(ARGS)

@@ -266,6 +266,11 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.schema_registry_up = Gauge(
+            "streamdrift_schema_registry_up",
+            "1 if the last Schema Registry look-up was answered (wire-format inputs only)",
+            registry=r,
+        )
         self.labels_pending = Gauge(
             "streamdrift_labels_pending", "Labels waiting for their prediction", registry=r
         )

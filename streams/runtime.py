@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from streamdrift.detectors import MultivariateParams, kernels, model_routing
 from streamdrift.detectors.monitor import LIBRARIES
+from streamdrift.streams.kafka.registry import schema_cache
 from streamdrift.streams.metrics import Metrics
 from streamdrift.streams.pipeline.admission import parse_allowlist
 from streamdrift.streams.pipeline.alerts import build_alert, encode_alert
@@ -232,10 +233,10 @@ class Runtime:
         self._baselines_checked = -math.inf
         self.predictions = prediction_processor(settings, config, self.baselines)
         # the configuration's input topics in the users' own shapes, mapped to native events
-        self.mappers = {
-            spec.topic: Mapper(spec, settings.codec_limits())
-            for spec in input_specs(config, reserved=settings.own_topics())
-        }
+        specs = input_specs(config, reserved=settings.own_topics())
+        self.schemas = schema_cache(settings, specs, self.metrics.schema_registry_up.set)
+        lookup = self.schemas.get if self.schemas is not None else (lambda schema_id: None)
+        self.mappers = {spec.topic: Mapper(spec, settings.codec_limits(), lookup) for spec in specs}
         self.mapped_predictions = (
             prediction_processor(settings, config, self.baselines, mapped=True)
             if self.mappers
@@ -286,6 +287,8 @@ class Runtime:
                     )
                     continue
                 mapper = self.mappers.get(topic)
+                if mapper is not None and self.schemas is not None:  # before reading: may wait
+                    await self.schemas.ensure(mapper.schema_ids(state, records), mapper.spec.format)
                 if topic == self.settings.input_topic or mapper is not None:
                     if mapper is None:
                         outcome = self.predictions.process(state, records, now=now)

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         False,
         description="Talk to a Redis Cluster (one checkpoint's keys share a hash tag: one slot)",
     )
+    schema_registry_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Schema Registry URL for inputs in its wire format (avro, protobuf, jsonschema); "
+            "Confluent's API (may hold user:password)"
+        ),
+    )
 
     # --- Kafka security (every client: Faust/aiokafka and confluent-kafka) ------------------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -437,6 +444,12 @@ class Settings(BaseSettings):
     def redis_url_redacted(self) -> str:
         """The Redis URL without its password, safe to log."""
         return redact_url(self.redis_url.get_secret_value())
+
+    @property
+    def schema_registry_url_redacted(self) -> str:
+        """The Schema Registry URL without its password, safe to log."""
+        url = self.schema_registry_url
+        return "(not set)" if url is None else redact_url(url.get_secret_value())
 
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")

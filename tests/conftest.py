@@ -32,6 +32,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 from servers.kafka_broker import KafkaBroker, KafkaCluster, kafka_version
+from servers.schema_registry import SchemaRegistry
 
 from streamdrift.client import produce_with_retry
 from streamdrift.detectors import Detection, NumericMonitor
@@ -153,6 +154,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchemaRegistry]:
+    """One Schema Registry (Apicurio, in memory) for the session; subjects are named by test."""
+    server = SchemaRegistry(tmp_path_factory.mktemp("schema-registry"))
+    try:
+        yield server.start()
+    finally:
+        server.terminate()
 
 
 @pytest.fixture

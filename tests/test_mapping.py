@@ -117,8 +117,8 @@ def test_inputs_must_be_new_topics_of_a_known_format() -> None:
     entry = {"topic": "predictions", "mapping": {"model": "m", "features": "f"}}
     with pytest.raises(ValueError, match="'predictions' is already consumed"):
         input_specs({"inputs": [entry]}, reserved=("predictions", "labels"))
-    with pytest.raises(ValueError, match=r"format: expected one of json, .*got 'avro'"):
-        input_specs({"inputs": [{**entry, "topic": "x", "format": "avro"}]})
+    with pytest.raises(ValueError, match=r"format: expected one of json, .*got 'thrift'"):
+        input_specs({"inputs": [{**entry, "topic": "x", "format": "thrift"}]})
     with pytest.raises(ValueError, match="already consumed"):
         input_specs({"inputs": [{**entry, "topic": "x"}, {**entry, "topic": "x"}]})
 

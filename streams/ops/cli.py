@@ -377,12 +377,15 @@ def _check_kernels(settings: Settings) -> None:
 def _detector_config(settings: Settings, from_flag: bool) -> list[str]:
     """Check the configuration file; return the mapped input topics it lists."""
     from streamdrift.streams.kafka.app import load_config
+    from streamdrift.streams.kafka.registry import check_wire_inputs
     from streamdrift.streams.pipeline.inputs import input_specs
 
     try:
         config = load_config(settings.config)
         try:
-            return [spec.topic for spec in input_specs(config, reserved=settings.own_topics())]
+            specs = input_specs(config, reserved=settings.own_topics())
+            check_wire_inputs(settings, specs)
+            return [spec.topic for spec in specs]
         except ValueError as exc:
             raise SystemExit(f"invalid STREAMDRIFT_CONFIG={settings.config}: {exc}") from None
     except SystemExit as exc:

@@ -62,6 +62,10 @@ class Reason(StrEnum):
     UNPAIRED_REQUEST = "unpaired_request"  # no response within the pairing window (if asked)
     UNPAIRED_RESPONSE = "unpaired_response"  # no request within the pairing window (if asked)
     DUPLICATE_PAIR_ID = "duplicate_pair_id"  # a second request (or response) with one id
+    MISSING_SCHEMA_ID = "missing_schema_id"  # not in the Schema Registry wire format
+    SCHEMA_NOT_FOUND = "schema_not_found"  # the registry does not know the message's schema id
+    SCHEMA_UNUSABLE = "schema_unusable"  # the registry's schema cannot read messages
+    SCHEMA_MISMATCH = "schema_mismatch"  # the payload is not what its schema says
     INTERNAL_ERROR = "internal_error"
 
 

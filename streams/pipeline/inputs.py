@@ -37,7 +37,8 @@ from jmespath.parser import ParsedResult
 from streamdrift.streams.pipeline.outcome import Record
 from streamdrift.streams.pipeline.pairing import REQUEST, RESPONSE, UNPAIRED, PairingSpec
 
-FORMATS = ("json", "kserve", "seldon", "seldon2")
+WIRE_FORMATS = ("avro", "protobuf", "jsonschema")  # Schema Registry wire format, then as json
+FORMATS = ("json", "kserve", "seldon", "seldon2", *WIRE_FORMATS)
 MAX_INPUTS = 32
 FIELDS = ("model", "model_version", "event_id", "timestamp", "prediction")
 _MAPPING_KEYS = (*FIELDS, "rows", "features", "include", "exclude")

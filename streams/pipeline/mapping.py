@@ -24,10 +24,11 @@ from typing import Any
 import msgspec
 from jmespath.exceptions import JMESPathError
 
-from streamdrift.streams.pipeline import kserve, oip, seldon
+from streamdrift.streams.pipeline import kserve, oip, seldon, wire
 from streamdrift.streams.pipeline.codec import Invalid, Limits, Reason, deeper_than
 from streamdrift.streams.pipeline.inputs import (
     FIELDS,
+    WIRE_FORMATS,
     InputSpec,
     MappingError,
     header_of,
@@ -59,9 +60,12 @@ class Taken:
 class Mapper:
     """Turns one input topic's records into records of native events (see the module)."""
 
-    def __init__(self, spec: InputSpec, limits: Limits) -> None:
+    def __init__(
+        self, spec: InputSpec, limits: Limits, schemas: wire.Lookup = lambda schema_id: None
+    ) -> None:
         self.spec = spec
         self.limits = limits
+        self.schemas = schemas  # the registry's answers, for the wire formats
         self.pairing = None if spec.pairing is None else Pairing(spec.pairing, spec.topic)
 
     def process(
@@ -103,6 +107,14 @@ class Mapper:
         for record in records:
             self._take(record, None, taken)
         return taken.records, taken.dead_letters
+
+    def schema_ids(self, state: PartitionState, records: Sequence[Record]) -> set[int]:
+        """The schema ids the fresh records of a wire-format input name (to look up first)."""
+        if self.spec.format not in WIRE_FORMATS:
+            return set()
+        first = state.next_offset
+        found = (wire.schema_id(r.value) for r in records if first is None or r.offset >= first)
+        return {i for i in found if i is not None}
 
     def _take(self, record: Record, partition: int | None, taken: Taken) -> None:
         try:
@@ -150,7 +162,9 @@ class Mapper:
         if len(value) > limits.max_message_bytes:
             raise Invalid(Reason.OVERSIZE_MESSAGE, f"{len(value)} bytes")
         message: Any = None
-        if self.spec.format != "seldon2":  # protobuf
+        if self.spec.format in WIRE_FORMATS:
+            message = wire.decode(value, self.spec.format, self.schemas)
+        elif self.spec.format != "seldon2":  # protobuf
             if deeper_than(value, limits.max_json_depth):
                 raise Invalid(Reason.TOO_DEEP, f"nested deeper than {limits.max_json_depth}")
             try:
