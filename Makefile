@@ -132,9 +132,10 @@ schema-registry: $(REGISTRY_DIST)/.complete  ## fetch and cache the Schema Regis
 $(REGISTRY_DIST)/.complete:
 	@command -v mvn >/dev/null 2>&1 || { 	  echo "error: the Schema Registry tests need Maven on PATH to fetch Apicurio Registry" 	       "(Debian: apt-get install maven), then run make test again." >&2; exit 1; }
 	@echo "Fetching Apicurio Registry $(REGISTRY_VERSION) from Maven Central into $(REGISTRY_DIST)/"
-	@rm -rf $(REGISTRY_DIST).partial
-	mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.6.1:unpack 	  -Dartifact=io.apicurio:apicurio-registry-app:$(REGISTRY_VERSION):tar.gz:all 	  -DoutputDirectory=$(abspath $(REGISTRY_DIST).partial) \
-	  -DmarkersDirectory=$(abspath $(REGISTRY_DIST).partial)/.markers
+	@rm -rf $(REGISTRY_DIST).partial && mkdir -p $(REGISTRY_DIST).partial
+	cd $(REGISTRY_DIST).partial && mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.6.1:unpack \
+	  -Dartifact=io.apicurio:apicurio-registry-app:$(REGISTRY_VERSION):tar.gz:all -DoutputDirectory=.
+	@rm -rf '$(REGISTRY_DIST).partial/$${project.basedir}'
 	@rm -rf $(REGISTRY_DIST) && mv $(REGISTRY_DIST).partial $(REGISTRY_DIST) && touch $@
 
 quality: $(STAMP)  ## detection-quality benchmark: streamdrift vs river ADWIN, Page-Hinkley and a tutorial KS test
