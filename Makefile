@@ -130,7 +130,9 @@ REGISTRY_DIST    := .cache/apicurio-registry-$(REGISTRY_VERSION)
 schema-registry: $(REGISTRY_DIST)/.complete  ## fetch and cache the Schema Registry server the tests run (once)
 
 $(REGISTRY_DIST)/.complete:
-	@command -v mvn >/dev/null 2>&1 || { 	  echo "error: the Schema Registry tests need Maven on PATH to fetch Apicurio Registry" 	       "(Debian: apt-get install maven), then run make test again." >&2; exit 1; }
+	@command -v mvn >/dev/null 2>&1 || { \
+	  echo "error: the Schema Registry tests need Maven on PATH to fetch Apicurio Registry" \
+	       "(Debian: apt-get install maven), then run make test again." >&2; exit 1; }
 	@echo "Fetching Apicurio Registry $(REGISTRY_VERSION) from Maven Central into $(REGISTRY_DIST)/"
 	@rm -rf $(REGISTRY_DIST).partial && mkdir -p $(REGISTRY_DIST).partial
 	cd $(REGISTRY_DIST).partial && mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.6.1:unpack \
