@@ -282,9 +282,12 @@ def check_shape(shape: Any, typed: dict[tuple[int, int], RawEvent]) -> None:
     """A shape's columns, and its largest number and longest category, against the structs."""
     _, _, names, with_prediction, at, indexes, columns, _, _, largest, longest = shape
     raws = [typed[p, i] for p, i in zip(at.tolist(), indexes.tolist(), strict=True)]
+    values = [list(r.features.values()) for r in raws]  # once: a megabyte event has 100k
     expected_largest, expected_longest = 0.0, 0
     for j, column in enumerate(columns):
-        raw = [r.prediction if j == len(names) else list(r.features.values())[j] for r in raws]
+        raw = [
+            r.prediction if j == len(names) else row[j] for r, row in zip(raws, values, strict=True)
+        ]
         got = {"nulls": list, "numbers": np.ndarray, "categories": list, "mixed": type(None)}
         assert isinstance(column, got[kind(raw)])
         if kind(raw) == "numbers":
