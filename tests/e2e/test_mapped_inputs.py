@@ -223,7 +223,7 @@ inputs:
   - topic: {topic}
     format: seldon
     pairing:
-      window_s: 30
+      window_s: 20
 """
 
 
@@ -264,10 +264,9 @@ def test_seldon_core_1_requests_pair_with_their_responses_exactly_once_through_a
     config.write_text(SELDON.format(topic=logs))
     worker = start_worker(config=config, checkpoint_every_events=500).wait_ready()
     feedback = (b'{"reward": 1}', [("type", b"io.seldon.serving.feedback")], 0)
-    late = seldon_logs(150, seed=8)  # requests now, their responses after the restart
-    first = [feedback, *seldon_logs(3_000, seed=5)]
-    first += [r for r in late if r[2] == 0]
-    first += seldon_logs(60, seed=9, halves="request") + seldon_logs(40, seed=10, halves="response")
+    late = seldon_logs(150, seed=8)  # requests just before the kill, responses after the restart
+    lone = seldon_logs(60, seed=9, halves="request") + seldon_logs(40, seed=10, halves="response")
+    first = [feedback, *lone, *seldon_logs(3_000, seed=5)]
     second = [r for r in late if r[2] == 1] + seldon_logs(3_000, seed=6, shift=2.0)
 
     def send(records: list[tuple]) -> None:
@@ -285,11 +284,12 @@ def test_seldon_core_1_requests_pair_with_their_responses_exactly_once_through_a
 
     send(first)
     wait_for(lambda: counts().get("t:1", 0) >= 1_000, 120, "a first part paired")
-    worker.kill()  # kill -9 with halves waiting
+    send([r for r in late if r[2] == 0])
+    worker.kill()  # kill -9 with halves waiting (checkpointed or not yet)
     start_worker(config=config, checkpoint_every_events=500).wait_ready(timeout=90)
     send(second)
     pairs = 3_000 + 150 + 3_000
-    # the never-answered requests settle once their 30 s window is over
+    # the never-answered requests settle once their 20 s window is over
     wait_for(lambda: counts().get("age", 0) == pairs + 60, 180, f"{pairs + 60} request events")
     time.sleep(2)  # anything applied twice would show in a later checkpoint
     assert {counts()[f] for f in ("age", "hours")} == {pairs + 60}, counts()
