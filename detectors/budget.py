@@ -51,7 +51,6 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import optimize
 
 __all__ = [
     "ADWIN_MAX_DELTA",
@@ -114,6 +113,8 @@ def page_hinkley_threshold(
         return 0.0
     if excess(_LARGEST_THRESHOLD) > 0:  # extremes in the reference: no threshold reaches it
         return _LARGEST_THRESHOLD
+    from scipy import optimize  # here: importing the configuration stays light
+
     return float(optimize.brentq(excess, 0.0, _LARGEST_THRESHOLD))
 
 
@@ -152,6 +153,8 @@ def _exponent(values: NDArray[np.float64], weights: NDArray[np.float64], delta: 
         if high > 1e300:  # positive steps too small to ever add up
             return math.inf
         high *= 2
+    from scipy import optimize
+
     return float(optimize.brentq(log_mgf, _SMALLEST_EXPONENT, high))
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from streamdrift.detectors import Detection
 from streamdrift.streams.pipeline.codec import Reason
+
+if TYPE_CHECKING:
+    from streamdrift.detectors import Detection
 
 
 class Record(msgspec.Struct, frozen=True):
