@@ -131,6 +131,27 @@ def test_protobuf_messages_keep_zeros_and_int64_numbers(schema_registry, registe
     ]
 
 
+def test_json_schema_payloads_are_mapped_as_json(schema_registry):
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "Inference",
+        "type": "object",
+        "properties": {"model": {"type": "string"}, "inputs": {"type": "object"}},
+        "required": ["model", "inputs"],
+    }
+    values = registry.json_values(
+        schema_registry.url,
+        subject(),
+        json.dumps(schema),
+        [{"model": "fraud", "inputs": {"amount": 3.5, "country": "DE"}}],
+    )
+    events, letters = read(
+        schema_registry.url, "jsonschema", [*values, values[0][:5] + b"{no"], MAPPING
+    )
+    assert events == [{"model": "fraud", "features": {"amount": 3.5, "country": "DE"}}]
+    assert [d.reason for d in letters] == [Reason.MALFORMED_JSON]
+
+
 def test_what_cannot_be_read_is_dead_lettered_with_its_reason(schema_registry):
     topic = subject()
     [good] = registry.avro_values(

@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -23,6 +24,13 @@ def client(url: str) -> SchemaRegistryClient:
 def avro_values(url: str, topic: str, schema: str, records: list[dict[str, Any]]) -> list[bytes]:
     """``records`` framed with ``schema`` (registered under ``<topic>-value`` on first use)."""
     serialize = AvroSerializer(client(url), schema)
+    context = SerializationContext(topic, MessageField.VALUE)
+    return [serialize(record, context) for record in records]
+
+
+def json_values(url: str, topic: str, schema: str, records: list[dict[str, Any]]) -> list[bytes]:
+    """``records`` as JSON framed with the JSON Schema ``schema`` (validated, then registered)."""
+    serialize = JSONSerializer(schema, client(url))
     context = SerializationContext(topic, MessageField.VALUE)
     return [serialize(record, context) for record in records]
 
