@@ -255,3 +255,16 @@ def test_hostile_tensors_are_counted_or_dead_lettered_once(tensors, raw):
             field.extend(bool(v) if datatype == "BOOL" else v for v in values)
     converted, letters = mapper().convert([record(message)])
     assert len(converted) + len(letters) == 1
+
+
+def test_another_topic_prefix_is_read_through_a_topic_pattern():
+    m = mapper(
+        "acme.prod.model.income.outputs",
+        topic_pattern="acme.{namespace}.model.{model}.{direction}",
+    )
+    assert m.spec.half == RESPONSE
+    response = seldon.message("ModelInferResponse")(id="r")
+    out = response.outputs.add(name="predict", datatype="FP32", shape=[1])
+    out.contents.fp32_contents.append(0.5)
+    [event] = events(m, record(response))
+    assert (event["model"], event["prediction"]) == ("income", 0.5)
