@@ -369,7 +369,7 @@ def test_a_lost_checkpoint_rewrites_every_label_field():
         now=0.0,
     )
     state.mark_checkpointed()
-    state.unsave_labels()
+    state.unsave_pending()
     fields = state.checkpoint_fields()
     assert PENDING in fields and sorted(n for n in fields if n.startswith(JOINED)) == [
         f"{JOINED}0",

@@ -289,8 +289,12 @@ def test_seldon_core_1_requests_pair_with_their_responses_exactly_once_through_a
     start_worker(config=config, checkpoint_every_events=500).wait_ready(timeout=90)
     send(second)
     pairs = 3_000 + 150 + 3_000
-    # the never-answered requests settle once their 20 s window is over
-    wait_for(lambda: counts().get("age", 0) == pairs + 60, 180, f"{pairs + 60} request events")
+    # the never-answered requests and never-asked responses settle once their 20 s window is over
+    wait_for(
+        lambda: (counts().get("age", 0), counts().get("t:1", 0)) == (pairs + 60, pairs + 40),
+        180,
+        f"{pairs + 60} request events and {pairs + 40} response events",
+    )
     time.sleep(2)  # anything applied twice would show in a later checkpoint
     assert {counts()[f] for f in ("age", "hours")} == {pairs + 60}, counts()
     assert {counts()[f] for f in ("t:0", "t:1")} == {pairs + 40}, counts()
