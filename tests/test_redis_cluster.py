@@ -22,6 +22,7 @@ from streamdrift.streams.settings import Settings
 from streamdrift.streams.state.checkpoint import CheckpointStore, Fenced, Save
 from streamdrift.streams.state.joins import JoinStore
 from streamdrift.streams.state.keys import KeyLayout
+from streamdrift.streams.state.pairs import PairStore
 
 TOPIC = "preds"
 
@@ -169,6 +170,29 @@ def test_label_join_works_on_the_cluster(cluster_url):
         return await join.get([("fraud", "e1"), ("churn", "e2"), ("fraud", "missing")], now=1500.0)
 
     assert run(cluster_url, body) == {("fraud", "e1"): b"p1", ("churn", "e2"): b"p2"}
+
+
+def test_request_response_pairing_works_on_the_cluster(cluster_url):
+    """A batch's pair hashes share the group's hash tag: one script call on one node."""
+    from streamdrift.streams.pipeline.pairing import REQUEST, RESPONSE, Ask, Half
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+
+    def half(kind: str, pair_id: str, offset: int) -> Half:
+        event = b'{"model": "fraud", "event_id": "%s", "features": {}}' % pair_id.encode()
+        return Half("fraud", pair_id, kind, f"logs:0:{offset}:0", offset, 1.0, event)
+
+    async def body(client):
+        pairs = PairStore(client, group)
+        first = await pairs.offer(
+            [Ask(half(REQUEST, f"r{i}", i), True, False) for i in range(3)], 5
+        )
+        second = await pairs.offer([Ask(half(RESPONSE, "r1", 9), True, False)], 5)
+        return [a.status for a in first], second[0]
+
+    statuses, answer = run(cluster_url, body)
+    assert statuses == ["wait"] * 3
+    assert (answer.status, answer.action, answer.claimer) == ("claimed", "pair", "logs:0:9:0")
 
 
 @pytest.mark.e2e
