@@ -5,7 +5,9 @@ simulate``: model, model_version, event_id, timestamp, features, prediction) for
 regression models of 20 numeric and 2 categorical features each (23 monitored series per
 model with the prediction; no labels). Model ``k`` is produced to partition ``k % partitions``
 (keyed by model name), so partitions carry nearly equal shares and each model's stream stays
-whole on one partition, as docs/contracts.md asks producers to key.
+whole on one partition, as docs/contracts.md asks producers to key. The adapter columns' records
+(:mod:`bench.adapters`: the same messages in another shape, keyed as their platform keys them)
+go to the same partitions.
 
 Single-event messages are cut from 100-event arrays: the simulator draws one message per model
 choice, which costs ~24 µs per event with 46 models and one event per message but ~5 µs in
@@ -17,12 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import NamedTuple, cast
 
 import msgspec
 from confluent_kafka import KafkaError, Message, Producer
 
 from streamdrift.client import produce_with_retry
+from streamdrift.client.producer import Headers
 from streamdrift.streams.dev.simulate import (
     CategoricalFeature,
     Drift,
@@ -36,7 +39,9 @@ from streamdrift.streams.dev.simulate import (
 __all__ = [
     "NUMERIC",
     "SERIES_PER_EVENT",
+    "Outgoing",
     "Produced",
+    "Shape",
     "bench_models",
     "drift",
     "messages",
@@ -115,11 +120,25 @@ def messages(
             yield SimMessage(message.key, bytes(raw), (), message.first_event + i, 1)
 
 
+class Outgoing(NamedTuple):
+    """One Kafka record of a simulator message in another shape (:mod:`bench.adapters`)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: Headers | None = None
+
+
+Shape = Callable[[SimMessage], Sequence[Outgoing]]
+"""The records one simulator message becomes (a request and its response, say)."""
+
+
 @dataclass
 class Produced:
     """What :func:`produce` sent."""
 
     messages: int = 0
+    """Kafka records."""
     events: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -137,11 +156,14 @@ def produce(
     rate: float | None = None,
     mark: Callable[[SimMessage], int | None] = lambda _: None,
     timeout: float = 120.0,
+    shape: Shape | None = None,
 ) -> Produced:
     """Produce ``stream`` to ``topic``: as fast as possible, or paced at ``rate`` events/s.
 
     ``mark(message)`` may return an id for messages whose delivery (partition, offset, timestamp)
-    should be recorded in :attr:`Produced.marks`. Raises if any message is not delivered.
+    should be recorded in :attr:`Produced.marks` (of its first record). ``shape`` turns each
+    message into the records to send instead (to the topics they name); every record goes to
+    its model's partition all the same. Raises if any message is not delivered.
     """
     place = {spec.name.encode(): k % partitions for k, spec in enumerate(models)}
     paced = rate is not None
@@ -186,19 +208,23 @@ def produce(
                 time.sleep(ahead)
         key = mark(message)
         callback = on_delivery if key is None else marked(key)
-        produce_with_retry(
-            producer,
-            topic,
-            message.value,
-            message.key,
-            partition=place[message.key],
-            on_delivery=callback,
-            poll_timeout=0.05,
-        )
-        done.messages += 1
+        records = [Outgoing(topic, message.key, message.value)] if shape is None else shape(message)
+        for record in records:
+            produce_with_retry(
+                producer,
+                record.topic,
+                record.value,
+                record.key,
+                partition=place[message.key],
+                headers=record.headers,
+                on_delivery=callback,
+                poll_timeout=0.05,
+            )
+            callback = on_delivery
+            done.messages += 1
+            if done.messages % 1000 == 0:
+                producer.poll(0)
         done.events += message.events
-        if done.messages % 1000 == 0:
-            producer.poll(0)
     left = producer.flush(timeout)
     done.seconds = time.monotonic() - started
     done.failed = len(errors) + left

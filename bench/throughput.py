@@ -12,12 +12,17 @@ consumer group:
 2. ``river``: the hand-written peer, river ADWIN + Page-Hinkley per feature per event;
 3. ``faust``: a plain faust-streaming agent that only counts events;
 4. ``streamdrift-1``: ``streamdrift worker``, one process;
-5. ``streamdrift-2``: two worker processes in one group.
+5. ``streamdrift-2``: two worker processes in one group;
+6. ``mapped-json``, ``kserve``, ``seldon2``: one worker reading the same events through an input
+   adapter instead of the native topic (``bench.adapters``: a user's own JSON with a JMESPath
+   mapping, KServe payload logs, Seldon Core 2's protobuf topics; requests paired with their
+   responses), from topics prepared when the column starts.
 
-After measuring its throughput, each streamdrift column gets paced traffic at half its measured
-rate with mean shifts injected into a few models, to measure event-to-alert latency. One table
-per message size, with the targets of issue 14 (rates, ratios to the bare consumer and the
-hand-written river loop, latency, checkpoint CPU, RSS, worker start to ready), is printed; the
+After measuring its throughput, each native streamdrift column gets paced traffic at half its
+measured rate with mean shifts injected into a few models, to measure event-to-alert latency. One
+table per message size, with the targets of issue 14 (rates, ratios to the bare consumer and the
+hand-written river loop, latency, checkpoint CPU, RSS, worker start to ready) and every column's
+ratio to one native worker, is printed; the
 results go to ``bench-results/throughput.json`` (``throughput-kafka.json`` on Kafka; ``--json``).
 The tables, the log and the JSON name the broker and its version. How each number is measured
 is printed under the table (:data:`NOTES`) and stored in the JSON.
@@ -38,7 +43,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -53,7 +59,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from bench.load import NUMERIC, SERIES_PER_EVENT, bench_models, drift, messages, produce
+from bench.adapters import ADAPTERS
+from bench.load import NUMERIC, SERIES_PER_EVENT, Shape, bench_models, drift, messages, produce
 from streamdrift.detectors import kernels
 from streamdrift.streams.dev.embedded import (
     LOCAL_WORKER_ENV,
@@ -95,6 +102,9 @@ class Column:
     description: str
     workers: int = 0
     """streamdrift worker processes; 0 for a ``bench.peers`` process."""
+    adapter: str | None = None
+    """The input adapter (``bench.adapters``) the workers read the events through; None: the
+    native input topic."""
 
 
 COLUMNS = (
@@ -121,8 +131,35 @@ COLUMNS = (
         "streamdrift worker, two processes in one group",
         workers=2,
     ),
+    Column(
+        "mapped-json",
+        "(6) mapped JSON ×1",
+        "streamdrift worker, one process, reading the events in a user's own JSON shape from a "
+        "mapped input topic (format: json, JMESPath mapping, one message per simulator message)",
+        workers=1,
+        adapter="mapped-json",
+    ),
+    Column(
+        "kserve",
+        "(7) KServe logs ×1",
+        "streamdrift worker, one process, reading KServe V1 payload logs (CloudEvents in binary "
+        "mode): a request and a response record per simulator message, paired into events",
+        workers=1,
+        adapter="kserve",
+    ),
+    Column(
+        "seldon2",
+        "(8) Seldon 2 OIP ×1",
+        "streamdrift worker, one process, reading Seldon Core 2 model topics: a ModelInferRequest "
+        "on .inputs and a ModelInferResponse on .outputs (protobuf) per simulator message, paired",
+        workers=1,
+        adapter="seldon2",
+    ),
 )
 BY_KEY = {column.key: column for column in COLUMNS}
+NATIVE = "streamdrift-1"
+"""The column every other is compared with in the table's "× (4)" and the JSON's
+``vs_streamdrift_1``."""
 
 # Paragraphs, folded to one line each (as in bench.quality).
 NOTES = tuple(
@@ -170,6 +207,14 @@ the input record at evidence.partition / evidence.to_offset (set by the bench's 
 the JSON is measured from the first shifted record instead, so it adds the detector's
 statistical delay. p99 of fewer than 100 samples is close to their maximum. Redis runs without
 persistence.
+
+adapter columns (6-8): the same events (same seed) written in the adapter's shape to topics of
+{partitions} partitions each, prepared when the column starts (bench.adapters), every record on
+its model's partition as for the native column; one worker whose configuration lists them under
+inputs (its native input topic is an empty one of its own). events/s as for (4), summed over the
+adapter's topics; for KServe and Seldon 2 an event is a request paired with its response (two
+Kafka records whose halves meet in Redis). x (4): events/s over those of streamdrift x1 in the
+same run. No latency run and no targets (issue 14's are for the native path).
 """.strip().split("\n\n")
 )
 
@@ -230,6 +275,12 @@ class PeerProcess(ManagedProcess):
     def start(self) -> PeerProcess:
         self._spawn(self.command, cwd=REPO_ROOT)
         return self
+
+
+def stop(processes: Sequence[ManagedProcess]) -> None:
+    """Stop ``processes`` gracefully (SIGTERM), all at once: a worker takes about a second."""
+    with ThreadPoolExecutor(max(1, len(processes))) as pool:
+        list(pool.map(lambda process: process.terminate(), processes))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -299,22 +350,19 @@ PROBED_METRICS = (
 )
 
 
-def probe(workers: Sequence[WorkerProcess], topic: str, store: redis.Redis) -> Probe:
+def probe(workers: Sequence[WorkerProcess], topics: Collection[str], store: redis.Redis) -> Probe:
+    """Events applied from ``topics`` and partitions of them owned, per worker; checkpoints, CPU
+    time and Redis commands so far."""
     found = Probe(at=0.0)
     for worker in workers:
         owned = 0.0
         page = worker.metrics_text(timeout=60, names=PROBED_METRICS)
         for family in text_string_to_metric_families(page):
             for sample in family.samples:
-                if (
-                    sample.name == "streamdrift_events_total"
-                    and sample.labels.get("topic") == topic
-                ):
+                ours = sample.labels.get("topic") in topics
+                if sample.name == "streamdrift_events_total" and ours:
                     found.events += sample.value
-                elif (
-                    sample.name == "streamdrift_partitions_owned"
-                    and sample.labels.get("topic") == topic
-                ):
+                elif sample.name == "streamdrift_partitions_owned" and ours:
                     owned += sample.value
                 elif sample.name == "streamdrift_checkpoint_cpu_seconds_total":
                     found.checkpoint_s += sample.value
@@ -469,6 +517,23 @@ class Options:
     broker: str = "tansu"
 
 
+@dataclass(frozen=True)
+class Feed:
+    """What a streamdrift column's workers consume."""
+
+    input: str
+    """Their native input topic (STREAMDRIFT_INPUT_TOPIC)."""
+    measured: tuple[str, ...]
+    """The topics whose events the probes count."""
+    config: Path | None = None
+    """The worker configuration (STREAMDRIFT_CONFIG) listing the adapter's topics as inputs."""
+
+    @classmethod
+    def native(cls, topic: str) -> Feed:
+        """The native input ``topic`` and nothing else."""
+        return cls(topic, (topic,))
+
+
 class Bench:
     """The servers and the topics of one run; columns are measured one after another."""
 
@@ -499,14 +564,36 @@ class Bench:
     def prepare(self, batch: int, events: int, purpose: str) -> str:
         """A new topic holding ``events`` stationary events in messages of ``batch``."""
         topic = f"bench-{purpose}-b{batch}-{uuid.uuid4().hex[:6]}"
-        create_topics(self.broker.bootstrap, {topic: self.o.partitions})
-        stream = messages(self.models, events, batch, seed=batch)
-        sent = produce(self.broker.bootstrap, topic, self.models, self.o.partitions, stream)
-        self.say(
-            f"prepared {topic}: {sent.events:,} events in {sent.messages:,} messages of {batch} "
-            f"event(s), {self.o.partitions} partitions ({sent.events / sent.seconds:,.0f} events/s)"
-        )
+        self._fill((topic,), batch, events)
         return topic
+
+    def prepare_adapter(self, adapter: str, batch: int) -> Feed:
+        """The input's topics holding the events of :meth:`prepare`'s input topic in the shape of
+        ``adapter`` (``bench.adapters``), an empty native input, the configuration listing them."""
+        stem = f"bench-{adapter}-b{batch}-{uuid.uuid4().hex[:6]}"
+        shaper = ADAPTERS[adapter]
+        topics = shaper.topics(stem)
+        create_topics(self.broker.bootstrap, {f"{stem}-native": 1})
+        config = self.workdir / f"{stem}.yaml"
+        config.write_text(json.dumps({"inputs": shaper.inputs(topics)}, indent=2))  # JSON is YAML
+        self._fill(topics, batch, self.o.events, lambda m: shaper.records(topics, m))
+        return Feed(f"{stem}-native", topics, config)
+
+    def _fill(
+        self, topics: Sequence[str], batch: int, events: int, shape: Shape | None = None
+    ) -> None:
+        """Create ``topics`` and write ``events`` stationary events in messages of ``batch`` to
+        them (``shape``: as that makes them; see ``bench.load.produce``)."""
+        create_topics(self.broker.bootstrap, dict.fromkeys(topics, self.o.partitions))
+        stream = messages(self.models, events, batch, seed=batch)
+        sent = produce(
+            self.broker.bootstrap, topics[0], self.models, self.o.partitions, stream, shape=shape
+        )
+        self.say(
+            f"prepared {', '.join(topics)}: {sent.events:,} events in {sent.messages:,} records "
+            f"from messages of {batch} event(s), {self.o.partitions} partitions "
+            f"({sent.events / sent.seconds:,.0f} events/s)"
+        )
 
     # -- peers ---------------------------------------------------------------------------------
 
@@ -531,7 +618,7 @@ class Bench:
                     raise RuntimeError(f"{column.key} reported nothing in time:\n{peer.log_tail()}")
                 time.sleep(0.2)
         finally:
-            peer.terminate()
+            peer.kill()  # its result is written (or it failed): no graceful stop to wait for
         data = json.loads(result_path.read_text())
         return Result(
             column=column.key,
@@ -548,20 +635,25 @@ class Bench:
     # -- streamdrift ---------------------------------------------------------------------------
 
     def run_streamdrift(self, column: Column, batch: int, topic: str) -> Result:
-        with self._group(column, topic) as group:
-            result = self._measure(column, batch, topic, group)
+        """Measure a streamdrift column on the native input ``topic``, or on its adapter's."""
+        adapter = column.adapter
+        feed = self.prepare_adapter(adapter, batch) if adapter else Feed.native(topic)
+        with self._group(column, feed) as group:
+            result = self._measure(column, batch, feed.measured, group)
             result.rss_mb = group.peak_rss_mb()
             result.ready_s = round(group.ready_s, 1)
-        if self.o.drifts:
+            for worker in group.workers:  # measured: nothing left to save (the group, its topics
+                worker.kill()  # and Redis keys are the column's own), no graceful stop to wait for
+        if self.o.drifts and not column.adapter:
             result.latency = self._latency(column, batch, result.events_per_s / 2)
         return result
 
     @contextmanager
-    def _group(self, column: Column, topic: str) -> Iterator[Group]:
-        """``column.workers`` workers of a new group on ``topic``, ready; stopped on exit."""
-        group_id = f"bench-{column.key}-{topic}"
+    def _group(self, column: Column, feed: Feed) -> Iterator[Group]:
+        """``column.workers`` workers of a new group on ``feed``, ready; stopped on exit."""
+        group_id = f"bench-{column.key}-{feed.input}"
         names = Topics(
-            topic, f"{group_id}.labels", f"{group_id}.alerts", f"{group_id}.dlq", group_id
+            feed.input, f"{group_id}.labels", f"{group_id}.alerts", f"{group_id}.dlq", group_id
         )
         create_topics(self.broker.bootstrap, {names.labels: 1, names.alerts: 1, names.dlq: 1})
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("STREAMDRIFT_")}
@@ -577,19 +669,23 @@ class Bench:
             **LOCAL_WORKER_ENV,
             **dict(self.o.worker_settings),
         }
+        if feed.config is not None:
+            env["STREAMDRIFT_CONFIG"] = str(feed.config)
         group = Group(names.alerts, Probe(at=0.0))
         group.before.redis_calls, group.before.redis_cpu_s = _redis_calls(self.redis)
-        with ExitStack() as stack:
-            group.started = time.monotonic()
+        group.started = time.monotonic()
+        try:
             for n in range(column.workers):
                 port = str(free_port())
                 worker = WorkerProcess(
                     {**env, "STREAMDRIFT_METRICS_PORT": port}, self.workdir / f"{group_id}-{n}.log"
                 )
-                stack.callback(worker.terminate)
-                group.workers.append(worker.start())
+                group.workers.append(worker)
+                worker.start()
             self._ready(group)
             yield group
+        finally:
+            stop(group.workers)
 
     def _ready(self, group: Group) -> None:
         """Wait until every worker answers /readyz; note in ``group.before`` when the first one
@@ -615,12 +711,12 @@ class Bench:
                 )
             time.sleep(0.1)
 
-    def _measure(self, column: Column, batch: int, topic: str, group: Group) -> Result:
+    def _measure(self, column: Column, batch: int, topics: Collection[str], group: Group) -> Result:
         target, workers = self.o.events, group.workers
         deadline = time.monotonic() + STARTUP_S
         while True:  # the group is settled once each worker owns partitions and all are owned
-            first = probe(workers, topic, self.redis)
-            if sum(first.owned) == self.o.partitions and min(first.owned) > 0:
+            first = probe(workers, topics, self.redis)
+            if sum(first.owned) == self.o.partitions * len(topics) and min(first.owned) > 0:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
@@ -632,7 +728,7 @@ class Bench:
         next_progress = first.at + PROGRESS_EVERY_S
         while current.events < target and current.at < stop_at:
             time.sleep(PROBE_EVERY_S)
-            last, current = current, probe(workers, topic, self.redis)
+            last, current = current, probe(workers, topics, self.redis)
             if current.at >= next_progress:
                 next_progress += PROGRESS_EVERY_S
                 rate = (current.events - first.events) / (current.at - first.at)
@@ -677,7 +773,7 @@ class Bench:
     def _wait_applied(self, workers: Sequence[WorkerProcess], topic: str, events: int) -> None:
         timeout = STARTUP_S + self.o.max_seconds
         deadline = time.monotonic() + timeout
-        while probe(workers, topic, self.redis).events < events:
+        while probe(workers, (topic,), self.redis).events < events:
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"the workers did not apply {events:,} events of {topic} within {timeout:g} s"
@@ -722,7 +818,7 @@ class Bench:
             if onset is not None:
                 onsets[id(onset)] = r
             stream += part
-        with self._group(column, topic) as group:
+        with self._group(column, Feed.native(topic)) as group:
             self._wait_applied(group.workers, topic, warmup)
             self.say(
                 f"  latency: {len(stream):,} messages at {rate:,.0f} events/s (half the measured "
@@ -863,8 +959,8 @@ READY_S = 10.0  # worker start to ready
 
 
 def targets(batch: int, key: str, results: dict[str, Result]) -> list[tuple[str, bool]]:
-    """(target, met) for one column's result; empty for the reference columns."""
-    if not BY_KEY[key].workers:
+    """(target, met) for one column's result; empty for the reference and adapter columns."""
+    if not BY_KEY[key].workers or BY_KEY[key].adapter:
         return []
     r = results[key]
     found: list[tuple[str, bool]] = []
@@ -894,16 +990,29 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value else "—"
 
 
+def to_native(results: dict[str, Result]) -> dict[str, float]:
+    """Each other column's events/s over those of one native worker (:data:`NATIVE`), if run."""
+    native = results.get(NATIVE)
+    if native is None or not native.events_per_s:
+        return {}
+    return {
+        key: round(r.events_per_s / native.events_per_s, 3)
+        for key, r in results.items()
+        if key != NATIVE
+    }
+
+
 def table(batch: int, results: dict[str, Result], options: Options, broker: BrokerInfo) -> Table:
     size = "single-event messages" if batch == 1 else f"{batch}-event messages"
     grid = Table(
         title=f"{size} · {options.events:,} events · {options.partitions} partitions · {broker}",
         title_justify="left",
     )
-    for name in ("column", "events/s", "feature-updates/s", "× (1)", "latency p50/p99 ms", "RSS MB",
-                 "Redis cmds/1k ev", "ckpt CPU", "targets"):  # fmt: skip
+    for name in ("column", "events/s", "feature-updates/s", "× (1)", "× (4)", "latency p50/p99 ms",
+                 "RSS MB", "Redis cmds/1k ev", "ckpt CPU", "targets"):  # fmt: skip
         grid.add_column(name, justify="left" if name in ("column", "targets") else "right")
     limit = results.get("limit")
+    native = to_native(results)
     for key, r in results.items():
         ratio = (
             f"{r.events_per_s / limit.events_per_s:.2f}" if limit and limit.events_per_s else "—"
@@ -936,6 +1045,7 @@ def table(batch: int, results: dict[str, Result], options: Options, broker: Brok
             _rate(r.events_per_s),
             _rate(r.updates_per_s),
             ratio,
+            f"{native[key]:.2f}" if key in native else "—",
             latency,
             f"{r.rss_mb:,.0f}",
             redis_cell,
@@ -960,6 +1070,7 @@ def _notes(options: Options) -> list[str]:
             drifted=DRIFTED_FEATURES,
             sigmas=SHIFT_SIGMAS,
             ready=READY_S,
+            partitions=options.partitions,
         )
         for note in NOTES
     ]
@@ -1020,6 +1131,7 @@ def report(
             {
                 "batch": batch,
                 "results": {key: r.to_json() for key, r in results.items()},
+                "vs_streamdrift_1": to_native(results),
                 "targets": {
                     key: [{"target": name, "met": met} for name, met in found]
                     for key, found in judged.items()

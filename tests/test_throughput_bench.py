@@ -7,13 +7,20 @@ No timing thresholds: speed is what the benchmark measures, not what the test su
 
 from __future__ import annotations
 
+import itertools
 import json
 
+import msgspec
 import pytest
 from servers.kafka_broker import kafka_version
 
 from bench import throughput
-from bench.load import SERIES_PER_EVENT
+from bench.adapters import ADAPTERS, events_of
+from bench.load import SERIES_PER_EVENT, bench_models, messages
+from streamdrift.streams.pipeline.codec import Limits
+from streamdrift.streams.pipeline.inputs import input_specs
+from streamdrift.streams.pipeline.mapping import Mapper
+from streamdrift.streams.pipeline.outcome import Record
 
 pytestmark = pytest.mark.e2e
 
@@ -63,10 +70,53 @@ def test_a_tiny_run_reports_every_column(tmp_path, capsys):
     assert {"≥0.8×(1)", "≥2.5×(2)"} <= {t["target"] for t in run["targets"]["streamdrift-1"]}
     assert "≥1.7×(4)" in {t["target"] for t in run["targets"]["streamdrift-2"]}
     assert set(run["targets"]) == {"streamdrift-1", "streamdrift-2"}
+    native = results["streamdrift-1"]["events_per_s"]
+    assert run["vs_streamdrift_1"] == {
+        key: round(r["events_per_s"] / native, 3)
+        for key, r in results.items()
+        if key != "streamdrift-1"
+    }
+    assert "× (4)" in printed
+    for key in ADAPTERS:  # one worker each, on the same events through its adapter
+        r = results[key]
+        assert throughput.BY_KEY[key].adapter == key and r["processes"] == 1, key
+        assert r["updates"] == SERIES_PER_EVENT * r["events"], key
+        assert r["redis"]["commands"] > 0 and r["latency"] is None, key
+        assert 0 < r["ready_s"] < throughput.STARTUP_S, key
     assert len(data["notes"]) == len(throughput.NOTES)
     assert json.loads(out.read_text())["options"]["worker_settings"] == [
         ["STREAMDRIFT_BATCH_MAX_EVENTS", "500"]
     ]
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+def test_an_adapter_carries_the_native_events(adapter, batch):
+    """What the worker's mapping reads from an adapter's records are the simulator's events, one
+    id each: a request's features and its response's prediction (two halves of one id, unpaired
+    here), or the whole event."""
+    shaper = ADAPTERS[adapter]
+    topics = shaper.topics("bench-test")
+    specs = input_specs({"inputs": shaper.inputs(topics)})
+    mappers = {spec.topic: Mapper(spec, Limits()) for spec in specs}
+    for message in itertools.islice(messages(bench_models(3), 40, batch, seed=batch), 5):
+        merged: dict[str, dict] = {}
+        for offset, out in enumerate(shaper.records(topics, message)):
+            record = Record(offset, 1.7e9, out.value, key=out.key, headers=out.headers)
+            natives, dead = mappers[out.topic].convert([record])
+            assert not dead, dead
+            decoded = msgspec.json.decode(natives[0].value)
+            for event in decoded if isinstance(decoded, list) else [decoded]:
+                into = merged.setdefault(event["event_id"], {"model": event["model"]})
+                assert into["model"] == event["model"]
+                into.setdefault("features", {}).update(event["features"])
+                if "prediction" in event:
+                    into["prediction"] = event["prediction"]
+        expected = [
+            {"model": e["model"], "features": e["features"], "prediction": e["prediction"]}
+            for e in events_of(message)
+        ]
+        assert list(merged.values()) == expected
 
 
 def test_worker_settings_must_be_streamdrift_variables(capsys):
