@@ -33,11 +33,24 @@ from streamdrift.streams.runtime import Runtime
 log = logging.getLogger("streamdrift")
 
 
-def events_in(value: bytes | None) -> int:
+#: Bytes a mapped input's message is taken to hold per event, for sizing batches: its messages
+#: need not name a model per event (KServe tensors, Avro, protobuf), so their size stands in.
+MAPPED_EVENT_BYTES = 256
+
+
+def events_in(value: bytes | None, mapped: bool = False) -> int:
     """The events of one message, counted without decoding it: its ``"model"`` keys (every
-    event and label has one; a JSON array holds many), at least 1. Only batch sizes depend on
-    it: a miscount makes a batch larger or smaller, never wrong."""
-    return max(1, value.count(b'"model"')) if value else 1
+    event and label has one; a JSON array holds many), at least 1; for a mapped input's message
+    (``mapped``), at least one per ``MAPPED_EVENT_BYTES`` too. Only batch sizes depend on it: a
+    miscount makes a batch larger or smaller, never wrong.
+
+    >>> events_in(b'[{"model": "a"}, {"model": "b"}]'), events_in(b"x" * 2560, mapped=True)
+    (2, 10)
+    """
+    if not value:
+        return 1
+    events = max(1, value.count(b'"model"'))
+    return max(events, len(value) // MAPPED_EVENT_BYTES) if mapped else events
 
 
 def poll_records(max_events: int, events_per_record: float) -> int:
@@ -78,7 +91,7 @@ def batches(
                     if full
                     else Record(r.offset, r.timestamp / 1000.0, r.value)
                 )
-                events += events_in(r.value)
+                events += events_in(r.value, full)
         if events:
             yield topic, batch
 
@@ -136,7 +149,11 @@ class Intake(faust.Service):
 
     def _size_polls(self, records: Mapping[TP, Sequence[Any]]) -> None:
         """Size the next polls by the events per record seen (a moving average)."""
-        counts = [events_in(r.value) for rs in records.values() for r in rs[:100]]
+        counts = [
+            events_in(r.value, tp.topic in self.keyed)
+            for tp, rs in records.items()
+            for r in rs[:100]
+        ]
         if not counts:
             return
         self._events_per_record += 0.3 * (sum(counts) / len(counts) - self._events_per_record)
