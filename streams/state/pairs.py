@@ -36,27 +36,28 @@ for i, key in ipairs(KEYS) do
   local kind, identity, event, alone = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local other = 'request'
   if kind == 'request' then other = 'response' end
-  local result = nil
+  local found = redis.call('HMGET', key, kind, 'claim', other)
+  local mine, claim, partner = found[1], found[2], found[3]
+  local writes = {}
   if event ~= '' then
-    local mine = redis.call('HGET', key, kind)
     if not mine then
-      redis.call('HSET', key, kind, identity .. '\\n' .. event)
-      redis.call('EXPIRE', key, ttl)
+      writes = {kind, identity .. '\\n' .. event}
     elseif string.sub(mine, 1, #identity + 1) ~= identity .. '\\n' then
-      result = {'duplicate'}
+      out[i] = {'duplicate'}
     end
   end
-  if not result then
-    local claim = redis.call('HGET', key, 'claim')
-    local partner = redis.call('HGET', key, other)
+  if not out[i] then
     if not claim and (partner or alone == '1') then
       if partner then claim = 'pair\\n' .. identity else claim = 'alone\\n' .. identity end
-      redis.call('HSET', key, 'claim', claim)
+      writes[#writes + 1] = 'claim'
+      writes[#writes + 1] = claim
+    end
+    if #writes > 0 then
+      redis.call('HSET', key, unpack(writes))
       redis.call('EXPIRE', key, ttl)
     end
-    if claim then result = {'claimed', claim, partner or ''} else result = {'wait'} end
+    if claim then out[i] = {'claimed', claim, partner or ''} else out[i] = {'wait'} end
   end
-  out[i] = result
 end
 return out
 """
