@@ -145,11 +145,12 @@ def test_json_schema_payloads_are_mapped_as_json(schema_registry):
         json.dumps(schema),
         [{"model": "fraud", "inputs": {"amount": 3.5, "country": "DE"}}],
     )
+    deep = values[0][:5] + b"[" * 100_000 + b"]" * 100_000
     events, letters = read(
-        schema_registry.url, "jsonschema", [*values, values[0][:5] + b"{no"], MAPPING
+        schema_registry.url, "jsonschema", [*values, values[0][:5] + b"{no", deep], MAPPING
     )
     assert events == [{"model": "fraud", "features": {"amount": 3.5, "country": "DE"}}]
-    assert [d.reason for d in letters] == [Reason.MALFORMED_JSON]
+    assert [d.reason for d in letters] == [Reason.MALFORMED_JSON, Reason.TOO_DEEP]
 
 
 def test_what_cannot_be_read_is_dead_lettered_with_its_reason(schema_registry):

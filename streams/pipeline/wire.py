@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from streamdrift.streams.pipeline.codec import Invalid, Reason
+from streamdrift.streams.pipeline.codec import Invalid, Limits, Reason, deeper_than
 
 MAGIC = 0
 FORMATS = ("avro", "protobuf", "jsonschema")
@@ -121,9 +121,14 @@ def load(kind: str, text: str, references: Mapping[str, str]) -> Schema:
 
 
 class JsonPayload:
-    """JSON Schema: the payload is JSON (the mapping checks what it needs)."""
+    """JSON Schema: the payload is JSON (the mapping checks what it needs), nested at most
+    ``max_depth`` deep like a native message."""
+
+    max_depth = Limits().max_json_depth
 
     def decode(self, payload: bytes, indexes: Sequence[int]) -> Any:
+        if deeper_than(payload, self.max_depth):
+            raise Invalid(Reason.TOO_DEEP, f"nested deeper than {self.max_depth}")
         try:
             return msgspec.json.decode(payload)
         except (msgspec.DecodeError, RecursionError) as exc:
