@@ -274,6 +274,18 @@ def start_worker(
 # --- Kafka helpers for end-to-end tests ----------------------------------------------------
 
 
+def told_once(broker: Any, topics: Topics, model: str) -> None:
+    """The drift of ``model`` was told once: one incident opened, every detection in it (the
+    model's events spread over partitions, each with monitors of its own)."""
+    found = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
+    unique = {e["id"]: e for e in found}.values()
+    opened = [e for e in unique if e["type"] == "io.streamdrift.incident.opened"]
+    assert [e["subject"] for e in opened] == [model], opened
+    incident = opened[0]["incident"]
+    detected = [e for e in unique if e["type"] == "io.streamdrift.drift.detected"]
+    assert {e.get("incident") for e in detected} == {incident}, detected
+
+
 def produce(
     bootstrap: str,
     topic: str,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Topics, consume_all, produce, wait_for
+from conftest import Topics, consume_all, produce, told_once, wait_for
 from platforms import oip as seldon_oip
 
 from streamdrift.streams.kafka.admin import create_topics
@@ -134,6 +134,7 @@ def test_a_mapped_topic_is_monitored_exactly_once_through_a_kill(
     (alert,) = [a for a in detected if a["data"]["feature"] == "amount"][:1]
     assert alert["data"]["model_version"] == "7"
     assert alert["data"]["evidence"]["topic"] == mapped
+    told_once(broker, topics, "fraud")
     reasons = dead_letter_reasons(broker, topics, mapped, at_least=len(bad))
     assert reasons == {"malformed_json": 2, "mapping_failed": 1}, reasons
 
@@ -210,6 +211,7 @@ def test_kserve_payload_logs_in_binary_mode_are_monitored(
     time.sleep(3)
     moved = {a["data"]["feature"] for a in detections(broker, topics)}
     assert "amount" in moved and not moved & {"age", "tenure", "prediction"}, moved
+    told_once(broker, topics, "fraud")
     reasons = dead_letter_reasons(broker, topics, logs, at_least=32)
     assert reasons == {
         "tensor_shape_mismatch": 1,
@@ -301,6 +303,7 @@ def test_seldon_core_1_requests_pair_with_their_responses_exactly_once_through_a
     assert events_of(redis_client, topics, logs) == pairs + 60 + 40  # one event per pair
     moved = {a["data"]["feature"] for a in detections(broker, topics)}
     assert "hours" in moved and not moved & {"age", "t:0", "t:1"}, moved
+    told_once(broker, topics, "income")
     reasons = dead_letter_reasons(broker, topics, logs, at_least=1)
     assert reasons == {"unsupported_event_type": 1}, reasons
 
@@ -373,6 +376,7 @@ def test_seldon_core_2_model_topics_pair_across_topics_and_are_monitored(
     )  # one event per pair, the 20 lone responses alone
     moved = {a["data"]["feature"] for a in detections(broker, topics)}
     assert "hours" in moved and not moved & {"age", "prediction"}, moved
+    told_once(broker, topics, "income")
     reasons = dead_letter_reasons(broker, topics, inputs, at_least=1)
     assert reasons == {"mapping_failed": 1}, reasons
 

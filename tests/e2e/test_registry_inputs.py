@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest import consume_all, produce, wait_for
+from conftest import consume_all, produce, told_once, wait_for
 from platforms import registry
 
 from streamdrift.streams.kafka.admin import create_topics
@@ -137,6 +137,7 @@ def test_avro_and_protobuf_topics_through_an_evolution_and_a_frozen_registry(
     alerts = [json.loads(m.value) for m in consume_all(broker.bootstrap, topics.alerts)]
     moved = {a["data"]["feature"] for a in alerts if a["type"] == "io.streamdrift.drift.detected"}
     assert "amount" in moved and not moved & {"age", "prediction"}, moved
+    told_once(broker, topics, "fraud")
     letters = consume_all(broker.bootstrap, topics.dlq, expect_at_least=1)
     assert [
         (m.header("streamdrift-reason"), m.header("streamdrift-source-topic")) for m in letters
