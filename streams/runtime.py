@@ -242,6 +242,8 @@ class Runtime:
             if self.mappers
             else self.predictions
         )
+        # halves of a model not allowed never wait in Redis: straight to admission, which refuses
+        self._allowed_models = parse_allowlist(settings.allowed_models)
         self.labels = LabelProcessor(
             config,
             settings.codec_limits(),
@@ -250,7 +252,7 @@ class Runtime:
             settings.max_versions_per_model,
             max_pending_per_model=settings.max_pending_labels_per_model,
             max_models=settings.max_models,
-            allowed_models=parse_allowlist(settings.allowed_models),
+            allowed_models=self._allowed_models,
             join_models=self._join_models,
         )
         self.states: dict[tuple[str, int], PartitionState] = {}
@@ -328,13 +330,21 @@ class Runtime:
         """Offer the new halves and ask for the pending ones due (streams.pipeline.pairing), then
         apply what that settled, with the input's other native ``records``, in offset order."""
         assert mapper.pairing is not None
+        records = list(records or [])
+        if self._allowed_models is not None and halves:
+            records += [
+                Record(h.offset, h.timestamp, h.event)
+                for h in halves
+                if h.model not in self._allowed_models
+            ]
+            halves = [h for h in halves if h.model in self._allowed_models]
         asks = mapper.pairing.asks(state.pairs, halves or [], now)
         window = mapper.pairing.spec.window_s
         answers = await self._redis(partial(self.pair_store.offer, asks, window)) if asks else []
         state.pairs, settled = mapper.pairing.settle(state.pairs, asks, answers, now, unkeyed or [])
         state.pairs_dirty |= settled.changed
         state.pairs_due = Pairing.next_due(state.pairs)
-        applied = sorted([*(records or []), *settled.records], key=_OFFSET)
+        applied = sorted([*records, *settled.records], key=_OFFSET)
         outcome = self.mapped_predictions.process(state, applied, now=now, fresh=True)
         outcome.dead_letters += settled.dead_letters
         for result, count in settled.counts.items():

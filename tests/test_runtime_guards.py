@@ -88,3 +88,35 @@ def test_evicted_models_leave_no_label_sets_in_metrics(redis_server):
         await runtime.close()
 
     asyncio.run(body())
+
+
+def test_halves_of_a_model_not_allowed_never_wait_in_redis(redis_server, redis_client):
+    """Pairing comes after the allowlist: a flood of made-up models' halves is refused at once
+    (model_not_allowed), stores nothing in Redis and waits in no partition."""
+    config = {"inputs": [{"topic": "kserve-logs", "format": "kserve"}]}
+    settings = settings_for(redis_server.url, allowed_models="fraud")
+
+    def half(model: str, ident: str, offset: int) -> Record:
+        headers = [
+            ("ce_type", b"org.kubeflow.serving.inference.request"),
+            ("ce_id", ident.encode()),
+            ("ce_inferenceservicename", model.encode()),
+        ]
+        return Record(offset, 1_000.0, b'{"instances": [[1.0, 2.0]]}', None, headers)
+
+    publisher = RecordingPublisher()
+
+    async def body() -> None:
+        runtime = Runtime(settings, config, publisher)
+        await runtime.on_assigned([("kserve-logs", 0)])
+        records = [half(f"made-up-{i}", f"id-{i}", i) for i in range(50)]
+        await runtime.handle("kserve-logs", {0: [*records, half("fraud", "ok", 50)]})
+        state = runtime.states[("kserve-logs", 0)]
+        assert [p.half.model for p in state.pairs] == ["fraud"]
+        await runtime.close()
+
+    asyncio.run(body())
+    reasons = [dict(headers)["streamdrift-reason"] for _, _, _, headers in publisher.sent]
+    assert reasons == [b"model_not_allowed"] * 50
+    pair_keys = list(redis_client.scan_iter(f"sd:{{{settings.group_id}}}:pair:*"))
+    assert [key.decode().rsplit(":", 2)[1] for key in pair_keys] == ["fraud"]
