@@ -108,6 +108,18 @@ def test_a_response_pairs_with_its_request_read_on_another_partition(store_url):
     run(main())
 
 
+def test_halves_read_in_one_batch_pair_at_once_and_leave_nothing_waiting(store_url):
+    async def main() -> None:
+        client, pairs = store(store_url)
+        side = Side(pairs)
+        settled = await side.step(0.0, request("g", offset=0), response("g", offset=1))
+        assert [e["prediction"] for e in events(settled)] == [0.5]
+        assert settled.counts == {"paired": 1} and not side.pending and settled.changed
+        await client.aclose()
+
+    run(main())
+
+
 def test_a_request_alone_past_its_window_is_monitored_and_so_is_its_late_response(store_url):
     async def main() -> None:
         client, pairs = store(store_url)
@@ -268,9 +280,10 @@ async def play(url: str, plan: list[tuple[str, int]], steps: Sequence[tuple[str,
     for action, p in steps:
         part, side = partitions[p], sides[p]
         now += 0.4
-        if action == "read" and part.position < len(part.records):
-            settled = await side.step(now, part.records[part.position])
-            part.position += 1
+        if action.startswith("read") and part.position < len(part.records):
+            taken = part.records[part.position : part.position + (2 if action == "read2" else 1)]
+            settled = await side.step(now, *taken)  # read2: a batch of two records
+            part.position += len(taken)
         elif action == "crash":
             part.crash(side)
             continue
@@ -319,7 +332,7 @@ async def play(url: str, plan: list[tuple[str, int]], steps: Sequence[tuple[str,
     ),
     st.lists(
         st.tuples(
-            st.sampled_from(["read", "read", "read", "tick", "checkpoint", "crash"]),
+            st.sampled_from(["read", "read", "read2", "tick", "checkpoint", "crash"]),
             st.integers(0, 2),
         ),
         max_size=60,

@@ -176,7 +176,18 @@ class Pairing:
             self._settle_one(half, Answer("claimed", "alone", half.identity), out)
         answered: dict[str, Answer] = {}
         waiting_new: list[PendingHalf] = []
+        # pairs a half of this batch claimed: its partner, answered "wait" earlier in the same
+        # call (it was stored, then found), is in that paired event: done, not waiting
+        claimed_here = {
+            (ask.half.model, ask.half.pair_id)
+            for ask, answer in zip(asks, answers, strict=True)
+            if answer.action == "pair" and answer.claimer == ask.half.identity
+        }
         for ask, answer in zip(asks, answers, strict=True):
+            if answer.status == "wait" and (ask.half.model, ask.half.pair_id) in claimed_here:
+                answered[ask.half.identity] = Answer("claimed", "pair", "(its partner)")
+                out.changed = True
+                continue
             if answer.status == "wait" and not ask.alone:
                 if ask.store:
                     out.changed = True
