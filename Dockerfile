@@ -27,7 +27,9 @@ COPY client ./client
 COPY streams ./streams
 COPY detectors ./detectors
 COPY --from=kernels /wheels /wheels
-RUN /opt/venv/bin/pip install ./client . /wheels/streamdrift_kernels-*.whl
+# [registry]: inputs in the Schema Registry wire format (Avro, Protobuf, JSON Schema) work in the
+# image as they do from a full install
+RUN /opt/venv/bin/pip install ./client '.[registry]' /wheels/streamdrift_kernels-*.whl
 
 # --- runtime: the virtualenv only, run as an unprivileged user -----------------------------------
 FROM python:3.11.11-slim-bookworm
