@@ -256,7 +256,7 @@ class Metrics:
         self.pairs = Counter(
             "streamdrift_pairs",
             "Halves of inferences settled, by input topic and result: paired (one per pair), "
-            "unpaired_request, unpaired_response, duplicate",
+            "unpaired_request, unpaired_response, duplicate, unreadable_partner",
             ["topic", "result"],
             registry=r,
         )

@@ -157,6 +157,23 @@ def test_a_replay_takes_the_decision_its_claim_recorded(store_url):
     run(main())
 
 
+@pytest.mark.parametrize("stored", [b"logs:1:0:0\nnot json", b'logs:1:0:0\n{"features": [1]}'])
+def test_a_partner_that_is_not_a_half_leaves_this_half_alone(store_url, stored):
+    """Whatever the pair's hash holds (another writer, a corrupted value), settling never raises:
+    the half that claimed the pair is monitored alone."""
+
+    async def main() -> None:
+        client, pairs = store(store_url)
+        key = pairs.layout.pair_key("m", "h")
+        await client.hset(key, RESPONSE, stored)
+        settled = await Side(pairs).step(0.0, request("h"))
+        assert settled.counts == {"unreadable_partner": 1, "unpaired_request": 1}
+        assert [e["features"] for e in events(settled)] == [{"x": 1.0}]
+        await client.aclose()
+
+    run(main())
+
+
 def test_a_second_half_of_one_kind_with_the_same_id_is_dead_lettered(store_url):
     async def main() -> None:
         client, pairs = store(store_url)

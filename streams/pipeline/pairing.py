@@ -188,7 +188,7 @@ class Pairing:
                 answered[ask.half.identity] = Answer("claimed", "pair", "(its partner)")
                 out.changed = True
                 continue
-            if answer.status == "wait" and not ask.alone:
+            if answer.status == "wait":  # (an alone ask is always claimed: never here)
                 if ask.store:
                     out.changed = True
                     waiting_new.append(
@@ -223,17 +223,19 @@ class Pairing:
             )
             out.counts["duplicate"] += 1
             return
-        if answer.status == "wait":  # alone asked but not granted: never, the script claims
-            raise ValueError("an alone question answered wait")
         if answer.action == "pair" and answer.claimer != half.identity:
             return  # the partner's paired event holds this half
         if answer.action == "pair" and answer.partner is not None:
-            mine, theirs = _DECODE(half.event), _DECODE(answer.partner)
-            request, response = (mine, theirs) if half.kind == REQUEST else (theirs, mine)
-            paired = _ENCODE(merged(request, response))
-            out.records.append(Record(half.offset, half.timestamp, paired))
-            out.counts["paired"] += 1
-            return
+            try:
+                mine, theirs = _DECODE(half.event), _DECODE(answer.partner)
+                request, response = (mine, theirs) if half.kind == REQUEST else (theirs, mine)
+                paired = _ENCODE(merged(request, response))
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError):
+                out.counts["unreadable_partner"] += 1  # not what a half stores: this one alone
+            else:
+                out.records.append(Record(half.offset, half.timestamp, paired))
+                out.counts["paired"] += 1
+                return
         # alone: claimed so by either half (or a pair claimed whose partner has expired)
         out.counts[f"unpaired_{half.kind}"] += 1
         if self.spec.unpaired == "monitor":
