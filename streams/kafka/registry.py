@@ -114,6 +114,9 @@ class SchemaCache:
             return load(kind, schema.schema_str, references)
         except SchemaUnusable as exc:
             return Unusable(str(exc))
+        except Exception as exc:  # whatever the schema's text makes a parser raise: unusable
+            log.warning("schema id %d cannot be loaded: %r", schema_id, exc)
+            return Unusable(f"{type(exc).__name__}: {str(exc)[:200]}")
 
     async def _references(self, schema: Any, kind: str, depth: int) -> dict[str, str]:
         """The texts a schema references, by the names it imports them as (recursively)."""
