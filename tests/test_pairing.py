@@ -88,21 +88,29 @@ def store(url: str) -> tuple[aioredis.Redis, PairStore]:
     return client, PairStore(client, f"pairs-{uuid.uuid4().hex[:8]}")
 
 
-def test_a_response_pairs_with_its_request_read_on_another_partition(store_url):
+def test_a_request_pairs_with_its_response_read_on_another_partition(store_url):
+    """The request claims the pair, whichever half came first: the paired event is applied
+    where the request was read."""
+
     async def main() -> None:
         client, pairs = store(store_url)
         left, right = Side(pairs), Side(pairs)
         waited = await left.step(0.0, request("a", x=3.0, partition=0))
         assert not waited.records and len(left.pending) == 1 and waited.changed
-        paired = await right.step(0.1, response("a", p=0.9, partition=1))
+        stored = await right.step(0.1, response("a", p=0.9, partition=1))
+        assert not stored.records and len(right.pending) == 1  # a response does not claim
+        early = await left.step(0.2)  # not due yet: nothing asked, still waiting
+        assert not early.changed and len(left.pending) == 1
+        paired = await left.step(0.3)  # due: its response is there, it claims
         assert events(paired) == [
             {"model": "m", "event_id": "a", "features": {"x": 3.0}, "prediction": 0.9}
         ]
-        assert paired.counts == {"paired": 1} and not right.pending
-        early = await left.step(0.2)  # not due yet: nothing asked, still waiting
-        assert not early.changed and len(left.pending) == 1
-        dropped = await left.step(1.0)  # due: the partner's event holds it
-        assert not dropped.records and not dropped.counts and not left.pending and dropped.changed
+        assert paired.counts == {"paired": 1} and not left.pending
+        dropped = await right.step(0.4)  # due: the request's event holds it
+        assert not dropped.records and not dropped.counts and not right.pending
+        first = await Side(pairs).step(1.0, response("b", partition=1))
+        claimed = await Side(pairs).step(1.1, request("b", partition=0))  # response came first
+        assert not first.records and claimed.counts == {"paired": 1}
         await client.aclose()
 
     run(main())
@@ -145,12 +153,12 @@ def test_a_replay_takes_the_decision_its_claim_recorded(store_url):
 
     async def main() -> None:
         client, pairs = store(store_url)
-        await Side(pairs).step(0.0, request("c", partition=0))
-        first = await Side(pairs).step(0.1, response("c", partition=1))
-        replayed = await Side(pairs).step(5.0, response("c", partition=1))
+        await Side(pairs).step(0.0, response("c", partition=1))
+        first = await Side(pairs).step(0.1, request("c", partition=0))
+        replayed = await Side(pairs).step(5.0, request("c", partition=0))
         assert events(first) == events(replayed) and replayed.counts == {"paired": 1}
-        # the request's replay finds the pair claimed by its partner: nothing to emit
-        again = await Side(pairs).step(6.0, request("c", partition=0))
+        # the response's replay finds the pair claimed by its partner: nothing to emit
+        again = await Side(pairs).step(6.0, response("c", partition=1))
         assert not again.records and not again.counts and again.changed
         await client.aclose()
 

@@ -185,9 +185,9 @@ def test_request_response_pairing_works_on_the_cluster(cluster_url):
     async def body(client):
         pairs = PairStore(client, group)
         first = await pairs.offer(
-            [Ask(half(REQUEST, f"r{i}", i), True, False) for i in range(3)], 5
+            [Ask(half(RESPONSE, f"r{i}", i), True, False) for i in range(3)], 5
         )
-        second = await pairs.offer([Ask(half(RESPONSE, "r1", 9), True, False)], 5)
+        second = await pairs.offer([Ask(half(REQUEST, "r1", 9), True, False)], 5)
         return [a.status for a in first], second[0]
 
     statuses, answer = run(cluster_url, body)

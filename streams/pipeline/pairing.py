@@ -4,11 +4,13 @@ become one event — the request's features with the response's prediction — c
 
 The halves meet in Redis (:mod:`streams.state.pairs`), keyed by (model, pair id: the CloudEvent
 ``id`` or the request id, ``/<row>`` for a batch's rows). Each half, when read, is *offered*: it
-is stored there with its identity (input topic, partition, offset, row) and, if its partner is
-already stored, it claims the pair. A half that finds no partner waits in its partition's state
+is stored there with its identity (input topic, partition, offset, row) and, if it is a request
+and its response is already stored, it claims the pair (so the paired event is applied where the
+request was read, whatever the order). A half that cannot claim waits in its partition's state
 (checkpointed, like a pending label) and asks again — after 0.25 s, then doubling up to 4 s — until
 its partner comes or its window (``window_s`` from its arrival, on the worker clock) is over; then
-it claims itself *alone*.
+it claims the pair if its partner is there (a response whose request was read late), else
+itself *alone*.
 
 The claim is one field of the pair's Redis hash, set once (a Lua script: first writer wins), so
 exactly one half decides, whatever the order, the partitions, the workers or the replays:
@@ -154,7 +156,8 @@ class Pairing:
         asks = [Ask(p.half, False, now >= p.deadline) for p in pending if p.due <= now]
         room = self.spec.max_pending - len(pending)
         room_bytes = self.spec.max_pending_bytes - sum(len(p.half.event) for p in pending)
-        for half in new:
+        # responses first: a request offered after its response in the same call claims at once
+        for half in sorted(new, key=lambda h: h.kind != RESPONSE):
             full = room <= 0 or room_bytes < len(half.event)
             asks.append(Ask(half, True, full))
             room -= 1

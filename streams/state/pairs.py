@@ -3,8 +3,12 @@ half's event under its identity and the claim that settles the pair
 (:mod:`streams.pipeline.pairing` says what the answers mean).
 
 One script call answers a batch's questions (up to ``CHUNK`` per call), each question atomically:
-store the half (unless stored already; another identity there: ``duplicate``), then claim — the
-pair if the partner is there, the half alone if asked to — unless a claim exists. Every write
+store the half (unless stored already; another identity there: ``duplicate``), then claim —
+unless a claim exists — the pair if the half is a request and its response is there, or, when
+asked to (its window is over), the pair if its partner is there and the half alone if not. So a
+paired event is applied on the partition its request was read from, whichever half came first
+(a response claims only past its window), and a model's monitors there do not depend on the
+order the partitions were read in. Every write
 renews the hash's TTL: the window plus ``REPLAY_MARGIN_S``, how long after its last write a
 crashed worker can replay a claim it made (longer, and the claim it had not checkpointed is
 forgotten: the pair is then counted as two unpaired halves, at most one checkpoint interval's
@@ -47,7 +51,9 @@ for i, key in ipairs(KEYS) do
     end
   end
   if not out[i] then
-    if not claim and (partner or alone == '1') then
+    -- a request claims the pair when its response is there; a response only when its window
+    -- is over: the paired event is applied where the request was read, whatever the order
+    if not claim and ((partner and kind == 'request') or alone == '1') then
       if partner then claim = 'pair\\n' .. identity else claim = 'alone\\n' .. identity end
       writes[#writes + 1] = 'claim'
       writes[#writes + 1] = claim
